@@ -1,0 +1,149 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNoProcess means there is no process with that pid.
+var ErrNoProcess = errors.New("no such process")
+
+// Attach seizes every thread of a running process and stops them all. The
+// caller resumes them with ResumeAll once it is ready. Threads created later
+// are traced automatically.
+//
+// Precondition: called on a goroutine locked to its OS thread (see Locked).
+func Attach(pid int) (*Process, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("invalid pid %d", pid)
+	}
+	if pid == os.Getpid() {
+		return nil, fmt.Errorf("process %d is memtrap itself", pid)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+		return nil, fmt.Errorf("process %d: %w", pid, ErrNoProcess)
+	}
+	if tracer, err := TracerPid(pid); err == nil && tracer != 0 {
+		return nil, fmt.Errorf("process %d is already traced by process %d (%s); detach that debugger first", pid, tracer, comm(tracer))
+	}
+	p, err := newProcess(pid)
+	if err != nil {
+		return nil, err
+	}
+	p.options = baseOptions | unix.PTRACE_O_TRACEEXIT
+	if err := p.seizeAll(); err != nil {
+		p.detachAll()
+		return nil, err
+	}
+	return p, nil
+}
+
+func comm(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return "?"
+	}
+	return string(b[:len(b)-1])
+}
+
+func (p *Process) seizeAll() error {
+	// Threads can be created while we seize; list until the list is stable.
+	for {
+		tids, err := listTasks(p.Pid)
+		if err != nil {
+			return fmt.Errorf("process %d: %w", p.Pid, ErrNoProcess)
+		}
+		added := false
+		for _, tid := range tids {
+			if p.threads[tid] != nil {
+				continue
+			}
+			if err := ptraceSeize(tid, p.options); err != nil {
+				if err == unix.ESRCH && tid != p.Pid {
+					continue
+				}
+				switch err {
+				case unix.EPERM:
+					return fmt.Errorf("attaching to process %d: operation not permitted (run as root, or check /proc/sys/kernel/yama/ptrace_scope)", p.Pid)
+				case unix.ESRCH:
+					return fmt.Errorf("process %d: %w", p.Pid, ErrNoProcess)
+				}
+				return fmt.Errorf("PTRACE_SEIZE %d: %w", tid, err)
+			}
+			p.addThread(tid)
+			added = true
+		}
+		if !added {
+			break
+		}
+	}
+	return p.StopOthers(nil)
+}
+
+// detachAll lets every thread go, as is.
+func (p *Process) detachAll() {
+	for tid := range p.threads {
+		_ = ptraceDetach(tid, 0)
+	}
+	p.threads = map[int]*Thread{}
+}
+
+// Detach lets the process run on untraced. Precondition: every thread is
+// stopped (StopOthers(nil)) and the caller has handled the stops in the
+// queue that it cares about (DrainQueue). Signals still owed to a thread are
+// delivered as it is let go.
+func (p *Process) Detach() error {
+	if err := p.check(); err != nil {
+		return err
+	}
+	var firstErr error
+	for tid, t := range p.threads {
+		sig := 0
+		if len(t.deferred) > 0 && t.sigStop {
+			info := t.deferred[0]
+			if ptraceSetSiginfo(tid, &info) == nil {
+				sig = info.Signo()
+			}
+		}
+		if err := ptraceDetach(tid, sig); err != nil && err != unix.ESRCH && firstErr == nil {
+			firstErr = fmt.Errorf("PTRACE_DETACH %d: %w", tid, err)
+		}
+	}
+	p.threads = map[int]*Thread{}
+	p.Close()
+	return firstErr
+}
+
+// DrainQueue hands out the stops collected by StopOthers that have not been
+// returned by Wait yet, so that a caller about to detach can settle them.
+// Bookkeeping stops are handled as by Wait.
+func (p *Process) DrainQueue() ([]Stop, error) {
+	var out []Stop
+	p.holding = true
+	defer func() { p.holding = false }()
+	for len(p.queue) > 0 {
+		w := p.queue[0]
+		p.queue = p.queue[1:]
+		st, ok, err := p.handle(w)
+		if err != nil {
+			return out, err
+		}
+		if ok {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}
+
+// Kill ends the process with SIGKILL and reaps it.
+func (p *Process) Kill() {
+	_ = unix.Kill(p.Pid, unix.SIGKILL)
+	for !p.exited {
+		if _, err := p.Wait(); err != nil {
+			return
+		}
+	}
+}

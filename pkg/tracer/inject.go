@@ -1,0 +1,141 @@
+package tracer
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// The ERESTART* family: an injected call interrupted by a signal is retried.
+const (
+	errRestartSys       = 512
+	errRestartNoIntr    = 513
+	errRestartNoHand    = 514
+	errRestartRestartBl = 516
+)
+
+// syscallInsn finds the bytes 0f 05 (`syscall`) in an executable mapping of
+// the target. Where they sit in the original instruction stream does not
+// matter: executed from their own address they are a syscall. The vDSO
+// comes first: every process has one and it carries syscall fallbacks.
+func (p *Process) syscallInsn() (uint64, error) {
+	if p.sysInsn != 0 {
+		return p.sysInsn, nil
+	}
+	maps, err := ReadMaps(p.Pid)
+	if err != nil {
+		return 0, err
+	}
+	var order []Mapping
+	for _, m := range maps {
+		if m.Prot&unix.PROT_EXEC != 0 && m.Path == "[vdso]" {
+			order = append(order, m)
+		}
+	}
+	for _, m := range maps {
+		if m.Prot&unix.PROT_EXEC != 0 && m.Path != "[vdso]" && m.Path != "[vsyscall]" {
+			order = append(order, m)
+		}
+	}
+	buf := make([]byte, 64<<10)
+	for _, m := range order {
+		for a := m.Start; a < m.End; a += uint64(len(buf)) - 1 {
+			n := min(uint64(len(buf)), m.End-a)
+			if err := p.ReadMemory(a, buf[:n]); err != nil {
+				break
+			}
+			if i := bytes.Index(buf[:n], []byte{0x0f, 0x05}); i >= 0 {
+				p.sysInsn = a + uint64(i)
+				return p.sysInsn, nil
+			}
+		}
+	}
+	return 0, errors.New("no syscall instruction found in the target's executable mappings")
+}
+
+// Syscall makes the stopped thread t execute system call nr with args, and
+// returns its result; the thread's registers are restored afterwards.
+// Signals that arrive meanwhile are deferred (see Defer).
+//
+// Precondition: t is stopped (not in a group-stop), and no other thread can
+// observe what the call changes before the caller wants it to.
+func (t *Thread) Syscall(nr uintptr, args ...uintptr) (uintptr, error) {
+	if err := t.p.check(); err != nil {
+		return 0, err
+	}
+	insn, err := t.p.syscallInsn()
+	if err != nil {
+		return 0, err
+	}
+	var saved unix.PtraceRegs
+	if err := t.Regs(&saved); err != nil {
+		return 0, err
+	}
+	var a [6]uint64
+	for i, v := range args {
+		a[i] = uint64(v)
+	}
+	for {
+		r := saved
+		r.Rip = insn
+		r.Rax = uint64(nr)
+		// orig_rax -1: the kernel must not take our registers for an
+		// interrupted syscall of the thread's own and "restart" it.
+		r.Orig_rax = ^uint64(0)
+		r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+		if err := t.SetRegs(&r); err != nil {
+			return 0, err
+		}
+		ret, err := t.runSyscall(insn)
+		if rerr := t.SetRegs(&saved); rerr != nil && err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return 0, err
+		}
+		if e := -int64(ret); e > 0 && e < 4096 {
+			switch e {
+			case errRestartSys, errRestartNoIntr, errRestartNoHand, errRestartRestartBl:
+				continue
+			}
+			return 0, unix.Errno(e)
+		}
+		return ret, nil
+	}
+}
+
+func (t *Thread) runSyscall(insn uint64) (uintptr, error) {
+	for {
+		res, err := t.step()
+		if err != nil {
+			return 0, err
+		}
+		var r unix.PtraceRegs
+		if err := t.Regs(&r); err != nil {
+			return 0, err
+		}
+		if res.Done && r.Rip == insn+2 {
+			return uintptr(r.Rax), nil
+		}
+		if res.Done {
+			return 0, fmt.Errorf("injected syscall: thread %d stepped to %#x, not %#x", t.Tid, r.Rip, insn+2)
+		}
+		// A signal arrived before the syscall ran; keep it for later.
+		t.Defer(res.Info)
+		if r.Rip != insn {
+			return 0, fmt.Errorf("injected syscall: thread %d moved to %#x", t.Tid, r.Rip)
+		}
+	}
+}
+
+// Mprotect changes the protection of [addr, addr+length) in the target, by
+// making t call mprotect. Precondition: as for Syscall.
+func (t *Thread) Mprotect(addr, length uint64, prot int) error {
+	_, err := t.Syscall(unix.SYS_MPROTECT, uintptr(addr), uintptr(length), uintptr(prot))
+	if err != nil {
+		return fmt.Errorf("mprotect(%#x, %#x, %s) in %d: %w", addr, length, ProtString(prot), t.Tid, err)
+	}
+	return nil
+}

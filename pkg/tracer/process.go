@@ -1,0 +1,186 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// Errors callers test with errors.Is.
+var (
+	// ErrProcessExited means the target is gone: every thread has exited.
+	ErrProcessExited = errors.New("process exited")
+	// ErrThreadGone means one thread exited while the tracer worked on it.
+	ErrThreadGone = errors.New("thread exited")
+	// ErrWrongThread means a method was called off the ptrace thread.
+	ErrWrongThread = errors.New("tracer: called from a thread other than the one that attached")
+)
+
+// Process is a traced process (one address space) and its threads.
+type Process struct {
+	Pid int
+
+	threads   map[int]*Thread
+	mem       *os.File
+	tracerTid int
+	ownChild  bool // launched by us: reap on exit, EXITKILL set
+	options   int
+	sysInsn   uint64 // address of a `syscall` instruction in the target
+
+	queue   []queued         // stops seen while stopping the world, handed out by Wait
+	early   map[int]waitInfo // first stops of tasks whose creator has not reported them yet
+	holding bool             // DrainQueue: bookkeeping stops stay stopped
+	exited  bool
+	status  unix.WaitStatus
+
+	wake atomic.Bool // Wake was called: swallow one SIGSTOP
+}
+
+type waitInfo struct {
+	tid int
+	ws  unix.WaitStatus
+}
+
+// Thread is one traced task sharing the Process's address space.
+type Thread struct {
+	Tid int
+	p   *Process
+
+	stopped     bool
+	stoppedByUs bool // stopped by StopOthers; ResumeOthers lets it go
+	interrupted bool // PTRACE_INTERRUPT sent, its stop not yet seen
+	sigStop     bool // the current stop is a signal-delivery-stop
+	exiting     bool // reported PTRACE_EVENT_EXIT: never stops again
+	foreign     bool // a vfork/CLONE_VM child: shares our memory, not our tgid
+	deferred    []Siginfo
+}
+
+// Locked runs f on a new goroutine locked to its own OS thread and returns
+// f's result: the arrangement every Process needs.
+func Locked(f func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// The thread is not unlocked: it may have tracees left if f failed
+		// half-way, and an exiting locked thread takes them with it.
+		done <- f()
+	}()
+	return <-done
+}
+
+func (p *Process) check() error {
+	if unix.Gettid() != p.tracerTid {
+		return ErrWrongThread
+	}
+	return nil
+}
+
+const baseOptions = unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
+	unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACEEXEC
+
+func newProcess(pid int) (*Process, error) {
+	p := &Process{
+		Pid:       pid,
+		threads:   map[int]*Thread{},
+		tracerTid: unix.Gettid(),
+		early:     map[int]waitInfo{},
+	}
+	if err := p.openMem(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Process) openMem() error {
+	if p.mem != nil {
+		p.mem.Close()
+	}
+	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", p.Pid), os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("opening memory of %d: %w", p.Pid, err)
+	}
+	p.mem = f
+	return nil
+}
+
+func (p *Process) addThread(tid int) *Thread {
+	t := &Thread{Tid: tid, p: p}
+	p.threads[tid] = t
+	return t
+}
+
+// Threads returns the live threads, ordered by tid.
+func (p *Process) Threads() []*Thread {
+	out := make([]*Thread, 0, len(p.threads))
+	for _, t := range p.threads {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Tid < out[j].Tid })
+	return out
+}
+
+// Thread returns the thread with the given tid, or nil.
+func (p *Process) Thread(tid int) *Thread { return p.threads[tid] }
+
+// Exited reports whether the process has exited, and its wait status.
+func (p *Process) Exited() (bool, unix.WaitStatus) { return p.exited, p.status }
+
+// Wake makes a Wait that is blocked return soon with a stop of kind StopWake,
+// so that the ptrace thread can act on a request from another goroutine
+// (Ctrl-C: detach). Safe to call from any goroutine. The target sees a
+// SIGSTOP that the tracer swallows, like gdb's interrupt.
+func (p *Process) Wake() {
+	if p.wake.Swap(true) {
+		return
+	}
+	if err := unix.Kill(p.Pid, unix.SIGSTOP); err != nil {
+		p.wake.Store(false)
+	}
+}
+
+// Close releases the tracer's resources for the process (not the process).
+func (p *Process) Close() error {
+	if p.mem != nil {
+		err := p.mem.Close()
+		p.mem = nil
+		return err
+	}
+	return nil
+}
+
+// TracerPid reads who traces pid, from /proc/PID/status (0: nobody).
+func TracerPid(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "TracerPid:"); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, nil
+}
+
+func listTasks(pid int) ([]int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil, err
+	}
+	var tids []int
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	return tids, nil
+}
+
+type queued = waitInfo

@@ -1,0 +1,105 @@
+package tracer
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Siginfo is the kernel's siginfo_t, kept raw so it can be handed back
+// unchanged with PTRACE_SETSIGINFO.
+type Siginfo [128]byte
+
+// Signo is si_signo.
+func (s *Siginfo) Signo() int { return int(*(*int32)(unsafe.Pointer(&s[0]))) }
+
+// Code is si_code.
+func (s *Siginfo) Code() int { return int(*(*int32)(unsafe.Pointer(&s[8]))) }
+
+// Addr is si_addr, meaningful for SIGSEGV, SIGBUS, SIGILL, SIGFPE and SIGTRAP.
+func (s *Siginfo) Addr() uint64 { return *(*uint64)(unsafe.Pointer(&s[16])) }
+
+// senderPid is si_pid, meaningful for SI_USER and SI_TKILL signals.
+func (s *Siginfo) senderPid() int { return int(*(*int32)(unsafe.Pointer(&s[16]))) }
+
+func ptraceRaw(req int, pid int, addr, data uintptr) error {
+	_, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, data, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func ptraceSeize(pid int, opts int) error {
+	return ptraceRaw(unix.PTRACE_SEIZE, pid, 0, uintptr(opts))
+}
+
+func ptraceDetach(tid int, sig int) error {
+	return ptraceRaw(unix.PTRACE_DETACH, tid, 0, uintptr(sig))
+}
+
+func ptraceCont(tid int, sig int) error {
+	return ptraceRaw(unix.PTRACE_CONT, tid, 0, uintptr(sig))
+}
+
+func ptraceStep(tid int, sig int) error {
+	return ptraceRaw(unix.PTRACE_SINGLESTEP, tid, 0, uintptr(sig))
+}
+
+func ptraceListen(tid int) error {
+	return ptraceRaw(unix.PTRACE_LISTEN, tid, 0, 0)
+}
+
+func ptraceInterrupt(tid int) error {
+	return ptraceRaw(unix.PTRACE_INTERRUPT, tid, 0, 0)
+}
+
+func ptraceGetSiginfo(tid int, si *Siginfo) error {
+	return ptraceRaw(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(si)))
+}
+
+func ptraceSetSiginfo(tid int, si *Siginfo) error {
+	return ptraceRaw(unix.PTRACE_SETSIGINFO, tid, 0, uintptr(unsafe.Pointer(si)))
+}
+
+func ptraceGetRegs(tid int, r *unix.PtraceRegs) error {
+	return ptraceRaw(unix.PTRACE_GETREGS, tid, 0, uintptr(unsafe.Pointer(r)))
+}
+
+func ptraceSetRegs(tid int, r *unix.PtraceRegs) error {
+	return ptraceRaw(unix.PTRACE_SETREGS, tid, 0, uintptr(unsafe.Pointer(r)))
+}
+
+func ptraceEventMsg(tid int) (uint64, error) {
+	var msg uint64
+	err := ptraceRaw(unix.PTRACE_GETEVENTMSG, tid, 0, uintptr(unsafe.Pointer(&msg)))
+	return msg, err
+}
+
+// wait4 waits for a stop of one of the calling thread's tracees (tid -1 for
+// any). __WNOTHREAD keeps two Processes on two ptrace threads of one Go
+// program, and the program's other children, out of each other's way.
+func wait4(tid int) (int, unix.WaitStatus, error) {
+	var ws unix.WaitStatus
+	for {
+		pid, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOTHREAD, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		return pid, ws, err
+	}
+}
+
+// kcmpSameVM reports whether two tasks share one address space.
+func kcmpSameVM(pid1, pid2 int) (bool, error) {
+	const kcmpVM = 0
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), kcmpVM, 0, 0, 0)
+	if e != 0 {
+		return false, e
+	}
+	return r == 0, nil
+}
+
+// event is the PTRACE_EVENT_* of a stop, 0 for none. (WaitStatus.TrapCause
+// answers only for SIGTRAP stops, and group-stops carry other signals.)
+func event(ws unix.WaitStatus) int { return int(uint32(ws) >> 16) }

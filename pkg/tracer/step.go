@@ -1,0 +1,104 @@
+package tracer
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// StepResult says how a single-step ended.
+type StepResult struct {
+	// Done: the thread executed one instruction (or one iteration of a
+	// REP string instruction) and is stopped after it.
+	Done bool
+	// Signal: instead, a signal-delivery-stop (a fault of the instruction
+	// itself, or a signal that arrived). Sig and Info describe it; the
+	// signal was not delivered.
+	Sig  int
+	Info Siginfo
+}
+
+// Step executes one instruction of a stopped thread, without delivering any
+// signal. Precondition: the thread is stopped and not in a group-stop.
+func (t *Thread) Step() (StepResult, error) {
+	if err := t.p.check(); err != nil {
+		return StepResult{}, err
+	}
+	return t.step()
+}
+
+func (t *Thread) step() (StepResult, error) {
+	for {
+		t.stopped, t.sigStop = false, false
+		if err := ptraceStep(t.Tid, 0); err != nil {
+			if err == unix.ESRCH {
+				return StepResult{}, ErrThreadGone
+			}
+			return StepResult{}, fmt.Errorf("PTRACE_SINGLESTEP %d: %w", t.Tid, err)
+		}
+		_, ws, err := wait4(t.Tid)
+		if err != nil {
+			return StepResult{}, fmt.Errorf("wait4 %d: %w", t.Tid, err)
+		}
+		if ws.Exited() || ws.Signaled() {
+			p := t.p
+			if t.Tid == p.Pid {
+				p.exited, p.status = true, ws
+				delete(p.threads, t.Tid)
+				return StepResult{}, ErrProcessExited
+			}
+			delete(p.threads, t.Tid)
+			return StepResult{}, ErrThreadGone
+		}
+		if !ws.Stopped() {
+			continue
+		}
+		t.stopped = true
+		switch event(ws) {
+		case unix.PTRACE_EVENT_STOP:
+			// An interrupt from earlier; step again.
+			t.interrupted = false
+			continue
+		case unix.PTRACE_EVENT_EXIT:
+			t.exiting = true
+			return StepResult{}, ErrThreadGone
+		case 0:
+		default:
+			// A clone/fork/exec in the middle of a step: hand it to Wait.
+			t.p.queue = append(t.p.queue, queued{t.Tid, ws})
+			return StepResult{}, fmt.Errorf("thread %d: ptrace event %d during single-step", t.Tid, event(ws))
+		}
+		t.sigStop = true
+		var r StepResult
+		if err := ptraceGetSiginfo(t.Tid, &r.Info); err != nil {
+			return StepResult{}, fmt.Errorf("PTRACE_GETSIGINFO %d: %w", t.Tid, err)
+		}
+		r.Sig = int(ws.StopSignal())
+		if ws.StopSignal() == unix.SIGTRAP && (r.Info.Code() == trapTrace || r.Info.Code() == trapBrkpt) {
+			return StepResult{Done: true}, nil
+		}
+		return r, nil
+	}
+}
+
+// Regs reads the thread's registers.
+func (t *Thread) Regs(r *unix.PtraceRegs) error {
+	if err := ptraceGetRegs(t.Tid, r); err != nil {
+		if err == unix.ESRCH {
+			return ErrThreadGone
+		}
+		return fmt.Errorf("PTRACE_GETREGS %d: %w", t.Tid, err)
+	}
+	return nil
+}
+
+// SetRegs writes the thread's registers.
+func (t *Thread) SetRegs(r *unix.PtraceRegs) error {
+	if err := ptraceSetRegs(t.Tid, r); err != nil {
+		if err == unix.ESRCH {
+			return ErrThreadGone
+		}
+		return fmt.Errorf("PTRACE_SETREGS %d: %w", t.Tid, err)
+	}
+	return nil
+}

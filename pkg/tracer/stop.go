@@ -1,0 +1,384 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// StopKind says why Wait returned.
+type StopKind int
+
+const (
+	// StopSignal is a signal-delivery-stop: Sig is about to be delivered and
+	// Info describes it. Resume with Sig to deliver it, 0 to suppress it.
+	StopSignal StopKind = iota + 1
+	// StopGroup is a group-stop (SIGSTOP, SIGTSTP, ...); resume with Listen.
+	StopGroup
+	// StopFork reports a new process (fork, or clone without CLONE_VM):
+	// Child is its pid, attached and stopped. Use Fork to work on it.
+	StopFork
+	// StopExec reports a successful execve: the address space is new.
+	StopExec
+	// StopExited reports the end of the process; Status is its wait status.
+	StopExited
+	// StopWake is the stop Wake asked for; resume the thread with 0.
+	StopWake
+)
+
+func (k StopKind) String() string {
+	switch k {
+	case StopSignal:
+		return "signal"
+	case StopGroup:
+		return "group-stop"
+	case StopFork:
+		return "fork"
+	case StopExec:
+		return "exec"
+	case StopExited:
+		return "exited"
+	case StopWake:
+		return "wake"
+	}
+	return fmt.Sprintf("StopKind(%d)", int(k))
+}
+
+// Stop is one stop that needs the caller's decision.
+type Stop struct {
+	Kind   StopKind
+	Thread *Thread // nil for StopExited
+	Sig    int
+	Info   Siginfo
+	Child  int
+	Status unix.WaitStatus
+}
+
+const (
+	siUser     = 0
+	siKernel   = 0x80
+	trapBrkpt  = 1
+	trapTrace  = 2
+	sigTrapBit = int(unix.SIGTRAP)
+)
+
+// Wait returns the next stop that needs a decision. The thread it names
+// stays stopped until resumed.
+func (p *Process) Wait() (Stop, error) {
+	if err := p.check(); err != nil {
+		return Stop{}, err
+	}
+	for {
+		if p.exited {
+			return Stop{Kind: StopExited, Status: p.status}, nil
+		}
+		var w waitInfo
+		if len(p.queue) > 0 {
+			w = waitInfo{p.queue[0].tid, p.queue[0].ws}
+			p.queue = p.queue[1:]
+		} else {
+			tid, ws, err := wait4(-1)
+			if err != nil {
+				if err == unix.ECHILD {
+					p.exited = true
+					return Stop{Kind: StopExited, Status: p.status}, ErrProcessExited
+				}
+				return Stop{}, fmt.Errorf("wait4: %w", err)
+			}
+			w = waitInfo{tid, ws}
+		}
+		st, ok, err := p.handle(w)
+		if err != nil {
+			return Stop{}, err
+		}
+		if ok {
+			return st, nil
+		}
+	}
+}
+
+// handle does the bookkeeping for one wait status and says whether it needs
+// the caller.
+func (p *Process) handle(w waitInfo) (Stop, bool, error) {
+	ws := w.ws
+	t := p.threads[w.tid]
+	if t == nil {
+		if ws.Stopped() {
+			// A new task's first stop can come before its creator's
+			// clone event; keep it for then.
+			p.early[w.tid] = w
+		}
+		return Stop{}, false, nil
+	}
+	if ws.Exited() || ws.Signaled() {
+		delete(p.threads, w.tid)
+		if w.tid == p.Pid {
+			p.exited = true
+			p.status = ws
+			return Stop{Kind: StopExited, Status: ws}, true, nil
+		}
+		return Stop{}, false, nil
+	}
+	if !ws.Stopped() {
+		return Stop{}, false, nil
+	}
+	t.stopped = true
+	t.sigStop = false
+	sig := ws.StopSignal()
+	switch event(ws) {
+	case unix.PTRACE_EVENT_CLONE, unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
+		return p.handleNewTask(t, event(ws))
+	case unix.PTRACE_EVENT_EXEC:
+		return p.handleExec(t)
+	case unix.PTRACE_EVENT_EXIT:
+		// The thread is on its way out; let it go.
+		t.exiting = true
+		return Stop{}, false, p.release(t)
+	case unix.PTRACE_EVENT_STOP:
+		if sig == unix.SIGTRAP {
+			// A stale interrupt, or a new thread's first stop.
+			t.interrupted = false
+			return Stop{}, false, p.release(t)
+		}
+		return Stop{Kind: StopGroup, Thread: t, Sig: int(sig)}, true, nil
+	case 0:
+		t.sigStop = true
+		var st = Stop{Kind: StopSignal, Thread: t, Sig: int(sig)}
+		if err := ptraceGetSiginfo(t.Tid, &st.Info); err != nil {
+			if err == unix.ESRCH {
+				return Stop{}, false, nil
+			}
+			return Stop{}, false, fmt.Errorf("PTRACE_GETSIGINFO %d: %w", t.Tid, err)
+		}
+		if sig == unix.SIGSTOP && p.wake.Load() && st.Info.Code() == siUser && st.Info.senderPid() == os.Getpid() {
+			p.wake.Store(false)
+			st.Kind = StopWake
+		}
+		return st, true, nil
+	}
+	// Unknown event: keep the thread going.
+	return Stop{}, false, p.release(t)
+}
+
+func (p *Process) handleNewTask(parent *Thread, event int) (Stop, bool, error) {
+	msg, err := ptraceEventMsg(parent.Tid)
+	if err != nil {
+		return Stop{}, false, p.release(parent)
+	}
+	child := int(msg)
+	if err := p.waitFirstStop(child); err != nil {
+		return Stop{}, false, p.release(parent)
+	}
+	shared, err := kcmpSameVM(parent.Tid, child)
+	if err != nil {
+		shared = event != unix.PTRACE_EVENT_FORK
+	}
+	if shared {
+		// A thread, or a vfork/CLONE_VM child: it writes through our
+		// protected pages, so it is watched like any thread.
+		t := p.addThread(child)
+		t.stopped = true
+		if event != unix.PTRACE_EVENT_CLONE {
+			t.foreign = true
+		}
+		if err := p.release(t); err != nil && !errors.Is(err, ErrThreadGone) {
+			return Stop{}, false, err
+		}
+		return Stop{}, false, p.release(parent)
+	}
+	return Stop{Kind: StopFork, Thread: parent, Child: child}, true, nil
+}
+
+// waitFirstStop waits for an auto-attached task's first stop.
+func (p *Process) waitFirstStop(tid int) error {
+	if _, ok := p.early[tid]; ok {
+		delete(p.early, tid)
+		return nil
+	}
+	for {
+		_, ws, err := wait4(tid)
+		if err != nil {
+			return err
+		}
+		if ws.Stopped() {
+			return nil
+		}
+		if ws.Exited() || ws.Signaled() {
+			return ErrThreadGone
+		}
+	}
+}
+
+func (p *Process) handleExec(t *Thread) (Stop, bool, error) {
+	if t.foreign {
+		// A vfork child left our address space: none of our business.
+		delete(p.threads, t.Tid)
+		return Stop{}, false, ignoreGone(ptraceDetach(t.Tid, 0))
+	}
+	for tid := range p.threads {
+		if tid != t.Tid {
+			delete(p.threads, tid)
+		}
+	}
+	if t.Tid != p.Pid {
+		// The exec'ing thread took over the leader's tid.
+		delete(p.threads, t.Tid)
+		t.Tid = p.Pid
+		p.threads[p.Pid] = t
+	}
+	p.sysInsn = 0
+	if err := p.openMem(); err != nil {
+		return Stop{}, false, err
+	}
+	return Stop{Kind: StopExec, Thread: t}, true, nil
+}
+
+func ignoreGone(err error) error {
+	if err == unix.ESRCH {
+		return nil
+	}
+	return err
+}
+
+// release resumes a thread stopped for bookkeeping, or, while the world is
+// held for a detach, leaves it stopped as if StopOthers had stopped it.
+func (p *Process) release(t *Thread) error {
+	if p.holding {
+		t.stoppedByUs = true
+		return nil
+	}
+	return p.cont(t, 0)
+}
+
+// cont resumes a stopped thread with sig (0: none), or with a signal
+// deferred earlier when sig is 0 and the stop allows injecting one.
+func (p *Process) cont(t *Thread, sig int) error {
+	if sig == 0 && len(t.deferred) > 0 && t.sigStop {
+		info := t.deferred[0]
+		t.deferred = t.deferred[1:]
+		if err := ptraceSetSiginfo(t.Tid, &info); err == nil {
+			sig = info.Signo()
+		}
+	}
+	t.stopped, t.stoppedByUs, t.sigStop = false, false, false
+	if err := ptraceCont(t.Tid, sig); err != nil {
+		if err == unix.ESRCH {
+			return ErrThreadGone
+		}
+		return fmt.Errorf("PTRACE_CONT %d: %w", t.Tid, err)
+	}
+	return nil
+}
+
+// Resume lets a stopped thread run, delivering sig (0: none). A signal that
+// arrived while the tracer held the thread (see Defer) goes with it.
+func (t *Thread) Resume(sig int) error {
+	if err := t.p.check(); err != nil {
+		return err
+	}
+	return t.p.cont(t, sig)
+}
+
+// Listen resumes a thread from a group-stop without ending the group-stop.
+func (t *Thread) Listen() error {
+	t.stopped = false
+	return ignoreGone(ptraceListen(t.Tid))
+}
+
+// Defer keeps a signal the thread received while the tracer could not let it
+// be delivered (in the middle of a single-step or an injected syscall); it is
+// delivered, with its original siginfo, when the thread is next resumed.
+func (t *Thread) Defer(info Siginfo) { t.deferred = append(t.deferred, info) }
+
+// Stopped reports whether the thread is in a ptrace-stop.
+func (t *Thread) Stopped() bool { return t.stopped }
+
+// Process returns the process the thread belongs to.
+func (t *Thread) Process() *Process { return t.p }
+
+// StopOthers stops every running thread but except (which may be nil), and
+// returns once each is stopped. Threads that stop for another reason than
+// the interrupt keep that stop for a later Wait.
+func (p *Process) StopOthers(except *Thread) error {
+	if err := p.check(); err != nil {
+		return err
+	}
+	var waiting []*Thread
+	for _, t := range p.threads {
+		if t == except || t.stopped || t.exiting {
+			continue
+		}
+		if !t.interrupted {
+			if err := ptraceInterrupt(t.Tid); err != nil {
+				if err == unix.ESRCH {
+					continue
+				}
+				return fmt.Errorf("PTRACE_INTERRUPT %d: %w", t.Tid, err)
+			}
+			t.interrupted = true
+		}
+		waiting = append(waiting, t)
+	}
+	for _, t := range waiting {
+		for !t.stopped {
+			tid, ws, err := wait4(t.Tid)
+			if err != nil {
+				if err == unix.ECHILD {
+					delete(p.threads, t.Tid)
+					break
+				}
+				return fmt.Errorf("wait4 %d: %w", t.Tid, err)
+			}
+			if ws.Stopped() && event(ws) == unix.PTRACE_EVENT_STOP && ws.StopSignal() == unix.SIGTRAP {
+				t.interrupted = false
+				t.stopped, t.stoppedByUs = true, true
+				break
+			}
+			// Something else happened first; the thread is stopped (or
+			// gone) all the same. Keep it for Wait.
+			if ws.Exited() || ws.Signaled() {
+				if tid != p.Pid {
+					delete(p.threads, tid)
+					break
+				}
+			}
+			t.stopped = ws.Stopped()
+			p.queue = append(p.queue, queued{tid, ws})
+			if !ws.Stopped() {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// ResumeOthers resumes the threads StopOthers stopped.
+func (p *Process) ResumeOthers() error {
+	for _, t := range p.threads {
+		if t.stoppedByUs {
+			if err := p.cont(t, 0); err != nil && !errors.Is(err, ErrThreadGone) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ResumeAll resumes every stopped thread that has no stop waiting in the
+// queue: the end of an Attach or of a stop-the-world.
+func (p *Process) ResumeAll() error {
+	pending := map[int]bool{}
+	for _, q := range p.queue {
+		pending[q.tid] = true
+	}
+	for _, t := range p.threads {
+		if t.stopped && !pending[t.Tid] {
+			if err := p.cont(t, 0); err != nil && !errors.Is(err, ErrThreadGone) {
+				return err
+			}
+		}
+	}
+	return nil
+}
