@@ -1,0 +1,293 @@
+package pagewatch
+
+import (
+	"encoding/binary"
+
+	"github.com/memtrap/memtrap/pkg/tracer"
+	"golang.org/x/arch/x86/x86asm"
+	"golang.org/x/sys/unix"
+)
+
+// Fault is one trapped write in progress.
+type Fault struct {
+	Thread *tracer.Thread
+	Regs   unix.PtraceRegs // at the faulting instruction
+	Store  Store           // what the decoder says it writes (Known may be false)
+	SiAddr uint64          // the address the CPU faulted on
+	before map[uint64][]byte
+}
+
+// A Completer lets the write of a trapped instruction happen, exactly once,
+// and leaves the thread stopped after it (or, if a signal must be delivered
+// first, before it with the write not done).
+//
+// Before any byte of a page changes, the completer calls w.Snapshot for that
+// page, so the watch can tell old from new.
+type Completer interface {
+	// Complete reports whether the instruction ran to its end.
+	Complete(w *Watch, f *Fault) (bool, error)
+}
+
+// Snapshot records the page's bytes before a write may change them; later
+// calls for the same page do nothing.
+func (w *Watch) Snapshot(f *Fault, pageAddr uint64) error {
+	if _, ok := f.before[pageAddr]; ok {
+		return nil
+	}
+	if w.pages[pageAddr] == nil {
+		return nil // no watched byte there
+	}
+	b := make([]byte, pageSize)
+	if err := w.p.ReadMemory(pageAddr, b); err != nil {
+		return err
+	}
+	f.before[pageAddr] = b
+	return nil
+}
+
+// ArmedPage reports whether addr lies on a page this watch protects, and
+// that page's own protection.
+func (w *Watch) ArmedPage(addr uint64) (prot int, ok bool) {
+	if pg := w.armedPage(addr); pg != nil {
+		return pg.prot, true
+	}
+	return 0, false
+}
+
+func (w *Watch) readCode(pc uint64) []byte {
+	n := uint64(len(w.codeBuf))
+	// Never read across into a page that may not be mapped.
+	if rest := pageUp(pc+1) - pc; rest < n {
+		if err := w.p.ReadMemory(pc, w.codeBuf[:n]); err == nil {
+			return w.codeBuf[:n]
+		}
+		n = rest
+	}
+	if err := w.p.ReadMemory(pc, w.codeBuf[:n]); err != nil {
+		return nil
+	}
+	return w.codeBuf[:n]
+}
+
+func (w *Watch) fault(t *tracer.Thread, siAddr uint64) error {
+	w.stats.Faults++
+	f := &Fault{Thread: t, SiAddr: siAddr, before: map[uint64][]byte{}}
+	if err := t.Regs(&f.Regs); err != nil {
+		return err
+	}
+	code := w.readCode(f.Regs.Rip)
+	st, err := w.decode(code, &f.Regs)
+	if err != nil || st.Size == 0 || siAddr < st.Addr || siAddr-st.Addr >= st.Size {
+		// The decoder and the CPU disagree: trust only the comparison.
+		st.Known = false
+	}
+	f.Store = st
+	if st.Known {
+		for a := pageDown(st.Addr); a < st.Addr+st.Size; a += pageSize {
+			if err := w.Snapshot(f, a); err != nil {
+				return err
+			}
+		}
+	} else if err := w.Snapshot(f, pageDown(siAddr)); err != nil {
+		return err
+	}
+	done, err := w.opts.Completer.Complete(w, f)
+	if err != nil {
+		return err
+	}
+	if err := w.report(f, done); err != nil {
+		return err
+	}
+	return t.Resume(0)
+}
+
+// report turns a completed fault into Writes, one per region it touched.
+// The writer is still stopped; other threads may run if the completer let
+// them (the emulator), which cannot change bytes on a still-armed page.
+func (w *Watch) report(f *Fault, done bool) error {
+	after := map[uint64][]byte{}
+	for a := range f.before {
+		b := make([]byte, pageSize)
+		if err := w.p.ReadMemory(a, b); err != nil {
+			return err
+		}
+		after[a] = b
+	}
+	for _, r := range w.regions {
+		var lo, hi uint64 = 1<<64 - 1, 0
+		if done && f.Store.Known {
+			if s, ok := (span{f.Store.Addr, f.Store.Addr + f.Store.Size}).intersect(span{r.Addr, r.End()}); ok {
+				lo, hi = s.lo, s.hi
+			}
+		}
+		// Bytes that changed, whatever the decoder said.
+		for a, old := range f.before {
+			s, ok := (span{a, a + pageSize}).intersect(span{r.Addr, r.End()})
+			if !ok {
+				continue
+			}
+			nw := after[a]
+			for x := s.lo; x < s.hi; x++ {
+				if old[x-a] != nw[x-a] {
+					lo, hi = min(lo, x), max(hi, x+1)
+				}
+			}
+		}
+		if lo >= hi {
+			continue
+		}
+		wr := &Write{
+			Pid: w.p.Pid, Tid: f.Thread.Tid, Region: r, Offset: lo - r.Addr,
+			Addr: lo, Size: hi - lo, PC: f.Regs.Rip, Regs: f.Regs, Thread: f.Thread,
+			Exact: f.Store.Known,
+		}
+		var err error
+		if wr.Old, err = gather(f.before, lo, hi, w.p); err != nil {
+			return err
+		}
+		if wr.New, err = gather(after, lo, hi, w.p); err != nil {
+			return err
+		}
+		if f.Store.Inst.Op != 0 {
+			wr.Insn = x86asm.IntelSyntax(f.Store.Inst, f.Regs.Rip, nil)
+		}
+		if !w.matches(wr, after) {
+			continue
+		}
+		w.stats.Writes++
+		wr.Seq = w.stats.Writes
+		if w.opts.Sink != nil {
+			if err := w.opts.Sink(wr); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// gather assembles [lo, hi) from page snapshots, reading the target for any
+// page not snapshotted.
+func gather(pages map[uint64][]byte, lo, hi uint64, p *tracer.Process) ([]byte, error) {
+	out := make([]byte, hi-lo)
+	for x := lo; x < hi; {
+		a := pageDown(x)
+		end := min(hi, a+pageSize)
+		if b, ok := pages[a]; ok {
+			copy(out[x-lo:end-lo], b[x-a:end-a])
+		} else if err := p.ReadMemory(x, out[x-lo:end-lo]); err != nil {
+			return nil, err
+		}
+		x = end
+	}
+	return out, nil
+}
+
+// matches applies --when-value.
+func (w *Watch) matches(wr *Write, after map[uint64][]byte) bool {
+	if w.opts.WhenValue == nil {
+		return true
+	}
+	want := *w.opts.WhenValue
+	r := wr.Region
+	if r.Len <= 8 {
+		v, err := gather(after, r.Addr, r.End(), w.p)
+		return err == nil && leValue(v) == want
+	}
+	width := uint64(w.opts.Width)
+	for a := wr.Addr &^ (width - 1); a < wr.Addr+wr.Size; a += width {
+		lo, hi := max(a, r.Addr), min(a+width, r.End())
+		v, err := gather(after, lo, hi, w.p)
+		if err == nil && leValue(v) == want {
+			return true
+		}
+	}
+	return false
+}
+
+func leValue(b []byte) uint64 {
+	var buf [8]byte
+	copy(buf[:], b)
+	return binary.LittleEndian.Uint64(buf[:])
+}
+
+// Stepper completes a write the exact, slow way: every other thread
+// stopped, the page unprotected, one single-step, the page protected again.
+// It needs nothing from the decoder, so it is also the fallback for every
+// instruction an emulator cannot handle.
+type Stepper struct{}
+
+// Complete implements Completer.
+func (Stepper) Complete(w *Watch, f *Fault) (done bool, err error) {
+	t := f.Thread
+	p := t.Process()
+	if err := p.StopOthers(t); err != nil {
+		return false, err
+	}
+	var open []uint64
+	defer func() {
+		for _, a := range open {
+			prot := w.pages[a].prot &^ unix.PROT_WRITE
+			if perr := t.Mprotect(a, pageSize, prot); perr != nil && err == nil {
+				err = perr
+			}
+		}
+		if rerr := p.ResumeOthers(); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	unprotect := func(a uint64) error {
+		if err := w.Snapshot(f, a); err != nil {
+			return err
+		}
+		if err := t.Mprotect(a, pageSize, w.pages[a].prot); err != nil {
+			return err
+		}
+		open = append(open, a)
+		return nil
+	}
+	if err := unprotect(pageDown(f.SiAddr)); err != nil {
+		return false, err
+	}
+	for {
+		res, err := t.Step()
+		if err != nil {
+			return false, err
+		}
+		if res.Done {
+			if !f.Store.Rep {
+				return true, nil
+			}
+			// A REP string instruction traps after each iteration;
+			// it is done when RIP leaves it.
+			var r unix.PtraceRegs
+			if err := t.Regs(&r); err != nil {
+				return false, err
+			}
+			if r.Rip != f.Regs.Rip {
+				return true, nil
+			}
+			continue
+		}
+		if res.Sig == int(unix.SIGSEGV) && res.Info.Code() == segvAccerr && w.armedPage(res.Info.Addr()) != nil && !contains(open, pageDown(res.Info.Addr())) {
+			// The write reaches a second armed page.
+			if err := unprotect(pageDown(res.Info.Addr())); err != nil {
+				return false, err
+			}
+			continue
+		}
+		// Any other signal comes before the instruction: deliver it once
+		// our pages are protected again; the write will trap again after.
+		t.Defer(res.Info)
+		return false, nil
+	}
+}
+
+func contains(s []uint64, v uint64) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+

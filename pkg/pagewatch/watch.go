@@ -1,0 +1,322 @@
+package pagewatch
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"sync/atomic"
+
+	"github.com/memtrap/memtrap/pkg/tracer"
+	"golang.org/x/sys/unix"
+)
+
+// Write is one write to watched memory.
+type Write struct {
+	Seq    int
+	Pid    int
+	Tid    int
+	Region *Region
+	Offset uint64 // of Addr from Region.Addr
+	Addr   uint64 // first watched byte written
+	Size   uint64
+	Old    []byte
+	New    []byte
+	PC     uint64
+	Insn   string // Intel syntax; "" if undecodable
+	// Exact is false when the instruction could not be decoded and the write
+	// is known only from the bytes that changed (a store of an equal value
+	// is then invisible).
+	Exact bool
+	// Regs are the writer's registers at the writing instruction, and
+	// Thread is the writer, stopped there while the Sink runs.
+	Regs   unix.PtraceRegs
+	Thread *tracer.Thread
+}
+
+// Options tunes a Watch.
+type Options struct {
+	// WhenValue, if set, keeps only writes after which the watched value
+	// equals *WhenValue: the region itself when it is at most 8 bytes,
+	// otherwise the Width-byte aligned word(s) the write touched.
+	WhenValue *uint64
+	Width     int // 1, 2, 4 or 8; default 8
+	// Completer lets trapped writes happen; default Stepper.
+	Completer Completer
+	// Sink receives each reported write. The writer is stopped meanwhile.
+	Sink func(*Write) error
+	// Notify receives one-line notes about the target's life (exec, fork).
+	Notify func(string)
+}
+
+// Stats counts what a Watch did.
+type Stats struct {
+	Writes int // reported
+	Faults int // trapped (including writes to unwatched data on armed pages)
+}
+
+// Watch is the set of watched regions of one process.
+type Watch struct {
+	p       *tracer.Process
+	opts    Options
+	regions []*Region
+	pages   map[uint64]*page
+	stats   Stats
+	detach  atomic.Bool
+	codeBuf [16]byte
+	decode  func([]byte, *unix.PtraceRegs) (Store, error) // DecodeStore; tests replace it
+}
+
+type page struct {
+	addr    uint64
+	prot    int  // the target's own protection, restored when disarmed
+	armed   bool // write-protected by us
+	regions []*Region
+}
+
+// ErrNotMapped means a region is not wholly mapped in the target.
+var ErrNotMapped = tracer.ErrNotMapped
+
+// New builds a watch over regions of p; nothing is armed yet.
+func New(p *tracer.Process, regions []*Region, opts Options) (*Watch, error) {
+	if opts.Width == 0 {
+		opts.Width = 8
+	}
+	switch opts.Width {
+	case 1, 2, 4, 8:
+	default:
+		return nil, fmt.Errorf("width %d: must be 1, 2, 4 or 8", opts.Width)
+	}
+	if opts.Completer == nil {
+		opts.Completer = Stepper{}
+	}
+	for _, r := range regions {
+		if err := r.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	return &Watch{p: p, opts: opts, regions: regions, pages: map[uint64]*page{}, decode: DecodeStore}, nil
+}
+
+// Stats returns the counters so far.
+func (w *Watch) Stats() Stats { return w.stats }
+
+// Regions returns the watched regions.
+func (w *Watch) Regions() []*Region { return w.regions }
+
+// Arm write-protects every page holding a watched byte, by making t (a
+// stopped thread, with the others stopped too) call mprotect. Pages the
+// target itself keeps read-only need nothing: a write there is the target's
+// own fault.
+func (w *Watch) Arm(t *tracer.Thread) error {
+	maps, err := tracer.ReadMaps(w.p.Pid)
+	if err != nil {
+		return fmt.Errorf("reading maps: %w", err)
+	}
+	for _, r := range w.regions {
+		for a := pageDown(r.Addr); a < r.End(); a += pageSize {
+			m, ok := findMapping(maps, a)
+			if !ok {
+				first := max(a, r.Addr)
+				return fmt.Errorf("region %s: address %#x is not mapped: %w", r.Name, first, ErrNotMapped)
+			}
+			pg := w.pages[a]
+			if pg == nil {
+				pg = &page{addr: a, prot: m.Prot}
+				w.pages[a] = pg
+			}
+			pg.regions = append(pg.regions, r)
+		}
+	}
+	return w.setProtection(t, true)
+}
+
+func findMapping(maps []tracer.Mapping, a uint64) (tracer.Mapping, bool) {
+	i := sort.Search(len(maps), func(i int) bool { return maps[i].End > a })
+	if i < len(maps) && maps[i].Contains(a) {
+		return maps[i], true
+	}
+	return tracer.Mapping{}, false
+}
+
+// setProtection arms (or disarms) every page, one mprotect per run of
+// adjacent pages with the same protection.
+func (w *Watch) setProtection(t *tracer.Thread, arm bool) error {
+	addrs := make([]uint64, 0, len(w.pages))
+	for a, pg := range w.pages {
+		if pg.prot&unix.PROT_WRITE != 0 && pg.armed != arm {
+			addrs = append(addrs, a)
+		}
+	}
+	sort.Slice(addrs, func(i, j int) bool { return addrs[i] < addrs[j] })
+	for i := 0; i < len(addrs); {
+		j := i + 1
+		prot := w.pages[addrs[i]].prot
+		for j < len(addrs) && addrs[j] == addrs[j-1]+pageSize && w.pages[addrs[j]].prot == prot {
+			j++
+		}
+		want := prot
+		if arm {
+			want &^= unix.PROT_WRITE
+		}
+		if err := t.Mprotect(addrs[i], uint64(j-i)*pageSize, want); err != nil {
+			return fmt.Errorf("%s pages: %w", map[bool]string{true: "arming", false: "disarming"}[arm], err)
+		}
+		for _, a := range addrs[i:j] {
+			w.pages[a].armed = arm
+		}
+		i = j
+	}
+	return nil
+}
+
+// armedPage returns the armed page holding addr, or nil.
+func (w *Watch) armedPage(addr uint64) *page {
+	if pg := w.pages[pageDown(addr)]; pg != nil && pg.armed {
+		return pg
+	}
+	return nil
+}
+
+// RequestDetach asks Run to disarm, detach and return. Safe from any
+// goroutine (a signal handler's, typically).
+func (w *Watch) RequestDetach() {
+	w.detach.Store(true)
+	w.p.Wake()
+}
+
+// Run drives the target until it exits (the returned Stop is then
+// StopExited) or a requested detach is done (ok: the returned Stop is
+// StopWake).
+func (w *Watch) Run() (tracer.Stop, error) {
+	for {
+		st, err := w.p.Wait()
+		if err != nil {
+			if errors.Is(err, tracer.ErrProcessExited) {
+				return st, nil
+			}
+			return st, err
+		}
+		if w.detach.Load() && st.Kind != tracer.StopExited {
+			if err := w.Detach(st); err != nil {
+				return st, err
+			}
+			return tracer.Stop{Kind: tracer.StopWake}, nil
+		}
+		if err := w.dispatch(st); err != nil {
+			if errors.Is(err, tracer.ErrProcessExited) || errors.Is(err, tracer.ErrThreadGone) {
+				continue
+			}
+			return st, err
+		}
+		if st.Kind == tracer.StopExited {
+			return st, nil
+		}
+	}
+}
+
+func (w *Watch) dispatch(st tracer.Stop) error {
+	switch st.Kind {
+	case tracer.StopExited:
+		return nil
+	case tracer.StopSignal:
+		if w.ours(st) {
+			return w.fault(st.Thread, st.Info.Addr())
+		}
+		return st.Thread.Resume(st.Sig)
+	case tracer.StopGroup:
+		return st.Thread.Listen()
+	case tracer.StopFork:
+		if err := w.releaseChild(st.Child); err != nil {
+			return err
+		}
+		return st.Thread.Resume(0)
+	case tracer.StopExec:
+		w.note(fmt.Sprintf("process %d called execve: %d watched region(s) dropped with the old image", w.p.Pid, len(w.regions)))
+		w.pages = map[uint64]*page{}
+		w.regions = nil
+		return st.Thread.Resume(0)
+	case tracer.StopWake:
+		return st.Thread.Resume(0)
+	}
+	return nil
+}
+
+// ours says whether a signal stop is a write fault on an armed page.
+func (w *Watch) ours(st tracer.Stop) bool {
+	return st.Sig == int(unix.SIGSEGV) && st.Info.Code() == segvAccerr && w.armedPage(st.Info.Addr()) != nil
+}
+
+const segvAccerr = 2
+
+func (w *Watch) note(s string) {
+	if w.opts.Notify != nil {
+		w.opts.Notify(s)
+	}
+}
+
+// releaseChild gives a forked child (a copy of our protected pages) its
+// pages back and lets it go untraced: it must never die of our protection.
+func (w *Watch) releaseChild(pid int) error {
+	c, err := w.p.Fork(pid)
+	if err != nil {
+		return w.p.DetachChild(pid)
+	}
+	defer c.Close()
+	t := c.Thread(pid)
+	for _, pg := range w.pages {
+		if pg.armed {
+			if err := t.Mprotect(pg.addr, pageSize, pg.prot); err != nil && !errors.Is(err, tracer.ErrThreadGone) {
+				w.note(fmt.Sprintf("child %d: %v", pid, err))
+			}
+		}
+	}
+	return c.Detach()
+}
+
+// Detach disarms every page and lets the target run on untraced. st is the
+// stop Run was handling (its thread is stopped).
+func (w *Watch) Detach(st tracer.Stop) error {
+	t := st.Thread
+	switch st.Kind {
+	case tracer.StopSignal:
+		if !w.ours(st) {
+			t.Defer(st.Info)
+		}
+	case tracer.StopFork:
+		if err := w.releaseChild(st.Child); err != nil {
+			return err
+		}
+	}
+	if t == nil {
+		return nil
+	}
+	if err := w.p.StopOthers(t); err != nil {
+		return err
+	}
+	queued, err := w.p.DrainQueue()
+	if err != nil {
+		return err
+	}
+	for _, q := range queued {
+		switch q.Kind {
+		case tracer.StopSignal:
+			if !w.ours(q) {
+				// Delivered as the thread is let go; a trapped write
+				// just runs again, unprotected.
+				q.Thread.Defer(q.Info)
+			}
+		case tracer.StopFork:
+			if err := w.releaseChild(q.Child); err != nil {
+				return err
+			}
+		}
+	}
+	if err := w.setProtection(t, false); err != nil {
+		return err
+	}
+	return w.p.Detach()
+}
+
+// Disarm gives every armed page its own protection back. t is a stopped
+// thread and the others are stopped too.
+func (w *Watch) Disarm(t *tracer.Thread) error { return w.setProtection(t, false) }

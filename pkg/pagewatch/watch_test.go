@@ -1,0 +1,214 @@
+package pagewatch
+
+import (
+	"debug/elf"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/memtrap/memtrap/internal/fixture"
+	"github.com/memtrap/memtrap/pkg/tracer"
+	"golang.org/x/sys/unix"
+)
+
+// symbolAddr reads a symbol's link-time address (the fixtures are -no-pie).
+func symbolAddr(t *testing.T, prog, name string) uint64 {
+	t.Helper()
+	f, err := elf.Open(prog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range syms {
+		if s.Name == name {
+			return s.Value
+		}
+	}
+	t.Fatalf("%s: no symbol %s", prog, name)
+	return 0
+}
+
+type outcome struct {
+	writes []*Write
+	stats  Stats
+	stdout string
+	status unix.WaitStatus
+	maps   []tracer.Mapping // at the first write
+}
+
+// watchRun launches prog with args, watches regions from its entry point,
+// runs it to its end and returns what happened.
+func watchRun(t *testing.T, prog string, args []string, regions []*Region, tweak func(*Watch)) outcome {
+	t.Helper()
+	var out outcome
+	err := tracer.Locked(func() error {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		p, err := tracer.Launch(append([]string{prog}, args...), tracer.LaunchOptions{Stdio: [3]*os.File{nil, w, nil}})
+		w.Close()
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		th, err := p.RunToEntry()
+		if err != nil {
+			return err
+		}
+		wt, err := New(p, regions, Options{Sink: func(wr *Write) error {
+			c := *wr
+			c.Thread = nil
+			out.writes = append(out.writes, &c)
+			if out.maps == nil {
+				out.maps, _ = tracer.ReadMaps(p.Pid)
+			}
+			return nil
+		}})
+		if err != nil {
+			return err
+		}
+		if tweak != nil {
+			tweak(wt)
+		}
+		if err := wt.Arm(th); err != nil {
+			p.Kill()
+			return err
+		}
+		if err := p.ResumeAll(); err != nil {
+			return err
+		}
+		st, err := wt.Run()
+		if err != nil {
+			p.Kill()
+			return err
+		}
+		out.stats, out.status = wt.Stats(), st.Status
+		b := make([]byte, 4096)
+		n, _ := r.Read(b)
+		out.stdout = string(b[:n])
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !out.status.Exited() || out.status.ExitStatus() != 0 {
+		t.Fatalf("target status %#x", uint32(out.status))
+	}
+	return out
+}
+
+func stores(t *testing.T) (string, uint64) {
+	prog := fixture.Build(t, "pkg/pagewatch/testdata/stores.c", "-O1", "-no-pie")
+	return prog, symbolAddr(t, prog, "area")
+}
+
+func TestStraddlingStore(t *testing.T) {
+	prog, area := stores(t)
+	o := watchRun(t, prog, []string{"straddle"}, []*Region{{Name: "edge", Addr: area + 4088, Len: 16}}, nil)
+	if len(o.writes) != 1 {
+		t.Fatalf("%d writes, want 1", len(o.writes))
+	}
+	w := o.writes[0]
+	if w.Offset != 4 || w.Size != 8 || !w.Exact || leValue(w.New) != 0x1122334455667788 || leValue(w.Old) != 0 {
+		t.Fatalf("write %+v", w)
+	}
+	if o.stdout != "straddle ok\n" {
+		t.Fatalf("stdout %q", o.stdout)
+	}
+}
+
+func TestRepStos(t *testing.T) {
+	prog, area := stores(t)
+	o := watchRun(t, prog, []string{"repstos"}, []*Region{{Name: "area", Addr: area, Len: 3 * 4096}}, nil)
+	if len(o.writes) != 1 {
+		t.Fatalf("%d writes, want 1 (one rep stosb)", len(o.writes))
+	}
+	w := o.writes[0]
+	if w.Offset != 100 || w.Size != 10000 || !strings.HasPrefix(w.Insn, "rep stosb") {
+		t.Fatalf("write at +%d size %d insn %q", w.Offset, w.Size, w.Insn)
+	}
+	for i, b := range w.New {
+		if b != 0xab || w.Old[i] != 0 {
+			t.Fatalf("byte %d: %#x -> %#x", i, w.Old[i], b)
+		}
+	}
+}
+
+func TestNeighboursOnPage(t *testing.T) {
+	prog, area := stores(t)
+	o := watchRun(t, prog, []string{"mixed"}, []*Region{{Name: "b", Addr: area + 64, Len: 1}}, nil)
+	if len(o.writes) != 100 || o.stats.Faults != 200 || o.stats.Writes != 100 {
+		t.Fatalf("%d writes, stats %+v; want 100 writes of 200 faults", len(o.writes), o.stats)
+	}
+	for i, w := range o.writes {
+		if w.New[0] != byte(i) {
+			t.Fatalf("write %d: new %#x", i, w.New[0])
+		}
+	}
+}
+
+func TestEqualValueStoresAreWrites(t *testing.T) {
+	prog, area := stores(t)
+	o := watchRun(t, prog, []string{"same"}, []*Region{{Name: "w", Addr: area, Len: 4}}, nil)
+	if len(o.writes) != 5 {
+		t.Fatalf("%d writes, want 5", len(o.writes))
+	}
+}
+
+// TestWithoutDecoder: with a decoder that knows nothing, the before/after
+// comparison still reports every write that changes a watched byte.
+func TestWithoutDecoder(t *testing.T) {
+	prog, area := stores(t)
+	blind := func(w *Watch) {
+		w.decode = func([]byte, *unix.PtraceRegs) (Store, error) { return Store{}, nil }
+	}
+	o := watchRun(t, prog, []string{"mixed"}, []*Region{{Name: "b", Addr: area + 64, Len: 1}}, blind)
+	// The first store writes 0 over 0: invisible without a decoder.
+	if len(o.writes) != 99 {
+		t.Fatalf("%d writes, want 99", len(o.writes))
+	}
+	for i, w := range o.writes {
+		if w.Exact || w.New[0] != byte(i+1) || w.Old[0] != byte(i) {
+			t.Fatalf("write %d: %+v", i, w)
+		}
+	}
+	o = watchRun(t, prog, []string{"repstos"}, []*Region{{Name: "area", Addr: area, Len: 3 * 4096}}, blind)
+	total := uint64(0)
+	for _, w := range o.writes {
+		total += w.Size
+	}
+	if total != 10000 {
+		t.Fatalf("rep stosb seen as %d bytes in %d writes, want 10000", total, len(o.writes))
+	}
+}
+
+func TestArmErrors(t *testing.T) {
+	for _, r := range []*Region{{Name: "zero", Addr: 0x1000, Len: 0}, {Name: "wrap", Addr: ^uint64(0) - 4, Len: 16}} {
+		if _, err := New(nil, []*Region{r}, Options{}); err == nil {
+			t.Errorf("New(%v) accepted", r)
+		}
+	}
+	prog, _ := stores(t)
+	err := tracer.Locked(func() error {
+		p, err := tracer.Launch([]string{prog}, tracer.LaunchOptions{})
+		if err != nil {
+			return err
+		}
+		defer p.Kill()
+		th, err := p.RunToEntry()
+		if err != nil {
+			return err
+		}
+		w, _ := New(p, []*Region{{Name: "nowhere", Addr: 0x10000, Len: 8}}, Options{})
+		return w.Arm(th)
+	})
+	if err == nil || !strings.Contains(err.Error(), "not mapped") {
+		t.Fatalf("Arm on an unmapped address: %v", err)
+	}
+}
