@@ -1,0 +1,56 @@
+package symbols
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"testing"
+
+	"github.com/memtrap/memtrap/pkg/tracer"
+)
+
+// FuzzNewTableELF feeds arbitrary bytes to a Table as both a mapped file and
+// a vDSO image. Nothing may panic; errors are fine.
+func FuzzNewTableELF(f *testing.F) {
+	for _, name := range []string{progPIE, progNoPIE, libDemo} {
+		b, err := os.ReadFile(fixture(f, name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+		f.Add(b[:64])
+		f.Add(b[:len(b)/3])
+	}
+	f.Add([]byte("\x7fELF"))
+	f.Add([]byte{})
+
+	const base, vdso = 0x400000, 0x7ffff7fc0000
+	maps := []tracer.Mapping{
+		{Start: base, End: base + 0x1000, Offset: 0, Path: "/fuzz/a.out"},
+		{Start: base + 0x1000, End: base + 0x3000, Offset: 0x1000, Path: "/fuzz/a.out"},
+		{Start: base + 0x3000, End: base + 0x8000}, // .bss
+		{Start: vdso, End: vdso + 0x2000, Path: "[vdso]"},
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tab := NewTable(maps, Options{
+			Open: func(string) (io.ReaderAt, error) { return bytes.NewReader(data), nil },
+			ReadMemory: func(addr uint64, p []byte) error {
+				clear(p)
+				if addr == vdso {
+					copy(p, data)
+				}
+				return nil
+			},
+		})
+		for _, pc := range []uint64{base, base + 0x1010, base + 0x4000, vdso + 0x100, 0} {
+			tab.Lookup(pc)
+			tab.ModuleAt(pc)
+		}
+		tab.Resolve("main")
+		tab.Resolve("a.out:xyz+0x10")
+		tab.Resolve("[vdso]:__vdso_time")
+		if err := tab.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -1,0 +1,304 @@
+package symbols
+
+import (
+	"debug/elf"
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/memtrap/memtrap/pkg/tracer"
+)
+
+// vdsoPath is how /proc/PID/maps names the vDSO.
+const vdsoPath = "[vdso]"
+
+// Options says how a Table reaches the files and memory behind a memory map.
+type Options struct {
+	// Root, if set, is a second place to look for a module's file: Root
+	// joined with the mapped path, for instance "/proc/1234/root" for a
+	// process in another mount namespace. Used only by the default opener.
+	Root string
+
+	// Open opens the file behind a mapping, given the path as maps shows it.
+	// If the returned value is also an io.Closer, Close closes it. Nil means
+	// the default: the path and then Root+path, regular files only,
+	// preferring the one whose inode is the mapping's.
+	Open func(path string) (io.ReaderAt, error)
+
+	// ReadMemory reads len(p) bytes of the target's memory at addr. It is
+	// used only to read the vDSO; when nil the vDSO is a module with no
+	// symbols.
+	ReadMemory func(addr uint64, p []byte) error
+}
+
+// Location is what Lookup knows about an address.
+type Location struct {
+	// Func is the function or object covering the address, "" if none.
+	Func string
+	// Offset is the address minus Func's start; when Func is "", the
+	// address minus ModuleBase.
+	Offset uint64
+	// Module is the path of the mapped file, as maps shows it.
+	Module string
+	// ModuleBase is the module's load bias: runtime address minus link-time
+	// address (0 for a non-PIE executable). When the module's file could not
+	// be read it is a guess: the start of its lowest mapping minus that
+	// mapping's file offset.
+	ModuleBase uint64
+}
+
+// Table maps addresses to symbols and back for one process's memory map.
+// The zero value is not usable; see NewTable.
+type Table struct {
+	opts Options
+
+	mu      sync.Mutex
+	closed  bool
+	objects map[objKey]*object // every file opened so far, kept until Close
+	mods    []*module          // modules of the current map, in maps order
+	spans   []span             // sorted by start, disjoint
+}
+
+// objKey identifies a mapped file. The vDSO has no inode, so its start
+// address stands in: a new vDSO (after exec) is read afresh.
+type objKey struct {
+	path  string
+	dev   string
+	inode uint64
+	start uint64
+}
+
+// module is one file as the current memory map places it.
+type module struct {
+	key  objKey
+	path string
+	maps []tracer.Mapping
+
+	loaded   bool
+	obj      *object // nil when the file could not be opened or parsed
+	err      error   // why obj is nil
+	bias     uint64
+	biasOK   bool
+	imageEnd uint64 // end of the last PT_LOAD at runtime, when biasOK
+}
+
+// span is one mapping of a module. A bss span is the anonymous mapping that
+// follows a module's file-backed pages and holds the rest of its data
+// segment.
+type span struct {
+	start, end uint64
+	mod        *module
+	bss        bool
+}
+
+// NewTable returns a table over maps. It opens nothing: each module is read
+// on first use.
+func NewTable(maps []tracer.Mapping, opts Options) *Table {
+	t := &Table{opts: opts, objects: make(map[objKey]*object)}
+	t.setMaps(maps)
+	return t
+}
+
+// Update replaces the memory map, keeping every module already parsed.
+// Call it when the target's mappings change (dlopen, dlclose, exec).
+func (t *Table) Update(maps []tracer.Mapping) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
+	t.setMaps(maps)
+}
+
+// Close closes every file the table opened. The table is unusable afterwards
+// and so are the *elf.File values ModuleAt returned.
+func (t *Table) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	var errs []error
+	for _, o := range t.objects {
+		if o.closer != nil {
+			errs = append(errs, o.closer.Close())
+		}
+	}
+	t.objects, t.mods, t.spans = nil, nil, nil
+	return errors.Join(errs...)
+}
+
+// Lookup names the function or data object at pc. ok is false when pc is in
+// no module; when pc is in a module that has no symbol there, or whose file
+// cannot be read, ok is true and Func is "".
+func (t *Table) Lookup(pc uint64) (loc Location, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	mod := t.moduleAt(pc)
+	if mod == nil {
+		return Location{}, false
+	}
+	loc.Module = mod.path
+	if !mod.biasOK {
+		loc.ModuleBase = mod.guessBase()
+		loc.Offset = pc - loc.ModuleBase
+		return loc, true
+	}
+	loc.ModuleBase = mod.bias
+	v := pc - mod.bias
+	if s := mod.obj.lookup(v); s != nil {
+		loc.Func, loc.Offset = s.name, v-s.addr
+	} else {
+		loc.Offset = v
+	}
+	return loc, true
+}
+
+// ModuleAt returns the parsed ELF file mapped at pc and its load bias, for
+// readers of sections such as .eh_frame. path is set whenever pc is in a
+// module; ok is false when it is not, or when the module's file could not be
+// read or placed. f belongs to the table: do not close it.
+func (t *Table) ModuleAt(pc uint64) (f *elf.File, bias uint64, path string, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	mod := t.moduleAt(pc)
+	if mod == nil {
+		return nil, 0, "", false
+	}
+	if !mod.biasOK {
+		return nil, 0, mod.path, false
+	}
+	return mod.obj.f, mod.bias, mod.path, true
+}
+
+// moduleAt finds and loads the module mapped at pc.
+// Precondition: t.mu is held.
+func (t *Table) moduleAt(pc uint64) *module {
+	lo, hi := 0, len(t.spans)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if t.spans[mid].start <= pc {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo == 0 {
+		return nil
+	}
+	s := &t.spans[lo-1]
+	if pc >= s.end {
+		return nil
+	}
+	t.load(s.mod)
+	if s.bss && (!s.mod.biasOK || pc >= s.mod.imageEnd) {
+		return nil
+	}
+	return s.mod
+}
+
+// setMaps rebuilds the modules and spans of a memory map.
+// Precondition: t.mu is held.
+func (t *Table) setMaps(maps []tracer.Mapping) {
+	byKey := make(map[objKey]*module)
+	var mods []*module
+	var spans []span
+	var prev *module // module of the previous mapping, for .bss
+	var prevEnd uint64
+	for _, m := range maps {
+		if m.End <= m.Start {
+			prev = nil
+			continue
+		}
+		if key, ok := moduleKey(m); ok {
+			mod := byKey[key]
+			if mod == nil {
+				mod = &module{key: key, path: m.Path}
+				byKey[key] = mod
+				mods = append(mods, mod)
+			}
+			mod.maps = append(mod.maps, m)
+			spans = append(spans, span{start: m.Start, end: m.End, mod: mod})
+			prev = mod
+		} else if m.Path == "" && prev != nil && m.Start == prevEnd {
+			spans = append(spans, span{start: m.Start, end: m.End, mod: prev, bss: true})
+			prev = nil
+		} else {
+			prev = nil
+		}
+		prevEnd = m.End
+	}
+	// /proc gives sorted, disjoint mappings; anything else is trimmed to that.
+	slices.SortStableFunc(spans, func(a, b span) int {
+		switch {
+		case a.start < b.start:
+			return -1
+		case a.start > b.start:
+			return 1
+		}
+		return 0
+	})
+	out := spans[:0]
+	for _, s := range spans {
+		if len(out) > 0 && s.start < out[len(out)-1].end {
+			continue
+		}
+		out = append(out, s)
+	}
+	t.mods, t.spans = mods, out
+}
+
+// moduleKey reports whether m maps a module, and which.
+func moduleKey(m tracer.Mapping) (objKey, bool) {
+	switch {
+	case m.Path == vdsoPath:
+		return objKey{path: m.Path, dev: m.Dev, inode: m.Inode, start: m.Start}, true
+	case strings.HasPrefix(m.Path, "/"):
+		return objKey{path: m.Path, dev: m.Dev, inode: m.Inode}, true
+	}
+	return objKey{}, false
+}
+
+// load opens and parses mod's file, once per Table, and places it.
+// Precondition: t.mu is held.
+func (t *Table) load(mod *module) {
+	if mod.loaded {
+		return
+	}
+	mod.loaded = true
+	obj, ok := t.objects[mod.key]
+	if !ok {
+		obj = t.open(mod)
+		t.objects[mod.key] = obj
+	}
+	if obj.err != nil {
+		mod.err = obj.err
+		return
+	}
+	mod.obj = obj
+	mod.bias, mod.biasOK = loadBias(obj.typ, obj.loads, mod.maps)
+	if mod.biasOK {
+		mod.imageEnd = mod.bias + obj.loadEnd
+	}
+}
+
+// guessBase is the load bias of a module whose file is unreadable, assuming
+// its lowest mapping maps file offset o at link-time address o.
+func (m *module) guessBase() uint64 {
+	if len(m.maps) == 0 {
+		return 0
+	}
+	lowest := m.maps[0]
+	for _, mp := range m.maps[1:] {
+		if mp.Start < lowest.Start {
+			lowest = mp
+		}
+	}
+	if lowest.Offset > lowest.Start {
+		return 0
+	}
+	return lowest.Start - lowest.Offset
+}
