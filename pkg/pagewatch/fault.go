@@ -290,4 +290,3 @@ func contains(s []uint64, v uint64) bool {
 	}
 	return false
 }
-

@@ -27,6 +27,9 @@ type Write struct {
 	// is known only from the bytes that changed (a store of an equal value
 	// is then invisible).
 	Exact bool
+	// AfterPC: PC is the instruction after the write (debug registers
+	// trap once the store is done) and Insn is empty.
+	AfterPC bool
 	// Regs are the writer's registers at the writing instruction, and
 	// Thread is the writer, stopped there while the Sink runs.
 	Regs   unix.PtraceRegs
@@ -40,8 +43,11 @@ type Options struct {
 	// otherwise the Width-byte aligned word(s) the write touched.
 	WhenValue *uint64
 	Width     int // 1, 2, 4 or 8; default 8
-	// Completer lets trapped writes happen; default Stepper.
+	// Completer lets trapped writes happen; default Emulator, which falls
+	// back to Stepper.
 	Completer Completer
+	// Engine is EnginePage, EngineHW or EngineAuto (default page).
+	Engine string
 	// Sink receives each reported write. The writer is stopped meanwhile.
 	Sink func(*Write) error
 	// Notify receives one-line notes about the target's life (exec, fork).
@@ -64,12 +70,16 @@ type Watch struct {
 	detach  atomic.Bool
 	codeBuf [16]byte
 	decode  func([]byte, *unix.PtraceRegs) (Store, error) // DecodeStore; tests replace it
+
+	slots  []slot             // hw engine: the debug registers' watches
+	shadow map[*Region][]byte // hw engine: each region's last known bytes
 }
 
 type page struct {
 	addr    uint64
 	prot    int  // the target's own protection, restored when disarmed
 	armed   bool // write-protected by us
+	shared  bool // of a MAP_SHARED mapping
 	regions []*Region
 }
 
@@ -87,18 +97,39 @@ func New(p *tracer.Process, regions []*Region, opts Options) (*Watch, error) {
 		return nil, fmt.Errorf("width %d: must be 1, 2, 4 or 8", opts.Width)
 	}
 	if opts.Completer == nil {
-		opts.Completer = Stepper{}
+		opts.Completer = Emulator{}
 	}
 	for _, r := range regions {
 		if err := r.Validate(); err != nil {
 			return nil, err
 		}
 	}
-	return &Watch{p: p, opts: opts, regions: regions, pages: map[uint64]*page{}, decode: DecodeStore}, nil
+	w := &Watch{p: p, opts: opts, regions: regions, pages: map[uint64]*page{}, decode: DecodeStore}
+	switch opts.Engine {
+	case "", EnginePage:
+	case EngineHW, EngineAuto:
+		slots, ok := hwSlots(regions)
+		if ok {
+			w.slots, w.shadow = slots, map[*Region][]byte{}
+		} else if opts.Engine == EngineHW {
+			return nil, fmt.Errorf("the regions need more than the 4 debug registers (each covers one aligned 1, 2, 4 or 8-byte slot): %w", ErrBadRegion)
+		}
+	default:
+		return nil, fmt.Errorf("unknown engine %q", opts.Engine)
+	}
+	return w, nil
 }
 
 // Stats returns the counters so far.
 func (w *Watch) Stats() Stats { return w.stats }
+
+// Engine says which engine watches: EnginePage or EngineHW.
+func (w *Watch) Engine() string {
+	if w.slots != nil {
+		return EngineHW
+	}
+	return EnginePage
+}
 
 // Regions returns the watched regions.
 func (w *Watch) Regions() []*Region { return w.regions }
@@ -108,6 +139,9 @@ func (w *Watch) Regions() []*Region { return w.regions }
 // target itself keeps read-only need nothing: a write there is the target's
 // own fault.
 func (w *Watch) Arm(t *tracer.Thread) error {
+	if w.slots != nil {
+		return w.armHW()
+	}
 	maps, err := tracer.ReadMaps(w.p.Pid)
 	if err != nil {
 		return fmt.Errorf("reading maps: %w", err)
@@ -121,7 +155,7 @@ func (w *Watch) Arm(t *tracer.Thread) error {
 			}
 			pg := w.pages[a]
 			if pg == nil {
-				pg = &page{addr: a, prot: m.Prot}
+				pg = &page{addr: a, prot: m.Prot, shared: m.Shared}
 				w.pages[a] = pg
 			}
 			pg.regions = append(pg.regions, r)
@@ -222,6 +256,9 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 		if w.ours(st) {
 			return w.fault(st.Thread, st.Info.Addr())
 		}
+		if w.hwHit(st) {
+			return w.hwWrite(st.Thread)
+		}
 		return st.Thread.Resume(st.Sig)
 	case tracer.StopGroup:
 		return st.Thread.Listen()
@@ -233,7 +270,8 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 	case tracer.StopExec:
 		w.note(fmt.Sprintf("process %d called execve: %d watched region(s) dropped with the old image", w.p.Pid, len(w.regions)))
 		w.pages = map[uint64]*page{}
-		w.regions = nil
+		w.regions, w.slots = nil, nil
+		w.p.OnNewThread = nil
 		return st.Thread.Resume(0)
 	case tracer.StopWake:
 		return st.Thread.Resume(0)
@@ -279,7 +317,7 @@ func (w *Watch) Detach(st tracer.Stop) error {
 	t := st.Thread
 	switch st.Kind {
 	case tracer.StopSignal:
-		if !w.ours(st) {
+		if !w.ours(st) && !w.hwHit(st) {
 			t.Defer(st.Info)
 		}
 	case tracer.StopFork:
@@ -300,7 +338,7 @@ func (w *Watch) Detach(st tracer.Stop) error {
 	for _, q := range queued {
 		switch q.Kind {
 		case tracer.StopSignal:
-			if !w.ours(q) {
+			if !w.ours(q) && !w.hwHit(q) {
 				// Delivered as the thread is let go; a trapped write
 				// just runs again, unprotected.
 				q.Thread.Defer(q.Info)
@@ -311,7 +349,7 @@ func (w *Watch) Detach(st tracer.Stop) error {
 			}
 		}
 	}
-	if err := w.setProtection(t, false); err != nil {
+	if err := w.Disarm(t); err != nil {
 		return err
 	}
 	return w.p.Detach()
@@ -319,4 +357,9 @@ func (w *Watch) Detach(st tracer.Stop) error {
 
 // Disarm gives every armed page its own protection back. t is a stopped
 // thread and the others are stopped too.
-func (w *Watch) Disarm(t *tracer.Thread) error { return w.setProtection(t, false) }
+func (w *Watch) Disarm(t *tracer.Thread) error {
+	if w.slots != nil {
+		return w.disarmHW()
+	}
+	return w.setProtection(t, false)
+}

@@ -43,6 +43,10 @@ type outcome struct {
 // watchRun launches prog with args, watches regions from its entry point,
 // runs it to its end and returns what happened.
 func watchRun(t *testing.T, prog string, args []string, regions []*Region, tweak func(*Watch)) outcome {
+	return watchRunOpts(t, prog, args, regions, Options{}, tweak)
+}
+
+func watchRunOpts(t *testing.T, prog string, args []string, regions []*Region, opts Options, tweak func(*Watch)) outcome {
 	t.Helper()
 	var out outcome
 	err := tracer.Locked(func() error {
@@ -61,7 +65,7 @@ func watchRun(t *testing.T, prog string, args []string, regions []*Region, tweak
 		if err != nil {
 			return err
 		}
-		wt, err := New(p, regions, Options{Sink: func(wr *Write) error {
+		opts.Sink = func(wr *Write) error {
 			c := *wr
 			c.Thread = nil
 			out.writes = append(out.writes, &c)
@@ -69,7 +73,8 @@ func watchRun(t *testing.T, prog string, args []string, regions []*Region, tweak
 				out.maps, _ = tracer.ReadMaps(p.Pid)
 			}
 			return nil
-		}})
+		}
+		wt, err := New(p, regions, opts)
 		if err != nil {
 			return err
 		}
@@ -210,5 +215,48 @@ func TestArmErrors(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "not mapped") {
 		t.Fatalf("Arm on an unmapped address: %v", err)
+	}
+}
+
+// TestHardwareEngine: debug registers see every store to the slot, and
+// none of the neighbours' (no faults for them at all).
+func TestHardwareEngine(t *testing.T) {
+	prog, area := stores(t)
+	hw := Options{Engine: EngineHW}
+	o := watchRunOpts(t, prog, []string{"mixed"}, []*Region{{Name: "b", Addr: area + 64, Len: 1}}, hw, nil)
+	if len(o.writes) != 100 || o.stats.Faults != 100 {
+		t.Fatalf("%d writes, %d traps; want 100 and 100", len(o.writes), o.stats.Faults)
+	}
+	for i, w := range o.writes {
+		if w.AfterPC || w.Size != 1 || w.New[0] != byte(i) || !strings.HasPrefix(w.Insn, "mov byte ptr") {
+			t.Fatalf("write %d: %+v", i, w)
+		}
+	}
+	o = watchRunOpts(t, prog, []string{"straddle"}, []*Region{{Name: "edge", Addr: area + 4088, Len: 16}}, hw, nil)
+	if len(o.writes) != 1 || o.writes[0].Offset != 4 || o.writes[0].Size != 8 {
+		t.Fatalf("straddle under hw: %+v", o.writes)
+	}
+}
+
+func TestHWSlots(t *testing.T) {
+	for _, c := range []struct {
+		regions []*Region
+		slots   int
+		ok      bool
+	}{
+		{[]*Region{{Addr: 0x1000, Len: 8}}, 1, true},
+		{[]*Region{{Addr: 0x1004, Len: 8}}, 2, true},
+		{[]*Region{{Addr: 0x1000, Len: 32}}, 4, true},
+		{[]*Region{{Addr: 0x1001, Len: 7}}, 3, true},
+		{[]*Region{{Addr: 0x1000, Len: 33}}, 0, false},
+		{[]*Region{{Addr: 0x1000, Len: 8}, {Addr: 0x2000, Len: 24}}, 4, true},
+	} {
+		s, ok := hwSlots(c.regions)
+		if ok != c.ok || len(s) != c.slots {
+			t.Errorf("hwSlots(%v) = %d slots, %v", c.regions, len(s), ok)
+		}
+	}
+	if got := dr7([]slot{{0x1000, 8, nil}, {0x2000, 1, nil}}); got != 0x190005 {
+		t.Errorf("dr7 = %#x", got)
 	}
 }

@@ -29,12 +29,13 @@ func Attach(pid int) (*Process, error) {
 	if tracer, err := TracerPid(pid); err == nil && tracer != 0 {
 		return nil, fmt.Errorf("process %d is already traced by process %d (%s); detach that debugger first", pid, tracer, comm(tracer))
 	}
-	p, err := newProcess(pid)
-	if err != nil {
-		return nil, err
-	}
+	p := newProcessNoMem(pid)
 	p.options = baseOptions | unix.PTRACE_O_TRACEEXIT
 	if err := p.seizeAll(); err != nil {
+		p.detachAll()
+		return nil, err
+	}
+	if err := p.openMem(); err != nil {
 		p.detachAll()
 		return nil, err
 	}

@@ -125,7 +125,7 @@ func (t *Thread) runSyscall(insn uint64) (uintptr, error) {
 		// A signal arrived before the syscall ran; keep it for later.
 		t.Defer(res.Info)
 		if r.Rip != insn {
-			return 0, fmt.Errorf("injected syscall: thread %d moved to %#x", t.Tid, r.Rip)
+			return 0, fmt.Errorf("injected syscall at %#x: thread %d moved to %#x (signal %d, code %d)", insn, t.Tid, r.Rip, res.Sig, res.Info.Code())
 		}
 	}
 }

@@ -41,6 +41,11 @@ type Process struct {
 	status  unix.WaitStatus
 
 	wake atomic.Bool // Wake was called: swallow one SIGSTOP
+
+	// OnNewThread, if set, runs for each thread created after attach
+	// while it is still stopped at its first instruction (to give it
+	// per-thread state such as debug registers) and before it runs.
+	OnNewThread func(*Thread) error
 }
 
 type waitInfo struct {
@@ -86,16 +91,20 @@ const baseOptions = unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
 	unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACEEXEC
 
 func newProcess(pid int) (*Process, error) {
-	p := &Process{
+	p := newProcessNoMem(pid)
+	if err := p.openMem(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func newProcessNoMem(pid int) *Process {
+	return &Process{
 		Pid:       pid,
 		threads:   map[int]*Thread{},
 		tracerTid: unix.Gettid(),
 		early:     map[int]waitInfo{},
 	}
-	if err := p.openMem(); err != nil {
-		return nil, err
-	}
-	return p, nil
 }
 
 func (p *Process) openMem() error {

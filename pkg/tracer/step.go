@@ -74,7 +74,7 @@ func (t *Thread) step() (StepResult, error) {
 			return StepResult{}, fmt.Errorf("PTRACE_GETSIGINFO %d: %w", t.Tid, err)
 		}
 		r.Sig = int(ws.StopSignal())
-		if ws.StopSignal() == unix.SIGTRAP && (r.Info.Code() == trapTrace || r.Info.Code() == trapBrkpt) {
+		if ws.StopSignal() == unix.SIGTRAP && isStepTrap(&r.Info) {
 			return StepResult{Done: true}, nil
 		}
 		return r, nil
@@ -101,4 +101,18 @@ func (t *Thread) SetRegs(r *unix.PtraceRegs) error {
 		return fmt.Errorf("PTRACE_SETREGS %d: %w", t.Tid, err)
 	}
 	return nil
+}
+
+// isStepTrap tells the trap of a single-step from a SIGTRAP someone sent.
+// A step over an instruction traps with TRAP_TRACE; a step over `syscall`
+// is reported from the syscall exit path, with TRAP_BRKPT or (the generic
+// user_single_step_report) SI_USER from pid 0, which no kill() can forge.
+func isStepTrap(si *Siginfo) bool {
+	switch si.Code() {
+	case trapTrace, trapBrkpt:
+		return true
+	case siUser:
+		return si.senderPid() == 0
+	}
+	return false
 }

@@ -183,6 +183,11 @@ func (p *Process) handleNewTask(parent *Thread, event int) (Stop, bool, error) {
 		if event != unix.PTRACE_EVENT_CLONE {
 			t.foreign = true
 		}
+		if p.OnNewThread != nil {
+			if err := p.OnNewThread(t); err != nil {
+				return Stop{}, false, err
+			}
+		}
 		if err := p.release(t); err != nil && !errors.Is(err, ErrThreadGone) {
 			return Stop{}, false, err
 		}

@@ -1,0 +1,519 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/memtrap/memtrap/internal/fixture"
+)
+
+var memtrapBin string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "cmd/memtrap tests: not running as root; attach tests need ptrace rights")
+	}
+	dir, err := os.MkdirTemp("", "memtrap-bin")
+	if err != nil {
+		panic(err)
+	}
+	memtrapBin = filepath.Join(dir, "memtrap")
+	if out, err := exec.Command("go", "build", "-o", memtrapBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building memtrap: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// memtrap runs the real binary, as a user would.
+func memtrap(t *testing.T, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(memtrapBin, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("running memtrap: %v", err)
+	}
+	return result{o.String(), e.String(), code}
+}
+
+// native runs a program alone, for comparison.
+func native(t *testing.T, prog string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(prog, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{o.String(), e.String(), code}
+}
+
+type frame struct {
+	PC     string `json:"pc"`
+	Func   string `json:"func"`
+	Offset uint64 `json:"offset"`
+	Module string `json:"module"`
+}
+
+type event struct {
+	Event     string  `json:"event"`
+	Seq       int     `json:"seq"`
+	Pid       int     `json:"pid"`
+	Tid       int     `json:"tid"`
+	Addr      string  `json:"addr"`
+	Size      uint64  `json:"size"`
+	Region    string  `json:"region"`
+	Offset    uint64  `json:"offset"`
+	Old       string  `json:"old"`
+	New       string  `json:"new"`
+	PC        string  `json:"pc"`
+	Insn      string  `json:"insn"`
+	Backtrace []frame `json:"backtrace"`
+	Code      *int    `json:"code"`
+	Signal    *int    `json:"signal"`
+	Writes    int     `json:"writes"`
+	Faults    int     `json:"faults"`
+}
+
+func parseEvents(t *testing.T, s string) []event {
+	t.Helper()
+	var evs []event
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" {
+			continue
+		}
+		var ev event
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("not JSON: %q: %v", line, err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+func writes(evs []event) []event {
+	var out []event
+	for _, e := range evs {
+		if e.Event == "write" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func last(t *testing.T, evs []event) event {
+	t.Helper()
+	if len(evs) == 0 {
+		t.Fatal("no events")
+	}
+	return evs[len(evs)-1]
+}
+
+func writer(e event) string {
+	if len(e.Backtrace) == 0 {
+		return ""
+	}
+	return e.Backtrace[0].Func
+}
+
+// TestStompDemo is the README's demo: both writers of the token, with
+// their values, and the program's own output and status unchanged.
+func TestStompDemo(t *testing.T) {
+	prog := fixture.Build(t, "examples/stomp.c", "-O0", "-g", "-fno-omit-frame-pointer")
+	want := native(t, prog)
+	if want.code != 3 {
+		t.Fatalf("the demo should corrupt its token and exit 3, got %d", want.code)
+	}
+	r := memtrap(t, "run", "--format", "json", "--symbol", "session+8", "--len", "8", "--", prog)
+	if r.stdout != want.stdout || r.code != want.code {
+		t.Fatalf("target output/status changed under memtrap: %q %d, want %q %d\nstderr: %s", r.stdout, r.code, want.stdout, want.code, r.stderr)
+	}
+	evs := parseEvents(t, r.stderr)
+	ws := writes(evs)
+	// issue_token stores the token once; set_user("administrator") copies
+	// 14 bytes into an 8-byte field: bytes 8..13 land in the token, one
+	// byte store each.
+	if len(ws) != 7 {
+		t.Fatalf("got %d writes, want 7:\n%s", len(ws), r.stderr)
+	}
+	if writer(ws[0]) != "issue_token" || ws[0].Old != "0x0" || ws[0].New != "0x5ec0de5ec0de" || ws[0].Size != 8 || ws[0].Offset != 0 {
+		t.Errorf("first write: %+v", ws[0])
+	}
+	name := "administrator\x00"
+	for i, w := range ws[1:] {
+		if writer(w) != "set_user" || w.Size != 1 || w.Offset != uint64(i) {
+			t.Errorf("write %d: %+v", i+2, w)
+		}
+		if want := fmt.Sprintf("%#x", name[8+i]); w.New != want {
+			t.Errorf("write %d: new %s, want %s", i+2, w.New, want)
+		}
+		if len(w.Backtrace) < 2 || w.Backtrace[1].Func != "main" {
+			t.Errorf("write %d: backtrace %+v, want set_user <- main", i+2, w.Backtrace)
+		}
+	}
+	end := last(t, evs)
+	if end.Event != "exit" || end.Code == nil || *end.Code != 3 || end.Writes != 7 {
+		t.Errorf("last event %+v", end)
+	}
+}
+
+func TestTextReport(t *testing.T) {
+	prog := fixture.Build(t, "examples/stomp.c", "-O0", "-g", "-fno-omit-frame-pointer")
+	r := memtrap(t, "run", "--symbol", "session+8", "--len", "8", "--", prog)
+	for _, want := range []string{
+		"#1 tid ", " wrote session+8+0 (0x", "8 bytes: 0x0 -> 0x5ec0de5ec0de",
+		"mov qword ptr [rip+", "#0  issue_token+0x", "main+0x",
+		"#7 tid ", "1 byte: 0x5e -> 0x0\n",
+		"memtrap: 7 writes reported,", "target exited with status 3",
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("text report lacks %q:\n%s", want, r.stderr)
+		}
+	}
+}
+
+// TestSamePage: writes to other data on the watched page are never reported.
+func TestSamePage(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/samepage.c", "-O0", "-fno-omit-frame-pointer")
+	want := native(t, prog)
+	for _, c := range []struct {
+		engine string
+		faults int
+	}{
+		{"page", 1010}, // every neighbour write traps, silently (and crt's own bss writes at exit)
+		{"hw", 10},     // debug registers never see the neighbour
+	} {
+		r := memtrap(t, "run", "--engine", c.engine, "--format", "json", "--symbol", "pair", "--len", "8", "--", prog)
+		if r.stdout != want.stdout || r.code != 0 {
+			t.Fatalf("%s: output %q code %d, want %q 0; stderr %s", c.engine, r.stdout, r.code, want.stdout, r.stderr)
+		}
+		evs := parseEvents(t, r.stderr)
+		ws := writes(evs)
+		if len(ws) != 10 {
+			t.Fatalf("%s: %d writes reported, want 10", c.engine, len(ws))
+		}
+		for i, w := range ws {
+			if writer(w) != "set_watched" || w.New != fmt.Sprintf("%#x", i*100) || w.Size != 8 || !strings.HasPrefix(w.Insn, "mov qword ptr") {
+				t.Errorf("%s: write %d: %+v", c.engine, i, w)
+			}
+		}
+		if end := last(t, evs); end.Faults < c.faults || (c.engine == "hw" && end.Faults != c.faults) {
+			t.Errorf("%s: faults %d, want %d", c.engine, end.Faults, c.faults)
+		}
+	}
+}
+
+// TestThreads: 4 threads x N writes, every one reported exactly once, by
+// every engine and way of completing a write.
+func TestThreads(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/threads.c", "-O0", "-pthread")
+	const n = 2000
+	want := native(t, prog, fmt.Sprint(n))
+	for _, mode := range [][]string{
+		{"--engine", "page"},
+		{"--engine", "page", "--completer", "step"},
+		{"--engine", "hw"},
+	} {
+		args := append(append([]string{"run"}, mode...), "--format", "json", "--backtrace", "0", "--symbol", "slots", "--", prog, fmt.Sprint(n))
+		r := memtrap(t, args...)
+		if r.stdout != want.stdout || r.code != 0 {
+			t.Fatalf("%v: output %q code %d, want %q; stderr tail %s", mode, r.stdout, r.code, want.stdout, tail(r.stderr))
+		}
+		ws := writes(parseEvents(t, r.stderr))
+		perSlot := map[uint64]int{}
+		last := map[uint64]uint64{}
+		for _, w := range ws {
+			slot := w.Offset / 8
+			perSlot[slot]++
+			var v uint64
+			fmt.Sscanf(w.New, "0x%x", &v)
+			if w.Size != 8 || v != last[slot]+1 {
+				t.Fatalf("%v: slot %d: value %d (size %d) after %d: a write was missed, doubled or misattributed", mode, slot, v, w.Size, last[slot])
+			}
+			last[slot] = v
+		}
+		for s := uint64(0); s < 4; s++ {
+			if perSlot[s] != n {
+				t.Errorf("%v: slot %d: %d writes, want %d", mode, s, perSlot[s], n)
+			}
+		}
+	}
+}
+
+func tail(s string) string {
+	if len(s) > 2000 {
+		return s[len(s)-2000:]
+	}
+	return s
+}
+
+func TestWhenValue(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/counter.c", "-O0")
+	r := memtrap(t, "run", "--format", "json", "--symbol", "counter", "--when-value", "0x32", "--", prog)
+	if r.code != 7 || r.stdout != "counter=100\n" {
+		t.Fatalf("code %d stdout %q", r.code, r.stdout)
+	}
+	ws := writes(parseEvents(t, r.stderr))
+	if len(ws) != 1 || ws[0].New != "0x32" || ws[0].Old != "0x31" || writer(ws[0]) != "step" {
+		t.Fatalf("writes %+v", ws)
+	}
+	// A region over 8 bytes: the 8-byte word the write touched.
+	r = memtrap(t, "run", "--format", "json", "--symbol", "big", "--when-value", "1010", "--", prog)
+	ws = writes(parseEvents(t, r.stderr))
+	if len(ws) != 1 || ws[0].Offset != 80 || ws[0].New != "0x3f2" {
+		t.Fatalf("writes %+v", ws)
+	}
+}
+
+// TestAttachDetach attaches to a running program, sees its writes, detaches
+// on SIGINT and leaves it running with its pages as they were.
+func TestAttachDetach(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/ticker.c", "-O0")
+	const n = 150
+	target := exec.Command(prog, fmt.Sprint(n))
+	stdout, err := target.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer target.Process.Kill()
+	out := bufio.NewReader(stdout)
+	if line, _ := out.ReadString('\n'); line != "ready\n" {
+		t.Fatalf("target said %q", line)
+	}
+	var lines []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			l, err := out.ReadString('\n')
+			if err != nil {
+				return
+			}
+			lines = append(lines, l)
+		}
+	}()
+	before := mapsOf(t, target.Process.Pid)
+
+	mt := exec.Command(memtrapBin, "attach", fmt.Sprint(target.Process.Pid), "--format", "json", "--symbol", "ticks")
+	errPipe, _ := mt.StderrPipe()
+	if err := mt.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rd := bufio.NewReader(errPipe)
+	var evs []event
+	for len(writes(evs)) < 5 {
+		l, err := rd.ReadString('\n')
+		if err != nil {
+			t.Fatalf("memtrap output ended: %v; events %+v", err, evs)
+		}
+		evs = append(evs, parseEvents(t, l)...)
+	}
+	if err := mt.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := readAll(rd)
+	evs = append(evs, parseEvents(t, rest)...)
+	if err := mt.Wait(); err != nil {
+		t.Fatalf("memtrap attach: %v", err)
+	}
+	if end := last(t, evs); end.Event != "detach" {
+		t.Fatalf("last event %+v", end)
+	}
+	ws := writes(evs)
+	for i := 1; i < len(ws); i++ {
+		var a, b uint64
+		fmt.Sscanf(ws[i-1].New, "0x%x", &a)
+		fmt.Sscanf(ws[i].New, "0x%x", &b)
+		if b != a+1 {
+			t.Fatalf("ticks went %d -> %d between reports: missed a write", a, b)
+		}
+	}
+	if tr, _ := tracerPid(target.Process.Pid); tr != 0 {
+		t.Fatalf("target still traced by %d", tr)
+	}
+	after := mapsOf(t, target.Process.Pid)
+	if before != after {
+		t.Fatalf("maps differ after detach:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if err := target.Wait(); err != nil {
+		t.Fatalf("target: %v", err)
+	}
+	<-done
+	if len(lines) != n+1 || lines[n] != fmt.Sprintf("done %d\n", n) {
+		t.Fatalf("target output damaged: %d lines, last %q", len(lines), lines[len(lines)-1])
+	}
+	for i := 0; i < n; i++ {
+		if lines[i] != fmt.Sprintf("tick %d\n", i+1) {
+			t.Fatalf("line %d: %q", i, lines[i])
+		}
+	}
+}
+
+func readAll(r *bufio.Reader) (string, error) {
+	b, err := io.ReadAll(r)
+	return string(b), err
+}
+
+func mapsOf(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func tracerPid(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "TracerPid:"); ok {
+			var n int
+			fmt.Sscan(strings.TrimSpace(v), &n)
+			return n, nil
+		}
+	}
+	return 0, nil
+}
+
+func TestBadInput(t *testing.T) {
+	prog := fixture.Build(t, "examples/stomp.c", "-O0")
+	notExec := filepath.Join(t.TempDir(), "notexec")
+	os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644)
+	sleeper := exec.Command("sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sleeper.Process.Kill()
+	time.Sleep(50 * time.Millisecond)
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no args", nil, 0, ""},
+		{"unknown flag", []string{"run", "--bogus", "--", prog}, 2, "unknown flag"},
+		{"no program", []string{"run", "--addr", "0x1000", "--len", "8"}, 2, "no program given"},
+		{"nothing to watch", []string{"run", "--", prog}, 2, "nothing to watch"},
+		{"len 0", []string{"run", "--addr", "0x1000", "--len", "0", "--", prog}, 2, "length 0"},
+		{"addr without len", []string{"run", "--addr", "0x1000", "--", prog}, 2, "needs --len"},
+		{"overflow", []string{"run", "--addr", "0xffffffffffffff00", "--len", "0x1000", "--", prog}, 2, "past the end of the address space"},
+		{"malformed", []string{"run", "--addr", "0x12zz", "--len", "8", "--", prog}, 2, "malformed number"},
+		{"malformed len", []string{"run", "--addr", "0x1000", "--len", "eight", "--", prog}, 2, "malformed number"},
+		{"huge", []string{"run", "--addr", "99999999999999999999999", "--len", "8", "--", prog}, 2, "too large"},
+		{"bad format", []string{"run", "--format", "xml", "--symbol", "session", "--", prog}, 2, "--format"},
+		{"unknown symbol", []string{"run", "--symbol", "sesion", "--", prog}, 1, "did you mean session"},
+		{"not mapped", []string{"run", "--addr", "0x10000", "--len", "8", "--", prog}, 1, "not mapped"},
+		{"partly mapped", []string{"run", "--symbol", "session", "--len", "0x100000", "--", prog}, 1, "not mapped"},
+		{"no such program", []string{"run", "--symbol", "x", "--", "/nonexistent/prog"}, 1, "no such file"},
+		{"not executable", []string{"run", "--symbol", "x", "--", notExec}, 1, "permission denied"},
+		{"no such pid", []string{"attach", "999999999", "--symbol", "x"}, 1, "no such process"},
+		{"bad pid", []string{"attach", "12ab", "--symbol", "x"}, 2, "not a process id"},
+		{"kernel thread", []string{"attach", "2", "--addr", "0x1000", "--len", "8"}, 1, "not permitted"},
+		{"attach unknown symbol", []string{"attach", fmt.Sprint(sleeper.Process.Pid), "--symbol", "no_such_symbol_anywhere"}, 1, "unknown symbol"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := memtrap(t, c.args...)
+			if c.args == nil {
+				if r.code != 0 || !strings.Contains(r.stdout, "Usage") {
+					t.Fatalf("bare memtrap: code %d, stdout %q", r.code, r.stdout)
+				}
+				return
+			}
+			if r.code != c.code {
+				t.Errorf("exit %d, want %d; stderr %q", r.code, c.code, r.stderr)
+			}
+			lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], "memtrap: ") || !strings.Contains(lines[0], c.want) {
+				t.Errorf("stderr should be one line with %q, got %q", c.want, r.stderr)
+			}
+			if strings.Contains(r.stderr, "goroutine") || strings.Contains(r.stderr, "panic") {
+				t.Errorf("Go panic: %s", r.stderr)
+			}
+		})
+	}
+	// The sleeper we failed to watch is untouched and untraced.
+	if tr, _ := tracerPid(sleeper.Process.Pid); tr != 0 {
+		t.Fatalf("sleeper left traced by %d", tr)
+	}
+}
+
+// TestAlreadyTraced: a process another debugger holds is refused clearly.
+func TestAlreadyTraced(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/ticker.c", "-O0")
+	first := exec.Command(memtrapBin, "run", "--symbol", "ticks", "--", prog, "300")
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer first.Process.Kill()
+	var pid int
+	for i := 0; i < 100 && pid == 0; i++ {
+		time.Sleep(20 * time.Millisecond)
+		pid = childOf(first.Process.Pid)
+	}
+	if pid == 0 {
+		t.Fatal("traced child did not start")
+	}
+	r := memtrap(t, "attach", fmt.Sprint(pid), "--symbol", "ticks")
+	if r.code != 1 || !strings.Contains(r.stderr, "already traced by process") {
+		t.Fatalf("code %d stderr %q", r.code, r.stderr)
+	}
+}
+
+// childOf finds a child process of ppid, from /proc.
+func childOf(ppid int) int {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		var state string
+		var pp, pid int
+		fmt.Sscan(s[i+2:], &state, &pp)
+		fmt.Sscan(s, &pid)
+		if pp == ppid {
+			return pid
+		}
+	}
+	return 0
+}

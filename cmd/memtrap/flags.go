@@ -1,0 +1,177 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// regionSpec is one --addr or --symbol, with its --len if given.
+type regionSpec struct {
+	addr   string // --addr value, or ""
+	symbol string // --symbol value, or ""
+	length uint64
+	hasLen bool
+}
+
+func (r regionSpec) flag() string {
+	if r.symbol != "" {
+		return "--symbol " + r.symbol
+	}
+	return "--addr " + r.addr
+}
+
+// watchFlags are the flags run and attach share.
+type watchFlags struct {
+	specs      []*regionSpec
+	pendingLen *uint64
+	whenValue  string
+	width      int
+	backtrace  int
+	format     string
+	output     string
+	completer  string
+	engine     string
+}
+
+// specValue appends to the ordered spec list, so that each --len belongs to
+// the --addr or --symbol it follows (or, if none, the next one).
+type specValue struct {
+	f    *watchFlags
+	kind string
+}
+
+func (v *specValue) String() string { return "" }
+func (v *specValue) Type() string {
+	if v.kind == "len" {
+		return "N"
+	}
+	return v.kind
+}
+
+func (v *specValue) Set(s string) error {
+	f := v.f
+	switch v.kind {
+	case "len":
+		n, err := parseNumber(s)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("length 0: a region needs at least one byte")
+		}
+		for i := len(f.specs) - 1; i >= 0; i-- {
+			if !f.specs[i].hasLen {
+				f.specs[i].length, f.specs[i].hasLen = n, true
+				return nil
+			}
+		}
+		if f.pendingLen != nil {
+			return fmt.Errorf("two --len values with no --addr or --symbol between them")
+		}
+		f.pendingLen = &n
+		return nil
+	case "addr":
+		if _, err := parseNumber(s); err != nil {
+			return err
+		}
+		f.specs = append(f.specs, &regionSpec{addr: s})
+	case "symbol":
+		if strings.TrimSpace(s) == "" {
+			return fmt.Errorf("empty symbol name")
+		}
+		f.specs = append(f.specs, &regionSpec{symbol: s})
+	}
+	if f.pendingLen != nil {
+		last := f.specs[len(f.specs)-1]
+		last.length, last.hasLen = *f.pendingLen, true
+		f.pendingLen = nil
+	}
+	return nil
+}
+
+// parseNumber reads a decimal or 0x-hex unsigned number.
+func parseNumber(s string) (uint64, error) {
+	t := strings.TrimSpace(s)
+	var n uint64
+	var err error
+	if h, ok := strings.CutPrefix(strings.ToLower(t), "0x"); ok {
+		n, err = strconv.ParseUint(h, 16, 64)
+	} else {
+		n, err = strconv.ParseUint(t, 10, 64)
+	}
+	if err != nil {
+		if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrRange {
+			return 0, fmt.Errorf("number %q is too large", s)
+		}
+		return 0, fmt.Errorf("malformed number %q (want decimal or 0x hex)", s)
+	}
+	return n, nil
+}
+
+func (f *watchFlags) register(fs *pflag.FlagSet) {
+	fs.Var(&specValue{f, "addr"}, "addr", "watch the region starting at ADDR (decimal or 0x hex); repeatable, each with its --len")
+	fs.Var(&specValue{f, "len"}, "len", "length in bytes of the preceding --addr (or --symbol, overriding its size)")
+	fs.Var(&specValue{f, "symbol"}, "symbol", "watch the ELF symbol NAME[+OFF] (executable or any loaded library); repeatable")
+	fs.StringVar(&f.whenValue, "when-value", "", "report only writes after which the watched value equals V")
+	fs.IntVar(&f.width, "width", 8, "bytes of the watched value for --when-value on regions larger than 8 bytes (1, 2, 4, 8)")
+	fs.IntVar(&f.backtrace, "backtrace", 8, "frames of backtrace to print per write (0: none)")
+	fs.StringVar(&f.format, "format", "text", "report format: text or json (JSON Lines)")
+	fs.StringVarP(&f.output, "output", "o", "", "write reports to FILE instead of stderr")
+	fs.StringVar(&f.engine, "engine", "auto", "auto (hw when every region fits 4 debug registers, else page), page (write-protected pages) or hw (debug registers)")
+	fs.StringVar(&f.completer, "completer", "emulate", "how trapped writes complete: emulate (simple stores emulated, the rest single-stepped) or step (always single-step)")
+	_ = fs.MarkHidden("completer")
+}
+
+// validate checks what can be checked before touching any process.
+func (f *watchFlags) validate(cmd *cobra.Command) error {
+	if len(f.specs) == 0 {
+		return usagef("nothing to watch: give --addr ADDR --len N, or --symbol NAME")
+	}
+	if f.pendingLen != nil {
+		return usagef("--len %d follows no --addr or --symbol", *f.pendingLen)
+	}
+	for _, s := range f.specs {
+		if s.addr != "" && !s.hasLen {
+			return usagef("%s needs --len N", s.flag())
+		}
+		if s.addr != "" {
+			a, _ := parseNumber(s.addr)
+			if a+s.length < a || a+s.length > 1<<47 {
+				return usagef("%s --len %d runs past the end of the address space", s.flag(), s.length)
+			}
+		}
+	}
+	if f.whenValue != "" {
+		if _, err := parseNumber(f.whenValue); err != nil {
+			return usagef("--when-value: %v", err)
+		}
+	}
+	switch f.width {
+	case 1, 2, 4, 8:
+	default:
+		return usagef("--width %d: must be 1, 2, 4 or 8", f.width)
+	}
+	if f.backtrace < 0 {
+		return usagef("--backtrace %d: must be 0 or more", f.backtrace)
+	}
+	switch f.engine {
+	case "auto", "page", "hw":
+	default:
+		return usagef("--engine %q: must be auto, page or hw", f.engine)
+	}
+	switch f.completer {
+	case "emulate", "step":
+	default:
+		return usagef("--completer %q: must be emulate or step", f.completer)
+	}
+	switch f.format {
+	case "text", "json":
+	default:
+		return usagef("--format %q: must be text or json", f.format)
+	}
+	return nil
+}

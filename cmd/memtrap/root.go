@@ -1,0 +1,119 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// Streams are the CLI's standard streams, injected so tests can capture them.
+type Streams struct {
+	In       io.Reader
+	Out, Err io.Writer
+}
+
+// Exit codes for memtrap's own failures; a target's exit code passes
+// through unchanged in run mode.
+const (
+	exitRuntime = 1
+	exitUsage   = 2
+)
+
+// UsageError is bad input on the command line: exit 2.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+func usagef(format string, a ...any) error {
+	return &UsageError{fmt.Errorf(format, a...)}
+}
+
+// ExitError carries an exit code decided by a command (the target's).
+type ExitError struct{ Code int }
+
+func (e *ExitError) Error() string { return fmt.Sprintf("exit %d", e.Code) }
+
+// Main runs memtrap with args and returns the process exit code.
+func Main(args []string, in io.Reader, out, errw io.Writer) int {
+	s := &Streams{In: in, Out: out, Err: errw}
+	root := newRootCmd(s)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		return ee.Code
+	}
+	msg := strings.TrimSpace(err.Error())
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	fmt.Fprintf(errw, "memtrap: %s\n", msg)
+	var ue *UsageError
+	if errors.As(err, &ue) || isCobraUsage(err) {
+		return exitUsage
+	}
+	return exitRuntime
+}
+
+// isCobraUsage recognises cobra's and pflag's own parse errors.
+func isCobraUsage(err error) bool {
+	m := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "flag needs an argument", "invalid argument", "accepts ", "requires at least", "bad flag syntax", "required flag"} {
+		if strings.Contains(m, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func newRootCmd(s *Streams) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "memtrap",
+		Short: "Report who writes to a region of a process's memory, when, and with what value",
+		Long: `memtrap watches memory regions of a Linux x86-64 process from outside, with ptrace:
+it write-protects the pages that hold them, catches every write, lets it complete,
+and reports the writer (thread, instruction, old -> new value, backtrace).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(s.Out)
+	root.SetErr(s.Err)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &UsageError{err} })
+	root.AddCommand(newRunCmd(s), newAttachCmd(s), newVersionCmd(s))
+	root.CompletionOptions.DisableDefaultCmd = true
+	return root
+}
+
+var version = "0.1.0-dev"
+
+func newVersionCmd(s *Streams) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print memtrap's version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			fmt.Fprintf(s.Out, "memtrap %s\n", version)
+			return nil
+		},
+	}
+}
+
+// openOutput opens -o FILE, or returns the default stream.
+func openOutput(path string, def io.Writer) (io.Writer, func() error, error) {
+	if path == "" || path == "-" {
+		return def, func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, f.Close, nil
+}

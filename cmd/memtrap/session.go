@@ -1,0 +1,168 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+
+	"github.com/memtrap/memtrap/pkg/pagewatch"
+	"github.com/memtrap/memtrap/pkg/symbols"
+	"github.com/memtrap/memtrap/pkg/tracer"
+	"github.com/memtrap/memtrap/pkg/unwind"
+	"golang.org/x/sys/unix"
+)
+
+// session is one watch of one process, from flags to the final summary.
+type session struct {
+	flags *watchFlags
+	rep   Reporter
+	p     *tracer.Process
+	syms  *symbols.Table
+	unw   *unwind.Unwinder
+	sigs  chan os.Signal
+}
+
+func newSession(f *watchFlags, out io.Writer) *session {
+	return &session{flags: f, rep: newReporter(f.format, out)}
+}
+
+// watchSignals starts catching the signals that end a session, before any
+// target exists, so none is lost in between.
+func (se *session) watchSignals() {
+	se.sigs = make(chan os.Signal, 4)
+	signal.Notify(se.sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
+}
+
+func (se *session) stopSignals() {
+	if se.sigs != nil {
+		signal.Stop(se.sigs)
+	}
+}
+
+// resolve turns the flags' region specs into regions of p.
+func (se *session) resolve() ([]*pagewatch.Region, error) {
+	maps, err := tracer.ReadMaps(se.p.Pid)
+	if err != nil {
+		return nil, fmt.Errorf("reading memory map of %d: %w", se.p.Pid, err)
+	}
+	se.syms = symbols.NewTable(maps, symbols.Options{
+		Root:       fmt.Sprintf("/proc/%d/root", se.p.Pid),
+		ReadMemory: se.p.ReadMemory,
+	})
+	se.unw = unwind.New(se.syms)
+	var regions []*pagewatch.Region
+	for _, s := range se.flags.specs {
+		if s.addr != "" {
+			a, _ := parseNumber(s.addr)
+			regions = append(regions, &pagewatch.Region{Name: fmt.Sprintf("%#x", a), Addr: a, Len: s.length})
+			continue
+		}
+		sym, err := se.syms.Resolve(s.symbol)
+		if err != nil {
+			return nil, err
+		}
+		n := sym.Size
+		if s.hasLen {
+			n = s.length
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("symbol %s has no size in the symbol table; give --len N", s.symbol)
+		}
+		regions = append(regions, &pagewatch.Region{Name: s.symbol, Addr: sym.Addr, Len: n})
+	}
+	return regions, nil
+}
+
+func (se *session) watchOptions() (pagewatch.Options, error) {
+	o := pagewatch.Options{
+		Engine: se.flags.engine,
+		Width:  se.flags.width,
+		Sink:   se.onWrite,
+		Notify: func(m string) { _ = se.rep.Note(m) },
+	}
+	if se.flags.completer == "step" {
+		o.Completer = pagewatch.Stepper{}
+	}
+	if se.flags.whenValue != "" {
+		v, err := parseNumber(se.flags.whenValue)
+		if err != nil {
+			return o, usagef("--when-value: %v", err)
+		}
+		o.WhenValue = &v
+	}
+	return o, nil
+}
+
+// onWrite runs while the writer is stopped at the writing instruction: its
+// stack is intact, so this is where it is unwound.
+func (se *session) onWrite(w *pagewatch.Write) error {
+	ev := &WriteEvent{Write: w}
+	if n := se.flags.backtrace; n > 0 {
+		frames := se.unw.Unwind(unwind.RegsFromPtrace(&w.Regs), se.p, n)
+		if len(frames) > 0 {
+			// The writing instruction, also when the registers are
+			// those after it (debug registers).
+			frames[0].PC = w.PC
+		}
+		refreshed := false
+		for i, fr := range frames {
+			// A return address may sit just past its caller's end (a
+			// call to a noreturn function): symbolize pc-1.
+			look := fr.PC
+			if i > 0 && !fr.Signal {
+				look--
+			}
+			loc, ok := se.syms.Lookup(look)
+			if !ok && !refreshed {
+				// A library mapped since we last looked (dlopen).
+				refreshed = true
+				if maps, err := tracer.ReadMaps(se.p.Pid); err == nil {
+					se.syms.Update(maps)
+					loc, ok = se.syms.Lookup(look)
+				}
+			}
+			f := Frame{PC: fr.PC}
+			if ok {
+				f.Func, f.Module = loc.Func, loc.Module
+				f.Offset = fr.PC - (look - loc.Offset)
+			}
+			ev.Backtrace = append(ev.Backtrace, f)
+		}
+	}
+	return se.rep.Write(ev)
+}
+
+func (se *session) close() {
+	if se.syms != nil {
+		se.syms.Close()
+	}
+	if se.p != nil {
+		se.p.Close()
+	}
+}
+
+// summary builds the final line from how the target ended.
+func summary(w *pagewatch.Watch, st tracer.Stop) Summary {
+	s := Summary{}
+	if w != nil {
+		s.Writes, s.Faults = w.Stats().Writes, w.Stats().Faults
+	}
+	switch {
+	case st.Kind == tracer.StopWake:
+		s.Detached = true
+	case st.Status.Signaled():
+		s.Signaled, s.Signal = true, int(st.Status.Signal())
+	default:
+		s.Code = st.Status.ExitStatus()
+	}
+	return s
+}
+
+// exitCode is what a shell would report for the target's end.
+func exitCode(s Summary) int {
+	if s.Signaled {
+		return 128 + s.Signal
+	}
+	return s.Code
+}
