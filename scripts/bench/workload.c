@@ -1,0 +1,65 @@
+/*
+ * The benchmark's workload: `workload MODE N`.
+ *   write N      N stores to the watched `counter` (each one is trapped)
+ *   neighbour N  N stores to `neighbour`, on the watched page, unwatched
+ *   untouched N  N stores to `elsewhere`, on another page (never trapped)
+ *   threads N    4 threads, N/4 stores each to their own slot of `slots`
+ *   int3 N       N breakpoint traps (the ptrace floor, measured by the tracer)
+ * Prints the number of stores it made to the watched region.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct {
+	volatile long counter;
+	volatile long neighbour;
+	volatile long slots[4];
+} hot __attribute__((aligned(4096)));
+
+volatile long elsewhere[512] __attribute__((aligned(4096)));
+
+static long n;
+
+static void *worker(void *arg)
+{
+	long id = (long)arg;
+	for (long i = 0; i < n / 4; i++)
+		hot.slots[id] = i;
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 3)
+		return 2;
+	n = atol(argv[2]);
+	const char *mode = argv[1];
+	long watched = 0;
+	if (!strcmp(mode, "write")) {
+		for (long i = 0; i < n; i++)
+			hot.counter = i;
+		watched = n;
+	} else if (!strcmp(mode, "neighbour")) {
+		for (long i = 0; i < n; i++)
+			hot.neighbour = i;
+	} else if (!strcmp(mode, "untouched")) {
+		for (long i = 0; i < n; i++)
+			elsewhere[i & 511] = i;
+	} else if (!strcmp(mode, "threads")) {
+		pthread_t t[4];
+		for (long i = 0; i < 4; i++)
+			pthread_create(&t[i], NULL, worker, (void *)i);
+		for (int i = 0; i < 4; i++)
+			pthread_join(t[i], NULL);
+		watched = n / 4 * 4;
+	} else if (!strcmp(mode, "int3")) {
+		for (long i = 0; i < n; i++)
+			__asm__ volatile("int3");
+	} else {
+		return 2;
+	}
+	printf("%ld\n", watched);
+	return 0;
+}
