@@ -7,8 +7,13 @@ import (
 	"sync"
 )
 
-// errNoFDE reports that no FDE covers an address.
-var errNoFDE = errors.New("no FDE covers the address")
+var (
+	// errNoFDE reports that no FDE covers an address.
+	errNoFDE = errors.New("no FDE covers the address")
+	// errIndirect reports DW_EH_PE_indirect where a value is needed: it
+	// would mean reading a pointer out of the file's data.
+	errIndirect = errors.New("indirect pointer encoding unsupported here")
+)
 
 // A cie is a Common Information Entry: what the FDEs that point at it share.
 type cie struct {
@@ -259,7 +264,7 @@ func (s *cfiSection) parseFDE(e *entry) (fde, error) {
 		var indirect bool
 		f.lo, indirect = r.pointer(c.fdeEnc, &b)
 		if indirect {
-			return f, fmt.Errorf("FDE at %#x: indirect initial location: unsupported", e.off)
+			return f, fmt.Errorf("FDE at %#x: initial location: %w", e.off, errIndirect)
 		}
 		var n uint64
 		n, _ = r.pointer(c.fdeEnc&0x0f, &b)
@@ -379,15 +384,21 @@ func parseEHFrameHdr(data []byte, addr uint64) (*ehFrameHdr, uint64, error) {
 		return nil, 0, fmt.Errorf(".eh_frame_hdr: version %d: unsupported", version)
 	}
 	ehAddr, ind := r.pointer(ptrEnc, &b)
-	if r.err != nil || ind {
-		return nil, 0, fmt.Errorf(".eh_frame_hdr: .eh_frame pointer (encoding %#x): %w", ptrEnc, errors.Join(r.err, errUnsupportedIndirect))
+	if r.err == nil && ind {
+		r.err = errIndirect
+	}
+	if r.err != nil {
+		return nil, 0, fmt.Errorf(".eh_frame_hdr: .eh_frame pointer: %w", r.err)
 	}
 	if countEnc == peOmit || tabEnc == peOmit {
 		return nil, ehAddr, nil
 	}
 	count, ind := r.pointer(countEnc, &b)
-	if r.err != nil || ind {
-		return nil, ehAddr, fmt.Errorf(".eh_frame_hdr: FDE count: %w", errors.Join(r.err, errUnsupportedIndirect))
+	if r.err == nil && ind {
+		r.err = errIndirect
+	}
+	if r.err != nil {
+		return nil, ehAddr, fmt.Errorf(".eh_frame_hdr: FDE count: %w", r.err)
 	}
 	sz := pointerSize(tabEnc)
 	if sz == 0 || tabEnc&peIndirect != 0 {
@@ -406,8 +417,6 @@ func parseEHFrameHdr(data []byte, addr uint64) (*ehFrameHdr, uint64, error) {
 	}
 	return h, ehAddr, nil
 }
-
-var errUnsupportedIndirect = errors.New("indirect encoding unsupported")
 
 // entry decodes table entry i.
 func (h *ehFrameHdr) entry(i int) (loc, fdeAddr uint64) {

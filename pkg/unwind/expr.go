@@ -74,7 +74,7 @@ var (
 // exprEnv is what an expression can see: the frame's registers, and the
 // target's memory through the walker.
 type exprEnv struct {
-	regs  *Regs
+	regs  Regs // by value: a pointer would make callers' registers escape
 	valid regMask
 	bias  uint64 // added to DW_OP_addr operands, which are link-time
 	mem   wordReader
@@ -177,7 +177,9 @@ func eval(expr []byte, env *exprEnv, initial uint64, push bool) (uint64, error) 
 			if !need(3) {
 				return 0, errExprStack
 			}
-			st[n-1], st[n-2], st[n-3] = st[n-2], st[n-3], st[n-1]
+			// The top entry becomes the second, the second the third, and
+			// the third the top.
+			st[n-1], st[n-2], st[n-3] = st[n-3], st[n-1], st[n-2]
 			pushes = false
 		case op == opDeref, op == opDerefSize:
 			size := 8

@@ -9,14 +9,14 @@ import (
 type ruleKind uint8
 
 const (
-	ruleUnset      ruleKind = iota // no rule: the value is unchanged (callee-saved by the ABI)
-	ruleUndefined                  // the value cannot be recovered
-	ruleSameValue                  // unchanged, said explicitly
-	ruleOffset                     // saved at CFA+off
-	ruleValOffset                  // the value is CFA+off
-	ruleRegister                   // the value is in register reg
-	ruleExpression                 // saved at the address expr computes from CFA
-	ruleValExpression              // the value is what expr computes from CFA
+	ruleUnset         ruleKind = iota // no rule: the value is unchanged (callee-saved by the ABI)
+	ruleUndefined                     // the value cannot be recovered
+	ruleSameValue                     // unchanged, said explicitly
+	ruleOffset                        // saved at CFA+off
+	ruleValOffset                     // the value is CFA+off
+	ruleRegister                      // the value is in register reg
+	ruleExpression                    // saved at the address expr computes from CFA
+	ruleValExpression                 // the value is what expr computes from CFA
 )
 
 type rule struct {

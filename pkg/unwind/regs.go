@@ -43,9 +43,3 @@ type regMask uint32
 const allRegs regMask = 1<<numRegs - 1
 
 func (m regMask) has(r uint64) bool { return r < numRegs && m&(1<<r) != 0 }
-
-// regNames are the names readelf and gdb give the DWARF registers.
-var regNames = [numRegs]string{
-	"rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp",
-	"r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip",
-}

@@ -61,7 +61,8 @@ type moduleEntry struct {
 	cfi  *moduleCFI
 }
 
-// New returns an Unwinder that finds code through mods.
+// New returns an Unwinder that finds code through mods. With nil mods every
+// frame is unwound without CFI.
 func New(mods Modules) *Unwinder {
 	return &Unwinder{mods: mods, modules: make(map[moduleKey]*moduleEntry)}
 }
@@ -164,7 +165,13 @@ func (w *walker) step(cur *Regs, valid regMask, exact bool) stepResult {
 	if !exact {
 		lookup--
 	}
-	f, bias, path, ok := w.u.mods.ModuleAt(lookup)
+	var f *elf.File
+	var bias uint64
+	var path string
+	ok := false
+	if w.u.mods != nil {
+		f, bias, path, ok = w.u.mods.ModuleAt(lookup)
+	}
 	if ok && f != nil {
 		cfi := w.u.moduleCFI(path, f)
 		fd, sec, err := cfi.find(lookup - bias)
@@ -194,7 +201,7 @@ func (w *walker) cfiStep(sec *cfiSection, fd *fde, pc, bias uint64, cur *Regs, v
 		return res
 	}
 	rw := &w.m.row
-	env := exprEnv{regs: cur, valid: valid, bias: bias, mem: w}
+	env := exprEnv{regs: *cur, valid: valid, bias: bias, mem: w}
 	var cfa uint64
 	if rw.cfaIsExpr {
 		v, err := eval(rw.cfaExpr, &env, 0, false)
