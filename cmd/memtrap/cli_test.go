@@ -94,6 +94,8 @@ type event struct {
 	New       string  `json:"new"`
 	PC        string  `json:"pc"`
 	Insn      string  `json:"insn"`
+	By        string  `json:"by"`
+	Syscall   string  `json:"syscall"`
 	Backtrace []frame `json:"backtrace"`
 	Code      *int    `json:"code"`
 	Signal    *int    `json:"signal"`

@@ -40,6 +40,7 @@ type Reporter interface {
 	Start(pid int, engine string, regions []*pagewatch.Region) error
 	Write(ev *WriteEvent) error
 	Note(msg string) error
+	Unmapped(r *pagewatch.Region, how string) error
 	End(s Summary) error
 }
 
@@ -78,6 +79,8 @@ func (r *textReporter) Write(ev *WriteEvent) error {
 	fmt.Fprintf(w, "#%d tid %d wrote %s+%d (%#x), %d byte%s: %s -> %s\n",
 		ev.Seq, ev.Tid, ev.Region.Name, ev.Offset, ev.Addr, ev.Size, plural(ev.Size), hexValue(ev.Old), hexValue(ev.New))
 	switch {
+	case ev.Syscall != "":
+		fmt.Fprintf(w, "    kernel write by %s(2), syscall returning to %#x\n", ev.Syscall, ev.PC)
 	case ev.AfterPC:
 		fmt.Fprintf(w, "    just before %#x (debug registers trap after the store)\n", ev.PC)
 	case ev.Insn == "":
@@ -189,9 +192,34 @@ func (r *jsonReporter) Write(ev *WriteEvent) error {
 		Insn      string      `json:"insn"`
 		Exact     bool        `json:"exact"`
 		AfterPC   bool        `json:"after_pc,omitempty"`
+		By        string      `json:"by"`
+		Syscall   string      `json:"syscall,omitempty"`
 		Backtrace []jsonFrame `json:"backtrace"`
 	}{"write", ev.Seq, ev.Pid, ev.Tid, fmt.Sprintf("%#x", ev.Addr), ev.Size, ev.Region.Name, ev.Offset,
-		hexValue(ev.Old), hexValue(ev.New), fmt.Sprintf("%#x", ev.PC), ev.Insn, ev.Exact, ev.AfterPC, bt})
+		hexValue(ev.Old), hexValue(ev.New), fmt.Sprintf("%#x", ev.PC), ev.Insn, ev.Exact, ev.AfterPC,
+		by(ev), ev.Syscall, bt})
+}
+
+func by(ev *WriteEvent) string {
+	if ev.Syscall != "" {
+		return "kernel"
+	}
+	return "user"
+}
+
+func (r *jsonReporter) Unmapped(rg *pagewatch.Region, how string) error {
+	return r.emit(struct {
+		Event  string `json:"event"`
+		Region string `json:"region"`
+		Addr   string `json:"addr"`
+		Len    uint64 `json:"len"`
+		How    string `json:"how"`
+	}{"unmapped", rg.Name, fmt.Sprintf("%#x", rg.Addr), rg.Len, how})
+}
+
+func (r *textReporter) Unmapped(rg *pagewatch.Region, how string) error {
+	fmt.Fprintf(r.w, "memtrap: region %s (%#x, %d bytes) lost memory to %s; what is still mapped stays watched\n", rg.Name, rg.Addr, rg.Len, how)
+	return r.w.Flush()
 }
 
 func (r *jsonReporter) Note(msg string) error {

@@ -76,10 +76,12 @@ func (se *session) resolve() ([]*pagewatch.Region, error) {
 
 func (se *session) watchOptions() (pagewatch.Options, error) {
 	o := pagewatch.Options{
-		Engine: se.flags.engine,
-		Width:  se.flags.width,
-		Sink:   se.onWrite,
-		Notify: func(m string) { _ = se.rep.Note(m) },
+		Engine:       se.flags.engine,
+		KernelWrites: se.flags.kernel,
+		Width:        se.flags.width,
+		Sink:         se.onWrite,
+		Notify:       func(m string) { _ = se.rep.Note(m) },
+		OnUnmap:      func(r *pagewatch.Region, how string) { _ = se.rep.Unmapped(r, how) },
 	}
 	if se.flags.completer == "step" {
 		o.Completer = pagewatch.Stepper{}

@@ -151,16 +151,23 @@ func (w *Watch) report(f *Fault, done bool) error {
 		if f.Store.Inst.Op != 0 {
 			wr.Insn = x86asm.IntelSyntax(f.Store.Inst, f.Regs.Rip, nil)
 		}
-		if !w.matches(wr, after) {
-			continue
+		if err := w.emit(wr, after); err != nil {
+			return err
 		}
-		w.stats.Writes++
-		wr.Seq = w.stats.Writes
-		if w.opts.Sink != nil {
-			if err := w.opts.Sink(wr); err != nil {
-				return err
-			}
-		}
+	}
+	return nil
+}
+
+// emit applies --when-value to a write (pages: snapshots of the memory
+// after it; nil reads the target) and hands it to the Sink.
+func (w *Watch) emit(wr *Write, pages map[uint64][]byte) error {
+	if !w.matches(wr, pages) {
+		return nil
+	}
+	w.stats.Writes++
+	wr.Seq = w.stats.Writes
+	if w.opts.Sink != nil {
+		return w.opts.Sink(wr)
 	}
 	return nil
 }

@@ -174,31 +174,23 @@ func (w *Watch) hwWrite(t *tracer.Thread) error {
 		wr.Old = append([]byte(nil), old[lo:hi]...)
 		wr.New = append([]byte(nil), now[lo:hi]...)
 		copy(old[slo:shi], now[slo:shi])
-		if !w.matchesHW(wr, now) {
-			continue
-		}
-		w.stats.Writes++
-		wr.Seq = w.stats.Writes
-		if w.opts.Sink != nil {
-			if err := w.opts.Sink(wr); err != nil {
-				return err
-			}
+		if err := w.emit(wr, regionPages(r, now)); err != nil {
+			return err
 		}
 	}
 	return t.Resume(0)
 }
 
-func (w *Watch) matchesHW(wr *Write, now []byte) bool {
+// regionPages lays a region's bytes out as page snapshots, for emit.
+func regionPages(r *Region, now []byte) map[uint64][]byte {
 	page := map[uint64][]byte{}
-	r := wr.Region
-	// Assemble a page view of the region for matches.
 	for a := pageDown(r.Addr); a < r.End(); a += pageSize {
 		b := make([]byte, pageSize)
 		lo, hi := max(a, r.Addr), min(a+pageSize, r.End())
 		copy(b[lo-a:hi-a], now[lo-r.Addr:hi-r.Addr])
 		page[a] = b
 	}
-	return w.matches(wr, page)
+	return page
 }
 
 // storeBefore finds the store that just ended at regs.Rip. Debug registers

@@ -27,6 +27,10 @@ type Write struct {
 	// is known only from the bytes that changed (a store of an equal value
 	// is then invisible).
 	Exact bool
+	// Syscall names the system call when the kernel made the write on the
+	// thread's behalf ("read"); PC is then the instruction after the
+	// syscall instruction.
+	Syscall string
 	// AfterPC: PC is the instruction after the write (debug registers
 	// trap once the store is done) and Insn is empty.
 	AfterPC bool
@@ -52,6 +56,14 @@ type Options struct {
 	Sink func(*Write) error
 	// Notify receives one-line notes about the target's life (exec, fork).
 	Notify func(string)
+	// KernelWrites turns on following syscalls that write into armed pages
+	// (bounce buffers, see kernel.go) and the target's own mprotect/munmap
+	// of watched pages. It costs two stops per syscall. Off, such a
+	// syscall fails with EFAULT in the target.
+	KernelWrites bool
+	// OnUnmap is told when the target unmaps (part of) a region; how is
+	// the syscall ("munmap(2)"). The region's other pages stay watched.
+	OnUnmap func(r *Region, how string)
 }
 
 // Stats counts what a Watch did.
@@ -70,6 +82,9 @@ type Watch struct {
 	detach  atomic.Bool
 	codeBuf [16]byte
 	decode  func([]byte, *unix.PtraceRegs) (Store, error) // DecodeStore; tests replace it
+
+	scratch *scratch       // bounce buffers for kernel writes, in the target
+	calls   map[int]*kcall // bounced syscalls in progress, by tid
 
 	slots  []slot             // hw engine: the debug registers' watches
 	shadow map[*Region][]byte // hw engine: each region's last known bytes
@@ -161,7 +176,13 @@ func (w *Watch) Arm(t *tracer.Thread) error {
 			pg.regions = append(pg.regions, r)
 		}
 	}
-	return w.setProtection(t, true)
+	if err := w.setProtection(t, true); err != nil {
+		return err
+	}
+	if !w.opts.KernelWrites {
+		return nil
+	}
+	return w.setupKernelWrites(t)
 }
 
 func findMapping(maps []tracer.Mapping, a uint64) (tracer.Mapping, bool) {
@@ -272,9 +293,16 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 		w.pages = map[uint64]*page{}
 		w.regions, w.slots = nil, nil
 		w.p.OnNewThread = nil
+		w.scratch, w.calls = nil, nil
+		w.p.TraceSyscalls(false)
 		return st.Thread.Resume(0)
 	case tracer.StopWake:
 		return st.Thread.Resume(0)
+	case tracer.StopSyscall:
+		if st.Syscall.Entry {
+			return w.syscallEntry(st.Thread, st.Syscall)
+		}
+		return w.syscallExit(st.Thread)
 	}
 	return nil
 }
@@ -301,6 +329,11 @@ func (w *Watch) releaseChild(pid int) error {
 	}
 	defer c.Close()
 	t := c.Thread(pid)
+	if w.scratch != nil {
+		if _, err := t.Syscall(unix.SYS_MUNMAP, uintptr(w.scratch.base), scratchSize); err != nil {
+			w.note(fmt.Sprintf("child %d: %v", pid, err))
+		}
+	}
 	for _, pg := range w.pages {
 		if pg.armed {
 			if err := t.Mprotect(pg.addr, pageSize, pg.prot); err != nil && !errors.Is(err, tracer.ErrThreadGone) {
@@ -347,7 +380,18 @@ func (w *Watch) Detach(st tracer.Stop) error {
 			if err := w.releaseChild(q.Child); err != nil {
 				return err
 			}
+		case tracer.StopSyscall:
+			if !q.Syscall.Entry {
+				if err := w.finishCall(q.Thread); err != nil {
+					return err
+				}
+			}
 		}
+	}
+	for tid := range w.calls {
+		// Still inside its call: it cannot be let go with a pointer
+		// into our scratch area.
+		return fmt.Errorf("thread %d is inside a system call memtrap redirected; try again", tid)
 	}
 	if err := w.Disarm(t); err != nil {
 		return err
@@ -361,5 +405,8 @@ func (w *Watch) Disarm(t *tracer.Thread) error {
 	if w.slots != nil {
 		return w.disarmHW()
 	}
-	return w.setProtection(t, false)
+	if err := w.setProtection(t, false); err != nil {
+		return err
+	}
+	return w.dropScratch(t)
 }

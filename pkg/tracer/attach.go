@@ -30,7 +30,7 @@ func Attach(pid int) (*Process, error) {
 		return nil, fmt.Errorf("process %d is already traced by process %d (%s); detach that debugger first", pid, tracer, comm(tracer))
 	}
 	p := newProcessNoMem(pid)
-	p.options = baseOptions | unix.PTRACE_O_TRACEEXIT
+	p.options = baseOptions | unix.PTRACE_O_TRACEEXIT | unix.PTRACE_O_TRACESYSGOOD
 	if err := p.seizeAll(); err != nil {
 		p.detachAll()
 		return nil, err

@@ -96,7 +96,7 @@ func seizeChild(pid int) (*Process, error) {
 	if err := p.WriteMemory(regs.Rip, []byte{0xeb, 0xfe}); err != nil {
 		return nil, err
 	}
-	p.options = baseOptions | unix.PTRACE_O_TRACEEXIT | unix.PTRACE_O_EXITKILL
+	p.options = baseOptions | unix.PTRACE_O_TRACEEXIT | unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESYSGOOD
 	if err := ptraceDetach(pid, 0); err != nil {
 		return nil, fmt.Errorf("PTRACE_DETACH %d: %w", pid, err)
 	}

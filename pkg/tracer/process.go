@@ -42,6 +42,8 @@ type Process struct {
 
 	wake atomic.Bool // Wake was called: swallow one SIGSTOP
 
+	traceSyscalls bool // resume with PTRACE_SYSCALL (see TraceSyscalls)
+
 	// OnNewThread, if set, runs for each thread created after attach
 	// while it is still stopped at its first instruction (to give it
 	// per-thread state such as debug registers) and before it runs.

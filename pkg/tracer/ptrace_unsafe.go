@@ -107,7 +107,7 @@ func wait4(tid int) (int, unix.WaitStatus, error) {
 
 // kcmpSameVM reports whether two tasks share one address space.
 func kcmpSameVM(pid1, pid2 int) (bool, error) {
-	const kcmpVM = 0
+	const kcmpVM = 1 // enum kcmp_type: KCMP_FILE, KCMP_VM, ...
 	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), kcmpVM, 0, 0, 0)
 	if e != 0 {
 		return false, e

@@ -26,6 +26,9 @@ const (
 	StopExited
 	// StopWake is the stop Wake asked for; resume the thread with 0.
 	StopWake
+	// StopSyscall is a syscall entry or exit (see TraceSyscalls); Syscall
+	// describes it. Resume with 0.
+	StopSyscall
 )
 
 func (k StopKind) String() string {
@@ -42,6 +45,8 @@ func (k StopKind) String() string {
 		return "exited"
 	case StopWake:
 		return "wake"
+	case StopSyscall:
+		return "syscall"
 	}
 	return fmt.Sprintf("StopKind(%d)", int(k))
 }
@@ -52,8 +57,9 @@ type Stop struct {
 	Thread *Thread // nil for StopExited
 	Sig    int
 	Info   Siginfo
-	Child  int
-	Status unix.WaitStatus
+	Child   int
+	Status  unix.WaitStatus
+	Syscall SyscallInfo
 }
 
 const (
@@ -90,10 +96,10 @@ func (p *Process) Wait() (Stop, error) {
 			w = waitInfo{tid, ws}
 		}
 		st, ok, err := p.handle(w)
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrThreadGone) {
 			return Stop{}, err
 		}
-		if ok {
+		if ok && err == nil {
 			return st, nil
 		}
 	}
@@ -144,6 +150,13 @@ func (p *Process) handle(w waitInfo) (Stop, bool, error) {
 		}
 		return Stop{Kind: StopGroup, Thread: t, Sig: int(sig)}, true, nil
 	case 0:
+		if sig == unix.SIGTRAP|0x80 {
+			si, err := ptraceSyscallInfo(t.Tid)
+			if err != nil {
+				return Stop{}, false, p.release(t)
+			}
+			return Stop{Kind: StopSyscall, Thread: t, Syscall: si}, true, nil
+		}
 		t.sigStop = true
 		var st = Stop{Kind: StopSignal, Thread: t, Sig: int(sig)}
 		if err := ptraceGetSiginfo(t.Tid, &st.Info); err != nil {
@@ -268,7 +281,11 @@ func (p *Process) cont(t *Thread, sig int) error {
 		}
 	}
 	t.stopped, t.stoppedByUs, t.sigStop = false, false, false
-	if err := ptraceCont(t.Tid, sig); err != nil {
+	req := unix.PTRACE_CONT
+	if p.traceSyscalls {
+		req = unix.PTRACE_SYSCALL
+	}
+	if err := ptraceRaw(req, t.Tid, 0, uintptr(sig)); err != nil {
 		if err == unix.ESRCH {
 			return ErrThreadGone
 		}
@@ -315,15 +332,16 @@ func (p *Process) StopOthers(except *Thread) error {
 		if t == except || t.stopped || t.exiting {
 			continue
 		}
-		if !t.interrupted {
-			if err := ptraceInterrupt(t.Tid); err != nil {
-				if err == unix.ESRCH {
-					continue
-				}
-				return fmt.Errorf("PTRACE_INTERRUPT %d: %w", t.Tid, err)
+		// Always interrupt anew: an earlier interrupt may have been used
+		// up by another stop (a syscall-exit-stop reports it), and an
+		// extra one only costs a stray event-stop that handle releases.
+		if err := ptraceInterrupt(t.Tid); err != nil {
+			if err == unix.ESRCH {
+				continue
 			}
-			t.interrupted = true
+			return fmt.Errorf("PTRACE_INTERRUPT %d: %w", t.Tid, err)
 		}
+		t.interrupted = true
 		waiting = append(waiting, t)
 	}
 	for _, t := range waiting {

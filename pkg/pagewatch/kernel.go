@@ -1,0 +1,503 @@
+package pagewatch
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+
+	"github.com/memtrap/memtrap/pkg/tracer"
+	"golang.org/x/sys/unix"
+)
+
+// Kernel writes. The kernel does not fault on a page memtrap write-protects:
+// a syscall that writes there fails with EFAULT instead, which the target
+// would notice. So while pages are armed every syscall stops at its entry
+// (tracer.TraceSyscalls), and a call that would write into an armed page is
+// bounced: its output pointer is pointed at a scratch buffer in the target,
+// filled with the real bytes first; at the call's exit the bytes the kernel
+// changed are copied to the real place (through the protection, like an
+// emulated store) and reported as a write "by the kernel"; the argument
+// register gets its value back. No page is ever unprotected, no other
+// thread stopped, and a call that blocks (read on a pipe) blocks only its
+// own thread.
+//
+// The target's own memory management (mprotect, munmap, mremap, madvise,
+// mmap MAP_FIXED) over watched pages runs with the other threads stopped,
+// and the books are brought up to date at its exit.
+
+// outArg is one output buffer of a syscall: the pointer in argument ptr,
+// its size from the arguments (and, for some, from memory).
+type outArg struct {
+	ptr  int
+	size func(a *[6]uint64, read func(addr uint64) uint32) uint64
+}
+
+type sysSpec struct {
+	name string
+	outs []outArg
+}
+
+func fixed(n uint64) func(*[6]uint64, func(uint64) uint32) uint64 {
+	return func(*[6]uint64, func(uint64) uint32) uint64 { return n }
+}
+
+func argSize(i int, mul uint64) func(*[6]uint64, func(uint64) uint32) uint64 {
+	return func(a *[6]uint64, _ func(uint64) uint32) uint64 { return a[i] * mul }
+}
+
+// lenAt: a socklen_t the argument i points to.
+func lenAt(i int) func(*[6]uint64, func(uint64) uint32) uint64 {
+	return func(a *[6]uint64, read func(uint64) uint32) uint64 {
+		if a[i] == 0 {
+			return 0
+		}
+		return uint64(read(a[i]))
+	}
+}
+
+func fdSetSize(a *[6]uint64, _ func(uint64) uint32) uint64 { return (a[0] + 63) / 64 * 8 }
+
+// sysTable lists the x86-64 syscalls that write user memory through a
+// pointer argument, with the size they may write.
+var sysTable = map[int]sysSpec{
+	unix.SYS_READ:              {"read", []outArg{{1, argSize(2, 1)}}},
+	unix.SYS_PREAD64:           {"pread64", []outArg{{1, argSize(2, 1)}}},
+	unix.SYS_RECVFROM:          {"recvfrom", []outArg{{1, argSize(2, 1)}, {4, lenAt(5)}, {5, fixed(4)}}},
+	unix.SYS_GETRANDOM:         {"getrandom", []outArg{{0, argSize(1, 1)}}},
+	unix.SYS_WAIT4:             {"wait4", []outArg{{1, fixed(4)}, {3, fixed(144)}}},
+	unix.SYS_WAITID:            {"waitid", []outArg{{2, fixed(128)}, {4, fixed(144)}}},
+	unix.SYS_EPOLL_WAIT:        {"epoll_wait", []outArg{{1, argSize(2, 12)}}},
+	unix.SYS_EPOLL_PWAIT:       {"epoll_pwait", []outArg{{1, argSize(2, 12)}}},
+	unix.SYS_EPOLL_PWAIT2:      {"epoll_pwait2", []outArg{{1, argSize(2, 12)}}},
+	unix.SYS_POLL:              {"poll", []outArg{{0, argSize(1, 8)}}},
+	unix.SYS_PPOLL:             {"ppoll", []outArg{{0, argSize(1, 8)}, {2, fixed(16)}}},
+	unix.SYS_SELECT:            {"select", []outArg{{1, fdSetSize}, {2, fdSetSize}, {3, fdSetSize}, {4, fixed(16)}}},
+	unix.SYS_PSELECT6:          {"pselect6", []outArg{{1, fdSetSize}, {2, fdSetSize}, {3, fdSetSize}, {4, fixed(16)}}},
+	unix.SYS_NANOSLEEP:         {"nanosleep", []outArg{{1, fixed(16)}}},
+	unix.SYS_CLOCK_NANOSLEEP:   {"clock_nanosleep", []outArg{{3, fixed(16)}}},
+	unix.SYS_ACCEPT:            {"accept", []outArg{{1, lenAt(2)}, {2, fixed(4)}}},
+	unix.SYS_ACCEPT4:           {"accept4", []outArg{{1, lenAt(2)}, {2, fixed(4)}}},
+	unix.SYS_FSTAT:             {"fstat", []outArg{{1, fixed(144)}}},
+	unix.SYS_STAT:              {"stat", []outArg{{1, fixed(144)}}},
+	unix.SYS_LSTAT:             {"lstat", []outArg{{1, fixed(144)}}},
+	unix.SYS_NEWFSTATAT:        {"newfstatat", []outArg{{2, fixed(144)}}},
+	unix.SYS_STATX:             {"statx", []outArg{{4, fixed(256)}}},
+	unix.SYS_STATFS:            {"statfs", []outArg{{1, fixed(120)}}},
+	unix.SYS_FSTATFS:           {"fstatfs", []outArg{{1, fixed(120)}}},
+	unix.SYS_CLOCK_GETTIME:     {"clock_gettime", []outArg{{1, fixed(16)}}},
+	unix.SYS_CLOCK_GETRES:      {"clock_getres", []outArg{{1, fixed(16)}}},
+	unix.SYS_GETTIMEOFDAY:      {"gettimeofday", []outArg{{0, fixed(16)}, {1, fixed(8)}}},
+	unix.SYS_TIME:              {"time", []outArg{{0, fixed(8)}}},
+	unix.SYS_GETDENTS64:        {"getdents64", []outArg{{1, argSize(2, 1)}}},
+	unix.SYS_GETDENTS:          {"getdents", []outArg{{1, argSize(2, 1)}}},
+	unix.SYS_PIPE:              {"pipe", []outArg{{0, fixed(8)}}},
+	unix.SYS_PIPE2:             {"pipe2", []outArg{{0, fixed(8)}}},
+	unix.SYS_SOCKETPAIR:        {"socketpair", []outArg{{3, fixed(8)}}},
+	unix.SYS_UNAME:             {"uname", []outArg{{0, fixed(390)}}},
+	unix.SYS_SYSINFO:           {"sysinfo", []outArg{{0, fixed(112)}}},
+	unix.SYS_GETRUSAGE:         {"getrusage", []outArg{{1, fixed(144)}}},
+	unix.SYS_TIMES:             {"times", []outArg{{0, fixed(32)}}},
+	unix.SYS_GETCWD:            {"getcwd", []outArg{{0, argSize(1, 1)}}},
+	unix.SYS_READLINK:          {"readlink", []outArg{{1, argSize(2, 1)}}},
+	unix.SYS_READLINKAT:        {"readlinkat", []outArg{{2, argSize(3, 1)}}},
+	unix.SYS_RT_SIGPROCMASK:    {"rt_sigprocmask", []outArg{{2, argSize(3, 1)}}},
+	unix.SYS_RT_SIGACTION:      {"rt_sigaction", []outArg{{2, fixed(32)}}},
+	unix.SYS_RT_SIGPENDING:     {"rt_sigpending", []outArg{{0, argSize(1, 1)}}},
+	unix.SYS_SIGALTSTACK:       {"sigaltstack", []outArg{{1, fixed(24)}}},
+	unix.SYS_GETITIMER:         {"getitimer", []outArg{{1, fixed(32)}}},
+	unix.SYS_SETITIMER:         {"setitimer", []outArg{{2, fixed(32)}}},
+	unix.SYS_PRLIMIT64:         {"prlimit64", []outArg{{3, fixed(16)}}},
+	unix.SYS_GETRLIMIT:         {"getrlimit", []outArg{{1, fixed(16)}}},
+	unix.SYS_SCHED_GETAFFINITY: {"sched_getaffinity", []outArg{{2, argSize(1, 1)}}},
+	unix.SYS_GETSOCKNAME:       {"getsockname", []outArg{{1, lenAt(2)}, {2, fixed(4)}}},
+	unix.SYS_GETPEERNAME:       {"getpeername", []outArg{{1, lenAt(2)}, {2, fixed(4)}}},
+	unix.SYS_GETSOCKOPT:        {"getsockopt", []outArg{{3, lenAt(4)}, {4, fixed(4)}}},
+	unix.SYS_GETRESUID:         {"getresuid", []outArg{{0, fixed(4)}, {1, fixed(4)}, {2, fixed(4)}}},
+	unix.SYS_GETRESGID:         {"getresgid", []outArg{{0, fixed(4)}, {1, fixed(4)}, {2, fixed(4)}}},
+	unix.SYS_GETGROUPS:         {"getgroups", []outArg{{1, argSize(0, 4)}}},
+	unix.SYS_CAPGET:            {"capget", []outArg{{1, fixed(24)}}},
+	unix.SYS_MINCORE:           {"mincore", []outArg{{2, func(a *[6]uint64, _ func(uint64) uint32) uint64 { return (a[1] + 4095) / 4096 }}}},
+	unix.SYS_SCHED_GETPARAM:    {"sched_getparam", []outArg{{1, fixed(4)}}},
+	unix.SYS_TIMER_GETTIME:     {"timer_gettime", []outArg{{1, fixed(32)}}},
+	unix.SYS_TIMERFD_GETTIME:   {"timerfd_gettime", []outArg{{1, fixed(32)}}},
+}
+
+// maxBounce caps one bounced buffer; a larger one is left to fail as it
+// would have (EFAULT) and said so in a note.
+const maxBounce = 1 << 20
+
+// scratchSize is the target-side area bounce buffers come from.
+const scratchSize = 4 << 20
+
+// bounce is one redirected output buffer of a call in progress.
+type bounce struct {
+	arg     int
+	real    uint64
+	scratch uint64
+	before  []byte
+}
+
+// kcall is a syscall of one thread between its entry and exit.
+type kcall struct {
+	nr      int
+	name    string
+	regs    unix.PtraceRegs // at entry
+	bounces []bounce
+}
+
+// scratch hands out target memory for bounce buffers, first fit.
+type scratch struct {
+	base uint64
+	free []span // sorted, coalesced
+}
+
+func (s *scratch) alloc(n uint64) (uint64, bool) {
+	n = (n + 15) &^ 15
+	for i, f := range s.free {
+		if f.hi-f.lo >= n {
+			a := f.lo
+			s.free[i].lo += n
+			if s.free[i].lo == s.free[i].hi {
+				s.free = append(s.free[:i], s.free[i+1:]...)
+			}
+			return a, true
+		}
+	}
+	return 0, false
+}
+
+func (s *scratch) release(a, n uint64) {
+	n = (n + 15) &^ 15
+	s.free = append(s.free, span{a, a + n})
+	sort.Slice(s.free, func(i, j int) bool { return s.free[i].lo < s.free[j].lo })
+	out := s.free[:1]
+	for _, f := range s.free[1:] {
+		if last := &out[len(out)-1]; last.hi == f.lo {
+			last.hi = f.hi
+		} else {
+			out = append(out, f)
+		}
+	}
+	s.free = out
+}
+
+// setupKernelWrites maps the scratch area and turns syscall stops on.
+// t is stopped at a clean instruction boundary.
+func (w *Watch) setupKernelWrites(t *tracer.Thread) error {
+	addr, err := t.Syscall(unix.SYS_MMAP, 0, scratchSize, unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE, ^uintptr(0), 0)
+	if err != nil {
+		return fmt.Errorf("mapping memtrap's scratch area in the target: %w", err)
+	}
+	w.scratch = &scratch{base: uint64(addr), free: []span{{uint64(addr), uint64(addr) + scratchSize}}}
+	w.calls = map[int]*kcall{}
+	w.p.TraceSyscalls(true)
+	return nil
+}
+
+// dropScratch unmaps the scratch area (t stopped at a clean boundary).
+func (w *Watch) dropScratch(t *tracer.Thread) error {
+	if w.scratch == nil {
+		return nil
+	}
+	w.p.TraceSyscalls(false)
+	_, err := t.Syscall(unix.SYS_MUNMAP, uintptr(w.scratch.base), scratchSize)
+	w.scratch = nil
+	return err
+}
+
+// touchesArmed reports whether [addr, addr+n) has a byte on an armed page.
+func (w *Watch) touchesArmed(addr, n uint64) bool {
+	if n == 0 || addr+n < addr {
+		return false
+	}
+	for a := pageDown(addr); a < addr+n; a += pageSize {
+		if w.armedPage(a) != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func argReg(r *unix.PtraceRegs, i int) *uint64 {
+	switch i {
+	case 0:
+		return &r.Rdi
+	case 1:
+		return &r.Rsi
+	case 2:
+		return &r.Rdx
+	case 3:
+		return &r.R10
+	case 4:
+		return &r.R8
+	}
+	return &r.R9
+}
+
+// syscallEntry decides what a call about to run needs. It returns with the
+// thread resumed.
+func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
+	switch si.Nr {
+	case unix.SYS_MPROTECT, unix.SYS_MUNMAP, unix.SYS_MREMAP, unix.SYS_MADVISE, unix.SYS_MMAP:
+		if done, err := w.memoryCall(t, si); done || err != nil {
+			return err
+		}
+		return t.Resume(0)
+	}
+	spec, ok := sysTable[si.Nr]
+	if !ok || w.scratch == nil {
+		return t.Resume(0)
+	}
+	read32 := func(addr uint64) uint32 {
+		var b [4]byte
+		if w.p.ReadMemory(addr, b[:]) != nil {
+			return 0
+		}
+		return binary.LittleEndian.Uint32(b[:])
+	}
+	var call *kcall
+	for _, o := range spec.outs {
+		ptr := si.Args[o.ptr]
+		n := o.size(&si.Args, read32)
+		if ptr == 0 || !w.touchesArmed(ptr, n) {
+			continue
+		}
+		if call == nil {
+			call = &kcall{nr: si.Nr, name: spec.name}
+			if err := t.Regs(&call.regs); err != nil {
+				return err
+			}
+		}
+		if n > maxBounce {
+			w.note(fmt.Sprintf("%s(2) of %d bytes into watched memory at %#x is too large to follow; it fails with EFAULT as the kernel sees it", spec.name, n, ptr))
+			continue
+		}
+		before := make([]byte, n)
+		if err := w.p.ReadMemory(ptr, before); err != nil {
+			// Partly unmapped: the call fails as it would have.
+			continue
+		}
+		s, ok := w.scratch.alloc(n)
+		if !ok {
+			w.note(fmt.Sprintf("%s(2): scratch area full; the call fails with EFAULT", spec.name))
+			continue
+		}
+		if err := w.p.WriteMemory(s, before); err != nil {
+			return err
+		}
+		call.bounces = append(call.bounces, bounce{arg: o.ptr, real: ptr, scratch: s, before: before})
+	}
+	if call == nil || len(call.bounces) == 0 {
+		return t.Resume(0)
+	}
+	regs := call.regs
+	for _, b := range call.bounces {
+		*argReg(&regs, b.arg) = b.scratch
+	}
+	if err := t.SetRegs(&regs); err != nil {
+		return err
+	}
+	w.calls[t.Tid] = call
+	return t.Resume(0)
+}
+
+// syscallExit finishes a bounced call and resumes the thread.
+func (w *Watch) syscallExit(t *tracer.Thread) error {
+	if err := w.finishCall(t); err != nil {
+		return err
+	}
+	return t.Resume(0)
+}
+
+// finishCall settles a bounced call at its exit: the kernel's bytes go
+// where the target asked and are reported, and the argument registers get
+// their values back (so a restarted call writes to the real place again).
+func (w *Watch) finishCall(t *tracer.Thread) error {
+	call := w.calls[t.Tid]
+	if call == nil {
+		return nil
+	}
+	delete(w.calls, t.Tid)
+	var regs unix.PtraceRegs
+	if err := t.Regs(&regs); err != nil {
+		return err
+	}
+	for _, b := range call.bounces {
+		after := make([]byte, len(b.before))
+		err := w.p.ReadMemory(b.scratch, after)
+		w.scratch.release(b.scratch, uint64(len(b.before)))
+		if err != nil {
+			return err
+		}
+		// Only the bytes the kernel changed: another thread may have
+		// stored to the real buffer meanwhile, and those stores stand.
+		for i := 0; i < len(after); {
+			if after[i] == b.before[i] {
+				i++
+				continue
+			}
+			j := i
+			for j < len(after) && after[j] != b.before[j] {
+				j++
+			}
+			if err := w.p.WriteMemory(b.real+uint64(i), after[i:j]); err != nil {
+				return err
+			}
+			i = j
+		}
+		if err := w.reportKernel(t, call, b.real, b.before, after); err != nil {
+			return err
+		}
+		*argReg(&regs, b.arg) = *argReg(&call.regs, b.arg)
+	}
+	return t.SetRegs(&regs)
+}
+
+// reportKernel reports the watched bytes a syscall changed in [addr, +len).
+func (w *Watch) reportKernel(t *tracer.Thread, call *kcall, addr uint64, before, after []byte) error {
+	for _, r := range w.regions {
+		s, ok := (span{addr, addr + uint64(len(before))}).intersect(span{r.Addr, r.End()})
+		if !ok {
+			continue
+		}
+		var lo, hi uint64 = s.hi, s.lo
+		for x := s.lo; x < s.hi; x++ {
+			if before[x-addr] != after[x-addr] {
+				lo, hi = min(lo, x), max(hi, x+1)
+			}
+		}
+		if lo >= hi {
+			continue
+		}
+		wr := &Write{
+			Pid: w.p.Pid, Tid: t.Tid, Region: r, Offset: lo - r.Addr, Addr: lo, Size: hi - lo,
+			Old: append([]byte(nil), before[lo-addr:hi-addr]...), New: append([]byte(nil), after[lo-addr:hi-addr]...),
+			PC: call.regs.Rip, Exact: true, Regs: call.regs, Thread: t, Syscall: call.name,
+		}
+		if err := w.emit(wr, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// memoryCall handles the target's own mprotect/munmap/mremap/madvise/mmap
+// over watched pages: the call runs with the other threads stopped, and at
+// its exit the books follow. done means the thread has been resumed.
+func (w *Watch) memoryCall(t *tracer.Thread, si tracer.SyscallInfo) (bool, error) {
+	a := si.Args
+	var lo, n uint64
+	switch si.Nr {
+	case unix.SYS_MMAP:
+		if a[3]&(unix.MAP_FIXED|unix.MAP_FIXED_NOREPLACE) == 0 {
+			return false, nil
+		}
+		lo, n = a[0], a[1]
+	default:
+		lo, n = a[0], a[1]
+	}
+	hi := pageUp(lo + n)
+	lo = pageDown(lo)
+	var hit []uint64
+	for pa := range w.pages {
+		if pa >= lo && pa < hi {
+			hit = append(hit, pa)
+		}
+	}
+	if len(hit) == 0 {
+		return false, nil
+	}
+	sort.Slice(hit, func(i, j int) bool { return hit[i] < hit[j] })
+	p := w.p
+	if err := p.StopOthers(t); err != nil {
+		return false, err
+	}
+	before := map[uint64][]byte{}
+	if si.Nr == unix.SYS_MADVISE {
+		for _, pa := range hit {
+			b := make([]byte, pageSize)
+			if p.ReadMemory(pa, b) == nil {
+				before[pa] = b
+			}
+		}
+	}
+	var regs unix.PtraceRegs
+	if err := t.Regs(&regs); err != nil {
+		return false, err
+	}
+	if err := t.ResumeSyscall(); err != nil {
+		return false, err
+	}
+	st, err := t.WaitThread()
+	if err != nil {
+		return false, err
+	}
+	if st.Kind != tracer.StopSyscall || st.Syscall.Entry {
+		return false, fmt.Errorf("thread %d: %s stop inside %d", t.Tid, st.Kind, si.Nr)
+	}
+	ret := st.Syscall.Ret
+	if ret >= 0 || si.Nr == unix.SYS_MMAP && ret < -4095 {
+		switch si.Nr {
+		case unix.SYS_MPROTECT:
+			prot := int(a[2])
+			for _, pa := range hit {
+				pg := w.pages[pa]
+				pg.prot = prot
+				pg.armed = false
+				if prot&unix.PROT_WRITE != 0 {
+					if err := t.Mprotect(pa, pageSize, prot&^unix.PROT_WRITE); err != nil {
+						return false, err
+					}
+					pg.armed = true
+				}
+			}
+		case unix.SYS_MUNMAP, unix.SYS_MREMAP, unix.SYS_MMAP:
+			w.dropPages(hit, fmt.Sprintf("%s(2)", map[int]string{unix.SYS_MUNMAP: "munmap", unix.SYS_MREMAP: "mremap", unix.SYS_MMAP: "mmap"}[si.Nr]))
+		case unix.SYS_MADVISE:
+			for _, pa := range hit {
+				b := before[pa]
+				if b == nil {
+					continue
+				}
+				now := make([]byte, pageSize)
+				if p.ReadMemory(pa, now) != nil {
+					continue
+				}
+				call := &kcall{name: "madvise", regs: regs}
+				if err := w.reportKernel(t, call, pa, b, now); err != nil {
+					return false, err
+				}
+			}
+		}
+	}
+	if err := p.ResumeOthers(); err != nil {
+		return false, err
+	}
+	return true, t.Resume(0)
+}
+
+// dropPages forgets pages the target unmapped, and says which regions lost
+// memory.
+func (w *Watch) dropPages(addrs []uint64, how string) {
+	lost := map[*Region]bool{}
+	for _, pa := range addrs {
+		if pg := w.pages[pa]; pg != nil {
+			for _, r := range pg.regions {
+				lost[r] = true
+			}
+			delete(w.pages, pa)
+		}
+	}
+	for _, r := range w.regions {
+		if lost[r] {
+			w.unmapped(r, how)
+		}
+	}
+}
+
+func (w *Watch) unmapped(r *Region, how string) {
+	if w.opts.OnUnmap != nil {
+		w.opts.OnUnmap(r, how)
+	}
+}
