@@ -178,3 +178,15 @@ func TestKernelWrites(t *testing.T) {
 		t.Fatalf("without --kernel-writes: %q", r.stdout)
 	}
 }
+
+// TestSigsetjmpOnWatchedPage: the target's SIGSEGV handler survives trapped
+// writes made while SIGSEGV is blocked, and its saved signal mask (written
+// by the kernel) reaches its jmp_buf.
+func TestSigsetjmpOnWatchedPage(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/sigjmp.c", "-O0")
+	want := native(t, prog)
+	r := memtrap(t, "run", "--kernel-writes", "--engine", "page", "--format", "json", "--symbol", "value", "--", prog)
+	if r.stdout != want.stdout || r.code != want.code {
+		t.Fatalf("%q exit %d, want %q; stderr %s", r.stdout, r.code, want.stdout, tail(r.stderr))
+	}
+}

@@ -95,6 +95,9 @@ func (w *Watch) fault(t *tracer.Thread, siAddr uint64) error {
 	if err != nil {
 		return err
 	}
+	if err := w.checkSegv(t); err != nil {
+		return err
+	}
 	if err := w.report(f, done); err != nil {
 		return err
 	}

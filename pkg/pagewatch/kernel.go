@@ -181,17 +181,17 @@ func (s *scratch) release(a, n uint64) {
 	s.free = out
 }
 
-// setupKernelWrites maps the scratch area and turns syscall stops on.
-// t is stopped at a clean instruction boundary.
-func (w *Watch) setupKernelWrites(t *tracer.Thread) error {
+// mapScratch maps memtrap's scratch area in the target (t stopped at a
+// clean instruction boundary): bounce buffers, and room for a sigaction.
+func (w *Watch) mapScratch(t *tracer.Thread) error {
 	addr, err := t.Syscall(unix.SYS_MMAP, 0, scratchSize, unix.PROT_READ|unix.PROT_WRITE,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE, ^uintptr(0), 0)
 	if err != nil {
 		return fmt.Errorf("mapping memtrap's scratch area in the target: %w", err)
 	}
 	w.scratch = &scratch{base: uint64(addr), free: []span{{uint64(addr), uint64(addr) + scratchSize}}}
+	w.segv.buf, _ = w.scratch.alloc(sigactSize)
 	w.calls = map[int]*kcall{}
-	w.p.TraceSyscalls(true)
 	return nil
 }
 
@@ -203,6 +203,7 @@ func (w *Watch) dropScratch(t *tracer.Thread) error {
 	w.p.TraceSyscalls(false)
 	_, err := t.Syscall(unix.SYS_MUNMAP, uintptr(w.scratch.base), scratchSize)
 	w.scratch = nil
+	w.segv = segvGuard{}
 	return err
 }
 
@@ -246,7 +247,7 @@ func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
 		return t.Resume(0)
 	}
 	spec, ok := sysTable[si.Nr]
-	if !ok || w.scratch == nil {
+	if !ok || w.scratch == nil || !w.opts.KernelWrites {
 		return t.Resume(0)
 	}
 	read32 := func(addr uint64) uint32 {

@@ -85,6 +85,7 @@ type Watch struct {
 
 	scratch *scratch       // bounce buffers for kernel writes, in the target
 	calls   map[int]*kcall // bounced syscalls in progress, by tid
+	segv    segvGuard      // the target's SIGSEGV action, kept from force_sig
 
 	slots  []slot             // hw engine: the debug registers' watches
 	shadow map[*Region][]byte // hw engine: each region's last known bytes
@@ -179,10 +180,18 @@ func (w *Watch) Arm(t *tracer.Thread) error {
 	if err := w.setProtection(t, true); err != nil {
 		return err
 	}
-	if !w.opts.KernelWrites {
-		return nil
+	if err := w.mapScratch(t); err != nil {
+		return err
 	}
-	return w.setupKernelWrites(t)
+	if cg, err := w.p.CaughtSignals(); err == nil && cg&sigsegvBit != 0 {
+		if err := w.snapshotSegv(t); err != nil {
+			return err
+		}
+	}
+	if w.opts.KernelWrites {
+		w.p.TraceSyscalls(true)
+	}
+	return nil
 }
 
 func findMapping(maps []tracer.Mapping, a uint64) (tracer.Mapping, bool) {
@@ -293,7 +302,7 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 		w.pages = map[uint64]*page{}
 		w.regions, w.slots = nil, nil
 		w.p.OnNewThread = nil
-		w.scratch, w.calls = nil, nil
+		w.scratch, w.calls, w.segv = nil, nil, segvGuard{}
 		w.p.TraceSyscalls(false)
 		return st.Thread.Resume(0)
 	case tracer.StopWake:

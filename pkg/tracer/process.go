@@ -27,12 +27,13 @@ var (
 type Process struct {
 	Pid int
 
-	threads   map[int]*Thread
-	mem       *os.File
-	tracerTid int
-	ownChild  bool // launched by us: reap on exit, EXITKILL set
-	options   int
-	sysInsn   uint64 // address of a `syscall` instruction in the target
+	threads    map[int]*Thread
+	mem        *os.File
+	statusFile *os.File // /proc/PID/status, kept open for CaughtSignals
+	tracerTid  int
+	ownChild   bool // launched by us: reap on exit, EXITKILL set
+	options    int
+	sysInsn    uint64 // address of a `syscall` instruction in the target
 
 	queue   []queued         // stops seen while stopping the world, handed out by Wait
 	early   map[int]waitInfo // first stops of tasks whose creator has not reported them yet
@@ -158,6 +159,10 @@ func (p *Process) Wake() {
 
 // Close releases the tracer's resources for the process (not the process).
 func (p *Process) Close() error {
+	if p.statusFile != nil {
+		p.statusFile.Close()
+		p.statusFile = nil
+	}
 	if p.mem != nil {
 		err := p.mem.Close()
 		p.mem = nil

@@ -53,10 +53,10 @@ func (k StopKind) String() string {
 
 // Stop is one stop that needs the caller's decision.
 type Stop struct {
-	Kind   StopKind
-	Thread *Thread // nil for StopExited
-	Sig    int
-	Info   Siginfo
+	Kind    StopKind
+	Thread  *Thread // nil for StopExited
+	Sig     int
+	Info    Siginfo
 	Child   int
 	Status  unix.WaitStatus
 	Syscall SyscallInfo
@@ -247,6 +247,10 @@ func (p *Process) handleExec(t *Thread) (Stop, bool, error) {
 		p.threads[p.Pid] = t
 	}
 	p.sysInsn = 0
+	if p.statusFile != nil {
+		p.statusFile.Close()
+		p.statusFile = nil
+	}
 	if err := p.openMem(); err != nil {
 		return Stop{}, false, err
 	}
