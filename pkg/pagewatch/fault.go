@@ -34,15 +34,26 @@ func (w *Watch) Snapshot(f *Fault, pageAddr uint64) error {
 	if _, ok := f.before[pageAddr]; ok {
 		return nil
 	}
-	if w.pages[pageAddr] == nil {
+	pg := w.pages[pageAddr]
+	if pg == nil {
 		return nil // no watched byte there
 	}
-	b := make([]byte, pageSize)
-	if err := w.p.ReadMemory(pageAddr, b); err != nil {
+	b, err := w.readHull(pg)
+	if err != nil {
 		return err
 	}
 	f.before[pageAddr] = b
 	return nil
+}
+
+// readHull reads the watched bytes of a page into a page-sized buffer at
+// their page offsets; the rest stays zero and is never looked at.
+func (w *Watch) readHull(pg *page) ([]byte, error) {
+	b := make([]byte, pageSize)
+	if err := w.p.ReadMemory(pg.addr+pg.lo, b[pg.lo:pg.hi]); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // ArmedPage reports whether addr lies on a page this watch protects, and
@@ -110,8 +121,8 @@ func (w *Watch) fault(t *tracer.Thread, siAddr uint64) error {
 func (w *Watch) report(f *Fault, done bool) error {
 	after := map[uint64][]byte{}
 	for a := range f.before {
-		b := make([]byte, pageSize)
-		if err := w.p.ReadMemory(a, b); err != nil {
+		b, err := w.readHull(w.pages[a])
+		if err != nil {
 			return err
 		}
 		after[a] = b

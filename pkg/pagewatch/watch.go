@@ -97,6 +97,7 @@ type page struct {
 	armed   bool // write-protected by us
 	shared  bool // of a MAP_SHARED mapping
 	regions []*Region
+	lo, hi  uint64 // page offsets of the watched bytes' hull
 }
 
 // ErrNotMapped means a region is not wholly mapped in the target.
@@ -174,7 +175,12 @@ func (w *Watch) Arm(t *tracer.Thread) error {
 				pg = &page{addr: a, prot: m.Prot, shared: m.Shared}
 				w.pages[a] = pg
 			}
+			if len(pg.regions) == 0 {
+				pg.lo, pg.hi = pageSize, 0
+			}
 			pg.regions = append(pg.regions, r)
+			pg.lo = min(pg.lo, max(a, r.Addr)-a)
+			pg.hi = max(pg.hi, min(a+pageSize, r.End())-a)
 		}
 	}
 	if err := w.setProtection(t, true); err != nil {

@@ -301,9 +301,7 @@ func (p *Process) cont(t *Thread, sig int) error {
 // Resume lets a stopped thread run, delivering sig (0: none). A signal that
 // arrived while the tracer held the thread (see Defer) goes with it.
 func (t *Thread) Resume(sig int) error {
-	if err := t.p.check(); err != nil {
-		return err
-	}
+	// No thread check here: Resume follows a Wait, which made it.
 	return t.p.cont(t, sig)
 }
 
