@@ -100,6 +100,10 @@ func (se *session) attachWatch(wopts pagewatch.Options) (Summary, error) {
 		letGo(w)
 		return Summary{}, err
 	}
+	if err := se.watchPending(w); err != nil {
+		letGo(w)
+		return Summary{}, err
+	}
 	if err := se.rep.Start(p.Pid, w.Engine(), regions); err != nil {
 		letGo(w)
 		return Summary{}, err

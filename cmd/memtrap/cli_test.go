@@ -368,10 +368,10 @@ func TestAttachDetach(t *testing.T) {
 	if before != after {
 		t.Fatalf("maps differ after detach:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
+	<-done // every line read before Wait closes the pipe
 	if err := target.Wait(); err != nil {
 		t.Fatalf("target: %v", err)
 	}
-	<-done
 	if len(lines) != n+1 || lines[n] != fmt.Sprintf("done %d\n", n) {
 		t.Fatalf("target output damaged: %d lines, last %q", len(lines), lines[len(lines)-1])
 	}
@@ -478,17 +478,21 @@ func TestBadInput(t *testing.T) {
 func TestAlreadyTraced(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/ticker.c", "-O0")
 	first := exec.Command(memtrapBin, "run", "--symbol", "ticks", "--", prog, "300")
+	out, err := first.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer first.Process.Kill()
-	var pid int
-	for i := 0; i < 100 && pid == 0; i++ {
-		time.Sleep(20 * time.Millisecond)
-		pid = childOf(first.Process.Pid)
+	// Its first line means it runs its own code, traced.
+	if l, _ := bufio.NewReader(out).ReadString('\n'); l != "ready\n" {
+		t.Fatalf("target said %q", l)
 	}
+	pid := childOf(first.Process.Pid)
 	if pid == 0 {
-		t.Fatal("traced child did not start")
+		t.Fatal("traced child not found")
 	}
 	r := memtrap(t, "attach", fmt.Sprint(pid), "--symbol", "ticks")
 	if r.code != 1 || !strings.Contains(r.stderr, "already traced by process") {

@@ -36,6 +36,7 @@ type watchFlags struct {
 	completer  string
 	engine     string
 	kernel     bool
+	pending    bool
 }
 
 // specValue appends to the ordered spec list, so that each --len belongs to
@@ -123,6 +124,7 @@ func (f *watchFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.format, "format", "text", "report format: text or json (JSON Lines)")
 	fs.StringVarP(&f.output, "output", "o", "", "write reports to FILE instead of stderr")
 	fs.StringVar(&f.engine, "engine", "auto", "auto (hw when every region fits 4 debug registers, else page), page (write-protected pages) or hw (debug registers)")
+	fs.BoolVar(&f.pending, "pending", false, "a --symbol not found at start waits for a library that defines it (always so for module:name when the module is not loaded yet)")
 	fs.BoolVar(&f.kernel, "kernel-writes", false, "experimental: follow syscalls that write into watched pages (read(2) into a watched buffer...) and report them; costs two stops per syscall")
 	fs.StringVar(&f.completer, "completer", "emulate", "how trapped writes complete: emulate (simple stores emulated, the rest single-stepped) or step (always single-step)")
 	_ = fs.MarkHidden("completer")

@@ -102,6 +102,9 @@ func (se *session) runWatch(wopts pagewatch.Options) (Summary, error) {
 	if err := w.Arm(t); err != nil {
 		return Summary{}, err
 	}
+	if err := se.watchPending(w); err != nil {
+		return Summary{}, err
+	}
 	if err := se.rep.Start(p.Pid, w.Engine(), regions); err != nil {
 		return Summary{}, err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,12 +16,13 @@ import (
 
 // session is one watch of one process, from flags to the final summary.
 type session struct {
-	flags *watchFlags
-	rep   Reporter
-	p     *tracer.Process
-	syms  *symbols.Table
-	unw   *unwind.Unwinder
-	sigs  chan os.Signal
+	flags   *watchFlags
+	pending []*regionSpec // --symbol not found yet: waiting for a library
+	rep     Reporter
+	p       *tracer.Process
+	syms    *symbols.Table
+	unw     *unwind.Unwinder
+	sigs    chan os.Signal
 }
 
 func newSession(f *watchFlags, out io.Writer) *session {
@@ -58,19 +60,76 @@ func (se *session) resolve() ([]*pagewatch.Region, error) {
 			regions = append(regions, &pagewatch.Region{Name: fmt.Sprintf("%#x", a), Addr: a, Len: s.length})
 			continue
 		}
-		sym, err := se.syms.Resolve(s.symbol)
+		r, err := se.symbolRegion(s)
+		var nf *symbols.NotFoundError
+		if errors.As(err, &nf) && (nf.UnknownModule || se.flags.pending) {
+			// Like gdb's pending breakpoints: armed when a library
+			// that defines it is loaded.
+			se.pending = append(se.pending, s)
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
-		n := sym.Size
-		if s.hasLen {
-			n = s.length
-		}
-		if n == 0 {
-			return nil, fmt.Errorf("symbol %s has no size in the symbol table; give --len N", s.symbol)
-		}
-		regions = append(regions, &pagewatch.Region{Name: s.symbol, Addr: sym.Addr, Len: n})
+		regions = append(regions, r)
 	}
+	return regions, nil
+}
+
+func (se *session) symbolRegion(s *regionSpec) (*pagewatch.Region, error) {
+	sym, err := se.syms.Resolve(s.symbol)
+	if err != nil {
+		return nil, err
+	}
+	n := sym.Size
+	if s.hasLen {
+		n = s.length
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("symbol %s has no size in the symbol table; give --len N", s.symbol)
+	}
+	return &pagewatch.Region{Name: s.symbol, Addr: sym.Addr, Len: n}, nil
+}
+
+// watchPending arranges for pending symbols to be armed when a library
+// defining them is loaded.
+func (se *session) watchPending(w *pagewatch.Watch) error {
+	if len(se.pending) == 0 {
+		return nil
+	}
+	for _, s := range se.pending {
+		_ = se.rep.Note(fmt.Sprintf("symbol %s not found yet: pending until a library that defines it is loaded", s.symbol))
+	}
+	sym, err := se.syms.Resolve("_dl_debug_state")
+	if err != nil {
+		return fmt.Errorf("cannot follow libraries loaded later (no _dl_debug_state in the dynamic loader): %w", err)
+	}
+	return w.WatchLibraries(sym.Addr)
+}
+
+// onLibraries resolves what it can of the pending symbols after the
+// loader's list of objects changed.
+func (se *session) onLibraries() ([]*pagewatch.Region, error) {
+	if len(se.pending) == 0 {
+		return nil, nil
+	}
+	maps, err := tracer.ReadMaps(se.p.Pid)
+	if err != nil {
+		return nil, err
+	}
+	se.syms.Update(maps)
+	var regions []*pagewatch.Region
+	still := se.pending[:0]
+	for _, s := range se.pending {
+		r, err := se.symbolRegion(s)
+		if err != nil {
+			still = append(still, s)
+			continue
+		}
+		_ = se.rep.Note(fmt.Sprintf("pending symbol %s resolved at %#x (%d bytes): watching it now", s.symbol, r.Addr, r.Len))
+		regions = append(regions, r)
+	}
+	se.pending = still
 	return regions, nil
 }
 
@@ -82,6 +141,7 @@ func (se *session) watchOptions() (pagewatch.Options, error) {
 		Sink:         se.onWrite,
 		Notify:       func(m string) { _ = se.rep.Note(m) },
 		OnUnmap:      func(r *pagewatch.Region, how string) { _ = se.rep.Unmapped(r, how) },
+		OnLibraries:  se.onLibraries,
 	}
 	if se.flags.completer == "step" {
 		o.Completer = pagewatch.Stepper{}

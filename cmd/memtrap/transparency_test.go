@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -188,5 +189,38 @@ func TestSigsetjmpOnWatchedPage(t *testing.T) {
 	r := memtrap(t, "run", "--kernel-writes", "--engine", "page", "--format", "json", "--symbol", "value", "--", prog)
 	if r.stdout != want.stdout || r.code != want.code {
 		t.Fatalf("%q exit %d, want %q; stderr %s", r.stdout, r.code, want.stdout, tail(r.stderr))
+	}
+}
+
+// TestPendingSymbol: a symbol of a library loaded later with dlopen stays
+// pending and is armed when the library is mapped.
+func TestPendingSymbol(t *testing.T) {
+	lib := fixture.Build(t, "cmd/memtrap/testdata/plugin.c", "-O0", "-shared", "-fPIC")
+	libPath := filepath.Join(t.TempDir(), "libplugin.so")
+	if b, err := os.ReadFile(lib); err != nil || os.WriteFile(libPath, b, 0o755) != nil {
+		t.Fatal(err)
+	}
+	prog := fixture.Build(t, "cmd/memtrap/testdata/dlmain.c", "-O0", "-ldl")
+	want := native(t, prog, libPath)
+	if want.stdout != "counter 5\n" {
+		t.Fatalf("native: %q %q", want.stdout, want.stderr)
+	}
+	for _, args := range [][]string{
+		{"--symbol", "libplugin.so:plugin_counter"},
+		{"--pending", "--symbol", "plugin_counter"},
+	} {
+		a := append(append([]string{"run", "--format", "json"}, args...), "--", prog, libPath)
+		r := memtrap(t, a...)
+		if r.stdout != want.stdout || r.code != 0 {
+			t.Fatalf("%v: %q exit %d; stderr %s", args, r.stdout, r.code, r.stderr)
+		}
+		evs := parseEvents(t, r.stderr)
+		ws := writes(evs)
+		if len(ws) != 5 || writer(ws[0]) != "plugin_bump" || ws[4].New != "0x5" {
+			t.Fatalf("%v: writes %+v", args, ws)
+		}
+		if !strings.Contains(r.stderr, "pending symbol") {
+			t.Fatalf("%v: no note of the pending symbol being armed: %s", args, r.stderr)
+		}
 	}
 }

@@ -56,6 +56,9 @@ type Options struct {
 	Sink func(*Write) error
 	// Notify receives one-line notes about the target's life (exec, fork).
 	Notify func(string)
+	// OnLibraries is asked for regions to add each time the dynamic
+	// loader's list of objects changes (see WatchLibraries).
+	OnLibraries func() ([]*Region, error)
 	// KernelWrites turns on following syscalls that write into armed pages
 	// (bounce buffers, see kernel.go) and the target's own mprotect/munmap
 	// of watched pages. It costs two stops per syscall. Off, such a
@@ -86,6 +89,7 @@ type Watch struct {
 	scratch *scratch       // bounce buffers for kernel writes, in the target
 	calls   map[int]*kcall // bounced syscalls in progress, by tid
 	segv    segvGuard      // the target's SIGSEGV action, kept from force_sig
+	libBP   uint64         // _dl_debug_state, where an int3 stands (WatchLibraries)
 
 	slots  []slot             // hw engine: the debug registers' watches
 	shadow map[*Region][]byte // hw engine: each region's last known bytes
@@ -163,7 +167,29 @@ func (w *Watch) Arm(t *tracer.Thread) error {
 	if err != nil {
 		return fmt.Errorf("reading maps: %w", err)
 	}
-	for _, r := range w.regions {
+	if err := w.addPages(maps, w.regions); err != nil {
+		return err
+	}
+	if err := w.setProtection(t, true); err != nil {
+		return err
+	}
+	if err := w.mapScratch(t); err != nil {
+		return err
+	}
+	if cg, err := w.p.CaughtSignals(); err == nil && cg&sigsegvBit != 0 {
+		if err := w.snapshotSegv(t); err != nil {
+			return err
+		}
+	}
+	if w.opts.KernelWrites {
+		w.p.TraceSyscalls(true)
+	}
+	return nil
+}
+
+// addPages records the pages of regions, with their protections from maps.
+func (w *Watch) addPages(maps []tracer.Mapping, regions []*Region) error {
+	for _, r := range regions {
 		for a := pageDown(r.Addr); a < r.End(); a += pageSize {
 			m, ok := findMapping(maps, a)
 			if !ok {
@@ -182,20 +208,6 @@ func (w *Watch) Arm(t *tracer.Thread) error {
 			pg.lo = min(pg.lo, max(a, r.Addr)-a)
 			pg.hi = max(pg.hi, min(a+pageSize, r.End())-a)
 		}
-	}
-	if err := w.setProtection(t, true); err != nil {
-		return err
-	}
-	if err := w.mapScratch(t); err != nil {
-		return err
-	}
-	if cg, err := w.p.CaughtSignals(); err == nil && cg&sigsegvBit != 0 {
-		if err := w.snapshotSegv(t); err != nil {
-			return err
-		}
-	}
-	if w.opts.KernelWrites {
-		w.p.TraceSyscalls(true)
 	}
 	return nil
 }
@@ -295,6 +307,9 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 		if w.hwHit(st) {
 			return w.hwWrite(st.Thread)
 		}
+		if w.libHit(st) {
+			return w.libraries(st.Thread)
+		}
 		return st.Thread.Resume(st.Sig)
 	case tracer.StopGroup:
 		return st.Thread.Listen()
@@ -308,7 +323,7 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 		w.pages = map[uint64]*page{}
 		w.regions, w.slots = nil, nil
 		w.p.OnNewThread = nil
-		w.scratch, w.calls, w.segv = nil, nil, segvGuard{}
+		w.scratch, w.calls, w.segv, w.libBP = nil, nil, segvGuard{}, 0
 		w.p.TraceSyscalls(false)
 		return st.Thread.Resume(0)
 	case tracer.StopWake:
@@ -344,6 +359,9 @@ func (w *Watch) releaseChild(pid int) error {
 	}
 	defer c.Close()
 	t := c.Thread(pid)
+	if err := w.unwatchLibraries(c); err != nil {
+		w.note(fmt.Sprintf("child %d: %v", pid, err))
+	}
 	if w.scratch != nil {
 		if _, err := t.Syscall(unix.SYS_MUNMAP, uintptr(w.scratch.base), scratchSize); err != nil {
 			w.note(fmt.Sprintf("child %d: %v", pid, err))
@@ -365,7 +383,11 @@ func (w *Watch) Detach(st tracer.Stop) error {
 	t := st.Thread
 	switch st.Kind {
 	case tracer.StopSignal:
-		if !w.ours(st) && !w.hwHit(st) {
+		if w.libHit(st) {
+			if err := w.returnFromLibBP(t); err != nil {
+				return err
+			}
+		} else if !w.ours(st) && !w.hwHit(st) {
 			t.Defer(st.Info)
 		}
 	case tracer.StopFork:
@@ -386,7 +408,11 @@ func (w *Watch) Detach(st tracer.Stop) error {
 	for _, q := range queued {
 		switch q.Kind {
 		case tracer.StopSignal:
-			if !w.ours(q) && !w.hwHit(q) {
+			if w.libHit(q) {
+				if err := w.returnFromLibBP(q.Thread); err != nil {
+					return err
+				}
+			} else if !w.ours(q) && !w.hwHit(q) {
 				// Delivered as the thread is let go; a trapped write
 				// just runs again, unprotected.
 				q.Thread.Defer(q.Info)
@@ -417,6 +443,10 @@ func (w *Watch) Detach(st tracer.Stop) error {
 // Disarm gives every armed page its own protection back. t is a stopped
 // thread and the others are stopped too.
 func (w *Watch) Disarm(t *tracer.Thread) error {
+	if err := w.unwatchLibraries(w.p); err != nil {
+		return err
+	}
+	w.libBP = 0
 	if w.slots != nil {
 		return w.disarmHW()
 	}
