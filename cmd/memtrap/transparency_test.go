@@ -224,3 +224,30 @@ func TestPendingSymbol(t *testing.T) {
 		}
 	}
 }
+
+// TestJava: a JVM (threads, JIT, implicit null checks through its own
+// SIGSEGV handler) runs under memtrap with a region armed, with the same
+// output and exit status.
+func TestJava(t *testing.T) {
+	javac, err := exec.LookPath("javac")
+	if err != nil {
+		t.Fatal("javac not found: scripts/deps installs a JDK (make test runs it)")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command(javac, "-d", dir, filepath.Join(fixture.Root(), "cmd/memtrap/testdata/java/Hello.java")).CombinedOutput(); err != nil {
+		t.Fatalf("javac: %v\n%s", err, out)
+	}
+	want := native(t, "java", "-cp", dir, "Hello")
+	if want.code != 7 || want.stdout != "sum 23999980 npe 1000\n" {
+		t.Fatalf("native: %q exit %d", want.stdout, want.code)
+	}
+	for _, engine := range []string{"page", "hw"} {
+		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--symbol", "environ", "--", "java", "-cp", dir, "Hello")
+		if r.stdout != want.stdout || r.code != want.code {
+			t.Fatalf("%s: %q exit %d, want %q %d; stderr %s", engine, r.stdout, r.code, want.stdout, want.code, tail(r.stderr))
+		}
+		if end := last(t, parseEvents(t, r.stderr)); end.Event != "exit" || *end.Code != 7 {
+			t.Fatalf("%s: last event %+v", engine, end)
+		}
+	}
+}
