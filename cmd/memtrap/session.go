@@ -91,6 +91,36 @@ func (se *session) symbolRegion(s *regionSpec) (*pagewatch.Region, error) {
 	return &pagewatch.Region{Name: s.symbol, Addr: sym.Addr, Len: n}, nil
 }
 
+// onExec resolves the --symbol regions again in a new image (after
+// execve); --addr regions meant the old one and are dropped.
+func (se *session) onExec() ([]*pagewatch.Region, error) {
+	maps, err := tracer.ReadMaps(se.p.Pid)
+	if err != nil {
+		return nil, err
+	}
+	if se.syms != nil {
+		se.syms.Close()
+	}
+	se.syms = symbols.NewTable(maps, symbols.Options{
+		Root:       fmt.Sprintf("/proc/%d/root", se.p.Pid),
+		ReadMemory: se.p.ReadMemory,
+	})
+	se.unw = unwind.New(se.syms)
+	var regions []*pagewatch.Region
+	for _, s := range se.flags.specs {
+		if s.symbol == "" {
+			continue
+		}
+		r, err := se.symbolRegion(s)
+		if err != nil {
+			_ = se.rep.Note(fmt.Sprintf("%s is not in the new image: %v", s.symbol, err))
+			continue
+		}
+		regions = append(regions, r)
+	}
+	return regions, nil
+}
+
 // watchPending arranges for pending symbols to be armed when a library
 // defining them is loaded.
 func (se *session) watchPending(w *pagewatch.Watch) error {
@@ -142,6 +172,7 @@ func (se *session) watchOptions() (pagewatch.Options, error) {
 		Notify:       func(m string) { _ = se.rep.Note(m) },
 		OnUnmap:      func(r *pagewatch.Region, how string) { _ = se.rep.Unmapped(r, how) },
 		OnLibraries:  se.onLibraries,
+		OnExec:       se.onExec,
 	}
 	if se.flags.completer == "step" {
 		o.Completer = pagewatch.Stepper{}

@@ -251,3 +251,23 @@ func TestJava(t *testing.T) {
 		}
 	}
 }
+
+// TestExec: after execve the --symbol is resolved and armed again in the
+// new image.
+func TestExec(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/reexec.c", "-O0")
+	want := native(t, prog)
+	for _, engine := range []string{"page", "hw"} {
+		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--symbol", "value", "--", prog)
+		if r.stdout != want.stdout || r.code != 0 {
+			t.Fatalf("%s: %q exit %d; stderr %s", engine, r.stdout, r.code, r.stderr)
+		}
+		ws := writes(parseEvents(t, r.stderr))
+		if len(ws) != 3 || ws[0].New != "0x1" || ws[1].New != "0x2" || ws[2].New != "0x3" || ws[1].Old != "0x0" {
+			t.Fatalf("%s: writes %+v", engine, ws)
+		}
+		if !strings.Contains(r.stderr, "called execve") || !strings.Contains(r.stderr, "new image") {
+			t.Fatalf("%s: no exec notes: %s", engine, r.stderr)
+		}
+	}
+}

@@ -56,6 +56,10 @@ type Options struct {
 	Sink func(*Write) error
 	// Notify receives one-line notes about the target's life (exec, fork).
 	Notify func(string)
+	// OnExec, if set, is asked for the regions to watch in the new image
+	// after an execve, once it has reached its entry point; nil drops the
+	// watch with the old image.
+	OnExec func() ([]*Region, error)
 	// OnLibraries is asked for regions to add each time the dynamic
 	// loader's list of objects changes (see WatchLibraries).
 	OnLibraries func() ([]*Region, error)
@@ -319,13 +323,7 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 		}
 		return st.Thread.Resume(0)
 	case tracer.StopExec:
-		w.note(fmt.Sprintf("process %d called execve: %d watched region(s) dropped with the old image", w.p.Pid, len(w.regions)))
-		w.pages = map[uint64]*page{}
-		w.regions, w.slots = nil, nil
-		w.p.OnNewThread = nil
-		w.scratch, w.calls, w.segv, w.libBP = nil, nil, segvGuard{}, 0
-		w.p.TraceSyscalls(false)
-		return st.Thread.Resume(0)
+		return w.exec(st.Thread)
 	case tracer.StopWake:
 		return st.Thread.Resume(0)
 	case tracer.StopSyscall:
@@ -454,4 +452,41 @@ func (w *Watch) Disarm(t *tracer.Thread) error {
 		return err
 	}
 	return w.dropScratch(t)
+}
+
+// exec starts over in the image execve brought: the old pages, scratch
+// area and breakpoints went with the old address space.
+func (w *Watch) exec(t *tracer.Thread) error {
+	w.note(fmt.Sprintf("process %d called execve: %d watched region(s) went with the old image", w.p.Pid, len(w.regions)))
+	w.pages = map[uint64]*page{}
+	w.regions, w.slots, w.shadow = nil, nil, nil
+	w.p.OnNewThread = nil
+	w.scratch, w.calls, w.segv, w.libBP = nil, nil, segvGuard{}, 0
+	w.p.TraceSyscalls(false)
+	if w.opts.OnExec == nil {
+		return t.Resume(0)
+	}
+	t, err := w.p.RunToEntry()
+	if err != nil {
+		return err
+	}
+	regions, err := w.opts.OnExec()
+	if err != nil {
+		w.note(err.Error())
+		return w.p.ResumeAll()
+	}
+	if len(regions) > 0 {
+		if w.opts.Engine == EngineHW || w.opts.Engine == EngineAuto {
+			if slots, ok := hwSlots(regions); ok {
+				w.slots, w.shadow = slots, map[*Region][]byte{}
+			}
+		}
+		w.regions = regions
+		if err := w.Arm(t); err != nil {
+			w.note(fmt.Sprintf("arming the new image: %v", err))
+		} else {
+			w.note(fmt.Sprintf("watching %d region(s) in the new image", len(regions)))
+		}
+	}
+	return w.p.ResumeAll()
 }
