@@ -32,8 +32,8 @@
 //
 // # Symbols
 //
-// A module's symbols come from .symtab, or from .dynsym when the file is
-// stripped. Functions (STT_FUNC, STT_GNU_IFUNC) and data objects
+// A module's symbols come from .symtab or, when the file is stripped, from
+// the .symtab of its separate debug file (see below), or else from .dynsym. Functions (STT_FUNC, STT_GNU_IFUNC) and data objects
 // (STT_OBJECT) count; TLS symbols do not, since their values are offsets in
 // a thread's TLS block, not addresses. When several symbols share an
 // address, [Table.Lookup] names the first by this order: a symbol of the
@@ -44,20 +44,60 @@
 // the bytes up to the next symbol or the end of its section. A symbol inside
 // another (a local label inside a function) wins within its own extent.
 //
+// Lookup shows names as gdb's backtrace does: C++ names demangled with
+// their parameter types ("ns::Counter::value(int)"), Rust names, legacy or
+// v0, demangled without legacy mangling's hash ("demo::worker"), and
+// everything else, Go's "main.worker" and "pkg.(*T).M" included, as the
+// symbol table has it.
+//
 // [Table.Resolve] accepts "name", "name+OFF" and "module:name+OFF"; see its
-// documentation. Modules are searched in the order they first appear in the
-// memory map, the main executable first, and the first definition wins, as
-// with the dynamic linker. A name that is defined nowhere gives a
-// [*NotFoundError] carrying the closest names that are.
+// documentation. A name is an ELF symbol, mangled or demangled (with or
+// without the parameter list), else a DWARF variable, else a DWARF variable
+// and struct members ("session.token"). Modules are searched in the order
+// they first appear in the memory map, the main executable first, and the
+// first definition wins, as with the dynamic linker. A name that is defined
+// nowhere gives a [*NotFoundError] carrying the closest names that are; a
+// demangled name without parameters that fits overloads gives an
+// [*AmbiguousError].
+//
+// # Source lines and DWARF
+//
+// [Location.File] and [Location.Line] come from the DWARF line table of the
+// module, read (DWARF 2 to 5, compressed sections too, SHF_COMPRESSED or
+// .zdebug) the first time Lookup needs it and kept as a sorted array: the
+// line of a pc is then one more binary search. Rows are read as binutils'
+// addr2line reads them: the last row at an address wins, line 0 is no line,
+// and sequences that do not start in an executable section (functions the
+// linker discarded, left at address 0) are dropped.
+//
+// A module with no .symtab or no DWARF of its own is given the separate
+// debug file a distribution installs, looked for by build ID in
+// DIR/.build-id/xx/yyyy.debug and then by .gnu_debuglink next to the
+// module, in its .debug subdirectory and in DIR/<module's directory>, for
+// each DIR of [Options.DebugDirs] (default /usr/lib/debug). A debug file
+// found by build ID must carry that build ID, one found by debug link the
+// link's CRC-32. Its .symtab replaces the module's .dynsym and its DWARF
+// gives lines and variables; the module's own file still serves
+// [Table.ModuleAt]. MiniDebugInfo (.gnu_debugdata, an xz-compressed
+// .symtab) is not read: the standard library has no xz decoder.
+//
+// Damaged DWARF costs lines or variables, never symbols: what could not be
+// read is kept as an error on the module, reported by [Table.ModuleErr].
+// Compressed debug sections that claim to inflate past reason are not
+// inflated, and DWARF types are walked with bounds of this package's own
+// rather than through debug/dwarf's Type, which recurses without limit on
+// cyclic types.
 //
 // # Concurrency and lifetime
 //
 // A Table is safe for concurrent use; a mutex guards its lazily filled
 // caches. [Table.Lookup] is meant for the hot path: after a module is
-// loaded it is two binary searches and does not allocate. The *elf.File
-// handed out by [Table.ModuleAt] stays valid until Close, even if a later
-// Update no longer maps its module.
+// loaded and its line table read it is three binary searches and does not
+// allocate (but for demangling a name the first time it is shown). The
+// *elf.File handed out by [Table.ModuleAt] stays valid until Close, even if
+// a later Update no longer maps its module; so do the debug files a Table
+// opens, which Close closes.
 //
-// Untrusted input never panics the caller: debug/elf is run under recover
-// and a panic becomes a parse error for that module.
+// Untrusted input never panics the caller: debug/elf and debug/dwarf are
+// run under recover and a panic becomes an error for that module.
 package symbols

@@ -55,6 +55,15 @@ var fixtureFlags = map[string][]string{
 // A missing or failing gcc fails the test: these tests must not pass vacuously.
 func fixture(t testing.TB, name string) string {
 	t.Helper()
+	return buildFixture(t, name, func(out string) error {
+		return command("gcc", append([]string{"-o", out}, fixtureFlags[name]...)...)
+	})
+}
+
+// buildFixture runs build once per test binary to make the file name in
+// fixtureDir, and returns its path. A failure fails every test asking.
+func buildFixture(t testing.TB, name string, build func(out string) error) string {
+	t.Helper()
 	fixtures.Lock()
 	defer fixtures.Unlock()
 	if fixtures.built == nil {
@@ -63,16 +72,21 @@ func fixture(t testing.TB, name string) string {
 	out := filepath.Join(fixtureDir, name)
 	err, done := fixtures.built[name]
 	if !done {
-		args := append([]string{"-o", out}, fixtureFlags[name]...)
-		if b, cerr := exec.Command("gcc", args...).CombinedOutput(); cerr != nil {
-			err = fmt.Errorf("gcc %s: %v\n%s", strings.Join(args, " "), cerr, b)
-		}
+		err = build(out)
 		fixtures.built[name] = err
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// command runs a build tool, returning its output in the error.
+func command(name string, args ...string) error {
+	if b, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, b)
+	}
+	return nil
 }
 
 // nmSym is a symbol as binutils' nm reports it, independently of debug/elf.

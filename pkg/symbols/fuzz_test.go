@@ -12,8 +12,9 @@ import (
 // FuzzNewTableELF feeds arbitrary bytes to a Table as both a mapped file and
 // a vDSO image. Nothing may panic; errors are fine.
 func FuzzNewTableELF(f *testing.F) {
-	for _, name := range []string{progPIE, progNoPIE, libDemo} {
-		b, err := os.ReadFile(fixture(f, name))
+	paths := []string{fixture(f, progPIE), fixture(f, progNoPIE), fixture(f, libDemo), dwarfFixture(f, dbgZlib)}
+	for _, path := range paths {
+		b, err := os.ReadFile(path)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -33,7 +34,8 @@ func FuzzNewTableELF(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tab := NewTable(maps, Options{
-			Open: func(string) (io.ReaderAt, error) { return bytes.NewReader(data), nil },
+			DebugDirs: []string{},
+			Open:      func(string) (io.ReaderAt, error) { return bytes.NewReader(data), nil },
 			ReadMemory: func(addr uint64, p []byte) error {
 				clear(p)
 				if addr == vdso {
@@ -46,7 +48,10 @@ func FuzzNewTableELF(f *testing.F) {
 			tab.Lookup(pc)
 			tab.ModuleAt(pc)
 		}
+		tab.ModuleErr(base + 0x1010)
 		tab.Resolve("main")
+		tab.Resolve("session.token")
+		tab.Resolve("ns::f(int)")
 		tab.Resolve("a.out:xyz+0x10")
 		tab.Resolve("[vdso]:__vdso_time")
 		if err := tab.Close(); err != nil {

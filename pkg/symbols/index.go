@@ -1,6 +1,7 @@
 package symbols
 
 import (
+	"debug/dwarf"
 	"debug/elf"
 	"io"
 	"math"
@@ -29,6 +30,23 @@ type object struct {
 	which  []int32
 	// byName indexes syms by name; built by the first Resolve.
 	byName map[string]int32
+	// byDemangled indexes mangled syms by demangled name, with and
+	// without parameters; built by the first Resolve that needs it.
+	byDemangled map[string][]int32
+	// hasSymtab says syms came from a .symtab, of the file itself or of
+	// its debug file.
+	hasSymtab bool
+
+	// Debugging information, each part found and read on first need.
+	dbgDone   bool
+	dbg       *debugFile // nil if none was needed or found
+	dwarfDone bool
+	dwarf     *dwarf.Data // nil if none
+	dwarfErr  error       // why DWARF could not be read, in part or at all
+	linesDone bool
+	lines     *lineTable // nil if none
+	varsDone  bool
+	vars      map[string]dwarfVar
 }
 
 type sym struct {
@@ -37,6 +55,7 @@ type sym struct {
 	bind       elf.SymBind
 	hidden     bool   // a non-default version in .dynsym (memcpy@GLIBC_2.2.5)
 	secEnd     uint64 // end of the symbol's section, 0 if unknown
+	shown      string // display name, demangled; set on first use
 }
 
 // setSymbols keeps the addressable symbols of raw and builds the address

@@ -58,6 +58,16 @@ func (t *Table) open(mod *module) *object {
 		return &object{err: fmt.Errorf("parsing %s: %w", mod.path, err)}
 	}
 	obj.closer = closer
+	// A stripped file's full symbol table may be in its debug file.
+	if !obj.hasSymtab {
+		if df := t.separateDebug(obj, mod.path); df != nil {
+			if raw := symtab(df.f); len(raw) > 0 {
+				obj.syms = nil
+				obj.setSymbols(raw, df.f.Sections)
+				obj.hasSymtab = true
+			}
+		}
+	}
 	return obj
 }
 
@@ -174,11 +184,27 @@ func parseObject(r io.ReaderAt) (obj *object, err error) {
 	if !compressed(f, elf.SHT_SYMTAB) {
 		raw, err = f.Symbols()
 	}
-	if (err != nil || len(raw) == 0) && !compressed(f, elf.SHT_DYNSYM, elf.SHT_GNU_VERSYM, elf.SHT_GNU_VERDEF, elf.SHT_GNU_VERNEED) {
+	obj.hasSymtab = err == nil && len(raw) > 0
+	if !obj.hasSymtab && !compressed(f, elf.SHT_DYNSYM, elf.SHT_GNU_VERSYM, elf.SHT_GNU_VERDEF, elf.SHT_GNU_VERNEED) {
 		raw, _ = f.DynamicSymbols()
 	}
 	obj.setSymbols(raw, f.Sections)
 	return obj, nil
+}
+
+// symtab returns the .symtab of f, nil if it has none or it cannot be
+// read.
+func symtab(f *elf.File) (raw []elf.Symbol) {
+	defer func() {
+		if recover() != nil {
+			raw = nil
+		}
+	}()
+	if compressed(f, elf.SHT_SYMTAB) {
+		return nil
+	}
+	raw, _ = f.Symbols()
+	return raw
 }
 
 // compressed reports whether a section of one of types, or the string table

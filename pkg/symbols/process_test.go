@@ -87,7 +87,7 @@ func TestLiveProcess(t *testing.T) {
 	if v := binary.LittleEndian.Uint32(val[:]); v != 0x1234567 {
 		t.Fatalf("counter holds %#x, want 0x1234567", v)
 	}
-	if loc, ok := tab.Lookup(mainAddr + 3); !ok || loc != (Location{"main", 3, exe, bias}) {
+	if loc, ok := tab.Lookup(mainAddr + 3); !ok || loc != (Location{Func: "main", Offset: 3, Module: exe, ModuleBase: bias}) {
 		t.Fatalf("Lookup(main+3) = %+v, %v", loc, ok)
 	}
 

@@ -18,10 +18,14 @@ var (
 	ErrOutOfRange = errors.New("offset beyond symbol")
 	// ErrClosed reports use of a closed Table.
 	ErrClosed = errors.New("symbol table closed")
+	// ErrAmbiguous is matched by every *AmbiguousError.
+	ErrAmbiguous = errors.New("ambiguous symbol")
 )
 
 // Symbol is a resolved name.
 type Symbol struct {
+	// Name is the symbol's name as Lookup shows it (demangled), or the
+	// name asked for when it was found in DWARF ("session.token").
 	Name   string
 	Addr   uint64 // runtime address, load bias and offset applied
 	Size   uint64 // bytes from Addr to the symbol's end; 0 if unknown
@@ -62,9 +66,22 @@ func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
 // dot ("libc" and "libc.so" both match libc.so.6), or, if it contains a
 // slash, a module whose whole path equals it.
 //
-// Modules are searched in memory-map order (the main executable first) and
-// the first that defines the name wins, as with the dynamic linker; within a
-// module a global definition beats a weak one beats a local one.
+// A name is looked for, in this order:
+//   - as an ELF symbol, mangled or not ("counter", "_ZN2ns7Counter5totalE");
+//   - as a demangled C++ or Rust name, with or without its parameter list
+//     ("ns::Counter::value(int)", "ns::Counter::value"); a name without
+//     parameters that fits overloads at different addresses is an
+//     *AmbiguousError;
+//   - as a DWARF variable at a fixed address: a global, a file static, or a
+//     function's static as "func::name" or plain "name";
+//   - as a DWARF variable followed by struct or union members, each after a
+//     dot ("session.token", "main.cfg.limit"): the member's address and
+//     size.
+//
+// Each step searches every module before the next step begins, in
+// memory-map order (the main executable first), and the first module that
+// defines the name wins, as with the dynamic linker; within a module a
+// global definition beats a weak one beats a local one.
 func (t *Table) Resolve(expr string) (Symbol, error) {
 	modQ, name, off, err := parseExpr(expr)
 	if err != nil {
@@ -89,6 +106,7 @@ func (t *Table) Resolve(expr string) (Symbol, error) {
 		}
 	}
 	var loadErrs []error
+	var placed []*module
 	for _, m := range mods {
 		t.load(m)
 		if m.err != nil {
@@ -97,25 +115,69 @@ func (t *Table) Resolve(expr string) (Symbol, error) {
 		if !m.biasOK {
 			continue
 		}
-		s, ok := m.obj.find(name)
-		if !ok {
-			continue
+		placed = append(placed, m)
+		if s, ok := m.obj.find(name); ok {
+			return withOffset(Symbol{Name: s.display(), Addr: m.bias + s.addr, Size: s.size, Module: m.path}, name, off)
 		}
-		res := Symbol{Name: s.name, Addr: m.bias + s.addr + off, Module: m.path}
-		if s.size > 0 {
-			if off >= s.size {
-				return Symbol{}, fmt.Errorf("%s+%#x: %w %s of size %d", name, off, ErrOutOfRange, name, s.size)
-			}
-			res.Size = s.size - off
-		}
-		return res, nil
 	}
-	var names []string
-	for _, m := range mods {
-		if m.biasOK {
-			for i := range m.obj.syms {
-				names = append(names, m.obj.syms[i].name)
+	for _, m := range placed {
+		s, err := m.obj.findDemangled(name)
+		if err != nil {
+			return Symbol{}, fmt.Errorf("%s: %w", m.path, err)
+		}
+		if s != nil {
+			return withOffset(Symbol{Name: s.display(), Addr: m.bias + s.addr, Size: s.size, Module: m.path}, name, off)
+		}
+	}
+	for _, m := range placed {
+		if v, ok := t.variables(m.obj, m.path)[name]; ok {
+			res := Symbol{Name: name, Addr: m.bias + v.addr, Module: m.path}
+			if v.hasType {
+				res.Size, _ = typeSize(m.obj.dwarf, v.typ)
 			}
+			return withOffset(res, name, off)
+		}
+	}
+	for _, m := range placed {
+		vars := t.variables(m.obj, m.path)
+		for i := 1; ; i++ {
+			vname, path, ok := splitMember(name, i)
+			if !ok {
+				break
+			}
+			v, ok := vars[vname]
+			if !ok || !v.hasType {
+				continue
+			}
+			moff, size, err := memberAt(m.obj.dwarf, v.typ, path)
+			var fe *fieldError
+			if errors.As(err, &fe) {
+				prefix := strings.Join(append([]string{vname}, path[:fe.depth]...), ".")
+				var cands []string
+				for _, h := range fe.have {
+					cands = append(cands, prefix+"."+h)
+				}
+				return Symbol{}, &NotFoundError{Name: name, Module: modQ, Suggestions: suggest(name, cands)}
+			}
+			if err != nil {
+				return Symbol{}, fmt.Errorf("%s in %s: %w", name, m.path, err)
+			}
+			return withOffset(Symbol{Name: name, Addr: m.bias + v.addr + moff, Size: size, Module: m.path}, name, off)
+		}
+	}
+
+	var names []string
+	for _, m := range placed {
+		for i := range m.obj.syms {
+			if s := &m.obj.syms[i]; !mangled(s.name) || s.display() == s.name {
+				names = append(names, s.name)
+			}
+		}
+		for n := range m.obj.byDemangled {
+			names = append(names, n)
+		}
+		for n := range m.obj.vars {
+			names = append(names, n)
 		}
 	}
 	nf := &NotFoundError{Name: name, Module: modQ, Suggestions: suggest(name, names)}
@@ -126,17 +188,32 @@ func (t *Table) Resolve(expr string) (Symbol, error) {
 	return Symbol{}, nf
 }
 
-// parseExpr splits "module:name+off".
+// withOffset applies "+off" to a resolved symbol, which must contain it
+// when its size is known.
+func withOffset(s Symbol, name string, off uint64) (Symbol, error) {
+	if s.Size > 0 {
+		if off >= s.Size {
+			return Symbol{}, fmt.Errorf("%s+%#x: %w %s of size %d", name, off, ErrOutOfRange, name, s.Size)
+		}
+		s.Size -= off
+	}
+	s.Addr += off
+	return s, nil
+}
+
+// parseExpr splits "module:name+off". A C++ name's "::" is not a module
+// separator, nor is the ':' of an ABI tag ("f[abi:cxx11]()"), and the '+'
+// of "operator+" or inside a parameter list is not an offset.
 func parseExpr(expr string) (module, name string, off uint64, err error) {
 	rest := expr
-	if i := strings.LastIndexByte(rest, ':'); i >= 0 {
-		module, rest = rest[:i], rest[i+1:]
+	if i := moduleSep(expr); i >= 0 {
+		module, rest = expr[:i], expr[i+1:]
 		if module == "" {
 			return "", "", 0, fmt.Errorf("%q: empty module name: %w", expr, ErrSyntax)
 		}
 	}
 	name = rest
-	if i := strings.IndexByte(rest, '+'); i >= 0 {
+	if i := offsetSep(rest); i >= 0 {
 		name = rest[:i]
 		s, base := rest[i+1:], 10
 		if len(s) > 2 && (s[:2] == "0x" || s[:2] == "0X") {
@@ -153,6 +230,68 @@ func parseExpr(expr string) (module, name string, off uint64, err error) {
 		return "", "", 0, fmt.Errorf("%q: empty symbol name: %w", expr, ErrSyntax)
 	}
 	return module, name, off, nil
+}
+
+// moduleSep returns the index of the ':' ending a module qualifier in
+// expr, or -1. The qualifier is what precedes the first ':' when that is
+// not half of a "::" and the text before it is a path, a bracketed name
+// such as "[vdso]", or has none of the brackets, parentheses and spaces of
+// a demangled name.
+func moduleSep(expr string) int {
+	i := strings.IndexByte(expr, ':')
+	if i < 0 || (i+1 < len(expr) && expr[i+1] == ':') {
+		return -1
+	}
+	p := expr[:i]
+	switch {
+	case strings.Contains(p, "/"):
+		return i
+	case len(p) >= 2 && p[0] == '[' && p[len(p)-1] == ']' && !strings.ContainsAny(p[1:len(p)-1], "[]"):
+		return i
+	case strings.ContainsAny(p, "()<>[] "):
+		return -1
+	}
+	return i
+}
+
+// isNumber reports whether s is an offset as parseExpr reads it.
+func isNumber(s string) bool {
+	if len(s) > 2 && (s[:2] == "0x" || s[:2] == "0X") {
+		_, err := strconv.ParseUint(s[2:], 16, 64)
+		return err == nil
+	}
+	_, err := strconv.ParseUint(s, 10, 64)
+	return err == nil
+}
+
+// offsetSep returns the index of the '+' that starts an offset in s, or -1:
+// the first outside parentheses that is not part of an operator's name
+// (operator+, operator++, operator+=).
+func offsetSep(s string) int {
+	depth := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '(':
+			depth++
+		case ')':
+			if depth > 0 {
+				depth--
+			}
+		case '+':
+			switch {
+			case depth > 0 || strings.HasSuffix(s[:i], "operator"):
+			case strings.HasSuffix(s[:i], "operator+"):
+				// operator++, unless a number follows: operator++8
+				// is operator+ at offset 8.
+				if isNumber(s[i+1:]) {
+					return i
+				}
+			default:
+				return i
+			}
+		}
+	}
+	return -1
 }
 
 func moduleMatches(q, path string) bool {

@@ -3,6 +3,7 @@ package symbols
 import (
 	"debug/elf"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -31,6 +32,13 @@ type Options struct {
 	// used only to read the vDSO; when nil the vDSO is a module with no
 	// symbols.
 	ReadMemory func(addr uint64, p []byte) error
+
+	// DebugDirs are the roots searched for separate debug files: by build
+	// ID under DIR/.build-id/, and by .gnu_debuglink under DIR followed by
+	// the module's directory. Nil means {DefaultDebugDir}; an empty,
+	// non-nil slice searches none of them (a module's own directory and
+	// its .debug subdirectory are still searched by debug link).
+	DebugDirs []string
 }
 
 // Location is what Lookup knows about an address.
@@ -40,6 +48,11 @@ type Location struct {
 	// Offset is the address minus Func's start; when Func is "", the
 	// address minus ModuleBase.
 	Offset uint64
+	// File and Line are the source position of the address, from the
+	// DWARF line table of the module or of its separate debug file; "" and
+	// 0 when unknown.
+	File string
+	Line int
 	// Module is the path of the mapped file, as maps shows it.
 	Module string
 	// ModuleBase is the module's load bias: runtime address minus link-time
@@ -126,14 +139,19 @@ func (t *Table) Close() error {
 		if o.closer != nil {
 			errs = append(errs, o.closer.Close())
 		}
+		if o.dbg != nil {
+			errs = append(errs, o.dbg.closer.Close())
+		}
 	}
 	t.objects, t.mods, t.spans = nil, nil, nil
 	return errors.Join(errs...)
 }
 
-// Lookup names the function or data object at pc. ok is false when pc is in
-// no module; when pc is in a module that has no symbol there, or whose file
-// cannot be read, ok is true and Func is "".
+// Lookup names the function or data object at pc, demangled, and the
+// source line of pc. ok is false when pc is in no module; when pc is in a
+// module that has no symbol there, or whose file cannot be read, ok is true
+// and Func is "". The first lookup in a module with DWARF reads its line
+// table.
 func (t *Table) Lookup(pc uint64) (loc Location, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -150,11 +168,34 @@ func (t *Table) Lookup(pc uint64) (loc Location, ok bool) {
 	loc.ModuleBase = mod.bias
 	v := pc - mod.bias
 	if s := mod.obj.lookup(v); s != nil {
-		loc.Func, loc.Offset = s.name, v-s.addr
+		loc.Func, loc.Offset = s.display(), v-s.addr
 	} else {
 		loc.Offset = v
 	}
+	loc.File, loc.Line = t.lineTable(mod.obj, mod.path).find(v)
 	return loc, true
+}
+
+// ModuleErr reports what went wrong reading the module mapped at pc: why
+// its file could not be read or placed, or why its DWARF could not be read
+// in part or at all (Lookup then gives fewer or no source lines, and
+// Resolve finds fewer DWARF variables). It reads the module's line table if
+// no Lookup has. It is nil when nothing went wrong, or pc is in no module.
+func (t *Table) ModuleErr(pc uint64) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	mod := t.moduleAt(pc)
+	if mod == nil {
+		return nil
+	}
+	switch {
+	case mod.err != nil:
+		return mod.err
+	case !mod.biasOK:
+		return fmt.Errorf("%s: no mapping places its segments", mod.path)
+	}
+	t.lineTable(mod.obj, mod.path)
+	return mod.obj.dwarfErr
 }
 
 // ModuleAt returns the parsed ELF file mapped at pc and its load bias, for

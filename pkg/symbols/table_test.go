@@ -151,12 +151,12 @@ func TestFixtureTable(t *testing.T) {
 				pc   uint64
 				want Location
 			}{
-				{tt.wantBias + fn.addr + 5, Location{tt.fn, 5, path, tt.wantBias}},
-				{tt.wantBias + fn.addr, Location{tt.fn, 0, path, tt.wantBias}},
-				{tt.wantBias + fn.addr + fn.size - 1, Location{tt.fn, fn.size - 1, path, tt.wantBias}},
-				{tt.wantBias + data.addr + 2, Location{tt.data, 2, path, tt.wantBias}},
+				{tt.wantBias + fn.addr + 5, Location{Func: tt.fn, Offset: 5, Module: path, ModuleBase: tt.wantBias}},
+				{tt.wantBias + fn.addr, Location{Func: tt.fn, Offset: 0, Module: path, ModuleBase: tt.wantBias}},
+				{tt.wantBias + fn.addr + fn.size - 1, Location{Func: tt.fn, Offset: fn.size - 1, Module: path, ModuleBase: tt.wantBias}},
+				{tt.wantBias + data.addr + 2, Location{Func: tt.data, Offset: 2, Module: path, ModuleBase: tt.wantBias}},
 				// The ELF header is in the first mapping but in no symbol.
-				{maps[0].Start + 1, Location{"", maps[0].Start + 1 - tt.wantBias, path, tt.wantBias}},
+				{maps[0].Start + 1, Location{Func: "", Offset: maps[0].Start + 1 - tt.wantBias, Module: path, ModuleBase: tt.wantBias}},
 			}
 			for _, l := range lookups {
 				got, ok := tab.Lookup(l.pc)
@@ -195,15 +195,15 @@ func TestLookupProg(t *testing.T) {
 		ok   bool
 	}{
 		{"alias: global without underscores wins", base + nm["bump"].addr + 3,
-			Location{"bump", 3, path, base}, true},
+			Location{Func: "bump", Offset: 3, Module: path, ModuleBase: base}, true},
 		{"size 0 covers up to the next symbol", base + nm["zero_sized"].addr + 7,
-			Location{"zero_sized", 7, path, base}, true},
+			Location{Func: "zero_sized", Offset: 7, Module: path, ModuleBase: base}, true},
 		{"object in file-backed .bss", base + nm["buffer"].addr + 63,
-			Location{"buffer", 63, path, base}, true},
+			Location{Func: "buffer", Offset: 63, Module: path, ModuleBase: base}, true},
 		{"object in anonymous .bss", base + nm["scratch"].addr + 0x3000,
-			Location{"scratch", 0x3000, path, base}, true},
+			Location{Func: "scratch", Offset: 0x3000, Module: path, ModuleBase: base}, true},
 		{"end of .bss image", scratchEnd - 1,
-			Location{"scratch", nm["scratch"].size - 1, path, base}, true},
+			Location{Func: "scratch", Offset: nm["scratch"].size - 1, Module: path, ModuleBase: base}, true},
 		{"heap", last.End + 8, Location{}, false},
 		{"lone anonymous mapping", 0x7ffff7fb0010, Location{}, false},
 		{"stack", 0x7fffffffe000, Location{}, false},
@@ -373,7 +373,7 @@ func TestUnreadableModules(t *testing.T) {
 			loc, ok := tab.Lookup(base + 0x1234)
 			// Truncated files may keep their program headers; either way
 			// the module is named and the bias is the mapping's.
-			want := Location{"", 0x1234, path, base}
+			want := Location{Func: "", Offset: 0x1234, Module: path, ModuleBase: base}
 			if !ok || loc != want {
 				t.Fatalf("Lookup = %+v, %v; want %+v", loc, ok, want)
 			}
