@@ -79,6 +79,8 @@ type frame struct {
 	Func   string `json:"func"`
 	Offset uint64 `json:"offset"`
 	Module string `json:"module"`
+	File   string `json:"file"`
+	Line   int    `json:"line"`
 }
 
 type event struct {

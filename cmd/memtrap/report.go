@@ -17,6 +17,8 @@ type Frame struct {
 	Func   string // "" if unknown
 	Offset uint64
 	Module string
+	File   string // source file, "" if unknown
+	Line   int
 }
 
 // WriteEvent is a write with its backtrace, ready to print.
@@ -104,6 +106,9 @@ func frameString(f Frame) string {
 	if f.Module != "" {
 		fmt.Fprintf(&b, " (%s)", f.Module)
 	}
+	if f.File != "" {
+		fmt.Fprintf(&b, " %s:%d", f.File, f.Line)
+	}
 	return b.String()
 }
 
@@ -170,12 +175,14 @@ type jsonFrame struct {
 	Func   string `json:"func,omitempty"`
 	Offset uint64 `json:"offset"`
 	Module string `json:"module,omitempty"`
+	File   string `json:"file,omitempty"`
+	Line   int    `json:"line,omitempty"`
 }
 
 func (r *jsonReporter) Write(ev *WriteEvent) error {
 	bt := make([]jsonFrame, len(ev.Backtrace))
 	for i, f := range ev.Backtrace {
-		bt[i] = jsonFrame{fmt.Sprintf("%#x", f.PC), f.Func, f.Offset, f.Module}
+		bt[i] = jsonFrame{fmt.Sprintf("%#x", f.PC), f.Func, f.Offset, f.Module, f.File, f.Line}
 	}
 	return r.emit(struct {
 		Event     string      `json:"event"`

@@ -219,6 +219,9 @@ func (se *session) onWrite(w *pagewatch.Write) error {
 			if ok {
 				f.Func, f.Module = loc.Func, loc.Module
 				f.Offset = fr.PC - (look - loc.Offset)
+				// The line of the call (pc-1) for outer frames,
+				// as gdb prints it.
+				f.File, f.Line = loc.File, loc.Line
 			}
 			ev.Backtrace = append(ev.Backtrace, f)
 		}

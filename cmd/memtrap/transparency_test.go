@@ -24,7 +24,7 @@ func TestOwnSignals(t *testing.T) {
 		t.Fatalf("native run: %q", want.stdout)
 	}
 	for _, engine := range []string{"page", "hw"} {
-		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--backtrace", "1", "--symbol", "value", "--", prog, "20000")
+		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--backtrace", "6", "--symbol", "value", "--", prog, "20000")
 		if r.stdout != want.stdout || r.code != want.code {
 			t.Fatalf("%s: %q (exit %d), want %q; stderr tail %s", engine, r.stdout, r.code, want.stdout, tail(r.stderr))
 		}
@@ -33,6 +33,17 @@ func TestOwnSignals(t *testing.T) {
 		byFunc := map[string]int{}
 		for _, w := range ws {
 			byFunc[writer(w)]++
+			if writer(w) == "on_usr1" {
+				// The frames below a signal handler are the
+				// interrupted code: raise, called from main.
+				var below []string
+				for _, f := range w.Backtrace[1:] {
+					below = append(below, f.Func)
+				}
+				if !strings.Contains(strings.Join(below, " "), "main") {
+					t.Fatalf("%s: handler's backtrace %v does not reach main", engine, below)
+				}
+			}
 		}
 		if len(ws) != 20005 || byFunc["main"] != 20000 || byFunc["on_usr1"] != 5 {
 			t.Fatalf("%s: %d writes by %v", engine, len(ws), byFunc)
@@ -137,6 +148,10 @@ func TestGoAtomics(t *testing.T) {
 		ws := writes(parseEvents(t, r.stderr))
 		if len(ws) != 10000 {
 			t.Fatalf("%s: %d writes, want 10000", engine, len(ws))
+		}
+		if f := ws[0].Backtrace[0]; f.Func != "main.worker" || !strings.HasSuffix(f.File, "atomics.go") ||
+			f.Line != lineOf(t, "cmd/memtrap/testdata/atomics.go", "atomic.AddInt64(&counter, 1)") {
+			t.Fatalf("%s: frame 0 %+v", engine, f)
 		}
 		if engine == "hw" {
 			// Debug registers trap after the store; another thread's
@@ -269,5 +284,76 @@ func TestExec(t *testing.T) {
 		if !strings.Contains(r.stderr, "called execve") || !strings.Contains(r.stderr, "new image") {
 			t.Fatalf("%s: no exec notes: %s", engine, r.stderr)
 		}
+	}
+}
+
+// lineOf is the 1-based line of the first line of src containing s.
+func lineOf(t *testing.T, src, s string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(fixture.Root(), src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, s) {
+			return i + 1
+		}
+	}
+	t.Fatalf("%s has no %q", src, s)
+	return 0
+}
+
+// TestOptimizedMemsetBacktrace: glibc's memset (no frame pointer) writes;
+// CFI unwinding shows memset, then the caller with file:line, then its
+// callers, in order.
+func TestOptimizedMemsetBacktrace(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/memset.c", "-O2", "-g", "-fomit-frame-pointer")
+	want := native(t, prog)
+	r := memtrap(t, "run", "--format", "json", "--symbol", "buf", "--", prog)
+	if r.stdout != want.stdout || r.code != 0 {
+		t.Fatalf("%q exit %d; stderr %s", r.stdout, r.code, tail(r.stderr))
+	}
+	ws := writes(parseEvents(t, r.stderr))
+	if len(ws) == 0 {
+		t.Fatal("no writes")
+	}
+	covered := map[uint64]bool{}
+	for _, w := range ws {
+		// glibc's vector stores overlap at the tail: count bytes once.
+		for i := uint64(0); i < w.Size; i++ {
+			covered[w.Offset+i] = true
+		}
+		bt := w.Backtrace
+		if len(bt) < 4 || !strings.Contains(bt[0].Func, "memset") || bt[1].Func != "clear_record" ||
+			bt[2].Func != "process" || bt[3].Func != "main" {
+			t.Fatalf("backtrace %+v", bt)
+		}
+		if !strings.HasSuffix(bt[1].File, "testdata/memset.c") || bt[1].Line != lineOf(t, "cmd/memtrap/testdata/memset.c", "memset(p, c, n)") {
+			t.Fatalf("clear_record frame at %s:%d", bt[1].File, bt[1].Line)
+		}
+	}
+	for i := uint64(0); i < 200; i++ {
+		if !covered[i] {
+			t.Fatalf("byte %d of buf not reported written", i)
+		}
+	}
+	if len(covered) != 200 {
+		t.Fatalf("memset reported on %d bytes of buf, want 200", len(covered))
+	}
+}
+
+// TestCppMethod: a C++ method's frame reads as gdb shows it.
+func TestCppMethod(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/method.cc", "-O0", "-g")
+	r := memtrap(t, "run", "--format", "json", "--symbol", "account", "--", prog)
+	if r.stdout != "60\n" || r.code != 0 {
+		t.Fatalf("%q exit %d; stderr %s", r.stdout, r.code, r.stderr)
+	}
+	ws := writes(parseEvents(t, r.stderr))
+	if len(ws) != 3 || writer(ws[0]) != "ns::Account::deposit(int)" || ws[2].New != "0x3c" {
+		t.Fatalf("writes %+v", ws)
+	}
+	if ws[0].Backtrace[0].Line != lineOf(t, "cmd/memtrap/testdata/method.cc", "balance += amount") {
+		t.Fatalf("frame 0 at line %d", ws[0].Backtrace[0].Line)
 	}
 }
