@@ -357,3 +357,19 @@ func TestCppMethod(t *testing.T) {
 		t.Fatalf("frame 0 at line %d", ws[0].Backtrace[0].Line)
 	}
 }
+
+// TestDWARFSymbols: --symbol takes a struct member from DWARF (its type's
+// size as the length) and module:name.
+func TestDWARFSymbols(t *testing.T) {
+	prog := fixture.Build(t, "examples/stomp.c", "-O0", "-g", "-fno-omit-frame-pointer")
+	r := memtrap(t, "run", "--format", "json", "--symbol", "session.token", "--", prog)
+	evs := parseEvents(t, r.stderr)
+	ws := writes(evs)
+	if r.code != 3 || len(ws) != 7 || ws[0].Region != "session.token" || ws[0].Size != 8 || writer(ws[0]) != "issue_token" {
+		t.Fatalf("exit %d, writes %+v", r.code, ws)
+	}
+	r = memtrap(t, "run", "--format", "json", "--symbol", "libc.so.6:environ", "--", prog)
+	if r.code != 3 || parseEvents(t, r.stderr)[0].Event != "watch" {
+		t.Fatalf("libc.so.6:environ: exit %d, %s", r.code, r.stderr)
+	}
+}
