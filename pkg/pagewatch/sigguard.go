@@ -52,7 +52,7 @@ func (w *Watch) checkSegv(t *tracer.Thread) error {
 	}
 	// Every time, also while the target has no handler: one installed
 	// since the last look can be reset by this very fault, and then its
-	// copy would never have been taken. (About 5 us: a pread of /proc.)
+	// copy would never have been taken. (About 5 us: a pread of /proc/PID/stat.)
 	cg, err := w.p.CaughtSignals()
 	if err != nil {
 		return nil // the process is going away

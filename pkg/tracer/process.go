@@ -29,7 +29,7 @@ type Process struct {
 
 	threads    map[int]*Thread
 	mem        *os.File
-	statusFile *os.File // /proc/PID/status, kept open for CaughtSignals
+	statusFile *os.File // /proc/PID/stat, kept open for CaughtSignals
 	tracerTid  int
 	ownChild   bool // launched by us: reap on exit, EXITKILL set
 	options    int
