@@ -525,3 +525,67 @@ func childOf(ppid int) int {
 	}
 	return 0
 }
+
+// TestExitStatusAndOutputFile: a target killed by signal N makes memtrap
+// exit 128+N, as a shell reports it; -o sends the reports to a file and
+// leaves stderr to the target.
+func TestExitStatusAndOutputFile(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/killed.c", "-O0")
+	out := filepath.Join(t.TempDir(), "w.jsonl")
+	r := memtrap(t, "run", "--format", "json", "-o", out, "--symbol", "value", "--", prog)
+	if r.code != 128+6 {
+		t.Fatalf("exit %d, want %d (SIGABRT)", r.code, 128+6)
+	}
+	if r.stderr != "" {
+		t.Fatalf("reports leaked to stderr: %q", r.stderr)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := parseEvents(t, string(b))
+	end := last(t, evs)
+	if len(writes(evs)) != 1 || end.Event != "exit" || end.Signal == nil || *end.Signal != 6 {
+		t.Fatalf("events %+v", evs)
+	}
+}
+
+// TestAttachSIGTERM: SIGTERM detaches like SIGINT.
+func TestAttachSIGTERM(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/ticker.c", "-O0")
+	target := exec.Command(prog, "100")
+	stdout, _ := target.StdoutPipe()
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer target.Process.Kill()
+	rd := bufio.NewReader(stdout)
+	rd.ReadString('\n')
+	go io.Copy(io.Discard, rd)
+	mt := exec.Command(memtrapBin, "attach", fmt.Sprint(target.Process.Pid), "--engine", "page", "--format", "json", "--symbol", "ticks")
+	errp, _ := mt.StderrPipe()
+	if err := mt.Start(); err != nil {
+		t.Fatal(err)
+	}
+	mrd := bufio.NewReader(errp)
+	for {
+		l, err := mrd.ReadString('\n')
+		if err != nil {
+			t.Fatalf("memtrap ended early: %v", err)
+		}
+		if strings.Contains(l, `"event":"write"`) {
+			break
+		}
+	}
+	mt.Process.Signal(syscall.SIGTERM)
+	rest, _ := readAll(mrd)
+	if err := mt.Wait(); err != nil {
+		t.Fatalf("memtrap: %v", err)
+	}
+	if end := last(t, parseEvents(t, rest)); end.Event != "detach" {
+		t.Fatalf("last event %+v", end)
+	}
+	if err := target.Wait(); err != nil {
+		t.Fatalf("target after detach: %v", err)
+	}
+}
