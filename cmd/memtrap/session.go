@@ -192,7 +192,8 @@ func (se *session) watchOptions() (pagewatch.Options, error) {
 func (se *session) onWrite(w *pagewatch.Write) error {
 	ev := &WriteEvent{Write: w}
 	if n := se.flags.backtrace; n > 0 {
-		frames := se.unw.Unwind(unwind.RegsFromPtrace(&w.Regs), se.p, n)
+		mem := &stackWindow{p: se.p}
+		frames := se.unw.Unwind(unwind.RegsFromPtrace(&w.Regs), mem, n)
 		if len(frames) > 0 {
 			// The writing instruction, also when the registers are
 			// those after it (debug registers).
@@ -261,4 +262,36 @@ func exitCode(s Summary) int {
 		return 128 + s.Signal
 	}
 	return s.Code
+}
+
+// stackWindow serves an unwind's reads of the target's memory from whole
+// pages read once: a 10-frame unwind makes dozens of 8-byte reads, each a
+// pread of /proc/PID/mem otherwise.
+type stackWindow struct {
+	p     *tracer.Process
+	pages map[uint64][]byte // nil entry: unreadable
+}
+
+func (s *stackWindow) ReadMemory(addr uint64, b []byte) error {
+	const pageSize = 4096
+	for len(b) > 0 {
+		base := addr &^ (pageSize - 1)
+		pg, seen := s.pages[base]
+		if !seen {
+			if s.pages == nil {
+				s.pages = map[uint64][]byte{}
+			}
+			pg = make([]byte, pageSize)
+			if s.p.ReadMemory(base, pg) != nil {
+				pg = nil
+			}
+			s.pages[base] = pg
+		}
+		if pg == nil {
+			return s.p.ReadMemory(addr, b)
+		}
+		n := copy(b, pg[addr-base:])
+		b, addr = b[n:], addr+uint64(n)
+	}
+	return nil
 }

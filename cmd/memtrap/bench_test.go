@@ -1,0 +1,84 @@
+package main
+
+import (
+	"io"
+	"testing"
+
+	"github.com/memtrap/memtrap/internal/fixture"
+	"github.com/memtrap/memtrap/pkg/pagewatch"
+	"github.com/memtrap/memtrap/pkg/tracer"
+)
+
+// BenchmarkUnwindSymbolize: what reporting costs per trapped write beyond
+// the trap itself: a 10-frame CFI unwind of a live, stopped thread and the
+// symbolization (function, module, file:line) of every frame.
+func BenchmarkUnwindSymbolize(b *testing.B) {
+	prog := fixture.Build(b, "cmd/memtrap/testdata/deep.c", "-O0", "-g")
+	f := &watchFlags{backtrace: 10, format: "json", width: 8, engine: "page", completer: "emulate",
+		specs: []*regionSpec{{symbol: "value"}}}
+	err := tracer.Locked(func() error {
+		p, err := tracer.Launch([]string{prog}, tracer.LaunchOptions{})
+		if err != nil {
+			return err
+		}
+		defer p.Kill()
+		se := newSession(f, io.Discard)
+		se.p = p
+		th, err := p.RunToEntry()
+		if err != nil {
+			return err
+		}
+		regions, err := se.resolve()
+		if err != nil {
+			return err
+		}
+		opts, _ := se.watchOptions()
+		var frames int
+		opts.Sink = func(w *pagewatch.Write) error {
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := se.onWrite(w); err != nil {
+					return err
+				}
+			}
+			b.StopTimer()
+			frames = 10
+			return nil
+		}
+		w, err := pagewatch.New(p, regions, opts)
+		if err != nil {
+			return err
+		}
+		if err := w.Arm(th); err != nil {
+			return err
+		}
+		if err := p.ResumeAll(); err != nil {
+			return err
+		}
+		_, err = w.Run()
+		if frames == 0 {
+			b.Fatal("no write trapped")
+		}
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkReportJSON: formatting one write as a JSON line.
+func BenchmarkReportJSON(b *testing.B) {
+	rep := newReporter("json", io.Discard)
+	ev := &WriteEvent{
+		Write: &pagewatch.Write{Seq: 1, Pid: 1, Tid: 1, Region: &pagewatch.Region{Name: "counter", Addr: 0x1000, Len: 8},
+			Addr: 0x1000, Size: 8, Old: make([]byte, 8), New: []byte{1, 0, 0, 0, 0, 0, 0, 0}, PC: 0x401000,
+			Insn: "mov qword ptr [rip+0x2ee5], rax", Exact: true},
+		Backtrace: []Frame{{PC: 0x401000, Func: "worker", Offset: 42, Module: "/bin/prog", File: "prog.c", Line: 10},
+			{PC: 0x401100, Func: "main", Offset: 12, Module: "/bin/prog", File: "prog.c", Line: 20}},
+	}
+	for i := 0; i < b.N; i++ {
+		if err := rep.Write(ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
