@@ -44,18 +44,11 @@ func newAttachCmd(s *Streams) *cobra.Command {
 }
 
 func runAttach(o *attachOptions, s *Streams) error {
-	out, closeOut, err := openOutput(o.output, s.Err)
+	se, wopts, done, err := start(&o.watchFlags, s)
 	if err != nil {
 		return err
 	}
-	defer closeOut()
-	se := newSession(&o.watchFlags, out)
-	wopts, err := se.watchOptions()
-	if err != nil {
-		return err
-	}
-	se.watchSignals()
-	defer se.stopSignals()
+	defer done()
 	var sum Summary
 	err = tracer.Locked(func() error {
 		p, err := tracer.Attach(o.pid)

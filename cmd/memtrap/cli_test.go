@@ -45,23 +45,17 @@ type result struct {
 // memtrap runs the real binary, as a user would.
 func memtrap(t *testing.T, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(memtrapBin, args...)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("running memtrap: %v", err)
-	}
-	return result{o.String(), e.String(), code}
+	return runCmd(t, exec.Command(memtrapBin, args...))
 }
 
 // native runs a program alone, for comparison.
 func native(t *testing.T, prog string, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(prog, args...)
+	return runCmd(t, exec.Command(prog, args...))
+}
+
+func runCmd(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
@@ -69,7 +63,7 @@ func native(t *testing.T, prog string, args ...string) result {
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatal(err)
+		t.Fatalf("running %s: %v", cmd.Path, err)
 	}
 	return result{o.String(), e.String(), code}
 }

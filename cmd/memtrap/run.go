@@ -42,18 +42,11 @@ func newRunCmd(s *Streams) *cobra.Command {
 }
 
 func runRun(o *runOptions, s *Streams) error {
-	out, closeOut, err := openOutput(o.output, s.Err)
+	se, wopts, done, err := start(&o.watchFlags, s)
 	if err != nil {
 		return err
 	}
-	defer closeOut()
-	se := newSession(&o.watchFlags, out)
-	wopts, err := se.watchOptions()
-	if err != nil {
-		return err
-	}
-	se.watchSignals()
-	defer se.stopSignals()
+	defer done()
 	var sum Summary
 	err = tracer.Locked(func() error {
 		p, err := tracer.Launch(o.argv, tracer.LaunchOptions{})

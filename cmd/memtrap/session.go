@@ -42,17 +42,44 @@ func (se *session) stopSignals() {
 	}
 }
 
-// resolve turns the flags' region specs into regions of p.
-func (se *session) resolve() ([]*pagewatch.Region, error) {
-	maps, err := tracer.ReadMaps(se.p.Pid)
-	if err != nil {
-		return nil, fmt.Errorf("reading memory map of %d: %w", se.p.Pid, err)
+// loadSymbols starts a symbol table and an unwinder over the target's
+// current memory map (a new image after execve).
+func (se *session) loadSymbols(maps []tracer.Mapping) {
+	if se.syms != nil {
+		se.syms.Close()
 	}
 	se.syms = symbols.NewTable(maps, symbols.Options{
 		Root:       fmt.Sprintf("/proc/%d/root", se.p.Pid),
 		ReadMemory: se.p.ReadMemory,
 	})
 	se.unw = unwind.New(se.syms)
+}
+
+// start opens the report stream, builds the session and its watch options,
+// and starts catching the signals that end a session. The returned func
+// undoes what start did.
+func start(f *watchFlags, s *Streams) (*session, pagewatch.Options, func(), error) {
+	out, closeOut, err := openOutput(f.output, s.Err)
+	if err != nil {
+		return nil, pagewatch.Options{}, nil, err
+	}
+	se := newSession(f, out)
+	wopts, err := se.watchOptions()
+	if err != nil {
+		closeOut()
+		return nil, wopts, nil, err
+	}
+	se.watchSignals()
+	return se, wopts, func() { se.stopSignals(); closeOut() }, nil
+}
+
+// resolve turns the flags' region specs into regions of p.
+func (se *session) resolve() ([]*pagewatch.Region, error) {
+	maps, err := tracer.ReadMaps(se.p.Pid)
+	if err != nil {
+		return nil, fmt.Errorf("reading memory map of %d: %w", se.p.Pid, err)
+	}
+	se.loadSymbols(maps)
 	var regions []*pagewatch.Region
 	for _, s := range se.flags.specs {
 		if s.addr != "" {
@@ -98,14 +125,7 @@ func (se *session) onExec() ([]*pagewatch.Region, error) {
 	if err != nil {
 		return nil, err
 	}
-	if se.syms != nil {
-		se.syms.Close()
-	}
-	se.syms = symbols.NewTable(maps, symbols.Options{
-		Root:       fmt.Sprintf("/proc/%d/root", se.p.Pid),
-		ReadMemory: se.p.ReadMemory,
-	})
-	se.unw = unwind.New(se.syms)
+	se.loadSymbols(maps)
 	var regions []*pagewatch.Region
 	for _, s := range se.flags.specs {
 		if s.symbol == "" {
