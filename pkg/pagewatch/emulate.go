@@ -1,38 +1,88 @@
 package pagewatch
 
 import (
-	"encoding/binary"
-
-	"golang.org/x/arch/x86/x86asm"
+	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/sys/unix"
 )
 
-// Emulator completes the simplest stores by doing them itself: it computes
-// the bytes from the decoded instruction and the registers, writes them
-// through /proc/PID/mem (which writes through the protection of private
-// pages), and moves RIP past the instruction. One ptrace stop per write, no
-// unprotect window, no other thread stopped.
+// Emulator completes a trapped store by doing it itself: it computes what
+// the instruction writes from the decoded instruction, the registers and,
+// when the instruction reads them, memory and the vector registers; writes
+// the bytes through /proc/PID/mem (which writes through the protection of
+// private pages); and sets the registers the instruction leaves (RIP, and
+// RCX/RSI/RDI or EFLAGS when it changes them). One ptrace stop per write,
+// no unprotect window, no other thread stopped.
 //
-// Everything else goes to Fallback (Stepper if nil): instructions outside
-// the emulated set, LOCKed ones (their atomicity towards other threads is
-// only kept with the world stopped), pages of shared mappings (a forced
-// write does not reach them), and any store whose decoded address disagrees
+// It emulates:
+//   - MOV, MOVNTI and MOVBE from a general or segment register or an
+//     immediate, and SETcc;
+//   - ADD, ADC, SUB, SBB, AND, OR, XOR, INC, DEC, NEG and NOT on memory,
+//     with the flags the CPU sets;
+//   - STOS and MOVS, with or without REP (all RCX elements at once, up to
+//     maxEmulated bytes; overlapping MOVS element by element);
+//   - the SSE, AVX and AVX-512 stores of a vector register or a part of
+//     one (MOVAPS ... VMOVDQU64, MOVQ/MOVD/MOVSS/MOVSD, MOVLPS/MOVHPS,
+//     PEXTR*, VEXTRACT*), the AVX-512 moves under a write mask too (the
+//     selected elements only: glibc's memset and memcpy end with those),
+//     and MOVQ/MOVD/MOVNTQ from MMX.
+//
+// Vector registers are read (PTRACE_GETFPREGS, or PTRACE_GETREGSET as far
+// as the register's XSAVE component) only for vector stores.
+//
+// Everything else goes to Fallback (Stepper if nil), before anything
+// changes: other instructions; LOCKed ones and XCHG, CMPXCHG, XADD, whose
+// atomicity towards other threads only a stopped world keeps; aligned
+// vector stores to a misaligned address (the CPU raises #GP); stores with
+// TF or AC set; REP string ops over more than maxEmulated bytes or with a
+// 32-bit address size; stores that reach a page the target cannot write or
+// that a forced write does not reach (an armed page of a shared mapping),
+// or read one it cannot read; and stores whose decoded address disagrees
 // with the fault.
+//
+// Other threads keep running meanwhile. They cannot change the bytes of an
+// armed page (they would trap), so a read-modify-write of one is as
+// consistent as the CPU's own unlocked one; and the protection of pages
+// other than ours is read from the maps when a store reaches them, so a
+// thread changing it at that very moment races with the store as it would
+// with the CPU's.
 type Emulator struct {
 	Fallback Completer
+	// Stats, if set, counts the faults emulated and those handed to the
+	// fallback. It is updated on the ptrace thread.
+	Stats *EmulatorStats
+}
+
+// EmulatorStats counts an Emulator's work.
+type EmulatorStats struct {
+	Emulated int
+	Fallback int
+	// Why counts the fallbacks by reason: "op XCHG", "locked",
+	// "misaligned", "store not decoded", ...
+	Why map[string]int
+}
+
+func (s *EmulatorStats) fallback(why string) {
+	s.Fallback++
+	if s.Why == nil {
+		s.Why = map[string]int{}
+	}
+	s.Why[why]++
 }
 
 // Complete implements Completer.
 func (e Emulator) Complete(w *Watch, f *Fault) (bool, error) {
-	if b, ok := storeBytes(&f.Store, &f.Regs); ok && w.privatePages(f.Store.Addr, f.Store.Size) {
-		if err := w.p.WriteMemory(f.Store.Addr, b); err == nil {
-			regs := f.Regs
-			regs.Rip += uint64(f.Store.Len)
-			if err := f.Thread.SetRegs(&regs); err != nil {
-				return false, err
-			}
-			return true, nil
+	why, err := e.emulate(w, f)
+	if err != nil {
+		return false, err
+	}
+	if why == "" {
+		if e.Stats != nil {
+			e.Stats.Emulated++
 		}
+		return true, nil
+	}
+	if e.Stats != nil {
+		e.Stats.fallback(why)
 	}
 	fb := e.Fallback
 	if fb == nil {
@@ -41,55 +91,105 @@ func (e Emulator) Complete(w *Watch, f *Fault) (bool, error) {
 	return fb.Complete(w, f)
 }
 
-// privatePages reports whether every armed page of [addr, addr+n) belongs
-// to a private mapping.
-func (w *Watch) privatePages(addr, n uint64) bool {
-	for a := pageDown(addr); a < addr+n; a += pageSize {
-		if pg := w.pages[a]; pg != nil && pg.shared {
-			return false
+// emulate does f's store or says why not, with nothing changed. An error
+// means the thread's state is no longer known.
+func (e Emulator) emulate(w *Watch, f *Fault) (string, error) {
+	var em emulation
+	if why := em.run(&f.Store, &f.Regs, liveTarget{w.p, f.Thread}); why != "" {
+		return why, nil
+	}
+	dst := em.written()
+	if em.masked && (f.SiAddr < dst.lo || f.SiAddr >= dst.hi) {
+		// The decoder's address is not known to agree with the CPU's.
+		return "masked store off the fault", nil
+	}
+	if why := w.reachable(dst, em.src); why != "" {
+		return why, nil
+	}
+	for a := pageDown(dst.lo); a < dst.hi; a += pageSize {
+		if err := w.Snapshot(f, a); err != nil {
+			return "", err
 		}
 	}
-	return true
+	if em.old == nil && pageDown(dst.lo) != pageDown(dst.hi-1) {
+		// A write over several pages can fail half-way (a page unmapped
+		// meanwhile): keep what to put back.
+		em.old = make([]byte, len(em.data))
+		err := em.runs(func(lo, hi uint64) error { return w.p.ReadMemory(em.addr+lo, em.old[lo:hi]) })
+		if err != nil {
+			return "reading the destination", nil
+		}
+	}
+	written, err := em.apply(w.p, f.Thread)
+	switch {
+	case err != nil && written:
+		return "", err
+	case err != nil:
+		if em.old != nil {
+			_ = em.runs(func(lo, hi uint64) error { return w.p.WriteMemory(em.addr+lo, em.old[lo:hi]) })
+		}
+		return "writing the destination", nil
+	}
+	return "", nil
 }
 
-// storeBytes returns the bytes a plain store writes, for the instructions
-// the emulator handles: MOV and MOVNTI from a general register or an
-// immediate.
-func storeBytes(s *Store, regs *unix.PtraceRegs) ([]byte, bool) {
-	if !s.Known || s.Rep || s.Size == 0 || s.Size > 8 {
-		return nil, false
+// apply performs an emulation on the target: the bytes, then the registers.
+// written says whether the bytes went in.
+func (em *emulation) apply(p *tracer.Process, t *tracer.Thread) (written bool, err error) {
+	if err := em.runs(func(lo, hi uint64) error { return p.WriteMemory(em.addr+lo, em.data[lo:hi]) }); err != nil {
+		return false, err
 	}
-	in := &s.Inst
-	for _, p := range in.Prefix {
-		if p == 0 {
-			break
+	return true, t.SetRegs(&em.regs)
+}
+
+// liveTarget is a stopped thread of the traced process.
+type liveTarget struct {
+	p *tracer.Process
+	t *tracer.Thread
+}
+
+func (l liveTarget) ReadMemory(addr uint64, b []byte) error { return l.p.ReadMemory(addr, b) }
+func (l liveTarget) FPRegs(out *[512]byte) error            { return l.t.FPRegs(out) }
+func (l liveTarget) XState(buf []byte) (int, error)         { return l.t.XState(buf) }
+
+// reachable says why the target could not write all of dst or read all of
+// src as the instruction would, or that a forced write would not reach
+// dst, or "" if neither. Our armed pages are known; the protection of any
+// other page comes from the maps, read only then.
+func (w *Watch) reachable(dst, src span) string {
+	var maps []tracer.Mapping
+	prot := func(a uint64) (int, bool) {
+		if maps == nil {
+			var err error
+			if maps, err = tracer.ReadMaps(w.p.Pid); err != nil {
+				return 0, false
+			}
 		}
-		if p&0xFF == x86asm.PrefixLOCK&0xFF {
-			return nil, false
+		m, ok := findMapping(maps, a)
+		return m.Prot, ok
+	}
+	for a := pageDown(dst.lo); a < dst.hi; a += pageSize {
+		if pg := w.pages[a]; pg != nil && pg.armed {
+			if pg.shared {
+				// Write-protected and shared: a forced write is refused.
+				return "armed page of a shared mapping"
+			}
+			continue
+		}
+		if p, ok := prot(a); !ok || p&unix.PROT_WRITE == 0 {
+			return "destination not writable"
 		}
 	}
-	switch in.Op {
-	case x86asm.MOV, x86asm.MOVNTI:
-	default:
-		return nil, false
-	}
-	if _, ok := in.Args[0].(x86asm.Mem); !ok {
-		return nil, false
-	}
-	var v uint64
-	switch src := in.Args[1].(type) {
-	case x86asm.Reg:
-		r, ok := regValue(src, regs)
-		if !ok {
-			return nil, false
+	for a := pageDown(src.lo); a < src.hi; a += pageSize {
+		if pg := w.pages[a]; pg != nil && pg.armed {
+			if pg.prot&unix.PROT_READ == 0 {
+				return "source not readable"
+			}
+			continue
 		}
-		v = r
-	case x86asm.Imm:
-		v = uint64(src)
-	default:
-		return nil, false
+		if p, ok := prot(a); !ok || p&unix.PROT_READ == 0 {
+			return "source not readable"
+		}
 	}
-	var buf [8]byte
-	binary.LittleEndian.PutUint64(buf[:], v)
-	return buf[:s.Size], true
+	return ""
 }

@@ -1,0 +1,87 @@
+package pagewatch
+
+import (
+	"testing"
+
+	"github.com/memtrap/memtrap/pkg/tracer"
+)
+
+// fakeTarget is a process without a process: memory whose bytes are a
+// function of their address, and vector registers full of a pattern.
+type fakeTarget struct{ reads int }
+
+func (f *fakeTarget) ReadMemory(addr uint64, b []byte) error {
+	f.reads++
+	for i := range b {
+		a := addr + uint64(i)
+		b[i] = byte(a*31 ^ a>>8)
+	}
+	return nil
+}
+
+func (f *fakeTarget) FPRegs(out *[512]byte) error {
+	for i := range out {
+		out[i] = byte(i * 7)
+	}
+	return nil
+}
+
+func (f *fakeTarget) XState(buf []byte) (int, error) {
+	for i := range buf {
+		buf[i] = byte(i * 13)
+	}
+	if len(buf) >= tracer.XStateBVOffset+8 {
+		putLE(buf[tracer.XStateBVOffset:], ^uint64(0))
+	}
+	return len(buf), nil
+}
+
+// FuzzEmulate: whatever the bytes and registers, the emulator does not
+// panic, and what it emulates writes exactly the decoded store and leaves
+// the registers an instruction may change.
+func FuzzEmulate(f *testing.F) {
+	for _, c := range storeCases {
+		f.Add(mustHex(f, c.code), uint64(len(c.name)), uint64(0x246))
+		f.Add(mustHex(f, c.code), uint64(len(c.name)), uint64(0x246|flagDF|flagCF))
+	}
+	for _, code := range []string{
+		"f3 a4", "f3 48 a5", "64 a4", "48 01 07", "f6 1f", "80 17 ff", "66 0f 3a 16 0f 07",
+		"62 e1 fe 48 7f 0f", "c4 63 7d 39 27 01", "0f 7f 1f", "62 f3 fd 48 3b 1f 01", "66 0f 38 f1 0f",
+	} {
+		f.Add(mustHex(f, code), uint64(7), uint64(0x202))
+	}
+	fake := &fakeTarget{}
+	f.Fuzz(func(t *testing.T, code []byte, seed, eflags uint64) {
+		regs := fuzzRegs(seed, eflags)
+		s, err := DecodeStore(code, &regs)
+		if err != nil {
+			return
+		}
+		var em emulation
+		if why := em.run(&s, &regs, fake); why != "" {
+			return
+		}
+		if uint64(len(em.data)) != s.Size || em.addr != s.Addr || s.Known == em.masked ||
+			em.masked && (em.mask == 0 || s.Size < 64 && em.mask>>s.Size != 0) {
+			t.Fatalf("% x (%v): emulated %d bytes at %#x; the store is %d at %#x", code, s.Inst, len(em.data), em.addr, s.Size, s.Addr)
+		}
+		if em.old != nil && len(em.old) != len(em.data) {
+			t.Fatalf("% x (%v): %d old bytes for %d", code, s.Inst, len(em.old), len(em.data))
+		}
+		want := regs
+		want.Rip += uint64(s.Len)
+		want.Eflags = em.regs.Eflags
+		want.Rcx, want.Rsi, want.Rdi = em.regs.Rcx, em.regs.Rsi, em.regs.Rdi
+		if want != em.regs {
+			t.Fatalf("% x (%v): registers %+v, from %+v", code, s.Inst, em.regs, regs)
+		}
+		if changed := (em.regs.Eflags ^ regs.Eflags) &^ (arithFlags | flagRF); changed != 0 {
+			t.Fatalf("% x (%v): EFLAGS %#x -> %#x", code, s.Inst, regs.Eflags, em.regs.Eflags)
+		}
+		if (em.regs.Rcx != regs.Rcx || em.regs.Rsi != regs.Rsi || em.regs.Rdi != regs.Rdi) && !isStos(s.Inst.Op) && !isMovs(s.Inst.Op) {
+			t.Fatalf("% x (%v): a string register changed", code, s.Inst)
+		}
+	})
+}
+
+var _ target = (*fakeTarget)(nil)
