@@ -31,6 +31,19 @@ func ptraceRaw(req int, pid int, addr, data uintptr) error {
 	return nil
 }
 
+// ptracePtr is ptraceRaw for a request whose data is a pointer to Go
+// memory. The conversion to uintptr must happen in the Syscall6 call
+// itself: converted any earlier, the object (often on a goroutine stack)
+// can move before the kernel writes to it, and the kernel writes to where
+// it was.
+func ptracePtr(req int, pid int, addr uintptr, data unsafe.Pointer) error {
+	_, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, uintptr(data), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
 func ptraceSeize(pid int, opts int) error {
 	return ptraceRaw(unix.PTRACE_SEIZE, pid, 0, uintptr(opts))
 }
@@ -56,24 +69,24 @@ func ptraceInterrupt(tid int) error {
 }
 
 func ptraceGetSiginfo(tid int, si *Siginfo) error {
-	return ptraceRaw(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(si)))
+	return ptracePtr(unix.PTRACE_GETSIGINFO, tid, 0, unsafe.Pointer(si))
 }
 
 func ptraceSetSiginfo(tid int, si *Siginfo) error {
-	return ptraceRaw(unix.PTRACE_SETSIGINFO, tid, 0, uintptr(unsafe.Pointer(si)))
+	return ptracePtr(unix.PTRACE_SETSIGINFO, tid, 0, unsafe.Pointer(si))
 }
 
 func ptraceGetRegs(tid int, r *unix.PtraceRegs) error {
-	return ptraceRaw(unix.PTRACE_GETREGS, tid, 0, uintptr(unsafe.Pointer(r)))
+	return ptracePtr(unix.PTRACE_GETREGS, tid, 0, unsafe.Pointer(r))
 }
 
 func ptraceSetRegs(tid int, r *unix.PtraceRegs) error {
-	return ptraceRaw(unix.PTRACE_SETREGS, tid, 0, uintptr(unsafe.Pointer(r)))
+	return ptracePtr(unix.PTRACE_SETREGS, tid, 0, unsafe.Pointer(r))
 }
 
 func ptraceEventMsg(tid int) (uint64, error) {
 	var msg uint64
-	err := ptraceRaw(unix.PTRACE_GETEVENTMSG, tid, 0, uintptr(unsafe.Pointer(&msg)))
+	err := ptracePtr(unix.PTRACE_GETEVENTMSG, tid, 0, unsafe.Pointer(&msg))
 	return msg, err
 }
 

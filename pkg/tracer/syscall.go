@@ -18,7 +18,7 @@ type SyscallInfo struct {
 
 func ptraceSyscallInfo(tid int) (SyscallInfo, error) {
 	var buf [88]byte
-	err := ptraceRaw(unix.PTRACE_GET_SYSCALL_INFO, tid, uintptr(len(buf)), uintptr(unsafe.Pointer(&buf[0])))
+	err := ptracePtr(unix.PTRACE_GET_SYSCALL_INFO, tid, uintptr(len(buf)), unsafe.Pointer(&buf[0]))
 	if err != nil {
 		return SyscallInfo{}, err
 	}

@@ -13,7 +13,7 @@ import (
 // SigMask reads the thread's blocked-signal mask (bit n-1 for signal n).
 func (t *Thread) SigMask() (uint64, error) {
 	var m uint64
-	if err := ptraceRaw(unix.PTRACE_GETSIGMASK, t.Tid, 8, uintptr(unsafe.Pointer(&m))); err != nil {
+	if err := ptracePtr(unix.PTRACE_GETSIGMASK, t.Tid, 8, unsafe.Pointer(&m)); err != nil {
 		return 0, fmt.Errorf("PTRACE_GETSIGMASK %d: %w", t.Tid, err)
 	}
 	return m, nil
@@ -21,7 +21,7 @@ func (t *Thread) SigMask() (uint64, error) {
 
 // SetSigMask writes the thread's blocked-signal mask.
 func (t *Thread) SetSigMask(m uint64) error {
-	if err := ptraceRaw(unix.PTRACE_SETSIGMASK, t.Tid, 8, uintptr(unsafe.Pointer(&m))); err != nil {
+	if err := ptracePtr(unix.PTRACE_SETSIGMASK, t.Tid, 8, unsafe.Pointer(&m)); err != nil {
 		return fmt.Errorf("PTRACE_SETSIGMASK %d: %w", t.Tid, err)
 	}
 	return nil
