@@ -88,6 +88,23 @@
 // rather than through debug/dwarf's Type, which recurses without limit on
 // cyclic types.
 //
+// # Parameters
+//
+// [Table.Params] lists the formal parameters of the out-of-line function
+// (DW_TAG_subprogram, by DW_AT_low_pc/high_pc or DW_AT_ranges) covering a
+// frame's pc, with their values, as gdb's backtrace shows them. The first
+// call for a module indexes its subprograms by pc range and keeps the raw
+// .debug_loc, .debug_loclists and .debug_addr sections; location lists are
+// parsed here, since debug/dwarf does not (DWARF 2-4 with base address
+// selection, DWARF 5 with every DW_LLE_* kind and gcc's view pairs), and a
+// unit's version is read from its .debug_info header. Expressions are
+// evaluated over the registers and CFA the caller vouches for
+// ([FrameRegs]), bounded in stack and steps; what cannot be evaluated
+// (DW_OP_entry_value, TLS, implicit pointers, later pieces, a register not
+// recovered in an outer frame) is a parameter not Known, gdb's
+// <optimized out>. Values wider than 8 bytes are not read. Inlined
+// subroutines are not described.
+//
 // # Concurrency and lifetime
 //
 // A Table is safe for concurrent use; a mutex guards its lazily filled

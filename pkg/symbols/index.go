@@ -47,6 +47,7 @@ type object struct {
 	lines     *lineTable // nil if none
 	varsDone  bool
 	vars      map[string]dwarfVar
+	funcs     *funcIndex // subprograms for Params; nil until first needed
 }
 
 type sym struct {

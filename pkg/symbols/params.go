@@ -1,0 +1,925 @@
+package symbols
+
+import (
+	"debug/dwarf"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Param is one formal parameter of the function at a frame, as gdb's
+// backtrace shows it: "fill_record (dst=0x4c6040, n=100)".
+type Param struct {
+	Name string
+	// Value is the parameter's first Size bytes, little-endian, when Known.
+	Value uint64
+	// Size is the byte size of the parameter's type, 0 if unknown. It may
+	// exceed 8 (a struct passed by value); Known is then false.
+	Size int
+	// Known is false where gdb says <optimized out>: no location at this
+	// pc, a location this package does not evaluate (DW_OP_entry_value
+	// among them), a register the frame does not vouch for, memory that
+	// cannot be read, or a value wider than 8 bytes.
+	Known bool
+}
+
+// FrameRegs gives what a frame's location expressions need.
+type FrameRegs struct {
+	// Regs are in DWARF numbering: 0 rax, 1 rdx, 2 rcx, 3 rbx, 4 rsi,
+	// 5 rdi, 6 rbp, 7 rsp, 8-15 r8-r15, 16 rip.
+	Regs [17]uint64
+	// RegsValid has bit i set when Regs[i] can be trusted: all of them in
+	// the innermost frame; in outer frames rsp, rip and what the unwinder
+	// recovered (rbp and other callee-saved registers).
+	RegsValid uint32
+	// CFA is the frame's canonical frame address, 0 if unknown.
+	CFA uint64
+	// PC is the runtime pc the frame is at. For an outer frame pass the
+	// return address minus one, so that a call at a function's end is
+	// looked up in that function.
+	PC uint64
+}
+
+// ErrNoFunction is returned by Params when no DWARF subprogram covers the
+// pc: it is in no module, the module has no DWARF, or its debugging
+// information does not describe that code.
+var ErrNoFunction = errors.New("no DWARF function at pc")
+
+// Params returns the formal parameters, in declaration order, of the
+// function covering fr.PC, with their values in that frame. Locations are
+// evaluated as DWARF expressions over fr and read, which reads the
+// target's memory (nil: memory locations read as unknown). Only
+// out-of-line functions are described: inside code inlined into a
+// function, the parameters are those of the function it was inlined into.
+//
+// The first call for a module indexes its subprograms (and reads its
+// location list sections); read is called with the table's lock held and
+// must not call back into the Table.
+func (t *Table) Params(fr FrameRegs, read func(addr uint64, p []byte) error) ([]Param, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	mod := t.moduleAt(fr.PC)
+	if mod == nil || !mod.biasOK {
+		return nil, fmt.Errorf("pc %#x: %w", fr.PC, ErrNoFunction)
+	}
+	fx := t.funcIndex(mod.obj, mod.path)
+	v := fr.PC - mod.bias
+	fn := fx.find(v)
+	if fn == nil {
+		return nil, fmt.Errorf("pc %#x (%s+%#x): %w", fr.PC, mod.path, v, ErrNoFunction)
+	}
+	ev := evaluator{fr: fr, read: read, bias: mod.bias}
+	if fn.frameBase.kind != locNone {
+		if expr, ok := fx.locExpr(fn.frameBase, fn.cu, v); ok {
+			if r := ev.eval(expr); r.kind == resAddr || r.kind == resValue {
+				ev.frameBase, ev.frameBaseOK = r.val, true
+			} else if r.kind == resReg {
+				ev.frameBase, ev.frameBaseOK = ev.reg(r.reg)
+			}
+		}
+	}
+	d := t.dwarfData(mod.obj, mod.path)
+	out := make([]Param, 0, len(fn.params))
+	for _, p := range fn.params {
+		prm := Param{Name: p.name}
+		if p.hasType && d != nil {
+			if n, err := typeSize(d, p.typ); err == nil && n <= 1<<30 {
+				prm.Size = int(n)
+			}
+		}
+		if prm.Size > 0 && prm.Size <= 8 {
+			if expr, ok := fx.locExpr(p.loc, fn.cu, v); ok {
+				prm.Value, prm.Known = ev.value(expr, prm.Size)
+			}
+		}
+		out = append(out, prm)
+	}
+	return out, nil
+}
+
+// funcIndex returns obj's subprogram index, built once; empty when it has
+// no DWARF.
+// Precondition: t.mu is held.
+func (t *Table) funcIndex(obj *object, path string) *funcIndex {
+	if obj.funcs != nil {
+		return obj.funcs
+	}
+	obj.funcs = &funcIndex{}
+	d := t.dwarfData(obj, path)
+	if d == nil {
+		return obj.funcs
+	}
+	src := obj.f
+	if !hasDWARF(src) && obj.dbg != nil {
+		src = obj.dbg.f
+	}
+	fx, err := buildFuncIndex(d, src)
+	if err != nil && obj.dwarfErr == nil {
+		obj.dwarfErr = fmt.Errorf("reading functions of %s: %w", path, err)
+	}
+	obj.funcs = fx
+	return fx
+}
+
+// Location attribute kinds.
+const (
+	locNone  = iota
+	locExpr  // expr holds the expression
+	locList  // off is an offset in .debug_loc (v2-4) or .debug_loclists (v5)
+	locListx // off is an index into the unit's DW_AT_loclists_base table
+)
+
+type locAttr struct {
+	kind uint8
+	expr []byte
+	off  uint64
+}
+
+func locOf(f *dwarf.Field) locAttr {
+	if f == nil {
+		return locAttr{}
+	}
+	switch v := f.Val.(type) {
+	case []byte:
+		return locAttr{kind: locExpr, expr: v}
+	case int64:
+		if v < 0 {
+			return locAttr{}
+		}
+		if f.Class == dwarf.ClassLocList {
+			return locAttr{kind: locListx, off: uint64(v)}
+		}
+		return locAttr{kind: locList, off: uint64(v)}
+	case uint64:
+		if f.Class == dwarf.ClassLocList {
+			return locAttr{kind: locListx, off: v}
+		}
+	}
+	return locAttr{}
+}
+
+// unitInfo is what a unit's location lists are read against.
+type unitInfo struct {
+	version      int
+	base         uint64 // DW_AT_low_pc of the unit
+	addrBase     uint64
+	loclistsBase uint64
+}
+
+type paramDesc struct {
+	name    string
+	typ     dwarf.Offset
+	hasType bool
+	loc     locAttr
+	origin  dwarf.Offset // DW_AT_abstract_origin, 0 if none
+}
+
+type funcDesc struct {
+	cu        int32
+	frameBase locAttr
+	params    []paramDesc
+}
+
+type funcRange struct {
+	lo, hi uint64
+	fn     int32
+}
+
+// funcIndex is a module's out-of-line subprograms by pc range, with the raw
+// sections their location lists are read from.
+type funcIndex struct {
+	ranges []funcRange // sorted by lo
+	funcs  []funcDesc
+	units  []unitInfo
+	loc    []byte // .debug_loc
+	lists  []byte // .debug_loclists
+	addr   []byte // .debug_addr
+}
+
+// Bounds on what one module and one evaluation may cost.
+const (
+	maxOriginDepth = 8
+	maxOverlap     = 64 // ranges scanned back from a pc
+	maxLocEntries  = 1 << 16
+	maxExprSteps   = 1024
+	maxExprStack   = 64
+)
+
+// find returns the subprogram whose ranges cover v, the innermost (latest
+// starting) of several.
+func (fx *funcIndex) find(v uint64) *funcDesc {
+	if fx == nil {
+		return nil
+	}
+	i, _ := slices.BinarySearchFunc(fx.ranges, v, func(r funcRange, v uint64) int {
+		if r.lo <= v {
+			return -1
+		}
+		return 1
+	})
+	for j := i - 1; j >= 0 && j >= i-maxOverlap; j-- {
+		if r := fx.ranges[j]; v >= r.lo && v < r.hi {
+			return &fx.funcs[r.fn]
+		}
+	}
+	return nil
+}
+
+// sectionData returns the contents of f's section name, nil if absent or
+// unreadable.
+func sectionData(f *elf.File, name string) []byte {
+	s := f.Section(name)
+	if s == nil || s.Type == elf.SHT_NOBITS {
+		return nil
+	}
+	b, err := s.Data()
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// buildFuncIndex walks every unit of d for subprograms with code and their
+// formal parameters. src is the ELF file d was read from. debug/dwarf runs
+// under recover; a panic or a read error ends the walk and is returned with
+// what was indexed so far.
+func buildFuncIndex(d *dwarf.Data, src *elf.File) (fx *funcIndex, err error) {
+	fx = &funcIndex{
+		loc:   sectionData(src, ".debug_loc"),
+		lists: sectionData(src, ".debug_loclists"),
+		addr:  sectionData(src, ".debug_addr"),
+	}
+	versions := unitVersions(sectionData(src, ".debug_info"))
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("malformed DWARF (debug/dwarf panicked: %v)", p)
+		}
+		slices.SortFunc(fx.ranges, func(a, b funcRange) int {
+			switch {
+			case a.lo < b.lo:
+				return -1
+			case a.lo > b.lo:
+				return 1
+			}
+			return 0
+		})
+		if err == nil {
+			err = resolveOrigins(d, fx)
+		}
+	}()
+	type level struct {
+		fn int32 // index in fx.funcs of the subprogram this DIE is, or -1
+	}
+	var stack []level
+	cu := int32(-1)
+	r := d.Reader()
+	for {
+		e, rerr := r.Next()
+		if rerr != nil {
+			return fx, fmt.Errorf("reading .debug_info: %w", rerr)
+		}
+		if e == nil {
+			return fx, nil
+		}
+		if e.Tag == 0 {
+			if len(stack) > 0 {
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		}
+		parent := int32(-1)
+		if len(stack) > 0 {
+			parent = stack[len(stack)-1].fn
+		}
+		cur := level{fn: -1}
+		switch e.Tag {
+		case dwarf.TagCompileUnit, dwarf.TagPartialUnit:
+			u := unitInfo{version: versions.at(e.Offset)}
+			u.base, _ = e.Val(dwarf.AttrLowpc).(uint64)
+			if b, ok := e.Val(dwarf.AttrAddrBase).(int64); ok && b >= 0 {
+				u.addrBase = uint64(b)
+			}
+			if b, ok := e.Val(dwarf.AttrLoclistsBase).(int64); ok && b >= 0 {
+				u.loclistsBase = uint64(b)
+			}
+			fx.units = append(fx.units, u)
+			cu = int32(len(fx.units) - 1)
+		case dwarf.TagSubprogram:
+			if isDecl, _ := e.Val(dwarf.AttrDeclaration).(bool); isDecl || cu < 0 {
+				break
+			}
+			rs, rerr := d.Ranges(e)
+			if rerr != nil || len(rs) == 0 {
+				break
+			}
+			fn := int32(len(fx.funcs))
+			fx.funcs = append(fx.funcs, funcDesc{cu: cu, frameBase: locOf(e.AttrField(dwarf.AttrFrameBase))})
+			for _, rg := range rs {
+				if rg[1] > rg[0] {
+					fx.ranges = append(fx.ranges, funcRange{lo: rg[0], hi: rg[1], fn: fn})
+				}
+			}
+			cur.fn = fn
+		case dwarf.TagFormalParameter:
+			if parent < 0 {
+				break
+			}
+			p := paramDesc{loc: locOf(e.AttrField(dwarf.AttrLocation))}
+			p.name, _ = e.Val(dwarf.AttrName).(string)
+			p.typ, p.hasType = e.Val(dwarf.AttrType).(dwarf.Offset)
+			p.origin, _ = e.Val(dwarf.AttrAbstractOrigin).(dwarf.Offset)
+			fx.funcs[parent].params = append(fx.funcs[parent].params, p)
+		}
+		if e.Children {
+			stack = append(stack, cur)
+		}
+	}
+}
+
+// resolveOrigins fills in the names and types that parameters of concrete
+// instances (out-of-line copies of inline functions, clones) leave to
+// their abstract origin.
+func resolveOrigins(d *dwarf.Data, fx *funcIndex) error {
+	r := d.Reader()
+	for i := range fx.funcs {
+		for j := range fx.funcs[i].params {
+			p := &fx.funcs[i].params[j]
+			off := p.origin
+			for depth := 0; off != 0 && (p.name == "" || !p.hasType) && depth < maxOriginDepth; depth++ {
+				r.Seek(off)
+				e, err := r.Next()
+				if err != nil {
+					return fmt.Errorf("abstract origin at %#x: %w", off, err)
+				}
+				if e == nil || e.Offset != off {
+					break
+				}
+				if p.name == "" {
+					p.name, _ = e.Val(dwarf.AttrName).(string)
+				}
+				if !p.hasType {
+					p.typ, p.hasType = e.Val(dwarf.AttrType).(dwarf.Offset)
+				}
+				next, _ := e.Val(dwarf.AttrAbstractOrigin).(dwarf.Offset)
+				if next == 0 {
+					next, _ = e.Val(dwarf.AttrSpecification).(dwarf.Offset)
+				}
+				off = next
+			}
+		}
+	}
+	return nil
+}
+
+// unitSpan is one unit of .debug_info and its DWARF version.
+type unitSpan struct {
+	start, end uint64
+	version    int
+}
+
+type unitSpans []unitSpan
+
+// unitVersions reads the unit headers of .debug_info: debug/dwarf does not
+// tell a unit's version, and it decides how a location list is encoded.
+func unitVersions(info []byte) unitSpans {
+	var us unitSpans
+	for off := uint64(0); off+6 <= uint64(len(info)) && len(us) < 1<<20; {
+		n := uint64(binary.LittleEndian.Uint32(info[off:]))
+		hdr := uint64(4)
+		if n == 0xffffffff {
+			if off+14 > uint64(len(info)) {
+				break
+			}
+			n, hdr = binary.LittleEndian.Uint64(info[off+4:]), 12
+		} else if n >= 0xfffffff0 {
+			break
+		}
+		end := off + hdr + n
+		if end < off || end > uint64(len(info)) {
+			break
+		}
+		us = append(us, unitSpan{off, end, int(binary.LittleEndian.Uint16(info[off+hdr:]))})
+		off = end
+	}
+	return us
+}
+
+// at returns the version of the unit holding the DIE at off, 0 if unknown.
+func (us unitSpans) at(off dwarf.Offset) int {
+	i, _ := slices.BinarySearchFunc(us, uint64(off), func(u unitSpan, v uint64) int {
+		if u.start <= v {
+			return -1
+		}
+		return 1
+	})
+	if i == 0 || uint64(off) >= us[i-1].end {
+		return 0
+	}
+	return us[i-1].version
+}
+
+// locExpr returns the expression that locates an attribute at link-time
+// pc v, from its location list if it has one. ok is false when nothing
+// covers v or the list is malformed.
+func (fx *funcIndex) locExpr(loc locAttr, cu int32, v uint64) (expr []byte, ok bool) {
+	if cu < 0 || int(cu) >= len(fx.units) {
+		return nil, false
+	}
+	u := fx.units[cu]
+	switch loc.kind {
+	case locExpr:
+		return loc.expr, true
+	case locList:
+		if u.version >= 5 {
+			return findLoclists(fx.lists, loc.off, u, fx.addr, v)
+		}
+		return findLoc(fx.loc, loc.off, u.base, v)
+	case locListx:
+		// An index into the offsets after the unit's loclists header,
+		// themselves relative to DW_AT_loclists_base (32-bit DWARF).
+		at := u.loclistsBase + 4*loc.off
+		if loc.off > 1<<32 || at+4 > uint64(len(fx.lists)) || at < u.loclistsBase {
+			return nil, false
+		}
+		rel := uint64(binary.LittleEndian.Uint32(fx.lists[at:]))
+		return findLoclists(fx.lists, u.loclistsBase+rel, u, fx.addr, v)
+	}
+	return nil, false
+}
+
+// findLoc searches a DWARF 2-4 location list in .debug_loc at off for the
+// entry covering v: pairs of addresses relative to a base (the unit's low
+// pc, or the last base address selection entry), each with a 2-byte
+// length and an expression, up to a pair of zeros.
+func findLoc(sec []byte, off, base, v uint64) ([]byte, bool) {
+	b := reader{buf: sec, off: off}
+	for range maxLocEntries {
+		lo, hi := b.u64(), b.u64()
+		if b.bad {
+			return nil, false
+		}
+		switch {
+		case lo == 0 && hi == 0:
+			return nil, false
+		case lo == ^uint64(0):
+			base = hi
+			continue
+		}
+		n := uint64(b.u16())
+		expr := b.bytes(n)
+		if b.bad {
+			return nil, false
+		}
+		if v >= base+lo && v < base+hi {
+			return expr, true
+		}
+	}
+	return nil, false
+}
+
+// DWARF 5 location list entry kinds.
+const (
+	lleEndOfList       = 0x00
+	lleBaseAddressx    = 0x01
+	lleStartxEndx      = 0x02
+	lleStartxLength    = 0x03
+	lleOffsetPair      = 0x04
+	lleDefaultLocation = 0x05
+	lleBaseAddress     = 0x06
+	lleStartEnd        = 0x07
+	lleStartLength     = 0x08
+	lleGNUViewPair     = 0x09 // gcc's location views: two ULEBs, no expression
+)
+
+// findLoclists searches a DWARF 5 location list in .debug_loclists at off
+// for the entry covering v; a default location serves when none does.
+func findLoclists(sec []byte, off uint64, u unitInfo, addrSec []byte, v uint64) ([]byte, bool) {
+	addrx := func(i uint64) (uint64, bool) {
+		at := u.addrBase + 8*i
+		if i > 1<<32 || at < u.addrBase || at+8 > uint64(len(addrSec)) {
+			return 0, false
+		}
+		return binary.LittleEndian.Uint64(addrSec[at:]), true
+	}
+	base := u.base
+	var def []byte
+	haveDef := false
+	b := reader{buf: sec, off: off}
+	for range maxLocEntries {
+		kind := b.u8()
+		var lo, hi uint64
+		ok := true
+		switch kind {
+		case lleEndOfList:
+			return def, haveDef && !b.bad
+		case lleBaseAddressx:
+			base, ok = addrx(b.uleb())
+			if !ok || b.bad {
+				return nil, false
+			}
+			continue
+		case lleBaseAddress:
+			base = b.u64()
+			continue
+		case lleGNUViewPair:
+			b.uleb()
+			b.uleb()
+			continue
+		case lleStartxEndx:
+			var ok2 bool
+			lo, ok = addrx(b.uleb())
+			hi, ok2 = addrx(b.uleb())
+			ok = ok && ok2
+		case lleStartxLength:
+			lo, ok = addrx(b.uleb())
+			hi = lo + b.uleb()
+		case lleOffsetPair:
+			lo, hi = base+b.uleb(), base+b.uleb()
+		case lleDefaultLocation:
+		case lleStartEnd:
+			lo, hi = b.u64(), b.u64()
+		case lleStartLength:
+			lo = b.u64()
+			hi = lo + b.uleb()
+		default:
+			return nil, false
+		}
+		expr := b.bytes(b.uleb())
+		if b.bad || !ok {
+			return nil, false
+		}
+		if kind == lleDefaultLocation {
+			def, haveDef = expr, true
+		} else if v >= lo && v < hi {
+			return expr, true
+		}
+	}
+	return nil, false
+}
+
+// reader decodes little-endian DWARF data; running off the end sets bad
+// and reads zeros.
+type reader struct {
+	buf []byte
+	off uint64
+	bad bool
+}
+
+func (r *reader) bytes(n uint64) []byte {
+	if r.bad || n > uint64(len(r.buf)) || r.off > uint64(len(r.buf))-n {
+		r.bad = true
+		return nil
+	}
+	b := r.buf[r.off : r.off+n]
+	r.off += n
+	return b
+}
+
+func (r *reader) u8() uint8 {
+	if b := r.bytes(1); b != nil {
+		return b[0]
+	}
+	return 0
+}
+
+func (r *reader) u16() uint16 {
+	if b := r.bytes(2); b != nil {
+		return binary.LittleEndian.Uint16(b)
+	}
+	return 0
+}
+
+func (r *reader) u32() uint32 {
+	if b := r.bytes(4); b != nil {
+		return binary.LittleEndian.Uint32(b)
+	}
+	return 0
+}
+
+func (r *reader) u64() uint64 {
+	if b := r.bytes(8); b != nil {
+		return binary.LittleEndian.Uint64(b)
+	}
+	return 0
+}
+
+func (r *reader) uleb() uint64 {
+	var v uint64
+	for shift := uint(0); ; shift += 7 {
+		c := r.u8()
+		if r.bad {
+			return 0
+		}
+		if shift < 64 {
+			v |= uint64(c&0x7f) << shift
+		}
+		if c&0x80 == 0 {
+			return v
+		}
+		if shift > 70 {
+			r.bad = true
+			return 0
+		}
+	}
+}
+
+func (r *reader) sleb() int64 {
+	var v int64
+	var shift uint
+	for {
+		c := r.u8()
+		if r.bad {
+			return 0
+		}
+		if shift < 64 {
+			v |= int64(c&0x7f) << shift
+		}
+		shift += 7
+		if c&0x80 == 0 {
+			if shift < 64 && c&0x40 != 0 {
+				v |= -1 << shift
+			}
+			return v
+		}
+		if shift > 70 {
+			r.bad = true
+			return 0
+		}
+	}
+}
+
+// What a location expression evaluates to.
+const (
+	resUnknown = iota
+	resAddr    // the object is in memory at val
+	resReg     // the object is in register reg
+	resValue   // the object's value is val (DW_OP_stack_value)
+	resImplicit
+)
+
+type exprResult struct {
+	kind     int
+	val      uint64
+	reg      int
+	implicit []byte
+	pieceLen uint64 // size of the first piece, 0 when not in pieces
+}
+
+// evaluator evaluates the DWARF expressions of one frame.
+type evaluator struct {
+	fr          FrameRegs
+	read        func(addr uint64, p []byte) error
+	bias        uint64 // added to DW_OP_addr operands
+	frameBase   uint64
+	frameBaseOK bool
+}
+
+func (ev *evaluator) reg(n int) (uint64, bool) {
+	if n < 0 || n >= len(ev.fr.Regs) || ev.fr.RegsValid&(1<<n) == 0 {
+		return 0, false
+	}
+	return ev.fr.Regs[n], true
+}
+
+// value evaluates the location expr of an object of size bytes (1 to 8)
+// and returns its value.
+func (ev *evaluator) value(expr []byte, size int) (uint64, bool) {
+	r := ev.eval(expr)
+	if r.pieceLen != 0 && r.pieceLen < uint64(size) {
+		return 0, false // the rest is in other pieces
+	}
+	var v uint64
+	switch r.kind {
+	case resAddr:
+		if ev.read == nil {
+			return 0, false
+		}
+		var buf [8]byte
+		if err := ev.read(r.val, buf[:size]); err != nil {
+			return 0, false
+		}
+		v = binary.LittleEndian.Uint64(buf[:])
+	case resReg:
+		var ok bool
+		if v, ok = ev.reg(r.reg); !ok {
+			return 0, false
+		}
+	case resValue:
+		v = r.val
+	case resImplicit:
+		if len(r.implicit) < size {
+			return 0, false
+		}
+		var buf [8]byte
+		copy(buf[:], r.implicit[:size])
+		v = binary.LittleEndian.Uint64(buf[:])
+	default:
+		return 0, false
+	}
+	if size < 8 {
+		v &= 1<<(8*size) - 1
+	}
+	return v, true
+}
+
+// eval runs the subset of DWARF expressions compilers emit for variables.
+// Anything else, a register the frame cannot vouch for, or a malformed
+// expression gives resUnknown.
+func (ev *evaluator) eval(expr []byte) (res exprResult) {
+	if len(expr) == 0 {
+		return exprResult{} // an empty location: optimized out
+	}
+	var stack []uint64
+	push := func(v uint64) bool {
+		if len(stack) >= maxExprStack {
+			return false
+		}
+		stack = append(stack, v)
+		return true
+	}
+	pop := func() (uint64, bool) {
+		if len(stack) == 0 {
+			return 0, false
+		}
+		v := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		return v, true
+	}
+	unknown := exprResult{}
+	b := reader{buf: expr}
+	// regLoc is set by DW_OP_reg*: the whole (first piece of the) object
+	// is in that register, and only DW_OP_piece may follow.
+	regLoc := -1
+	for steps := 0; b.off < uint64(len(b.buf)); steps++ {
+		if steps >= maxExprSteps {
+			return unknown
+		}
+		op := b.u8()
+		if regLoc >= 0 && op != 0x93 {
+			return unknown
+		}
+		ok := true
+		switch {
+		case op == 0x03: // DW_OP_addr
+			ok = push(b.u64() + ev.bias)
+		case op == 0x06: // DW_OP_deref
+			a, ok1 := pop()
+			v, ok2 := ev.deref(a, 8)
+			ok = ok1 && ok2 && push(v)
+		case op == 0x94: // DW_OP_deref_size
+			n := int(b.u8())
+			a, ok1 := pop()
+			v, ok2 := ev.deref(a, n)
+			ok = ok1 && ok2 && push(v)
+		case op == 0x08:
+			ok = push(uint64(b.u8()))
+		case op == 0x09:
+			ok = push(uint64(int8(b.u8())))
+		case op == 0x0a:
+			ok = push(uint64(b.u16()))
+		case op == 0x0b:
+			ok = push(uint64(int16(b.u16())))
+		case op == 0x0c:
+			ok = push(uint64(b.u32()))
+		case op == 0x0d:
+			ok = push(uint64(int32(b.u32())))
+		case op == 0x0e, op == 0x0f:
+			ok = push(b.u64())
+		case op == 0x10:
+			ok = push(b.uleb())
+		case op == 0x11:
+			ok = push(uint64(b.sleb()))
+		case op == 0x12: // DW_OP_dup
+			v, ok1 := pop()
+			ok = ok1 && push(v) && push(v)
+		case op == 0x13: // DW_OP_drop
+			_, ok = pop()
+		case op == 0x16: // DW_OP_swap
+			x, ok1 := pop()
+			y, ok2 := pop()
+			ok = ok1 && ok2 && push(x) && push(y)
+		case op == 0x1a, op == 0x1c, op == 0x1e, op == 0x21, op == 0x22, op == 0x24, op == 0x25, op == 0x26, op == 0x27:
+			x, ok1 := pop() // top
+			y, ok2 := pop()
+			if !ok1 || !ok2 {
+				return unknown
+			}
+			var v uint64
+			switch op {
+			case 0x1a:
+				v = y & x
+			case 0x1c:
+				v = y - x
+			case 0x1e:
+				v = y * x
+			case 0x21:
+				v = y | x
+			case 0x22:
+				v = y + x
+			case 0x24:
+				v = y << (x & 63)
+			case 0x25:
+				v = y >> (x & 63)
+			case 0x26:
+				v = uint64(int64(y) >> (x & 63))
+			case 0x27:
+				v = y ^ x
+			}
+			if x >= 64 && (op == 0x24 || op == 0x25) {
+				v = 0
+			}
+			ok = push(v)
+		case op == 0x1f: // DW_OP_neg
+			v, ok1 := pop()
+			ok = ok1 && push(-v)
+		case op == 0x20: // DW_OP_not
+			v, ok1 := pop()
+			ok = ok1 && push(^v)
+		case op == 0x23: // DW_OP_plus_uconst
+			n := b.uleb()
+			v, ok1 := pop()
+			ok = ok1 && push(v+n)
+		case op >= 0x30 && op <= 0x4f: // DW_OP_lit*
+			ok = push(uint64(op - 0x30))
+		case op >= 0x50 && op <= 0x6f: // DW_OP_reg*
+			if len(stack) != 0 {
+				return unknown
+			}
+			regLoc = int(op - 0x50)
+		case op == 0x90: // DW_OP_regx
+			n := b.uleb()
+			if len(stack) != 0 || n >= 1<<16 {
+				return unknown
+			}
+			regLoc = int(n)
+		case op >= 0x70 && op <= 0x8f: // DW_OP_breg*
+			off := b.sleb()
+			v, ok1 := ev.reg(int(op - 0x70))
+			ok = ok1 && push(v+uint64(off))
+		case op == 0x92: // DW_OP_bregx
+			n, off := b.uleb(), b.sleb()
+			v, ok1 := ev.reg(int(min(n, 1<<16)))
+			ok = ok1 && push(v+uint64(off))
+		case op == 0x91: // DW_OP_fbreg
+			off := b.sleb()
+			ok = ev.frameBaseOK && push(ev.frameBase+uint64(off))
+		case op == 0x9c: // DW_OP_call_frame_cfa
+			ok = ev.fr.CFA != 0 && push(ev.fr.CFA)
+		case op == 0x96: // DW_OP_nop
+		case op == 0x93: // DW_OP_piece: the first piece only
+			n := b.uleb()
+			if b.bad || n == 0 {
+				return unknown
+			}
+			r := ev.finish(stack, regLoc)
+			r.pieceLen = n
+			return r
+		case op == 0x9e: // DW_OP_implicit_value
+			n := b.uleb()
+			v := b.bytes(n)
+			if b.bad || b.off != uint64(len(b.buf)) {
+				return unknown
+			}
+			return exprResult{kind: resImplicit, implicit: v}
+		case op == 0x9f: // DW_OP_stack_value
+			v, ok1 := pop()
+			if !ok1 || b.off != uint64(len(b.buf)) {
+				return unknown
+			}
+			return exprResult{kind: resValue, val: v}
+		default:
+			// DW_OP_entry_value (0xa3, GNU 0xf3), DW_OP_addrx, TLS,
+			// DW_OP_implicit_pointer, calls, branches: not evaluated.
+			return unknown
+		}
+		if !ok || b.bad {
+			return unknown
+		}
+	}
+	return ev.finish(stack, regLoc)
+}
+
+// finish turns the state at an expression's end (or first piece) into a
+// result: a register, else the address on top of the stack.
+func (ev *evaluator) finish(stack []uint64, regLoc int) exprResult {
+	if regLoc >= 0 {
+		return exprResult{kind: resReg, reg: regLoc}
+	}
+	if len(stack) == 0 {
+		return exprResult{}
+	}
+	return exprResult{kind: resAddr, val: stack[len(stack)-1]}
+}
+
+func (ev *evaluator) deref(addr uint64, n int) (uint64, bool) {
+	if ev.read == nil || n < 1 || n > 8 {
+		return 0, false
+	}
+	var buf [8]byte
+	if err := ev.read(addr, buf[:n]); err != nil {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint64(buf[:]), true
+}
