@@ -75,6 +75,10 @@ type frame struct {
 	Module string `json:"module"`
 	File   string `json:"file"`
 	Line   int    `json:"line"`
+	Args   []struct {
+		Name  string `json:"name"`
+		Value string `json:"value"`
+	} `json:"args"`
 }
 
 type event struct {
@@ -164,6 +168,14 @@ func TestStompDemo(t *testing.T) {
 	}
 	if writer(ws[0]) != "issue_token" || ws[0].Old != "0x0" || ws[0].New != "0x5ec0de5ec0de" || ws[0].Size != 8 || ws[0].Offset != 0 {
 		t.Errorf("first write: %+v", ws[0])
+	}
+	// Frame 0 shows the function's parameter, as gdb's bt does; main's
+	// argc is read from its stack frame.
+	if a := ws[0].Backtrace[0].Args; len(a) != 1 || a[0].Name != "token" || a[0].Value != "0x5ec0de5ec0de" {
+		t.Errorf("issue_token args %+v", a)
+	}
+	if a := ws[0].Backtrace[1].Args; len(a) != 2 || a[0].Name != "argc" || a[0].Value != "1" {
+		t.Errorf("main args %+v", a)
 	}
 	name := "administrator\x00"
 	for i, w := range ws[1:] {

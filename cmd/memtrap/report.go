@@ -19,6 +19,13 @@ type Frame struct {
 	Module string
 	File   string // source file, "" if unknown
 	Line   int
+	Args   []Arg // the function's parameters, where DWARF says where they are
+}
+
+// Arg is one parameter of a frame's function; Value "" means <optimized out>.
+type Arg struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
 }
 
 // WriteEvent is a write with its backtrace, ready to print.
@@ -100,6 +107,20 @@ func frameString(f Frame) string {
 	var b strings.Builder
 	if f.Func != "" {
 		fmt.Fprintf(&b, "%s+%#x", f.Func, f.Offset)
+		if f.Args != nil {
+			b.WriteString(" (")
+			for i, a := range f.Args {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				v := a.Value
+				if v == "" {
+					v = "<optimized out>"
+				}
+				fmt.Fprintf(&b, "%s=%s", a.Name, v)
+			}
+			b.WriteString(")")
+		}
 	} else {
 		fmt.Fprintf(&b, "%#x", f.PC)
 	}
@@ -177,12 +198,13 @@ type jsonFrame struct {
 	Module string `json:"module,omitempty"`
 	File   string `json:"file,omitempty"`
 	Line   int    `json:"line,omitempty"`
+	Args   []Arg  `json:"args,omitempty"`
 }
 
 func (r *jsonReporter) Write(ev *WriteEvent) error {
 	bt := make([]jsonFrame, len(ev.Backtrace))
 	for i, f := range ev.Backtrace {
-		bt[i] = jsonFrame{fmt.Sprintf("%#x", f.PC), f.Func, f.Offset, f.Module, f.File, f.Line}
+		bt[i] = jsonFrame{fmt.Sprintf("%#x", f.PC), f.Func, f.Offset, f.Module, f.File, f.Line, f.Args}
 	}
 	return r.emit(struct {
 		Event     string      `json:"event"`

@@ -243,6 +243,7 @@ func (se *session) onWrite(w *pagewatch.Write) error {
 				// The line of the call (pc-1) for outer frames,
 				// as gdb prints it.
 				f.File, f.Line = loc.File, loc.Line
+				f.Args = se.args(w, i, fr, look)
 			}
 			ev.Backtrace = append(ev.Backtrace, f)
 		}
@@ -314,4 +315,34 @@ func (s *stackWindow) ReadMemory(addr uint64, b []byte) error {
 		b, addr = b[n:], addr+uint64(n)
 	}
 	return nil
+}
+
+// args reads a frame's parameters, as gdb's bt shows them. Frame 0 has
+// every register; an outer frame only what the unwinder vouches for (its
+// stack and instruction pointers and its CFA), which covers parameters kept
+// in the stack frame (-O0) but not those in caller-saved registers.
+func (se *session) args(w *pagewatch.Write, i int, fr unwind.Frame, pc uint64) []Arg {
+	regs := symbols.FrameRegs{PC: pc, CFA: fr.CFA}
+	if i == 0 {
+		regs.Regs = unwind.RegsFromPtrace(&w.Regs)
+		regs.RegsValid = 1<<17 - 1
+	}
+	ps, err := se.syms.Params(regs, se.p.ReadMemory)
+	if err != nil || len(ps) == 0 {
+		return nil
+	}
+	out := make([]Arg, len(ps))
+	for j, p := range ps {
+		out[j].Name = p.Name
+		if p.Known {
+			if p.Size > 0 && p.Size <= 4 {
+				// int-sized: signed decimal, as gdb prints an int.
+				shift := 64 - 8*uint(p.Size)
+				out[j].Value = fmt.Sprint(int64(p.Value<<shift) >> shift)
+			} else {
+				out[j].Value = fmt.Sprintf("%#x", p.Value)
+			}
+		}
+	}
+	return out
 }
