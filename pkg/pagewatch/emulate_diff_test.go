@@ -191,7 +191,9 @@ func edges(n int) []uint64 {
 	return []uint64{0, 1, mask, sign, sign - 1, 0x0f, 0x10 & mask, 0x5a5a5a5a5a5a5a5a & mask}
 }
 
-func (c *corpus) movs() {
+// moves: MOV of every width from registers (high bytes and REX bytes
+// included) and immediates, moffs, MOVNTI, MOVBE, segment registers, SETcc.
+func (c *corpus) moves() {
 	for _, n := range []int{1, 2, 4, 8} {
 		for _, src := range gprRegs[n] {
 			for range 3 {
@@ -234,6 +236,8 @@ func (c *corpus) movs() {
 	}
 }
 
+// alu: the read-modify-write ops at the flags' edge values, and what must
+// not be emulated.
 func (c *corpus) alu() {
 	binary := []string{"add", "adc", "sub", "sbb", "and", "or", "xor"}
 	for _, op := range binary {
@@ -377,6 +381,7 @@ func (c *corpus) vecCase(tmpl string, n int, aligned bool) {
 	}
 }
 
+// vectors: SSE, MMX, AVX and AVX-512 stores, whole and partial, masked.
 func (c *corpus) vectors() {
 	for _, reg := range []string{"xmm0", "xmm7", "xmm9", "xmm15"} {
 		for _, op := range []string{"movaps", "movapd", "movdqa", "movntps", "movntpd", "movntdq"} {
@@ -607,7 +612,7 @@ func startHarness(prog string) (*harness, unix.PtraceRegs, error) {
 	return &harness{p: p, th: st.Thread}, regs, nil
 }
 
-// outcome is the state after one instruction.
+// diffOutcome is the state after one instruction.
 type diffOutcome struct {
 	regs unix.PtraceRegs
 	mem  []byte
@@ -739,7 +744,7 @@ func TestEmulatorDifferential(t *testing.T) {
 		}
 		defer h.p.Kill()
 		c = &corpus{rng: rand.New(rand.NewPCG(1, 2)), base: base}
-		c.movs()
+		c.moves()
 		c.alu()
 		c.stringOps()
 		c.vectors()
