@@ -46,6 +46,9 @@ func runRun(o *runOptions, s *Streams) error {
 	if err != nil {
 		return err
 	}
+	// A launched target keeps memtrap until it ends: a seccomp filter
+	// can stop only the syscalls that matter.
+	wopts.SyscallFilter = true
 	defer done()
 	var sum Summary
 	err = tracer.Locked(func() error {
@@ -107,6 +110,13 @@ func (se *session) runWatch(wopts pagewatch.Options) (Summary, error) {
 	st, err := w.Run()
 	if err != nil {
 		return Summary{}, err
+	}
+	if n := p.Kept(); n > 0 {
+		// They inherited the syscall filter, which needs its tracer.
+		_ = se.rep.Note(fmt.Sprintf("the target exited; waiting for the %d task(s) of child processes it left running", n))
+		if err := p.WaitKept(); err != nil {
+			return Summary{}, err
+		}
 	}
 	return summary(w, st), nil
 }

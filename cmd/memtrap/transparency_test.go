@@ -188,10 +188,10 @@ func TestKernelWrites(t *testing.T) {
 		writer(ws[0]) != "read" || len(ws[0].Backtrace) < 2 || ws[0].Backtrace[1].Func != "main" || ws[1].By != "user" || ws[1].New != "0x48" {
 		t.Fatalf("writes %+v", ws)
 	}
-	// Without it, the kernel's write fails as the kernel sees the page.
-	r = memtrap(t, "run", "--engine", "page", "--format", "json", "--symbol", "buf", "--", prog)
+	// Turned off, the kernel's write fails as the kernel sees the page.
+	r = memtrap(t, "run", "--kernel-writes=false", "--engine", "page", "--format", "json", "--symbol", "buf", "--", prog)
 	if !strings.HasPrefix(r.stdout, "read -1 bytes") {
-		t.Fatalf("without --kernel-writes: %q", r.stdout)
+		t.Fatalf("with --kernel-writes=false: %q", r.stdout)
 	}
 }
 

@@ -2,6 +2,7 @@ package pagewatch
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -143,7 +144,12 @@ type kcall struct {
 	name    string
 	regs    unix.PtraceRegs // at entry
 	bounces []bounce
+	// outs: the output buffers over debug-register regions (hw engine),
+	// which the kernel writes directly; compared with the shadow at exit.
+	outs []span
 }
+
+var errScratchFull = errors.New("memtrap's scratch area in the target is full")
 
 // scratch hands out target memory for bounce buffers, first fit.
 type scratch struct {
@@ -239,8 +245,7 @@ func argReg(r *unix.PtraceRegs, i int) *uint64 {
 // syscallEntry decides what a call about to run needs. It returns with the
 // thread resumed.
 func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
-	switch si.Nr {
-	case unix.SYS_MPROTECT, unix.SYS_MUNMAP, unix.SYS_MREMAP, unix.SYS_MADVISE, unix.SYS_MMAP:
+	if _, ok := memoryCalls[si.Nr]; ok && w.slots == nil {
 		if done, err := w.memoryCall(t, si); done || err != nil {
 			return err
 		}
@@ -249,6 +254,9 @@ func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
 	spec, ok := sysTable[si.Nr]
 	if !ok || w.scratch == nil || !w.opts.KernelWrites {
 		return t.Resume(0)
+	}
+	if w.slots != nil {
+		return w.hwCallEntry(t, si, spec)
 	}
 	read32 := func(addr uint64) uint32 {
 		var b [4]byte
@@ -300,7 +308,79 @@ func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
 		return err
 	}
 	w.calls[t.Tid] = call
-	return t.Resume(0)
+	return resumeToExit(t, si)
+}
+
+// resumeToExit resumes a thread at a syscall entry so that the call's exit
+// stops too.
+func resumeToExit(t *tracer.Thread, si tracer.SyscallInfo) error {
+	if si.Seccomp {
+		return t.ResumeSyscall()
+	}
+	return t.Resume(0) // every call stops at its exit anyway
+}
+
+// hwCallEntry: on the hw engine the kernel writes watched memory directly
+// (debug registers do not see it); a call whose output covers a region is
+// followed to its exit, where the region is compared with its shadow.
+func (w *Watch) hwCallEntry(t *tracer.Thread, si tracer.SyscallInfo, spec sysSpec) error {
+	read32 := func(addr uint64) uint32 {
+		var b [4]byte
+		if w.p.ReadMemory(addr, b[:]) != nil {
+			return 0
+		}
+		return binary.LittleEndian.Uint32(b[:])
+	}
+	var call *kcall
+	for _, o := range spec.outs {
+		ptr := si.Args[o.ptr]
+		n := o.size(&si.Args, read32)
+		if ptr == 0 || n == 0 || ptr+n < ptr {
+			continue
+		}
+		for _, r := range w.regions {
+			if _, ok := (span{ptr, ptr + n}).intersect(span{r.Addr, r.End()}); ok {
+				if call == nil {
+					call = &kcall{nr: si.Nr, name: spec.name}
+					if err := t.Regs(&call.regs); err != nil {
+						return err
+					}
+				}
+				call.outs = append(call.outs, span{ptr, ptr + n})
+				break
+			}
+		}
+	}
+	if call == nil {
+		return t.Resume(0)
+	}
+	w.calls[t.Tid] = call
+	return resumeToExit(t, si)
+}
+
+// hwCallExit reports what a followed call changed in the regions.
+func (w *Watch) hwCallExit(t *tracer.Thread, call *kcall) error {
+	for _, r := range w.regions {
+		touched := false
+		for _, o := range call.outs {
+			if _, ok := o.intersect(span{r.Addr, r.End()}); ok {
+				touched = true
+			}
+		}
+		if !touched {
+			continue
+		}
+		now := make([]byte, r.Len)
+		if err := w.p.ReadMemory(r.Addr, now); err != nil {
+			return err
+		}
+		old := w.shadow[r]
+		w.shadow[r] = now
+		if err := w.reportKernel(t, call, r.Addr, old, now); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // syscallExit finishes a bounced call and resumes the thread.
@@ -320,6 +400,9 @@ func (w *Watch) finishCall(t *tracer.Thread) error {
 		return nil
 	}
 	delete(w.calls, t.Tid)
+	if call.outs != nil {
+		return w.hwCallExit(t, call)
+	}
 	var regs unix.PtraceRegs
 	if err := t.Regs(&regs); err != nil {
 		return err
@@ -395,6 +478,15 @@ func (w *Watch) memoryCall(t *tracer.Thread, si tracer.SyscallInfo) (bool, error
 			return false, nil
 		}
 		lo, n = a[0], a[1]
+	case unix.SYS_MREMAP:
+		// The old range goes; with MREMAP_FIXED, so does what stood at
+		// the new address: take the hull of both.
+		lo, n = a[0], a[1]
+		if a[3]&unix.MREMAP_FIXED != 0 {
+			end := max(a[0]+a[1], a[4]+a[2])
+			lo = min(a[0], a[4])
+			n = end - lo
+		}
 	default:
 		lo, n = a[0], a[1]
 	}
@@ -440,7 +532,7 @@ func (w *Watch) memoryCall(t *tracer.Thread, si tracer.SyscallInfo) (bool, error
 	ret := st.Syscall.Ret
 	if ret >= 0 || si.Nr == unix.SYS_MMAP && ret < -4095 {
 		switch si.Nr {
-		case unix.SYS_MPROTECT:
+		case unix.SYS_MPROTECT, unix.SYS_PKEY_MPROTECT:
 			prot := int(a[2])
 			for _, pa := range hit {
 				pg := w.pages[pa]

@@ -119,7 +119,7 @@ func (w *Watch) AddRegions(t *tracer.Thread, regions []*Region) error {
 				return err
 			}
 		}
-		return nil
+		return w.followSyscalls(t)
 	}
 	maps, err := tracer.ReadMaps(w.p.Pid)
 	if err != nil {
@@ -129,5 +129,8 @@ func (w *Watch) AddRegions(t *tracer.Thread, regions []*Region) error {
 		return err
 	}
 	w.regions = append(w.regions, regions...)
-	return w.setProtection(t, true)
+	if err := w.setProtection(t, true); err != nil {
+		return err
+	}
+	return w.followSyscalls(t)
 }

@@ -63,11 +63,16 @@ type Options struct {
 	// OnLibraries is asked for regions to add each time the dynamic
 	// loader's list of objects changes (see WatchLibraries).
 	OnLibraries func() ([]*Region, error)
-	// KernelWrites turns on following syscalls that write into armed pages
-	// (bounce buffers, see kernel.go) and the target's own mprotect/munmap
-	// of watched pages. It costs two stops per syscall. Off, such a
-	// syscall fails with EFAULT in the target.
+	// KernelWrites turns on following syscalls that write into watched
+	// memory (bounce buffers, see kernel.go) and the target's own
+	// mprotect/munmap of watched pages. Off, such a syscall fails with
+	// EFAULT in the target (page engine) or goes unseen (hw engine).
 	KernelWrites bool
+	// SyscallFilter follows those syscalls with a seccomp filter, which
+	// stops only them, instead of stopping every syscall twice. The
+	// filter cannot be removed, so this is for targets memtrap launched
+	// and keeps until they exit (their forked children too).
+	SyscallFilter bool
 	// OnUnmap is told when the target unmaps (part of) a region; how is
 	// the syscall ("munmap(2)"). The region's other pages stay watched.
 	OnUnmap func(r *Region, how string)
@@ -94,6 +99,8 @@ type Watch struct {
 	calls   map[int]*kcall // bounced syscalls in progress, by tid
 	segv    segvGuard      // the target's SIGSEGV action, kept from force_sig
 	libBP   uint64         // _dl_debug_state, where an int3 stands (WatchLibraries)
+	// filtered: the spans the installed syscall filters stop calls for.
+	filtered []span
 
 	slots  []slot             // hw engine: the debug registers' watches
 	shadow map[*Region][]byte // hw engine: each region's last known bytes
@@ -165,30 +172,32 @@ func (w *Watch) Regions() []*Region { return w.regions }
 // own fault.
 func (w *Watch) Arm(t *tracer.Thread) error {
 	if w.slots != nil {
-		return w.armHW()
-	}
-	maps, err := tracer.ReadMaps(w.p.Pid)
-	if err != nil {
-		return fmt.Errorf("reading maps: %w", err)
-	}
-	if err := w.addPages(maps, w.regions); err != nil {
-		return err
-	}
-	if err := w.setProtection(t, true); err != nil {
-		return err
+		if err := w.armHW(); err != nil {
+			return err
+		}
+	} else {
+		maps, err := tracer.ReadMaps(w.p.Pid)
+		if err != nil {
+			return fmt.Errorf("reading maps: %w", err)
+		}
+		if err := w.addPages(maps, w.regions); err != nil {
+			return err
+		}
+		if err := w.setProtection(t, true); err != nil {
+			return err
+		}
 	}
 	if err := w.mapScratch(t); err != nil {
 		return err
 	}
-	if cg, err := w.p.CaughtSignals(); err == nil && cg&sigsegvBit != 0 {
-		if err := w.snapshotSegv(t); err != nil {
-			return err
+	if w.slots == nil {
+		if cg, err := w.p.CaughtSignals(); err == nil && cg&sigsegvBit != 0 {
+			if err := w.snapshotSegv(t); err != nil {
+				return err
+			}
 		}
 	}
-	if w.opts.KernelWrites {
-		w.p.TraceSyscalls(true)
-	}
-	return nil
+	return w.followSyscalls(t)
 }
 
 // addPages records the pages of regions, with their protections from maps.
@@ -372,6 +381,11 @@ func (w *Watch) releaseChild(pid int) error {
 			}
 		}
 	}
+	if w.p.Filtered() {
+		// It inherited the syscall filter: its stops need a tracer.
+		c.Close()
+		return w.p.KeepChild(pid)
+	}
 	return c.Detach()
 }
 
@@ -427,10 +441,12 @@ func (w *Watch) Detach(st tracer.Stop) error {
 			}
 		}
 	}
-	for tid := range w.calls {
+	for tid, c := range w.calls {
 		// Still inside its call: it cannot be let go with a pointer
 		// into our scratch area.
-		return fmt.Errorf("thread %d is inside a system call memtrap redirected; try again", tid)
+		if len(c.bounces) > 0 {
+			return fmt.Errorf("thread %d is inside a system call memtrap redirected; try again", tid)
+		}
 	}
 	if err := w.Disarm(t); err != nil {
 		return err
@@ -446,9 +462,10 @@ func (w *Watch) Disarm(t *tracer.Thread) error {
 	}
 	w.libBP = 0
 	if w.slots != nil {
-		return w.disarmHW()
-	}
-	if err := w.setProtection(t, false); err != nil {
+		if err := w.disarmHW(); err != nil {
+			return err
+		}
+	} else if err := w.setProtection(t, false); err != nil {
 		return err
 	}
 	return w.dropScratch(t)
@@ -461,7 +478,7 @@ func (w *Watch) exec(t *tracer.Thread) error {
 	w.pages = map[uint64]*page{}
 	w.regions, w.slots, w.shadow = nil, nil, nil
 	w.p.OnNewThread = nil
-	w.scratch, w.calls, w.segv, w.libBP = nil, nil, segvGuard{}, 0
+	w.scratch, w.calls, w.segv, w.libBP, w.filtered = nil, nil, segvGuard{}, 0, nil
 	w.p.TraceSyscalls(false)
 	if w.opts.OnExec == nil {
 		return t.Resume(0)

@@ -100,6 +100,7 @@ func (p *Process) Detach() error {
 	if err := p.check(); err != nil {
 		return err
 	}
+	p.swallowWake()
 	var firstErr error
 	for tid, t := range p.threads {
 		sig := 0
@@ -147,4 +148,73 @@ func (p *Process) Kill() {
 			return
 		}
 	}
+}
+
+// swallowWake takes back the SIGSTOP a Wake sent, when the stop it was
+// meant to cause has not come yet (Run found another stop first): left
+// pending, it would stop the target right after the detach. One thread
+// runs on until it dequeues it; signals met on the way are kept for the
+// detach. Precondition: every thread stopped.
+func (p *Process) swallowWake() {
+	if !p.wake.Load() {
+		return
+	}
+	// Met during a single-step and deferred?
+	for _, th := range p.threads {
+		for i, info := range th.deferred {
+			if isWake(&info) {
+				th.deferred = append(th.deferred[:i], th.deferred[i+1:]...)
+				p.wake.Store(false)
+				return
+			}
+		}
+	}
+	t := p.threads[p.Pid]
+	if t == nil {
+		for _, th := range p.threads {
+			t = th
+			break
+		}
+	}
+	if t == nil {
+		return
+	}
+	for {
+		if err := ptraceCont(t.Tid, 0); err != nil {
+			return
+		}
+		t.stopped, t.sigStop, t.sysEntry = false, false, false
+		_, ws, err := wait4(t.Tid)
+		if err != nil || !ws.Stopped() {
+			delete(p.threads, t.Tid)
+			return
+		}
+		t.stopped = true
+		switch event(ws) {
+		case unix.PTRACE_EVENT_STOP:
+			continue // a stale interrupt
+		case 0:
+		default:
+			// Something that needs the caller; leave it be.
+			return
+		}
+		var info Siginfo
+		if ptraceGetSiginfo(t.Tid, &info) != nil {
+			return
+		}
+		t.sigStop = true
+		sig := ws.StopSignal()
+		if isWake(&info) {
+			p.wake.Store(false)
+			return
+		}
+		if sig&0x80 == 0 {
+			t.Defer(info)
+		}
+	}
+}
+
+// isWake tells the SIGSTOP of Wake from any other.
+func isWake(info *Siginfo) bool {
+	return info.Signo() == int(unix.SIGSTOP) && info.Code() == siUser && info.senderPid() == os.Getpid()
 }

@@ -73,6 +73,19 @@ func (t *Thread) Syscall(nr uintptr, args ...uintptr) (uintptr, error) {
 	if err := t.Regs(&saved); err != nil {
 		return 0, err
 	}
+	if t.sysEntry {
+		// Stopped on its way into a call of its own: that call would
+		// be lost under ours. Take it back to its `syscall`
+		// instruction, skipped for now, to run again when resumed, as
+		// the kernel restarts an interrupted call.
+		saved.Rip -= 2
+		saved.Rax = saved.Orig_rax
+		saved.Orig_rax = ^uint64(0)
+		if err := t.SetRegs(&saved); err != nil {
+			return 0, err
+		}
+		t.sysEntry = false
+	}
 	var a [6]uint64
 	for i, v := range args {
 		a[i] = uint64(v)
@@ -118,6 +131,11 @@ func (t *Thread) runSyscall(insn uint64) (uintptr, error) {
 		}
 		if res.Done && r.Rip == insn+2 {
 			return uintptr(r.Rax), nil
+		}
+		if res.Done && r.Rip == insn {
+			// Stepped out of a syscall-stop back to user space, which
+			// traps before running anything: step again.
+			continue
 		}
 		if res.Done {
 			return 0, fmt.Errorf("injected syscall: thread %d stepped to %#x, not %#x", t.Tid, r.Rip, insn+2)

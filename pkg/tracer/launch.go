@@ -262,8 +262,13 @@ func (p *Process) RunToEntry() (*Thread, error) {
 				return nil, err
 			}
 		case StopFork:
-			// Nothing is watched yet: the child needs nothing from us.
-			if err := p.DetachChild(st.Child); err != nil {
+			// Nothing is watched yet: the child needs nothing from us
+			// but, after an execve, a tracer for the syscall filter.
+			release := p.DetachChild
+			if p.filtered {
+				release = p.KeepChild
+			}
+			if err := release(st.Child); err != nil {
 				return nil, err
 			}
 			if err := st.Thread.Resume(0); err != nil {

@@ -44,6 +44,11 @@ type Process struct {
 	wake atomic.Bool // Wake was called: swallow one SIGSTOP
 
 	traceSyscalls bool // resume with PTRACE_SYSCALL (see TraceSyscalls)
+	filtered      bool // a syscall filter is installed (InstallFilter)
+
+	// kept are the tasks of child processes that stay traced only so
+	// that the syscall filter they inherited has its tracer (KeepChild).
+	kept map[int]bool
 
 	// OnNewThread, if set, runs for each thread created after attach
 	// while it is still stopped at its first instruction (to give it
@@ -65,6 +70,7 @@ type Thread struct {
 	stoppedByUs bool // stopped by StopOthers; ResumeOthers lets it go
 	interrupted bool // PTRACE_INTERRUPT sent, its stop not yet seen
 	sigStop     bool // the current stop is a signal-delivery-stop
+	sysEntry    bool // the current stop is a syscall entry (or seccomp) stop
 	exiting     bool // reported PTRACE_EVENT_EXIT: never stops again
 	foreign     bool // a vfork/CLONE_VM child: shares our memory, not our tgid
 	deferred    []Siginfo
@@ -107,6 +113,7 @@ func newProcessNoMem(pid int) *Process {
 		threads:   map[int]*Thread{},
 		tracerTid: unix.Gettid(),
 		early:     map[int]waitInfo{},
+		kept:      map[int]bool{},
 	}
 }
 

@@ -29,7 +29,7 @@ func (t *Thread) Step() (StepResult, error) {
 
 func (t *Thread) step() (StepResult, error) {
 	for {
-		t.stopped, t.sigStop = false, false
+		t.stopped, t.sigStop, t.sysEntry = false, false, false
 		if err := ptraceStep(t.Tid, 0); err != nil {
 			if err == unix.ESRCH {
 				return StepResult{}, ErrThreadGone
@@ -58,6 +58,15 @@ func (t *Thread) step() (StepResult, error) {
 		case unix.PTRACE_EVENT_STOP:
 			// An interrupt from earlier; step again.
 			t.interrupted = false
+			continue
+		case unix.PTRACE_EVENT_SECCOMP:
+			// The syscall filter stopped the call being stepped over
+			// (one memtrap injected): let it run.
+			if msg, err := ptraceEventMsg(t.Tid); err == nil && msg != filterMarker {
+				if err := skipForeignTrace(t.Tid); err != nil {
+					return StepResult{}, goneErr(err)
+				}
+			}
 			continue
 		case unix.PTRACE_EVENT_EXIT:
 			t.exiting = true

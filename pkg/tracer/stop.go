@@ -110,6 +110,9 @@ func (p *Process) Wait() (Stop, error) {
 func (p *Process) handle(w waitInfo) (Stop, bool, error) {
 	ws := w.ws
 	t := p.threads[w.tid]
+	if t == nil && p.kept[w.tid] {
+		return Stop{}, false, p.handleKept(w)
+	}
 	if t == nil {
 		if ws.Stopped() {
 			// A new task's first stop can come before its creator's
@@ -138,6 +141,20 @@ func (p *Process) handle(w waitInfo) (Stop, bool, error) {
 		return p.handleNewTask(t, event(ws))
 	case unix.PTRACE_EVENT_EXEC:
 		return p.handleExec(t)
+	case unix.PTRACE_EVENT_SECCOMP:
+		if msg, err := ptraceEventMsg(t.Tid); err != nil || msg != filterMarker {
+			if err := skipForeignTrace(t.Tid); err != nil {
+				return Stop{}, false, goneErr(err)
+			}
+			return Stop{}, false, p.release(t)
+		}
+		si, err := ptraceSyscallInfo(t.Tid)
+		if err != nil {
+			return Stop{}, false, p.release(t)
+		}
+		si.Seccomp = true
+		t.sysEntry = true
+		return Stop{Kind: StopSyscall, Thread: t, Syscall: si}, true, nil
 	case unix.PTRACE_EVENT_EXIT:
 		// The thread is on its way out; let it go.
 		t.exiting = true
@@ -155,6 +172,7 @@ func (p *Process) handle(w waitInfo) (Stop, bool, error) {
 			if err != nil {
 				return Stop{}, false, p.release(t)
 			}
+			t.sysEntry = si.Entry
 			return Stop{Kind: StopSyscall, Thread: t, Syscall: si}, true, nil
 		}
 		t.sigStop = true
@@ -284,7 +302,7 @@ func (p *Process) cont(t *Thread, sig int) error {
 			sig = info.Signo()
 		}
 	}
-	t.stopped, t.stoppedByUs, t.sigStop = false, false, false
+	t.stopped, t.stoppedByUs, t.sigStop, t.sysEntry = false, false, false, false
 	req := unix.PTRACE_CONT
 	if p.traceSyscalls {
 		req = unix.PTRACE_SYSCALL
@@ -307,7 +325,7 @@ func (t *Thread) Resume(sig int) error {
 
 // Listen resumes a thread from a group-stop without ending the group-stop.
 func (t *Thread) Listen() error {
-	t.stopped = false
+	t.stopped, t.sysEntry = false, false
 	return ignoreGone(ptraceListen(t.Tid))
 }
 

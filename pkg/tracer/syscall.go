@@ -11,9 +11,12 @@ import (
 // SyscallInfo is a syscall-stop's view of the call (PTRACE_GET_SYSCALL_INFO).
 type SyscallInfo struct {
 	Entry bool // entry (Nr, Args) or exit (Ret)
-	Nr    int
-	Args  [6]uint64
-	Ret   int64
+	// Seccomp: an entry reported by the syscall filter. Resume with
+	// ResumeSyscall to see the call's exit too; Resume lets it run on.
+	Seccomp bool
+	Nr      int
+	Args    [6]uint64
+	Ret     int64
 }
 
 func ptraceSyscallInfo(tid int) (SyscallInfo, error) {
@@ -54,7 +57,7 @@ func (t *Thread) ResumeSyscall() error {
 	if err := t.p.check(); err != nil {
 		return err
 	}
-	t.stopped, t.stoppedByUs, t.sigStop = false, false, false
+	t.stopped, t.stoppedByUs, t.sigStop, t.sysEntry = false, false, false, false
 	if err := ptraceRaw(unix.PTRACE_SYSCALL, t.Tid, 0, 0); err != nil {
 		if err == unix.ESRCH {
 			return ErrThreadGone

@@ -1,0 +1,171 @@
+package pagewatch
+
+import (
+	"sort"
+
+	"github.com/memtrap/memtrap/pkg/tracer"
+	"golang.org/x/sys/unix"
+)
+
+// Following syscalls. A watch must see the calls that write into watched
+// memory (kernel.go) and the target's own memory management of watched
+// pages. With Options.SyscallFilter (targets memtrap launched), a seccomp
+// filter stops only those calls whose pointer arguments come near watched
+// memory, one stop at entry, and a second at exit only when a call is
+// followed; every other call runs at full speed. Without it (attach: a
+// filter would outlive memtrap), every call of every thread stops twice.
+
+// filterGap: watched spans closer than this share one range of the filter.
+const filterGap = 16 << 20
+
+// maxFilterRanges bounds the filter's size: each range costs 10
+// instructions per pointer argument of each followed call.
+const maxFilterRanges = 4
+
+// mmSlack: a memory-management call starting this far below a watched page
+// is still stopped (munmap of a large range over it); one starting further
+// below covering it would be missed.
+const mmSlack = 1 << 30
+
+// memoryCalls are the memory-management calls that can change a watched
+// page, with the arguments holding an address.
+var memoryCalls = map[int][]int{
+	unix.SYS_MPROTECT:      {0},
+	unix.SYS_PKEY_MPROTECT: {0},
+	unix.SYS_MUNMAP:        {0},
+	unix.SYS_MADVISE:       {0},
+	unix.SYS_MREMAP:        {0, 4},
+	unix.SYS_MMAP:          {0},
+}
+
+// followSyscalls makes the target stop at the calls that matter for what
+// is watched now (t stopped, the other threads too).
+func (w *Watch) followSyscalls(t *tracer.Thread) error {
+	if !w.opts.KernelWrites {
+		return nil
+	}
+	if !w.opts.SyscallFilter {
+		w.p.TraceSyscalls(true)
+		return nil
+	}
+	spans := mergeSpans(w.watchedSpans())
+	if len(spans) == 0 || w.filterCovers(spans) {
+		return nil
+	}
+	prog, err := tracer.BuildFilter(filterRules(spans))
+	if err != nil {
+		return err
+	}
+	n := uint64(8*len(prog) + 16)
+	buf, ok := w.scratch.alloc(n)
+	if !ok {
+		return errScratchFull
+	}
+	defer w.scratch.release(buf, n)
+	if err := t.InstallFilter(prog, buf); err != nil {
+		return err
+	}
+	w.filtered = append(w.filtered, spans...)
+	return nil
+}
+
+// watchedSpans lists the memory whose syscall writes matter: the armed
+// pages, or the debug registers' regions.
+func (w *Watch) watchedSpans() []span {
+	var out []span
+	if w.slots != nil {
+		for _, r := range w.regions {
+			out = append(out, span{r.Addr, r.End()})
+		}
+		return out
+	}
+	for a, pg := range w.pages {
+		if pg.armed {
+			out = append(out, span{a, a + pageSize})
+		}
+	}
+	return out
+}
+
+// mergeSpans sorts spans and merges those closer than filterGap, then the
+// closest ones until at most maxFilterRanges are left.
+func mergeSpans(s []span) []span {
+	if len(s) == 0 {
+		return nil
+	}
+	sort.Slice(s, func(i, j int) bool { return s[i].lo < s[j].lo })
+	out := []span{s[0]}
+	for _, x := range s[1:] {
+		if last := &out[len(out)-1]; x.lo <= last.hi+filterGap {
+			last.hi = max(last.hi, x.hi)
+		} else {
+			out = append(out, x)
+		}
+	}
+	for len(out) > maxFilterRanges {
+		best := 0
+		for i := 1; i < len(out)-1; i++ {
+			if out[i+1].lo-out[i].hi < out[best+1].lo-out[best].hi {
+				best = i
+			}
+		}
+		out[best].hi = out[best+1].hi
+		out = append(out[:best+1], out[best+2:]...)
+	}
+	return out
+}
+
+// filterCovers says whether the filters installed so far already stop the
+// calls for spans.
+func (w *Watch) filterCovers(spans []span) bool {
+	for _, s := range spans {
+		in := false
+		for _, f := range w.filtered {
+			if s.lo >= f.lo && s.hi <= f.hi {
+				in = true
+				break
+			}
+		}
+		if !in {
+			return false
+		}
+	}
+	return true
+}
+
+// filterRules: a call from sysTable stops when one of its output pointers
+// lies in a watched span or up to maxBounce below it (larger outputs are
+// not followed anyway); a memory-management call when its address lies in
+// a span or up to mmSlack below.
+func filterRules(spans []span) []tracer.FilterRule {
+	ranges := func(slack uint64) []tracer.Range {
+		var out []tracer.Range
+		for _, s := range spans {
+			lo := uint64(pageSize)
+			if s.lo > slack+pageSize {
+				lo = s.lo - slack
+			}
+			out = append(out, tracer.Range{Lo: lo, Hi: s.hi})
+		}
+		return out
+	}
+	var nrs []int
+	for nr := range sysTable {
+		nrs = append(nrs, nr)
+	}
+	sort.Ints(nrs)
+	var rules []tracer.FilterRule
+	buffers := ranges(maxBounce)
+	for _, nr := range nrs {
+		var args []int
+		for _, o := range sysTable[nr].outs {
+			args = append(args, o.ptr)
+		}
+		rules = append(rules, tracer.FilterRule{Nr: nr, Args: args, Ranges: buffers})
+	}
+	mm := ranges(mmSlack)
+	for _, nr := range []int{unix.SYS_MPROTECT, unix.SYS_PKEY_MPROTECT, unix.SYS_MUNMAP, unix.SYS_MADVISE, unix.SYS_MREMAP, unix.SYS_MMAP} {
+		rules = append(rules, tracer.FilterRule{Nr: nr, Args: memoryCalls[nr], Ranges: mm})
+	}
+	return rules
+}

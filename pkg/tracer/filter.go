@@ -1,0 +1,314 @@
+package tracer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// A syscall filter (seccomp, SECCOMP_RET_TRACE) makes only the system calls
+// a watcher cares about stop the target, instead of every call as
+// TraceSyscalls does: each such call stops at its entry (StopSyscall with
+// Seccomp set); the others run at full speed.
+//
+// The filter stays with the process, its later threads and children, and
+// across execve: it cannot be removed. A call it traps while no tracer
+// listens fails with ENOSYS, so it is for targets memtrap launched and
+// keeps until they end (see KeepChild), never for attach.
+
+// FilterRule says when one syscall stops: always (no Args), or when one of
+// the arguments Args holds a value in one of Ranges.
+type FilterRule struct {
+	Nr     int
+	Args   []int
+	Ranges []Range
+}
+
+// Range is [Lo, Hi).
+type Range struct{ Lo, Hi uint64 }
+
+// filterMarker is the SECCOMP_RET_DATA of memtrap's filters: a stop with
+// other data comes from a filter of the target's own.
+const filterMarker = 0x6d74
+
+const (
+	bpfLd  = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+	bpfJeq = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+	bpfJgt = unix.BPF_JMP | unix.BPF_JGT | unix.BPF_K
+	bpfJge = unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K
+	bpfRet = unix.BPF_RET | unix.BPF_K
+
+	seccompNr   = 0
+	seccompArch = 4
+	x32Bit      = 0x40000000
+)
+
+func seccompArg(i int, high bool) uint32 {
+	off := uint32(16 + 8*i)
+	if high {
+		off += 4
+	}
+	return off
+}
+
+// asm is a classic BPF program with symbolic jump targets.
+type asm struct {
+	ins    []unix.SockFilter
+	jt, jf []int // label numbers, -1 for "next instruction"
+	labels []int // label -> instruction index
+}
+
+func (a *asm) label() int  { a.labels = append(a.labels, -1); return len(a.labels) - 1 }
+func (a *asm) place(l int) { a.labels[l] = len(a.ins) }
+func (a *asm) op(code uint16, k uint32, jt, jf int) {
+	a.ins = append(a.ins, unix.SockFilter{Code: code, K: k})
+	a.jt, a.jf = append(a.jt, jt), append(a.jf, jf)
+}
+
+func (a *asm) link() ([]unix.SockFilter, error) {
+	for i := range a.ins {
+		for _, x := range []struct {
+			l   int
+			dst *uint8
+		}{{a.jt[i], &a.ins[i].Jt}, {a.jf[i], &a.ins[i].Jf}} {
+			if x.l < 0 {
+				continue
+			}
+			off := a.labels[x.l] - i - 1
+			if off < 0 || off > 255 {
+				return nil, fmt.Errorf("syscall filter: jump of %d at %d", off, i)
+			}
+			*x.dst = uint8(off)
+		}
+	}
+	if len(a.ins) > unix.BPF_MAXINSNS {
+		return nil, fmt.Errorf("syscall filter: %d instructions, the kernel takes %d", len(a.ins), unix.BPF_MAXINSNS)
+	}
+	return a.ins, nil
+}
+
+// BuildFilter assembles the seccomp program for rules: x86-64 calls that
+// match a rule are traced, everything else allowed.
+func BuildFilter(rules []FilterRule) ([]unix.SockFilter, error) {
+	a := &asm{}
+	native, x64 := a.label(), a.label()
+	a.op(bpfLd, seccompArch, -1, -1)
+	a.op(bpfJeq, unix.AUDIT_ARCH_X86_64, native, -1)
+	a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
+	a.place(native)
+	a.op(bpfLd, seccompNr, -1, -1)
+	a.op(bpfJge, x32Bit, -1, x64)
+	a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
+	a.place(x64)
+	for _, r := range rules {
+		skip := a.label()
+		a.op(bpfLd, seccompNr, -1, -1)
+		a.op(bpfJeq, uint32(r.Nr), -1, skip)
+		if len(r.Args) == 0 {
+			a.op(bpfRet, unix.SECCOMP_RET_TRACE|filterMarker, -1, -1)
+			a.place(skip)
+			continue
+		}
+		hit := a.label()
+		for _, arg := range r.Args {
+			for _, rg := range r.Ranges {
+				// Lo <= v < Hi, compared as two 32-bit halves.
+				next, upper := a.label(), a.label()
+				lh, ll := uint32(rg.Lo>>32), uint32(rg.Lo)
+				hh, hl := uint32(rg.Hi>>32), uint32(rg.Hi)
+				a.op(bpfLd, seccompArg(arg, true), -1, -1)
+				a.op(bpfJgt, lh, upper, -1)
+				a.op(bpfJeq, lh, -1, next)
+				a.op(bpfLd, seccompArg(arg, false), -1, -1)
+				a.op(bpfJge, ll, -1, next)
+				a.place(upper)
+				a.op(bpfLd, seccompArg(arg, true), -1, -1)
+				a.op(bpfJgt, hh, next, -1)
+				a.op(bpfJeq, hh, -1, hit)
+				a.op(bpfLd, seccompArg(arg, false), -1, -1)
+				a.op(bpfJge, hl, next, hit)
+				a.place(next)
+			}
+		}
+		a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
+		a.place(hit)
+		a.op(bpfRet, unix.SECCOMP_RET_TRACE|filterMarker, -1, -1)
+		a.place(skip)
+	}
+	a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
+	return a.link()
+}
+
+// ErrNoFilter means the kernel refused the syscall filter.
+var ErrNoFilter = errors.New("the kernel refused memtrap's syscall filter")
+
+// InstallFilter makes the process's threads install prog (from BuildFilter)
+// and reports its stops from now on. buf is room for len(prog)*8+16 bytes
+// of target memory that the call may use. If the target lacks
+// CAP_SYS_ADMIN, no_new_privs is set first, as seccomp requires (under
+// ptrace a set-user-ID execve gains nothing anyway).
+//
+// Precondition: as for Syscall, with every thread stopped.
+func (t *Thread) InstallFilter(prog []unix.SockFilter, buf uint64) error {
+	p := t.p
+	if err := p.check(); err != nil {
+		return err
+	}
+	code := make([]byte, 8*len(prog)+16)
+	for i, f := range prog {
+		binary.LittleEndian.PutUint16(code[8*i:], f.Code)
+		code[8*i+2], code[8*i+3] = f.Jt, f.Jf
+		binary.LittleEndian.PutUint32(code[8*i+4:], f.K)
+	}
+	fprog := buf + uint64(8*len(prog))
+	binary.LittleEndian.PutUint16(code[8*len(prog):], uint16(len(prog)))
+	binary.LittleEndian.PutUint64(code[8*len(prog)+8:], buf)
+	if err := p.WriteMemory(buf, code); err != nil {
+		return err
+	}
+	opts := p.options | unix.PTRACE_O_TRACESECCOMP
+	for _, th := range p.threads {
+		if err := ptraceRaw(unix.PTRACE_SETOPTIONS, th.Tid, 0, uintptr(opts)); err != nil && err != unix.ESRCH {
+			return fmt.Errorf("PTRACE_SETOPTIONS %d: %w", th.Tid, err)
+		}
+	}
+	p.options = opts
+	install := func() (uintptr, error) {
+		return t.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(fprog))
+	}
+	r, err := install()
+	if errors.Is(err, unix.EACCES) {
+		if _, err := t.Syscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("%w: prctl(PR_SET_NO_NEW_PRIVS): %w", ErrNoFilter, err)
+		}
+		r, err = install()
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNoFilter, err)
+	}
+	if r != 0 {
+		return fmt.Errorf("%w: thread %d could not take it", ErrNoFilter, r)
+	}
+	p.filtered = true
+	return nil
+}
+
+// Filtered reports whether a syscall filter is installed in the process.
+func (p *Process) Filtered() bool { return p.filtered }
+
+// skipForeignTrace answers a stop of the target's own SECCOMP_RET_TRACE
+// filter as the kernel does when no tracer listens: the call fails with
+// ENOSYS without running.
+func skipForeignTrace(tid int) error {
+	var r unix.PtraceRegs
+	if err := ptraceGetRegs(tid, &r); err != nil {
+		return err
+	}
+	r.Orig_rax = ^uint64(0)
+	r.Rax = ^uint64(unix.ENOSYS) + 1
+	return ptraceSetRegs(tid, &r)
+}
+
+func goneErr(err error) error {
+	if err == unix.ESRCH {
+		return ErrThreadGone
+	}
+	return err
+}
+
+// KeepChild keeps a new process reported by StopFork traced in pass-through
+// instead of detaching it: it inherited the syscall filter, whose stops need
+// a tracer. Its tasks, their children and their threads are resumed at
+// every stop, signals delivered and group-stops kept, until they exit; Wait
+// never reports them. EXITKILL is cleared for them: if memtrap goes, they
+// live on. The child must have been given its pages back before.
+func (p *Process) KeepChild(pid int) error {
+	if err := p.check(); err != nil {
+		return err
+	}
+	p.kept[pid] = true
+	if err := ptraceRaw(unix.PTRACE_SETOPTIONS, pid, 0, uintptr(p.options&^unix.PTRACE_O_EXITKILL)); err != nil {
+		delete(p.kept, pid)
+		return ignoreGone(err)
+	}
+	return ignoreGone(ptraceCont(pid, 0))
+}
+
+// Kept returns how many tasks of kept children are still traced.
+func (p *Process) Kept() int { return len(p.kept) }
+
+// handleKept does what a tracer that only keeps a filter company does with
+// a stop of a kept task: let it go on as if untraced.
+func (p *Process) handleKept(w waitInfo) error {
+	ws, tid := w.ws, w.tid
+	if ws.Exited() || ws.Signaled() {
+		delete(p.kept, tid)
+		return nil
+	}
+	if !ws.Stopped() {
+		return nil
+	}
+	sig := ws.StopSignal()
+	switch event(ws) {
+	case unix.PTRACE_EVENT_CLONE, unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
+		if msg, err := ptraceEventMsg(tid); err == nil {
+			child := int(msg)
+			p.kept[child] = true
+			if early, ok := p.early[child]; ok {
+				// Its first stop came before this event.
+				delete(p.early, child)
+				if err := p.handleKept(early); err != nil {
+					return err
+				}
+			}
+		}
+		return ignoreGone(ptraceCont(tid, 0))
+	case unix.PTRACE_EVENT_SECCOMP:
+		if msg, err := ptraceEventMsg(tid); err == nil && msg != filterMarker {
+			if err := skipForeignTrace(tid); err != nil {
+				return ignoreGone(err)
+			}
+		}
+		return ignoreGone(ptraceCont(tid, 0))
+	case unix.PTRACE_EVENT_STOP:
+		if sig == unix.SIGTRAP {
+			return ignoreGone(ptraceCont(tid, 0))
+		}
+		return ignoreGone(ptraceListen(tid))
+	case 0:
+		if sig == unix.SIGTRAP|0x80 {
+			return ignoreGone(ptraceCont(tid, 0))
+		}
+		return ignoreGone(ptraceCont(tid, int(sig)))
+	}
+	// exec, exit and anything else: on it goes.
+	return ignoreGone(ptraceCont(tid, 0))
+}
+
+// WaitKept serves kept children until none is left: the end of a run whose
+// target exited before the children it started.
+func (p *Process) WaitKept() error {
+	if err := p.check(); err != nil {
+		return err
+	}
+	for len(p.kept) > 0 {
+		tid, ws, err := wait4(-1)
+		if err != nil {
+			if err == unix.ECHILD {
+				p.kept = map[int]bool{}
+				return nil
+			}
+			return fmt.Errorf("wait4: %w", err)
+		}
+		if p.kept[tid] {
+			if err := p.handleKept(waitInfo{tid, ws}); err != nil {
+				return err
+			}
+		} else if ws.Stopped() {
+			p.early[tid] = waitInfo{tid, ws}
+		}
+	}
+	return nil
+}
