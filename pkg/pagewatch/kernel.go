@@ -251,8 +251,17 @@ func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
 		}
 		return t.Resume(0)
 	}
+	if w.scratch == nil || !w.opts.KernelWrites {
+		return t.Resume(0)
+	}
+	if vs, ok := vecTable[si.Nr]; ok {
+		if w.slots != nil {
+			return w.hwFollow(t, si, vs.name, w.vecOuts(si, vs))
+		}
+		return w.vecEntry(t, si, vs)
+	}
 	spec, ok := sysTable[si.Nr]
-	if !ok || w.scratch == nil || !w.opts.KernelWrites {
+	if !ok {
 		return t.Resume(0)
 	}
 	if w.slots != nil {
@@ -331,22 +340,30 @@ func (w *Watch) hwCallEntry(t *tracer.Thread, si tracer.SyscallInfo, spec sysSpe
 		}
 		return binary.LittleEndian.Uint32(b[:])
 	}
-	var call *kcall
+	var outs []span
 	for _, o := range spec.outs {
 		ptr := si.Args[o.ptr]
 		n := o.size(&si.Args, read32)
-		if ptr == 0 || n == 0 || ptr+n < ptr {
-			continue
+		if ptr != 0 && n != 0 && ptr+n > ptr {
+			outs = append(outs, span{ptr, ptr + n})
 		}
+	}
+	return w.hwFollow(t, si, spec.name, outs)
+}
+
+// hwFollow follows a call to its exit if one of outs covers a region.
+func (w *Watch) hwFollow(t *tracer.Thread, si tracer.SyscallInfo, name string, outs []span) error {
+	var call *kcall
+	for _, o := range outs {
 		for _, r := range w.regions {
-			if _, ok := (span{ptr, ptr + n}).intersect(span{r.Addr, r.End()}); ok {
+			if _, ok := o.intersect(span{r.Addr, r.End()}); ok {
 				if call == nil {
-					call = &kcall{nr: si.Nr, name: spec.name}
+					call = &kcall{nr: si.Nr, name: name}
 					if err := t.Regs(&call.regs); err != nil {
 						return err
 					}
 				}
-				call.outs = append(call.outs, span{ptr, ptr + n})
+				call.outs = append(call.outs, o)
 				break
 			}
 		}
@@ -433,7 +450,9 @@ func (w *Watch) finishCall(t *tracer.Thread) error {
 		if err := w.reportKernel(t, call, b.real, b.before, after); err != nil {
 			return err
 		}
-		*argReg(&regs, b.arg) = *argReg(&call.regs, b.arg)
+		if b.arg >= 0 {
+			*argReg(&regs, b.arg) = *argReg(&call.regs, b.arg)
+		}
 	}
 	return t.SetRegs(&regs)
 }

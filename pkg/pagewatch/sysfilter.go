@@ -163,6 +163,10 @@ func filterRules(spans []span) []tracer.FilterRule {
 		}
 		rules = append(rules, tracer.FilterRule{Nr: nr, Args: args, Ranges: buffers})
 	}
+	for nr := range vecTable {
+		// The buffers are listed in memory, out of the filter's sight.
+		rules = append(rules, tracer.FilterRule{Nr: nr})
+	}
 	mm := ranges(mmSlack)
 	for _, nr := range []int{unix.SYS_MPROTECT, unix.SYS_PKEY_MPROTECT, unix.SYS_MUNMAP, unix.SYS_MADVISE, unix.SYS_MREMAP, unix.SYS_MMAP} {
 		rules = append(rules, tracer.FilterRule{Nr: nr, Args: memoryCalls[nr], Ranges: mm})

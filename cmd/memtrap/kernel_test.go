@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/memtrap/memtrap/internal/fixture"
+)
+
+// kallWrites are the kernel writes kall.c makes into box, in order: one
+// per call, two for readv (one per iovec).
+var kallWrites = []struct {
+	syscall string
+	offset  uint64
+	new     string // "" when the value varies from run to run
+}{
+	{"read", 0, "0x216e692d65706970"},
+	{"pread64", 8, "0x6261393837363534"},
+	{"readv", 16, "0x44434241"},
+	{"readv", 20, "0x48474645"},
+	{"recvmsg", 24, "0x6d61726761746164"},
+	{"recvfrom", 32, "0x6d6f726676636572"},
+	{"newfstatat", 40, ""},
+	{"clock_gettime", 184, ""},
+	{"pipe2", 200, ""},
+	{"wait4", 209, "0x7"},
+	{"getdents64", 212, ""},
+}
+
+func checkKall(t *testing.T, evs []event) {
+	t.Helper()
+	ws := writes(evs)
+	if len(ws) != len(kallWrites) {
+		t.Fatalf("%d writes, want %d: %+v", len(ws), len(kallWrites), ws)
+	}
+	for i, want := range kallWrites {
+		w := ws[i]
+		if w.By != "kernel" || w.Syscall != want.syscall || w.Offset != want.offset || want.new != "" && w.New != want.new {
+			t.Errorf("write %d: %s by %s(2) at +%d new %s; want %s(2) at +%d new %q", i+1, w.By, w.Syscall, w.Offset, w.New, want.syscall, want.offset, want.new)
+		}
+	}
+}
+
+// TestKernelWritesEverySyscall: syscalls writing into a watched struct
+// (plain buffers, iovecs, a msghdr, stat, a timespec, a pipe's fds, a wait
+// status, directory entries) return what they return without memtrap and
+// are each reported as a kernel write: launched (seccomp filter), and
+// attached (syscall stops).
+func TestKernelWritesEverySyscall(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/kall.c", "-O0")
+	want := native(t, prog)
+	if !strings.HasPrefix(want.stdout, "read 8 pipe-in! pread 8 456789ab readv 8 ABCDEFGH recvmsg 8 datagram") || want.code != 0 {
+		t.Fatalf("native: %q %d", want.stdout, want.code)
+	}
+	r := memtrap(t, "run", "--format", "json", "--backtrace", "1", "--symbol", "box", "--", prog)
+	if r.stdout != want.stdout || r.code != 0 {
+		t.Fatalf("run: %q exit %d; stderr %s", r.stdout, r.code, r.stderr)
+	}
+	checkKall(t, parseEvents(t, r.stderr))
+
+	t.Run("attach", func(t *testing.T) {
+		target := exec.Command(prog, "wait")
+		in, _ := target.StdinPipe()
+		out, _ := target.StdoutPipe()
+		if err := target.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer target.Process.Kill()
+		rd := bufio.NewReader(out)
+		if l, _ := rd.ReadString('\n'); l != "ready\n" {
+			t.Fatalf("target said %q", l)
+		}
+		mt := exec.Command(memtrapBin, "attach", fmt.Sprint(target.Process.Pid), "--format", "json", "--backtrace", "0", "--symbol", "box")
+		errPipe, _ := mt.StderrPipe()
+		if err := mt.Start(); err != nil {
+			t.Fatal(err)
+		}
+		mrd := bufio.NewReader(errPipe)
+		var evs []event
+		for len(evs) == 0 || evs[0].Event != "watch" {
+			l, err := mrd.ReadString('\n')
+			if err != nil {
+				t.Fatalf("memtrap said nothing: %v", err)
+			}
+			evs = parseEvents(t, l)
+		}
+		io.WriteString(in, "go\n")
+		rest, _ := io.ReadAll(rd)
+		for len(writes(evs)) < len(kallWrites) {
+			l, err := mrd.ReadString('\n')
+			if err != nil {
+				break
+			}
+			evs = append(evs, parseEvents(t, l)...)
+		}
+		mt.Process.Signal(syscall.SIGINT)
+		tail, _ := io.ReadAll(mrd)
+		evs = append(evs, parseEvents(t, string(tail))...)
+		mt.Wait()
+		if err := target.Wait(); err != nil {
+			t.Fatalf("target: %v", err)
+		}
+		if string(rest) != want.stdout {
+			t.Fatalf("attached: %q, want %q", rest, want.stdout)
+		}
+		checkKall(t, evs)
+	})
+
+	t.Run("hw", func(t *testing.T) {
+		// The debug registers do not see the kernel's writes: the
+		// followed calls are compared with the region's shadow.
+		r := memtrap(t, "run", "--engine", "hw", "--format", "json", "--backtrace", "0", "--symbol", "box+24", "--len", "8", "--", prog)
+		if r.stdout != want.stdout || r.code != 0 {
+			t.Fatalf("%q exit %d; stderr %s", r.stdout, r.code, r.stderr)
+		}
+		ws := writes(parseEvents(t, r.stderr))
+		if len(ws) != 1 || ws[0].Syscall != "recvmsg" || ws[0].New != "0x6d61726761746164" {
+			t.Fatalf("writes %+v", ws)
+		}
+	})
+}
