@@ -36,6 +36,7 @@ type watchFlags struct {
 	completer  string
 	engine     string
 	kernel     bool
+	follow     bool
 	pending    bool
 }
 
@@ -125,6 +126,7 @@ func (f *watchFlags) register(fs *pflag.FlagSet) {
 	fs.StringVarP(&f.output, "output", "o", "", "write reports to FILE instead of stderr")
 	fs.StringVar(&f.engine, "engine", "auto", "auto (hw when every region fits 4 debug registers, else page), page (write-protected pages) or hw (debug registers)")
 	fs.BoolVar(&f.pending, "pending", false, "a --symbol not found at start waits for a library that defines it (always so for module:name when the module is not loaded yet)")
+	fs.BoolVar(&f.follow, "follow-forks", false, "watch forked children too (their events carry their pid); by default a child gets its pages back and goes its own way")
 	fs.BoolVar(&f.kernel, "kernel-writes", true, "follow syscalls that write into watched memory (read(2) into a watched buffer...) and report them; =false saves the cost (attach: two stops per syscall) but such a call then fails with EFAULT")
 	fs.StringVar(&f.completer, "completer", "emulate", "how trapped writes complete: emulate (simple stores emulated, the rest single-stepped) or step (always single-step)")
 	_ = fs.MarkHidden("completer")

@@ -187,6 +187,7 @@ func (se *session) watchOptions() (pagewatch.Options, error) {
 	o := pagewatch.Options{
 		Engine:       se.flags.engine,
 		KernelWrites: se.flags.kernel,
+		FollowForks:  se.flags.follow,
 		Width:        se.flags.width,
 		Sink:         se.onWrite,
 		Notify:       func(m string) { _ = se.rep.Note(m) },

@@ -64,6 +64,30 @@ func TestForkChild(t *testing.T) {
 		if len(ws) != 2 || ws[0].New != "0x1" || ws[1].New != "0x4" {
 			t.Fatalf("%s: writes %+v", engine, ws)
 		}
+
+		// --follow-forks: the child's two stores too, with its pid, and
+		// one sequence of numbers across both processes.
+		r = memtrap(t, "run", "--follow-forks", "--engine", engine, "--format", "json", "--symbol", "value", "--", prog)
+		if r.stdout != want.stdout || r.code != want.code {
+			t.Fatalf("%s --follow-forks: %q exit %d, want %q; stderr %s", engine, r.stdout, r.code, want.stdout, r.stderr)
+		}
+		ws = writes(parseEvents(t, r.stderr))
+		if len(ws) != 4 {
+			t.Fatalf("%s --follow-forks: writes %+v", engine, ws)
+		}
+		parent, child := ws[0].Pid, ws[1].Pid
+		for i, w := range []struct {
+			pid      int
+			old, new string
+			fn       string
+		}{{parent, "0x0", "0x1", "main"}, {child, "0x1", "0x2", "main"}, {child, "0x2", "0x3", "main"}, {parent, "0x1", "0x4", "main"}} {
+			if ws[i].Seq != i+1 || ws[i].Pid != w.pid || ws[i].Old != w.old || ws[i].New != w.new || writer(ws[i]) != w.fn {
+				t.Errorf("%s --follow-forks: write %d %+v, want pid %d %s -> %s", engine, i+1, ws[i], w.pid, w.old, w.new)
+			}
+		}
+		if parent == child {
+			t.Errorf("%s --follow-forks: child writes carry the parent's pid %d", engine, parent)
+		}
 	}
 }
 

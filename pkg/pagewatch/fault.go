@@ -81,7 +81,7 @@ func (w *Watch) readCode(pc uint64) []byte {
 }
 
 func (w *Watch) fault(t *tracer.Thread, siAddr uint64) error {
-	w.stats.Faults++
+	w.rootWatch().stats.Faults++
 	f := &Fault{Thread: t, SiAddr: siAddr, before: map[uint64][]byte{}}
 	if err := t.Regs(&f.Regs); err != nil {
 		return err
@@ -178,8 +178,8 @@ func (w *Watch) emit(wr *Write, pages map[uint64][]byte) error {
 	if !w.matches(wr, pages) {
 		return nil
 	}
-	w.stats.Writes++
-	wr.Seq = w.stats.Writes
+	w.rootWatch().stats.Writes++
+	wr.Seq = w.rootWatch().stats.Writes
 	if w.opts.Sink != nil {
 		return w.opts.Sink(wr)
 	}

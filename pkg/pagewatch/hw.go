@@ -111,7 +111,7 @@ func (w *Watch) hwHit(st tracer.Stop) bool {
 // hwWrite reports the write that triggered slots in DR6. The CPU traps
 // after the writing instruction, so the PC is the next instruction's.
 func (w *Watch) hwWrite(t *tracer.Thread) error {
-	w.stats.Faults++
+	w.rootWatch().stats.Faults++
 	dr6, err := t.DebugReg(6)
 	if err != nil {
 		return err

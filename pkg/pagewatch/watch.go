@@ -73,6 +73,9 @@ type Options struct {
 	// filter cannot be removed, so this is for targets memtrap launched
 	// and keeps until they exit (their forked children too).
 	SyscallFilter bool
+	// FollowForks watches forked children too (their writes carry their
+	// pid) instead of giving them their pages back.
+	FollowForks bool
 	// OnUnmap is told when the target unmaps (part of) a region; how is
 	// the syscall ("munmap(2)"). The region's other pages stay watched.
 	OnUnmap func(r *Region, how string)
@@ -101,6 +104,10 @@ type Watch struct {
 	libBP   uint64         // _dl_debug_state, where an int3 stands (WatchLibraries)
 	// filtered: the spans the installed syscall filters stop calls for.
 	filtered []span
+
+	root     *Watch         // the watch of the first process, for a followed child's
+	children map[int]*Watch // followed children, by pid (on the root watch)
+	exited   *tracer.Stop   // the first process's exit, while children run on
 
 	slots  []slot             // hw engine: the debug registers' watches
 	shadow map[*Region][]byte // hw engine: each region's last known bytes
@@ -136,7 +143,7 @@ func New(p *tracer.Process, regions []*Region, opts Options) (*Watch, error) {
 			return nil, err
 		}
 	}
-	w := &Watch{p: p, opts: opts, regions: regions, pages: map[uint64]*page{}, decode: DecodeStore}
+	w := &Watch{p: p, opts: opts, regions: regions, pages: map[uint64]*page{}, decode: DecodeStore, children: map[int]*Watch{}}
 	switch opts.Engine {
 	case "", EnginePage:
 	case EngineHW, EngineAuto:
@@ -292,21 +299,56 @@ func (w *Watch) Run() (tracer.Stop, error) {
 			return st, err
 		}
 		if w.detach.Load() && st.Kind != tracer.StopExited {
+			if err := w.detachChildren(); err != nil {
+				return st, err
+			}
+			if st.Pid != 0 && st.Pid != w.p.Pid {
+				// The stop was a child's, now detached.
+				st = tracer.Stop{Kind: tracer.StopWake, Thread: w.anyThread()}
+				if st.Thread == nil {
+					if err := w.p.StopOthers(nil); err != nil {
+						return st, err
+					}
+					st.Thread = w.anyThread()
+				}
+			}
 			if err := w.Detach(st); err != nil {
 				return st, err
 			}
 			return tracer.Stop{Kind: tracer.StopWake}, nil
 		}
-		if err := w.dispatch(st); err != nil {
+		if st.Kind == tracer.StopExited {
+			if st.Pid != 0 && st.Pid != w.p.Pid {
+				delete(w.children, st.Pid)
+				w.note(fmt.Sprintf("process %d exited (%s)", st.Pid, exitString(st.Status)))
+				if w.exited != nil && len(w.children) == 0 {
+					return *w.exited, nil
+				}
+				continue
+			}
+			if len(w.children) > 0 {
+				w.exited = &st
+				continue
+			}
+			if w.exited != nil {
+				return *w.exited, nil
+			}
+			return st, nil
+		}
+		if err := w.watchOf(st).dispatch(st); err != nil {
 			if errors.Is(err, tracer.ErrProcessExited) || errors.Is(err, tracer.ErrThreadGone) {
 				continue
 			}
 			return st, err
 		}
-		if st.Kind == tracer.StopExited {
-			return st, nil
-		}
 	}
+}
+
+func exitString(ws unix.WaitStatus) string {
+	if ws.Signaled() {
+		return fmt.Sprintf("killed by signal %d", int(ws.Signal()))
+	}
+	return fmt.Sprintf("status %d", ws.ExitStatus())
 }
 
 func (w *Watch) dispatch(st tracer.Stop) error {
@@ -327,7 +369,11 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 	case tracer.StopGroup:
 		return st.Thread.Listen()
 	case tracer.StopFork:
-		if err := w.releaseChild(st.Child); err != nil {
+		if w.opts.FollowForks {
+			if err := w.follow(st.Child); err != nil {
+				return err
+			}
+		} else if err := w.releaseChild(st.Child); err != nil {
 			return err
 		}
 		return st.Thread.Resume(0)

@@ -50,6 +50,11 @@ type Process struct {
 	// that the syscall filter they inherited has its tracer (KeepChild).
 	kept map[int]bool
 
+	// followed are the child processes traced as processes of their own
+	// (Follow), kept on the first Process, whose Wait reports their stops.
+	root     *Process
+	followed map[int]*Process
+
 	// OnNewThread, if set, runs for each thread created after attach
 	// while it is still stopped at its first instruction (to give it
 	// per-thread state such as debug registers) and before it runs.
@@ -114,6 +119,7 @@ func newProcessNoMem(pid int) *Process {
 		tracerTid: unix.Gettid(),
 		early:     map[int]waitInfo{},
 		kept:      map[int]bool{},
+		followed:  map[int]*Process{},
 	}
 }
 

@@ -54,6 +54,7 @@ func (k StopKind) String() string {
 // Stop is one stop that needs the caller's decision.
 type Stop struct {
 	Kind    StopKind
+	Pid     int     // the process: this one, or one it follows (Follow)
 	Thread  *Thread // nil for StopExited
 	Sig     int
 	Info    Siginfo
@@ -77,32 +78,83 @@ func (p *Process) Wait() (Stop, error) {
 		return Stop{}, err
 	}
 	for {
-		if p.exited {
-			return Stop{Kind: StopExited, Status: p.status}, nil
+		if p.exited && len(p.followed) == 0 {
+			return Stop{Kind: StopExited, Pid: p.Pid, Status: p.status}, nil
 		}
 		var w waitInfo
+		owner := p
 		if len(p.queue) > 0 {
 			w = waitInfo{p.queue[0].tid, p.queue[0].ws}
 			p.queue = p.queue[1:]
+		} else if c := p.queuedChild(); c != nil {
+			owner = c
+			w = waitInfo{c.queue[0].tid, c.queue[0].ws}
+			c.queue = c.queue[1:]
 		} else {
 			tid, ws, err := wait4(-1)
 			if err != nil {
 				if err == unix.ECHILD {
 					p.exited = true
-					return Stop{Kind: StopExited, Status: p.status}, ErrProcessExited
+					p.followed = map[int]*Process{}
+					return Stop{Kind: StopExited, Pid: p.Pid, Status: p.status}, ErrProcessExited
 				}
 				return Stop{}, fmt.Errorf("wait4: %w", err)
 			}
 			w = waitInfo{tid, ws}
+			if p.threads[tid] == nil {
+				for _, c := range p.followed {
+					if c.threads[tid] != nil {
+						owner = c
+						break
+					}
+				}
+			}
 		}
-		st, ok, err := p.handle(w)
+		st, ok, err := owner.handle(w)
 		if err != nil && !errors.Is(err, ErrThreadGone) {
 			return Stop{}, err
 		}
 		if ok && err == nil {
+			st.Pid = owner.Pid
+			if st.Kind == StopExited && owner != p {
+				delete(p.followed, owner.Pid)
+			}
 			return st, nil
 		}
 	}
+}
+
+func (p *Process) queuedChild() *Process {
+	for _, c := range p.followed {
+		if len(c.queue) > 0 {
+			return c
+		}
+	}
+	return nil
+}
+
+// Follow makes a new process reported by StopFork a traced Process of its
+// own, stopped, whose stops this Process's Wait reports (Stop.Pid tells
+// whose). Its own children can be followed the same way.
+func (p *Process) Follow(pid int) (*Process, error) {
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	root := p
+	if p.root != nil {
+		root = p.root
+	}
+	c, err := newProcess(pid)
+	if err != nil {
+		return nil, err
+	}
+	c.root, c.early, c.kept = root, root.early, root.kept
+	c.sysInsn, c.options, c.filtered, c.traceSyscalls = p.sysInsn, p.options, p.filtered, p.traceSyscalls
+	c.ownChild = p.ownChild
+	t := c.addThread(pid)
+	t.stopped = true
+	root.followed[pid] = c
+	return c, nil
 }
 
 // handle does the bookkeeping for one wait status and says whether it needs
