@@ -124,3 +124,60 @@ func TestKernelWritesEverySyscall(t *testing.T) {
 		}
 	})
 }
+
+// TestRseqPage: the page holding a thread's rseq area cannot be
+// write-protected (the kernel's next rseq update would kill the thread):
+// the page engine refuses it in one line and leaves the target unharmed;
+// auto takes the debug registers and the target runs as without memtrap.
+func TestRseqPage(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/rseq.c", "-O0")
+	for _, engine := range []string{"page", "auto"} {
+		target := exec.Command(prog)
+		in, _ := target.StdinPipe()
+		out, _ := target.StdoutPipe()
+		if err := target.Start(); err != nil {
+			t.Fatal(err)
+		}
+		rd := bufio.NewReader(out)
+		var tv, rseq uint64
+		if l, _ := rd.ReadString('\n'); func() bool { _, err := fmt.Sscanf(l, "%v %v", &tv, &rseq); return err != nil }() {
+			target.Process.Kill()
+			t.Fatalf("target said %q", l)
+		}
+		addr := fmt.Sprintf("%#x", rseq+0x100)
+		if (rseq+0x100)&^4095 != rseq&^4095 {
+			addr = fmt.Sprintf("%#x", rseq-0x100)
+		}
+		mt := exec.Command(memtrapBin, "attach", fmt.Sprint(target.Process.Pid), "--engine", engine, "--addr", addr, "--len", "8")
+		var stderr strings.Builder
+		errPipe, _ := mt.StderrPipe()
+		if err := mt.Start(); err != nil {
+			t.Fatal(err)
+		}
+		erd := bufio.NewReader(errPipe)
+		if engine == "page" {
+			all, _ := io.ReadAll(erd)
+			stderr.Write(all)
+			err := mt.Wait()
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "rseq area") || strings.Count(stderr.String(), "\n") != 1 {
+				t.Errorf("page engine on the rseq page: %v, %q", err, stderr.String())
+			}
+		} else {
+			l, _ := erd.ReadString('\n')
+			stderr.WriteString(l)
+		}
+		io.WriteString(in, "go\n")
+		rest, _ := io.ReadAll(rd)
+		if err := target.Wait(); err != nil || string(rest) != "done 199 cpu ok\n" {
+			t.Fatalf("%s: target %v, said %q; memtrap: %s", engine, err, rest, stderr.String())
+		}
+		if engine == "auto" {
+			all, _ := io.ReadAll(erd)
+			stderr.Write(all)
+			mt.Wait()
+			if !strings.Contains(stderr.String(), "(engine hw)") {
+				t.Errorf("auto: %s", stderr.String())
+			}
+		}
+	}
+}

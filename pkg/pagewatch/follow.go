@@ -1,9 +1,11 @@
 package pagewatch
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/memtrap/memtrap/pkg/tracer"
+	"golang.org/x/sys/unix"
 )
 
 // Following forks (Options.FollowForks). A forked child starts as a copy of
@@ -107,6 +109,29 @@ func (w *Watch) detachChildren() error {
 func (w *Watch) anyThread() *tracer.Thread {
 	if ths := w.p.Threads(); len(ths) > 0 {
 		return ths[0]
+	}
+	return nil
+}
+
+// ErrRseqPage means a region shares a page with a thread's rseq area.
+var ErrRseqPage = errors.New("page holds a thread's rseq area")
+
+// checkRseq refuses pages holding a thread's rseq area (glibc registers one
+// per thread, in its TCB): the kernel writes it at every preemption, and on
+// a write-protected page that write fails and the kernel kills the thread
+// with SIGSEGV. The debug registers have no such problem.
+func (w *Watch) checkRseq() error {
+	for _, t := range w.p.Threads() {
+		addr, size, err := t.Rseq()
+		if err != nil || addr == 0 {
+			continue
+		}
+		for a := pageDown(addr); a < addr+uint64(max(size, 32)); a += pageSize {
+			if pg := w.pages[a]; pg != nil && !pg.armed && pg.prot&unix.PROT_WRITE != 0 {
+				return fmt.Errorf("region %s: page %#x holds the rseq area of thread %d (%#x), which the kernel writes at every preemption, so it cannot be write-protected; watch at most 32 bytes there with --engine hw: %w",
+					pg.regions[0].Name, a, t.Tid, addr, ErrRseqPage)
+			}
+		}
 	}
 	return nil
 }

@@ -128,6 +128,14 @@ func (w *Watch) AddRegions(t *tracer.Thread, regions []*Region) error {
 	if err := w.addPages(maps, regions); err != nil {
 		return err
 	}
+	if err := w.checkRseq(); err != nil {
+		for a, pg := range w.pages {
+			if !pg.armed {
+				delete(w.pages, a) // never armed: forget them again
+			}
+		}
+		return err
+	}
 	w.regions = append(w.regions, regions...)
 	if err := w.setProtection(t, true); err != nil {
 		return err

@@ -190,6 +190,9 @@ func (w *Watch) Arm(t *tracer.Thread) error {
 		if err := w.addPages(maps, w.regions); err != nil {
 			return err
 		}
+		if err := w.checkRseq(); err != nil {
+			return err
+		}
 		if err := w.setProtection(t, true); err != nil {
 			return err
 		}

@@ -131,3 +131,22 @@ func kcmpSameVM(pid1, pid2 int) (bool, error) {
 // event is the PTRACE_EVENT_* of a stop, 0 for none. (WaitStatus.TrapCause
 // answers only for SIGTRAP stops, and group-stops carry other signals.)
 func event(ws unix.WaitStatus) int { return int(uint32(ws) >> 16) }
+
+// ptraceGetRseqConfiguration is PTRACE_GET_RSEQ_CONFIGURATION (Linux 5.13).
+const ptraceGetRseqConfiguration = 0x420f
+
+// Rseq returns the thread's registered rseq area (address 0: none), which
+// the kernel writes whenever the thread is preempted, migrated or signalled.
+func (t *Thread) Rseq() (addr uint64, size uint32, err error) {
+	var conf struct {
+		ptr       uint64
+		size      uint32
+		signature uint32
+		flags     uint32
+		pad       uint32
+	}
+	if err := ptracePtr(ptraceGetRseqConfiguration, t.Tid, unsafe.Sizeof(conf), unsafe.Pointer(&conf)); err != nil {
+		return 0, 0, err
+	}
+	return conf.ptr, conf.size, nil
+}
