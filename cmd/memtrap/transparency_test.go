@@ -397,3 +397,25 @@ func TestDWARFSymbols(t *testing.T) {
 		t.Fatalf("libc.so.6:environ: exit %d, %s", r.code, r.stderr)
 	}
 }
+
+// TestSigtrapHandlerSurvives: memtrap's own traps (debug registers, the
+// single-stepper) taken while the target blocks SIGTRAP make the kernel
+// reset the target's SIGTRAP handler; memtrap puts it back, and also knows
+// a handler installed after arming.
+func TestSigtrapHandlerSurvives(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/trapblock.c", "-O0")
+	want := native(t, prog)
+	if want.stdout != "value 3, handler ran 3 times, SIGTRAP unblocked\n" {
+		t.Fatalf("native: %q", want.stdout)
+	}
+	for _, args := range [][]string{{"--engine", "hw"}, {"--engine", "page", "--completer", "step"}} {
+		r := memtrap(t, append(append([]string{"run", "--format", "json"}, args...), "--symbol", "value", "--", prog)...)
+		if r.stdout != want.stdout || r.code != want.code {
+			t.Fatalf("%v: %q exit %d; stderr %s", args, r.stdout, r.code, r.stderr)
+		}
+		ws := writes(parseEvents(t, r.stderr))
+		if len(ws) != 3 || ws[2].New != "0x3" || writer(ws[0]) != "main" {
+			t.Fatalf("%v: writes %+v", args, ws)
+		}
+	}
+}

@@ -178,6 +178,9 @@ func (w *Watch) hwWrite(t *tracer.Thread) error {
 			return err
 		}
 	}
+	if err := w.checkSegv(t); err != nil {
+		return err
+	}
 	return t.Resume(0)
 }
 

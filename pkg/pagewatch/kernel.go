@@ -251,6 +251,9 @@ func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
 		}
 		return t.Resume(0)
 	}
+	if si.Nr == unix.SYS_RT_SIGACTION {
+		w.sigaction(si.Args)
+	}
 	if w.scratch == nil || !w.opts.KernelWrites {
 		return t.Resume(0)
 	}

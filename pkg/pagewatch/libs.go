@@ -58,6 +58,9 @@ func (w *Watch) libraries(t *tracer.Thread) error {
 	if err := w.returnFromLibBP(t); err != nil {
 		return err
 	}
+	if err := w.checkSegv(t); err != nil {
+		return err
+	}
 	if w.opts.OnLibraries != nil {
 		regions, err := w.opts.OnLibraries()
 		if err != nil {

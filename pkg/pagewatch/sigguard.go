@@ -1,50 +1,72 @@
 package pagewatch
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/sys/unix"
 )
 
-// A trapped write is a fault the kernel forces on the thread as SIGSEGV.
-// When the thread has SIGSEGV blocked at that moment (it is inside a
-// SIGSEGV handler, or blocks all signals, as Go's and the JVM's handlers
-// do), force_sig_info resets the process's SIGSEGV handler to SIG_DFL and
-// unblocks SIGSEGV in the thread, before memtrap even sees the stop. The
-// target's next own SIGSEGV (a guard page, a null check) would then kill it.
+// A trapped write is a fault the kernel forces on the thread as SIGSEGV (a
+// single-step, a debug-register hit or the loader breakpoint: SIGTRAP).
+// When the thread has that signal blocked at that moment (it is inside a
+// handler, or blocks all signals, as Go's and the JVM's threads do at
+// times), force_sig_info resets the process's handler to SIG_DFL and
+// unblocks the signal in the thread, before memtrap even sees the stop. The
+// target's next own SIGSEGV (a guard page, a null check) or SIGTRAP would
+// then kill it.
 //
-// So memtrap keeps a copy of the target's SIGSEGV sigaction and, after each
-// trapped write, looks at SigCgt: a handler that vanished is put back
-// (rt_sigaction injected with the copy) and SIGSEGV blocked again in the
-// thread (PTRACE_SETSIGMASK). The copy is taken at arming and whenever a
-// handler appears.
+// So memtrap keeps a copy of the target's SIGSEGV and SIGTRAP sigactions
+// and, after each trap it caused, looks at SigCgt: a handler that vanished
+// is put back (rt_sigaction injected with the copy) and the signal blocked
+// again in the thread (PTRACE_SETSIGMASK). The copy is taken at arming and
+// whenever a handler appears.
 
-const sigsegvBit = 1 << (unix.SIGSEGV - 1)
+// guarded are the signals memtrap's traps are forced as.
+var guarded = [...]unix.Signal{unix.SIGSEGV, unix.SIGTRAP}
 
 // sigactSize is the kernel's struct sigaction on x86-64: handler, flags,
 // restorer, mask.
 const sigactSize = 32
 
 type segvGuard struct {
-	caught bool
-	act    [sigactSize]byte
+	caught [len(guarded)]bool
+	act    [len(guarded)][sigactSize]byte
 	buf    uint64 // sigactSize bytes of target memory
 }
 
-func (w *Watch) snapshotSegv(t *tracer.Thread) error {
+func sigBit(s unix.Signal) uint64 { return 1 << (s - 1) }
+
+func (w *Watch) snapshotSig(t *tracer.Thread, i int) error {
 	g := &w.segv
-	if _, err := t.Syscall(unix.SYS_RT_SIGACTION, uintptr(unix.SIGSEGV), 0, uintptr(g.buf), 8); err != nil {
-		return fmt.Errorf("reading the target's SIGSEGV action: %w", err)
+	if _, err := t.Syscall(unix.SYS_RT_SIGACTION, uintptr(guarded[i]), 0, uintptr(g.buf), 8); err != nil {
+		return fmt.Errorf("reading the target's %v action: %w", guarded[i], err)
 	}
-	if err := w.p.ReadMemory(g.buf, g.act[:]); err != nil {
+	if err := w.p.ReadMemory(g.buf, g.act[i][:]); err != nil {
 		return err
 	}
-	g.caught = true
+	g.caught[i] = true
 	return nil
 }
 
-// checkSegv runs after a trapped write of thread t (stopped).
+// snapshotSignals takes the copies at arming.
+func (w *Watch) snapshotSignals(t *tracer.Thread) error {
+	cg, err := w.p.CaughtSignals()
+	if err != nil {
+		return nil
+	}
+	for i, s := range guarded {
+		if cg&sigBit(s) != 0 {
+			if err := w.snapshotSig(t, i); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkSegv runs after a trap memtrap caused in thread t (stopped).
 func (w *Watch) checkSegv(t *tracer.Thread) error {
 	g := &w.segv
 	if g.buf == 0 {
@@ -57,22 +79,50 @@ func (w *Watch) checkSegv(t *tracer.Thread) error {
 	if err != nil {
 		return nil // the process is going away
 	}
-	has := cg&sigsegvBit != 0
-	switch {
-	case has && !g.caught:
-		return w.snapshotSegv(t)
-	case !has && g.caught:
-		if err := w.p.WriteMemory(g.buf, g.act[:]); err != nil {
-			return err
+	for i, s := range guarded {
+		has := cg&sigBit(s) != 0
+		switch {
+		case has && !g.caught[i]:
+			if err := w.snapshotSig(t, i); err != nil {
+				return err
+			}
+		case !has && g.caught[i]:
+			if err := w.p.WriteMemory(g.buf, g.act[i][:]); err != nil {
+				return err
+			}
+			if _, err := t.Syscall(unix.SYS_RT_SIGACTION, uintptr(s), uintptr(g.buf), 0, 8); err != nil {
+				return fmt.Errorf("restoring the target's %v action: %w", s, err)
+			}
+			m, err := t.SigMask()
+			if err != nil {
+				return err
+			}
+			if err := t.SetSigMask(m | sigBit(s)); err != nil {
+				return err
+			}
 		}
-		if _, err := t.Syscall(unix.SYS_RT_SIGACTION, uintptr(unix.SIGSEGV), uintptr(g.buf), 0, 8); err != nil {
-			return fmt.Errorf("restoring the target's SIGSEGV action: %w", err)
-		}
-		m, err := t.SigMask()
-		if err != nil {
-			return err
-		}
-		return t.SetSigMask(m | sigsegvBit)
 	}
 	return nil
+}
+
+// sigaction records a handler the target is installing for a guarded
+// signal (at the entry of its rt_sigaction), so that the guard can put it
+// back even if a trap resets it before memtrap next looks.
+func (w *Watch) sigaction(a [6]uint64) {
+	g := &w.segv
+	if a[1] == 0 || g.buf == 0 {
+		return
+	}
+	for i, s := range guarded {
+		if a[0] != uint64(s) {
+			continue
+		}
+		var act [sigactSize]byte
+		if w.p.ReadMemory(a[1], act[:]) != nil {
+			return
+		}
+		handler := binary.LittleEndian.Uint64(act[:])
+		g.act[i] = act
+		g.caught[i] = handler > 1 // not SIG_DFL, SIG_IGN
+	}
 }

@@ -167,6 +167,10 @@ func filterRules(spans []span) []tracer.FilterRule {
 		// The buffers are listed in memory, out of the filter's sight.
 		rules = append(rules, tracer.FilterRule{Nr: nr})
 	}
+	for _, sig := range guarded {
+		// Handlers the guard must know (sigguard.go).
+		rules = append(rules, tracer.FilterRule{Nr: unix.SYS_RT_SIGACTION, Args: []int{0}, Ranges: []tracer.Range{{Lo: uint64(sig), Hi: uint64(sig) + 1}}})
+	}
 	mm := ranges(mmSlack)
 	for _, nr := range []int{unix.SYS_MPROTECT, unix.SYS_PKEY_MPROTECT, unix.SYS_MUNMAP, unix.SYS_MADVISE, unix.SYS_MREMAP, unix.SYS_MMAP} {
 		rules = append(rules, tracer.FilterRule{Nr: nr, Args: memoryCalls[nr], Ranges: mm})

@@ -200,12 +200,8 @@ func (w *Watch) Arm(t *tracer.Thread) error {
 	if err := w.mapScratch(t); err != nil {
 		return err
 	}
-	if w.slots == nil {
-		if cg, err := w.p.CaughtSignals(); err == nil && cg&sigsegvBit != 0 {
-			if err := w.snapshotSegv(t); err != nil {
-				return err
-			}
-		}
+	if err := w.snapshotSignals(t); err != nil {
+		return err
 	}
 	return w.followSyscalls(t)
 }

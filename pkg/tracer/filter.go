@@ -102,16 +102,40 @@ func BuildFilter(rules []FilterRule) ([]unix.SockFilter, error) {
 	a.op(bpfJge, x32Bit, -1, x64)
 	a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
 	a.place(x64)
+	// One block per syscall; its rules are tried in turn.
+	var order []int
+	byNr := map[int][]FilterRule{}
 	for _, r := range rules {
+		if _, ok := byNr[r.Nr]; !ok {
+			order = append(order, r.Nr)
+		}
+		byNr[r.Nr] = append(byNr[r.Nr], r)
+	}
+	for _, nr := range order {
 		skip := a.label()
 		a.op(bpfLd, seccompNr, -1, -1)
-		a.op(bpfJeq, uint32(r.Nr), -1, skip)
-		if len(r.Args) == 0 {
-			a.op(bpfRet, unix.SECCOMP_RET_TRACE|filterMarker, -1, -1)
-			a.place(skip)
-			continue
-		}
+		a.op(bpfJeq, uint32(nr), -1, skip)
 		hit := a.label()
+		for _, r := range byNr[nr] {
+			if len(r.Args) == 0 {
+				a.op(bpfRet, unix.SECCOMP_RET_TRACE|filterMarker, -1, -1)
+				break
+			}
+			argChecks(a, r, hit)
+		}
+		a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
+		a.place(hit)
+		a.op(bpfRet, unix.SECCOMP_RET_TRACE|filterMarker, -1, -1)
+		a.place(skip)
+	}
+	a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
+	return a.link()
+}
+
+// argChecks jumps to hit when one of r's arguments lies in one of its
+// ranges, and falls through otherwise.
+func argChecks(a *asm, r FilterRule, hit int) {
+	{
 		for _, arg := range r.Args {
 			for _, rg := range r.Ranges {
 				// Lo <= v < Hi, compared as two 32-bit halves.
@@ -132,13 +156,7 @@ func BuildFilter(rules []FilterRule) ([]unix.SockFilter, error) {
 				a.place(next)
 			}
 		}
-		a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
-		a.place(hit)
-		a.op(bpfRet, unix.SECCOMP_RET_TRACE|filterMarker, -1, -1)
-		a.place(skip)
 	}
-	a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
-	return a.link()
 }
 
 // ErrNoFilter means the kernel refused the syscall filter.
