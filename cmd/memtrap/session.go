@@ -188,6 +188,7 @@ func (se *session) watchOptions() (pagewatch.Options, error) {
 		Engine:       se.flags.engine,
 		KernelWrites: se.flags.kernel,
 		FollowForks:  se.flags.follow,
+		ResumeEarly:  se.flags.backtrace == 0,
 		Width:        se.flags.width,
 		Sink:         se.onWrite,
 		Notify:       func(m string) { _ = se.rep.Note(m) },
@@ -213,7 +214,7 @@ func (se *session) watchOptions() (pagewatch.Options, error) {
 func (se *session) onWrite(w *pagewatch.Write) error {
 	ev := &WriteEvent{Write: w}
 	if n := se.flags.backtrace; n > 0 {
-		mem := &stackWindow{p: se.p}
+		mem := &stackWindow{p: w.Thread.Process()}
 		frames := se.unw.Unwind(unwind.RegsFromPtrace(&w.Regs), mem, n)
 		if len(frames) > 0 {
 			// The writing instruction, also when the registers are
@@ -232,7 +233,7 @@ func (se *session) onWrite(w *pagewatch.Write) error {
 			if !ok && !refreshed {
 				// A library mapped since we last looked (dlopen).
 				refreshed = true
-				if maps, err := tracer.ReadMaps(se.p.Pid); err == nil {
+				if maps, err := tracer.ReadMaps(w.Pid); err == nil {
 					se.syms.Update(maps)
 					loc, ok = se.syms.Lookup(look)
 				}
@@ -244,7 +245,7 @@ func (se *session) onWrite(w *pagewatch.Write) error {
 				// The line of the call (pc-1) for outer frames,
 				// as gdb prints it.
 				f.File, f.Line = loc.File, loc.Line
-				f.Args = se.args(w, i, fr, look)
+				f.Args = se.args(w, i, fr, look, mem)
 			}
 			ev.Backtrace = append(ev.Backtrace, f)
 		}
@@ -322,13 +323,13 @@ func (s *stackWindow) ReadMemory(addr uint64, b []byte) error {
 // every register; an outer frame only what the unwinder vouches for (its
 // stack and instruction pointers and its CFA), which covers parameters kept
 // in the stack frame (-O0) but not those in caller-saved registers.
-func (se *session) args(w *pagewatch.Write, i int, fr unwind.Frame, pc uint64) []Arg {
+func (se *session) args(w *pagewatch.Write, i int, fr unwind.Frame, pc uint64, mem *stackWindow) []Arg {
 	regs := symbols.FrameRegs{PC: pc, CFA: fr.CFA}
 	if i == 0 {
 		regs.Regs = unwind.RegsFromPtrace(&w.Regs)
 		regs.RegsValid = 1<<17 - 1
 	}
-	ps, err := se.syms.Params(regs, se.p.ReadMemory)
+	ps, err := se.syms.Params(regs, mem.ReadMemory)
 	if err != nil || len(ps) == 0 {
 		return nil
 	}

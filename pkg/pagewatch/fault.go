@@ -109,7 +109,8 @@ func (w *Watch) fault(t *tracer.Thread, siAddr uint64) error {
 	if err := w.checkSegv(t); err != nil {
 		return err
 	}
-	if err := w.report(f, done); err != nil {
+	resumed, err := w.report(f, done)
+	if err != nil || resumed {
 		return err
 	}
 	return t.Resume(0)
@@ -118,15 +119,19 @@ func (w *Watch) fault(t *tracer.Thread, siAddr uint64) error {
 // report turns a completed fault into Writes, one per region it touched.
 // The writer is still stopped; other threads may run if the completer let
 // them (the emulator), which cannot change bytes on a still-armed page.
-func (w *Watch) report(f *Fault, done bool) error {
+//
+// With Options.ResumeEarly, the writer is resumed once its Writes are
+// known, before the Sink sees them; resumed says so.
+func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 	after := map[uint64][]byte{}
 	for a := range f.before {
 		b, err := w.readHull(w.pages[a])
 		if err != nil {
-			return err
+			return false, err
 		}
 		after[a] = b
 	}
+	var out []*Write
 	for _, r := range w.regions {
 		var lo, hi uint64 = 1<<64 - 1, 0
 		if done && f.Store.Known {
@@ -155,21 +160,29 @@ func (w *Watch) report(f *Fault, done bool) error {
 			Addr: lo, Size: hi - lo, PC: f.Regs.Rip, Regs: f.Regs, Thread: f.Thread,
 			Exact: f.Store.Known,
 		}
-		var err error
 		if wr.Old, err = gather(f.before, lo, hi, w.p); err != nil {
-			return err
+			return false, err
 		}
 		if wr.New, err = gather(after, lo, hi, w.p); err != nil {
-			return err
+			return false, err
 		}
 		if f.Store.Inst.Op != 0 {
 			wr.Insn = x86asm.IntelSyntax(f.Store.Inst, f.Regs.Rip, nil)
 		}
+		out = append(out, wr)
+	}
+	if w.opts.ResumeEarly {
+		if err := f.Thread.Resume(0); err != nil {
+			return false, err
+		}
+		resumed = true
+	}
+	for _, wr := range out {
 		if err := w.emit(wr, after); err != nil {
-			return err
+			return resumed, err
 		}
 	}
-	return nil
+	return resumed, nil
 }
 
 // emit applies --when-value to a write (pages: snapshots of the memory

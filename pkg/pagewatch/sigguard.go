@@ -72,9 +72,15 @@ func (w *Watch) checkSegv(t *tracer.Thread) error {
 	if g.buf == 0 {
 		return nil
 	}
-	// Every time, also while the target has no handler: one installed
-	// since the last look can be reset by this very fault, and then its
-	// copy would never have been taken. (About 5 us: a pread of /proc/PID/stat.)
+	// While syscalls are followed, every rt_sigaction of a guarded signal
+	// is seen (sigaction), so with no handler known there is nothing a
+	// trap could have reset. Otherwise look every time, also while the
+	// target has no handler: one installed since the last look can be
+	// reset by this very fault, and then its copy would never have been
+	// taken. (About 5 us: a pread of /proc/PID/stat.)
+	if w.opts.KernelWrites && g.caught == [len(guarded)]bool{} {
+		return nil
+	}
 	cg, err := w.p.CaughtSignals()
 	if err != nil {
 		return nil // the process is going away

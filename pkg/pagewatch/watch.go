@@ -73,6 +73,10 @@ type Options struct {
 	// filter cannot be removed, so this is for targets memtrap launched
 	// and keeps until they exit (their forked children too).
 	SyscallFilter bool
+	// ResumeEarly lets the writer of a trapped store run on before the
+	// Sink sees the Write: for a Sink that needs nothing of the stopped
+	// thread (no backtrace). The Write's Thread must then not be used.
+	ResumeEarly bool
 	// FollowForks watches forked children too (their writes carry their
 	// pid) instead of giving them their pages back.
 	FollowForks bool
