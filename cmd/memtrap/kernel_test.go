@@ -181,3 +181,88 @@ func TestRseqPage(t *testing.T) {
 		}
 	}
 }
+
+// TestSignalFramesOnWatchedStack: watched memory on the stack and on an
+// alternate signal stack; handlers run there while the region is armed.
+// The target runs as without memtrap; the frames the kernel pushes onto a
+// watched page are reported as kernel writes of that signal.
+func TestSignalFramesOnWatchedStack(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/stacksig.c", "-O0")
+	const want = "sum 132 usr1 20 alrm>0 1\n"
+	for _, mode := range []string{"stack", "alt"} {
+		target := exec.Command(prog, mode)
+		in, _ := target.StdinPipe()
+		out, _ := target.StdoutPipe()
+		if err := target.Start(); err != nil {
+			t.Fatal(err)
+		}
+		rd := bufio.NewReader(out)
+		var local, alt uint64
+		l, _ := rd.ReadString('\n')
+		if _, err := fmt.Sscanf(l, "%v %v", &local, &alt); err != nil {
+			target.Process.Kill()
+			t.Fatalf("target said %q", l)
+		}
+		addr, n := local, "64"
+		if mode == "alt" {
+			addr, n = alt, "4096" // the top page of the alternate stack
+		}
+		mt := exec.Command(memtrapBin, "attach", fmt.Sprint(target.Process.Pid), "--engine", "page", "--format", "json", "--backtrace", "1", "--addr", fmt.Sprintf("%#x", addr), "--len", n)
+		errPipe, _ := mt.StderrPipe()
+		if err := mt.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := make(chan string, 1024)
+		go func() {
+			defer close(lines)
+			r := bufio.NewReader(errPipe)
+			for {
+				l, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				lines <- l
+			}
+		}()
+		var evs []event
+		for len(evs) == 0 || evs[0].Event != "watch" {
+			evs = parseEvents(t, <-lines)
+		}
+		io.WriteString(in, "go\n")
+		rest, _ := io.ReadAll(rd)
+		if err := target.Wait(); err != nil || string(rest) != want {
+			t.Fatalf("%s: target %v, said %q", mode, err, rest)
+		}
+		for l := range lines {
+			evs = append(evs, parseEvents(t, l)...)
+		}
+		mt.Wait()
+		ws := writes(evs)
+		if mode == "stack" {
+			// main's 20 stores; after main returns, exit() reuses
+			// its dead stack frame.
+			if len(ws) < 20 {
+				t.Fatalf("stack: %d writes, want 20 by main: %+v", len(ws), ws)
+			}
+			for i, w := range ws {
+				if i < 20 && (w.By != "user" || writer(w) != "main" || w.New != fmt.Sprintf("%#x", i+1)) || i >= 20 && writer(w) == "main" {
+					t.Errorf("stack: write %d %+v", i+1, w)
+				}
+			}
+			continue
+		}
+		frames := map[string]int{}
+		for _, w := range ws {
+			switch {
+			case w.By == "kernel" && w.Signal != nil && (*w.Signal == 10 || *w.Signal == 14):
+				frames[map[int]string{10: "SIGUSR1", 14: "SIGALRM"}[*w.Signal]]++
+			case w.By == "user" && (writer(w) == "on_usr1" || writer(w) == "on_alrm"):
+			default:
+				t.Errorf("alt: unexpected write %+v", w)
+			}
+		}
+		if frames["SIGUSR1"] == 0 {
+			t.Errorf("alt: no SIGUSR1 frame reported: %+v", ws)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"strings"
 
@@ -90,6 +91,8 @@ func (r *textReporter) Write(ev *WriteEvent) error {
 	switch {
 	case ev.Syscall != "":
 		fmt.Fprintf(w, "    kernel write by %s(2), syscall returning to %#x\n", ev.Syscall, ev.PC)
+	case ev.Signal != 0:
+		fmt.Fprintf(w, "    kernel write: the %s frame for its handler, interrupting %#x\n", unix.SignalName(unix.Signal(ev.Signal)), ev.PC)
 	case ev.AfterPC:
 		fmt.Fprintf(w, "    just before %#x (debug registers trap after the store)\n", ev.PC)
 	case ev.Insn == "":
@@ -223,14 +226,15 @@ func (r *jsonReporter) Write(ev *WriteEvent) error {
 		AfterPC   bool        `json:"after_pc,omitempty"`
 		By        string      `json:"by"`
 		Syscall   string      `json:"syscall,omitempty"`
+		Signal    int         `json:"signal,omitempty"`
 		Backtrace []jsonFrame `json:"backtrace"`
 	}{"write", ev.Seq, ev.Pid, ev.Tid, fmt.Sprintf("%#x", ev.Addr), ev.Size, ev.Region.Name, ev.Offset,
 		hexValue(ev.Old), hexValue(ev.New), fmt.Sprintf("%#x", ev.PC), ev.Insn, ev.Exact, ev.AfterPC,
-		by(ev), ev.Syscall, bt})
+		by(ev), ev.Syscall, ev.Signal, bt})
 }
 
 func by(ev *WriteEvent) string {
-	if ev.Syscall != "" {
+	if ev.Syscall != "" || ev.Signal != 0 {
 		return "kernel"
 	}
 	return "user"

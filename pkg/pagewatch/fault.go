@@ -113,7 +113,7 @@ func (w *Watch) fault(t *tracer.Thread, siAddr uint64) error {
 	if err != nil || resumed {
 		return err
 	}
-	return t.Resume(0)
+	return w.resume(t)
 }
 
 // report turns a completed fault into Writes, one per region it touched.
@@ -172,7 +172,7 @@ func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 		out = append(out, wr)
 	}
 	if w.opts.ResumeEarly {
-		if err := f.Thread.Resume(0); err != nil {
+		if err := w.resume(f.Thread); err != nil {
 			return false, err
 		}
 		resumed = true

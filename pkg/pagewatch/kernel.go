@@ -144,6 +144,7 @@ type kcall struct {
 	name    string
 	regs    unix.PtraceRegs // at entry
 	bounces []bounce
+	signal  int // not a call: the delivery of this signal (sigframe.go)
 	// outs: the output buffers over debug-register regions (hw engine),
 	// which the kernel writes directly; compared with the shadow at exit.
 	outs []span
@@ -479,7 +480,7 @@ func (w *Watch) reportKernel(t *tracer.Thread, call *kcall, addr uint64, before,
 		wr := &Write{
 			Pid: w.p.Pid, Tid: t.Tid, Region: r, Offset: lo - r.Addr, Addr: lo, Size: hi - lo,
 			Old: append([]byte(nil), before[lo-addr:hi-addr]...), New: append([]byte(nil), after[lo-addr:hi-addr]...),
-			PC: call.regs.Rip, Exact: true, Regs: call.regs, Thread: t, Syscall: call.name,
+			PC: call.regs.Rip, Exact: true, Regs: call.regs, Thread: t, Syscall: call.name, Signal: call.signal,
 		}
 		if err := w.emit(wr, nil); err != nil {
 			return err

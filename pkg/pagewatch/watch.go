@@ -31,6 +31,9 @@ type Write struct {
 	// thread's behalf ("read"); PC is then the instruction after the
 	// syscall instruction.
 	Syscall string
+	// Signal: the kernel made the write pushing the frame of this signal
+	// for its handler; PC is where the thread was interrupted.
+	Signal int
 	// AfterPC: PC is the instruction after the write (debug registers
 	// trap once the store is done) and Insn is empty.
 	AfterPC bool
@@ -368,7 +371,7 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 		if w.libHit(st) {
 			return w.libraries(st.Thread)
 		}
-		return st.Thread.Resume(st.Sig)
+		return w.deliver(st.Thread, st.Sig)
 	case tracer.StopGroup:
 		return st.Thread.Listen()
 	case tracer.StopFork:

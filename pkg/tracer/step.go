@@ -27,10 +27,27 @@ func (t *Thread) Step() (StepResult, error) {
 	return t.step()
 }
 
-func (t *Thread) step() (StepResult, error) {
+func (t *Thread) step() (StepResult, error) { return t.stepWith(0) }
+
+// StepSignal delivers sig to a thread stopped at its signal-delivery-stop
+// and stops it again at the first instruction of the handler, with the
+// signal frame built (Done), or at whatever stop comes first.
+func (t *Thread) StepSignal(sig int) (StepResult, error) {
+	if err := t.p.check(); err != nil {
+		return StepResult{}, err
+	}
+	return t.stepWith(sig)
+}
+
+func (t *Thread) stepWith(sig int) (StepResult, error) {
+	// Stepping into a handler stops at its entry with a ptrace_notify
+	// (SIGTRAP, si_code SIGTRAP), not a trap of the CPU.
+	intoHandler := sig != 0
 	for {
 		t.stopped, t.sigStop, t.sysEntry = false, false, false
-		if err := ptraceStep(t.Tid, 0); err != nil {
+		err := ptraceStep(t.Tid, sig)
+		sig = 0
+		if err != nil {
 			if err == unix.ESRCH {
 				return StepResult{}, ErrThreadGone
 			}
@@ -83,7 +100,7 @@ func (t *Thread) step() (StepResult, error) {
 			return StepResult{}, fmt.Errorf("PTRACE_GETSIGINFO %d: %w", t.Tid, err)
 		}
 		r.Sig = int(ws.StopSignal())
-		if ws.StopSignal() == unix.SIGTRAP && isStepTrap(&r.Info) {
+		if ws.StopSignal() == unix.SIGTRAP && (isStepTrap(&r.Info) || intoHandler && r.Info.Code() == int(unix.SIGTRAP)) {
 			return StepResult{Done: true}, nil
 		}
 		return r, nil

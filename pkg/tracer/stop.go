@@ -477,3 +477,33 @@ func (p *Process) ResumeAll() error {
 	}
 	return nil
 }
+
+// TakeDeferred removes the first signal kept by Defer and makes it the one
+// the thread's current signal-delivery-stop reports, so that the caller can
+// deliver it as it delivers any signal (Resume, StepSignal). ok is false
+// when nothing is deferred or the thread is not at such a stop.
+func (t *Thread) TakeDeferred() (sig int, ok bool) {
+	if len(t.deferred) == 0 || !t.sigStop {
+		return 0, false
+	}
+	info := t.deferred[0]
+	if err := ptraceSetSiginfo(t.Tid, &info); err != nil {
+		return 0, false
+	}
+	t.deferred = t.deferred[1:]
+	return info.Signo(), true
+}
+
+// Siginfo reads the siginfo of the thread's current signal-delivery-stop.
+func (t *Thread) Siginfo() (Siginfo, error) {
+	var si Siginfo
+	err := ptraceGetSiginfo(t.Tid, &si)
+	return si, goneErr(err)
+}
+
+// SetSiginfo sets what the signal delivered at this stop carries. An
+// injected syscall in between leaves its own trap's siginfo behind: put the
+// signal's back before resuming with it.
+func (t *Thread) SetSiginfo(si Siginfo) error {
+	return goneErr(ptraceSetSiginfo(t.Tid, &si))
+}

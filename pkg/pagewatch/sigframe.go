@@ -1,0 +1,157 @@
+package pagewatch
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/memtrap/memtrap/pkg/tracer"
+	"golang.org/x/sys/unix"
+)
+
+// Signal frames on watched pages. To run a handler the kernel pushes a
+// signal frame (registers, the XSAVE image: up to a few KiB) below the
+// thread's stack pointer, or at the top of its alternate stack. On a
+// write-protected page that write fails and the kernel kills the thread
+// with SIGSEGV. So a caught signal about to be delivered near armed pages
+// is delivered with those pages unprotected and every other thread
+// stopped: one single-step with the signal builds the frame and stops at
+// the handler's first instruction; the pages are armed again and the bytes
+// the kernel wrote are reported as a kernel write for that signal.
+
+// frameRoom is how far below a stack pointer a signal frame can reach: the
+// red zone, the XSAVE image and the rest of the frame, with margin.
+func frameRoom() uint64 { return uint64(tracer.XStateSize()) + 128 + 2048 }
+
+// deliver resumes t, stopped at the delivery of sig, delivering it.
+func (w *Watch) deliver(t *tracer.Thread, sig int) error {
+	if w.slots != nil || w.scratch == nil || !w.anyArmed() {
+		return t.Resume(sig)
+	}
+	cg, err := w.p.CaughtSignals()
+	if err != nil || cg&(1<<(sig-1)) == 0 {
+		return t.Resume(sig) // no handler: no frame
+	}
+	var regs unix.PtraceRegs
+	if err := t.Regs(&regs); err != nil {
+		return err
+	}
+	room := frameRoom()
+	windows := []span{{regs.Rsp - room, regs.Rsp}}
+	info, err := t.Siginfo()
+	if err != nil {
+		return err
+	}
+	alt, ok := w.altStack(t)
+	// The injected call left its own trap's siginfo at this stop.
+	if err := t.SetSiginfo(info); err != nil {
+		return err
+	}
+	if ok && !(regs.Rsp > alt.lo && regs.Rsp <= alt.hi) {
+		windows = append(windows, span{max(alt.lo, alt.hi-room), alt.hi})
+	}
+	var pages []*page
+	for _, win := range windows {
+		for a := pageDown(win.lo); a < win.hi; a += pageSize {
+			if pg := w.armedPage(a); pg != nil {
+				pages = append(pages, pg)
+			}
+		}
+	}
+	if len(pages) == 0 {
+		return t.Resume(sig)
+	}
+	if err := w.p.StopOthers(t); err != nil {
+		return err
+	}
+	before := map[uint64][]byte{}
+	for _, pg := range pages {
+		b, err := w.readHull(pg)
+		if err != nil {
+			return err
+		}
+		before[pg.addr] = b
+		if err := t.Mprotect(pg.addr, pageSize, pg.prot); err != nil {
+			return err
+		}
+	}
+	if err := t.SetSiginfo(info); err != nil {
+		return err
+	}
+	res, err := t.StepSignal(sig)
+	if err != nil {
+		return err
+	}
+	for _, pg := range pages {
+		if err := t.Mprotect(pg.addr, pageSize, pg.prot&^unix.PROT_WRITE); err != nil {
+			return err
+		}
+	}
+	if !res.Done {
+		// Another signal came first; it is delivered next.
+		t.Defer(res.Info)
+	}
+	if err := w.p.ResumeOthers(); err != nil {
+		return err
+	}
+	for _, pg := range pages {
+		after, err := w.readHull(pg)
+		if err != nil {
+			return err
+		}
+		call := &kcall{regs: regs, signal: sig}
+		if err := w.reportKernel(t, call, pg.addr+pg.lo, before[pg.addr][pg.lo:pg.hi], after[pg.lo:pg.hi]); err != nil {
+			return err
+		}
+	}
+	return w.resume(t)
+}
+
+// resume lets a thread go on after memtrap's work on it; a signal that
+// arrived meanwhile (deferred) is delivered as any other (deliver).
+func (w *Watch) resume(t *tracer.Thread) error {
+	if sig, ok := t.TakeDeferred(); ok {
+		return w.deliver(t, sig)
+	}
+	return t.Resume(0)
+}
+
+func (w *Watch) anyArmed() bool {
+	for _, pg := range w.pages {
+		if pg.armed {
+			return true
+		}
+	}
+	return false
+}
+
+// altStack asks the thread for its alternate signal stack.
+func (w *Watch) altStack(t *tracer.Thread) (span, bool) {
+	buf, ok := w.scratch.alloc(24)
+	if !ok {
+		return span{}, false
+	}
+	defer w.scratch.release(buf, 24)
+	if _, err := t.Syscall(unix.SYS_SIGALTSTACK, 0, uintptr(buf)); err != nil {
+		return span{}, false
+	}
+	var ss [24]byte
+	if w.p.ReadMemory(buf, ss[:]) != nil {
+		return span{}, false
+	}
+	sp := binary.LittleEndian.Uint64(ss[0:])
+	flags := binary.LittleEndian.Uint32(ss[8:])
+	size := binary.LittleEndian.Uint64(ss[16:])
+	if flags&ssDisable != 0 || size == 0 {
+		return span{}, false
+	}
+	return span{sp, sp + size}, true
+}
+
+func signalName(sig int) string {
+	if n := unix.SignalName(unix.Signal(sig)); n != "" {
+		return n
+	}
+	return fmt.Sprintf("signal %d", sig)
+}
+
+const ssDisable = 2 // SS_DISABLE
