@@ -266,3 +266,30 @@ func TestSignalFramesOnWatchedStack(t *testing.T) {
 		}
 	}
 }
+
+// TestBigStringOps: REP string operations of 4 MiB over a watched page are
+// emulated a MiB at a time, the CPU doing the rest (they used to be
+// single-stepped an element at a time: minutes). Each is reported once,
+// with exact bytes, and the program's result is unchanged.
+func TestBigStringOps(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/bigset.c", "-O1")
+	want := native(t, prog)
+	r := memtrap(t, "run", "--engine", "page", "--format", "json", "--backtrace", "0", "--symbol", "big+2097152", "--len", "16", "--", prog)
+	if r.stdout != want.stdout || r.code != want.code {
+		t.Fatalf("%q exit %d, want %q; stderr %s", r.stdout, r.code, want.stdout, r.stderr)
+	}
+	ws := writes(parseEvents(t, r.stderr))
+	exp := []struct{ insn, old, new string }{
+		{"rep stosb", "00000000000000000000000000000000", "62626262626262626262626262626262"},
+		{"rep movsq", "62626262626262626262626262626262", "73787878787878787878787878787878"},
+		{"rep movsb", "73787878787878787878787878787878", "78787878787878787378787878787878"},
+	}
+	if len(ws) != len(exp) {
+		t.Fatalf("writes %+v", ws)
+	}
+	for i, e := range exp {
+		if !strings.HasPrefix(ws[i].Insn, e.insn) || ws[i].Old != e.old || ws[i].New != e.new {
+			t.Errorf("write %d: %s %s -> %s; want %s %s -> %s", i+1, ws[i].Insn, ws[i].Old, ws[i].New, e.insn, e.old, e.new)
+		}
+	}
+}

@@ -98,7 +98,7 @@ func (em *emulation) run(s *Store, regs *unix.PtraceRegs, m target) (why string)
 		return "store not decoded"
 	case s.Size == 0:
 		return "writes nothing"
-	case s.Size > maxEmulated:
+	case s.Size > maxEmulated && !(s.Rep && (isStos(s.Inst.Op) || isMovs(s.Inst.Op))):
 		return "larger than the emulation cap"
 	case regs.Eflags&flagTF != 0:
 		// The CPU would trap after the instruction.
@@ -450,10 +450,24 @@ func (em *emulation) str(s *Store, regs *unix.PtraceRegs, m target) string {
 		count = regs.Rcx
 		em.regs.Rcx = 0
 	}
-	if w == 0 || count == 0 || count > maxEmulated || count*w != s.Size {
+	if w == 0 || count == 0 || count*w != s.Size {
 		return "string length"
 	}
 	down := regs.Eflags&flagDF != 0
+	size := s.Size
+	if s.Rep && count > maxEmulated/w {
+		// Too long for one go: the first maxEmulated bytes, and the
+		// instruction stays for the CPU to go on with, as after an
+		// interrupt (RCX, RDI, RSI updated, RIP on it). It traps again
+		// only if it reaches another armed page.
+		count = maxEmulated / w
+		size = count * w
+		em.regs.Rcx = regs.Rcx - count
+		em.regs.Rip = regs.Rip
+		if down {
+			em.addr = s.Addr + s.Size - size
+		}
+	}
 	move := func(r uint64) uint64 {
 		if down {
 			return r - count*w
@@ -461,11 +475,11 @@ func (em *emulation) str(s *Store, regs *unix.PtraceRegs, m target) string {
 		return r + count*w
 	}
 	em.regs.Rdi = move(regs.Rdi)
-	data := em.out(s.Size)
+	data := em.out(size)
 	if isStos(inst.Op) {
 		var v [8]byte
 		binary.LittleEndian.PutUint64(v[:], regs.Rax)
-		for i := uint64(0); i < s.Size; i += w {
+		for i := uint64(0); i < size; i += w {
 			copy(data[i:i+w], v[:w])
 		}
 		return ""
@@ -489,11 +503,11 @@ func (em *emulation) str(s *Store, regs *unix.PtraceRegs, m target) string {
 			return "source wraps"
 		}
 	}
-	if lo+s.Size < lo {
+	if lo+size < lo {
 		return "source wraps"
 	}
-	em.src = span{lo, lo + s.Size}
-	dst := span{s.Addr, s.Addr + s.Size}
+	em.src = span{lo, lo + size}
+	dst := span{em.addr, em.addr + size}
 	if _, overlap := em.src.intersect(dst); !overlap {
 		if err := m.ReadMemory(lo, data); err != nil {
 			return "reading the source"

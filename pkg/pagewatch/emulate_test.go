@@ -191,7 +191,6 @@ func TestEmulateRefuses(t *testing.T) {
 		{"62 f2 7d 49 a0 14 88", nil, "store not decoded"},               // vpscatterdd [rax+zmm1*4]{k1}, zmm2
 		{"89 07", func(r *unix.PtraceRegs) { r.Eflags |= flagTF }, "trap flag set"},
 		{"89 07", func(r *unix.PtraceRegs) { r.Eflags |= flagAC }, "alignment check on"},
-		{"f3 aa", func(r *unix.PtraceRegs) { r.Rcx = maxEmulated + 1 }, "larger than the emulation cap"},
 		{"67 f3 aa", nil, "32-bit address size"},
 		{"d1 27", nil, "op SHL"},
 		{"8b 07", nil, "writes nothing"}, // mov eax, [rdi]
@@ -208,6 +207,48 @@ func TestEmulateRefuses(t *testing.T) {
 		var em emulation
 		if why := em.run(&s, &regs, fake); why != c.why {
 			t.Errorf("%s (%v): %q, want %q", c.code, s.Inst, why, c.why)
+		}
+	}
+}
+
+// TestEmulateLongRep: a REP string op over more than maxEmulated bytes is
+// emulated for its first maxEmulated bytes and left on its instruction, with
+// RCX, RDI and RSI where an interrupted one leaves them, in both directions.
+func TestEmulateLongRep(t *testing.T) {
+	fake := &fakeTarget{}
+	for _, c := range []struct {
+		code string
+		w    uint64
+		down bool
+	}{{"f3 aa", 1, false}, {"f3 aa", 1, true}, {"f3 48 a5", 8, false}, {"f3 48 a5", 8, true}} {
+		regs := testRegs()
+		regs.Rdi, regs.Rsi = 0x7f0000800000, 0x7f0010800000
+		regs.Rcx = 3 * maxEmulated / c.w
+		if c.down {
+			regs.Eflags |= flagDF
+		}
+		s, err := DecodeStore(mustHex(t, c.code), &regs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var em emulation
+		if why := em.run(&s, &regs, fake); why != "" {
+			t.Fatalf("%s: %s", c.code, why)
+		}
+		n := uint64(maxEmulated)
+		lo := regs.Rdi
+		if c.down {
+			lo = regs.Rdi + c.w - n
+		}
+		step := func(r uint64) uint64 {
+			if c.down {
+				return r - n
+			}
+			return r + n
+		}
+		if uint64(len(em.data)) != n || em.addr != lo || em.regs.Rip != regs.Rip || em.regs.Rcx != regs.Rcx-n/c.w ||
+			em.regs.Rdi != step(regs.Rdi) || c.w == 8 && em.regs.Rsi != step(regs.Rsi) {
+			t.Errorf("%s down=%v: %d bytes at %#x, rip %#x rcx %#x rdi %#x rsi %#x", c.code, c.down, len(em.data), em.addr, em.regs.Rip, em.regs.Rcx, em.regs.Rdi, em.regs.Rsi)
 		}
 	}
 }
