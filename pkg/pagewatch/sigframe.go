@@ -2,7 +2,6 @@ package pagewatch
 
 import (
 	"encoding/binary"
-	"fmt"
 
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/sys/unix"
@@ -145,13 +144,6 @@ func (w *Watch) altStack(t *tracer.Thread) (span, bool) {
 		return span{}, false
 	}
 	return span{sp, sp + size}, true
-}
-
-func signalName(sig int) string {
-	if n := unix.SignalName(unix.Signal(sig)); n != "" {
-		return n
-	}
-	return fmt.Sprintf("signal %d", sig)
 }
 
 const ssDisable = 2 // SS_DISABLE
