@@ -69,6 +69,9 @@ func decodeInst(code []byte) (x86asm.Inst, error) {
 			return inst, nil
 		}
 	}
+	if inst, ok := decodePrefixedVEX(code); ok {
+		return inst, nil
+	}
 	inst, err := x86asm.Decode(code, 64)
 	if len(code) < maxInstLen {
 		// Decode again with the bytes the page did not give us as zeros:
@@ -628,4 +631,54 @@ func gpr(regs *unix.PtraceRegs, i int) uint64 {
 		return regs.R14
 	}
 	return regs.R15
+}
+
+// decodePrefixedVEX decodes a VEX/EVEX instruction behind FS, GS or
+// address-size prefixes, which x86asm v0.32.0 returns as Op 0 (TLS code
+// such as `vmovdqu %ymm0, %fs:(%rax)`): the rest is decoded alone and what
+// the prefixes mean put back on it.
+func decodePrefixedVEX(code []byte) (x86asm.Inst, bool) {
+	k := 0
+	var seg x86asm.Reg
+	addr32 := false
+	for k < len(code) && k < 3 {
+		switch code[k] {
+		case 0x64:
+			seg = x86asm.FS
+		case 0x65:
+			seg = x86asm.GS
+		case 0x67:
+			addr32 = true
+		default:
+			goto done
+		}
+		k++
+	}
+done:
+	if k == 0 || k >= len(code) || (code[k] != 0xc4 && code[k] != 0xc5 && code[k] != 0x62) {
+		return x86asm.Inst{}, false
+	}
+	inst, err := decodeInst(code[k:])
+	if err != nil || !isVEX(&inst) {
+		return x86asm.Inst{}, false
+	}
+	// The prefixes stay off inst.Prefix, whose first entries name the
+	// VEX/EVEX prefix and its payload (isVEX, evexMasked): the segment
+	// goes on the memory operands, the address size on AddrSize.
+	inst.Len += k
+	if inst.Len > maxInstLen {
+		return x86asm.Inst{}, false
+	}
+	if addr32 {
+		inst.AddrSize = 32
+	}
+	for i, a := range inst.Args {
+		if m, ok := a.(x86asm.Mem); ok {
+			if seg != 0 {
+				m.Segment = seg
+			}
+			inst.Args[i] = m
+		}
+	}
+	return inst, true
 }

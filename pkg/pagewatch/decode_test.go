@@ -399,3 +399,35 @@ func hasInvalidPrefix(inst *x86asm.Inst) bool {
 	}
 	return false
 }
+
+// TestDecodePrefixedVEX: VEX/EVEX stores behind FS, GS and address-size
+// prefixes (x86asm alone gives up on them) decode to the right address.
+func TestDecodePrefixedVEX(t *testing.T) {
+	var regs unix.PtraceRegs
+	regs.Rax, regs.Rdi = 0x1_0000_1000, 0x2000
+	regs.Fs_base, regs.Gs_base = 0x7f00_0000_0000, 0x7e00_0000_0000
+	for _, c := range []struct {
+		code string
+		addr uint64
+		size uint64
+		n    int
+	}{
+		{"64 c5 fe 7f 00", 0x7f00_0000_0000 + 0x1_0000_1000, 32, 5}, // vmovdqu fs:[rax], ymm0
+		{"65 c5 f8 11 07", 0x7e00_0000_0000 + 0x2000, 16, 5},        // vmovups gs:[rdi], xmm0
+		{"67 c5 fe 7f 00", 0x1000, 32, 5},                           // vmovdqu [eax], ymm0
+		{"64 67 c5 fe 7f 00", 0x7f00_0000_0000 + 0x1000, 32, 6},     // both
+	} {
+		s, err := DecodeStore(mustHex(t, c.code), &regs)
+		if err != nil {
+			t.Errorf("%s: %v", c.code, err)
+			continue
+		}
+		if !s.Known || s.Addr != c.addr || s.Size != c.size || s.Len != c.n {
+			t.Errorf("%s (%v): addr %#x size %d len %d known %v; want %#x %d %d", c.code, s.Inst, s.Addr, s.Size, s.Len, s.Known, c.addr, c.size, c.n)
+		}
+	}
+	s, err := DecodeStore(mustHex(t, "64 62 e1 fe 48 7f 0f"), &regs) // vmovdqu64 fs:[rdi], zmm17
+	if err != nil || s.Addr != 0x7f00_0000_2000 || s.Size != 64 || s.Len != 7 {
+		t.Errorf("EVEX behind FS: %+v %v", s, err)
+	}
+}
