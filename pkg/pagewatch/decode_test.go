@@ -209,8 +209,6 @@ func TestDecodeStoreErrors(t *testing.T) {
 		{name: "push es is invalid in 64-bit mode", code: "06"},
 		// x86asm returns Op 0 with a nil error here.
 		{name: "prefix then undefined opcode", code: "66 0f 04"},
-		// x86asm cannot decode a VEX instruction after a legacy prefix.
-		{name: "fs: vmovdqu", code: "64 c5 fe 7f 07"},
 		{name: "truncated mov", code: "48 89 05 e5 2e", truncated: true},
 		// x86asm decodes these as register forms with a nil error.
 		{name: "VEX without ModRM", code: "c5 fe 7f", truncated: true},
