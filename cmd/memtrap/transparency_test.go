@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -417,5 +418,84 @@ func TestSigtrapHandlerSurvives(t *testing.T) {
 		if len(ws) != 3 || ws[2].New != "0x3" || writer(ws[0]) != "main" {
 			t.Fatalf("%v: writes %+v", args, ws)
 		}
+	}
+}
+
+// TestFollowManyForks: --follow-forks over 50 children, launched (every
+// write of every process, once) and attached then detached half-way (the
+// target and its children finish untraced and unharmed).
+func TestFollowManyForks(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/forker.c", "-O0")
+	for _, engine := range []string{"page", "hw"} {
+		cmd := exec.Command(memtrapBin, "run", "--engine", engine, "--backtrace", "0", "--format", "json", "--follow-forks", "--symbol", "value", "--", prog)
+		cmd.Stdin = strings.NewReader("go\n")
+		r := runCmd(t, cmd)
+		if r.stdout != "ready\ndone 49\n" || r.code != 0 {
+			t.Fatalf("%s: %q exit %d; stderr %s", engine, r.stdout, r.code, tail(r.stderr))
+		}
+		byPid := map[int]int{}
+		for _, w := range writes(parseEvents(t, r.stderr)) {
+			byPid[w.Pid]++
+		}
+		parent := 0
+		for pid, n := range byPid {
+			switch n {
+			case 50:
+				parent = pid
+			case 2:
+			default:
+				t.Errorf("%s: process %d made %d writes", engine, pid, n)
+			}
+		}
+		if parent == 0 || len(byPid) != 51 {
+			t.Errorf("%s: writes by process: %v", engine, byPid)
+		}
+	}
+
+	target := exec.Command(prog)
+	in, _ := target.StdinPipe()
+	out, _ := target.StdoutPipe()
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rd := bufio.NewReader(out)
+	if l, _ := rd.ReadString('\n'); l != "ready\n" {
+		target.Process.Kill()
+		t.Fatalf("target said %q", l)
+	}
+	mt := exec.Command(memtrapBin, "attach", fmt.Sprint(target.Process.Pid), "--follow-forks", "--backtrace", "0", "--format", "json", "--symbol", "value")
+	errPipe, _ := mt.StderrPipe()
+	if err := mt.Start(); err != nil {
+		t.Fatal(err)
+	}
+	mrd := bufio.NewReader(errPipe)
+	var evs []event
+	for len(evs) == 0 || evs[0].Event != "watch" {
+		l, err := mrd.ReadString('\n')
+		if err != nil {
+			t.Fatalf("memtrap: %v", err)
+		}
+		evs = parseEvents(t, l)
+	}
+	io.WriteString(in, "go\n")
+	for len(writes(evs)) < 20 {
+		l, err := mrd.ReadString('\n')
+		if err != nil {
+			t.Fatalf("memtrap output ended: %v", err)
+		}
+		evs = append(evs, parseEvents(t, l)...)
+	}
+	mt.Process.Signal(syscall.SIGINT)
+	rest, _ := readAll(mrd)
+	evs = append(evs, parseEvents(t, rest)...)
+	if err := mt.Wait(); err != nil {
+		t.Fatalf("memtrap: %v", err)
+	}
+	if end := last(t, evs); end.Event != "detach" {
+		t.Fatalf("last event %+v", end)
+	}
+	done, _ := io.ReadAll(rd)
+	if err := target.Wait(); err != nil || string(done) != "done 49\n" {
+		t.Fatalf("target after detach: %v, %q", err, done)
 	}
 }
