@@ -293,3 +293,99 @@ func TestBigStringOps(t *testing.T) {
 		}
 	}
 }
+
+// TestTargetMemoryManagement: the target mprotects, madvises and munmaps
+// watched pages and maps something new in their place. memtrap keeps
+// watching what is still mapped, reports MADV_DONTNEED's zeroing as a
+// kernel write and the unmapping as an "unmapped" event, does not watch
+// the new mapping, and at detach leaves each page with the protection the
+// target last gave it.
+func TestTargetMemoryManagement(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/mm.c", "-O0")
+	type want struct {
+		writes   []string // by/new of each write
+		unmapped bool
+	}
+	for _, c := range []struct {
+		engine string
+		off    uint64
+		len    string
+		want   want
+	}{
+		{"page", 0, "12288", want{[]string{"user 0x1", "user 0x2", "kernel 0x0"}, true}},
+		{"hw", 0, "8", want{[]string{"user 0x1", "kernel 0x0"}, false}},
+		{"hw", 8192, "8", want{nil, true}},
+	} {
+		name := fmt.Sprintf("%s+%d", c.engine, c.off)
+		target := exec.Command(prog)
+		in, _ := target.StdinPipe()
+		out, _ := target.StdoutPipe()
+		if err := target.Start(); err != nil {
+			t.Fatal(err)
+		}
+		rd := bufio.NewReader(out)
+		var base uint64
+		if l, _ := rd.ReadString('\n'); func() bool { _, err := fmt.Sscanf(l, "%v", &base); return err != nil }() {
+			target.Process.Kill()
+			t.Fatalf("target said %q", l)
+		}
+		mt := exec.Command(memtrapBin, "attach", fmt.Sprint(target.Process.Pid), "--engine", c.engine, "--format", "json", "--backtrace", "0",
+			"--addr", fmt.Sprintf("%#x", base+c.off), "--len", c.len)
+		errPipe, _ := mt.StderrPipe()
+		if err := mt.Start(); err != nil {
+			t.Fatal(err)
+		}
+		mrd := bufio.NewReader(errPipe)
+		var evs []event
+		for len(evs) == 0 || evs[0].Event != "watch" {
+			l, err := mrd.ReadString('\n')
+			if err != nil {
+				t.Fatalf("%s: memtrap: %v", name, err)
+			}
+			evs = parseEvents(t, l)
+		}
+		io.WriteString(in, "go\n")
+		if l, _ := rd.ReadString('\n'); l != "waiting 0 2 3\n" {
+			t.Fatalf("%s: target said %q", name, l)
+		}
+		mt.Process.Signal(syscall.SIGINT)
+		rest, _ := readAll(mrd)
+		evs = append(evs, parseEvents(t, rest)...)
+		if err := mt.Wait(); err != nil {
+			t.Fatalf("%s: memtrap: %v", name, err)
+		}
+		maps := mapsOf(t, target.Process.Pid)
+		io.WriteString(in, "go\n")
+		if l, _ := rd.ReadString('\n'); l != "done\n" || target.Wait() != nil {
+			t.Fatalf("%s: target said %q after the detach", name, l)
+		}
+		var got []string
+		unmapped := false
+		for _, e := range evs {
+			switch e.Event {
+			case "write":
+				got = append(got, e.By+" "+e.New)
+			case "unmapped":
+				unmapped = true
+			}
+		}
+		if strings.Join(got, ",") != strings.Join(c.want.writes, ",") || unmapped != c.want.unmapped {
+			t.Errorf("%s: writes %v unmapped %v; want %v %v", name, got, unmapped, c.want.writes, c.want.unmapped)
+		}
+		// Page 1 stays read-only, as the target left it; the others
+		// writable.
+		for i, prot := range []string{"rw-p", "r--p", "rw-p"} {
+			a := fmt.Sprintf("%x-", base+uint64(i)*4096)
+			found := false
+			for _, l := range strings.Split(maps, "\n") {
+				var lo, hi uint64
+				if _, err := fmt.Sscanf(l, "%x-%x", &lo, &hi); err == nil && lo <= base+uint64(i)*4096 && base+uint64(i)*4096 < hi {
+					found = strings.Contains(l, " "+prot+" ")
+				}
+			}
+			if !found {
+				t.Errorf("%s: page %d (%s) is not %s after the detach:\n%s", name, i, a, prot, maps)
+			}
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package pagewatch
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/memtrap/memtrap/pkg/tracer"
@@ -238,4 +239,103 @@ func (w *Watch) storeBefore(regs *unix.PtraceRegs, lo, hi uint64, changed bool, 
 		n++
 	}
 	return found, n > 0
+}
+
+// hwMemoryCall follows the target's own munmap/mremap/mmap(MAP_FIXED) and
+// madvise over debug-register regions: a region unmapped is dropped (its
+// slot freed, "unmapped" reported) so a new mapping there is not watched;
+// bytes madvise changed are reported as a kernel write. done means the
+// thread has been resumed.
+func (w *Watch) hwMemoryCall(t *tracer.Thread, si tracer.SyscallInfo) (bool, error) {
+	a := si.Args
+	lo, n := a[0], a[1]
+	name := map[int]string{unix.SYS_MUNMAP: "munmap", unix.SYS_MREMAP: "mremap", unix.SYS_MMAP: "mmap", unix.SYS_MADVISE: "madvise"}[si.Nr]
+	switch si.Nr {
+	case unix.SYS_MMAP:
+		if a[3]&(unix.MAP_FIXED|unix.MAP_FIXED_NOREPLACE) == 0 {
+			return false, nil
+		}
+	case unix.SYS_MREMAP:
+		if a[3]&unix.MREMAP_FIXED != 0 {
+			end := max(a[0]+a[1], a[4]+a[2])
+			lo = min(a[0], a[4])
+			n = end - lo
+		}
+	case unix.SYS_MUNMAP, unix.SYS_MADVISE:
+	default:
+		return false, nil
+	}
+	sp := span{pageDown(lo), pageUp(lo + n)}
+	var hit []*Region
+	for _, r := range w.regions {
+		if _, ok := sp.intersect(span{r.Addr, r.End()}); ok {
+			hit = append(hit, r)
+		}
+	}
+	if len(hit) == 0 {
+		return false, nil
+	}
+	var regs unix.PtraceRegs
+	if err := t.Regs(&regs); err != nil {
+		return false, err
+	}
+	if err := t.ResumeSyscall(); err != nil {
+		return false, err
+	}
+	st, err := t.WaitThread()
+	if err != nil {
+		return false, err
+	}
+	if st.Kind != tracer.StopSyscall || st.Syscall.Entry {
+		return false, fmt.Errorf("thread %d: %s stop inside %s", t.Tid, st.Kind, name)
+	}
+	if ret := st.Syscall.Ret; ret < 0 && ret >= -4095 {
+		return true, t.Resume(0)
+	}
+	if si.Nr == unix.SYS_MADVISE {
+		call := &kcall{nr: si.Nr, name: name, regs: regs, outs: []span{sp}}
+		return true, w.finishHW(t, call)
+	}
+	gone := map[*Region]bool{}
+	for _, r := range hit {
+		gone[r] = true
+	}
+	var keep []*Region
+	for _, r := range w.regions {
+		if !gone[r] {
+			keep = append(keep, r)
+		}
+	}
+	slots, _ := hwSlots(keep)
+	if err := w.p.StopOthers(t); err != nil {
+		return false, err
+	}
+	w.regions, w.slots = keep, slots
+	for _, th := range w.p.Threads() {
+		var err error
+		if len(slots) == 0 {
+			err = th.SetDebugReg(7, 0)
+		} else {
+			err = w.loadDebugRegs(th)
+		}
+		if err != nil && !errors.Is(err, tracer.ErrThreadGone) {
+			return false, err
+		}
+	}
+	if err := w.p.ResumeOthers(); err != nil {
+		return false, err
+	}
+	for _, r := range hit {
+		delete(w.shadow, r)
+		w.unmapped(r, name+"(2)")
+	}
+	return true, t.Resume(0)
+}
+
+// finishHW reports what a followed call changed and resumes the thread.
+func (w *Watch) finishHW(t *tracer.Thread, call *kcall) error {
+	if err := w.hwCallExit(t, call); err != nil {
+		return err
+	}
+	return t.Resume(0)
 }

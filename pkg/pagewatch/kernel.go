@@ -246,8 +246,12 @@ func argReg(r *unix.PtraceRegs, i int) *uint64 {
 // syscallEntry decides what a call about to run needs. It returns with the
 // thread resumed.
 func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
-	if _, ok := memoryCalls[si.Nr]; ok && w.slots == nil {
-		if done, err := w.memoryCall(t, si); done || err != nil {
+	if _, ok := memoryCalls[si.Nr]; ok {
+		memoryCall := w.memoryCall
+		if w.slots != nil {
+			memoryCall = w.hwMemoryCall
+		}
+		if done, err := memoryCall(t, si); done || err != nil {
 			return err
 		}
 		return t.Resume(0)
