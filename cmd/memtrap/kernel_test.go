@@ -30,6 +30,7 @@ var kallWrites = []struct {
 	{"pipe2", 200, ""},
 	{"wait4", 209, "0x7"},
 	{"getdents64", 212, ""},
+	{"ioctl", 468, "0x5"},
 }
 
 func checkKall(t *testing.T, evs []event) {
@@ -48,7 +49,7 @@ func checkKall(t *testing.T, evs []event) {
 
 // TestKernelWritesEverySyscall: syscalls writing into a watched struct
 // (plain buffers, iovecs, a msghdr, stat, a timespec, a pipe's fds, a wait
-// status, directory entries) return what they return without memtrap and
+// status, directory entries, an ioctl's int) return what they return without memtrap and
 // are each reported as a kernel write: launched (seccomp filter), and
 // attached (syscall stops).
 func TestKernelWritesEverySyscall(t *testing.T) {

@@ -121,6 +121,30 @@ var sysTable = map[int]sysSpec{
 	unix.SYS_SCHED_GETPARAM:    {"sched_getparam", []outArg{{1, fixed(4)}}},
 	unix.SYS_TIMER_GETTIME:     {"timer_gettime", []outArg{{1, fixed(32)}}},
 	unix.SYS_TIMERFD_GETTIME:   {"timerfd_gettime", []outArg{{1, fixed(32)}}},
+	unix.SYS_IOCTL:             {"ioctl", []outArg{{2, ioctlOut}}},
+}
+
+// ioctlOut is what an ioctl may write at its third argument: the size
+// encoded in the request for _IOR/_IOWR requests, a table for the classic
+// terminal and socket ones, nothing for the rest (not followed).
+func ioctlOut(a *[6]uint64, _ func(uint64) uint32) uint64 {
+	req := uint32(a[1])
+	if dir := req >> 30; dir&2 != 0 { // _IOC_READ: the kernel writes
+		return uint64(req >> 16 & 0x3fff)
+	}
+	switch req {
+	case unix.TCGETS:
+		return 36 // struct termios (the kernel's, without speeds)
+	case unix.TIOCGWINSZ:
+		return 8
+	case 0x541b /* FIONREAD */, unix.TIOCOUTQ, unix.TIOCGPGRP, unix.TIOCGSID, unix.TIOCGETD, unix.TIOCMGET, unix.SIOCATMARK:
+		return 4
+	case unix.SIOCGIFCONF:
+		return 16 // struct ifconf (its buffer is not followed)
+	case unix.SIOCGIFNAME, unix.SIOCGIFFLAGS, unix.SIOCGIFADDR, unix.SIOCGIFINDEX, unix.SIOCGIFMTU, unix.SIOCGIFHWADDR, unix.SIOCGIFNETMASK, unix.SIOCGIFBRDADDR:
+		return 40 // struct ifreq
+	}
+	return 0
 }
 
 // maxBounce caps one bounced buffer; a larger one is left to fail as it

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -29,6 +30,7 @@ struct {
 	int fds[2];
 	int status;
 	char dents[256];
+	int nread;
 } box __attribute__((aligned(4096)));
 
 int main(int argc, char **argv)
@@ -71,12 +73,14 @@ int main(int argc, char **argv)
 	long r9 = wait4(c, &box.status, 0, NULL);
 	int d = open("/", O_RDONLY | O_DIRECTORY);
 	long r10 = syscall(SYS_getdents64, d, box.dents, sizeof box.dents);
+	write(p[1], "abcde", 5);
+	long r11 = ioctl(p[0], FIONREAD, &box.nread);
 
 	printf("read %ld %.8s pread %ld %.8s readv %ld %.4s%.4s recvmsg %ld %.8s recvfrom %ld %.8s\n",
 	       r1, box.rd, r2, box.prd, r3, box.rv1, box.rv2, r4, box.msg, r5, box.from);
-	printf("fstat %ld size %ld clock %ld %d pipe %ld %d wait4 %d status %d getdents %d\n",
+	printf("fstat %ld size %ld clock %ld %d pipe %ld %d wait4 %d status %d getdents %d ioctl %ld %d\n",
 	       r6, (long)box.st.st_size, r7, box.ts.tv_sec > 0 || box.ts.tv_nsec > 0, r8, box.fds[1] > box.fds[0],
-	       r9 == c, WEXITSTATUS(box.status), r10 > 0);
+	       r9 == c, WEXITSTATUS(box.status), r10 > 0, r11, box.nread);
 
 	long n = argc > 2 ? atol(argv[2]) : 0;
 	char buf[8];
