@@ -31,6 +31,8 @@ var kallWrites = []struct {
 	{"wait4", 209, "0x7"},
 	{"getdents64", 212, ""},
 	{"ioctl", 468, "0x5"},
+	{"recvmmsg", 472, "0x656e6f2d67736d6d"},
+	{"recvmmsg", 480, "0x6f77742d67736d6d"},
 }
 
 func checkKall(t *testing.T, evs []event) {

@@ -31,6 +31,7 @@ struct {
 	int status;
 	char dents[256];
 	int nread;
+	char mm1[8], mm2[8];
 } box __attribute__((aligned(4096)));
 
 int main(int argc, char **argv)
@@ -75,12 +76,18 @@ int main(int argc, char **argv)
 	long r10 = syscall(SYS_getdents64, d, box.dents, sizeof box.dents);
 	write(p[1], "abcde", 5);
 	long r11 = ioctl(p[0], FIONREAD, &box.nread);
+	send(sv[0], "mmsg-one", 8, 0);
+	send(sv[0], "mmsg-two", 8, 0);
+	struct iovec m1 = {box.mm1, 8}, m2 = {box.mm2, 8};
+	struct mmsghdr mmv[2] = {{.msg_hdr = {.msg_iov = &m1, .msg_iovlen = 1}}, {.msg_hdr = {.msg_iov = &m2, .msg_iovlen = 1}}};
+	long r12 = recvmmsg(sv[1], mmv, 2, 0, NULL);
 
 	printf("read %ld %.8s pread %ld %.8s readv %ld %.4s%.4s recvmsg %ld %.8s recvfrom %ld %.8s\n",
 	       r1, box.rd, r2, box.prd, r3, box.rv1, box.rv2, r4, box.msg, r5, box.from);
-	printf("fstat %ld size %ld clock %ld %d pipe %ld %d wait4 %d status %d getdents %d ioctl %ld %d\n",
+	printf("fstat %ld size %ld clock %ld %d pipe %ld %d wait4 %d status %d getdents %d ioctl %ld %d\nrecvmmsg %ld %u %u %.8s %.8s\n",
 	       r6, (long)box.st.st_size, r7, box.ts.tv_sec > 0 || box.ts.tv_nsec > 0, r8, box.fds[1] > box.fds[0],
-	       r9 == c, WEXITSTATUS(box.status), r10 > 0, r11, box.nread);
+	       r9 == c, WEXITSTATUS(box.status), r10 > 0, r11, box.nread,
+	       r12, mmv[0].msg_len, mmv[1].msg_len, box.mm1, box.mm2);
 
 	long n = argc > 2 ? atol(argv[2]) : 0;
 	char buf[8];
