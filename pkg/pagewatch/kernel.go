@@ -122,6 +122,20 @@ var sysTable = map[int]sysSpec{
 	unix.SYS_TIMER_GETTIME:     {"timer_gettime", []outArg{{1, fixed(32)}}},
 	unix.SYS_TIMERFD_GETTIME:   {"timerfd_gettime", []outArg{{1, fixed(32)}}},
 	unix.SYS_IOCTL:             {"ioctl", []outArg{{2, ioctlOut}}},
+	unix.SYS_MSGRCV:            {"msgrcv", []outArg{{1, func(a *[6]uint64, _ func(uint64) uint32) uint64 { return a[2] + 8 }}}},
+	unix.SYS_MQ_TIMEDRECEIVE:   {"mq_timedreceive", []outArg{{1, argSize(2, 1)}, {3, fixed(4)}}},
+	unix.SYS_GETXATTR:          {"getxattr", []outArg{{2, argSize(3, 1)}}},
+	unix.SYS_LGETXATTR:         {"lgetxattr", []outArg{{2, argSize(3, 1)}}},
+	unix.SYS_FGETXATTR:         {"fgetxattr", []outArg{{2, argSize(3, 1)}}},
+	unix.SYS_LISTXATTR:         {"listxattr", []outArg{{1, argSize(2, 1)}}},
+	unix.SYS_LLISTXATTR:        {"llistxattr", []outArg{{1, argSize(2, 1)}}},
+	unix.SYS_FLISTXATTR:        {"flistxattr", []outArg{{1, argSize(2, 1)}}},
+	unix.SYS_GETCPU:            {"getcpu", []outArg{{0, fixed(4)}, {1, fixed(4)}}},
+	unix.SYS_SCHED_GETATTR:     {"sched_getattr", []outArg{{1, argSize(2, 1)}}},
+	unix.SYS_IO_GETEVENTS:      {"io_getevents", []outArg{{3, argSize(2, 32)}}},
+	unix.SYS_GET_ROBUST_LIST:   {"get_robust_list", []outArg{{1, fixed(8)}, {2, fixed(8)}}},
+	unix.SYS_CLOCK_ADJTIME:     {"clock_adjtime", []outArg{{1, fixed(208)}}},
+	unix.SYS_ADJTIMEX:          {"adjtimex", []outArg{{0, fixed(208)}}},
 }
 
 // ioctlOut is what an ioctl may write at its third argument: the size

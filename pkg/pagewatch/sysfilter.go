@@ -18,8 +18,9 @@ import (
 // filterGap: watched spans closer than this share one range of the filter.
 const filterGap = 16 << 20
 
-// maxFilterRanges bounds the filter's size: each range costs 10
-// instructions per pointer argument of each followed call.
+// maxFilterRanges is the most ranges a filter tries: each range costs 10
+// instructions per pointer argument of each followed call, and the kernel
+// takes 4096 (followSyscalls merges further until it fits).
 const maxFilterRanges = 4
 
 // mmSlack: a memory-management call starting this far below a watched page
@@ -48,11 +49,20 @@ func (w *Watch) followSyscalls(t *tracer.Thread) error {
 		w.p.TraceSyscalls(true)
 		return nil
 	}
-	spans := mergeSpans(w.watchedSpans())
-	if len(spans) == 0 || w.filterCovers(spans) {
-		return nil
+	all := w.watchedSpans()
+	var spans []span
+	var prog []unix.SockFilter
+	var err error
+	// Fewer, wider ranges until the program fits the kernel's limit.
+	for n := maxFilterRanges; n >= 1; n-- {
+		spans = mergeSpans(all, n)
+		if len(spans) == 0 || w.filterCovers(spans) {
+			return nil
+		}
+		if prog, err = tracer.BuildFilter(filterRules(spans)); err == nil {
+			break
+		}
 	}
-	prog, err := tracer.BuildFilter(filterRules(spans))
 	if err != nil {
 		return err
 	}
@@ -88,11 +98,12 @@ func (w *Watch) watchedSpans() []span {
 }
 
 // mergeSpans sorts spans and merges those closer than filterGap, then the
-// closest ones until at most maxFilterRanges are left.
-func mergeSpans(s []span) []span {
-	if len(s) == 0 {
+// closest ones until at most most are left.
+func mergeSpans(in []span, most int) []span {
+	if len(in) == 0 {
 		return nil
 	}
+	s := append([]span(nil), in...)
 	sort.Slice(s, func(i, j int) bool { return s[i].lo < s[j].lo })
 	out := []span{s[0]}
 	for _, x := range s[1:] {
@@ -102,7 +113,7 @@ func mergeSpans(s []span) []span {
 			out = append(out, x)
 		}
 	}
-	for len(out) > maxFilterRanges {
+	for len(out) > most {
 		best := 0
 		for i := 1; i < len(out)-1; i++ {
 			if out[i+1].lo-out[i].hi < out[best+1].lo-out[best].hi {
