@@ -251,7 +251,7 @@ func (r *jsonReporter) Unmapped(rg *pagewatch.Region, how string) error {
 }
 
 func (r *textReporter) Unmapped(rg *pagewatch.Region, how string) error {
-	fmt.Fprintf(r.w, "memtrap: region %s (%#x, %d bytes) lost memory to %s; what is still mapped stays watched\n", rg.Name, rg.Addr, rg.Len, how)
+	fmt.Fprintf(r.w, "memtrap: region %s (%#x, %d bytes) lost memory to %s; whatever of it is still mapped stays watched\n", rg.Name, rg.Addr, rg.Len, how)
 	return r.w.Flush()
 }
 
