@@ -78,20 +78,7 @@ func TestKernelWritesEverySyscall(t *testing.T) {
 		if l, _ := rd.ReadString('\n'); l != "ready\n" {
 			t.Fatalf("target said %q", l)
 		}
-		mt := exec.Command(memtrapBin, "attach", fmt.Sprint(target.Process.Pid), "--format", "json", "--backtrace", "0", "--symbol", "box")
-		errPipe, _ := mt.StderrPipe()
-		if err := mt.Start(); err != nil {
-			t.Fatal(err)
-		}
-		mrd := bufio.NewReader(errPipe)
-		var evs []event
-		for len(evs) == 0 || evs[0].Event != "watch" {
-			l, err := mrd.ReadString('\n')
-			if err != nil {
-				t.Fatalf("memtrap said nothing: %v", err)
-			}
-			evs = parseEvents(t, l)
-		}
+		mt, mrd, evs := attachJSON(t, target.Process.Pid, "--backtrace", "0", "--symbol", "box")
 		io.WriteString(in, "go\n")
 		rest, _ := io.ReadAll(rd)
 		for len(writes(evs)) < len(kallWrites) {
@@ -210,27 +197,18 @@ func TestSignalFramesOnWatchedStack(t *testing.T) {
 		if mode == "alt" {
 			addr, n = alt, "4096" // the top page of the alternate stack
 		}
-		mt := exec.Command(memtrapBin, "attach", fmt.Sprint(target.Process.Pid), "--engine", "page", "--format", "json", "--backtrace", "1", "--addr", fmt.Sprintf("%#x", addr), "--len", n)
-		errPipe, _ := mt.StderrPipe()
-		if err := mt.Start(); err != nil {
-			t.Fatal(err)
-		}
+		mt, mrd, evs := attachJSON(t, target.Process.Pid, "--engine", "page", "--backtrace", "1", "--addr", fmt.Sprintf("%#x", addr), "--len", n)
 		lines := make(chan string, 1024)
 		go func() {
 			defer close(lines)
-			r := bufio.NewReader(errPipe)
 			for {
-				l, err := r.ReadString('\n')
+				l, err := mrd.ReadString('\n')
 				if err != nil {
 					return
 				}
 				lines <- l
 			}
 		}()
-		var evs []event
-		for len(evs) == 0 || evs[0].Event != "watch" {
-			evs = parseEvents(t, <-lines)
-		}
 		io.WriteString(in, "go\n")
 		rest, _ := io.ReadAll(rd)
 		if err := target.Wait(); err != nil || string(rest) != want {
@@ -332,21 +310,8 @@ func TestTargetMemoryManagement(t *testing.T) {
 			target.Process.Kill()
 			t.Fatalf("target said %q", l)
 		}
-		mt := exec.Command(memtrapBin, "attach", fmt.Sprint(target.Process.Pid), "--engine", c.engine, "--format", "json", "--backtrace", "0",
+		mt, mrd, evs := attachJSON(t, target.Process.Pid, "--engine", c.engine, "--backtrace", "0",
 			"--addr", fmt.Sprintf("%#x", base+c.off), "--len", c.len)
-		errPipe, _ := mt.StderrPipe()
-		if err := mt.Start(); err != nil {
-			t.Fatal(err)
-		}
-		mrd := bufio.NewReader(errPipe)
-		var evs []event
-		for len(evs) == 0 || evs[0].Event != "watch" {
-			l, err := mrd.ReadString('\n')
-			if err != nil {
-				t.Fatalf("%s: memtrap: %v", name, err)
-			}
-			evs = parseEvents(t, l)
-		}
 		io.WriteString(in, "go\n")
 		if l, _ := rd.ReadString('\n'); l != "waiting 0 2 3\n" {
 			t.Fatalf("%s: target said %q", name, l)
@@ -391,4 +356,26 @@ func TestTargetMemoryManagement(t *testing.T) {
 			}
 		}
 	}
+}
+
+// attachJSON starts `memtrap attach PID --format json ARGS...` and returns
+// once it has armed (its "watch" event), with a reader of the rest of its
+// output.
+func attachJSON(t *testing.T, pid int, args ...string) (*exec.Cmd, *bufio.Reader, []event) {
+	t.Helper()
+	mt := exec.Command(memtrapBin, append([]string{"attach", fmt.Sprint(pid), "--format", "json"}, args...)...)
+	errPipe, _ := mt.StderrPipe()
+	if err := mt.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rd := bufio.NewReader(errPipe)
+	var evs []event
+	for len(evs) == 0 || evs[0].Event != "watch" {
+		l, err := rd.ReadString('\n')
+		if err != nil {
+			t.Fatalf("memtrap attach %v: no watch event: %v", args, err)
+		}
+		evs = parseEvents(t, l)
+	}
+	return mt, rd, evs
 }

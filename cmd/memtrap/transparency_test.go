@@ -463,20 +463,7 @@ func TestFollowManyForks(t *testing.T) {
 		target.Process.Kill()
 		t.Fatalf("target said %q", l)
 	}
-	mt := exec.Command(memtrapBin, "attach", fmt.Sprint(target.Process.Pid), "--follow-forks", "--backtrace", "0", "--format", "json", "--symbol", "value")
-	errPipe, _ := mt.StderrPipe()
-	if err := mt.Start(); err != nil {
-		t.Fatal(err)
-	}
-	mrd := bufio.NewReader(errPipe)
-	var evs []event
-	for len(evs) == 0 || evs[0].Event != "watch" {
-		l, err := mrd.ReadString('\n')
-		if err != nil {
-			t.Fatalf("memtrap: %v", err)
-		}
-		evs = parseEvents(t, l)
-	}
+	mt, mrd, evs := attachJSON(t, target.Process.Pid, "--follow-forks", "--backtrace", "0", "--symbol", "value")
 	io.WriteString(in, "go\n")
 	for len(writes(evs)) < 20 {
 		l, err := mrd.ReadString('\n')
