@@ -29,6 +29,7 @@ func Attach(pid int) (*Process, error) {
 	if tracer, err := TracerPid(pid); err == nil && tracer != 0 {
 		return nil, fmt.Errorf("process %d is already traced by process %d (%s); detach that debugger first", pid, tracer, comm(tracer))
 	}
+	quietChildStops()
 	p := newProcessNoMem(pid)
 	p.options = baseOptions | unix.PTRACE_O_TRACEEXIT | unix.PTRACE_O_TRACESYSGOOD
 	if err := p.seizeAll(); err != nil {

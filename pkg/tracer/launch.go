@@ -37,6 +37,7 @@ func Launch(argv []string, opts LaunchOptions) (*Process, error) {
 	if len(argv) == 0 {
 		return nil, errors.New("no program to run")
 	}
+	quietChildStops()
 	path, err := lookPath(argv[0])
 	if err != nil {
 		return nil, err
