@@ -99,6 +99,7 @@ func (c *corpus) regs(f uint64) unix.PtraceRegs {
 		&r.R8, &r.R9, &r.R10, &r.R11, &r.R12, &r.R13, &r.R14, &r.R15} {
 		*p = c.rng.Uint64()
 	}
+	r.Rsp = c.base.Rsp // see setReg
 	r.Eflags = 0x202 | f
 	r.Orig_rax = ^uint64(0)
 	return r
@@ -179,6 +180,13 @@ func setReg(r *unix.PtraceRegs, name string, v uint64) {
 		*p = *p&^0xff | v&0xff
 	case 4:
 		*p = *p&^0xff00 | (v&0xff)<<8
+	}
+	if idx == 4 {
+		// Some kernels will not return to user space with a
+		// non-canonical RSP, whatever the next instruction (seen on
+		// 6.18 under a PVM hypervisor: SIGSEGV, SI_KERNEL, before the
+		// store). Keep it canonical.
+		*p = uint64(int64(*p<<16) >> 16)
 	}
 }
 
