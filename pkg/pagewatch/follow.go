@@ -128,8 +128,12 @@ func (w *Watch) checkRseq() error {
 		}
 		for a := pageDown(addr); a < addr+uint64(max(size, 32)); a += pageSize {
 			if pg := w.pages[a]; pg != nil && !pg.armed && pg.prot&unix.PROT_WRITE != 0 {
-				return fmt.Errorf("region %s: page %#x holds the rseq area of thread %d (%#x), which the kernel writes at every preemption, so it cannot be write-protected; watch at most 32 bytes there with --engine hw: %w",
-					pg.regions[0].Name, a, t.Tid, addr, ErrRseqPage)
+				advice := "watch at most 32 bytes there with --engine hw"
+				if tracer.CheckDebugRegisters() != nil {
+					advice = "and this machine's debug registers do not fire, so it cannot be watched"
+				}
+				return fmt.Errorf("region %s: page %#x holds the rseq area of thread %d (%#x), which the kernel writes at every preemption, so it cannot be write-protected; %s: %w",
+					pg.regions[0].Name, a, t.Tid, addr, advice, ErrRseqPage)
 			}
 		}
 	}

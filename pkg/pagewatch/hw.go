@@ -339,3 +339,32 @@ func (w *Watch) finishHW(t *tracer.Thread, call *kcall) error {
 	}
 	return t.Resume(0)
 }
+
+// chooseEngine sets w up for the debug registers when Options.Engine asks
+// for them (hw) or allows them (auto) and they can watch regions, and
+// leaves it on the page engine otherwise. Debug registers that the machine
+// accepts but never fires would lose every write silently, so they are
+// checked first (tracer.CheckDebugRegisters): auto then takes the page
+// engine, quietly (the report header names the engine), and hw is refused.
+// Where the check cannot run, hw trusts them and auto does not.
+func (w *Watch) chooseEngine(regions []*Region) error {
+	slots, ok := hwSlots(regions)
+	if !ok {
+		if w.opts.Engine == EngineHW {
+			return fmt.Errorf("the regions need more than the 4 debug registers (each covers one aligned 1, 2, 4 or 8-byte slot): %w", ErrBadRegion)
+		}
+		return nil
+	}
+	if err := tracer.CheckDebugRegisters(); err != nil {
+		switch {
+		case w.opts.Engine == EngineHW && errors.Is(err, tracer.ErrDebugRegsDead):
+			return fmt.Errorf("engine hw: %w (a perf breakpoint on memtrap's own memory counted none of 8 stores); use the page engine", err)
+		case w.opts.Engine == EngineHW:
+			w.note(fmt.Sprintf("could not check that debug registers fire here (%v); trusting them", err))
+		default:
+			return nil
+		}
+	}
+	w.slots, w.shadow = slots, map[*Region][]byte{}
+	return nil
+}

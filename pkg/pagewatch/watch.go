@@ -154,11 +154,8 @@ func New(p *tracer.Process, regions []*Region, opts Options) (*Watch, error) {
 	switch opts.Engine {
 	case "", EnginePage:
 	case EngineHW, EngineAuto:
-		slots, ok := hwSlots(regions)
-		if ok {
-			w.slots, w.shadow = slots, map[*Region][]byte{}
-		} else if opts.Engine == EngineHW {
-			return nil, fmt.Errorf("the regions need more than the 4 debug registers (each covers one aligned 1, 2, 4 or 8-byte slot): %w", ErrBadRegion)
+		if err := w.chooseEngine(regions); err != nil {
+			return nil, err
 		}
 	default:
 		return nil, fmt.Errorf("unknown engine %q", opts.Engine)
@@ -546,8 +543,9 @@ func (w *Watch) exec(t *tracer.Thread) error {
 	}
 	if len(regions) > 0 {
 		if w.opts.Engine == EngineHW || w.opts.Engine == EngineAuto {
-			if slots, ok := hwSlots(regions); ok {
-				w.slots, w.shadow = slots, map[*Region][]byte{}
+			w.slots, w.shadow = nil, nil
+			if err := w.chooseEngine(regions); err != nil {
+				w.note(err.Error() + "; the new image is watched by the page engine")
 			}
 		}
 		w.regions = regions

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/memtrap/memtrap/internal/fixture"
+	"github.com/memtrap/memtrap/pkg/tracer"
+)
+
+// hwWorks tells whether this machine's debug registers fire. Where they do
+// not (some hypervisors accept DR7 and never trap), the hw engine cannot
+// be tested, and TestEngineChoice checks that memtrap says so instead of
+// losing writes.
+func hwWorks(t *testing.T) bool {
+	t.Helper()
+	err := tracer.CheckDebugRegisters()
+	if err != nil && !errors.Is(err, tracer.ErrDebugRegsDead) {
+		t.Fatalf("checking the debug registers, as root: %v", err)
+	}
+	return err == nil
+}
+
+// engines is list without "hw" where the debug registers do not fire.
+func engines(t *testing.T, list ...string) []string {
+	t.Helper()
+	if hwWorks(t) {
+		return list
+	}
+	t.Logf("debug registers do not fire on this machine: the hw engine's cases are left out")
+	return slices.DeleteFunc(slices.Clone(list), func(e string) bool { return e == "hw" })
+}
+
+// TestEngineChoice: auto takes the debug registers for a small region
+// where they fire and the page engine where they do not, without a word;
+// --engine hw on a machine whose debug registers never fire is refused in
+// one line (it would report nothing), and the target is not started.
+func TestEngineChoice(t *testing.T) {
+	prog := fixture.Build(t, "examples/stomp.c", "-O0", "-g", "-fno-omit-frame-pointer")
+	auto := memtrap(t, "run", "--backtrace", "0", "--symbol", "session.token", "--", prog)
+	hw := memtrap(t, "run", "--backtrace", "0", "--engine", "hw", "--symbol", "session.token", "--", prog)
+	if hwWorks(t) {
+		if !strings.HasPrefix(auto.stderr, "memtrap: watching session.token") || !strings.Contains(auto.stderr, "(engine hw)") {
+			t.Fatalf("auto, 8 bytes: %s", auto.stderr)
+		}
+		if hw.code != 3 || !strings.Contains(hw.stderr, "(engine hw)") {
+			t.Fatalf("--engine hw: exit %d, %s", hw.code, hw.stderr)
+		}
+		return
+	}
+	if auto.code != 3 || !strings.HasPrefix(auto.stderr, "memtrap: watching session.token") || !strings.Contains(auto.stderr, "(engine page)") || !strings.Contains(auto.stderr, "7 writes reported") {
+		t.Fatalf("auto, 8 bytes, dead debug registers: exit %d, %s", auto.code, auto.stderr)
+	}
+	if hw.code != 1 || hw.stdout != "" || strings.Count(hw.stderr, "\n") != 1 || !strings.Contains(hw.stderr, "hardware watchpoints do not fire on this machine") {
+		t.Fatalf("--engine hw, dead debug registers: exit %d, stdout %q, stderr %q", hw.code, hw.stdout, hw.stderr)
+	}
+}
