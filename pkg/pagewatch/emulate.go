@@ -130,7 +130,28 @@ func (e Emulator) emulate(w *Watch, f *Fault) (string, error) {
 		}
 		return "writing the destination", nil
 	}
+	f.after = em.after(f.before, w.hullBuf)
 	return "", nil
+}
+
+// after is what the watched bytes of the pages in before hold once em's
+// bytes are in: nothing else can have changed them, as an armed page traps
+// every other writer (threads) or has its calls bounced (the kernel), and
+// a shared page never reaches the emulator. It saves reading them back.
+func (em *emulation) after(before map[uint64][]byte, buf func() []byte) map[uint64][]byte {
+	out := make(map[uint64][]byte, len(before))
+	for a, b := range before {
+		nb := buf()
+		copy(nb, b)
+		_ = em.runs(func(lo, hi uint64) error {
+			if s, ok := (span{em.addr + lo, em.addr + hi}).intersect(span{a, a + pageSize}); ok {
+				copy(nb[s.lo-a:s.hi-a], em.data[s.lo-em.addr:s.hi-em.addr])
+			}
+			return nil
+		})
+		out[a] = nb
+	}
+	return out
 }
 
 // apply performs an emulation on the target: the bytes, then the registers.

@@ -44,7 +44,8 @@ func BenchmarkEmulateAdd(b *testing.B) {
 }
 
 // BenchmarkTrappedWrite: the whole cost of one trapped write to a watched
-// counter, from the target's store to its resumption, for each completer.
+// counter, from the target's store to its resumption, for each completer,
+// with the options `memtrap run --backtrace 0` uses.
 func BenchmarkTrappedWrite(b *testing.B) {
 	prog := fixture.Build(b, "scripts/bench/workload.c", "-O1", "-no-pie", "-pthread")
 	f, err := elf.Open(prog)
@@ -89,7 +90,9 @@ func BenchmarkTrappedWrite(b *testing.B) {
 				if err != nil {
 					return err
 				}
-				w, err := New(p, []*Region{{Name: "counter", Addr: hot, Len: 8}}, Options{Completer: c.c})
+				// As `memtrap run --backtrace 0` does.
+				opts := Options{Completer: c.c, KernelWrites: true, SyscallFilter: true, ResumeEarly: true}
+				w, err := New(p, []*Region{{Name: "counter", Addr: hot, Len: 8}}, opts)
 				if err != nil {
 					return err
 				}

@@ -15,6 +15,10 @@ type Fault struct {
 	Store  Store           // what the decoder says it writes (Known may be false)
 	SiAddr uint64          // the address the CPU faulted on
 	before map[uint64][]byte
+	// after holds pages' watched bytes after the write, where the
+	// completer knows them without reading (the emulator wrote them);
+	// report reads the others.
+	after map[uint64][]byte
 }
 
 // A Completer lets the write of a trapped instruction happen, exactly once,
@@ -49,11 +53,43 @@ func (w *Watch) Snapshot(f *Fault, pageAddr uint64) error {
 // readHull reads the watched bytes of a page into a page-sized buffer at
 // their page offsets; the rest stays zero and is never looked at.
 func (w *Watch) readHull(pg *page) ([]byte, error) {
-	b := make([]byte, pageSize)
+	b := w.hullBuf()
 	if err := w.p.ReadMemory(pg.addr+pg.lo, b[pg.lo:pg.hi]); err != nil {
 		return nil, err
 	}
 	return b, nil
+}
+
+// hullBuf returns a page-sized buffer for a page's watched bytes: one a
+// finished fault gave back (see recycle), or a new one. Only the hull's
+// bytes are ever looked at, so what the rest holds does not matter.
+func (w *Watch) hullBuf() []byte {
+	if n := len(w.spare); n > 0 {
+		b := w.spare[n-1]
+		w.spare = w.spare[:n-1]
+		return b
+	}
+	return make([]byte, pageSize)
+}
+
+// recycle keeps a finished fault's page buffers for the next: a trapped
+// write would otherwise allocate two pages. Nothing outlives report (Writes
+// hold copies).
+func (w *Watch) recycle(pages ...map[uint64][]byte) {
+	for _, m := range pages {
+	next:
+		for _, b := range m {
+			if len(w.spare) >= 16 || len(b) != pageSize {
+				return
+			}
+			for _, s := range w.spare {
+				if &s[0] == &b[0] {
+					continue next // given back twice: keep one
+				}
+			}
+			w.spare = append(w.spare, b)
+		}
+	}
 }
 
 // ArmedPage reports whether addr lies on a page this watch protects, and
@@ -80,13 +116,36 @@ func (w *Watch) readCode(pc uint64) []byte {
 	return w.codeBuf[:n]
 }
 
+// readFault reads the instruction at f's RIP and, in the same system call,
+// the watched bytes of the faulting page into f's snapshot of it. Where
+// that cannot be done in one (an instruction across a page boundary, a
+// page the target cannot read) it reads the code alone, and Snapshot the
+// page later.
+func (w *Watch) readFault(f *Fault) []byte {
+	pc := f.Regs.Rip
+	pg := w.pages[pageDown(f.SiAddr)]
+	n := uint64(len(w.codeBuf))
+	if pg == nil || pageUp(pc+1)-pc < n {
+		return w.readCode(pc)
+	}
+	hull := w.hullBuf()
+	want := int(pg.hi - pg.lo)
+	got, err := w.p.ReadSegments([]tracer.Segment{{Addr: pg.addr + pg.lo, Buf: hull[pg.lo:pg.hi]}, {Addr: pc, Buf: w.codeBuf[:n]}})
+	if err != nil || got != want+int(n) {
+		w.spare = append(w.spare, hull)
+		return w.readCode(pc)
+	}
+	f.before[pg.addr] = hull
+	return w.codeBuf[:n]
+}
+
 func (w *Watch) fault(t *tracer.Thread, siAddr uint64) error {
 	w.rootWatch().stats.Faults++
 	f := &Fault{Thread: t, SiAddr: siAddr, before: map[uint64][]byte{}}
 	if err := t.Regs(&f.Regs); err != nil {
 		return err
 	}
-	code := w.readCode(f.Regs.Rip)
+	code := w.readFault(f)
 	st, err := w.decode(code, &f.Regs)
 	if err != nil || st.Size == 0 || siAddr < st.Addr || siAddr-st.Addr >= st.Size {
 		// The decoder and the CPU disagree: trust only the comparison.
@@ -123,8 +182,15 @@ func (w *Watch) fault(t *tracer.Thread, siAddr uint64) error {
 // With Options.ResumeEarly, the writer is resumed once its Writes are
 // known, before the Sink sees them; resumed says so.
 func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
-	after := map[uint64][]byte{}
+	after := f.after
+	if after == nil {
+		after = map[uint64][]byte{}
+	}
+	defer w.recycle(f.before, after)
 	for a := range f.before {
+		if after[a] != nil {
+			continue
+		}
 		b, err := w.readHull(w.pages[a])
 		if err != nil {
 			return false, err
@@ -166,9 +232,6 @@ func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 		if wr.New, err = gather(after, lo, hi, w.p); err != nil {
 			return false, err
 		}
-		if f.Store.Inst.Op != 0 {
-			wr.Insn = x86asm.IntelSyntax(f.Store.Inst, f.Regs.Rip, nil)
-		}
 		out = append(out, wr)
 	}
 	if w.opts.ResumeEarly {
@@ -176,6 +239,13 @@ func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 			return false, err
 		}
 		resumed = true
+	}
+	if f.Store.Inst.Op != 0 && len(out) > 0 {
+		// After the resume: formatting costs microseconds.
+		insn := x86asm.IntelSyntax(f.Store.Inst, f.Regs.Rip, nil)
+		for _, wr := range out {
+			wr.Insn = insn
+		}
 	}
 	for _, wr := range out {
 		if err := w.emit(wr, after); err != nil {

@@ -103,6 +103,7 @@ type Watch struct {
 	stats   Stats
 	detach  atomic.Bool
 	codeBuf [16]byte
+	spare   [][]byte                                      // page buffers for the next fault (hullBuf)
 	decode  func([]byte, *unix.PtraceRegs) (Store, error) // DecodeStore; tests replace it
 
 	scratch *scratch       // bounce buffers for kernel writes, in the target

@@ -74,9 +74,6 @@ const (
 // Wait returns the next stop that needs a decision. The thread it names
 // stays stopped until resumed.
 func (p *Process) Wait() (Stop, error) {
-	if err := p.check(); err != nil {
-		return Stop{}, err
-	}
 	for {
 		if p.exited && len(p.followed) == 0 {
 			return Stop{Kind: StopExited, Pid: p.Pid, Status: p.status}, nil
@@ -93,6 +90,11 @@ func (p *Process) Wait() (Stop, error) {
 		} else {
 			tid, ws, err := wait4(-1)
 			if err != nil {
+				// Called off the ptrace thread, wait4 finds no tracee:
+				// say so then, rather than pay a gettid every stop.
+				if err := p.check(); err != nil {
+					return Stop{}, err
+				}
 				if err == unix.ECHILD {
 					p.exited = true
 					p.followed = map[int]*Process{}
