@@ -55,7 +55,7 @@ func runAttach(o *attachOptions, s *Streams) error {
 		if err != nil {
 			return err
 		}
-		se.p = p
+		se.setProcess(p)
 		defer se.close()
 		sum, err = se.attachWatch(wopts)
 		return err

@@ -34,9 +34,14 @@ func BenchmarkUnwindSymbolize(b *testing.B) {
 		}
 		opts, _ := se.watchOptions()
 		var frames int
-		opts.Sink = func(w *pagewatch.Write) error {
+		opts.Sink = nil
+		opts.Stopped = func(w *pagewatch.Write) error {
+			// The writer stays stopped through all b.N reports.
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
+				if err := se.onStopped(w); err != nil {
+					return err
+				}
 				if err := se.onWrite(w); err != nil {
 					return err
 				}

@@ -56,7 +56,7 @@ func runRun(o *runOptions, s *Streams) error {
 		if err != nil {
 			return err
 		}
-		se.p = p
+		se.setProcess(p)
 		defer se.close()
 		go forwardSignals(se, p.Pid)
 		st, err := se.runWatch(wopts)

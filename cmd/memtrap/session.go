@@ -23,6 +23,15 @@ type session struct {
 	syms    *symbols.Table
 	unw     *unwind.Unwinder
 	sigs    chan os.Signal
+	// unwound holds the stacks onStopped took, for onWrite.
+	unwound map[*pagewatch.Write]unwound
+}
+
+// unwound is a write's stack, taken while its writer was stopped: the
+// frames, and the stack pages read for them, frozen.
+type unwound struct {
+	frames []unwind.Frame
+	mem    *stackWindow
 }
 
 func newSession(f *watchFlags, out io.Writer) *session {
@@ -70,7 +79,7 @@ func start(f *watchFlags, s *Streams) (*session, pagewatch.Options, func(), erro
 		return nil, wopts, nil, err
 	}
 	se.watchSignals()
-	return se, wopts, func() { se.stopSignals(); closeOut() }, nil
+	return se, wopts, func() { se.stopSignals(); _ = se.rep.Flush(); closeOut() }, nil
 }
 
 // resolve turns the flags' region specs into regions of p.
@@ -188,13 +197,16 @@ func (se *session) watchOptions() (pagewatch.Options, error) {
 		Engine:       se.flags.engine,
 		KernelWrites: se.flags.kernel,
 		FollowForks:  se.flags.follow,
-		ResumeEarly:  se.flags.backtrace == 0,
+		StackBytes:   stackPrefetch(se.flags.backtrace),
 		Width:        se.flags.width,
 		Sink:         se.onWrite,
 		Notify:       func(m string) { _ = se.rep.Note(m) },
 		OnUnmap:      func(r *pagewatch.Region, how string) { _ = se.rep.Unmapped(r, how) },
 		OnLibraries:  se.onLibraries,
 		OnExec:       se.onExec,
+	}
+	if se.flags.backtrace > 0 {
+		o.Stopped = se.onStopped
 	}
 	if se.flags.completer == "step" {
 		o.Completer = pagewatch.Stepper{}
@@ -209,18 +221,52 @@ func (se *session) watchOptions() (pagewatch.Options, error) {
 	return o, nil
 }
 
-// onWrite runs while the writer is stopped at the writing instruction: its
-// stack is intact, so this is where it is unwound.
+// onStopped runs while the writer is stopped at the writing instruction:
+// its stack is intact, so this is where it is unwound. It reads every stack
+// page the frames span, so that onWrite, which runs once the writer is on
+// its way again, finds the parameters as they were, and reads nothing
+// live: the rest of the report is made off the writer's critical path.
+func (se *session) onStopped(w *pagewatch.Write) error {
+	mem := &stackWindow{p: w.Thread.Process()}
+	for off := 0; off+stackPage <= len(w.Stack); off += stackPage {
+		mem.keep(w.StackAddr+uint64(off), w.Stack[off:off+stackPage])
+	}
+	frames := se.unw.Unwind(unwind.RegsFromPtrace(&w.Regs), mem, se.flags.backtrace)
+	if len(frames) > 0 {
+		// The writing instruction, also when the registers are those
+		// after it (debug registers).
+		frames[0].PC = w.PC
+	}
+	sp := w.Regs.Rsp
+	for _, fr := range frames {
+		// A frame's parameters lie between its stack pointer (its
+		// callee's CFA) and a little above its own CFA (those passed on
+		// the stack). Signal frames and stack switches break the chain:
+		// skip what is not a plausible frame.
+		if fr.CFA > sp && fr.CFA-sp <= maxFrameSpan {
+			mem.load(sp, fr.CFA+256)
+		}
+		if fr.CFA != 0 {
+			sp = fr.CFA
+		}
+	}
+	mem.frozen = true
+	if se.unwound == nil {
+		se.unwound = map[*pagewatch.Write]unwound{}
+	}
+	se.unwound[w] = unwound{frames, mem}
+	return nil
+}
+
+// maxFrameSpan bounds the stack onStopped reads for one frame.
+const maxFrameSpan = 64 << 10
+
+// onWrite reports a write, with the backtrace onStopped took.
 func (se *session) onWrite(w *pagewatch.Write) error {
 	ev := &WriteEvent{Write: w}
-	if n := se.flags.backtrace; n > 0 {
-		mem := &stackWindow{p: w.Thread.Process()}
-		frames := se.unw.Unwind(unwind.RegsFromPtrace(&w.Regs), mem, n)
-		if len(frames) > 0 {
-			// The writing instruction, also when the registers are
-			// those after it (debug registers).
-			frames[0].PC = w.PC
-		}
+	if u, ok := se.unwound[w]; ok {
+		delete(se.unwound, w)
+		frames, mem := u.frames, u.mem
 		refreshed := false
 		for i, fr := range frames {
 			// A return address may sit just past its caller's end (a
@@ -251,6 +297,17 @@ func (se *session) onWrite(w *pagewatch.Write) error {
 		}
 	}
 	return se.rep.Write(ev)
+}
+
+// setProcess makes p the session's target. Reported writes are buffered
+// and flushed whenever memtrap waits idle for the target (and by any other
+// event and at the end): a write(2) per trapped write, on a path where each
+// system call delays the stopped writer, costs more than the rest of the
+// report. Output lags by at most one buffer while the target writes
+// without pause.
+func (se *session) setProcess(p *tracer.Process) {
+	se.p = p
+	p.OnIdle(func() { _ = se.rep.Flush() })
 }
 
 func (se *session) close() {
@@ -293,13 +350,49 @@ func exitCode(s Summary) int {
 type stackWindow struct {
 	p     *tracer.Process
 	pages map[uint64][]byte // nil entry: unreadable
+	// frozen: the thread is running again; only pages already read
+	// can be served.
+	frozen bool
+}
+
+const stackPage = 4096
+
+// stackPrefetch is how much stack the fault's own read brings along for a
+// backtrace of n frames (pagewatch.Options.StackBytes): two pages cover the
+// frames of most programs, and save the unwinder a pread each (about 4 us
+// on a small VM). Deeper stacks read the rest as the unwinder needs it.
+func stackPrefetch(n int) int {
+	if n <= 0 {
+		return 0
+	}
+	return 2 * stackPage
+}
+
+// keep gives the window a page of the target's stack already read.
+func (s *stackWindow) keep(base uint64, page []byte) {
+	if s.pages == nil {
+		s.pages = map[uint64][]byte{}
+	}
+	s.pages[base] = page
+}
+
+// load reads the pages of [lo, hi) the window lacks.
+func (s *stackWindow) load(lo, hi uint64) {
+	var b [1]byte
+	for a := lo &^ (stackPage - 1); a < hi; a += stackPage {
+		_ = s.ReadMemory(a, b[:])
+	}
 }
 
 func (s *stackWindow) ReadMemory(addr uint64, b []byte) error {
-	const pageSize = 4096
+	const pageSize = stackPage
 	for len(b) > 0 {
 		base := addr &^ (pageSize - 1)
 		pg, seen := s.pages[base]
+		if !seen && s.frozen {
+			// The thread runs again: its stack is not what it was.
+			return tracer.ErrNotMapped
+		}
 		if !seen {
 			if s.pages == nil {
 				s.pages = map[uint64][]byte{}
@@ -309,6 +402,9 @@ func (s *stackWindow) ReadMemory(addr uint64, b []byte) error {
 				pg = nil
 			}
 			s.pages[base] = pg
+		}
+		if pg == nil && s.frozen {
+			return tracer.ErrNotMapped
 		}
 		if pg == nil {
 			return s.p.ReadMemory(addr, b)

@@ -91,7 +91,7 @@ func BenchmarkTrappedWrite(b *testing.B) {
 					return err
 				}
 				// As `memtrap run --backtrace 0` does.
-				opts := Options{Completer: c.c, KernelWrites: true, SyscallFilter: true, ResumeEarly: true}
+				opts := Options{Completer: c.c, KernelWrites: true, SyscallFilter: true}
 				w, err := New(p, []*Region{{Name: "counter", Addr: hot, Len: 8}}, opts)
 				if err != nil {
 					return err

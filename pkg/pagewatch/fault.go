@@ -15,6 +15,10 @@ type Fault struct {
 	Store  Store           // what the decoder says it writes (Known may be false)
 	SiAddr uint64          // the address the CPU faulted on
 	before map[uint64][]byte
+	// stack: whole pages of the writer's stack from stackAddr, read with
+	// the instruction (Options.StackBytes); nil if not.
+	stackAddr uint64
+	stack     []byte
 	// after holds pages' watched bytes after the write, where the
 	// completer knows them without reading (the emulator wrote them);
 	// report reads the others.
@@ -130,10 +134,22 @@ func (w *Watch) readFault(f *Fault) []byte {
 	}
 	hull := w.hullBuf()
 	want := int(pg.hi - pg.lo)
-	got, err := w.p.ReadSegments([]tracer.Segment{{Addr: pg.addr + pg.lo, Buf: hull[pg.lo:pg.hi]}, {Addr: pc, Buf: w.codeBuf[:n]}})
-	if err != nil || got != want+int(n) {
+	segs := []tracer.Segment{{Addr: pg.addr + pg.lo, Buf: hull[pg.lo:pg.hi]}, {Addr: pc, Buf: w.codeBuf[:n]}}
+	if sb := w.opts.StackBytes &^ (pageSize - 1); sb > 0 {
+		if len(w.stack) != sb {
+			w.stack = make([]byte, sb)
+		}
+		// Last: where the stack ends within the window, the read stops
+		// with the other segments done.
+		segs = append(segs, tracer.Segment{Addr: pageDown(f.Regs.Rsp), Buf: w.stack})
+	}
+	got, err := w.p.ReadSegments(segs)
+	if err != nil || got < want+int(n) {
 		w.spare = append(w.spare, hull)
 		return w.readCode(pc)
+	}
+	if rest := (got - want - int(n)) &^ (pageSize - 1); len(segs) == 3 && rest > 0 {
+		f.stackAddr, f.stack = segs[2].Addr, w.stack[:rest]
 	}
 	f.before[pg.addr] = hull
 	return w.codeBuf[:n]
@@ -179,8 +195,8 @@ func (w *Watch) fault(t *tracer.Thread, siAddr uint64) error {
 // The writer is still stopped; other threads may run if the completer let
 // them (the emulator), which cannot change bytes on a still-armed page.
 //
-// With Options.ResumeEarly, the writer is resumed once its Writes are
-// known, before the Sink sees them; resumed says so.
+// Options.Stopped sees each Write while the writer is stopped; then the
+// writer is resumed (resumed says so), and the Sink sees them.
 func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 	after := f.after
 	if after == nil {
@@ -226,19 +242,32 @@ func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 			Addr: lo, Size: hi - lo, PC: f.Regs.Rip, Regs: f.Regs, Thread: f.Thread,
 			Exact: f.Store.Known,
 		}
+		if f.stack != nil && f.after != nil {
+			// Only after an emulated store, and unless it wrote into the
+			// window: then the pages read before it are still current.
+			win := span{f.stackAddr, f.stackAddr + uint64(len(f.stack))}
+			if _, hit := win.intersect(span{f.Store.Addr, f.Store.Addr + f.Store.Size}); !hit {
+				wr.StackAddr, wr.Stack = f.stackAddr, f.stack
+			}
+		}
 		if wr.Old, err = gather(f.before, lo, hi, w.p); err != nil {
 			return false, err
 		}
 		if wr.New, err = gather(after, lo, hi, w.p); err != nil {
 			return false, err
 		}
+		if !w.accept(wr, after) {
+			continue
+		}
+		if w.opts.Stopped != nil {
+			if err := w.opts.Stopped(wr); err != nil {
+				return false, err
+			}
+		}
 		out = append(out, wr)
 	}
-	if w.opts.ResumeEarly {
-		if err := w.resume(f.Thread); err != nil {
-			return false, err
-		}
-		resumed = true
+	if err := w.resume(f.Thread); err != nil {
+		return false, err
 	}
 	if f.Store.Inst.Op != 0 && len(out) > 0 {
 		// After the resume: formatting costs microseconds.
@@ -248,21 +277,37 @@ func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 		}
 	}
 	for _, wr := range out {
-		if err := w.emit(wr, after); err != nil {
-			return resumed, err
+		if w.opts.Sink != nil {
+			if err := w.opts.Sink(wr); err != nil {
+				return true, err
+			}
 		}
 	}
-	return resumed, nil
+	return true, nil
 }
 
-// emit applies --when-value to a write (pages: snapshots of the memory
-// after it; nil reads the target) and hands it to the Sink.
-func (w *Watch) emit(wr *Write, pages map[uint64][]byte) error {
+// accept applies --when-value to a write (pages: snapshots of the memory
+// after it; nil reads the target) and numbers it if it stays.
+func (w *Watch) accept(wr *Write, pages map[uint64][]byte) bool {
 	if !w.matches(wr, pages) {
-		return nil
+		return false
 	}
 	w.rootWatch().stats.Writes++
 	wr.Seq = w.rootWatch().stats.Writes
+	return true
+}
+
+// emit hands a write whose writer stays stopped to Stopped and the Sink,
+// if --when-value keeps it.
+func (w *Watch) emit(wr *Write, pages map[uint64][]byte) error {
+	if !w.accept(wr, pages) {
+		return nil
+	}
+	if w.opts.Stopped != nil {
+		if err := w.opts.Stopped(wr); err != nil {
+			return err
+		}
+	}
 	if w.opts.Sink != nil {
 		return w.opts.Sink(wr)
 	}

@@ -38,9 +38,15 @@ type Write struct {
 	// trap once the store is done) and Insn is empty.
 	AfterPC bool
 	// Regs are the writer's registers at the writing instruction, and
-	// Thread is the writer, stopped there while the Sink runs.
+	// Thread is the writer, stopped there while Options.Stopped runs.
 	Regs   unix.PtraceRegs
 	Thread *tracer.Thread
+	// Stack holds whole pages of the writer's stack from StackAddr (the
+	// page of its RSP) as they are while Options.Stopped runs, when
+	// Options.StackBytes asked for them: an unwinder can read them there
+	// instead of the target. Valid until the Sink call returns.
+	StackAddr uint64
+	Stack     []byte
 }
 
 // Options tunes a Watch.
@@ -55,7 +61,8 @@ type Options struct {
 	Completer Completer
 	// Engine is EnginePage, EngineHW or EngineAuto (default page).
 	Engine string
-	// Sink receives each reported write. The writer is stopped meanwhile.
+	// Sink receives each reported write, after Stopped; the writer of a
+	// trapped store may be running again by then.
 	Sink func(*Write) error
 	// Notify receives one-line notes about the target's life (exec, fork).
 	Notify func(string)
@@ -76,10 +83,16 @@ type Options struct {
 	// filter cannot be removed, so this is for targets memtrap launched
 	// and keeps until they exit (their forked children too).
 	SyscallFilter bool
-	// ResumeEarly lets the writer of a trapped store run on before the
-	// Sink sees the Write: for a Sink that needs nothing of the stopped
-	// thread (no backtrace). The Write's Thread must then not be used.
-	ResumeEarly bool
+	// Stopped, if set, sees each Write first, while its writer is still
+	// stopped at the writing instruction (or, for kernel writes, at the
+	// syscall's end): the place to unwind its stack. The writer of a
+	// trapped store is resumed before the Sink sees the Write, so the Sink
+	// must not use the thread.
+	Stopped func(*Write) error
+	// StackBytes asks for the first StackBytes bytes (whole pages) of the
+	// writer's stack in Write.Stack, read with the fault's own system call
+	// where that can be done.
+	StackBytes int
 	// FollowForks watches forked children too (their writes carry their
 	// pid) instead of giving them their pages back.
 	FollowForks bool
@@ -104,6 +117,7 @@ type Watch struct {
 	detach  atomic.Bool
 	codeBuf [16]byte
 	spare   [][]byte                                      // page buffers for the next fault (hullBuf)
+	stack   []byte                                        // Options.StackBytes of buffer, reused
 	decode  func([]byte, *unix.PtraceRegs) (Store, error) // DecodeStore; tests replace it
 
 	scratch *scratch       // bounce buffers for kernel writes, in the target

@@ -65,13 +65,17 @@ func watchRunOpts(t *testing.T, prog string, args []string, regions []*Region, o
 		if err != nil {
 			return err
 		}
-		opts.Sink = func(wr *Write) error {
-			c := *wr
-			c.Thread = nil
-			out.writes = append(out.writes, &c)
+		opts.Stopped = func(*Write) error {
 			if out.maps == nil {
 				out.maps, _ = tracer.ReadMaps(p.Pid)
 			}
+			return nil
+		}
+		opts.Sink = func(wr *Write) error {
+			c := *wr
+			c.Thread = nil
+			c.Stack = nil
+			out.writes = append(out.writes, &c)
 			return nil
 		}
 		wt, err := New(p, regions, opts)

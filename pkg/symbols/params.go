@@ -82,13 +82,17 @@ func (t *Table) Params(fr FrameRegs, read func(addr uint64, p []byte) error) ([]
 	}
 	d := t.dwarfData(mod.obj, mod.path)
 	out := make([]Param, 0, len(fn.params))
-	for _, p := range fn.params {
-		prm := Param{Name: p.name}
-		if p.hasType && d != nil {
-			if n, err := typeSize(d, p.typ); err == nil && n <= 1<<30 {
-				prm.Size = int(n)
+	for k := range fn.params {
+		p := &fn.params[k]
+		if !p.sized {
+			p.sized = true
+			if p.hasType && d != nil {
+				if n, err := typeSize(d, p.typ); err == nil && n <= 1<<30 {
+					p.size = int(n)
+				}
 			}
 		}
+		prm := Param{Name: p.name, Size: p.size}
 		if prm.Size > 0 && prm.Size <= 8 {
 			if expr, ok := fx.locExpr(p.loc, fn.cu, v); ok {
 				prm.Value, prm.Known = ev.value(expr, prm.Size)
@@ -174,6 +178,10 @@ type paramDesc struct {
 	hasType bool
 	loc     locAttr
 	origin  dwarf.Offset // DW_AT_abstract_origin, 0 if none
+	// size is the type's size once looked up (sized), 0 if unknown: a
+	// backtrace asks for it at every trapped write.
+	size  int
+	sized bool
 }
 
 type funcDesc struct {

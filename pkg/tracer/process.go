@@ -34,6 +34,7 @@ type Process struct {
 	ownChild   bool // launched by us: reap on exit, EXITKILL set
 	options    int
 	sysInsn    uint64 // address of a `syscall` instruction in the target
+	idle       func() // OnIdle
 
 	queue   []queued         // stops seen while stopping the world, handed out by Wait
 	early   map[int]waitInfo // first stops of tasks whose creator has not reported them yet

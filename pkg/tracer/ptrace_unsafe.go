@@ -101,13 +101,19 @@ const spinWait = 50 * time.Microsecond
 // wait4 waits for a stop of one of the calling thread's tracees (tid -1 for
 // any). __WNOTHREAD keeps two Processes on two ptrace threads of one Go
 // program, and the program's other children, out of each other's way.
-func wait4(tid int) (int, unix.WaitStatus, error) {
+func wait4(tid int) (int, unix.WaitStatus, error) { return wait4Idle(tid, nil) }
+
+// wait4Idle is wait4 that calls idle, if not nil, before it sleeps.
+func wait4Idle(tid int, idle func()) (int, unix.WaitStatus, error) {
 	var ws unix.WaitStatus
 	for start := time.Now(); time.Since(start) < spinWait; {
 		pid, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOTHREAD|unix.WNOHANG, nil)
 		if pid != 0 || (err != nil && err != unix.EINTR) {
 			return pid, ws, err
 		}
+	}
+	if idle != nil {
+		idle()
 	}
 	for {
 		pid, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOTHREAD, nil)

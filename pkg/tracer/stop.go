@@ -71,6 +71,12 @@ const (
 	sigTrapBit = int(unix.SIGTRAP)
 )
 
+// OnIdle has Wait call f, on the ptrace thread, whenever it is about to
+// sleep because no tracee has stopped for a while (tens of microseconds):
+// the moment to do deferred work, such as flushing buffered output, that
+// would otherwise delay a stopped tracee.
+func (p *Process) OnIdle(f func()) { p.idle = f }
+
 // Wait returns the next stop that needs a decision. The thread it names
 // stays stopped until resumed.
 func (p *Process) Wait() (Stop, error) {
@@ -88,7 +94,7 @@ func (p *Process) Wait() (Stop, error) {
 			w = waitInfo{c.queue[0].tid, c.queue[0].ws}
 			c.queue = c.queue[1:]
 		} else {
-			tid, ws, err := wait4(-1)
+			tid, ws, err := wait4Idle(-1, p.idle)
 			if err != nil {
 				// Called off the ptrace thread, wait4 finds no tracee:
 				// say so then, rather than pay a gettid every stop.

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"testing"
+
+	"github.com/memtrap/memtrap/pkg/pagewatch"
+)
+
+type jsonFrame struct {
+	PC     string `json:"pc"`
+	Func   string `json:"func,omitempty"`
+	Offset uint64 `json:"offset"`
+	Module string `json:"module,omitempty"`
+	File   string `json:"file,omitempty"`
+	Line   int    `json:"line,omitempty"`
+	Args   []Arg  `json:"args,omitempty"`
+}
+
+// jsonWriteEvent is a write event's line as encoding/json builds it: the
+// oracle for the hand-built one.
+func jsonWriteEvent(ev *WriteEvent) []byte {
+	bt := make([]jsonFrame, len(ev.Backtrace))
+	for i, f := range ev.Backtrace {
+		bt[i] = jsonFrame{fmt.Sprintf("%#x", f.PC), f.Func, f.Offset, f.Module, f.File, f.Line, f.Args}
+	}
+	b, err := json.Marshal(struct {
+		Event     string      `json:"event"`
+		Seq       int         `json:"seq"`
+		Pid       int         `json:"pid"`
+		Tid       int         `json:"tid"`
+		Addr      string      `json:"addr"`
+		Size      uint64      `json:"size"`
+		Region    string      `json:"region"`
+		Offset    uint64      `json:"offset"`
+		Old       string      `json:"old"`
+		New       string      `json:"new"`
+		PC        string      `json:"pc"`
+		Insn      string      `json:"insn"`
+		Exact     bool        `json:"exact"`
+		AfterPC   bool        `json:"after_pc,omitempty"`
+		By        string      `json:"by"`
+		Syscall   string      `json:"syscall,omitempty"`
+		Signal    int         `json:"signal,omitempty"`
+		Backtrace []jsonFrame `json:"backtrace"`
+	}{"write", ev.Seq, ev.Pid, ev.Tid, fmt.Sprintf("%#x", ev.Addr), ev.Size, ev.Region.Name, ev.Offset,
+		hexValue(ev.Old), hexValue(ev.New), fmt.Sprintf("%#x", ev.PC), ev.Insn, ev.Exact, ev.AfterPC,
+		by(ev), ev.Syscall, ev.Signal, bt})
+	if err != nil {
+		panic(err)
+	}
+	return append(b, '\n')
+}
+
+// The hand-built JSON line is byte for byte what encoding/json makes, for
+// names that need escaping too (C++ templates, quotes, control characters,
+// invalid UTF-8, U+2028).
+func TestJSONWriteLine(t *testing.T) {
+	names := []string{
+		"counter", "std::vector<int, std::allocator<int> >::push_back(int&&)", `say "hi"\now`,
+		"tab\there\x01\x1f", "bad \xff\xfe utf8", "line\u2028sep\u2029", "ünïcødé ✓", "",
+	}
+	for i, name := range names {
+		for _, ev := range []*WriteEvent{
+			{Write: &pagewatch.Write{Seq: i, Pid: 7, Tid: 8, Region: &pagewatch.Region{Name: name, Addr: 0x1000, Len: 8},
+				Addr: 0x1000, Size: 8, Old: make([]byte, 8), New: []byte{1, 2, 3, 4, 5, 6, 7, 8}, PC: 0x401000,
+				Insn: "mov qword ptr [rip+0x2ee5], rax", Exact: true},
+				Backtrace: []Frame{
+					{PC: 0x401000, Func: name, Offset: 42, Module: "/bin/" + name, File: name + ".c", Line: 10,
+						Args: []Arg{{Name: "n", Value: "5"}, {Name: name, Value: ""}}},
+					{PC: 0x401100},
+				}},
+			{Write: &pagewatch.Write{Seq: 1 << 40, Pid: 1, Tid: 1, Region: &pagewatch.Region{Name: name}, Addr: ^uint64(0),
+				Size: 16, Old: bytes.Repeat([]byte{0xab}, 16), New: make([]byte, 16), PC: 0, AfterPC: true, Syscall: "read"}},
+			{Write: &pagewatch.Write{Region: &pagewatch.Region{Name: name}, Old: []byte{}, New: []byte{9}, Signal: 10}},
+		} {
+			var out bytes.Buffer
+			r := newReporter("json", &out)
+			if err := r.Write(ev); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if want := jsonWriteEvent(ev); !bytes.Equal(out.Bytes(), want) {
+				t.Errorf("name %q:\n got %s\nwant %s", name, out.Bytes(), want)
+			}
+		}
+	}
+}
