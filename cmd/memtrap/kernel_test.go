@@ -184,7 +184,7 @@ func TestRseqPage(t *testing.T) {
 func TestSignalFramesOnWatchedStack(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/stacksig.c", "-O0")
 	const want = "sum 132 usr1 20 alrm>0 1\n"
-	for _, mode := range []string{"stack", "alt"} {
+	for _, mode := range []string{"stack", "alt", "switch"} {
 		target := exec.Command(prog, mode)
 		in, _ := target.StdinPipe()
 		out, _ := target.StdoutPipe()
@@ -199,7 +199,7 @@ func TestSignalFramesOnWatchedStack(t *testing.T) {
 			t.Fatalf("target said %q", l)
 		}
 		addr, n := local, "64"
-		if mode == "alt" {
+		if mode != "stack" {
 			addr, n = alt, "4096" // the top page of the alternate stack
 		}
 		mt, mrd, evs := attachJSON(t, target.Process.Pid, "--engine", "page", "--backtrace", "1", "--addr", fmt.Sprintf("%#x", addr), "--len", n)
@@ -248,8 +248,29 @@ func TestSignalFramesOnWatchedStack(t *testing.T) {
 			}
 		}
 		if frames["SIGUSR1"] == 0 {
-			t.Errorf("alt: no SIGUSR1 frame reported: %+v", ws)
+			t.Errorf("%s: no SIGUSR1 frame reported: %+v", mode, ws)
 		}
+		if mode == "switch" && frames["SIGUSR1"] != 10 {
+			// Rounds 11-20 only: the first ten ran on the other stack.
+			t.Errorf("switch: %d SIGUSR1 frames on the watched stack, want 10", frames["SIGUSR1"])
+		}
+	}
+	// Launched: the seccomp filter must stop sigaltstack for memtrap to
+	// see the switch.
+	cmd := exec.Command(memtrapBin, "run", "--engine", "page", "--format", "json", "--backtrace", "0", "--symbol", "altstack+61440", "--len", "4096", "--", prog, "switch")
+	cmd.Stdin = strings.NewReader("go\n")
+	r := runCmd(t, cmd)
+	if r.code != 0 || !strings.HasSuffix(r.stdout, want) {
+		t.Fatalf("run switch: exit %d, said %q; stderr %s", r.code, r.stdout, tail(r.stderr))
+	}
+	n := 0
+	for _, w := range writes(parseEvents(t, r.stderr)) {
+		if w.By == "kernel" && w.Signal != nil && *w.Signal == 10 {
+			n++
+		}
+	}
+	if n != 10 {
+		t.Fatalf("run switch: %d SIGUSR1 frames on the watched stack, want 10", n)
 	}
 }
 

@@ -297,6 +297,9 @@ func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
 	if si.Nr == unix.SYS_RT_SIGACTION {
 		w.sigaction(si.Args)
 	}
+	if si.Nr == unix.SYS_SIGALTSTACK && si.Args[0] != 0 {
+		delete(w.alt, t) // a new alternate stack: ask again (altStack)
+	}
 	if w.scratch == nil || !w.opts.KernelWrites {
 		return t.Resume(0)
 	}

@@ -123,8 +123,35 @@ func (w *Watch) anyArmed() bool {
 	return false
 }
 
-// altStack asks the thread for its alternate signal stack.
+// altStack tells the thread's alternate signal stack. Asking the thread
+// costs an injected sigaltstack (50-100 us), paid at every caught signal
+// while pages are armed: Go's preemption signal alone comes up to 100 times
+// a second per busy thread. So while the target's syscalls are followed
+// (Options.KernelWrites), which includes every sigaltstack call that sets
+// a stack (filterRules, syscallEntry), the answer is kept per thread until
+// the thread sets another or the process executes a new image.
 func (w *Watch) altStack(t *tracer.Thread) (span, bool) {
+	if a, ok := w.alt[t]; ok {
+		return a.span, a.ok
+	}
+	sp, ok := w.askAltStack(t)
+	if w.opts.KernelWrites {
+		if w.alt == nil || len(w.alt) > 2*len(w.p.Threads())+16 {
+			w.alt = map[*tracer.Thread]altStack{} // drop the exited threads'
+		}
+		w.alt[t] = altStack{sp, ok}
+	}
+	return sp, ok
+}
+
+// altStack is a thread's alternate signal stack, if ok.
+type altStack struct {
+	span
+	ok bool
+}
+
+// askAltStack asks the thread for its alternate signal stack.
+func (w *Watch) askAltStack(t *tracer.Thread) (span, bool) {
 	buf, ok := w.scratch.alloc(24)
 	if !ok {
 		return span{}, false

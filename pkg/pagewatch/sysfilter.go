@@ -178,6 +178,9 @@ func filterRules(spans []span) []tracer.FilterRule {
 		// The buffers are listed in memory, out of the filter's sight.
 		rules = append(rules, tracer.FilterRule{Nr: nr})
 	}
+	// sigaltstack setting a stack, whatever its buffers: the cache of
+	// each thread's alternate stack must know (altStack).
+	rules = append(rules, tracer.FilterRule{Nr: unix.SYS_SIGALTSTACK, Args: []int{0}, Ranges: []tracer.Range{{Lo: 1, Hi: ^uint64(0)}}})
 	for _, sig := range guarded {
 		// Handlers the guard must know (sigguard.go).
 		rules = append(rules, tracer.FilterRule{Nr: unix.SYS_RT_SIGACTION, Args: []int{0}, Ranges: []tracer.Range{{Lo: uint64(sig), Hi: uint64(sig) + 1}}})

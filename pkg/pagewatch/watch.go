@@ -118,6 +118,7 @@ type Watch struct {
 	codeBuf [16]byte
 	spare   [][]byte                                      // page buffers for the next fault (hullBuf)
 	stack   []byte                                        // Options.StackBytes of buffer, reused
+	alt     map[*tracer.Thread]altStack                   // known alternate signal stacks (altStack)
 	decode  func([]byte, *unix.PtraceRegs) (Store, error) // DecodeStore; tests replace it
 
 	scratch *scratch       // bounce buffers for kernel writes, in the target
@@ -543,6 +544,7 @@ func (w *Watch) exec(t *tracer.Thread) error {
 	w.regions, w.slots, w.shadow = nil, nil, nil
 	w.p.OnNewThread = nil
 	w.scratch, w.calls, w.segv, w.libBP, w.filtered = nil, nil, segvGuard{}, 0, nil
+	w.alt = nil // execve drops alternate signal stacks
 	w.p.TraceSyscalls(false)
 	if w.opts.OnExec == nil {
 		return t.Resume(0)

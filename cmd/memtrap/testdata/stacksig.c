@@ -2,7 +2,9 @@
  * the handlers' own writes, must not change what the program does. Prints
  * the address of a local array, waits for a line, then writes the array
  * while SIGUSR1 (raise) and SIGALRM (setitimer) handlers run on the same
- * stack, and, with "alt", on a watched alternate stack too. */
+ * stack, and, with "alt", on a watched alternate stack too. With "switch",
+ * the handlers run on another alternate stack for the first 10 rounds and
+ * on the watched one after a sigaltstack call made while it is watched. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 
 static volatile int usr1, alrm;
 static char altstack[65536] __attribute__((aligned(4096)));
+static char firststack[65536] __attribute__((aligned(4096)));
 
 static void on_usr1(int sig)
 {
@@ -30,12 +33,13 @@ int main(int argc, char **argv)
 {
 	volatile long local[8];
 	char line[16];
-	int alt = argc > 1 && strcmp(argv[1], "alt") == 0;
+	int change = argc > 1 && strcmp(argv[1], "switch") == 0;
+	int alt = change || (argc > 1 && strcmp(argv[1], "alt") == 0);
 	memset((void *)local, 0, sizeof local);
 	struct sigaction sa = {0};
 	sa.sa_handler = on_usr1;
 	if (alt) {
-		stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack};
+		stack_t ss = {.ss_sp = change ? firststack : altstack, .ss_size = sizeof altstack};
 		sigaltstack(&ss, NULL);
 		sa.sa_flags = SA_ONSTACK;
 	}
@@ -49,6 +53,10 @@ int main(int argc, char **argv)
 	struct itimerval it = {{0, 2000}, {0, 2000}};
 	setitimer(ITIMER_REAL, &it, NULL);
 	for (int i = 1; i <= 20; i++) {
+		if (change && i == 11) {
+			stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack};
+			sigaltstack(&ss, NULL);
+		}
 		local[i % 8] = i;
 		raise(SIGUSR1);
 		usleep(1000);
