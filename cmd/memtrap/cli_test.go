@@ -94,6 +94,7 @@ type event struct {
 	New       string  `json:"new"`
 	PC        string  `json:"pc"`
 	Insn      string  `json:"insn"`
+	Exact     bool    `json:"exact"`
 	By        string  `json:"by"`
 	Syscall   string  `json:"syscall"`
 	Backtrace []frame `json:"backtrace"`
@@ -599,5 +600,51 @@ func TestAttachSIGTERM(t *testing.T) {
 	}
 	if err := target.Wait(); err != nil {
 		t.Fatalf("target after detach: %v", err)
+	}
+}
+
+// TestAtomics: 4 threads take and drop references on one refcount (lock
+// xadd, lock sub), bump a generation with a compare-and-swap loop and
+// exchange their number into last_worker, all emulated. Each variable's writes, in report order, must
+// chain: every write's old value is the previous write's new one, so none
+// was missed, doubled or torn; and the program's result is unchanged.
+func TestAtomics(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/refcount.c", "-O1", "-pthread")
+	const n = 500
+	want := native(t, prog, fmt.Sprint(n))
+	if want.stdout != "refcount=1 generation=2000 last_worker>0 1\n" {
+		t.Fatalf("native: %q", want.stdout)
+	}
+	r := memtrap(t, "run", "--engine", "page", "--format", "json", "--backtrace", "0", "--symbol", "refcount", "--symbol", "generation", "--symbol", "last_worker", "--", prog, fmt.Sprint(n))
+	if r.stdout != want.stdout || r.code != 0 {
+		t.Fatalf("output %q code %d, want %q; stderr tail %s", r.stdout, r.code, want.stdout, tail(r.stderr))
+	}
+	last := map[string]uint64{"refcount": 1}
+	count := map[string]int{}
+	insns := map[string]bool{}
+	for _, w := range writes(parseEvents(t, r.stderr)) {
+		var old, nw uint64
+		fmt.Sscanf(w.Old, "0x%x", &old)
+		fmt.Sscanf(w.New, "0x%x", &nw)
+		if old != last[w.Region] || w.Size != 8 || !w.Exact {
+			t.Fatalf("%s: write #%d %s -> %s after %#x: a write was missed, doubled or torn (%+v)", w.Region, w.Seq, w.Old, w.New, last[w.Region], w)
+		}
+		switch d := nw - old; {
+		case w.Region == "refcount" && d != 1 && d != ^uint64(0):
+			t.Fatalf("refcount: write #%d %s -> %s (%s)", w.Seq, w.Old, w.New, w.Insn)
+		case w.Region == "generation" && d > 1, w.Region == "last_worker" && (nw < 1 || nw > 4):
+			t.Fatalf("generation: write #%d %s -> %s (%s)", w.Seq, w.Old, w.New, w.Insn)
+		}
+		last[w.Region] = nw
+		count[w.Region]++
+		insns[strings.Fields(w.Insn)[0]+" "+strings.Fields(w.Insn)[1]] = true
+	}
+	if count["refcount"] != 2*4*n || last["refcount"] != 1 || last["generation"] != 4*n || count["generation"] < 4*n || count["last_worker"] != 4 {
+		t.Fatalf("writes %v, last values %v", count, last)
+	}
+	for _, i := range []string{"lock xadd", "lock sub", "lock cmpxchg", "xchg qword"} {
+		if !insns[i] {
+			t.Errorf("no write by %s among %v", i, insns)
+		}
 	}
 }

@@ -595,42 +595,72 @@ func regValue(r x86asm.Reg, regs *unix.PtraceRegs) (uint64, bool) {
 	return 0, false
 }
 
+// setRegValue writes general register r, of any width, in regs as the CPU
+// does: a 32-bit write clears the upper half, 8- and 16-bit writes keep
+// the bits they do not cover.
+func setRegValue(r x86asm.Reg, regs *unix.PtraceRegs, v uint64) bool {
+	var p *uint64
+	switch {
+	case r >= x86asm.RAX && r <= x86asm.R15:
+		*gprPtr(regs, int(r-x86asm.RAX)) = v
+	case r >= x86asm.EAX && r <= x86asm.R15L:
+		*gprPtr(regs, int(r-x86asm.EAX)) = v & 0xFFFFFFFF
+	case r >= x86asm.AX && r <= x86asm.R15W:
+		p = gprPtr(regs, int(r-x86asm.AX))
+		*p = *p&^0xFFFF | v&0xFFFF
+	case r >= x86asm.AH && r <= x86asm.BH:
+		p = gprPtr(regs, int(r-x86asm.AH))
+		*p = *p&^0xFF00 | (v&0xFF)<<8
+	case r >= x86asm.AL && r <= x86asm.BL:
+		p = gprPtr(regs, int(r-x86asm.AL))
+		*p = *p&^0xFF | v&0xFF
+	case r >= x86asm.SPB && r <= x86asm.R15B:
+		p = gprPtr(regs, int(r-x86asm.SPB)+4)
+		*p = *p&^0xFF | v&0xFF
+	default:
+		return false
+	}
+	return true
+}
+
 // gpr returns general register i in encoding order (RAX, RCX, RDX, RBX,
 // RSP, RBP, RSI, RDI, R8...R15), the order x86asm's Reg ranges follow.
-func gpr(regs *unix.PtraceRegs, i int) uint64 {
+func gpr(regs *unix.PtraceRegs, i int) uint64 { return *gprPtr(regs, i) }
+
+func gprPtr(regs *unix.PtraceRegs, i int) *uint64 {
 	switch i {
 	case 0:
-		return regs.Rax
+		return &regs.Rax
 	case 1:
-		return regs.Rcx
+		return &regs.Rcx
 	case 2:
-		return regs.Rdx
+		return &regs.Rdx
 	case 3:
-		return regs.Rbx
+		return &regs.Rbx
 	case 4:
-		return regs.Rsp
+		return &regs.Rsp
 	case 5:
-		return regs.Rbp
+		return &regs.Rbp
 	case 6:
-		return regs.Rsi
+		return &regs.Rsi
 	case 7:
-		return regs.Rdi
+		return &regs.Rdi
 	case 8:
-		return regs.R8
+		return &regs.R8
 	case 9:
-		return regs.R9
+		return &regs.R9
 	case 10:
-		return regs.R10
+		return &regs.R10
 	case 11:
-		return regs.R11
+		return &regs.R11
 	case 12:
-		return regs.R12
+		return &regs.R12
 	case 13:
-		return regs.R13
+		return &regs.R13
 	case 14:
-		return regs.R14
+		return &regs.R14
 	}
-	return regs.R15
+	return &regs.R15
 }
 
 // decodePrefixedVEX decodes a VEX/EVEX instruction behind FS, GS or

@@ -17,7 +17,8 @@ import (
 //   - MOV, MOVNTI and MOVBE from a general or segment register or an
 //     immediate, and SETcc;
 //   - ADD, ADC, SUB, SBB, AND, OR, XOR, INC, DEC, NEG and NOT on memory,
-//     with the flags the CPU sets;
+//     with the flags the CPU sets, LOCKed or not; XCHG, XADD and CMPXCHG
+//     (see lockable: other threads cannot write an armed page meanwhile);
 //   - STOS and MOVS, with or without REP (all RCX elements at once, up to
 //     maxEmulated bytes; overlapping MOVS element by element);
 //   - the SSE, AVX and AVX-512 stores of a vector register or a part of
@@ -30,8 +31,7 @@ import (
 // as the register's XSAVE component) only for vector stores.
 //
 // Everything else goes to Fallback (Stepper if nil), before anything
-// changes: other instructions; LOCKed ones and XCHG, CMPXCHG, XADD, whose
-// atomicity towards other threads only a stopped world keeps; aligned
+// changes: other instructions (shifts, BTS/BTR/BTC, CMPXCHG8B/16B...); aligned
 // vector stores to a misaligned address (the CPU raises #GP); stores with
 // TF or AC set; REP string ops over more than maxEmulated bytes or with a
 // 32-bit address size; stores that reach a page the target cannot write or

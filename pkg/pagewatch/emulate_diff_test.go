@@ -291,11 +291,44 @@ func (c *corpus) alu() {
 			}
 		}
 	}
+	// Locked, and the exchanges: emulated too (see lockable).
+	srcs := map[int][]string{1: {"dl", "ah", "sil", "r14b", "al"}, 2: {"r8w", "bp", "ax"}, 4: {"esi", "r13d", "eax"}, 8: {"r9", "rdx", "rax"}}
+	acc := map[int]string{1: "al", 2: "ax", 4: "eax", 8: "rax"}
+	for _, n := range []int{1, 2, 4, 8} {
+		vals := edges(n)
+		for _, op := range []string{"lock add", "lock sub", "lock and", "lock or", "lock xor", "lock adc", "lock sbb"} {
+			a, b := vals[c.rng.IntN(len(vals))], vals[c.rng.IntN(len(vals))]
+			src := srcs[n][c.rng.IntN(len(srcs[n]))]
+			r := c.regs(uint64(c.rng.IntN(2)) * flagCF)
+			setReg(&r, src, b)
+			c.add(fmt.Sprintf("%s %s M, %s", op, widthPtr[n], src), c.mode(isHighByte(src)), hMid+0x740+uint64(c.rng.IntN(32)), r, le(a, n), false)
+		}
+		for _, op := range []string{"lock inc", "lock dec", "lock neg", "lock not"} {
+			c.add(fmt.Sprintf("%s %s M", op, widthPtr[n]), c.mode(false), hMid+0x740+uint64(c.rng.IntN(32)), c.regs(uint64(c.rng.IntN(2))*flagCF), le(vals[c.rng.IntN(len(vals))], n), false)
+		}
+		for _, a := range vals {
+			for _, tmpl := range []string{"xchg %s M, %s", "xchg %[2]s, %[1]s M", "lock xchg %s M, %s", "xadd %s M, %s", "lock xadd %s M, %s", "cmpxchg %s M, %s", "lock cmpxchg %s M, %s"} {
+				src := srcs[n][c.rng.IntN(len(srcs[n]))]
+				b := vals[c.rng.IntN(len(vals))]
+				r := c.regs(uint64(c.rng.IntN(2)) * (flagCF | flagZF))
+				setReg(&r, src, b)
+				if strings.Contains(tmpl, "cmpxchg") && src != acc[n] {
+					// Half equal (memory gets the source), half not
+					// (the accumulator gets memory).
+					v := a
+					if c.rng.IntN(2) == 0 {
+						v = vals[c.rng.IntN(len(vals))]
+					}
+					setReg(&r, acc[n], v)
+				}
+				c.add(fmt.Sprintf(tmpl, widthPtr[n], src), c.mode(isHighByte(src)), hMid+0x7c0+uint64(c.rng.IntN(32)), r, le(a, n), false)
+			}
+		}
+	}
 	// What must go to the fallback.
 	for _, tmpl := range []string{
-		"lock add dword ptr M, eax", "lock inc qword ptr M", "lock or byte ptr M, 1", "lock xadd dword ptr M, ecx",
-		"lock cmpxchg qword ptr M, rdx", "xchg dword ptr M, esi", "xadd word ptr M, r9w", "cmpxchg byte ptr M, dl",
-		"shl dword ptr M, 3", "bts qword ptr M, 5", "rol word ptr M, 1",
+		"shl dword ptr M, 3", "bts qword ptr M, 5", "lock bts qword ptr M, 5", "rol word ptr M, 1",
+		"lock cmpxchg16b xmmword ptr M", "lock cmpxchg8b qword ptr M",
 	} {
 		for range 2 {
 			c.add(tmpl, c.mode(false), hMid+0x780, c.regs(0), le(c.rng.Uint64(), 8), true)

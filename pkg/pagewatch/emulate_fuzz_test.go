@@ -1,6 +1,7 @@
 package pagewatch
 
 import (
+	"golang.org/x/arch/x86/x86asm"
 	"testing"
 
 	"github.com/memtrap/memtrap/pkg/tracer"
@@ -79,16 +80,49 @@ func FuzzEmulate(f *testing.F) {
 		}
 		want.Eflags = em.regs.Eflags
 		want.Rcx, want.Rsi, want.Rdi = em.regs.Rcx, em.regs.Rsi, em.regs.Rdi
+		exchange := s.Inst.Op == x86asm.XCHG || s.Inst.Op == x86asm.XADD || s.Inst.Op == x86asm.CMPXCHG
+		if exchange {
+			// They write their register operand (CMPXCHG: the
+			// accumulator) too.
+			for _, a := range s.Inst.Args[:2] {
+				if r, ok := a.(x86asm.Reg); ok {
+					if i, ok := gprIndex(r); ok {
+						*gprPtr(&want, i) = *gprPtr(&em.regs, i)
+					}
+				}
+			}
+			want.Rax = em.regs.Rax
+		}
 		if want != em.regs {
 			t.Fatalf("% x (%v): registers %+v, from %+v", code, s.Inst, em.regs, regs)
 		}
 		if changed := (em.regs.Eflags ^ regs.Eflags) &^ (arithFlags | flagRF); changed != 0 {
 			t.Fatalf("% x (%v): EFLAGS %#x -> %#x", code, s.Inst, regs.Eflags, em.regs.Eflags)
 		}
-		if (em.regs.Rcx != regs.Rcx || em.regs.Rsi != regs.Rsi || em.regs.Rdi != regs.Rdi) && !isStos(s.Inst.Op) && !isMovs(s.Inst.Op) {
+		if (em.regs.Rcx != regs.Rcx || em.regs.Rsi != regs.Rsi || em.regs.Rdi != regs.Rdi) && !isStos(s.Inst.Op) && !isMovs(s.Inst.Op) && !exchange {
 			t.Fatalf("% x (%v): a string register changed", code, s.Inst)
 		}
 	})
 }
 
 var _ target = (*fakeTarget)(nil)
+
+// gprIndex is the encoding-order index (gpr) of general register r, any
+// width.
+func gprIndex(r x86asm.Reg) (int, bool) {
+	switch {
+	case r >= x86asm.RAX && r <= x86asm.R15:
+		return int(r - x86asm.RAX), true
+	case r >= x86asm.EAX && r <= x86asm.R15L:
+		return int(r - x86asm.EAX), true
+	case r >= x86asm.AX && r <= x86asm.R15W:
+		return int(r - x86asm.AX), true
+	case r >= x86asm.AH && r <= x86asm.BH:
+		return int(r - x86asm.AH), true
+	case r >= x86asm.AL && r <= x86asm.BL:
+		return int(r - x86asm.AL), true
+	case r >= x86asm.SPB && r <= x86asm.R15B:
+		return int(r-x86asm.SPB) + 4, true
+	}
+	return 0, false
+}

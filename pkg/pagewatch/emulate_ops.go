@@ -108,11 +108,10 @@ func (em *emulation) run(s *Store, regs *unix.PtraceRegs, m target) (why string)
 		return "alignment check on"
 	}
 	inst := &s.Inst
-	if _, ok := inst.Args[0].(x86asm.Mem); !ok {
+	if _, ok := inst.Args[0].(x86asm.Mem); !ok && inst.Op != x86asm.XCHG {
 		return "no memory destination"
 	}
-	if !isVEX(inst) && hasPrefix(inst, x86asm.PrefixLOCK) {
-		// Only a stopped world keeps a locked RMW atomic.
+	if !isVEX(inst) && hasPrefix(inst, x86asm.PrefixLOCK) && !lockable(inst.Op) {
 		return "locked"
 	}
 	*em = emulation{addr: s.Addr, regs: *regs}
@@ -127,6 +126,8 @@ func (em *emulation) run(s *Store, regs *unix.PtraceRegs, m target) (why string)
 		return em.set(s, regs)
 	case aluOp(op):
 		return em.alu(s, regs, m)
+	case op == x86asm.XCHG, op == x86asm.XADD, op == x86asm.CMPXCHG:
+		return em.exchange(s, regs, m)
 	case isStos(op) || isMovs(op):
 		return em.str(s, regs, m)
 	}
@@ -309,8 +310,76 @@ func aluOp(op x86asm.Op) bool {
 	return false
 }
 
-// alu: a read-modify-write of memory without LOCK (other threads cannot
-// change an armed page meanwhile: they would trap).
+// lockable: the ops emulated with or without LOCK (XCHG with memory is
+// locked anyway). A locked read-modify-write done here is as atomic towards
+// the other threads as the CPU's: none of them can write an armed page
+// meanwhile (each would trap and wait its turn, then be emulated against
+// the bytes this one left), and a shared mapping, where another process
+// could, never reaches the emulator.
+func lockable(op x86asm.Op) bool {
+	return aluOp(op) || op == x86asm.XCHG || op == x86asm.XADD || op == x86asm.CMPXCHG
+}
+
+// exchange: XCHG (memory and a register swap), XADD (the register gets
+// the old value, memory the sum, flags as ADD) and CMPXCHG (compare the
+// accumulator with memory, flags as CMP; equal: memory gets the source;
+// not: the accumulator gets memory, and memory its own value back, which
+// the CPU writes too).
+func (em *emulation) exchange(s *Store, regs *unix.PtraceRegs, m target) string {
+	n := s.Size
+	if !gprWidth(n) || uint64(s.Inst.MemBytes) != n {
+		return "odd operand size"
+	}
+	var reg x86asm.Reg
+	for _, a := range s.Inst.Args[:2] {
+		if r, ok := a.(x86asm.Reg); ok {
+			reg = r
+		}
+	}
+	src, ok := regValue(reg, regs)
+	if !ok {
+		return "source register"
+	}
+	old := em.prev[:n]
+	if err := m.ReadMemory(s.Addr, old); err != nil {
+		return "reading the operand"
+	}
+	em.old = old
+	cur := getLE(old)
+	out := em.out(n)
+	switch s.Inst.Op {
+	case x86asm.XCHG:
+		putLE(out, src)
+		setRegValue(reg, &em.regs, cur)
+	case x86asm.XADD:
+		sum, flags := aluResult(x86asm.ADD, cur, src, n, regs.Eflags)
+		putLE(out, sum)
+		setRegValue(reg, &em.regs, cur)
+		em.regs.Eflags = em.regs.Eflags&^arithFlags | flags&arithFlags
+	case x86asm.CMPXCHG:
+		acc := x86asm.RAX
+		switch n {
+		case 1:
+			acc = x86asm.AL
+		case 2:
+			acc = x86asm.AX
+		case 4:
+			acc = x86asm.EAX
+		}
+		a, _ := regValue(acc, regs)
+		_, flags := aluResult(x86asm.SUB, a, cur, n, regs.Eflags)
+		em.regs.Eflags = em.regs.Eflags&^arithFlags | flags&arithFlags
+		if flags&flagZF != 0 {
+			putLE(out, src)
+		} else {
+			putLE(out, cur)
+			setRegValue(acc, &em.regs, cur)
+		}
+	}
+	return ""
+}
+
+// alu: a read-modify-write of memory, LOCKed or not (see lockable).
 func (em *emulation) alu(s *Store, regs *unix.PtraceRegs, m target) string {
 	n := s.Size
 	if !gprWidth(n) || uint64(s.Inst.MemBytes) != n {

@@ -181,10 +181,8 @@ func TestEmulateRefuses(t *testing.T) {
 		regs func(*unix.PtraceRegs)
 		why  string
 	}{
-		{"f0 01 07", nil, "locked"},                                      // lock add [rdi], eax
-		{"87 07", nil, "op XCHG"},                                        // xchg [rdi], eax
-		{"0f c1 07", nil, "op XADD"},                                     // xadd [rdi], eax
-		{"48 0f b1 0f", nil, "op CMPXCHG"},                               // cmpxchg [rdi], rcx
+		{"f0 0f ab 07", nil, "locked"},                                   // lock bts [rdi], eax
+		{"0f c7 0f", nil, "op CMPXCHG8B"},                                // cmpxchg8b [rdi]
 		{"0f 29 07", func(r *unix.PtraceRegs) { r.Rdi++ }, "misaligned"}, // movaps [rdi+1], xmm0
 		{"62 f2 7e 49 32 07", nil, "op VPMOVQB"},                         // vpmovqb [rdi]{k1}, zmm0
 		{"62 f2 7d 49 8a 07", nil, "op VCOMPRESSPS"},                     // vcompressps [rdi]{k1}, zmm0
