@@ -213,6 +213,16 @@ func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 		}
 		after[a] = b
 	}
+	// With the bytes in hand and nothing left to see the writer stopped,
+	// resume it now, and build the Writes while the target runs. Unless a
+	// signal waits (its delivery may report a signal frame, which must
+	// come after this write), or --when-value may read the target.
+	early := w.opts.Stopped == nil && w.opts.WhenValue == nil && !f.Thread.Deferred()
+	if early {
+		if err := w.resume(f.Thread); err != nil {
+			return false, err
+		}
+	}
 	var out []*Write
 	for _, r := range w.regions {
 		var lo, hi uint64 = 1<<64 - 1, 0
@@ -266,8 +276,10 @@ func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 		}
 		out = append(out, wr)
 	}
-	if err := w.resume(f.Thread); err != nil {
-		return false, err
+	if !early {
+		if err := w.resume(f.Thread); err != nil {
+			return false, err
+		}
 	}
 	if f.Store.Inst.Op != 0 && len(out) > 0 {
 		// After the resume: formatting costs microseconds.

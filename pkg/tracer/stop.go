@@ -394,6 +394,9 @@ func (t *Thread) Listen() error {
 // delivered, with its original siginfo, when the thread is next resumed.
 func (t *Thread) Defer(info Siginfo) { t.deferred = append(t.deferred, info) }
 
+// Deferred reports whether signals wait for TakeDeferred.
+func (t *Thread) Deferred() bool { return len(t.deferred) > 0 }
+
 // Stopped reports whether the thread is in a ptrace-stop.
 func (t *Thread) Stopped() bool { return t.stopped }
 
