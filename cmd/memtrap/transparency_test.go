@@ -490,3 +490,40 @@ func TestFollowManyForks(t *testing.T) {
 		t.Fatalf("target after detach: %v, %q", err, done)
 	}
 }
+
+// TestShellChild: `sh -c PROG` vforks and executes PROG. That child
+// inherited memtrap's syscall filter, so its syscalls must keep working
+// (it used to be let go, and readv and recvmsg, which the filter always
+// stops, failed with ENOSYS); and with --follow-forks its new image is
+// watched, its writes symbolized against its own program.
+func TestShellChild(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/kall.c", "-O0")
+	want := native(t, prog)
+	shell := prog + "; echo shell-done"
+	r := memtrap(t, "run", "--format", "json", "--symbol", "environ", "--", "/bin/sh", "-c", shell)
+	if r.stdout != want.stdout+"shell-done\n" || r.code != 0 {
+		t.Fatalf("sh -c: %q exit %d, want %q; stderr %s", r.stdout, r.code, want.stdout+"shell-done\n", tail(r.stderr))
+	}
+
+	r = memtrap(t, "run", "--format", "json", "--backtrace", "2", "--follow-forks", "--pending", "--symbol", "box", "--", "/bin/sh", "-c", shell)
+	if r.stdout != want.stdout+"shell-done\n" || r.code != 0 {
+		t.Fatalf("sh -c, followed: %q exit %d; stderr %s", r.stdout, r.code, tail(r.stderr))
+	}
+	evs := parseEvents(t, r.stderr)
+	checkKall(t, evs)
+	root := 0
+	for _, e := range evs {
+		if e.Event == "watch" {
+			root = e.Pid
+		}
+	}
+	for _, w := range writes(evs) {
+		inProg := false
+		for _, f := range w.Backtrace {
+			inProg = inProg || f.Module == prog && f.Func == "main"
+		}
+		if root == 0 || w.Pid == root || !inProg {
+			t.Fatalf("write by pid %d (the shell is %d), frames %+v: want the child, called from main in %s", w.Pid, root, w.Backtrace, prog)
+		}
+	}
+}

@@ -13,8 +13,9 @@ import (
 // breakpoint, the syscall filter. So its watch is a copy of the parent's
 // over the child's tracer.Process; its writes are reported with its pid.
 // Debug registers are not inherited: the hw engine loads them again. After
-// an execve the child's watch ends (its regions went with the image); it
-// stays traced until it exits, which the parent's watch reports as a note.
+// an execve the child's regions are asked for again (Options.OnExec) once
+// it reaches the new image's entry point; it stays traced until it exits,
+// which the parent's watch reports as a note.
 
 // follow starts watching the child pid of w's process (stopped at its
 // first stop), and lets it run.
@@ -33,7 +34,7 @@ func (w *Watch) follow(pid int) error {
 		calls:  map[int]*kcall{},
 		shadow: map[*Region][]byte{},
 	}
-	cw.opts.OnExec, cw.opts.OnLibraries = nil, nil
+	cw.opts.OnLibraries = nil
 	cw.filtered = append([]span(nil), w.filtered...)
 	for a, pg := range w.pages {
 		cp := *pg
@@ -138,4 +139,83 @@ func (w *Watch) checkRseq() error {
 		}
 	}
 	return nil
+}
+
+// followExec follows a vfork child of w's process that executed a new
+// program (a shell running a command): a watch of its own, empty until its
+// new image reaches its entry point and OnExec names regions there.
+func (w *Watch) followExec(pid int) error {
+	c, err := w.p.FollowExec(pid)
+	if err != nil {
+		return err
+	}
+	root := w.rootWatch()
+	cw := &Watch{
+		p: c, opts: w.opts, decode: w.decode, root: root,
+		pages:  map[uint64]*page{},
+		calls:  map[int]*kcall{},
+		shadow: map[*Region][]byte{},
+	}
+	cw.opts.OnLibraries = nil
+	// The filters it inherited stop what they stopped for us.
+	cw.filtered = append([]span(nil), w.filtered...)
+	root.children[pid] = cw
+	w.note(fmt.Sprintf("process %d's vfork child %d executed a new program: following it", w.p.Pid, pid))
+	t := c.Thread(pid)
+	if cw.opts.OnExec == nil {
+		return t.Resume(0)
+	}
+	return cw.execChild(t)
+}
+
+// execChild: a followed child executed a new image. The first process
+// runs to its entry point under its own Wait (RunToEntry); a child's stops
+// come through the root's Wait among everyone else's, so it gets an int3
+// at its entry point instead and is armed when it gets there (atEntry).
+func (w *Watch) execChild(t *tracer.Thread) error {
+	aux, err := w.p.Auxv()
+	if err != nil {
+		w.note(fmt.Sprintf("process %d: reading auxv after execve: %v", w.p.Pid, err))
+		return t.Resume(0)
+	}
+	entry := aux[tracer.AtEntry]
+	orig := []byte{0}
+	if err := w.p.ReadMemory(entry, orig); err != nil {
+		return err
+	}
+	if err := w.p.WriteMemory(entry, []byte{0xcc}); err != nil {
+		return err
+	}
+	w.entry, w.entryOrig = entry, orig[0]
+	return t.Resume(0)
+}
+
+// entryHit says whether a stop is the int3 execChild put at the entry
+// point.
+func (w *Watch) entryHit(st tracer.Stop) bool {
+	if w.entry == 0 || st.Sig != int(unix.SIGTRAP) || st.Info.Code() != siKernel {
+		return false
+	}
+	var regs unix.PtraceRegs
+	return st.Thread.Regs(&regs) == nil && regs.Rip == w.entry+1
+}
+
+// atEntry takes the int3 away, runs the instruction it stood for from the
+// start, and arms the new image.
+func (w *Watch) atEntry(t *tracer.Thread) error {
+	entry := w.entry
+	w.entry = 0
+	if err := w.p.WriteMemory(entry, []byte{w.entryOrig}); err != nil {
+		return err
+	}
+	var regs unix.PtraceRegs
+	if err := t.Regs(&regs); err != nil {
+		return err
+	}
+	regs.Rip = entry
+	if err := t.SetRegs(&regs); err != nil {
+		return err
+	}
+	w.armImage(t)
+	return w.resume(t)
 }

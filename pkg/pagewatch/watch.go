@@ -67,9 +67,9 @@ type Options struct {
 	// Notify receives one-line notes about the target's life (exec, fork).
 	Notify func(string)
 	// OnExec, if set, is asked for the regions to watch in the new image
-	// after an execve, once it has reached its entry point; nil drops the
-	// watch with the old image.
-	OnExec func() ([]*Region, error)
+	// p executed (the first process, or with FollowForks a child), once it
+	// has reached its entry point; nil drops the watch with the old image.
+	OnExec func(p *tracer.Process) ([]*Region, error)
 	// OnLibraries is asked for regions to add each time the dynamic
 	// loader's list of objects changes (see WatchLibraries).
 	OnLibraries func() ([]*Region, error)
@@ -109,17 +109,19 @@ type Stats struct {
 
 // Watch is the set of watched regions of one process.
 type Watch struct {
-	p       *tracer.Process
-	opts    Options
-	regions []*Region
-	pages   map[uint64]*page
-	stats   Stats
-	detach  atomic.Bool
-	codeBuf [16]byte
-	spare   [][]byte                                      // page buffers for the next fault (hullBuf)
-	stack   []byte                                        // Options.StackBytes of buffer, reused
-	alt     map[*tracer.Thread]altStack                   // known alternate signal stacks (altStack)
-	decode  func([]byte, *unix.PtraceRegs) (Store, error) // DecodeStore; tests replace it
+	p         *tracer.Process
+	opts      Options
+	regions   []*Region
+	pages     map[uint64]*page
+	stats     Stats
+	detach    atomic.Bool
+	codeBuf   [16]byte
+	spare     [][]byte // page buffers for the next fault (hullBuf)
+	stack     []byte   // Options.StackBytes of buffer, reused
+	entry     uint64   // a followed child's new entry point, int3 there (execChild)
+	entryOrig byte
+	alt       map[*tracer.Thread]altStack                   // known alternate signal stacks (altStack)
+	decode    func([]byte, *unix.PtraceRegs) (Store, error) // DecodeStore; tests replace it
 
 	scratch *scratch       // bounce buffers for kernel writes, in the target
 	calls   map[int]*kcall // bounced syscalls in progress, by tid
@@ -378,6 +380,9 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 		if w.ours(st) {
 			return w.fault(st.Thread, st.Info.Addr())
 		}
+		if w.entryHit(st) {
+			return w.atEntry(st.Thread)
+		}
 		if w.hwHit(st) {
 			return w.hwWrite(st.Thread)
 		}
@@ -398,6 +403,16 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 		return st.Thread.Resume(0)
 	case tracer.StopExec:
 		return w.exec(st.Thread)
+	case tracer.StopExecChild:
+		switch {
+		case w.opts.FollowForks:
+			return w.followExec(st.Child)
+		case w.p.Filtered():
+			// It inherited the syscall filter: its stops need a
+			// tracer. Nothing else of ours went with the new image.
+			return w.p.KeepChild(st.Child)
+		}
+		return w.p.DetachChild(st.Child)
 	case tracer.StopWake:
 		return st.Thread.Resume(0)
 	case tracer.StopSyscall:
@@ -545,18 +560,29 @@ func (w *Watch) exec(t *tracer.Thread) error {
 	w.p.OnNewThread = nil
 	w.scratch, w.calls, w.segv, w.libBP, w.filtered = nil, nil, segvGuard{}, 0, nil
 	w.alt = nil // execve drops alternate signal stacks
+	w.entry = 0
 	w.p.TraceSyscalls(false)
 	if w.opts.OnExec == nil {
 		return t.Resume(0)
+	}
+	if w.root != nil {
+		return w.execChild(t)
 	}
 	t, err := w.p.RunToEntry()
 	if err != nil {
 		return err
 	}
-	regions, err := w.opts.OnExec()
+	w.armImage(t)
+	return w.p.ResumeAll()
+}
+
+// armImage watches what OnExec names in the new image w's process reached
+// the entry point of, t stopped there.
+func (w *Watch) armImage(t *tracer.Thread) {
+	regions, err := w.opts.OnExec(w.p)
 	if err != nil {
 		w.note(err.Error())
-		return w.p.ResumeAll()
+		return
 	}
 	if len(regions) > 0 {
 		if w.opts.Engine == EngineHW || w.opts.Engine == EngineAuto {
@@ -567,10 +593,9 @@ func (w *Watch) exec(t *tracer.Thread) error {
 		}
 		w.regions = regions
 		if err := w.Arm(t); err != nil {
-			w.note(fmt.Sprintf("arming the new image: %v", err))
+			w.note(fmt.Sprintf("arming the new image of process %d: %v", w.p.Pid, err))
 		} else {
-			w.note(fmt.Sprintf("watching %d region(s) in the new image", len(regions)))
+			w.note(fmt.Sprintf("watching %d region(s) in the new image of process %d", len(regions), w.p.Pid))
 		}
 	}
-	return w.p.ResumeAll()
 }

@@ -29,6 +29,13 @@ const (
 	// StopSyscall is a syscall entry or exit (see TraceSyscalls); Syscall
 	// describes it. Resume with 0.
 	StopSyscall
+	// StopExecChild reports that a vfork child (it shared this process's
+	// memory, as a thread does) executed a new program: it is a process of
+	// its own now, stopped at its exec event, Child its pid, and no longer
+	// one of this Process's threads. Follow it with FollowExec, keep it
+	// with KeepChild (it inherited the syscall filter), or let it go with
+	// DetachChild.
+	StopExecChild
 )
 
 func (k StopKind) String() string {
@@ -47,6 +54,8 @@ func (k StopKind) String() string {
 		return "wake"
 	case StopSyscall:
 		return "syscall"
+	case StopExecChild:
+		return "exec-child"
 	}
 	return fmt.Sprintf("StopKind(%d)", int(k))
 }
@@ -162,6 +171,17 @@ func (p *Process) Follow(pid int) (*Process, error) {
 	t := c.addThread(pid)
 	t.stopped = true
 	root.followed[pid] = c
+	return c, nil
+}
+
+// FollowExec is Follow for a child reported by StopExecChild: a new
+// program, whose syscall instruction is still to be found.
+func (p *Process) FollowExec(pid int) (*Process, error) {
+	c, err := p.Follow(pid)
+	if err != nil {
+		return nil, err
+	}
+	c.sysInsn = 0
 	return c, nil
 }
 
@@ -309,9 +329,10 @@ func (p *Process) waitFirstStop(tid int) error {
 
 func (p *Process) handleExec(t *Thread) (Stop, bool, error) {
 	if t.foreign {
-		// A vfork child left our address space: none of our business.
+		// A vfork child left our address space. It may still carry our
+		// syscall filter, so the caller decides.
 		delete(p.threads, t.Tid)
-		return Stop{}, false, ignoreGone(ptraceDetach(t.Tid, 0))
+		return Stop{Kind: StopExecChild, Thread: t, Child: t.Tid}, true, nil
 	}
 	for tid := range p.threads {
 		if tid != t.Tid {
