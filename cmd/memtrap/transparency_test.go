@@ -527,3 +527,40 @@ func TestShellChild(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowForkThenExec: the first process forks a child that writes the
+// watched counter 2000 times, and executes a new image meanwhile, which
+// writes it 5 times. The new image runs to its entry point while the child
+// traps away: its stops must wait for the main loop, not be taken (and
+// mishandled) by the run to the entry point. Every write is reported once,
+// by the right process.
+func TestFollowForkThenExec(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/forkexec.c", "-O0")
+	const want = "execd counter 5, child reaped status 3\n"
+	if r := native(t, prog); r.stdout != want {
+		t.Fatalf("native: %q", r.stdout)
+	}
+	for i := 0; i < 3; i++ {
+		r := memtrap(t, "run", "--format", "json", "--backtrace", "0", "--follow-forks", "--symbol", "counter", "--", prog)
+		if r.stdout != want || r.code != 0 {
+			t.Fatalf("%q exit %d; stderr %s", r.stdout, r.code, tail(r.stderr))
+		}
+		evs := parseEvents(t, r.stderr)
+		root := evs[0].Pid
+		last := map[bool]uint64{}
+		n := map[bool]int{}
+		for _, w := range writes(evs) {
+			var v uint64
+			fmt.Sscanf(w.New, "0x%x", &v)
+			child := w.Pid != root
+			if v != last[child]+1 {
+				t.Fatalf("run %d: write %+v after %d (child %v): missed or doubled", i, w, last[child], child)
+			}
+			last[child] = v
+			n[child]++
+		}
+		if n[true] != 2000 || n[false] != 5 {
+			t.Fatalf("run %d: %d writes by the child, %d by the new image; want 2000 and 5", i, n[true], n[false])
+		}
+	}
+}

@@ -348,6 +348,11 @@ func (w *Watch) Run() (tracer.Stop, error) {
 				continue
 			}
 			if len(w.children) > 0 {
+				if w.exited != nil {
+					// Again: the tracer follows none of them any
+					// more, whatever w.children says.
+					return *w.exited, nil
+				}
 				w.exited = &st
 				continue
 			}

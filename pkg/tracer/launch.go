@@ -228,8 +228,15 @@ func (p *Process) RunToEntry() (*Thread, error) {
 	if err := p.ResumeAll(); err != nil {
 		return nil, err
 	}
+	wait := p.Wait
+	if len(p.followed) > 0 {
+		// After an execve, with children followed: their stops are
+		// for the caller's loop, later; this waits for the new
+		// image's only thread.
+		wait = func() (Stop, error) { return p.waitTask(p.Pid) }
+	}
 	for {
-		st, err := p.Wait()
+		st, err := wait()
 		if err != nil {
 			return nil, err
 		}

@@ -86,6 +86,28 @@ const (
 // would otherwise delay a stopped tracee.
 func (p *Process) OnIdle(f func()) { p.idle = f }
 
+// waitTask is Wait for one task of p only; other tasks' stops stay with
+// the kernel for Wait.
+func (p *Process) waitTask(tid int) (Stop, error) {
+	for {
+		wtid, ws, err := wait4(tid)
+		if err != nil {
+			if err == unix.ECHILD {
+				return Stop{Kind: StopExited, Pid: p.Pid, Status: p.status}, ErrProcessExited
+			}
+			return Stop{}, fmt.Errorf("wait4: %w", err)
+		}
+		st, ok, err := p.handle(waitInfo{wtid, ws})
+		if err != nil && !errors.Is(err, ErrThreadGone) {
+			return Stop{}, err
+		}
+		if ok && err == nil {
+			st.Pid = p.Pid
+			return st, nil
+		}
+	}
+}
+
 // Wait returns the next stop that needs a decision. The thread it names
 // stays stopped until resumed.
 func (p *Process) Wait() (Stop, error) {
