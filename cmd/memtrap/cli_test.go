@@ -54,11 +54,29 @@ func native(t *testing.T, prog string, args ...string) result {
 	return runCmd(t, exec.Command(prog, args...))
 }
 
+// cmdTimeout bounds one command of a test: a hung memtrap fails its test
+// with what it printed, instead of holding the whole run until go test's
+// own timeout.
+const cmdTimeout = 3 * time.Minute
+
 func runCmd(t *testing.T, cmd *exec.Cmd) result {
 	t.Helper()
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
+	cmd.WaitDelay = 5 * time.Second // a process left holding the pipes
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("running %s: %v", cmd.Path, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(cmdTimeout):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("%s %v did not finish in %v; stderr: %s", cmd.Path, cmd.Args[1:], cmdTimeout, tail(e.String()))
+	}
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
