@@ -89,7 +89,11 @@ func (w *Watch) detachChildren() error {
 		if err := cw.p.StopOthers(nil); err != nil {
 			return err
 		}
-		if _, err := cw.p.DrainQueue(); err != nil {
+		drained, err := cw.p.DrainQueue()
+		if err != nil {
+			return err
+		}
+		if err := cw.dropEntryBP(drained); err != nil {
 			return err
 		}
 		ths := cw.p.Threads()
@@ -198,6 +202,29 @@ func (w *Watch) entryHit(st tracer.Stop) bool {
 	}
 	var regs unix.PtraceRegs
 	return st.Thread.Regs(&regs) == nil && regs.Rip == w.entry+1
+}
+
+// dropEntryBP takes back the int3 of a child let go before its new image
+// reached its entry point (drained: its last stops, maybe that int3's).
+func (w *Watch) dropEntryBP(drained []tracer.Stop) error {
+	if w.entry == 0 {
+		return nil
+	}
+	for _, st := range drained {
+		if w.entryHit(st) {
+			var regs unix.PtraceRegs
+			if err := st.Thread.Regs(&regs); err != nil {
+				return err
+			}
+			regs.Rip = w.entry
+			if err := st.Thread.SetRegs(&regs); err != nil {
+				return err
+			}
+		}
+	}
+	entry := w.entry
+	w.entry = 0
+	return w.p.WriteMemory(entry, []byte{w.entryOrig})
 }
 
 // atEntry takes the int3 away, runs the instruction it stood for from the
