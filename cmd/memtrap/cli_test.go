@@ -101,6 +101,7 @@ type frame struct {
 
 type event struct {
 	Event     string  `json:"event"`
+	Schema    int     `json:"schema"`
 	Seq       int     `json:"seq"`
 	Pid       int     `json:"pid"`
 	Tid       int     `json:"tid"`
@@ -178,6 +179,9 @@ func TestStompDemo(t *testing.T) {
 		t.Fatalf("target output/status changed under memtrap: %q %d, want %q %d\nstderr: %s", r.stdout, r.code, want.stdout, want.code, r.stderr)
 	}
 	evs := parseEvents(t, r.stderr)
+	if evs[0].Event != "watch" || evs[0].Schema != 1 {
+		t.Errorf("first event %+v: want the watch event, schema 1", evs[0])
+	}
 	ws := writes(evs)
 	// issue_token stores the token once; set_user("administrator") copies
 	// 14 bytes into an 8-byte field: bytes 8..13 land in the token, one

@@ -183,6 +183,10 @@ func (r *jsonReporter) emit(v any) error {
 	return r.w.Flush()
 }
 
+// jsonSchema is the version of the JSON Lines format, in the watch event:
+// it changes when a key changes meaning or goes; new keys do not change it.
+const jsonSchema = 1
+
 type jsonRegion struct {
 	Name string `json:"name"`
 	Addr string `json:"addr"`
@@ -196,10 +200,11 @@ func (r *jsonReporter) Start(pid int, engine string, regions []*pagewatch.Region
 	}
 	return r.emit(struct {
 		Event   string       `json:"event"`
+		Schema  int          `json:"schema"`
 		Pid     int          `json:"pid"`
 		Engine  string       `json:"engine"`
 		Regions []jsonRegion `json:"regions"`
-	}{"watch", pid, engine, rs})
+	}{"watch", jsonSchema, pid, engine, rs})
 }
 
 // Write appends the event to the output; it reaches the stream at the next

@@ -1,6 +1,7 @@
 /*
  * The benchmark's workload: `workload MODE N`.
  *   write N      N stores to the watched `counter` (each one is trapped)
+ *   atomic N     N `lock xadd` increments of `counter`, as refcounts do
  *   neighbour N  N stores to `neighbour`, on the watched page, unwatched
  *   untouched N  N stores to `elsewhere`, on another page (never trapped)
  *   threads N    4 threads, N/4 stores each to their own slot of `slots`
@@ -41,6 +42,11 @@ int main(int argc, char **argv)
 		for (long i = 0; i < n; i++)
 			hot.counter = i;
 		watched = n;
+	} else if (!strcmp(mode, "atomic")) {
+		long sum = 0;
+		for (long i = 0; i < n; i++)
+			sum += __atomic_fetch_add(&hot.counter, 1, __ATOMIC_SEQ_CST);
+		watched = sum >= 0 ? n : -1;
 	} else if (!strcmp(mode, "neighbour")) {
 		for (long i = 0; i < n; i++)
 			hot.neighbour = i;
