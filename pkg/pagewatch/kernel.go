@@ -300,6 +300,13 @@ func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
 	if si.Nr == unix.SYS_SIGALTSTACK && si.Args[0] != 0 {
 		delete(w.alt, t) // a new alternate stack: ask again (altStack)
 	}
+	if (si.Nr == unix.SYS_IO_URING_SETUP || si.Nr == unix.SYS_IO_URING_ENTER) && !w.rootWatch().saidIOURing {
+		// Its requests name buffers in shared rings, and the kernel
+		// may run them with no system call at all (SQPOLL): nothing
+		// memtrap can bounce. Say so, once.
+		w.rootWatch().saidIOURing = true
+		w.note(fmt.Sprintf("process %d uses io_uring, which memtrap does not follow: an io_uring request writing into a watched page is not reported, and may fail with EFAULT", w.p.Pid))
+	}
 	if w.scratch == nil || !w.opts.KernelWrites {
 		return t.Resume(0)
 	}

@@ -181,6 +181,8 @@ func filterRules(spans []span) []tracer.FilterRule {
 	// sigaltstack setting a stack, whatever its buffers: the cache of
 	// each thread's alternate stack must know (altStack).
 	rules = append(rules, tracer.FilterRule{Nr: unix.SYS_SIGALTSTACK, Args: []int{0}, Ranges: []tracer.Range{{Lo: 1, Hi: ^uint64(0)}}})
+	// io_uring_setup, once per ring, to say io_uring is not followed.
+	rules = append(rules, tracer.FilterRule{Nr: unix.SYS_IO_URING_SETUP})
 	for _, sig := range guarded {
 		// Handlers the guard must know (sigguard.go).
 		rules = append(rules, tracer.FilterRule{Nr: unix.SYS_RT_SIGACTION, Args: []int{0}, Ranges: []tracer.Range{{Lo: uint64(sig), Hi: uint64(sig) + 1}}})

@@ -120,8 +120,10 @@ type Watch struct {
 	stack     []byte   // Options.StackBytes of buffer, reused
 	entry     uint64   // a followed child's new entry point, int3 there (execChild)
 	entryOrig byte
-	alt       map[*tracer.Thread]altStack                   // known alternate signal stacks (altStack)
-	decode    func([]byte, *unix.PtraceRegs) (Store, error) // DecodeStore; tests replace it
+	// saidIOURing: the note that io_uring is not followed was given.
+	saidIOURing bool
+	alt         map[*tracer.Thread]altStack                   // known alternate signal stacks (altStack)
+	decode      func([]byte, *unix.PtraceRegs) (Store, error) // DecodeStore; tests replace it
 
 	scratch *scratch       // bounce buffers for kernel writes, in the target
 	calls   map[int]*kcall // bounced syscalls in progress, by tid
