@@ -19,6 +19,8 @@ import (
 //   - ADD, ADC, SUB, SBB, AND, OR, XOR, INC, DEC, NEG and NOT on memory,
 //     with the flags the CPU sets, LOCKed or not; XCHG, XADD and CMPXCHG
 //     (see lockable: other threads cannot write an armed page meanwhile);
+//   - PUSH of a register, an immediate or memory, and near CALL (a watched
+//     variable on the stack traps every push and call onto its page);
 //   - STOS and MOVS, with or without REP (all RCX elements at once, up to
 //     maxEmulated bytes; overlapping MOVS element by element);
 //   - the SSE, AVX and AVX-512 stores of a vector register or a part of

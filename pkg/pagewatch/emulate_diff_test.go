@@ -336,6 +336,51 @@ func (c *corpus) alu() {
 	}
 }
 
+// stackOps: PUSH of registers, immediates and memory, and CALL (relative
+// to the next instruction, through a register, through memory), with RSP
+// in the data pages, aligned or not; a push from [rsp+8] computes its
+// address before RSP moves.
+func (c *corpus) stackOps() {
+	sp := func() uint64 {
+		return hMid + 0x900 + 8*uint64(c.rng.IntN(16)) + uint64(c.rng.IntN(2))*3
+	}
+	for _, src := range []string{"rax", "rsp", "rbp", "r12", "r15", "ax", "r9w", "sp"} {
+		for range 2 {
+			r := c.regs(0)
+			r.Rsp = sp()
+			if src != "rsp" && src != "sp" {
+				setReg(&r, src, c.rng.Uint64())
+			}
+			c.cases = append(c.cases, &diffCase{asm: "push " + src, regs: r, seed: c.rng.Uint64()})
+		}
+	}
+	for _, push := range []string{"push -1", "push 0x7f", "push 0x12345678", "push -0x80000000", "pushw 0x1234"} {
+		r := c.regs(0)
+		r.Rsp = sp()
+		c.cases = append(c.cases, &diffCase{asm: push, regs: r, seed: c.rng.Uint64()})
+	}
+	for _, w := range []string{"qword ptr", "word ptr"} {
+		for range 6 {
+			r := c.regs(0)
+			r.Rsp = sp()
+			c.add("push "+w+" M", c.mode(false), hMid+0x200+uint64(c.rng.IntN(64)), r, nil, false)
+		}
+	}
+	for range 3 {
+		r := c.regs(0)
+		r.Rsp = sp()
+		// To the next instruction: the int3 after it.
+		c.cases = append(c.cases, &diffCase{asm: fmt.Sprintf("call c%d", len(c.cases)+1), regs: r, seed: c.rng.Uint64()})
+		r = c.regs(0)
+		r.Rsp = sp()
+		r.R11 = hEnd
+		c.cases = append(c.cases, &diffCase{asm: "call r11", regs: r, seed: c.rng.Uint64()})
+		r = c.regs(0)
+		r.Rsp = sp()
+		c.add("call qword ptr M", c.mode(false), hMid+0x300+uint64(c.rng.IntN(64)), r, le(hEnd, 8), false)
+	}
+}
+
 // strings: STOS and MOVS of each width, with and without REP, both
 // directions, disjoint and overlapping.
 func (c *corpus) stringOps() {
@@ -789,6 +834,7 @@ func TestEmulatorDifferential(t *testing.T) {
 		c.moves()
 		c.alu()
 		c.stringOps()
+		c.stackOps()
 		c.vectors()
 		if err := assembleCases(dir, c.cases); err != nil {
 			return err

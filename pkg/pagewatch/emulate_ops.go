@@ -108,7 +108,7 @@ func (em *emulation) run(s *Store, regs *unix.PtraceRegs, m target) (why string)
 		return "alignment check on"
 	}
 	inst := &s.Inst
-	if _, ok := inst.Args[0].(x86asm.Mem); !ok && inst.Op != x86asm.XCHG {
+	if _, ok := inst.Args[0].(x86asm.Mem); !ok && inst.Op != x86asm.XCHG && inst.Op != x86asm.PUSH && inst.Op != x86asm.CALL {
 		return "no memory destination"
 	}
 	if !isVEX(inst) && hasPrefix(inst, x86asm.PrefixLOCK) && !lockable(inst.Op) {
@@ -128,6 +128,8 @@ func (em *emulation) run(s *Store, regs *unix.PtraceRegs, m target) (why string)
 		return em.alu(s, regs, m)
 	case op == x86asm.XCHG, op == x86asm.XADD, op == x86asm.CMPXCHG:
 		return em.exchange(s, regs, m)
+	case op == x86asm.PUSH, op == x86asm.CALL:
+		return em.stack(s, regs, m)
 	case isStos(op) || isMovs(op):
 		return em.str(s, regs, m)
 	}
@@ -376,6 +378,71 @@ func (em *emulation) exchange(s *Store, regs *unix.PtraceRegs, m target) string 
 			setRegValue(acc, &em.regs, cur)
 		}
 	}
+	return ""
+}
+
+// stack: PUSH of a general register, an immediate or memory, and near
+// CALL (relative, register or memory target). The slot below RSP gets the
+// value (CALL: the next instruction's address), RSP moves down, CALL jumps.
+// A memory operand's address is computed with RSP before it moves, as the
+// CPU does. Watching a variable on the stack traps every push and call
+// onto its page.
+func (em *emulation) stack(s *Store, regs *unix.PtraceRegs, m target) string {
+	inst := &s.Inst
+	n := s.Size
+	if n != 8 && !(n == 2 && inst.Op == x86asm.PUSH) {
+		return "odd operand size"
+	}
+	next := regs.Rip + uint64(s.Len)
+	operand := func(a x86asm.Arg, size uint64) (uint64, string) {
+		switch a := a.(type) {
+		case x86asm.Reg:
+			if v, ok := regValue(a, regs); ok {
+				return v, ""
+			}
+			return 0, "source register"
+		case x86asm.Imm:
+			return uint64(a), ""
+		case x86asm.Mem:
+			addr, ok := memAddr(inst, regs, a, 0, 0)
+			if !ok {
+				return 0, "source address"
+			}
+			var b [8]byte
+			if err := m.ReadMemory(addr, b[:size]); err != nil {
+				return 0, "reading the operand"
+			}
+			// The CPU reads it as the target would: reachable checks.
+			em.src = span{addr, addr + size}
+			return getLE(b[:size]), ""
+		}
+		return 0, "source operand"
+	}
+	var v uint64
+	switch inst.Op {
+	case x86asm.PUSH:
+		var why string
+		if v, why = operand(inst.Args[0], n); why != "" {
+			return why
+		}
+	case x86asm.CALL:
+		v = next
+		var target uint64
+		if rel, ok := inst.Args[0].(x86asm.Rel); ok {
+			target = next + uint64(int64(rel))
+		} else {
+			if r, ok := inst.Args[0].(x86asm.Reg); ok && !(r >= x86asm.RAX && r <= x86asm.R15) {
+				return "call target"
+			}
+			var why string
+			if target, why = operand(inst.Args[0], 8); why != "" {
+				return why
+			}
+		}
+		em.regs.Rip = target
+	}
+	putLE(em.out(n), v)
+	em.regs.Rsp = regs.Rsp - n
 	return ""
 }
 
