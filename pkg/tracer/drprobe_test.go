@@ -18,21 +18,13 @@ func TestCheckDebugRegistersAgreesWithPtrace(t *testing.T) {
 	if probe != nil && !errors.Is(probe, ErrDebugRegsDead) {
 		t.Fatalf("the probe could not run as root: %v", probe)
 	}
-	prog := fixture.Build(t, "pkg/tracer/testdata/drwrite.c", "-O1")
 	traps := 0
 	err := Locked(func() error {
-		p, out := launch(t, prog)
+		p, addr, err := startDRWrite(t)
+		if err != nil {
+			return err
+		}
 		defer p.Close()
-		if _, err := p.RunToEntry(); err != nil {
-			return err
-		}
-		if err := p.ResumeAll(); err != nil {
-			return err
-		}
-		var addr uint64
-		if _, err := fmt.Fscanf(bufio.NewReader(out), "0x%x\n", &addr); err != nil {
-			return fmt.Errorf("reading the variable's address: %w", err)
-		}
 		armed := false
 		for {
 			st, err := p.Wait()
@@ -84,4 +76,25 @@ func TestCheckDebugRegistersAgreesWithPtrace(t *testing.T) {
 	case probe != nil:
 		t.Logf("debug registers do not fire on this machine; the hw engine's own tests check the fallback instead")
 	}
+}
+
+// startDRWrite launches testdata/drwrite.c and returns it running towards
+// its int3, with the address of the variable it will then store to.
+func startDRWrite(t *testing.T) (*Process, uint64, error) {
+	prog := fixture.Build(t, "pkg/tracer/testdata/drwrite.c", "-O1")
+	p, out := launch(t, prog)
+	if _, err := p.RunToEntry(); err != nil {
+		p.Close()
+		return nil, 0, err
+	}
+	if err := p.ResumeAll(); err != nil {
+		p.Close()
+		return nil, 0, err
+	}
+	var addr uint64
+	if _, err := fmt.Fscanf(bufio.NewReader(out), "0x%x\n", &addr); err != nil {
+		p.Close()
+		return nil, 0, fmt.Errorf("reading the variable's address: %w", err)
+	}
+	return p, addr, nil
 }

@@ -1,31 +1,21 @@
 package tracer
 
 import (
-	"bufio"
 	"fmt"
 	"testing"
 
-	"github.com/memtrap/memtrap/internal/fixture"
 	"golang.org/x/sys/unix"
 )
 
 // ReadSegments reads what ReadMemory reads, in one call, and stops at the
 // first range the target cannot read.
 func TestReadSegments(t *testing.T) {
-	prog := fixture.Build(t, "pkg/tracer/testdata/drwrite.c", "-O1")
 	err := Locked(func() error {
-		p, out := launch(t, prog)
+		p, addr, err := startDRWrite(t)
+		if err != nil {
+			return err
+		}
 		defer p.Close()
-		if _, err := p.RunToEntry(); err != nil {
-			return err
-		}
-		if err := p.ResumeAll(); err != nil {
-			return err
-		}
-		var addr uint64
-		if _, err := fmt.Fscanf(bufio.NewReader(out), "0x%x\n", &addr); err != nil {
-			return err
-		}
 		st, err := p.Wait()
 		if err != nil || st.Kind != StopSignal || st.Sig != int(unix.SIGTRAP) {
 			return fmt.Errorf("stop %+v, %v; want the int3", st, err)
