@@ -17,6 +17,21 @@ import (
 // it reaches the new image's entry point; it stays traced until it exits,
 // which the parent's watch reports as a note.
 
+// childWatch is an empty watch of a followed child c of w's process: w's
+// options (libraries loaded later are followed in the first process
+// only), and w's filter spans, which c inherited with the filters.
+func (w *Watch) childWatch(c *tracer.Process) *Watch {
+	cw := &Watch{
+		p: c, opts: w.opts, decode: w.decode, root: w.rootWatch(),
+		pages:    map[uint64]*page{},
+		calls:    map[int]*kcall{},
+		shadow:   map[*Region][]byte{},
+		filtered: append([]span(nil), w.filtered...),
+	}
+	cw.opts.OnLibraries = nil
+	return cw
+}
+
 // follow starts watching the child pid of w's process (stopped at its
 // first stop), and lets it run.
 func (w *Watch) follow(pid int) error {
@@ -25,17 +40,8 @@ func (w *Watch) follow(pid int) error {
 		return err
 	}
 	root := w.rootWatch()
-	cw := &Watch{
-		p: c, opts: w.opts, regions: w.regions, decode: w.decode, root: root,
-		pages:  map[uint64]*page{},
-		segv:   w.segv,
-		libBP:  w.libBP,
-		slots:  w.slots,
-		calls:  map[int]*kcall{},
-		shadow: map[*Region][]byte{},
-	}
-	cw.opts.OnLibraries = nil
-	cw.filtered = append([]span(nil), w.filtered...)
+	cw := w.childWatch(c)
+	cw.regions, cw.segv, cw.libBP, cw.slots = w.regions, w.segv, w.libBP, w.slots
 	for a, pg := range w.pages {
 		cp := *pg
 		cw.pages[a] = &cp
@@ -154,15 +160,7 @@ func (w *Watch) followExec(pid int) error {
 		return err
 	}
 	root := w.rootWatch()
-	cw := &Watch{
-		p: c, opts: w.opts, decode: w.decode, root: root,
-		pages:  map[uint64]*page{},
-		calls:  map[int]*kcall{},
-		shadow: map[*Region][]byte{},
-	}
-	cw.opts.OnLibraries = nil
-	// The filters it inherited stop what they stopped for us.
-	cw.filtered = append([]span(nil), w.filtered...)
+	cw := w.childWatch(c)
 	root.children[pid] = cw
 	w.note(fmt.Sprintf("process %d's vfork child %d executed a new program: following it", w.p.Pid, pid))
 	t := c.Thread(pid)
