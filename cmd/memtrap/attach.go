@@ -89,6 +89,7 @@ func (se *session) attachWatch(wopts pagewatch.Options) (Summary, error) {
 		letGo(nil)
 		return Summary{}, err
 	}
+	se.w = w
 	if err := w.Arm(t); err != nil {
 		letGo(w)
 		return Summary{}, err

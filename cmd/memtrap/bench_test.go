@@ -34,21 +34,22 @@ func BenchmarkUnwindSymbolize(b *testing.B) {
 		}
 		opts, _ := se.watchOptions()
 		var frames int
-		opts.Sink = nil
-		opts.Stopped = func(w *pagewatch.Write) error {
+		opts.Unwind = true
+		opts.Report = func(w *pagewatch.Write) (func() error, error) {
 			// The writer stays stopped through all b.N reports.
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if err := se.onStopped(w); err != nil {
-					return err
+				finish, err := se.onReport(w)
+				if err != nil {
+					return nil, err
 				}
-				if err := se.onWrite(w); err != nil {
-					return err
+				if err := finish(); err != nil {
+					return nil, err
 				}
 			}
 			b.StopTimer()
 			frames = 10
-			return nil
+			return nil, nil
 		}
 		w, err := pagewatch.New(p, regions, opts)
 		if err != nil {

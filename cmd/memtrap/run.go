@@ -95,6 +95,7 @@ func (se *session) runWatch(wopts pagewatch.Options) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
+	se.w = w
 	if err := w.Arm(t); err != nil {
 		return Summary{}, err
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ type session struct {
 	pending []*regionSpec // --symbol not found yet: waiting for a library
 	rep     Reporter
 	p       *tracer.Process
+	w       *pagewatch.Watch
 	syms    *symbols.Table   // the first process's image
 	unw     *unwind.Unwinder // over syms
 	// execd holds the images of followed children that executed another
@@ -28,8 +28,6 @@ type session struct {
 	execd   map[int]*image
 	imageOf map[int]*image
 	sigs    chan os.Signal
-	// unwound holds the stacks onStopped took, for onWrite.
-	unwound map[*pagewatch.Write]unwound
 }
 
 // image symbolizes one address space: a symbol table over its maps and an
@@ -55,8 +53,8 @@ func (se *session) image(pid int) *image {
 		return img
 	}
 	img := &image{se.syms, se.unw}
-	if pid != se.p.Pid {
-		if ppid := parentPid(pid); ppid > 1 && ppid != pid {
+	if pid != se.p.Pid && se.w != nil {
+		if ppid := se.w.Parent(pid); ppid != 0 && ppid != pid {
 			img = se.image(ppid)
 		}
 	}
@@ -65,31 +63,6 @@ func (se *session) image(pid int) *image {
 	}
 	se.imageOf[pid] = img
 	return img
-}
-
-// parentPid reads field 4 of /proc/PID/stat; 0 if it cannot.
-func parentPid(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	var state byte
-	var ppid int
-	if _, err := fmt.Sscanf(string(b[i+1:]), " %c %d", &state, &ppid); err != nil {
-		return 0
-	}
-	return ppid
-}
-
-// unwound is a write's stack, taken while its writer was stopped: the
-// frames, and the stack pages read for them, frozen.
-type unwound struct {
-	frames []unwind.Frame
-	mem    *stackWindow
 }
 
 func newSession(f *watchFlags, out io.Writer) *session {
@@ -283,14 +256,12 @@ func (se *session) watchOptions() (pagewatch.Options, error) {
 		FollowForks:  se.flags.follow,
 		StackBytes:   stackPrefetch(se.flags.backtrace),
 		Width:        se.flags.width,
-		Sink:         se.onWrite,
+		Report:       se.onReport,
+		Unwind:       se.flags.backtrace > 0,
 		Notify:       func(m string) { _ = se.rep.Note(m) },
 		OnUnmap:      func(r *pagewatch.Region, how string) { _ = se.rep.Unmapped(r, how) },
 		OnLibraries:  se.onLibraries,
 		OnExec:       se.onExec,
-	}
-	if se.flags.backtrace > 0 {
-		o.Stopped = se.onStopped
 	}
 	if se.flags.completer == "step" {
 		o.Completer = pagewatch.Stepper{}
@@ -305,12 +276,16 @@ func (se *session) watchOptions() (pagewatch.Options, error) {
 	return o, nil
 }
 
-// onStopped runs while the writer is stopped at the writing instruction:
-// its stack is intact, so this is where it is unwound. It reads every stack
-// page the frames span, so that onWrite, which runs once the writer is on
-// its way again, finds the parameters as they were, and reads nothing
-// live: the rest of the report is made off the writer's critical path.
-func (se *session) onStopped(w *pagewatch.Write) error {
+// onReport runs while the writer is stopped at the writing instruction
+// (with a backtrace asked for): its stack is intact, so this is where it is
+// unwound. It reads every stack page the frames span, so that the finish it
+// returns, which runs once the writer is on its way again, finds the
+// parameters as they were and reads nothing live: the rest of the report
+// is made off the writer's critical path.
+func (se *session) onReport(w *pagewatch.Write) (func() error, error) {
+	if se.flags.backtrace <= 0 {
+		return func() error { return se.rep.Write(&WriteEvent{Write: w}) }, nil
+	}
 	mem := &stackWindow{p: w.Thread.Process()}
 	for off := 0; off+stackPage <= len(w.Stack); off += stackPage {
 		mem.keep(w.StackAddr+uint64(off), w.Stack[off:off+stackPage])
@@ -335,53 +310,45 @@ func (se *session) onStopped(w *pagewatch.Write) error {
 		}
 	}
 	mem.frozen = true
-	if se.unwound == nil {
-		se.unwound = map[*pagewatch.Write]unwound{}
-	}
-	se.unwound[w] = unwound{frames, mem}
-	return nil
+	return func() error { return se.rep.Write(se.symbolize(w, frames, mem)) }, nil
 }
 
-// maxFrameSpan bounds the stack onStopped reads for one frame.
+// maxFrameSpan bounds the stack onReport reads for one frame.
 const maxFrameSpan = 64 << 10
 
-// onWrite reports a write, with the backtrace onStopped took.
-func (se *session) onWrite(w *pagewatch.Write) error {
+// symbolize makes a write's event, with the backtrace onReport took.
+func (se *session) symbolize(w *pagewatch.Write, frames []unwind.Frame, mem *stackWindow) *WriteEvent {
 	ev := &WriteEvent{Write: w}
-	if u, ok := se.unwound[w]; ok {
-		delete(se.unwound, w)
-		frames, mem := u.frames, u.mem
-		img := se.image(w.Pid)
-		refreshed := false
-		for i, fr := range frames {
-			// A return address may sit just past its caller's end (a
-			// call to a noreturn function): symbolize pc-1.
-			look := fr.PC
-			if i > 0 && !fr.Signal {
-				look--
-			}
-			loc, ok := img.syms.Lookup(look)
-			if !ok && !refreshed {
-				// A library mapped since we last looked (dlopen).
-				refreshed = true
-				if maps, err := tracer.ReadMaps(w.Pid); err == nil {
-					img.syms.Update(maps)
-					loc, ok = img.syms.Lookup(look)
-				}
-			}
-			f := Frame{PC: fr.PC}
-			if ok {
-				f.Func, f.Module = loc.Func, loc.Module
-				f.Offset = fr.PC - (look - loc.Offset)
-				// The line of the call (pc-1) for outer frames,
-				// as gdb prints it.
-				f.File, f.Line = loc.File, loc.Line
-				f.Args = se.args(img, w, i, fr, look, mem)
-			}
-			ev.Backtrace = append(ev.Backtrace, f)
+	img := se.image(w.Pid)
+	refreshed := false
+	for i, fr := range frames {
+		// A return address may sit just past its caller's end (a call
+		// to a noreturn function): symbolize pc-1.
+		look := fr.PC
+		if i > 0 && !fr.Signal {
+			look--
 		}
+		loc, ok := img.syms.Lookup(look)
+		if !ok && !refreshed {
+			// A library mapped since we last looked (dlopen).
+			refreshed = true
+			if maps, err := tracer.ReadMaps(w.Pid); err == nil {
+				img.syms.Update(maps)
+				loc, ok = img.syms.Lookup(look)
+			}
+		}
+		f := Frame{PC: fr.PC}
+		if ok {
+			f.Func, f.Module = loc.Func, loc.Module
+			f.Offset = fr.PC - (look - loc.Offset)
+			// The line of the call (pc-1) for outer frames, as gdb
+			// prints it.
+			f.File, f.Line = loc.File, loc.Line
+			f.Args = se.args(img, w, i, fr, look, mem)
+		}
+		ev.Backtrace = append(ev.Backtrace, f)
 	}
-	return se.rep.Write(ev)
+	return ev
 }
 
 // setProcess makes p the session's target. Reported writes are buffered

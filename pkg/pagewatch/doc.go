@@ -17,9 +17,11 @@
 // is decoded ([DecodeStore]) to learn which bytes it writes, the watched bytes
 // it may change are snapshotted, a [Completer] lets the write happen, and the
 // bytes are read again. A write that touches a watched byte becomes a [Write]
-// handed to the caller's Sink while the writing thread is still stopped (so
-// that its stack can be unwound); a write to other data on the same page
-// completes silently. Every other signal goes to the target unchanged.
+// handed once to Options.Report: while the writing thread is still stopped
+// when Options.Unwind asks for it (so that its stack can be unwound), and
+// the rest of the report (the finish Report returns) once the writer runs
+// again. A write to other data on the same page completes silently. Every
+// other signal goes to the target unchanged.
 //
 // Correctness never rests on the decoder alone: the watched bytes on every
 // page a write unprotects are compared before and after, so a change the

@@ -195,8 +195,9 @@ func (w *Watch) fault(t *tracer.Thread, siAddr uint64) error {
 // The writer is still stopped; other threads may run if the completer let
 // them (the emulator), which cannot change bytes on a still-armed page.
 //
-// Options.Stopped sees each Write while the writer is stopped; then the
-// writer is resumed (resumed says so), and the Sink sees them.
+// With Options.Unwind, Options.Report sees each Write while the writer is
+// stopped; then the writer is resumed (resumed says so), and what each
+// Report left to finish is done.
 func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 	after := f.after
 	if after == nil {
@@ -217,13 +218,14 @@ func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 	// resume it now, and build the Writes while the target runs. Unless a
 	// signal waits (its delivery may report a signal frame, which must
 	// come after this write), or --when-value may read the target.
-	early := w.opts.Stopped == nil && w.opts.WhenValue == nil && !f.Thread.Deferred()
+	early := !w.opts.Unwind && w.opts.WhenValue == nil && !f.Thread.Deferred()
 	if early {
 		if err := w.resume(f.Thread); err != nil {
 			return false, err
 		}
 	}
 	var out []*Write
+	var finish []func() error
 	for _, r := range w.regions {
 		var lo, hi uint64 = 1<<64 - 1, 0
 		if done && f.Store.Known {
@@ -269,10 +271,12 @@ func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 		if !w.accept(wr, after) {
 			continue
 		}
-		if w.opts.Stopped != nil {
-			if err := w.opts.Stopped(wr); err != nil {
+		if w.opts.Unwind {
+			fin, err := w.hand(wr)
+			if err != nil {
 				return false, err
 			}
+			finish = append(finish, fin)
 		}
 		out = append(out, wr)
 	}
@@ -288,9 +292,15 @@ func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 			wr.Insn = insn
 		}
 	}
-	for _, wr := range out {
-		if w.opts.Sink != nil {
-			if err := w.opts.Sink(wr); err != nil {
+	for i, wr := range out {
+		var fin func() error
+		if w.opts.Unwind {
+			fin = finish[i]
+		} else if fin, err = w.hand(wr); err != nil {
+			return true, err
+		}
+		if fin != nil {
+			if err := fin(); err != nil {
 				return true, err
 			}
 		}
@@ -309,21 +319,25 @@ func (w *Watch) accept(wr *Write, pages map[uint64][]byte) bool {
 	return true
 }
 
-// emit hands a write whose writer stays stopped to Stopped and the Sink,
-// if --when-value keeps it.
+// hand gives a write to Options.Report, and returns what it left to do.
+func (w *Watch) hand(wr *Write) (func() error, error) {
+	if w.opts.Report == nil {
+		return nil, nil
+	}
+	return w.opts.Report(wr)
+}
+
+// emit reports a write whose writer stays stopped throughout (a kernel
+// write, a debug-register hit), if --when-value keeps it.
 func (w *Watch) emit(wr *Write, pages map[uint64][]byte) error {
 	if !w.accept(wr, pages) {
 		return nil
 	}
-	if w.opts.Stopped != nil {
-		if err := w.opts.Stopped(wr); err != nil {
-			return err
-		}
+	fin, err := w.hand(wr)
+	if err != nil || fin == nil {
+		return err
 	}
-	if w.opts.Sink != nil {
-		return w.opts.Sink(wr)
-	}
-	return nil
+	return fin()
 }
 
 // gather assembles [lo, hi) from page snapshots, reading the target for any

@@ -66,8 +66,24 @@ func (w *Watch) follow(pid int) error {
 		}
 	}
 	root.children[pid] = cw
+	root.setParent(pid, w.p.Pid)
 	w.note(fmt.Sprintf("process %d forked %d: following it", w.p.Pid, pid))
 	return c.ResumeAll()
+}
+
+// Parent returns the pid of the followed process that forked pid (also
+// after either has exited), or 0 for the first process and for a process
+// the watch never followed. Writes of a forked child are symbolized with
+// its parent's image until it executes one of its own.
+func (w *Watch) Parent(pid int) int {
+	return w.rootWatch().parents[pid]
+}
+
+func (w *Watch) setParent(pid, parent int) {
+	if w.parents == nil {
+		w.parents = map[int]int{}
+	}
+	w.parents[pid] = parent
 }
 
 func (w *Watch) rootWatch() *Watch {
@@ -162,6 +178,7 @@ func (w *Watch) followExec(pid int) error {
 	root := w.rootWatch()
 	cw := w.childWatch(c)
 	root.children[pid] = cw
+	root.setParent(pid, w.p.Pid)
 	w.note(fmt.Sprintf("process %d's vfork child %d executed a new program: following it", w.p.Pid, pid))
 	t := c.Thread(pid)
 	if cw.opts.OnExec == nil {

@@ -38,13 +38,14 @@ type Write struct {
 	// trap once the store is done) and Insn is empty.
 	AfterPC bool
 	// Regs are the writer's registers at the writing instruction, and
-	// Thread is the writer, stopped there while Options.Stopped runs.
+	// Thread is the writer, stopped there while Options.Report runs
+	// (with Options.Unwind); neither may be used by the finish it returns.
 	Regs   unix.PtraceRegs
 	Thread *tracer.Thread
 	// Stack holds whole pages of the writer's stack from StackAddr (the
-	// page of its RSP) as they are while Options.Stopped runs, when
+	// page of its RSP) as they are while Options.Report runs, when
 	// Options.StackBytes asked for them: an unwinder can read them there
-	// instead of the target. Valid until the Sink call returns.
+	// instead of the target. Valid until Report returns.
 	StackAddr uint64
 	Stack     []byte
 }
@@ -61,9 +62,17 @@ type Options struct {
 	Completer Completer
 	// Engine is EnginePage, EngineHW or EngineAuto (default page).
 	Engine string
-	// Sink receives each reported write, after Stopped; the writer of a
-	// trapped store may be running again by then.
-	Sink func(*Write) error
+	// Report receives each reported write, once. With Unwind set it runs
+	// while the writer is still stopped at the writing instruction (for
+	// kernel writes, at the syscall's end): the place to unwind its stack.
+	// What needs no stopped writer (symbols, formatting, output) goes in
+	// the finish it returns, which the watch calls once the writer of a
+	// trapped store runs again, before the next write is reported. Without
+	// Unwind the watch may resume the writer before calling Report.
+	Report func(*Write) (finish func() error, err error)
+	// Unwind says that Report reads the writer's stack, so it must run
+	// while the writer is stopped.
+	Unwind bool
 	// Notify receives one-line notes about the target's life (exec, fork).
 	Notify func(string)
 	// OnExec, if set, is asked for the regions to watch in the new image
@@ -83,12 +92,6 @@ type Options struct {
 	// filter cannot be removed, so this is for targets memtrap launched
 	// and keeps until they exit (their forked children too).
 	SyscallFilter bool
-	// Stopped, if set, sees each Write first, while its writer is still
-	// stopped at the writing instruction (or, for kernel writes, at the
-	// syscall's end): the place to unwind its stack. The writer of a
-	// trapped store is resumed before the Sink sees the Write, so the Sink
-	// must not use the thread.
-	Stopped func(*Write) error
 	// StackBytes asks for the first StackBytes bytes (whole pages) of the
 	// writer's stack in Write.Stack, read with the fault's own system call
 	// where that can be done.
@@ -134,6 +137,7 @@ type Watch struct {
 
 	root     *Watch         // the watch of the first process, for a followed child's
 	children map[int]*Watch // followed children, by pid (on the root watch)
+	parents  map[int]int    // every followed child's parent, by pid (on the root watch)
 	exited   *tracer.Stop   // the first process's exit, while children run on
 
 	slots  []slot             // hw engine: the debug registers' watches

@@ -65,18 +65,18 @@ func watchRunOpts(t *testing.T, prog string, args []string, regions []*Region, o
 		if err != nil {
 			return err
 		}
-		opts.Stopped = func(*Write) error {
+		opts.Unwind = true
+		opts.Report = func(wr *Write) (func() error, error) {
 			if out.maps == nil {
 				out.maps, _ = tracer.ReadMaps(p.Pid)
 			}
-			return nil
-		}
-		opts.Sink = func(wr *Write) error {
-			c := *wr
-			c.Thread = nil
-			c.Stack = nil
-			out.writes = append(out.writes, &c)
-			return nil
+			return func() error {
+				c := *wr
+				c.Thread = nil
+				c.Stack = nil
+				out.writes = append(out.writes, &c)
+				return nil
+			}, nil
 		}
 		wt, err := New(p, regions, opts)
 		if err != nil {
