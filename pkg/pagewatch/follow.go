@@ -47,12 +47,12 @@ func (w *Watch) follow(pid int) error {
 		cw.pages[a] = &cp
 	}
 	if w.scratch != nil {
-		cw.scratch = &scratch{base: w.scratch.base, free: append([]span(nil), w.scratch.free...)}
+		cw.scratch = w.scratch.Clone()
 		// Bounces in flight belong to other threads of the parent,
 		// which the child does not have.
 		for _, call := range w.calls {
 			for _, b := range call.bounces {
-				cw.scratch.release(b.scratch, uint64(len(b.before)))
+				cw.scratch.Release(b.scratch, uint64(len(b.before)))
 			}
 		}
 	}

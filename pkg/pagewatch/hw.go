@@ -279,17 +279,11 @@ func (w *Watch) hwMemoryCall(t *tracer.Thread, si tracer.SyscallInfo) (bool, err
 	if err := t.Regs(&regs); err != nil {
 		return false, err
 	}
-	if err := t.ResumeSyscall(); err != nil {
-		return false, err
-	}
-	st, err := t.WaitThread()
+	ret, err := t.FinishSyscall()
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("%s: %w", name, err)
 	}
-	if st.Kind != tracer.StopSyscall || st.Syscall.Entry {
-		return false, fmt.Errorf("thread %d: %s stop inside %s", t.Tid, st.Kind, name)
-	}
-	if ret := st.Syscall.Ret; ret < 0 && ret >= -4095 {
+	if ret < 0 && ret >= -4095 {
 		return true, t.Resume(0)
 	}
 	if si.Nr == unix.SYS_MADVISE {

@@ -1,11 +1,11 @@
 package pagewatch
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
 
+	"github.com/memtrap/memtrap/pkg/sysout"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/sys/unix"
 )
@@ -25,141 +25,6 @@ import (
 // The target's own memory management (mprotect, munmap, mremap, madvise,
 // mmap MAP_FIXED) over watched pages runs with the other threads stopped,
 // and the books are brought up to date at its exit.
-
-// outArg is one output buffer of a syscall: the pointer in argument ptr,
-// its size from the arguments (and, for some, from memory).
-type outArg struct {
-	ptr  int
-	size func(a *[6]uint64, read func(addr uint64) uint32) uint64
-}
-
-type sysSpec struct {
-	name string
-	outs []outArg
-}
-
-func fixed(n uint64) func(*[6]uint64, func(uint64) uint32) uint64 {
-	return func(*[6]uint64, func(uint64) uint32) uint64 { return n }
-}
-
-func argSize(i int, mul uint64) func(*[6]uint64, func(uint64) uint32) uint64 {
-	return func(a *[6]uint64, _ func(uint64) uint32) uint64 { return a[i] * mul }
-}
-
-// lenAt: a socklen_t the argument i points to.
-func lenAt(i int) func(*[6]uint64, func(uint64) uint32) uint64 {
-	return func(a *[6]uint64, read func(uint64) uint32) uint64 {
-		if a[i] == 0 {
-			return 0
-		}
-		return uint64(read(a[i]))
-	}
-}
-
-func fdSetSize(a *[6]uint64, _ func(uint64) uint32) uint64 { return (a[0] + 63) / 64 * 8 }
-
-// sysTable lists the x86-64 syscalls that write user memory through a
-// pointer argument, with the size they may write.
-var sysTable = map[int]sysSpec{
-	unix.SYS_READ:              {"read", []outArg{{1, argSize(2, 1)}}},
-	unix.SYS_PREAD64:           {"pread64", []outArg{{1, argSize(2, 1)}}},
-	unix.SYS_RECVFROM:          {"recvfrom", []outArg{{1, argSize(2, 1)}, {4, lenAt(5)}, {5, fixed(4)}}},
-	unix.SYS_GETRANDOM:         {"getrandom", []outArg{{0, argSize(1, 1)}}},
-	unix.SYS_WAIT4:             {"wait4", []outArg{{1, fixed(4)}, {3, fixed(144)}}},
-	unix.SYS_WAITID:            {"waitid", []outArg{{2, fixed(128)}, {4, fixed(144)}}},
-	unix.SYS_EPOLL_WAIT:        {"epoll_wait", []outArg{{1, argSize(2, 12)}}},
-	unix.SYS_EPOLL_PWAIT:       {"epoll_pwait", []outArg{{1, argSize(2, 12)}}},
-	unix.SYS_EPOLL_PWAIT2:      {"epoll_pwait2", []outArg{{1, argSize(2, 12)}}},
-	unix.SYS_POLL:              {"poll", []outArg{{0, argSize(1, 8)}}},
-	unix.SYS_PPOLL:             {"ppoll", []outArg{{0, argSize(1, 8)}, {2, fixed(16)}}},
-	unix.SYS_SELECT:            {"select", []outArg{{1, fdSetSize}, {2, fdSetSize}, {3, fdSetSize}, {4, fixed(16)}}},
-	unix.SYS_PSELECT6:          {"pselect6", []outArg{{1, fdSetSize}, {2, fdSetSize}, {3, fdSetSize}, {4, fixed(16)}}},
-	unix.SYS_NANOSLEEP:         {"nanosleep", []outArg{{1, fixed(16)}}},
-	unix.SYS_CLOCK_NANOSLEEP:   {"clock_nanosleep", []outArg{{3, fixed(16)}}},
-	unix.SYS_ACCEPT:            {"accept", []outArg{{1, lenAt(2)}, {2, fixed(4)}}},
-	unix.SYS_ACCEPT4:           {"accept4", []outArg{{1, lenAt(2)}, {2, fixed(4)}}},
-	unix.SYS_FSTAT:             {"fstat", []outArg{{1, fixed(144)}}},
-	unix.SYS_STAT:              {"stat", []outArg{{1, fixed(144)}}},
-	unix.SYS_LSTAT:             {"lstat", []outArg{{1, fixed(144)}}},
-	unix.SYS_NEWFSTATAT:        {"newfstatat", []outArg{{2, fixed(144)}}},
-	unix.SYS_STATX:             {"statx", []outArg{{4, fixed(256)}}},
-	unix.SYS_STATFS:            {"statfs", []outArg{{1, fixed(120)}}},
-	unix.SYS_FSTATFS:           {"fstatfs", []outArg{{1, fixed(120)}}},
-	unix.SYS_CLOCK_GETTIME:     {"clock_gettime", []outArg{{1, fixed(16)}}},
-	unix.SYS_CLOCK_GETRES:      {"clock_getres", []outArg{{1, fixed(16)}}},
-	unix.SYS_GETTIMEOFDAY:      {"gettimeofday", []outArg{{0, fixed(16)}, {1, fixed(8)}}},
-	unix.SYS_TIME:              {"time", []outArg{{0, fixed(8)}}},
-	unix.SYS_GETDENTS64:        {"getdents64", []outArg{{1, argSize(2, 1)}}},
-	unix.SYS_GETDENTS:          {"getdents", []outArg{{1, argSize(2, 1)}}},
-	unix.SYS_PIPE:              {"pipe", []outArg{{0, fixed(8)}}},
-	unix.SYS_PIPE2:             {"pipe2", []outArg{{0, fixed(8)}}},
-	unix.SYS_SOCKETPAIR:        {"socketpair", []outArg{{3, fixed(8)}}},
-	unix.SYS_UNAME:             {"uname", []outArg{{0, fixed(390)}}},
-	unix.SYS_SYSINFO:           {"sysinfo", []outArg{{0, fixed(112)}}},
-	unix.SYS_GETRUSAGE:         {"getrusage", []outArg{{1, fixed(144)}}},
-	unix.SYS_TIMES:             {"times", []outArg{{0, fixed(32)}}},
-	unix.SYS_GETCWD:            {"getcwd", []outArg{{0, argSize(1, 1)}}},
-	unix.SYS_READLINK:          {"readlink", []outArg{{1, argSize(2, 1)}}},
-	unix.SYS_READLINKAT:        {"readlinkat", []outArg{{2, argSize(3, 1)}}},
-	unix.SYS_RT_SIGPROCMASK:    {"rt_sigprocmask", []outArg{{2, argSize(3, 1)}}},
-	unix.SYS_RT_SIGACTION:      {"rt_sigaction", []outArg{{2, fixed(32)}}},
-	unix.SYS_RT_SIGPENDING:     {"rt_sigpending", []outArg{{0, argSize(1, 1)}}},
-	unix.SYS_SIGALTSTACK:       {"sigaltstack", []outArg{{1, fixed(24)}}},
-	unix.SYS_GETITIMER:         {"getitimer", []outArg{{1, fixed(32)}}},
-	unix.SYS_SETITIMER:         {"setitimer", []outArg{{2, fixed(32)}}},
-	unix.SYS_PRLIMIT64:         {"prlimit64", []outArg{{3, fixed(16)}}},
-	unix.SYS_GETRLIMIT:         {"getrlimit", []outArg{{1, fixed(16)}}},
-	unix.SYS_SCHED_GETAFFINITY: {"sched_getaffinity", []outArg{{2, argSize(1, 1)}}},
-	unix.SYS_GETSOCKNAME:       {"getsockname", []outArg{{1, lenAt(2)}, {2, fixed(4)}}},
-	unix.SYS_GETPEERNAME:       {"getpeername", []outArg{{1, lenAt(2)}, {2, fixed(4)}}},
-	unix.SYS_GETSOCKOPT:        {"getsockopt", []outArg{{3, lenAt(4)}, {4, fixed(4)}}},
-	unix.SYS_GETRESUID:         {"getresuid", []outArg{{0, fixed(4)}, {1, fixed(4)}, {2, fixed(4)}}},
-	unix.SYS_GETRESGID:         {"getresgid", []outArg{{0, fixed(4)}, {1, fixed(4)}, {2, fixed(4)}}},
-	unix.SYS_GETGROUPS:         {"getgroups", []outArg{{1, argSize(0, 4)}}},
-	unix.SYS_CAPGET:            {"capget", []outArg{{1, fixed(24)}}},
-	unix.SYS_MINCORE:           {"mincore", []outArg{{2, func(a *[6]uint64, _ func(uint64) uint32) uint64 { return (a[1] + 4095) / 4096 }}}},
-	unix.SYS_SCHED_GETPARAM:    {"sched_getparam", []outArg{{1, fixed(4)}}},
-	unix.SYS_TIMER_GETTIME:     {"timer_gettime", []outArg{{1, fixed(32)}}},
-	unix.SYS_TIMERFD_GETTIME:   {"timerfd_gettime", []outArg{{1, fixed(32)}}},
-	unix.SYS_IOCTL:             {"ioctl", []outArg{{2, ioctlOut}}},
-	unix.SYS_MSGRCV:            {"msgrcv", []outArg{{1, func(a *[6]uint64, _ func(uint64) uint32) uint64 { return a[2] + 8 }}}},
-	unix.SYS_MQ_TIMEDRECEIVE:   {"mq_timedreceive", []outArg{{1, argSize(2, 1)}, {3, fixed(4)}}},
-	unix.SYS_GETXATTR:          {"getxattr", []outArg{{2, argSize(3, 1)}}},
-	unix.SYS_LGETXATTR:         {"lgetxattr", []outArg{{2, argSize(3, 1)}}},
-	unix.SYS_FGETXATTR:         {"fgetxattr", []outArg{{2, argSize(3, 1)}}},
-	unix.SYS_LISTXATTR:         {"listxattr", []outArg{{1, argSize(2, 1)}}},
-	unix.SYS_LLISTXATTR:        {"llistxattr", []outArg{{1, argSize(2, 1)}}},
-	unix.SYS_FLISTXATTR:        {"flistxattr", []outArg{{1, argSize(2, 1)}}},
-	unix.SYS_GETCPU:            {"getcpu", []outArg{{0, fixed(4)}, {1, fixed(4)}}},
-	unix.SYS_SCHED_GETATTR:     {"sched_getattr", []outArg{{1, argSize(2, 1)}}},
-	unix.SYS_IO_GETEVENTS:      {"io_getevents", []outArg{{3, argSize(2, 32)}}},
-	unix.SYS_GET_ROBUST_LIST:   {"get_robust_list", []outArg{{1, fixed(8)}, {2, fixed(8)}}},
-	unix.SYS_CLOCK_ADJTIME:     {"clock_adjtime", []outArg{{1, fixed(208)}}},
-	unix.SYS_ADJTIMEX:          {"adjtimex", []outArg{{0, fixed(208)}}},
-}
-
-// ioctlOut is what an ioctl may write at its third argument: the size
-// encoded in the request for _IOR/_IOWR requests, a table for the classic
-// terminal and socket ones, nothing for the rest (not followed).
-func ioctlOut(a *[6]uint64, _ func(uint64) uint32) uint64 {
-	req := uint32(a[1])
-	if dir := req >> 30; dir&2 != 0 { // _IOC_READ: the kernel writes
-		return uint64(req >> 16 & 0x3fff)
-	}
-	switch req {
-	case unix.TCGETS:
-		return 36 // struct termios (the kernel's, without speeds)
-	case unix.TIOCGWINSZ:
-		return 8
-	case 0x541b /* FIONREAD */, unix.TIOCOUTQ, unix.TIOCGPGRP, unix.TIOCGSID, unix.TIOCGETD, unix.TIOCMGET, unix.SIOCATMARK:
-		return 4
-	case unix.SIOCGIFCONF:
-		return 16 // struct ifconf (its buffer is not followed)
-	case unix.SIOCGIFNAME, unix.SIOCGIFFLAGS, unix.SIOCGIFADDR, unix.SIOCGIFINDEX, unix.SIOCGIFMTU, unix.SIOCGIFHWADDR, unix.SIOCGIFNETMASK, unix.SIOCGIFBRDADDR:
-		return 40 // struct ifreq
-	}
-	return 0
-}
 
 // maxBounce caps one bounced buffer; a larger one is left to fail as it
 // would have (EFAULT) and said so in a note.
@@ -190,42 +55,6 @@ type kcall struct {
 
 var errScratchFull = errors.New("memtrap's scratch area in the target is full")
 
-// scratch hands out target memory for bounce buffers, first fit.
-type scratch struct {
-	base uint64
-	free []span // sorted, coalesced
-}
-
-func (s *scratch) alloc(n uint64) (uint64, bool) {
-	n = (n + 15) &^ 15
-	for i, f := range s.free {
-		if f.hi-f.lo >= n {
-			a := f.lo
-			s.free[i].lo += n
-			if s.free[i].lo == s.free[i].hi {
-				s.free = append(s.free[:i], s.free[i+1:]...)
-			}
-			return a, true
-		}
-	}
-	return 0, false
-}
-
-func (s *scratch) release(a, n uint64) {
-	n = (n + 15) &^ 15
-	s.free = append(s.free, span{a, a + n})
-	sort.Slice(s.free, func(i, j int) bool { return s.free[i].lo < s.free[j].lo })
-	out := s.free[:1]
-	for _, f := range s.free[1:] {
-		if last := &out[len(out)-1]; last.hi == f.lo {
-			last.hi = f.hi
-		} else {
-			out = append(out, f)
-		}
-	}
-	s.free = out
-}
-
 // mapScratch maps memtrap's scratch area in the target (t stopped at a
 // clean instruction boundary): bounce buffers, and room for a sigaction.
 func (w *Watch) mapScratch(t *tracer.Thread) error {
@@ -234,8 +63,8 @@ func (w *Watch) mapScratch(t *tracer.Thread) error {
 	if err != nil {
 		return fmt.Errorf("mapping memtrap's scratch area in the target: %w", err)
 	}
-	w.scratch = &scratch{base: uint64(addr), free: []span{{uint64(addr), uint64(addr) + scratchSize}}}
-	w.segv.buf, _ = w.scratch.alloc(sigactSize)
+	w.scratch = sysout.NewScratch(uint64(addr), scratchSize)
+	w.segv.buf, _ = w.scratch.Alloc(sigactSize)
 	w.calls = map[int]*kcall{}
 	return nil
 }
@@ -246,7 +75,7 @@ func (w *Watch) dropScratch(t *tracer.Thread) error {
 		return nil
 	}
 	w.p.TraceSyscalls(false)
-	_, err := t.Syscall(unix.SYS_MUNMAP, uintptr(w.scratch.base), scratchSize)
+	_, err := t.Syscall(unix.SYS_MUNMAP, uintptr(w.scratch.Base), scratchSize)
 	w.scratch = nil
 	w.segv = segvGuard{}
 	return err
@@ -310,41 +139,33 @@ func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
 	if w.scratch == nil || !w.opts.KernelWrites {
 		return t.Resume(0)
 	}
-	if vs, ok := vecTable[si.Nr]; ok {
+	if vs, ok := sysout.LookupVec(si.Nr); ok {
 		if w.slots != nil {
-			return w.hwFollow(t, si, vs.name, w.vecOuts(si, vs))
+			return w.hwFollow(t, si, vs.Name, w.vecOuts(si, vs))
 		}
 		return w.vecEntry(t, si, vs)
 	}
-	spec, ok := sysTable[si.Nr]
+	spec, ok := sysout.Lookup(si.Nr)
 	if !ok {
 		return t.Resume(0)
 	}
 	if w.slots != nil {
 		return w.hwCallEntry(t, si, spec)
 	}
-	read32 := func(addr uint64) uint32 {
-		var b [4]byte
-		if w.p.ReadMemory(addr, b[:]) != nil {
-			return 0
-		}
-		return binary.LittleEndian.Uint32(b[:])
-	}
 	var call *kcall
-	for _, o := range spec.outs {
-		ptr := si.Args[o.ptr]
-		n := o.size(&si.Args, read32)
+	for _, o := range spec.Outputs(&si.Args, w.p) {
+		ptr, n := o.Addr, o.Size
 		if ptr == 0 || !w.touchesArmed(ptr, n) {
 			continue
 		}
 		if call == nil {
-			call = &kcall{nr: si.Nr, name: spec.name}
+			call = &kcall{nr: si.Nr, name: spec.Name}
 			if err := t.Regs(&call.regs); err != nil {
 				return err
 			}
 		}
 		if n > maxBounce {
-			w.note(fmt.Sprintf("%s(2) of %d bytes into watched memory at %#x is too large to follow; it fails with EFAULT as the kernel sees it", spec.name, n, ptr))
+			w.note(fmt.Sprintf("%s(2) of %d bytes into watched memory at %#x is too large to follow; it fails with EFAULT as the kernel sees it", spec.Name, n, ptr))
 			continue
 		}
 		before := make([]byte, n)
@@ -352,15 +173,15 @@ func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
 			// Partly unmapped: the call fails as it would have.
 			continue
 		}
-		s, ok := w.scratch.alloc(n)
+		s, ok := w.scratch.Alloc(n)
 		if !ok {
-			w.note(fmt.Sprintf("%s(2): scratch area full; the call fails with EFAULT", spec.name))
+			w.note(fmt.Sprintf("%s(2): scratch area full; the call fails with EFAULT", spec.Name))
 			continue
 		}
 		if err := w.p.WriteMemory(s, before); err != nil {
 			return err
 		}
-		call.bounces = append(call.bounces, bounce{arg: o.ptr, real: ptr, scratch: s, before: before})
+		call.bounces = append(call.bounces, bounce{arg: o.Arg, real: ptr, scratch: s, before: before})
 	}
 	if call == nil || len(call.bounces) == 0 {
 		return t.Resume(0)
@@ -388,23 +209,14 @@ func resumeToExit(t *tracer.Thread, si tracer.SyscallInfo) error {
 // hwCallEntry: on the hw engine the kernel writes watched memory directly
 // (debug registers do not see it); a call whose output covers a region is
 // followed to its exit, where the region is compared with its shadow.
-func (w *Watch) hwCallEntry(t *tracer.Thread, si tracer.SyscallInfo, spec sysSpec) error {
-	read32 := func(addr uint64) uint32 {
-		var b [4]byte
-		if w.p.ReadMemory(addr, b[:]) != nil {
-			return 0
-		}
-		return binary.LittleEndian.Uint32(b[:])
-	}
+func (w *Watch) hwCallEntry(t *tracer.Thread, si tracer.SyscallInfo, spec sysout.Call) error {
 	var outs []span
-	for _, o := range spec.outs {
-		ptr := si.Args[o.ptr]
-		n := o.size(&si.Args, read32)
-		if ptr != 0 && n != 0 && ptr+n > ptr {
-			outs = append(outs, span{ptr, ptr + n})
+	for _, o := range spec.Outputs(&si.Args, w.p) {
+		if o.Size != 0 && o.End() > o.Addr {
+			outs = append(outs, span{o.Addr, o.End()})
 		}
 	}
-	return w.hwFollow(t, si, spec.name, outs)
+	return w.hwFollow(t, si, spec.Name, outs)
 }
 
 // hwFollow follows a call to its exit if one of outs covers a region.
@@ -483,7 +295,7 @@ func (w *Watch) finishCall(t *tracer.Thread) error {
 	for _, b := range call.bounces {
 		after := make([]byte, len(b.before))
 		err := w.p.ReadMemory(b.scratch, after)
-		w.scratch.release(b.scratch, uint64(len(b.before)))
+		w.scratch.Release(b.scratch, uint64(len(b.before)))
 		if err != nil {
 			return err
 		}
@@ -594,17 +406,10 @@ func (w *Watch) memoryCall(t *tracer.Thread, si tracer.SyscallInfo) (bool, error
 	if err := t.Regs(&regs); err != nil {
 		return false, err
 	}
-	if err := t.ResumeSyscall(); err != nil {
-		return false, err
-	}
-	st, err := t.WaitThread()
+	ret, err := t.FinishSyscall()
 	if err != nil {
 		return false, err
 	}
-	if st.Kind != tracer.StopSyscall || st.Syscall.Entry {
-		return false, fmt.Errorf("thread %d: %s stop inside %d", t.Tid, st.Kind, si.Nr)
-	}
-	ret := st.Syscall.Ret
 	if ret >= 0 || si.Nr == unix.SYS_MMAP && ret < -4095 {
 		switch si.Nr {
 		case unix.SYS_MPROTECT, unix.SYS_PKEY_MPROTECT:

@@ -152,11 +152,11 @@ type altStack struct {
 
 // askAltStack asks the thread for its alternate signal stack.
 func (w *Watch) askAltStack(t *tracer.Thread) (span, bool) {
-	buf, ok := w.scratch.alloc(24)
+	buf, ok := w.scratch.Alloc(24)
 	if !ok {
 		return span{}, false
 	}
-	defer w.scratch.release(buf, 24)
+	defer w.scratch.Release(buf, 24)
 	if _, err := t.Syscall(unix.SYS_SIGALTSTACK, 0, uintptr(buf)); err != nil {
 		return span{}, false
 	}

@@ -3,6 +3,7 @@ package pagewatch
 import (
 	"sort"
 
+	"github.com/memtrap/memtrap/pkg/sysout"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/sys/unix"
 )
@@ -67,11 +68,11 @@ func (w *Watch) followSyscalls(t *tracer.Thread) error {
 		return err
 	}
 	n := uint64(8*len(prog) + 16)
-	buf, ok := w.scratch.alloc(n)
+	buf, ok := w.scratch.Alloc(n)
 	if !ok {
 		return errScratchFull
 	}
-	defer w.scratch.release(buf, n)
+	defer w.scratch.Release(buf, n)
 	if err := t.InstallFilter(prog, buf); err != nil {
 		return err
 	}
@@ -144,7 +145,7 @@ func (w *Watch) filterCovers(spans []span) bool {
 	return true
 }
 
-// filterRules: a call from sysTable stops when one of its output pointers
+// filterRules: a call sysout knows stops when one of its output pointers
 // lies in a watched span or up to maxBounce below it (larger outputs are
 // not followed anyway); a memory-management call when its address lies in
 // a span or up to mmSlack below.
@@ -160,21 +161,13 @@ func filterRules(spans []span) []tracer.FilterRule {
 		}
 		return out
 	}
-	var nrs []int
-	for nr := range sysTable {
-		nrs = append(nrs, nr)
-	}
-	sort.Ints(nrs)
 	var rules []tracer.FilterRule
 	buffers := ranges(maxBounce)
-	for _, nr := range nrs {
-		var args []int
-		for _, o := range sysTable[nr].outs {
-			args = append(args, o.ptr)
-		}
-		rules = append(rules, tracer.FilterRule{Nr: nr, Args: args, Ranges: buffers})
+	for _, nr := range sysout.Numbers() {
+		c, _ := sysout.Lookup(nr)
+		rules = append(rules, tracer.FilterRule{Nr: nr, Args: c.PointerArgs(), Ranges: buffers})
 	}
-	for nr := range vecTable {
+	for _, nr := range sysout.VecNumbers() {
 		// The buffers are listed in memory, out of the filter's sight.
 		rules = append(rules, tracer.FilterRule{Nr: nr})
 	}

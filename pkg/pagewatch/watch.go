@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync/atomic"
 
+	"github.com/memtrap/memtrap/pkg/sysout"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/sys/unix"
 )
@@ -128,10 +129,10 @@ type Watch struct {
 	alt         map[*tracer.Thread]altStack                   // known alternate signal stacks (altStack)
 	decode      func([]byte, *unix.PtraceRegs) (Store, error) // DecodeStore; tests replace it
 
-	scratch *scratch       // bounce buffers for kernel writes, in the target
-	calls   map[int]*kcall // bounced syscalls in progress, by tid
-	segv    segvGuard      // the target's SIGSEGV action, kept from force_sig
-	libBP   uint64         // _dl_debug_state, where an int3 stands (WatchLibraries)
+	scratch *sysout.Scratch // bounce buffers for kernel writes, in the target
+	calls   map[int]*kcall  // bounced syscalls in progress, by tid
+	segv    segvGuard       // the target's SIGSEGV action, kept from force_sig
+	libBP   uint64          // _dl_debug_state, where an int3 stands (WatchLibraries)
 	// filtered: the spans the installed syscall filters stop calls for.
 	filtered []span
 
@@ -461,7 +462,7 @@ func (w *Watch) releaseChild(pid int) error {
 		w.note(fmt.Sprintf("child %d: %v", pid, err))
 	}
 	if w.scratch != nil {
-		if _, err := t.Syscall(unix.SYS_MUNMAP, uintptr(w.scratch.base), scratchSize); err != nil {
+		if _, err := t.Syscall(unix.SYS_MUNMAP, uintptr(w.scratch.Base), scratchSize); err != nil {
 			w.note(fmt.Sprintf("child %d: %v", pid, err))
 		}
 	}

@@ -91,3 +91,21 @@ func (t *Thread) WaitThread() (Stop, error) {
 		}
 	}
 }
+
+// FinishSyscall runs a thread stopped at a system call's entry (its own
+// call, maybe with rewritten arguments) to that call's exit, and returns
+// the call's result; the thread stays stopped at the exit. The other
+// threads keep their stops for Wait.
+func (t *Thread) FinishSyscall() (int64, error) {
+	if err := t.ResumeSyscall(); err != nil {
+		return 0, err
+	}
+	st, err := t.WaitThread()
+	if err != nil {
+		return 0, err
+	}
+	if st.Kind != StopSyscall || st.Syscall.Entry {
+		return 0, fmt.Errorf("thread %d: %s stop inside a system call", t.Tid, st.Kind)
+	}
+	return st.Syscall.Ret, nil
+}
