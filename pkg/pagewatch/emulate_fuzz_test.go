@@ -4,7 +4,7 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 	"testing"
 
-	"github.com/memtrap/memtrap/pkg/tracer"
+	"github.com/memtrap/memtrap/pkg/x86/xsave"
 )
 
 // fakeTarget is a process without a process: memory whose bytes are a
@@ -31,8 +31,8 @@ func (f *fakeTarget) XState(buf []byte) (int, error) {
 	for i := range buf {
 		buf[i] = byte(i * 13)
 	}
-	if len(buf) >= tracer.XStateBVOffset+8 {
-		putLE(buf[tracer.XStateBVOffset:], ^uint64(0))
+	if len(buf) >= xsave.BVOffset+8 {
+		putLE(buf[xsave.BVOffset:], ^uint64(0))
 	}
 	return len(buf), nil
 }
