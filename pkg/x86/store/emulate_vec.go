@@ -1,4 +1,4 @@
-package pagewatch
+package store
 
 import (
 	"github.com/memtrap/memtrap/pkg/x86/xsave"
@@ -90,7 +90,7 @@ func vecWidth(r x86asm.Reg) uint64 {
 	return 0
 }
 
-func (em *emulation) vector(s *Store, m target) string {
+func (em *Emulation) vector(s *Store, m Target) string {
 	inst := &s.Inst
 	v, why := vecStoreOf(inst, s.Size)
 	if why != "" {
@@ -135,7 +135,7 @@ func maskElement(op x86asm.Op) uint64 {
 // writeMask turns the write mask of an AVX-512 store into em.mask, one bit
 // per byte: element i of size bytes is written if bit i of the opmask
 // register is set. Masked-out elements neither change nor fault.
-func (em *emulation) writeMask(inst *x86asm.Inst, size uint64, m target) string {
+func (em *Emulation) writeMask(inst *x86asm.Inst, size uint64, m Target) string {
 	elem := maskElement(inst.Op)
 	if elem == 0 || size%elem != 0 || size > 64 {
 		return "masked " + inst.Op.String()
@@ -175,7 +175,7 @@ func (em *emulation) writeMask(inst *x86asm.Inst, size uint64, m target) string 
 // little as the register needs: the FXSAVE image for MMX and XMM0-15, the
 // XSAVE image as far as the last component that holds part of r for the
 // rest.
-func readVec(m target, r x86asm.Reg, out []byte) string {
+func readVec(m Target, r x86asm.Reg, out []byte) string {
 	var fx [512]byte
 	switch {
 	case r >= x86asm.M0 && r <= x86asm.M7:
