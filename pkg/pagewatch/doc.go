@@ -14,7 +14,7 @@
 // # A trapped write
 //
 // A SIGSEGV with SEGV_ACCERR on an armed page is ours: the instruction at RIP
-// is decoded ([DecodeStore]) to learn which bytes it writes, the watched bytes
+// is decoded ([store.Decode]) to learn which bytes it writes, the watched bytes
 // it may change are snapshotted, a [Completer] lets the write happen, and the
 // bytes are read again. A write that touches a watched byte becomes a [Write]
 // handed once to Options.Report: while the writing thread is still stopped

@@ -2,6 +2,7 @@ package pagewatch
 
 import (
 	"github.com/memtrap/memtrap/pkg/tracer"
+	"github.com/memtrap/memtrap/pkg/x86/store"
 	"golang.org/x/sys/unix"
 )
 
@@ -96,16 +97,18 @@ func (e Emulator) Complete(w *Watch, f *Fault) (bool, error) {
 // emulate does f's store or says why not, with nothing changed. An error
 // means the thread's state is no longer known.
 func (e Emulator) emulate(w *Watch, f *Fault) (string, error) {
-	var em emulation
-	if why := em.run(&f.Store, &f.Regs, liveTarget{w.p, f.Thread}); why != "" {
+	em, why := store.Emulate(&f.Store, &f.Regs, liveTarget{w.p, f.Thread})
+	if why != "" {
 		return why, nil
 	}
-	dst := em.written()
-	if em.masked && (f.SiAddr < dst.lo || f.SiAddr >= dst.hi) {
+	var dst, src span
+	dst.lo, dst.hi = em.Written()
+	src.lo, src.hi = em.Source()
+	if em.Masked() && (f.SiAddr < dst.lo || f.SiAddr >= dst.hi) {
 		// The decoder's address is not known to agree with the CPU's.
 		return "masked store off the fault", nil
 	}
-	if why := w.reachable(dst, em.src); why != "" {
+	if why := w.reachable(dst, src); why != "" {
 		return why, nil
 	}
 	for a := pageDown(dst.lo); a < dst.hi; a += pageSize {
@@ -113,41 +116,43 @@ func (e Emulator) emulate(w *Watch, f *Fault) (string, error) {
 			return "", err
 		}
 	}
-	if em.old == nil && pageDown(dst.lo) != pageDown(dst.hi-1) {
+	addr, old := em.Addr(), em.Old()
+	if old == nil && pageDown(dst.lo) != pageDown(dst.hi-1) {
 		// A write over several pages can fail half-way (a page unmapped
 		// meanwhile): keep what to put back.
-		em.old = make([]byte, len(em.data))
-		err := em.runs(func(lo, hi uint64) error { return w.p.ReadMemory(em.addr+lo, em.old[lo:hi]) })
+		old = make([]byte, len(em.Data()))
+		err := em.Runs(func(lo, hi uint64) error { return w.p.ReadMemory(addr+lo, old[lo:hi]) })
 		if err != nil {
 			return "reading the destination", nil
 		}
 	}
-	written, err := em.apply(w.p, f.Thread)
+	written, err := apply(em, w.p, f.Thread)
 	switch {
 	case err != nil && written:
 		return "", err
 	case err != nil:
-		if em.old != nil {
-			_ = em.runs(func(lo, hi uint64) error { return w.p.WriteMemory(em.addr+lo, em.old[lo:hi]) })
+		if old != nil {
+			_ = em.Runs(func(lo, hi uint64) error { return w.p.WriteMemory(addr+lo, old[lo:hi]) })
 		}
 		return "writing the destination", nil
 	}
-	f.after = em.after(f.before, w.hullBuf)
+	f.after = pagesAfter(em, f.before, w.hullBuf)
 	return "", nil
 }
 
-// after is what the watched bytes of the pages in before hold once em's
-// bytes are in: nothing else can have changed them, as an armed page traps
-// every other writer (threads) or has its calls bounced (the kernel), and
-// a shared page never reaches the emulator. It saves reading them back.
-func (em *emulation) after(before map[uint64][]byte, buf func() []byte) map[uint64][]byte {
+// pagesAfter is what the watched bytes of the pages in before hold once
+// em's bytes are in: nothing else can have changed them, as an armed page
+// traps every other writer (threads) or has its calls bounced (the kernel),
+// and a shared page never reaches the emulator. It saves reading them back.
+func pagesAfter(em *store.Emulation, before map[uint64][]byte, buf func() []byte) map[uint64][]byte {
+	addr, data := em.Addr(), em.Data()
 	out := make(map[uint64][]byte, len(before))
 	for a, b := range before {
 		nb := buf()
 		copy(nb, b)
-		_ = em.runs(func(lo, hi uint64) error {
-			if s, ok := (span{em.addr + lo, em.addr + hi}).intersect(span{a, a + pageSize}); ok {
-				copy(nb[s.lo-a:s.hi-a], em.data[s.lo-em.addr:s.hi-em.addr])
+		_ = em.Runs(func(lo, hi uint64) error {
+			if s, ok := (span{addr + lo, addr + hi}).intersect(span{a, a + pageSize}); ok {
+				copy(nb[s.lo-a:s.hi-a], data[s.lo-addr:s.hi-addr])
 			}
 			return nil
 		})
@@ -158,11 +163,13 @@ func (em *emulation) after(before map[uint64][]byte, buf func() []byte) map[uint
 
 // apply performs an emulation on the target: the bytes, then the registers.
 // written says whether the bytes went in.
-func (em *emulation) apply(p *tracer.Process, t *tracer.Thread) (written bool, err error) {
-	if err := em.runs(func(lo, hi uint64) error { return p.WriteMemory(em.addr+lo, em.data[lo:hi]) }); err != nil {
+func apply(em *store.Emulation, p *tracer.Process, t *tracer.Thread) (written bool, err error) {
+	addr, data := em.Addr(), em.Data()
+	if err := em.Runs(func(lo, hi uint64) error { return p.WriteMemory(addr+lo, data[lo:hi]) }); err != nil {
 		return false, err
 	}
-	return true, t.SetRegs(&em.regs)
+	regs := em.Regs()
+	return true, t.SetRegs(&regs)
 }
 
 // liveTarget is a stopped thread of the traced process.

@@ -8,40 +8,7 @@ import (
 
 	"github.com/memtrap/memtrap/internal/fixture"
 	"github.com/memtrap/memtrap/pkg/tracer"
-	"golang.org/x/sys/unix"
 )
-
-// BenchmarkEmulateMov: what the fast path computes per trapped MOV, decode
-// included, without the ptrace calls around it.
-func BenchmarkEmulateMov(b *testing.B) {
-	code := []byte{0x48, 0x89, 0x05, 0xe5, 0x2e, 0x00, 0x00} // mov [rip+0x2ee5], rax
-	regs := unix.PtraceRegs{Rip: 0x401000, Rax: 42, Eflags: 0x246}
-	fake := &fakeTarget{}
-	for b.Loop() {
-		s, err := DecodeStore(code, &regs)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var em emulation
-		if why := em.run(&s, &regs, fake); why != "" {
-			b.Fatal(why)
-		}
-	}
-}
-
-// BenchmarkEmulateAdd: the same for a read-modify-write with flags.
-func BenchmarkEmulateAdd(b *testing.B) {
-	code := []byte{0x48, 0x01, 0x05, 0xe5, 0x2e, 0x00, 0x00} // add [rip+0x2ee5], rax
-	regs := unix.PtraceRegs{Rip: 0x401000, Rax: 42, Eflags: 0x246}
-	fake := &fakeTarget{}
-	for b.Loop() {
-		s, _ := DecodeStore(code, &regs)
-		var em emulation
-		if why := em.run(&s, &regs, fake); why != "" {
-			b.Fatal(why)
-		}
-	}
-}
 
 // BenchmarkTrappedWrite: the whole cost of one trapped write to a watched
 // counter, from the target's store to its resumption, for each completer,

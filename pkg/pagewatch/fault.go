@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 
 	"github.com/memtrap/memtrap/pkg/tracer"
+	"github.com/memtrap/memtrap/pkg/x86/store"
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
 )
@@ -12,7 +13,7 @@ import (
 type Fault struct {
 	Thread *tracer.Thread
 	Regs   unix.PtraceRegs // at the faulting instruction
-	Store  Store           // what the decoder says it writes (Known may be false)
+	Store  store.Store     // what the decoder says it writes (Known may be false)
 	SiAddr uint64          // the address the CPU faulted on
 	before map[uint64][]byte
 	// stack: whole pages of the writer's stack from stackAddr, read with

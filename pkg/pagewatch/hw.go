@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/memtrap/memtrap/pkg/tracer"
+	"github.com/memtrap/memtrap/pkg/x86/store"
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
 )
@@ -204,14 +205,14 @@ func regionPages(r *Region, now []byte) map[uint64][]byte {
 // that changed and the slots that fired. An instruction that changed its own
 // address registers (PUSH, STOS) finds no candidate and leaves the report at
 // "just before RIP".
-func (w *Watch) storeBefore(regs *unix.PtraceRegs, lo, hi uint64, changed bool, dr6 uint64) (Store, bool) {
+func (w *Watch) storeBefore(regs *unix.PtraceRegs, lo, hi uint64, changed bool, dr6 uint64) (store.Store, bool) {
 	const back = 15
 	var code [back]byte
 	start := regs.Rip - back
 	if err := w.p.ReadMemory(start, code[:]); err != nil {
-		return Store{}, false
+		return store.Store{}, false
 	}
-	var found Store
+	var found store.Store
 	n := 0
 	for k := 1; k <= back; k++ {
 		r := *regs

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 
 	"github.com/memtrap/memtrap/pkg/tracer"
+	"github.com/memtrap/memtrap/pkg/x86/xsave"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,7 +20,7 @@ import (
 
 // frameRoom is how far below a stack pointer a signal frame can reach: the
 // red zone, the XSAVE image and the rest of the frame, with margin.
-func frameRoom() uint64 { return uint64(tracer.XStateSize()) + 128 + 2048 }
+func frameRoom() uint64 { return uint64(xsave.Size()) + 128 + 2048 }
 
 // deliver resumes t, stopped at the delivery of sig, delivering it.
 func (w *Watch) deliver(t *tracer.Thread, sig int) error {

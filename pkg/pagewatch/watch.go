@@ -8,6 +8,7 @@ import (
 
 	"github.com/memtrap/memtrap/pkg/sysout"
 	"github.com/memtrap/memtrap/pkg/tracer"
+	"github.com/memtrap/memtrap/pkg/x86/store"
 	"golang.org/x/sys/unix"
 )
 
@@ -126,8 +127,8 @@ type Watch struct {
 	entryOrig byte
 	// saidIOURing: the note that io_uring is not followed was given.
 	saidIOURing bool
-	alt         map[*tracer.Thread]altStack                   // known alternate signal stacks (altStack)
-	decode      func([]byte, *unix.PtraceRegs) (Store, error) // DecodeStore; tests replace it
+	alt         map[*tracer.Thread]altStack                         // known alternate signal stacks (altStack)
+	decode      func([]byte, *unix.PtraceRegs) (store.Store, error) // store.Decode; tests replace it
 
 	scratch *sysout.Scratch // bounce buffers for kernel writes, in the target
 	calls   map[int]*kcall  // bounced syscalls in progress, by tid
@@ -175,7 +176,7 @@ func New(p *tracer.Process, regions []*Region, opts Options) (*Watch, error) {
 			return nil, err
 		}
 	}
-	w := &Watch{p: p, opts: opts, regions: regions, pages: map[uint64]*page{}, decode: DecodeStore, children: map[int]*Watch{}}
+	w := &Watch{p: p, opts: opts, regions: regions, pages: map[uint64]*page{}, decode: store.Decode, children: map[int]*Watch{}}
 	switch opts.Engine {
 	case "", EnginePage:
 	case EngineHW, EngineAuto:

@@ -8,6 +8,7 @@ import (
 
 	"github.com/memtrap/memtrap/internal/fixture"
 	"github.com/memtrap/memtrap/pkg/tracer"
+	"github.com/memtrap/memtrap/pkg/x86/store"
 	"golang.org/x/sys/unix"
 )
 
@@ -175,7 +176,7 @@ func TestEqualValueStoresAreWrites(t *testing.T) {
 func TestWithoutDecoder(t *testing.T) {
 	prog, area := stores(t)
 	blind := func(w *Watch) {
-		w.decode = func([]byte, *unix.PtraceRegs) (Store, error) { return Store{}, nil }
+		w.decode = func([]byte, *unix.PtraceRegs) (store.Store, error) { return store.Store{}, nil }
 	}
 	o := watchRun(t, prog, []string{"mixed"}, []*Region{{Name: "b", Addr: area + 64, Len: 1}}, blind)
 	// The first store writes 0 over 0: invisible without a decoder.

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/memtrap/memtrap/internal/fixture"
+	"github.com/memtrap/memtrap/pkg/x86/xsave"
 	"golang.org/x/sys/cpu"
 	"golang.org/x/sys/unix"
 )
@@ -40,29 +41,6 @@ func assemble(t *testing.T, src string) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-func TestXSaveLayout(t *testing.T) {
-	if !cpu.X86.HasAVX {
-		t.Skip("no AVX")
-	}
-	off, size, ok := XSaveComponent(XCompYMMHi128)
-	// The standard format has put the YMM upper halves right after the
-	// 512-byte legacy area and the 64-byte header since AVX began.
-	if !ok || off != 576 || size != 256 {
-		t.Fatalf("YMM_Hi128 at %d, %d bytes, %v; want 576, 256", off, size, ok)
-	}
-	if cpu.X86.HasAVX512F {
-		for _, c := range []struct{ i, size int }{{XCompOpmask, 64}, {XCompZMMHi256, 512}, {XCompHi16ZMM, 1024}} {
-			off, size, ok := XSaveComponent(c.i)
-			if !ok || size != c.size || off < 576+256 || off+size > XStateSize() {
-				t.Errorf("component %d at %d, %d bytes, %v (image %d bytes)", c.i, off, size, ok, XStateSize())
-			}
-		}
-	}
-	if _, _, ok := XSaveComponent(1); ok {
-		t.Error("component 1 (SSE) is in the legacy area, not a component of its own")
-	}
 }
 
 // TestXState loads every vector register of a target with a known pattern
@@ -135,7 +113,7 @@ func TestXState(t *testing.T) {
 		if err := th.FPRegs(&fx); err != nil {
 			return err
 		}
-		xs := make([]byte, XStateSize())
+		xs := make([]byte, xsave.Size())
 		n, err := th.XState(xs)
 		if err != nil {
 			return err
@@ -150,13 +128,13 @@ func TestXState(t *testing.T) {
 			return fmt.Errorf("FXSAVE image and XSAVE legacy area differ")
 		}
 		for i := range 8 {
-			if got, want := fx[FXSaveMMOffset+16*i:][:8], pattern[2048+8*i:][:8]; !bytes.Equal(got, want) {
+			if got, want := fx[xsave.MMOffset+16*i:][:8], pattern[2048+8*i:][:8]; !bytes.Equal(got, want) {
 				t.Errorf("mm%d = % x, want % x", i, got, want)
 			}
 		}
-		bv := leUint64(xs[XStateBVOffset:])
+		bv := leUint64(xs[xsave.BVOffset:])
 		comp := func(c, off, n int) []byte {
-			o, size, ok := XSaveComponent(c)
+			o, size, ok := xsave.Component(c)
 			if !ok || off+n > size || o+off+n > len(xs) || bv&(1<<c) == 0 {
 				t.Errorf("component %d: at %d size %d ok %v, image %d bytes, XSTATE_BV %#x", c, o, size, ok, len(xs), bv)
 				return make([]byte, n)
@@ -167,14 +145,14 @@ func TestXState(t *testing.T) {
 			var got []byte
 			switch {
 			case r >= 16:
-				got = comp(XCompHi16ZMM, 64*(r-16), 64)
+				got = comp(xsave.Hi16ZMM, 64*(r-16), 64)
 			default:
-				got = append([]byte(nil), fx[FXSaveXMMOffset+16*r:][:16]...)
+				got = append([]byte(nil), fx[xsave.XMMOffset+16*r:][:16]...)
 				if width >= 32 {
-					got = append(got, comp(XCompYMMHi128, 16*r, 16)...)
+					got = append(got, comp(xsave.YMMHi128, 16*r, 16)...)
 				}
 				if width == 64 {
-					got = append(got, comp(XCompZMMHi256, 32*r, 32)...)
+					got = append(got, comp(xsave.ZMMHi256, 32*r, 32)...)
 				}
 			}
 			if want := pattern[64*r:][:width]; !bytes.Equal(got, want) {
@@ -182,7 +160,7 @@ func TestXState(t *testing.T) {
 			}
 		}
 		if cpu.X86.HasAVX512BW {
-			if got, want := comp(XCompOpmask, 0, 64), pattern[2048+64:][:64]; !bytes.Equal(got, want) {
+			if got, want := comp(xsave.Opmask, 0, 64), pattern[2048+64:][:64]; !bytes.Equal(got, want) {
 				t.Errorf("k0-k7 = % x, want % x", got, want)
 			}
 		}
@@ -236,8 +214,8 @@ func BenchmarkFPRegs(b *testing.B) {
 }
 
 func BenchmarkXState(b *testing.B) {
-	end := XStateSize()
-	if off, size, ok := XSaveComponent(XCompHi16ZMM); ok {
+	end := xsave.Size()
+	if off, size, ok := xsave.Component(xsave.Hi16ZMM); ok {
 		end = off + size
 	}
 	xs := make([]byte, end)

@@ -1,4 +1,4 @@
-package pagewatch
+package store
 
 import (
 	"encoding/hex"
@@ -183,7 +183,7 @@ func TestDecodeStore(t *testing.T) {
 				c.regs(&regs)
 			}
 			code := mustHex(t, c.code)
-			s, err := DecodeStore(code, &regs)
+			s, err := Decode(code, &regs)
 			if err != nil {
 				t.Fatalf("% x: %v", code, err)
 			}
@@ -218,7 +218,7 @@ func TestDecodeStoreErrors(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			regs := testRegs()
-			s, err := DecodeStore(mustHex(t, c.code), &regs)
+			s, err := Decode(mustHex(t, c.code), &regs)
 			if err == nil || !errors.Is(err, ErrUndecodable) {
 				t.Fatalf("got %+v, %v; want ErrUndecodable", s, err)
 			}
@@ -241,7 +241,7 @@ func TestDecodeStoreCodeLonger(t *testing.T) {
 			c.regs(&regs)
 		}
 		code := mustHex(t, c.code)
-		want, err := DecodeStore(code, &regs)
+		want, err := Decode(code, &regs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -250,7 +250,7 @@ func TestDecodeStoreCodeLonger(t *testing.T) {
 			for i := want.Len; i < len(long); i++ {
 				long[i] = fill
 			}
-			got, err := DecodeStore(long, &regs)
+			got, err := Decode(long, &regs)
 			if err != nil || got.Len != want.Len || got.Addr != want.Addr || got.Size != want.Size || got.Known != want.Known || got.Rep != want.Rep {
 				t.Errorf("%s followed by %#x: got %+v, %v; want %+v", c.name, fill, got, err, want)
 			}
@@ -372,7 +372,7 @@ func TestMemoryFirstOpsClassified(t *testing.T) {
 			seen[inst.Op] = true
 			t.Errorf("% x: %v has a memory destination but is not in the write table", code[:inst.Len], inst)
 		}
-		s, err := DecodeStore(code, &regs)
+		s, err := Decode(code, &regs)
 		if err != nil {
 			t.Errorf("% x: %v", code, err)
 			return
@@ -415,7 +415,7 @@ func TestDecodePrefixedVEX(t *testing.T) {
 		{"67 c5 fe 7f 00", 0x1000, 32, 5},                           // vmovdqu [eax], ymm0
 		{"64 67 c5 fe 7f 00", 0x7f00_0000_0000 + 0x1000, 32, 6},     // both
 	} {
-		s, err := DecodeStore(mustHex(t, c.code), &regs)
+		s, err := Decode(mustHex(t, c.code), &regs)
 		if err != nil {
 			t.Errorf("%s: %v", c.code, err)
 			continue
@@ -424,7 +424,7 @@ func TestDecodePrefixedVEX(t *testing.T) {
 			t.Errorf("%s (%v): addr %#x size %d len %d known %v; want %#x %d %d", c.code, s.Inst, s.Addr, s.Size, s.Len, s.Known, c.addr, c.size, c.n)
 		}
 	}
-	s, err := DecodeStore(mustHex(t, "64 62 e1 fe 48 7f 0f"), &regs) // vmovdqu64 fs:[rdi], zmm17
+	s, err := Decode(mustHex(t, "64 62 e1 fe 48 7f 0f"), &regs) // vmovdqu64 fs:[rdi], zmm17
 	if err != nil || s.Addr != 0x7f00_0000_2000 || s.Size != 64 || s.Len != 7 {
 		t.Errorf("EVEX behind FS: %+v %v", s, err)
 	}

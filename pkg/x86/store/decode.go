@@ -1,4 +1,4 @@
-package pagewatch
+package store
 
 import (
 	"errors"
@@ -34,7 +34,7 @@ var ErrUndecodable = errors.New("undecodable instruction")
 // maxInstLen is the architectural limit; the CPU raises #GP beyond it.
 const maxInstLen = 15
 
-// DecodeStore decodes the instruction at the start of code (up to 15 bytes;
+// Decode decodes the instruction at the start of code (up to 15 bytes;
 // fewer if the page ends) executing with regs, in 64-bit mode, and says what
 // it writes to memory.
 //
@@ -42,7 +42,7 @@ const maxInstLen = 15
 // x86asm's "Op == 0 with a nil error", which it returns for an unknown opcode
 // after a prefix and for most truncated instructions, is such an error too.
 // Without an error, Len is between 1 and len(code).
-func DecodeStore(code []byte, regs *unix.PtraceRegs) (Store, error) {
+func Decode(code []byte, regs *unix.PtraceRegs) (Store, error) {
 	inst, err := decodeInst(code)
 	if err != nil {
 		return Store{}, err
@@ -226,7 +226,7 @@ func kindOf(op x86asm.Op) storeKind {
 
 // WritesMemory reports whether some form of op may write memory (for POP,
 // MOV, ALU ops and the like, only the form with a memory destination does).
-// Ops it does not know, it reports as not writing; DecodeStore is stricter.
+// Ops it does not know, it reports as not writing; Decode is stricter.
 func WritesMemory(op x86asm.Op) bool {
 	switch kindOf(op) {
 	case kindOther, kindRead, kindStringRead:

@@ -1,4 +1,4 @@
-package pagewatch
+package store
 
 import (
 	"errors"
@@ -29,7 +29,7 @@ func FuzzDecodeStore(f *testing.F) {
 	f.Add([]byte{0xc5, 0xfe, 0x7f}, uint64(2), uint64(0))
 	f.Fuzz(func(t *testing.T, code []byte, seed, eflags uint64) {
 		regs := fuzzRegs(seed, eflags)
-		s, err := DecodeStore(code, &regs)
+		s, err := Decode(code, &regs)
 		if err != nil {
 			if !errors.Is(err, ErrUndecodable) || s.Known || s.Len != 0 || s.Size != 0 {
 				t.Fatalf("% x: %+v, %v", code, s, err)
@@ -49,7 +49,7 @@ func FuzzDecodeStore(f *testing.F) {
 			t.Fatalf("% x (%v): a REP read op writes %d bytes", code, s.Inst, s.Size)
 		}
 		// The bytes after the instruction must not matter.
-		again, err := DecodeStore(code[:s.Len], &regs)
+		again, err := Decode(code[:s.Len], &regs)
 		if err != nil || again.Len != s.Len || again.Addr != s.Addr || again.Size != s.Size || again.Known != s.Known || again.Rep != s.Rep {
 			t.Fatalf("% x: %+v; its first %d bytes alone: %+v, %v", code, s, s.Len, again, err)
 		}

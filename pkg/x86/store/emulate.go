@@ -1,4 +1,4 @@
-package pagewatch
+package store
 
 import (
 	"encoding/binary"
@@ -8,18 +8,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// target is what an emulation reads besides the general registers: memory
-// (the operand of a read-modify-write, the source of MOVS) and, for vector
-// stores only, the vector registers. The live one is a stopped thread of
-// the traced process, used from the ptrace thread.
-type target interface {
+// Target is what an emulation reads besides the general registers: memory
+// (the operand of a read-modify-write, the source of MOVS or of a PUSH or
+// CALL from memory) and, for vector stores only, the vector registers. A
+// stopped thread of a traced process is one; a test's fake is another.
+type Target interface {
+	// ReadMemory fills b from addr, all of it or an error.
 	ReadMemory(addr uint64, b []byte) error
+	// FPRegs reads the 512-byte FXSAVE image (layout: pkg/x86/xsave).
 	FPRegs(out *[512]byte) error
+	// XState reads the XSAVE image in the standard format into buf, as
+	// far as buf goes, and returns how many bytes it filled.
 	XState(buf []byte) (int, error)
 }
 
 // maxEmulated caps the bytes one emulation writes (and a MOVS reads): a
-// REP string op over more goes to the fallback.
+// REP STOS or MOVS over more is done in part (see str), any other store
+// over more is refused.
 const maxEmulated = 1 << 20
 
 // EFLAGS bits.
@@ -38,13 +43,15 @@ const (
 	arithFlags = flagCF | flagPF | flagAF | flagZF | flagSF | flagOF
 )
 
-// emulation is one instruction performed on paper: what it writes and the
-// registers after it. Nothing in the target has changed yet.
-type emulation struct {
+// An Emulation is one instruction performed on paper: what it writes and
+// the registers after it. Nothing in the target has changed: the caller
+// writes Data's runs (Runs) at Addr and sets Regs, in that order, to do
+// what the CPU would have done.
+type Emulation struct {
 	addr uint64          // Store.Addr
 	data []byte          // the Store.Size bytes written at addr
 	regs unix.PtraceRegs // the thread's registers after the instruction
-	src  span            // memory the instruction reads besides data's (MOVS), empty if none
+	src  span            // memory the instruction reads besides data's (MOVS, PUSH/CALL m), empty if none
 	old  []byte          // data's bytes before, when data was computed from them (nil otherwise)
 	// masked: only the bytes data[i] with bit i of mask set are written
 	// (an AVX-512 store under a write mask, of at most 64 bytes).
@@ -54,20 +61,63 @@ type emulation struct {
 	prev   [8]byte  // old, for a read-modify-write
 }
 
-// written is the span of the bytes the emulation writes, from the first to
-// the last.
-func (em *emulation) written() span {
-	n := uint64(len(em.data))
-	if !em.masked {
-		return span{em.addr, em.addr + n}
+// span is a range of addresses, [lo, hi).
+type span struct{ lo, hi uint64 }
+
+func (s span) overlaps(o span) bool { return max(s.lo, o.lo) < min(s.hi, o.hi) }
+
+// Emulate works out what the instruction s describes does, executing with
+// regs, reading what else it needs from m. It returns the Emulation when
+// that is the instruction's whole effect, and otherwise why it cannot (the
+// package doc lists what it refuses): the caller then leaves the work to an
+// exact fallback. Either way, only reads of memory and registers happen.
+func Emulate(s *Store, regs *unix.PtraceRegs, m Target) (*Emulation, string) {
+	em := new(Emulation)
+	if why := em.run(s, regs, m); why != "" {
+		return nil, why
 	}
-	lo := uint64(bits.TrailingZeros64(em.mask))
-	hi := 64 - uint64(bits.LeadingZeros64(em.mask))
-	return span{em.addr + lo, em.addr + hi}
+	return em, ""
 }
 
-// runs calls f for each run of written bytes: its offset in data and end.
-func (em *emulation) runs(f func(lo, hi uint64) error) error {
+// Addr is where Data goes.
+func (em *Emulation) Addr() uint64 { return em.addr }
+
+// Data is the bytes the instruction writes at Addr: where Masked, only
+// those in Runs.
+func (em *Emulation) Data() []byte { return em.data }
+
+// Regs is the thread's registers after the instruction.
+func (em *Emulation) Regs() unix.PtraceRegs { return em.regs }
+
+// Masked reports a store under an AVX-512 write mask: it writes only the
+// bytes in Runs, and may not write the first or the last byte of Data.
+func (em *Emulation) Masked() bool { return em.masked }
+
+// Old is Data's bytes before the instruction, when the emulation read them
+// to compute Data (a read-modify-write, an overlapping MOVS); nil
+// otherwise. A caller that must undo a write half done can put them back.
+func (em *Emulation) Old() []byte { return em.old }
+
+// Source is the memory the instruction reads besides its destination (the
+// source of MOVS, the operand of PUSH or CALL from memory), empty if none:
+// the CPU would fault if the target could not read it.
+func (em *Emulation) Source() (lo, hi uint64) { return em.src.lo, em.src.hi }
+
+// Written is the range of the bytes the emulation writes, from the first to
+// the last.
+func (em *Emulation) Written() (lo, hi uint64) {
+	n := uint64(len(em.data))
+	if !em.masked {
+		return em.addr, em.addr + n
+	}
+	first := uint64(bits.TrailingZeros64(em.mask))
+	last := 64 - uint64(bits.LeadingZeros64(em.mask))
+	return em.addr + first, em.addr + last
+}
+
+// Runs calls f for each run of written bytes, with its offset in Data and
+// its end, lowest first, and stops at f's first error.
+func (em *Emulation) Runs(f func(lo, hi uint64) error) error {
 	if !em.masked {
 		return f(0, uint64(len(em.data)))
 	}
@@ -86,11 +136,8 @@ func (em *emulation) runs(f func(lo, hi uint64) error) error {
 	return nil
 }
 
-// run emulates the instruction s describes, executing with regs. It returns
-// "" when em holds the instruction's whole effect, and otherwise why it
-// cannot: the caller then leaves the work to an exact fallback. Only reads
-// of memory and registers happen here.
-func (em *emulation) run(s *Store, regs *unix.PtraceRegs, m target) (why string) {
+// run is Emulate into em.
+func (em *Emulation) run(s *Store, regs *unix.PtraceRegs, m Target) (why string) {
 	switch {
 	case !s.Known && !(evexMasked(&s.Inst) && s.Size > 0):
 		// A masked store's address and width are known; which of its
@@ -114,7 +161,7 @@ func (em *emulation) run(s *Store, regs *unix.PtraceRegs, m target) (why string)
 	if !isVEX(inst) && hasPrefix(inst, x86asm.PrefixLOCK) && !lockable(inst.Op) {
 		return "locked"
 	}
-	*em = emulation{addr: s.Addr, regs: *regs}
+	*em = Emulation{addr: s.Addr, regs: *regs}
 	em.regs.Rip += uint64(s.Len)
 	// The CPU clears RF once an instruction completes; a fault sets it
 	// in the saved image.
@@ -137,7 +184,7 @@ func (em *emulation) run(s *Store, regs *unix.PtraceRegs, m target) (why string)
 }
 
 // out returns the buffer data goes to.
-func (em *emulation) out(n uint64) []byte {
+func (em *Emulation) out(n uint64) []byte {
 	if n <= uint64(len(em.buf)) {
 		em.data = em.buf[:n]
 	} else {
@@ -176,7 +223,7 @@ func gprWidth(n uint64) bool { return n == 1 || n == 2 || n == 4 || n == 8 }
 
 // mov: MOV and MOVNTI from a general or segment register or an immediate
 // (x86asm sign-extends imm8/16/32 already), and MOVBE.
-func (em *emulation) mov(s *Store, regs *unix.PtraceRegs) string {
+func (em *Emulation) mov(s *Store, regs *unix.PtraceRegs) string {
 	n := s.Size
 	if !gprWidth(n) || uint64(s.Inst.MemBytes) != n {
 		return "odd operand size"
@@ -291,7 +338,7 @@ func condition(cc int, flags uint64) bool {
 	return v != (cc&1 == 1)
 }
 
-func (em *emulation) set(s *Store, regs *unix.PtraceRegs) string {
+func (em *Emulation) set(s *Store, regs *unix.PtraceRegs) string {
 	if s.Size != 1 {
 		return "odd operand size"
 	}
@@ -313,11 +360,10 @@ func aluOp(op x86asm.Op) bool {
 }
 
 // lockable: the ops emulated with or without LOCK (XCHG with memory is
-// locked anyway). A locked read-modify-write done here is as atomic towards
-// the other threads as the CPU's: none of them can write an armed page
-// meanwhile (each would trap and wait its turn, then be emulated against
-// the bytes this one left), and a shared mapping, where another process
-// could, never reaches the emulator.
+// locked anyway). The operand is read here and the result written by the
+// caller later, so a locked one is as atomic as the CPU's only if nothing
+// else can write the operand in between: the caller's to ensure (see the
+// package doc).
 func lockable(op x86asm.Op) bool {
 	return aluOp(op) || op == x86asm.XCHG || op == x86asm.XADD || op == x86asm.CMPXCHG
 }
@@ -327,7 +373,7 @@ func lockable(op x86asm.Op) bool {
 // accumulator with memory, flags as CMP; equal: memory gets the source;
 // not: the accumulator gets memory, and memory its own value back, which
 // the CPU writes too).
-func (em *emulation) exchange(s *Store, regs *unix.PtraceRegs, m target) string {
+func (em *Emulation) exchange(s *Store, regs *unix.PtraceRegs, m Target) string {
 	n := s.Size
 	if !gprWidth(n) || uint64(s.Inst.MemBytes) != n {
 		return "odd operand size"
@@ -385,9 +431,9 @@ func (em *emulation) exchange(s *Store, regs *unix.PtraceRegs, m target) string 
 // CALL (relative, register or memory target). The slot below RSP gets the
 // value (CALL: the next instruction's address), RSP moves down, CALL jumps.
 // A memory operand's address is computed with RSP before it moves, as the
-// CPU does. Watching a variable on the stack traps every push and call
-// onto its page.
-func (em *emulation) stack(s *Store, regs *unix.PtraceRegs, m target) string {
+// CPU does. A watch on a variable on the stack traps every push and call
+// onto its page, hence these.
+func (em *Emulation) stack(s *Store, regs *unix.PtraceRegs, m Target) string {
 	inst := &s.Inst
 	n := s.Size
 	if n != 8 && !(n == 2 && inst.Op == x86asm.PUSH) {
@@ -412,7 +458,8 @@ func (em *emulation) stack(s *Store, regs *unix.PtraceRegs, m target) string {
 			if err := m.ReadMemory(addr, b[:size]); err != nil {
 				return 0, "reading the operand"
 			}
-			// The CPU reads it as the target would: reachable checks.
+			// The CPU reads it as the target would: Source tells
+			// the caller, who checks that the target can.
 			em.src = span{addr, addr + size}
 			return getLE(b[:size]), ""
 		}
@@ -447,7 +494,7 @@ func (em *emulation) stack(s *Store, regs *unix.PtraceRegs, m target) string {
 }
 
 // alu: a read-modify-write of memory, LOCKed or not (see lockable).
-func (em *emulation) alu(s *Store, regs *unix.PtraceRegs, m target) string {
+func (em *Emulation) alu(s *Store, regs *unix.PtraceRegs, m Target) string {
 	n := s.Size
 	if !gprWidth(n) || uint64(s.Inst.MemBytes) != n {
 		return "odd operand size"
@@ -574,7 +621,7 @@ func isMovs(op x86asm.Op) bool {
 // str: STOS and MOVS, one element or, under REP, RCX of them at once.
 // The registers end as the CPU leaves them: RCX 0, RDI (and RSI) moved by
 // the whole length, up or down with DF.
-func (em *emulation) str(s *Store, regs *unix.PtraceRegs, m target) string {
+func (em *Emulation) str(s *Store, regs *unix.PtraceRegs, m Target) string {
 	inst := &s.Inst
 	if inst.AddrSize != 64 {
 		// EDI/ESI/ECX in 64-bit mode: rare, and left to the CPU.
@@ -644,7 +691,7 @@ func (em *emulation) str(s *Store, regs *unix.PtraceRegs, m target) string {
 	}
 	em.src = span{lo, lo + size}
 	dst := span{em.addr, em.addr + size}
-	if _, overlap := em.src.intersect(dst); !overlap {
+	if !em.src.overlaps(dst) {
 		if err := m.ReadMemory(lo, data); err != nil {
 			return "reading the source"
 		}

@@ -1,10 +1,10 @@
-package pagewatch
+package store
 
 import (
-	"golang.org/x/arch/x86/x86asm"
 	"testing"
 
-	"github.com/memtrap/memtrap/pkg/tracer"
+	"github.com/memtrap/memtrap/pkg/x86/xsave"
+	"golang.org/x/arch/x86/x86asm"
 )
 
 // fakeTarget is a process without a process: memory whose bytes are a
@@ -31,8 +31,8 @@ func (f *fakeTarget) XState(buf []byte) (int, error) {
 	for i := range buf {
 		buf[i] = byte(i * 13)
 	}
-	if len(buf) >= tracer.XStateBVOffset+8 {
-		putLE(buf[tracer.XStateBVOffset:], ^uint64(0))
+	if len(buf) >= xsave.BVOffset+8 {
+		putLE(buf[xsave.BVOffset:], ^uint64(0))
 	}
 	return len(buf), nil
 }
@@ -54,12 +54,12 @@ func FuzzEmulate(f *testing.F) {
 	fake := &fakeTarget{}
 	f.Fuzz(func(t *testing.T, code []byte, seed, eflags uint64) {
 		regs := fuzzRegs(seed, eflags)
-		s, err := DecodeStore(code, &regs)
+		s, err := Decode(code, &regs)
 		if err != nil {
 			return
 		}
-		var em emulation
-		if why := em.run(&s, &regs, fake); why != "" {
+		em, why := Emulate(&s, &regs, fake)
+		if why != "" {
 			return
 		}
 		// A long REP op is emulated in part, left on its instruction.
@@ -112,7 +112,7 @@ func FuzzEmulate(f *testing.F) {
 	})
 }
 
-var _ target = (*fakeTarget)(nil)
+var _ Target = (*fakeTarget)(nil)
 
 // gprIndex is the encoding-order index (gpr) of general register r, any
 // width.

@@ -1,7 +1,7 @@
-package pagewatch
+package store
 
 import (
-	"github.com/memtrap/memtrap/pkg/tracer"
+	"github.com/memtrap/memtrap/pkg/x86/xsave"
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/cpu"
 )
@@ -90,7 +90,7 @@ func vecWidth(r x86asm.Reg) uint64 {
 	return 0
 }
 
-func (em *emulation) vector(s *Store, m target) string {
+func (em *Emulation) vector(s *Store, m Target) string {
 	inst := &s.Inst
 	v, why := vecStoreOf(inst, s.Size)
 	if why != "" {
@@ -135,7 +135,7 @@ func maskElement(op x86asm.Op) uint64 {
 // writeMask turns the write mask of an AVX-512 store into em.mask, one bit
 // per byte: element i of size bytes is written if bit i of the opmask
 // register is set. Masked-out elements neither change nor fault.
-func (em *emulation) writeMask(inst *x86asm.Inst, size uint64, m target) string {
+func (em *Emulation) writeMask(inst *x86asm.Inst, size uint64, m Target) string {
 	elem := maskElement(inst.Op)
 	if elem == 0 || size%elem != 0 || size > 64 {
 		return "masked " + inst.Op.String()
@@ -144,17 +144,17 @@ func (em *emulation) writeMask(inst *x86asm.Inst, size uint64, m target) string 
 		return "zeroing-masked store" // #UD
 	}
 	k := int(inst.Prefix[3] & 7)
-	off, n, ok := tracer.XSaveComponent(tracer.XCompOpmask)
+	off, n, ok := xsave.Component(xsave.Opmask)
 	if !ok || n < 64 {
 		return "no opmask registers"
 	}
-	end := max(off+64, tracer.XStateBVOffset+8)
+	end := max(off+64, xsave.BVOffset+8)
 	xs := make([]byte, end)
 	if got, err := m.XState(xs); err != nil || got < end {
 		return "reading the opmask"
 	}
 	var kv uint64
-	if getLE(xs[tracer.XStateBVOffset:])&(1<<tracer.XCompOpmask) != 0 {
+	if getLE(xs[xsave.BVOffset:])&(1<<xsave.Opmask) != 0 {
 		kv = getLE(xs[off+8*k:])
 	}
 	var mask uint64
@@ -175,7 +175,7 @@ func (em *emulation) writeMask(inst *x86asm.Inst, size uint64, m target) string 
 // little as the register needs: the FXSAVE image for MMX and XMM0-15, the
 // XSAVE image as far as the last component that holds part of r for the
 // rest.
-func readVec(m target, r x86asm.Reg, out []byte) string {
+func readVec(m Target, r x86asm.Reg, out []byte) string {
 	var fx [512]byte
 	switch {
 	case r >= x86asm.M0 && r <= x86asm.M7:
@@ -187,13 +187,13 @@ func readVec(m target, r x86asm.Reg, out []byte) string {
 		// names. MMX code runs with TOP 0, x87 code may not.
 		top := int(fx[3]>>3) & 7
 		slot := (int(r-x86asm.M0) - top) & 7
-		copy(out, fx[tracer.FXSaveMMOffset+16*slot:][:8])
+		copy(out, fx[xsave.MMOffset+16*slot:][:8])
 		return ""
 	case r >= x86asm.X0 && r <= x86asm.X15:
 		if m.FPRegs(&fx) != nil {
 			return "reading vector registers"
 		}
-		copy(out, fx[tracer.FXSaveXMMOffset+16*int(r-x86asm.X0):][:16])
+		copy(out, fx[xsave.XMMOffset+16*int(r-x86asm.X0):][:16])
 		return ""
 	}
 	// part is one slice of r in the XSAVE image: component c's bytes
@@ -203,27 +203,27 @@ func readVec(m target, r x86asm.Reg, out []byte) string {
 	np := 0
 	switch {
 	case r >= x86asm.X16 && r <= x86asm.X31:
-		parts[0], np = part{tracer.XCompHi16ZMM, 64 * int(r-x86asm.X16), 16, 0}, 1
+		parts[0], np = part{xsave.Hi16ZMM, 64 * int(r-x86asm.X16), 16, 0}, 1
 	case r >= x86asm.Y16 && r <= x86asm.Y31:
-		parts[0], np = part{tracer.XCompHi16ZMM, 64 * int(r-x86asm.Y16), 32, 0}, 1
+		parts[0], np = part{xsave.Hi16ZMM, 64 * int(r-x86asm.Y16), 32, 0}, 1
 	case r >= x86asm.Z16 && r <= x86asm.Z31:
-		parts[0], np = part{tracer.XCompHi16ZMM, 64 * int(r-x86asm.Z16), 64, 0}, 1
+		parts[0], np = part{xsave.Hi16ZMM, 64 * int(r-x86asm.Z16), 64, 0}, 1
 	case r >= x86asm.Y0 && r <= x86asm.Y15:
 		i := int(r - x86asm.Y0)
-		parts[0], parts[1], np = part{0, tracer.FXSaveXMMOffset + 16*i, 16, 0}, part{tracer.XCompYMMHi128, 16 * i, 16, 16}, 2
+		parts[0], parts[1], np = part{0, xsave.XMMOffset + 16*i, 16, 0}, part{xsave.YMMHi128, 16 * i, 16, 16}, 2
 	case r >= x86asm.Z0 && r <= x86asm.Z15:
 		i := int(r - x86asm.Z0)
-		parts[0], parts[1], parts[2], np = part{0, tracer.FXSaveXMMOffset + 16*i, 16, 0}, part{tracer.XCompYMMHi128, 16 * i, 16, 16}, part{tracer.XCompZMMHi256, 32 * i, 32, 32}, 3
+		parts[0], parts[1], parts[2], np = part{0, xsave.XMMOffset + 16*i, 16, 0}, part{xsave.YMMHi128, 16 * i, 16, 16}, part{xsave.ZMMHi256, 32 * i, 32, 32}, 3
 	default:
 		return "source register"
 	}
-	end := tracer.XStateBVOffset + 8
+	end := xsave.BVOffset + 8
 	for i := range np {
 		p := &parts[i]
 		if p.c == 0 {
 			continue
 		}
-		off, size, ok := tracer.XSaveComponent(p.c)
+		off, size, ok := xsave.Component(p.c)
 		if !ok || p.off+p.n > size {
 			return "vector register not in the XSAVE image"
 		}
@@ -235,7 +235,7 @@ func readVec(m target, r x86asm.Reg, out []byte) string {
 	if err != nil || n < end {
 		return "reading vector registers"
 	}
-	bv := getLE(xs[tracer.XStateBVOffset:])
+	bv := getLE(xs[xsave.BVOffset:])
 	for _, p := range parts[:np] {
 		if p.c != 0 && bv&(1<<p.c) == 0 {
 			// The component is in its initial state: zeros, whatever

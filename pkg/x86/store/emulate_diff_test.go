@@ -1,4 +1,4 @@
-package pagewatch
+package store
 
 import (
 	"bytes"
@@ -663,11 +663,16 @@ func assembleCases(dir string, cases []*diffCase) error {
 	return nil
 }
 
-// harness is the traced emuharness, stopped at an int3.
+// harness is the traced emuharness, stopped at an int3. It is the
+// emulator's Target.
 type harness struct {
 	p  *tracer.Process
 	th *tracer.Thread
 }
+
+func (h *harness) ReadMemory(addr uint64, b []byte) error { return h.p.ReadMemory(addr, b) }
+func (h *harness) FPRegs(out *[512]byte) error            { return h.th.FPRegs(out) }
+func (h *harness) XState(buf []byte) (int, error)         { return h.th.XState(buf) }
 
 func startHarness(prog string) (*harness, unix.PtraceRegs, error) {
 	var regs unix.PtraceRegs
@@ -768,7 +773,7 @@ func (h *harness) emulated(c *diffCase) (diffOutcome, error) {
 	if err := h.load(c, &regs); err != nil {
 		return o, err
 	}
-	s, err := DecodeStore(c.code, &regs)
+	s, err := Decode(c.code, &regs)
 	if err != nil {
 		o.why = err.Error()
 		return o, nil
@@ -776,14 +781,18 @@ func (h *harness) emulated(c *diffCase) (diffOutcome, error) {
 	if s.Len != len(c.code) {
 		return o, fmt.Errorf("decoded %d bytes of %d", s.Len, len(c.code))
 	}
-	var em emulation
-	if o.why = em.run(&s, &regs, liveTarget{h.p, h.th}); o.why != "" {
+	em, why := Emulate(&s, &regs, h)
+	if o.why = why; o.why != "" {
 		return o, nil
 	}
 	if len(em.data) != int(s.Size) || em.addr != s.Addr {
 		return o, fmt.Errorf("emulation writes %d bytes at %#x, the store is %d at %#x", len(em.data), em.addr, s.Size, s.Addr)
 	}
-	if _, err := em.apply(h.p, h.th); err != nil {
+	// As a debugger would: the bytes, then the registers.
+	if err := em.Runs(func(lo, hi uint64) error { return h.p.WriteMemory(em.addr+lo, em.data[lo:hi]) }); err != nil {
+		return o, err
+	}
+	if err := h.th.SetRegs(&em.regs); err != nil {
 		return o, err
 	}
 	return o, h.result(&o)
@@ -819,7 +828,7 @@ func memDiff(a, b []byte) string {
 // the CPU, in a traced harness, and through the emulator from the same
 // state, and compares the registers and memory they leave.
 func TestEmulatorDifferential(t *testing.T) {
-	prog := fixture.Build(t, "pkg/pagewatch/testdata/emuharness.c", "-O1")
+	prog := fixture.Build(t, "pkg/x86/store/testdata/emuharness.c", "-O1")
 	dir := t.TempDir()
 	var c *corpus
 	fast, slow := 0, 0
