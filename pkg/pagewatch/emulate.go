@@ -108,7 +108,7 @@ func (e Emulator) emulate(w *Watch, f *Fault) (string, error) {
 		// The decoder's address is not known to agree with the CPU's.
 		return "masked store off the fault", nil
 	}
-	if why := w.reachable(dst, src); why != "" {
+	if why := f.eng.reachable(dst, src); why != "" {
 		return why, nil
 	}
 	for a := pageDown(dst.lo); a < dst.hi; a += pageSize {
@@ -136,7 +136,7 @@ func (e Emulator) emulate(w *Watch, f *Fault) (string, error) {
 		}
 		return "writing the destination", nil
 	}
-	f.after = pagesAfter(em, f.before, w.hullBuf)
+	f.after = pagesAfter(em, f.before, f.eng.hullBuf)
 	return "", nil
 }
 
@@ -186,12 +186,12 @@ func (l liveTarget) XState(buf []byte) (int, error)         { return l.t.XState(
 // src as the instruction would, or that a forced write would not reach
 // dst, or "" if neither. Our armed pages are known; the protection of any
 // other page comes from the maps, read only then.
-func (w *Watch) reachable(dst, src span) string {
+func (e *pageEngine) reachable(dst, src span) string {
 	var maps []tracer.Mapping
 	prot := func(a uint64) (int, bool) {
 		if maps == nil {
 			var err error
-			if maps, err = tracer.ReadMaps(w.p.Pid); err != nil {
+			if maps, err = tracer.ReadMaps(e.w.p.Pid); err != nil {
 				return 0, false
 			}
 		}
@@ -199,7 +199,7 @@ func (w *Watch) reachable(dst, src span) string {
 		return m.Prot, ok
 	}
 	for a := pageDown(dst.lo); a < dst.hi; a += pageSize {
-		if pg := w.pages[a]; pg != nil && pg.armed {
+		if pg := e.pages[a]; pg != nil && pg.armed {
 			if pg.shared {
 				// Write-protected and shared: a forced write is refused.
 				return "armed page of a shared mapping"
@@ -211,7 +211,7 @@ func (w *Watch) reachable(dst, src span) string {
 		}
 	}
 	for a := pageDown(src.lo); a < src.hi; a += pageSize {
-		if pg := w.pages[a]; pg != nil && pg.armed {
+		if pg := e.pages[a]; pg != nil && pg.armed {
 			if pg.prot&unix.PROT_READ == 0 {
 				return "source not readable"
 			}

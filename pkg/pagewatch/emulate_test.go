@@ -105,12 +105,12 @@ func TestReachable(t *testing.T) {
 			{span{area + 4090, area + 4098}, span{0x1000, 0x1008}, "source not readable"}, // not mapped
 			{span{0x1000, 0x1008}, span{}, "destination not writable"},
 		} {
-			if why := w.reachable(c.dst, c.src); why != c.why {
+			if why := w.eng.(*pageEngine).reachable(c.dst, c.src); why != c.why {
 				t.Errorf("reachable(%#x, %#x) = %q, want %q", c.dst, c.src, why, c.why)
 			}
 		}
-		w.pages[pageDown(area)].shared = true
-		if why := w.reachable(span{area + 100, area + 101}, span{}); why != "armed page of a shared mapping" {
+		w.eng.(*pageEngine).pages[pageDown(area)].shared = true
+		if why := w.eng.(*pageEngine).reachable(span{area + 100, area + 101}, span{}); why != "armed page of a shared mapping" {
 			t.Errorf("shared armed page: %q", why)
 		}
 		return nil

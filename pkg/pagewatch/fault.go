@@ -15,6 +15,7 @@ type Fault struct {
 	Regs   unix.PtraceRegs // at the faulting instruction
 	Store  store.Store     // what the decoder says it writes (Known may be false)
 	SiAddr uint64          // the address the CPU faulted on
+	eng    *pageEngine
 	before map[uint64][]byte
 	// stack: whole pages of the writer's stack from stackAddr, read with
 	// the instruction (Options.StackBytes); nil if not.
@@ -43,11 +44,11 @@ func (w *Watch) Snapshot(f *Fault, pageAddr uint64) error {
 	if _, ok := f.before[pageAddr]; ok {
 		return nil
 	}
-	pg := w.pages[pageAddr]
+	pg := f.eng.pages[pageAddr]
 	if pg == nil {
 		return nil // no watched byte there
 	}
-	b, err := w.readHull(pg)
+	b, err := f.eng.readHull(pg)
 	if err != nil {
 		return err
 	}
@@ -57,9 +58,9 @@ func (w *Watch) Snapshot(f *Fault, pageAddr uint64) error {
 
 // readHull reads the watched bytes of a page into a page-sized buffer at
 // their page offsets; the rest stays zero and is never looked at.
-func (w *Watch) readHull(pg *page) ([]byte, error) {
-	b := w.hullBuf()
-	if err := w.p.ReadMemory(pg.addr+pg.lo, b[pg.lo:pg.hi]); err != nil {
+func (e *pageEngine) readHull(pg *page) ([]byte, error) {
+	b := e.hullBuf()
+	if err := e.w.p.ReadMemory(pg.addr+pg.lo, b[pg.lo:pg.hi]); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -68,10 +69,10 @@ func (w *Watch) readHull(pg *page) ([]byte, error) {
 // hullBuf returns a page-sized buffer for a page's watched bytes: one a
 // finished fault gave back (see recycle), or a new one. Only the hull's
 // bytes are ever looked at, so what the rest holds does not matter.
-func (w *Watch) hullBuf() []byte {
-	if n := len(w.spare); n > 0 {
-		b := w.spare[n-1]
-		w.spare = w.spare[:n-1]
+func (e *pageEngine) hullBuf() []byte {
+	if n := len(e.spare); n > 0 {
+		b := e.spare[n-1]
+		e.spare = e.spare[:n-1]
 		return b
 	}
 	return make([]byte, pageSize)
@@ -80,45 +81,36 @@ func (w *Watch) hullBuf() []byte {
 // recycle keeps a finished fault's page buffers for the next: a trapped
 // write would otherwise allocate two pages. Nothing outlives report (Writes
 // hold copies).
-func (w *Watch) recycle(pages ...map[uint64][]byte) {
+func (e *pageEngine) recycle(pages ...map[uint64][]byte) {
 	for _, m := range pages {
 	next:
 		for _, b := range m {
-			if len(w.spare) >= 16 || len(b) != pageSize {
+			if len(e.spare) >= 16 || len(b) != pageSize {
 				return
 			}
-			for _, s := range w.spare {
+			for _, s := range e.spare {
 				if &s[0] == &b[0] {
 					continue next // given back twice: keep one
 				}
 			}
-			w.spare = append(w.spare, b)
+			e.spare = append(e.spare, b)
 		}
 	}
 }
 
-// ArmedPage reports whether addr lies on a page this watch protects, and
-// that page's own protection.
-func (w *Watch) ArmedPage(addr uint64) (prot int, ok bool) {
-	if pg := w.armedPage(addr); pg != nil {
-		return pg.prot, true
-	}
-	return 0, false
-}
-
-func (w *Watch) readCode(pc uint64) []byte {
-	n := uint64(len(w.codeBuf))
+func (e *pageEngine) readCode(pc uint64) []byte {
+	n := uint64(len(e.codeBuf))
 	// Never read across into a page that may not be mapped.
 	if rest := pageUp(pc+1) - pc; rest < n {
-		if err := w.p.ReadMemory(pc, w.codeBuf[:n]); err == nil {
-			return w.codeBuf[:n]
+		if err := e.w.p.ReadMemory(pc, e.codeBuf[:n]); err == nil {
+			return e.codeBuf[:n]
 		}
 		n = rest
 	}
-	if err := w.p.ReadMemory(pc, w.codeBuf[:n]); err != nil {
+	if err := e.w.p.ReadMemory(pc, e.codeBuf[:n]); err != nil {
 		return nil
 	}
-	return w.codeBuf[:n]
+	return e.codeBuf[:n]
 }
 
 // readFault reads the instruction at f's RIP and, in the same system call,
@@ -126,44 +118,44 @@ func (w *Watch) readCode(pc uint64) []byte {
 // that cannot be done in one (an instruction across a page boundary, a
 // page the target cannot read) it reads the code alone, and Snapshot the
 // page later.
-func (w *Watch) readFault(f *Fault) []byte {
+func (e *pageEngine) readFault(f *Fault) []byte {
 	pc := f.Regs.Rip
-	pg := w.pages[pageDown(f.SiAddr)]
-	n := uint64(len(w.codeBuf))
+	pg := e.pages[pageDown(f.SiAddr)]
+	n := uint64(len(e.codeBuf))
 	if pg == nil || pageUp(pc+1)-pc < n {
-		return w.readCode(pc)
+		return e.readCode(pc)
 	}
-	hull := w.hullBuf()
+	hull := e.hullBuf()
 	want := int(pg.hi - pg.lo)
-	segs := []tracer.Segment{{Addr: pg.addr + pg.lo, Buf: hull[pg.lo:pg.hi]}, {Addr: pc, Buf: w.codeBuf[:n]}}
-	if sb := w.opts.StackBytes &^ (pageSize - 1); sb > 0 {
-		if len(w.stack) != sb {
-			w.stack = make([]byte, sb)
+	segs := []tracer.Segment{{Addr: pg.addr + pg.lo, Buf: hull[pg.lo:pg.hi]}, {Addr: pc, Buf: e.codeBuf[:n]}}
+	if sb := e.w.opts.StackBytes &^ (pageSize - 1); sb > 0 {
+		if len(e.stack) != sb {
+			e.stack = make([]byte, sb)
 		}
 		// Last: where the stack ends within the window, the read stops
 		// with the other segments done.
-		segs = append(segs, tracer.Segment{Addr: pageDown(f.Regs.Rsp), Buf: w.stack})
+		segs = append(segs, tracer.Segment{Addr: pageDown(f.Regs.Rsp), Buf: e.stack})
 	}
-	got, err := w.p.ReadSegments(segs)
+	got, err := e.w.p.ReadSegments(segs)
 	if err != nil || got < want+int(n) {
-		w.spare = append(w.spare, hull)
-		return w.readCode(pc)
+		e.spare = append(e.spare, hull)
+		return e.readCode(pc)
 	}
 	if rest := (got - want - int(n)) &^ (pageSize - 1); len(segs) == 3 && rest > 0 {
-		f.stackAddr, f.stack = segs[2].Addr, w.stack[:rest]
+		f.stackAddr, f.stack = segs[2].Addr, e.stack[:rest]
 	}
 	f.before[pg.addr] = hull
-	return w.codeBuf[:n]
+	return e.codeBuf[:n]
 }
 
-func (w *Watch) fault(t *tracer.Thread, siAddr uint64) error {
-	w.rootWatch().stats.Faults++
-	f := &Fault{Thread: t, SiAddr: siAddr, before: map[uint64][]byte{}}
+func (e *pageEngine) fault(t *tracer.Thread, siAddr uint64) error {
+	e.w.rootWatch().stats.Faults++
+	f := &Fault{Thread: t, SiAddr: siAddr, eng: e, before: map[uint64][]byte{}}
 	if err := t.Regs(&f.Regs); err != nil {
 		return err
 	}
-	code := w.readFault(f)
-	st, err := w.decode(code, &f.Regs)
+	code := e.readFault(f)
+	st, err := e.w.decode(code, &f.Regs)
 	if err != nil || st.Size == 0 || siAddr < st.Addr || siAddr-st.Addr >= st.Size {
 		// The decoder and the CPU disagree: trust only the comparison.
 		st.Known = false
@@ -171,25 +163,25 @@ func (w *Watch) fault(t *tracer.Thread, siAddr uint64) error {
 	f.Store = st
 	if st.Known {
 		for a := pageDown(st.Addr); a < st.Addr+st.Size; a += pageSize {
-			if err := w.Snapshot(f, a); err != nil {
+			if err := e.w.Snapshot(f, a); err != nil {
 				return err
 			}
 		}
-	} else if err := w.Snapshot(f, pageDown(siAddr)); err != nil {
+	} else if err := e.w.Snapshot(f, pageDown(siAddr)); err != nil {
 		return err
 	}
-	done, err := w.opts.Completer.Complete(w, f)
+	done, err := e.w.opts.Completer.Complete(e.w, f)
 	if err != nil {
 		return err
 	}
-	if err := w.checkSegv(t); err != nil {
+	if err := e.w.checkSegv(t); err != nil {
 		return err
 	}
-	resumed, err := w.report(f, done)
+	resumed, err := e.report(f, done)
 	if err != nil || resumed {
 		return err
 	}
-	return w.resume(t)
+	return e.w.resume(t)
 }
 
 // report turns a completed fault into Writes, one per region it touched.
@@ -199,17 +191,17 @@ func (w *Watch) fault(t *tracer.Thread, siAddr uint64) error {
 // With Options.Unwind, Options.Report sees each Write while the writer is
 // stopped; then the writer is resumed (resumed says so), and what each
 // Report left to finish is done.
-func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
+func (e *pageEngine) report(f *Fault, done bool) (resumed bool, err error) {
 	after := f.after
 	if after == nil {
 		after = map[uint64][]byte{}
 	}
-	defer w.recycle(f.before, after)
+	defer e.recycle(f.before, after)
 	for a := range f.before {
 		if after[a] != nil {
 			continue
 		}
-		b, err := w.readHull(w.pages[a])
+		b, err := e.readHull(e.pages[a])
 		if err != nil {
 			return false, err
 		}
@@ -219,15 +211,15 @@ func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 	// resume it now, and build the Writes while the target runs. Unless a
 	// signal waits (its delivery may report a signal frame, which must
 	// come after this write), or --when-value may read the target.
-	early := !w.opts.Unwind && w.opts.WhenValue == nil && !f.Thread.Deferred()
+	early := !e.w.opts.Unwind && e.w.opts.WhenValue == nil && !f.Thread.Deferred()
 	if early {
-		if err := w.resume(f.Thread); err != nil {
+		if err := e.w.resume(f.Thread); err != nil {
 			return false, err
 		}
 	}
 	var out []*Write
 	var finish []func() error
-	for _, r := range w.regions {
+	for _, r := range e.w.regions {
 		var lo, hi uint64 = 1<<64 - 1, 0
 		if done && f.Store.Known {
 			if s, ok := (span{f.Store.Addr, f.Store.Addr + f.Store.Size}).intersect(span{r.Addr, r.End()}); ok {
@@ -251,7 +243,7 @@ func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 			continue
 		}
 		wr := &Write{
-			Pid: w.p.Pid, Tid: f.Thread.Tid, Region: r, Offset: lo - r.Addr,
+			Pid: e.w.p.Pid, Tid: f.Thread.Tid, Region: r, Offset: lo - r.Addr,
 			Addr: lo, Size: hi - lo, PC: f.Regs.Rip, Regs: f.Regs, Thread: f.Thread,
 			Exact: f.Store.Known,
 		}
@@ -263,17 +255,17 @@ func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 				wr.StackAddr, wr.Stack = f.stackAddr, f.stack
 			}
 		}
-		if wr.Old, err = gather(f.before, lo, hi, w.p); err != nil {
+		if wr.Old, err = gather(f.before, lo, hi, e.w.p); err != nil {
 			return false, err
 		}
-		if wr.New, err = gather(after, lo, hi, w.p); err != nil {
+		if wr.New, err = gather(after, lo, hi, e.w.p); err != nil {
 			return false, err
 		}
-		if !w.accept(wr, after) {
+		if !e.w.accept(wr, after) {
 			continue
 		}
-		if w.opts.Unwind {
-			fin, err := w.hand(wr)
+		if e.w.opts.Unwind {
+			fin, err := e.w.hand(wr)
 			if err != nil {
 				return false, err
 			}
@@ -282,7 +274,7 @@ func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 		out = append(out, wr)
 	}
 	if !early {
-		if err := w.resume(f.Thread); err != nil {
+		if err := e.w.resume(f.Thread); err != nil {
 			return false, err
 		}
 	}
@@ -295,9 +287,9 @@ func (w *Watch) report(f *Fault, done bool) (resumed bool, err error) {
 	}
 	for i, wr := range out {
 		var fin func() error
-		if w.opts.Unwind {
+		if e.w.opts.Unwind {
 			fin = finish[i]
-		} else if fin, err = w.hand(wr); err != nil {
+		} else if fin, err = e.w.hand(wr); err != nil {
 			return true, err
 		}
 		if fin != nil {
@@ -402,7 +394,7 @@ func (Stepper) Complete(w *Watch, f *Fault) (done bool, err error) {
 	var open []uint64
 	defer func() {
 		for _, a := range open {
-			prot := w.pages[a].prot &^ unix.PROT_WRITE
+			prot := f.eng.pages[a].prot &^ unix.PROT_WRITE
 			if perr := t.Mprotect(a, pageSize, prot); perr != nil && err == nil {
 				err = perr
 			}
@@ -415,7 +407,7 @@ func (Stepper) Complete(w *Watch, f *Fault) (done bool, err error) {
 		if err := w.Snapshot(f, a); err != nil {
 			return err
 		}
-		if err := t.Mprotect(a, pageSize, w.pages[a].prot); err != nil {
+		if err := t.Mprotect(a, pageSize, f.eng.pages[a].prot); err != nil {
 			return err
 		}
 		open = append(open, a)
@@ -444,7 +436,7 @@ func (Stepper) Complete(w *Watch, f *Fault) (done bool, err error) {
 			}
 			continue
 		}
-		if res.Sig == int(unix.SIGSEGV) && res.Info.Code() == segvAccerr && w.armedPage(res.Info.Addr()) != nil && !contains(open, pageDown(res.Info.Addr())) {
+		if res.Sig == int(unix.SIGSEGV) && res.Info.Code() == segvAccerr && f.eng.armedPage(res.Info.Addr()) != nil && !contains(open, pageDown(res.Info.Addr())) {
 			// The write reaches a second armed page.
 			if err := unprotect(pageDown(res.Info.Addr())); err != nil {
 				return false, err

@@ -1,7 +1,6 @@
 package pagewatch
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/memtrap/memtrap/pkg/tracer"
@@ -23,11 +22,10 @@ import (
 func (w *Watch) childWatch(c *tracer.Process) *Watch {
 	cw := &Watch{
 		p: c, opts: w.opts, decode: w.decode, root: w.rootWatch(),
-		pages:    map[uint64]*page{},
 		calls:    map[int]*kcall{},
-		shadow:   map[*Region][]byte{},
 		filtered: append([]span(nil), w.filtered...),
 	}
+	cw.eng = newPageEngine(cw)
 	cw.opts.OnLibraries = nil
 	return cw
 }
@@ -41,11 +39,7 @@ func (w *Watch) follow(pid int) error {
 	}
 	root := w.rootWatch()
 	cw := w.childWatch(c)
-	cw.regions, cw.segv, cw.libBP, cw.slots = w.regions, w.segv, w.libBP, w.slots
-	for a, pg := range w.pages {
-		cp := *pg
-		cw.pages[a] = &cp
-	}
+	cw.regions, cw.segv, cw.libBP = w.regions, w.segv, w.libBP
 	if w.scratch != nil {
 		cw.scratch = w.scratch.Clone()
 		// Bounces in flight belong to other threads of the parent,
@@ -56,14 +50,8 @@ func (w *Watch) follow(pid int) error {
 			}
 		}
 	}
-	for r, b := range w.shadow {
-		cw.shadow[r] = append([]byte(nil), b...)
-	}
-	if cw.slots != nil {
-		c.OnNewThread = cw.loadDebugRegs
-		if err := cw.loadDebugRegs(c.Thread(pid)); err != nil {
-			return err
-		}
+	if cw.eng, err = w.eng.fork(cw, c.Thread(pid)); err != nil {
+		return err
 	}
 	root.children[pid] = cw
 	root.setParent(pid, w.p.Pid)
@@ -136,33 +124,6 @@ func (w *Watch) detachChildren() error {
 func (w *Watch) anyThread() *tracer.Thread {
 	if ths := w.p.Threads(); len(ths) > 0 {
 		return ths[0]
-	}
-	return nil
-}
-
-// ErrRseqPage means a region shares a page with a thread's rseq area.
-var ErrRseqPage = errors.New("page holds a thread's rseq area")
-
-// checkRseq refuses pages holding a thread's rseq area (glibc registers one
-// per thread, in its TCB): the kernel writes it at every preemption, and on
-// a write-protected page that write fails and the kernel kills the thread
-// with SIGSEGV. The debug registers have no such problem.
-func (w *Watch) checkRseq() error {
-	for _, t := range w.p.Threads() {
-		addr, size, err := t.Rseq()
-		if err != nil || addr == 0 {
-			continue
-		}
-		for a := pageDown(addr); a < addr+uint64(max(size, 32)); a += pageSize {
-			if pg := w.pages[a]; pg != nil && !pg.armed && pg.prot&unix.PROT_WRITE != 0 {
-				advice := "watch at most 32 bytes there with --engine hw"
-				if tracer.CheckDebugRegisters() != nil {
-					advice = "and this machine's debug registers do not fire, so it cannot be watched"
-				}
-				return fmt.Errorf("region %s: page %#x holds the rseq area of thread %d (%#x), which the kernel writes at every preemption, so it cannot be write-protected; %s: %w",
-					pg.regions[0].Name, a, t.Tid, addr, advice, ErrRseqPage)
-			}
-		}
 	}
 	return nil
 }

@@ -4,18 +4,27 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/memtrap/memtrap/pkg/sysout"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"github.com/memtrap/memtrap/pkg/x86/store"
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
 )
 
-// Engines.
-const (
-	EnginePage = "page" // write-protected pages: any size, any number of regions
-	EngineHW   = "hw"   // x86 debug registers: up to 4 aligned slots of 1-8 bytes
-	EngineAuto = "auto" // hw when every region fits, page otherwise
-)
+// The hw engine watches up to four aligned 1, 2, 4 or 8-byte slots with the
+// x86 debug registers DR0-3 of every thread (DR7 enables them as write
+// watchpoints). Nothing else traps: neighbouring data costs nothing. The
+// CPU traps after the store is done, so the engine keeps a shadow copy of
+// each region to know the old bytes, and finds the writing instruction by
+// decoding back from RIP (storeBefore). The kernel writes watched memory
+// directly (debug registers do not see it): calls whose outputs cover a
+// region are followed to their exit and the region compared with its
+// shadow; munmap and friends over a region drop it.
+type hwEngine struct {
+	w      *Watch
+	slots  []slot             // the debug registers' watches
+	shadow map[*Region][]byte // each region's last known bytes
+}
 
 // slot is one debug register's watch: an aligned 1, 2, 4 or 8-byte range.
 type slot struct {
@@ -64,38 +73,76 @@ func dr7(slots []slot) uint64 {
 	return v
 }
 
-// armHW loads the debug registers of every thread, and of every thread
+func (e *hwEngine) name() string { return EngineHW }
+
+// arm loads the debug registers of every thread, and of every thread
 // created later.
-func (w *Watch) armHW() error {
-	for _, r := range w.regions {
+func (e *hwEngine) arm(*tracer.Thread) error {
+	if err := e.takeShadows(e.w.regions); err != nil {
+		return err
+	}
+	e.w.p.OnNewThread = e.loadDebugRegs
+	return e.loadAll()
+}
+
+func (e *hwEngine) takeShadows(regions []*Region) error {
+	for _, r := range regions {
 		b := make([]byte, r.Len)
-		if err := w.p.ReadMemory(r.Addr, b); err != nil {
+		if err := e.w.p.ReadMemory(r.Addr, b); err != nil {
 			return fmt.Errorf("region %s: %w", r.Name, err)
 		}
-		w.shadow[r] = b
+		e.shadow[r] = b
 	}
-	w.p.OnNewThread = w.loadDebugRegs
-	for _, t := range w.p.Threads() {
-		if err := w.loadDebugRegs(t); err != nil {
+	return nil
+}
+
+func (e *hwEngine) loadDebugRegs(t *tracer.Thread) error {
+	if len(e.slots) == 0 {
+		return t.SetDebugReg(7, 0)
+	}
+	for i, s := range e.slots {
+		if err := t.SetDebugReg(i, s.addr); err != nil {
+			return err
+		}
+	}
+	return t.SetDebugReg(7, dr7(e.slots))
+}
+
+// loadAll loads the slots into every thread (all stopped).
+func (e *hwEngine) loadAll() error {
+	for _, t := range e.w.p.Threads() {
+		if err := e.loadDebugRegs(t); err != nil && !errors.Is(err, tracer.ErrThreadGone) {
 			return err
 		}
 	}
 	return nil
 }
 
-func (w *Watch) loadDebugRegs(t *tracer.Thread) error {
-	for i, s := range w.slots {
-		if err := t.SetDebugReg(i, s.addr); err != nil {
-			return err
-		}
+func (e *hwEngine) add(_ *tracer.Thread, regions []*Region) error {
+	all := append(append([]*Region(nil), e.w.regions...), regions...)
+	slots, ok := hwSlots(all)
+	if !ok {
+		return fmt.Errorf("no debug register left for %s: restart with --engine page", regions[0].Name)
 	}
-	return t.SetDebugReg(7, dr7(w.slots))
+	if err := e.takeShadows(regions); err != nil {
+		return err
+	}
+	e.slots = slots
+	return e.loadAll()
 }
 
-// disarmHW clears the debug registers of every thread.
-func (w *Watch) disarmHW() error {
-	w.p.OnNewThread = nil
-	for _, t := range w.p.Threads() {
+func (e *hwEngine) remove(_ *tracer.Thread, drop, keep []*Region) error {
+	e.slots, _ = hwSlots(keep) // fewer regions always fit
+	for _, r := range drop {
+		delete(e.shadow, r)
+	}
+	return e.loadAll()
+}
+
+// disarm clears the debug registers of every thread.
+func (e *hwEngine) disarm(*tracer.Thread) error {
+	e.w.p.OnNewThread = nil
+	for _, t := range e.w.p.Threads() {
 		if err := t.SetDebugReg(7, 0); err != nil {
 			return err
 		}
@@ -105,15 +152,43 @@ func (w *Watch) disarmHW() error {
 
 const trapHWBkpt = 4
 
-// hwHit says whether a stop is a debug-register trap of ours.
-func (w *Watch) hwHit(st tracer.Stop) bool {
-	return w.slots != nil && st.Sig == int(unix.SIGTRAP) && st.Info.Code() == trapHWBkpt
+// owns: a debug-register trap.
+func (e *hwEngine) owns(st tracer.Stop) bool {
+	return st.Sig == int(unix.SIGTRAP) && st.Info.Code() == trapHWBkpt
 }
+
+func (e *hwEngine) trap(st tracer.Stop) error { return e.hwWrite(st.Thread) }
+
+// deliver: no page is protected, the frame lands where it may.
+func (e *hwEngine) deliver(t *tracer.Thread, sig int) error { return t.Resume(sig) }
+
+// spans: the regions themselves.
+func (e *hwEngine) spans() []span {
+	var out []span
+	for _, r := range e.w.regions {
+		out = append(out, span{r.Addr, r.End()})
+	}
+	return out
+}
+
+// fork: debug registers are not inherited; the child's thread gets them,
+// and the shadows are copied.
+func (e *hwEngine) fork(cw *Watch, t *tracer.Thread) (engine, error) {
+	c := &hwEngine{w: cw, slots: e.slots, shadow: map[*Region][]byte{}}
+	for r, b := range e.shadow {
+		c.shadow[r] = append([]byte(nil), b...)
+	}
+	cw.p.OnNewThread = c.loadDebugRegs
+	return c, c.loadDebugRegs(t)
+}
+
+// release: a forked child has no debug registers of ours.
+func (e *hwEngine) release(*tracer.Thread) error { return nil }
 
 // hwWrite reports the write that triggered slots in DR6. The CPU traps
 // after the writing instruction, so the PC is the next instruction's.
-func (w *Watch) hwWrite(t *tracer.Thread) error {
-	w.rootWatch().stats.Faults++
+func (e *hwEngine) hwWrite(t *tracer.Thread) error {
+	e.w.rootWatch().stats.Faults++
 	dr6, err := t.DebugReg(6)
 	if err != nil {
 		return err
@@ -126,23 +201,23 @@ func (w *Watch) hwWrite(t *tracer.Thread) error {
 		return err
 	}
 	seen := map[*Region]bool{}
-	for i, s := range w.slots {
+	for i, s := range e.slots {
 		if dr6&(1<<i) == 0 || seen[s.region] {
 			continue
 		}
 		r := s.region
 		seen[r] = true
 		now := make([]byte, r.Len)
-		if err := w.p.ReadMemory(r.Addr, now); err != nil {
+		if err := e.w.p.ReadMemory(r.Addr, now); err != nil {
 			return err
 		}
-		old := w.shadow[r]
+		old := e.shadow[r]
 		// Only the slots that fired for this thread: another thread's
 		// store to another slot may already be in memory, and is its
 		// own trap's to report.
 		var lo, hi uint64 = r.Len, 0
 		var slo, shi uint64 = r.Len, 0
-		for j, s2 := range w.slots {
+		for j, s2 := range e.slots {
 			if dr6&(1<<j) == 0 || s2.region != r {
 				continue
 			}
@@ -161,10 +236,10 @@ func (w *Watch) hwWrite(t *tracer.Thread) error {
 			lo, hi = slo, shi
 		}
 		wr := &Write{
-			Pid: w.p.Pid, Tid: t.Tid, Region: r, Offset: lo, Addr: r.Addr + lo, Size: hi - lo,
+			Pid: e.w.p.Pid, Tid: t.Tid, Region: r, Offset: lo, Addr: r.Addr + lo, Size: hi - lo,
 			PC: regs.Rip, AfterPC: true, Exact: true, Regs: regs, Thread: t,
 		}
-		if st, ok := w.storeBefore(&regs, r.Addr+lo, r.Addr+hi, changed, dr6); ok {
+		if st, ok := e.storeBefore(&regs, r.Addr+lo, r.Addr+hi, changed, dr6); ok {
 			// The instruction is known: report what it wrote, as the
 			// page engine would.
 			lo = max(st.Addr, r.Addr) - r.Addr
@@ -176,11 +251,11 @@ func (w *Watch) hwWrite(t *tracer.Thread) error {
 		wr.Old = append([]byte(nil), old[lo:hi]...)
 		wr.New = append([]byte(nil), now[lo:hi]...)
 		copy(old[slo:shi], now[slo:shi])
-		if err := w.emit(wr, regionPages(r, now)); err != nil {
+		if err := e.w.emit(wr, regionPages(r, now)); err != nil {
 			return err
 		}
 	}
-	if err := w.checkSegv(t); err != nil {
+	if err := e.w.checkSegv(t); err != nil {
 		return err
 	}
 	return t.Resume(0)
@@ -205,11 +280,11 @@ func regionPages(r *Region, now []byte) map[uint64][]byte {
 // that changed and the slots that fired. An instruction that changed its own
 // address registers (PUSH, STOS) finds no candidate and leaves the report at
 // "just before RIP".
-func (w *Watch) storeBefore(regs *unix.PtraceRegs, lo, hi uint64, changed bool, dr6 uint64) (store.Store, bool) {
+func (e *hwEngine) storeBefore(regs *unix.PtraceRegs, lo, hi uint64, changed bool, dr6 uint64) (store.Store, bool) {
 	const back = 15
 	var code [back]byte
 	start := regs.Rip - back
-	if err := w.p.ReadMemory(start, code[:]); err != nil {
+	if err := e.w.p.ReadMemory(start, code[:]); err != nil {
 		return store.Store{}, false
 	}
 	var found store.Store
@@ -217,7 +292,7 @@ func (w *Watch) storeBefore(regs *unix.PtraceRegs, lo, hi uint64, changed bool, 
 	for k := 1; k <= back; k++ {
 		r := *regs
 		r.Rip = regs.Rip - uint64(k)
-		st, err := w.decode(code[back-k:], &r)
+		st, err := e.w.decode(code[back-k:], &r)
 		if err != nil || st.Len != k || !st.Known || st.Size == 0 || st.Rep {
 			continue
 		}
@@ -225,7 +300,7 @@ func (w *Watch) storeBefore(regs *unix.PtraceRegs, lo, hi uint64, changed bool, 
 			continue
 		}
 		hits := true
-		for i, s := range w.slots {
+		for i, s := range e.slots {
 			if dr6&(1<<i) != 0 && (s.addr+s.size <= st.Addr || s.addr >= st.Addr+st.Size) {
 				hits = false
 			}
@@ -247,7 +322,7 @@ func (w *Watch) storeBefore(regs *unix.PtraceRegs, lo, hi uint64, changed bool, 
 // slot freed, "unmapped" reported) so a new mapping there is not watched;
 // bytes madvise changed are reported as a kernel write. done means the
 // thread has been resumed.
-func (w *Watch) hwMemoryCall(t *tracer.Thread, si tracer.SyscallInfo) (bool, error) {
+func (e *hwEngine) memoryCall(t *tracer.Thread, si tracer.SyscallInfo) (bool, error) {
 	a := si.Args
 	lo, n := a[0], a[1]
 	name := map[int]string{unix.SYS_MUNMAP: "munmap", unix.SYS_MREMAP: "mremap", unix.SYS_MMAP: "mmap", unix.SYS_MADVISE: "madvise"}[si.Nr]
@@ -268,7 +343,7 @@ func (w *Watch) hwMemoryCall(t *tracer.Thread, si tracer.SyscallInfo) (bool, err
 	}
 	sp := span{pageDown(lo), pageUp(lo + n)}
 	var hit []*Region
-	for _, r := range w.regions {
+	for _, r := range e.w.regions {
 		if _, ok := sp.intersect(span{r.Addr, r.End()}); ok {
 			hit = append(hit, r)
 		}
@@ -289,77 +364,113 @@ func (w *Watch) hwMemoryCall(t *tracer.Thread, si tracer.SyscallInfo) (bool, err
 	}
 	if si.Nr == unix.SYS_MADVISE {
 		call := &kcall{nr: si.Nr, name: name, regs: regs, outs: []span{sp}}
-		return true, w.finishHW(t, call)
-	}
-	gone := map[*Region]bool{}
-	for _, r := range hit {
-		gone[r] = true
-	}
-	var keep []*Region
-	for _, r := range w.regions {
-		if !gone[r] {
-			keep = append(keep, r)
-		}
-	}
-	slots, _ := hwSlots(keep)
-	if err := w.p.StopOthers(t); err != nil {
-		return false, err
-	}
-	w.regions, w.slots = keep, slots
-	for _, th := range w.p.Threads() {
-		var err error
-		if len(slots) == 0 {
-			err = th.SetDebugReg(7, 0)
-		} else {
-			err = w.loadDebugRegs(th)
-		}
-		if err != nil && !errors.Is(err, tracer.ErrThreadGone) {
+		if err := e.syscallExit(t, call); err != nil {
 			return false, err
 		}
+		return true, t.Resume(0)
 	}
-	if err := w.p.ResumeOthers(); err != nil {
+	// Gone: their slots are freed, so that what is mapped there next is
+	// not watched.
+	if err := e.w.p.StopOthers(t); err != nil {
+		return false, err
+	}
+	if err := e.w.RemoveRegions(t, hit); err != nil {
+		return false, err
+	}
+	if err := e.w.p.ResumeOthers(); err != nil {
 		return false, err
 	}
 	for _, r := range hit {
-		delete(w.shadow, r)
-		w.unmapped(r, name+"(2)")
+		e.w.unmapped(r, name+"(2)")
 	}
 	return true, t.Resume(0)
 }
 
-// finishHW reports what a followed call changed and resumes the thread.
-func (w *Watch) finishHW(t *tracer.Thread, call *kcall) error {
-	if err := w.hwCallExit(t, call); err != nil {
-		return err
+// syscallEntry follows the target's memory management over the regions,
+// and the calls whose outputs cover one to their exit.
+func (e *hwEngine) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
+	if _, ok := memoryCalls[si.Nr]; ok {
+		if done, err := e.memoryCall(t, si); done || err != nil {
+			return err
+		}
+		return t.Resume(0)
+	}
+	if !e.w.followsWrites() {
+		return t.Resume(0)
+	}
+	if vs, ok := sysout.LookupVec(si.Nr); ok {
+		var outs []span
+		if l, ok := vs.Read(&si.Args, e.w.p); ok {
+			for _, o := range l.Outputs() {
+				outs = append(outs, span{o.Addr, o.End()})
+			}
+		}
+		return e.follow(t, si, vs.Name, outs)
+	}
+	if spec, ok := sysout.Lookup(si.Nr); ok {
+		return e.callEntry(t, si, spec)
 	}
 	return t.Resume(0)
 }
 
-// chooseEngine sets w up for the debug registers when Options.Engine asks
-// for them (hw) or allows them (auto) and they can watch regions, and
-// leaves it on the page engine otherwise. Debug registers that the machine
-// accepts but never fires would lose every write silently, so they are
-// checked first (tracer.CheckDebugRegisters): auto then takes the page
-// engine, quietly (the report header names the engine), and hw is refused.
-// Where the check cannot run, hw trusts them and auto does not.
-func (w *Watch) chooseEngine(regions []*Region) error {
-	slots, ok := hwSlots(regions)
-	if !ok {
-		if w.opts.Engine == EngineHW {
-			return fmt.Errorf("the regions need more than the 4 debug registers (each covers one aligned 1, 2, 4 or 8-byte slot): %w", ErrBadRegion)
-		}
-		return nil
-	}
-	if err := tracer.CheckDebugRegisters(); err != nil {
-		switch {
-		case w.opts.Engine == EngineHW && errors.Is(err, tracer.ErrDebugRegsDead):
-			return fmt.Errorf("engine hw: %w (a perf breakpoint on memtrap's own memory counted none of 8 stores); use the page engine", err)
-		case w.opts.Engine == EngineHW:
-			w.note(fmt.Sprintf("could not check that debug registers fire here (%v); trusting them", err))
-		default:
-			return nil
+// hwCallEntry: on the hw engine the kernel writes watched memory directly
+// (debug registers do not see it); a call whose output covers a region is
+// followed to its exit, where the region is compared with its shadow.
+func (e *hwEngine) callEntry(t *tracer.Thread, si tracer.SyscallInfo, spec sysout.Call) error {
+	var outs []span
+	for _, o := range spec.Outputs(&si.Args, e.w.p) {
+		if o.Size != 0 && o.End() > o.Addr {
+			outs = append(outs, span{o.Addr, o.End()})
 		}
 	}
-	w.slots, w.shadow = slots, map[*Region][]byte{}
+	return e.follow(t, si, spec.Name, outs)
+}
+
+// hwFollow follows a call to its exit if one of outs covers a region.
+func (e *hwEngine) follow(t *tracer.Thread, si tracer.SyscallInfo, name string, outs []span) error {
+	var call *kcall
+	for _, o := range outs {
+		for _, r := range e.w.regions {
+			if _, ok := o.intersect(span{r.Addr, r.End()}); ok {
+				if call == nil {
+					call = &kcall{nr: si.Nr, name: name}
+					if err := t.Regs(&call.regs); err != nil {
+						return err
+					}
+				}
+				call.outs = append(call.outs, o)
+				break
+			}
+		}
+	}
+	if call == nil {
+		return t.Resume(0)
+	}
+	e.w.calls[t.Tid] = call
+	return resumeToExit(t, si)
+}
+
+// syscallExit reports what a followed call changed in the regions.
+func (e *hwEngine) syscallExit(t *tracer.Thread, call *kcall) error {
+	for _, r := range e.w.regions {
+		touched := false
+		for _, o := range call.outs {
+			if _, ok := o.intersect(span{r.Addr, r.End()}); ok {
+				touched = true
+			}
+		}
+		if !touched {
+			continue
+		}
+		now := make([]byte, r.Len)
+		if err := e.w.p.ReadMemory(r.Addr, now); err != nil {
+			return err
+		}
+		old := e.shadow[r]
+		e.shadow[r] = now
+		if err := e.w.reportKernel(t, call, r.Addr, old, now); err != nil {
+			return err
+		}
+	}
 	return nil
 }

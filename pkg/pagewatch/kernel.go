@@ -3,7 +3,6 @@ package pagewatch
 import (
 	"errors"
 	"fmt"
-	"sort"
 
 	"github.com/memtrap/memtrap/pkg/sysout"
 	"github.com/memtrap/memtrap/pkg/tracer"
@@ -53,6 +52,10 @@ type kcall struct {
 	outs []span
 }
 
+// redirected says whether the call runs with pointers into the scratch
+// area: its thread cannot be let go before the call's exit.
+func (c *kcall) redirected() bool { return len(c.bounces) > 0 }
+
 var errScratchFull = errors.New("memtrap's scratch area in the target is full")
 
 // mapScratch maps memtrap's scratch area in the target (t stopped at a
@@ -81,19 +84,6 @@ func (w *Watch) dropScratch(t *tracer.Thread) error {
 	return err
 }
 
-// touchesArmed reports whether [addr, addr+n) has a byte on an armed page.
-func (w *Watch) touchesArmed(addr, n uint64) bool {
-	if n == 0 || addr+n < addr {
-		return false
-	}
-	for a := pageDown(addr); a < addr+n; a += pageSize {
-		if w.armedPage(a) != nil {
-			return true
-		}
-	}
-	return false
-}
-
 func argReg(r *unix.PtraceRegs, i int) *uint64 {
 	switch i {
 	case 0:
@@ -110,24 +100,12 @@ func argReg(r *unix.PtraceRegs, i int) *uint64 {
 	return &r.R9
 }
 
-// syscallEntry decides what a call about to run needs. It returns with the
-// thread resumed.
+// syscallEntry decides what a call about to run needs: what is common to
+// both engines here, the rest in the engine's. It returns with the thread
+// resumed.
 func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
-	if _, ok := memoryCalls[si.Nr]; ok {
-		memoryCall := w.memoryCall
-		if w.slots != nil {
-			memoryCall = w.hwMemoryCall
-		}
-		if done, err := memoryCall(t, si); done || err != nil {
-			return err
-		}
-		return t.Resume(0)
-	}
 	if si.Nr == unix.SYS_RT_SIGACTION {
 		w.sigaction(si.Args)
-	}
-	if si.Nr == unix.SYS_SIGALTSTACK && si.Args[0] != 0 {
-		delete(w.alt, t) // a new alternate stack: ask again (altStack)
 	}
 	if (si.Nr == unix.SYS_IO_URING_SETUP || si.Nr == unix.SYS_IO_URING_ENTER) && !w.rootWatch().saidIOURing {
 		// Its requests name buffers in shared rings, and the kernel
@@ -136,65 +114,12 @@ func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
 		w.rootWatch().saidIOURing = true
 		w.note(fmt.Sprintf("process %d uses io_uring, which memtrap does not follow: an io_uring request writing into a watched page is not reported, and may fail with EFAULT", w.p.Pid))
 	}
-	if w.scratch == nil || !w.opts.KernelWrites {
-		return t.Resume(0)
-	}
-	if vs, ok := sysout.LookupVec(si.Nr); ok {
-		if w.slots != nil {
-			return w.hwFollow(t, si, vs.Name, w.vecOuts(si, vs))
-		}
-		return w.vecEntry(t, si, vs)
-	}
-	spec, ok := sysout.Lookup(si.Nr)
-	if !ok {
-		return t.Resume(0)
-	}
-	if w.slots != nil {
-		return w.hwCallEntry(t, si, spec)
-	}
-	var call *kcall
-	for _, o := range spec.Outputs(&si.Args, w.p) {
-		ptr, n := o.Addr, o.Size
-		if ptr == 0 || !w.touchesArmed(ptr, n) {
-			continue
-		}
-		if call == nil {
-			call = &kcall{nr: si.Nr, name: spec.Name}
-			if err := t.Regs(&call.regs); err != nil {
-				return err
-			}
-		}
-		if n > maxBounce {
-			w.note(fmt.Sprintf("%s(2) of %d bytes into watched memory at %#x is too large to follow; it fails with EFAULT as the kernel sees it", spec.Name, n, ptr))
-			continue
-		}
-		before := make([]byte, n)
-		if err := w.p.ReadMemory(ptr, before); err != nil {
-			// Partly unmapped: the call fails as it would have.
-			continue
-		}
-		s, ok := w.scratch.Alloc(n)
-		if !ok {
-			w.note(fmt.Sprintf("%s(2): scratch area full; the call fails with EFAULT", spec.Name))
-			continue
-		}
-		if err := w.p.WriteMemory(s, before); err != nil {
-			return err
-		}
-		call.bounces = append(call.bounces, bounce{arg: o.Arg, real: ptr, scratch: s, before: before})
-	}
-	if call == nil || len(call.bounces) == 0 {
-		return t.Resume(0)
-	}
-	regs := call.regs
-	for _, b := range call.bounces {
-		*argReg(&regs, b.arg) = b.scratch
-	}
-	if err := t.SetRegs(&regs); err != nil {
-		return err
-	}
-	w.calls[t.Tid] = call
-	return resumeToExit(t, si)
+	return w.eng.syscallEntry(t, si)
+}
+
+// followsWrites says whether calls writing watched memory are followed.
+func (w *Watch) followsWrites() bool {
+	return w.scratch != nil && w.opts.KernelWrites
 }
 
 // resumeToExit resumes a thread at a syscall entry so that the call's exit
@@ -206,68 +131,6 @@ func resumeToExit(t *tracer.Thread, si tracer.SyscallInfo) error {
 	return t.Resume(0) // every call stops at its exit anyway
 }
 
-// hwCallEntry: on the hw engine the kernel writes watched memory directly
-// (debug registers do not see it); a call whose output covers a region is
-// followed to its exit, where the region is compared with its shadow.
-func (w *Watch) hwCallEntry(t *tracer.Thread, si tracer.SyscallInfo, spec sysout.Call) error {
-	var outs []span
-	for _, o := range spec.Outputs(&si.Args, w.p) {
-		if o.Size != 0 && o.End() > o.Addr {
-			outs = append(outs, span{o.Addr, o.End()})
-		}
-	}
-	return w.hwFollow(t, si, spec.Name, outs)
-}
-
-// hwFollow follows a call to its exit if one of outs covers a region.
-func (w *Watch) hwFollow(t *tracer.Thread, si tracer.SyscallInfo, name string, outs []span) error {
-	var call *kcall
-	for _, o := range outs {
-		for _, r := range w.regions {
-			if _, ok := o.intersect(span{r.Addr, r.End()}); ok {
-				if call == nil {
-					call = &kcall{nr: si.Nr, name: name}
-					if err := t.Regs(&call.regs); err != nil {
-						return err
-					}
-				}
-				call.outs = append(call.outs, o)
-				break
-			}
-		}
-	}
-	if call == nil {
-		return t.Resume(0)
-	}
-	w.calls[t.Tid] = call
-	return resumeToExit(t, si)
-}
-
-// hwCallExit reports what a followed call changed in the regions.
-func (w *Watch) hwCallExit(t *tracer.Thread, call *kcall) error {
-	for _, r := range w.regions {
-		touched := false
-		for _, o := range call.outs {
-			if _, ok := o.intersect(span{r.Addr, r.End()}); ok {
-				touched = true
-			}
-		}
-		if !touched {
-			continue
-		}
-		now := make([]byte, r.Len)
-		if err := w.p.ReadMemory(r.Addr, now); err != nil {
-			return err
-		}
-		old := w.shadow[r]
-		w.shadow[r] = now
-		if err := w.reportKernel(t, call, r.Addr, old, now); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // syscallExit finishes a bounced call and resumes the thread.
 func (w *Watch) syscallExit(t *tracer.Thread) error {
 	if err := w.finishCall(t); err != nil {
@@ -276,53 +139,15 @@ func (w *Watch) syscallExit(t *tracer.Thread) error {
 	return t.Resume(0)
 }
 
-// finishCall settles a bounced call at its exit: the kernel's bytes go
-// where the target asked and are reported, and the argument registers get
-// their values back (so a restarted call writes to the real place again).
+// finishCall settles a followed call at its exit (the engine's part), and
+// leaves the thread stopped.
 func (w *Watch) finishCall(t *tracer.Thread) error {
 	call := w.calls[t.Tid]
 	if call == nil {
 		return nil
 	}
 	delete(w.calls, t.Tid)
-	if call.outs != nil {
-		return w.hwCallExit(t, call)
-	}
-	var regs unix.PtraceRegs
-	if err := t.Regs(&regs); err != nil {
-		return err
-	}
-	for _, b := range call.bounces {
-		after := make([]byte, len(b.before))
-		err := w.p.ReadMemory(b.scratch, after)
-		w.scratch.Release(b.scratch, uint64(len(b.before)))
-		if err != nil {
-			return err
-		}
-		// Only the bytes the kernel changed: another thread may have
-		// stored to the real buffer meanwhile, and those stores stand.
-		for i := 0; i < len(after); {
-			if after[i] == b.before[i] {
-				i++
-				continue
-			}
-			j := i
-			for j < len(after) && after[j] != b.before[j] {
-				j++
-			}
-			if err := w.p.WriteMemory(b.real+uint64(i), after[i:j]); err != nil {
-				return err
-			}
-			i = j
-		}
-		if err := w.reportKernel(t, call, b.real, b.before, after); err != nil {
-			return err
-		}
-		if b.arg >= 0 {
-			*argReg(&regs, b.arg) = *argReg(&call.regs, b.arg)
-		}
-	}
-	return t.SetRegs(&regs)
+	return w.eng.syscallExit(t, call)
 }
 
 // reportKernel reports the watched bytes a syscall changed in [addr, +len).
@@ -351,122 +176,6 @@ func (w *Watch) reportKernel(t *tracer.Thread, call *kcall, addr uint64, before,
 		}
 	}
 	return nil
-}
-
-// memoryCall handles the target's own mprotect/munmap/mremap/madvise/mmap
-// over watched pages: the call runs with the other threads stopped, and at
-// its exit the books follow. done means the thread has been resumed.
-func (w *Watch) memoryCall(t *tracer.Thread, si tracer.SyscallInfo) (bool, error) {
-	a := si.Args
-	var lo, n uint64
-	switch si.Nr {
-	case unix.SYS_MMAP:
-		if a[3]&(unix.MAP_FIXED|unix.MAP_FIXED_NOREPLACE) == 0 {
-			return false, nil
-		}
-		lo, n = a[0], a[1]
-	case unix.SYS_MREMAP:
-		// The old range goes; with MREMAP_FIXED, so does what stood at
-		// the new address: take the hull of both.
-		lo, n = a[0], a[1]
-		if a[3]&unix.MREMAP_FIXED != 0 {
-			end := max(a[0]+a[1], a[4]+a[2])
-			lo = min(a[0], a[4])
-			n = end - lo
-		}
-	default:
-		lo, n = a[0], a[1]
-	}
-	hi := pageUp(lo + n)
-	lo = pageDown(lo)
-	var hit []uint64
-	for pa := range w.pages {
-		if pa >= lo && pa < hi {
-			hit = append(hit, pa)
-		}
-	}
-	if len(hit) == 0 {
-		return false, nil
-	}
-	sort.Slice(hit, func(i, j int) bool { return hit[i] < hit[j] })
-	p := w.p
-	if err := p.StopOthers(t); err != nil {
-		return false, err
-	}
-	before := map[uint64][]byte{}
-	if si.Nr == unix.SYS_MADVISE {
-		for _, pa := range hit {
-			b := make([]byte, pageSize)
-			if p.ReadMemory(pa, b) == nil {
-				before[pa] = b
-			}
-		}
-	}
-	var regs unix.PtraceRegs
-	if err := t.Regs(&regs); err != nil {
-		return false, err
-	}
-	ret, err := t.FinishSyscall()
-	if err != nil {
-		return false, err
-	}
-	if ret >= 0 || si.Nr == unix.SYS_MMAP && ret < -4095 {
-		switch si.Nr {
-		case unix.SYS_MPROTECT, unix.SYS_PKEY_MPROTECT:
-			prot := int(a[2])
-			for _, pa := range hit {
-				pg := w.pages[pa]
-				pg.prot = prot
-				pg.armed = false
-				if prot&unix.PROT_WRITE != 0 {
-					if err := t.Mprotect(pa, pageSize, prot&^unix.PROT_WRITE); err != nil {
-						return false, err
-					}
-					pg.armed = true
-				}
-			}
-		case unix.SYS_MUNMAP, unix.SYS_MREMAP, unix.SYS_MMAP:
-			w.dropPages(hit, fmt.Sprintf("%s(2)", map[int]string{unix.SYS_MUNMAP: "munmap", unix.SYS_MREMAP: "mremap", unix.SYS_MMAP: "mmap"}[si.Nr]))
-		case unix.SYS_MADVISE:
-			for _, pa := range hit {
-				b := before[pa]
-				if b == nil {
-					continue
-				}
-				now := make([]byte, pageSize)
-				if p.ReadMemory(pa, now) != nil {
-					continue
-				}
-				call := &kcall{name: "madvise", regs: regs}
-				if err := w.reportKernel(t, call, pa, b, now); err != nil {
-					return false, err
-				}
-			}
-		}
-	}
-	if err := p.ResumeOthers(); err != nil {
-		return false, err
-	}
-	return true, t.Resume(0)
-}
-
-// dropPages forgets pages the target unmapped, and says which regions lost
-// memory.
-func (w *Watch) dropPages(addrs []uint64, how string) {
-	lost := map[*Region]bool{}
-	for _, pa := range addrs {
-		if pg := w.pages[pa]; pg != nil {
-			for _, r := range pg.regions {
-				lost[r] = true
-			}
-			delete(w.pages, pa)
-		}
-	}
-	for _, r := range w.regions {
-		if lost[r] {
-			w.unmapped(r, how)
-		}
-	}
 }
 
 func (w *Watch) unmapped(r *Region, how string) {

@@ -20,14 +20,15 @@ import (
 
 // vecEntry bounces the watched buffers of a vector call (page engine). It
 // returns with the thread resumed.
-func (w *Watch) vecEntry(t *tracer.Thread, si tracer.SyscallInfo, spec sysout.VecCall) error {
+func (e *pageEngine) vecEntry(t *tracer.Thread, si tracer.SyscallInfo, spec sysout.VecCall) error {
+	w := e.w
 	l, ok := spec.Read(&si.Args, w.p)
 	if !ok {
 		return t.Resume(0)
 	}
 	touched := false
 	for _, o := range l.Outputs() {
-		if w.touchesArmed(o.Addr, o.Size) {
+		if e.touchesArmed(o.Addr, o.Size) {
 			touched = true
 		}
 	}
@@ -39,20 +40,20 @@ func (w *Watch) vecEntry(t *tracer.Thread, si tracer.SyscallInfo, spec sysout.Ve
 		return err
 	}
 	fail := func(why string) error {
-		w.releaseCall(call)
+		e.releaseCall(call)
 		w.note(fmt.Sprintf("%s(2) into watched memory: %s; it fails with EFAULT as the kernel sees it", spec.Name, why))
 		return t.Resume(0)
 	}
 	// redirect bounces one buffer if it is watched; it returns the
 	// address the kernel is to use.
 	redirect := func(p, n uint64) (uint64, error) {
-		if p == 0 || n == 0 || !w.touchesArmed(p, n) {
+		if p == 0 || n == 0 || !e.touchesArmed(p, n) {
 			return p, nil
 		}
 		if n > maxBounce {
 			return 0, fmt.Errorf("%d bytes are too many to follow", n)
 		}
-		return w.bounceOut(call, -1, p, n, nil)
+		return e.bounceOut(call, -1, p, n, nil)
 	}
 	for _, e := range l.Extra {
 		if _, err := redirect(e.Addr, e.Size); err != nil {
@@ -84,7 +85,7 @@ func (w *Watch) vecEntry(t *tracer.Thread, si tracer.SyscallInfo, spec sysout.Ve
 		newArr := m.Arr
 		if len(arr) > 0 {
 			var err error
-			if newArr, err = w.bounceOut(call, arrArg, m.Arr, uint64(len(arr)), arr); err != nil {
+			if newArr, err = e.bounceOut(call, arrArg, m.Arr, uint64(len(arr)), arr); err != nil {
 				return fail(err.Error())
 			}
 		}
@@ -105,7 +106,7 @@ func (w *Watch) vecEntry(t *tracer.Thread, si tracer.SyscallInfo, spec sysout.Ve
 		}
 	}
 	if l.Hdrs != 0 {
-		if _, err := w.bounceOut(call, spec.Hdr, l.Hdrs, l.HdrSize, l.Raw); err != nil {
+		if _, err := e.bounceOut(call, spec.Hdr, l.Hdrs, l.HdrSize, l.Raw); err != nil {
 			return fail(err.Error())
 		}
 	}
@@ -125,7 +126,8 @@ func (w *Watch) vecEntry(t *tracer.Thread, si tracer.SyscallInfo, spec sysout.Ve
 // bounceOut gives the call a scratch copy of [real, real+n): the real bytes,
 // or init when set (a rewritten array); bytes the kernel changes there go
 // back to real at exit.
-func (w *Watch) bounceOut(call *kcall, arg int, real, n uint64, init []byte) (uint64, error) {
+func (e *pageEngine) bounceOut(call *kcall, arg int, real, n uint64, init []byte) (uint64, error) {
+	w := e.w
 	before := init
 	if before == nil {
 		before = make([]byte, n)
@@ -147,22 +149,10 @@ func (w *Watch) bounceOut(call *kcall, arg int, real, n uint64, init []byte) (ui
 
 // releaseCall gives back the scratch memory of a call that is not bounced
 // after all.
-func (w *Watch) releaseCall(call *kcall) {
+func (e *pageEngine) releaseCall(call *kcall) {
+	w := e.w
 	for _, b := range call.bounces {
 		w.scratch.Release(b.scratch, uint64(len(b.before)))
 	}
 	call.bounces = nil
-}
-
-// vecOuts lists what a vector call may write (hw engine).
-func (w *Watch) vecOuts(si tracer.SyscallInfo, spec sysout.VecCall) []span {
-	l, ok := spec.Read(&si.Args, w.p)
-	if !ok {
-		return nil
-	}
-	var out []span
-	for _, o := range l.Outputs() {
-		out = append(out, span{o.Addr, o.End()})
-	}
-	return out
 }

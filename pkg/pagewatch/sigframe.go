@@ -23,8 +23,9 @@ import (
 func frameRoom() uint64 { return uint64(xsave.Size()) + 128 + 2048 }
 
 // deliver resumes t, stopped at the delivery of sig, delivering it.
-func (w *Watch) deliver(t *tracer.Thread, sig int) error {
-	if w.slots != nil || w.scratch == nil || !w.anyArmed() {
+func (e *pageEngine) deliver(t *tracer.Thread, sig int) error {
+	w := e.w
+	if w.scratch == nil || !e.anyArmed() {
 		return t.Resume(sig)
 	}
 	cg, err := w.p.CaughtSignals()
@@ -41,7 +42,7 @@ func (w *Watch) deliver(t *tracer.Thread, sig int) error {
 	if err != nil {
 		return err
 	}
-	alt, ok := w.altStack(t)
+	alt, ok := e.altStack(t)
 	// The injected call left its own trap's siginfo at this stop.
 	if err := t.SetSiginfo(info); err != nil {
 		return err
@@ -52,7 +53,7 @@ func (w *Watch) deliver(t *tracer.Thread, sig int) error {
 	var pages []*page
 	for _, win := range windows {
 		for a := pageDown(win.lo); a < win.hi; a += pageSize {
-			if pg := w.armedPage(a); pg != nil {
+			if pg := e.armedPage(a); pg != nil {
 				pages = append(pages, pg)
 			}
 		}
@@ -65,7 +66,7 @@ func (w *Watch) deliver(t *tracer.Thread, sig int) error {
 	}
 	before := map[uint64][]byte{}
 	for _, pg := range pages {
-		b, err := w.readHull(pg)
+		b, err := e.readHull(pg)
 		if err != nil {
 			return err
 		}
@@ -94,7 +95,7 @@ func (w *Watch) deliver(t *tracer.Thread, sig int) error {
 		return err
 	}
 	for _, pg := range pages {
-		after, err := w.readHull(pg)
+		after, err := e.readHull(pg)
 		if err != nil {
 			return err
 		}
@@ -106,24 +107,6 @@ func (w *Watch) deliver(t *tracer.Thread, sig int) error {
 	return w.resume(t)
 }
 
-// resume lets a thread go on after memtrap's work on it; a signal that
-// arrived meanwhile (deferred) is delivered as any other (deliver).
-func (w *Watch) resume(t *tracer.Thread) error {
-	if sig, ok := t.TakeDeferred(); ok {
-		return w.deliver(t, sig)
-	}
-	return t.Resume(0)
-}
-
-func (w *Watch) anyArmed() bool {
-	for _, pg := range w.pages {
-		if pg.armed {
-			return true
-		}
-	}
-	return false
-}
-
 // altStack tells the thread's alternate signal stack. Asking the thread
 // costs an injected sigaltstack (50-100 us), paid at every caught signal
 // while pages are armed: Go's preemption signal alone comes up to 100 times
@@ -131,16 +114,16 @@ func (w *Watch) anyArmed() bool {
 // (Options.KernelWrites), which includes every sigaltstack call that sets
 // a stack (filterRules, syscallEntry), the answer is kept per thread until
 // the thread sets another or the process executes a new image.
-func (w *Watch) altStack(t *tracer.Thread) (span, bool) {
-	if a, ok := w.alt[t]; ok {
+func (e *pageEngine) altStack(t *tracer.Thread) (span, bool) {
+	if a, ok := e.alt[t]; ok {
 		return a.span, a.ok
 	}
-	sp, ok := w.askAltStack(t)
-	if w.opts.KernelWrites {
-		if w.alt == nil || len(w.alt) > 2*len(w.p.Threads())+16 {
-			w.alt = map[*tracer.Thread]altStack{} // drop the exited threads'
+	sp, ok := e.w.askAltStack(t)
+	if e.w.opts.KernelWrites {
+		if e.alt == nil || len(e.alt) > 2*len(e.w.p.Threads())+16 {
+			e.alt = map[*tracer.Thread]altStack{} // drop the exited threads'
 		}
-		w.alt[t] = altStack{sp, ok}
+		e.alt[t] = altStack{sp, ok}
 	}
 	return sp, ok
 }

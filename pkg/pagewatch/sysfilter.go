@@ -50,7 +50,7 @@ func (w *Watch) followSyscalls(t *tracer.Thread) error {
 		w.p.TraceSyscalls(true)
 		return nil
 	}
-	all := w.watchedSpans()
+	all := w.eng.spans()
 	var spans []span
 	var prog []unix.SockFilter
 	var err error
@@ -78,24 +78,6 @@ func (w *Watch) followSyscalls(t *tracer.Thread) error {
 	}
 	w.filtered = append(w.filtered, spans...)
 	return nil
-}
-
-// watchedSpans lists the memory whose syscall writes matter: the armed
-// pages, or the debug registers' regions.
-func (w *Watch) watchedSpans() []span {
-	var out []span
-	if w.slots != nil {
-		for _, r := range w.regions {
-			out = append(out, span{r.Addr, r.End()})
-		}
-		return out
-	}
-	for a, pg := range w.pages {
-		if pg.armed {
-			out = append(out, span{a, a + pageSize})
-		}
-	}
-	return out
 }
 
 // mergeSpans sorts spans and merges those closer than filterGap, then the

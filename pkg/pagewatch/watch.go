@@ -3,7 +3,6 @@ package pagewatch
 import (
 	"errors"
 	"fmt"
-	"sort"
 	"sync/atomic"
 
 	"github.com/memtrap/memtrap/pkg/sysout"
@@ -112,22 +111,22 @@ type Stats struct {
 	Faults int // trapped (including writes to unwatched data on armed pages)
 }
 
-// Watch is the set of watched regions of one process.
+// Watch is the set of watched regions of one process, and what is common to
+// both engines: the stop loop, the syscalls followed (with the scratch area
+// in the target they need), the guard of the target's signal handlers, the
+// loader breakpoint, the followed children and the reports. How writes are
+// caught is its engine's business.
 type Watch struct {
 	p         *tracer.Process
 	opts      Options
 	regions   []*Region
-	pages     map[uint64]*page
+	eng       engine
 	stats     Stats
 	detach    atomic.Bool
-	codeBuf   [16]byte
-	spare     [][]byte // page buffers for the next fault (hullBuf)
-	stack     []byte   // Options.StackBytes of buffer, reused
-	entry     uint64   // a followed child's new entry point, int3 there (execChild)
+	entry     uint64 // a followed child's new entry point, int3 there (execChild)
 	entryOrig byte
 	// saidIOURing: the note that io_uring is not followed was given.
 	saidIOURing bool
-	alt         map[*tracer.Thread]altStack                         // known alternate signal stacks (altStack)
 	decode      func([]byte, *unix.PtraceRegs) (store.Store, error) // store.Decode; tests replace it
 
 	scratch *sysout.Scratch // bounce buffers for kernel writes, in the target
@@ -141,18 +140,6 @@ type Watch struct {
 	children map[int]*Watch // followed children, by pid (on the root watch)
 	parents  map[int]int    // every followed child's parent, by pid (on the root watch)
 	exited   *tracer.Stop   // the first process's exit, while children run on
-
-	slots  []slot             // hw engine: the debug registers' watches
-	shadow map[*Region][]byte // hw engine: each region's last known bytes
-}
-
-type page struct {
-	addr    uint64
-	prot    int  // the target's own protection, restored when disarmed
-	armed   bool // write-protected by us
-	shared  bool // of a MAP_SHARED mapping
-	regions []*Region
-	lo, hi  uint64 // page offsets of the watched bytes' hull
 }
 
 // ErrNotMapped means a region is not wholly mapped in the target.
@@ -176,16 +163,12 @@ func New(p *tracer.Process, regions []*Region, opts Options) (*Watch, error) {
 			return nil, err
 		}
 	}
-	w := &Watch{p: p, opts: opts, regions: regions, pages: map[uint64]*page{}, decode: store.Decode, children: map[int]*Watch{}}
-	switch opts.Engine {
-	case "", EnginePage:
-	case EngineHW, EngineAuto:
-		if err := w.chooseEngine(regions); err != nil {
-			return nil, err
-		}
-	default:
-		return nil, fmt.Errorf("unknown engine %q", opts.Engine)
+	w := &Watch{p: p, opts: opts, regions: regions, decode: store.Decode, children: map[int]*Watch{}}
+	eng, err := w.newEngine(regions)
+	if err != nil {
+		return nil, err
 	}
+	w.eng = eng
 	return w, nil
 }
 
@@ -193,39 +176,17 @@ func New(p *tracer.Process, regions []*Region, opts Options) (*Watch, error) {
 func (w *Watch) Stats() Stats { return w.stats }
 
 // Engine says which engine watches: EnginePage or EngineHW.
-func (w *Watch) Engine() string {
-	if w.slots != nil {
-		return EngineHW
-	}
-	return EnginePage
-}
+func (w *Watch) Engine() string { return w.eng.name() }
 
 // Regions returns the watched regions.
 func (w *Watch) Regions() []*Region { return w.regions }
 
-// Arm write-protects every page holding a watched byte, by making t (a
-// stopped thread, with the others stopped too) call mprotect. Pages the
-// target itself keeps read-only need nothing: a write there is the target's
-// own fault.
+// Arm starts watching the regions: their pages write-protected, or the
+// debug registers loaded, with t (a stopped thread, with the others stopped
+// too) making the system calls that takes.
 func (w *Watch) Arm(t *tracer.Thread) error {
-	if w.slots != nil {
-		if err := w.armHW(); err != nil {
-			return err
-		}
-	} else {
-		maps, err := tracer.ReadMaps(w.p.Pid)
-		if err != nil {
-			return fmt.Errorf("reading maps: %w", err)
-		}
-		if err := w.addPages(maps, w.regions); err != nil {
-			return err
-		}
-		if err := w.checkRseq(); err != nil {
-			return err
-		}
-		if err := w.setProtection(t, true); err != nil {
-			return err
-		}
+	if err := w.eng.arm(t); err != nil {
+		return err
 	}
 	if err := w.mapScratch(t); err != nil {
 		return err
@@ -236,76 +197,59 @@ func (w *Watch) Arm(t *tracer.Thread) error {
 	return w.followSyscalls(t)
 }
 
-// addPages records the pages of regions, with their protections from maps.
-func (w *Watch) addPages(maps []tracer.Mapping, regions []*Region) error {
+// AddRegions starts watching more regions, at any stop: only what they
+// concern is armed (the pages not armed yet, the debug registers).
+// Precondition: t is stopped, and so are the other threads.
+func (w *Watch) AddRegions(t *tracer.Thread, regions []*Region) error {
 	for _, r := range regions {
-		for a := pageDown(r.Addr); a < r.End(); a += pageSize {
-			m, ok := findMapping(maps, a)
-			if !ok {
-				first := max(a, r.Addr)
-				return fmt.Errorf("region %s: address %#x is not mapped: %w", r.Name, first, ErrNotMapped)
-			}
-			pg := w.pages[a]
-			if pg == nil {
-				pg = &page{addr: a, prot: m.Prot, shared: m.Shared}
-				w.pages[a] = pg
-			}
-			if len(pg.regions) == 0 {
-				pg.lo, pg.hi = pageSize, 0
-			}
-			pg.regions = append(pg.regions, r)
-			pg.lo = min(pg.lo, max(a, r.Addr)-a)
-			pg.hi = max(pg.hi, min(a+pageSize, r.End())-a)
+		if err := r.Validate(); err != nil {
+			return err
 		}
 	}
+	if err := w.eng.add(t, regions); err != nil {
+		return err
+	}
+	w.regions = append(append([]*Region(nil), w.regions...), regions...)
+	return w.followSyscalls(t)
+}
+
+// RemoveRegions stops watching regions, at any stop: a page keeps its
+// protection while another region still has bytes on it, the others get
+// theirs back. Writes to them are not reported from now on. The syscall
+// filter keeps stopping the calls near them (a filter cannot be taken
+// back); those calls then run as they are. Precondition: as AddRegions.
+func (w *Watch) RemoveRegions(t *tracer.Thread, regions []*Region) error {
+	gone := map[*Region]bool{}
+	for _, r := range regions {
+		gone[r] = true
+	}
+	// A new slice: a report may be ranging over the old one.
+	keep := make([]*Region, 0, len(w.regions))
+	var drop []*Region
+	for _, r := range w.regions {
+		if gone[r] {
+			drop = append(drop, r)
+		} else {
+			keep = append(keep, r)
+		}
+	}
+	if len(drop) == 0 {
+		return nil
+	}
+	if err := w.eng.remove(t, drop, keep); err != nil {
+		return err
+	}
+	w.regions = keep
 	return nil
 }
 
-func findMapping(maps []tracer.Mapping, a uint64) (tracer.Mapping, bool) {
-	i := sort.Search(len(maps), func(i int) bool { return maps[i].End > a })
-	if i < len(maps) && maps[i].Contains(a) {
-		return maps[i], true
+// resume lets a thread go on after memtrap's work on it; a signal that
+// arrived meanwhile (deferred) is delivered as any other (deliver).
+func (w *Watch) resume(t *tracer.Thread) error {
+	if sig, ok := t.TakeDeferred(); ok {
+		return w.eng.deliver(t, sig)
 	}
-	return tracer.Mapping{}, false
-}
-
-// setProtection arms (or disarms) every page, one mprotect per run of
-// adjacent pages with the same protection.
-func (w *Watch) setProtection(t *tracer.Thread, arm bool) error {
-	addrs := make([]uint64, 0, len(w.pages))
-	for a, pg := range w.pages {
-		if pg.prot&unix.PROT_WRITE != 0 && pg.armed != arm {
-			addrs = append(addrs, a)
-		}
-	}
-	sort.Slice(addrs, func(i, j int) bool { return addrs[i] < addrs[j] })
-	for i := 0; i < len(addrs); {
-		j := i + 1
-		prot := w.pages[addrs[i]].prot
-		for j < len(addrs) && addrs[j] == addrs[j-1]+pageSize && w.pages[addrs[j]].prot == prot {
-			j++
-		}
-		want := prot
-		if arm {
-			want &^= unix.PROT_WRITE
-		}
-		if err := t.Mprotect(addrs[i], uint64(j-i)*pageSize, want); err != nil {
-			return fmt.Errorf("%s pages: %w", map[bool]string{true: "arming", false: "disarming"}[arm], err)
-		}
-		for _, a := range addrs[i:j] {
-			w.pages[a].armed = arm
-		}
-		i = j
-	}
-	return nil
-}
-
-// armedPage returns the armed page holding addr, or nil.
-func (w *Watch) armedPage(addr uint64) *page {
-	if pg := w.pages[pageDown(addr)]; pg != nil && pg.armed {
-		return pg
-	}
-	return nil
+	return t.Resume(0)
 }
 
 // RequestDetach asks Run to disarm, detach and return. Safe from any
@@ -390,19 +334,16 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 	case tracer.StopExited:
 		return nil
 	case tracer.StopSignal:
-		if w.ours(st) {
-			return w.fault(st.Thread, st.Info.Addr())
+		if w.eng.owns(st) {
+			return w.eng.trap(st)
 		}
 		if w.entryHit(st) {
 			return w.atEntry(st.Thread)
 		}
-		if w.hwHit(st) {
-			return w.hwWrite(st.Thread)
-		}
 		if w.libHit(st) {
 			return w.libraries(st.Thread)
 		}
-		return w.deliver(st.Thread, st.Sig)
+		return w.eng.deliver(st.Thread, st.Sig)
 	case tracer.StopGroup:
 		return st.Thread.Listen()
 	case tracer.StopFork:
@@ -437,13 +378,6 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 	return nil
 }
 
-// ours says whether a signal stop is a write fault on an armed page.
-func (w *Watch) ours(st tracer.Stop) bool {
-	return st.Sig == int(unix.SIGSEGV) && st.Info.Code() == segvAccerr && w.armedPage(st.Info.Addr()) != nil
-}
-
-const segvAccerr = 2
-
 func (w *Watch) note(s string) {
 	if w.opts.Notify != nil {
 		w.opts.Notify(s)
@@ -467,12 +401,8 @@ func (w *Watch) releaseChild(pid int) error {
 			w.note(fmt.Sprintf("child %d: %v", pid, err))
 		}
 	}
-	for _, pg := range w.pages {
-		if pg.armed {
-			if err := t.Mprotect(pg.addr, pageSize, pg.prot); err != nil && !errors.Is(err, tracer.ErrThreadGone) {
-				w.note(fmt.Sprintf("child %d: %v", pid, err))
-			}
-		}
+	if err := w.eng.release(t); err != nil {
+		w.note(fmt.Sprintf("child %d: %v", pid, err))
 	}
 	if w.p.Filtered() {
 		// It inherited the syscall filter: its stops need a tracer.
@@ -492,7 +422,7 @@ func (w *Watch) Detach(st tracer.Stop) error {
 			if err := w.returnFromLibBP(t); err != nil {
 				return err
 			}
-		} else if !w.ours(st) && !w.hwHit(st) {
+		} else if !w.eng.owns(st) {
 			t.Defer(st.Info)
 		}
 	case tracer.StopFork:
@@ -517,7 +447,7 @@ func (w *Watch) Detach(st tracer.Stop) error {
 				if err := w.returnFromLibBP(q.Thread); err != nil {
 					return err
 				}
-			} else if !w.ours(q) && !w.hwHit(q) {
+			} else if !w.eng.owns(q) {
 				// Delivered as the thread is let go; a trapped write
 				// just runs again, unprotected.
 				q.Thread.Defer(q.Info)
@@ -537,7 +467,7 @@ func (w *Watch) Detach(st tracer.Stop) error {
 	for tid, c := range w.calls {
 		// Still inside its call: it cannot be let go with a pointer
 		// into our scratch area.
-		if len(c.bounces) > 0 {
+		if c.redirected() {
 			return fmt.Errorf("thread %d is inside a system call memtrap redirected; try again", tid)
 		}
 	}
@@ -547,18 +477,15 @@ func (w *Watch) Detach(st tracer.Stop) error {
 	return w.p.Detach()
 }
 
-// Disarm gives every armed page its own protection back. t is a stopped
-// thread and the others are stopped too.
+// Disarm undoes what Arm did: every armed page gets its own protection
+// back, the debug registers are cleared, the loader breakpoint and the
+// scratch area go. t is a stopped thread and the others are stopped too.
 func (w *Watch) Disarm(t *tracer.Thread) error {
 	if err := w.unwatchLibraries(w.p); err != nil {
 		return err
 	}
 	w.libBP = 0
-	if w.slots != nil {
-		if err := w.disarmHW(); err != nil {
-			return err
-		}
-	} else if err := w.setProtection(t, false); err != nil {
+	if err := w.eng.disarm(t); err != nil {
 		return err
 	}
 	return w.dropScratch(t)
@@ -568,11 +495,10 @@ func (w *Watch) Disarm(t *tracer.Thread) error {
 // area and breakpoints went with the old address space.
 func (w *Watch) exec(t *tracer.Thread) error {
 	w.note(fmt.Sprintf("process %d called execve: %d watched region(s) went with the old image", w.p.Pid, len(w.regions)))
-	w.pages = map[uint64]*page{}
-	w.regions, w.slots, w.shadow = nil, nil, nil
+	w.regions = nil
+	w.eng = newPageEngine(w) // nothing armed: the new image gets its own
 	w.p.OnNewThread = nil
 	w.scratch, w.calls, w.segv, w.libBP, w.filtered = nil, nil, segvGuard{}, 0, nil
-	w.alt = nil // execve drops alternate signal stacks
 	w.entry = 0
 	w.p.TraceSyscalls(false)
 	if w.opts.OnExec == nil {
@@ -598,13 +524,12 @@ func (w *Watch) armImage(t *tracer.Thread) {
 		return
 	}
 	if len(regions) > 0 {
-		if w.opts.Engine == EngineHW || w.opts.Engine == EngineAuto {
-			w.slots, w.shadow = nil, nil
-			if err := w.chooseEngine(regions); err != nil {
-				w.note(err.Error() + "; the new image is watched by the page engine")
-			}
+		eng, err := w.newEngine(regions)
+		if err != nil {
+			w.note(err.Error() + "; the new image is watched by the page engine")
+			eng = newPageEngine(w)
 		}
-		w.regions = regions
+		w.eng, w.regions = eng, regions
 		if err := w.Arm(t); err != nil {
 			w.note(fmt.Sprintf("arming the new image of process %d: %v", w.p.Pid, err))
 		} else {

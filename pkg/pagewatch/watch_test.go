@@ -2,6 +2,7 @@ package pagewatch
 
 import (
 	"debug/elf"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -269,5 +270,52 @@ func TestHWSlots(t *testing.T) {
 	}
 	if got := dr7([]slot{{0x1000, 8, nil}, {0x2000, 1, nil}}); got != 0x190005 {
 		t.Errorf("dr7 = %#x", got)
+	}
+}
+
+// TestRegionSetChanges: regions added and removed at a write's stop. b is
+// watched from the third write to a on, a until its write of 6; a's page
+// is disarmed then (no fault for its stores after), b's armed from then.
+func TestRegionSetChanges(t *testing.T) {
+	prog := fixture.Build(t, "pkg/pagewatch/testdata/regionset.c", "-O1", "-no-pie")
+	ra := &Region{Name: "a", Addr: symbolAddr(t, prog, "a"), Len: 8}
+	rb := &Region{Name: "b", Addr: symbolAddr(t, prog, "b"), Len: 8}
+	for _, engine := range []string{EnginePage, EngineHW} {
+		t.Run(engine, func(t *testing.T) {
+			if err := tracer.CheckDebugRegisters(); engine == EngineHW && err != nil {
+				t.Skipf("the hw engine cannot run here: %v", err)
+			}
+			change := func(w *Watch) {
+				report := w.opts.Report
+				w.opts.Report = func(wr *Write) (func() error, error) {
+					finish, err := report(wr)
+					if err != nil {
+						return nil, err
+					}
+					switch v := leValue(wr.New); {
+					case wr.Region == ra && v == 2:
+						err = w.AddRegions(wr.Thread, []*Region{rb})
+					case wr.Region == ra && v == 6:
+						err = w.RemoveRegions(wr.Thread, []*Region{ra})
+					}
+					return finish, err
+				}
+			}
+			o := watchRunOpts(t, prog, nil, []*Region{ra}, Options{Engine: engine}, change)
+			var got []string
+			for _, wr := range o.writes {
+				got = append(got, fmt.Sprintf("%s=%d", wr.Region.Name, leValue(wr.New)))
+			}
+			want := "a=0 a=1 a=2 b=2 a=3 b=3 a=4 b=4 a=5 b=5 a=6 b=6 b=7 b=8 b=9"
+			if strings.Join(got, " ") != want {
+				t.Errorf("writes %s\nwant   %s", strings.Join(got, " "), want)
+			}
+			if o.stats.Faults != 15 || o.stats.Writes != 15 {
+				t.Errorf("stats %+v, want 15 faults for 15 writes", o.stats)
+			}
+			if o.stdout != "a=9 b=9\n" {
+				t.Errorf("stdout %q", o.stdout)
+			}
+		})
 	}
 }
