@@ -6,45 +6,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Emulator completes a trapped store by doing it itself: it computes what
-// the instruction writes from the decoded instruction, the registers and,
-// when the instruction reads them, memory and the vector registers; writes
-// the bytes through /proc/PID/mem (which writes through the protection of
-// private pages); and sets the registers the instruction leaves (RIP, and
-// RCX/RSI/RDI or EFLAGS when it changes them). One ptrace stop per write,
-// no unprotect window, no other thread stopped.
+// Emulator completes a trapped store by doing it itself: package store
+// computes what the instruction writes ([store.Emulate], from the decoded
+// instruction, the registers and, when the instruction reads them, memory
+// and the vector registers); the Emulator writes the bytes through
+// /proc/PID/mem (which writes through the protection of private pages) and
+// sets the registers the instruction leaves (RIP, and RCX/RSI/RDI or
+// EFLAGS when it changes them). One ptrace stop per write, no unprotect
+// window, no other thread stopped.
 //
-// It emulates:
-//   - MOV, MOVNTI and MOVBE from a general or segment register or an
-//     immediate, and SETcc;
-//   - ADD, ADC, SUB, SBB, AND, OR, XOR, INC, DEC, NEG and NOT on memory,
-//     with the flags the CPU sets, LOCKed or not; XCHG, XADD and CMPXCHG
-//     (see lockable: other threads cannot write an armed page meanwhile);
-//   - PUSH of a register, an immediate or memory, and near CALL (a watched
-//     variable on the stack traps every push and call onto its page);
-//   - STOS and MOVS, with or without REP (all RCX elements at once, up to
-//     maxEmulated bytes; overlapping MOVS element by element);
-//   - the SSE, AVX and AVX-512 stores of a vector register or a part of
-//     one (MOVAPS ... VMOVDQU64, MOVQ/MOVD/MOVSS/MOVSD, MOVLPS/MOVHPS,
-//     PEXTR*, VEXTRACT*), the AVX-512 moves under a write mask too (the
-//     selected elements only: glibc's memset and memcpy end with those),
-//     and MOVQ/MOVD/MOVNTQ from MMX.
-//
-// Vector registers are read (PTRACE_GETFPREGS, or PTRACE_GETREGSET as far
-// as the register's XSAVE component) only for vector stores.
-//
-// Everything else goes to Fallback (Stepper if nil), before anything
-// changes: other instructions (shifts, BTS/BTR/BTC, CMPXCHG8B/16B...); aligned
-// vector stores to a misaligned address (the CPU raises #GP); stores with
-// TF or AC set; REP string ops over more than maxEmulated bytes or with a
-// 32-bit address size; stores that reach a page the target cannot write or
-// that a forced write does not reach (an armed page of a shared mapping),
-// or read one it cannot read; and stores whose decoded address disagrees
-// with the fault.
+// Which instructions are emulated, package store's doc says. Everything
+// else goes to Fallback (Stepper if nil), before anything changes: what
+// store.Emulate refuses; stores that reach a page the target cannot write
+// or that a forced write does not reach (an armed page of a shared
+// mapping), or read one it cannot read; and stores whose decoded address
+// disagrees with the fault.
 //
 // Other threads keep running meanwhile. They cannot change the bytes of an
 // armed page (they would trap), so a read-modify-write of one is as
-// consistent as the CPU's own unlocked one; and the protection of pages
+// consistent as the CPU's own unlocked one, and a LOCKed one as atomic as
+// the CPU's: each other writer traps and waits its turn, then is emulated
+// against the bytes this one left, and a shared mapping, where another
+// process could write, never reaches the emulator. The protection of pages
 // other than ours is read from the maps when a store reaches them, so a
 // thread changing it at that very moment races with the store as it would
 // with the CPU's.

@@ -641,8 +641,8 @@ func (em *Emulation) str(s *Store, regs *unix.PtraceRegs, m Target) string {
 	if s.Rep && count > maxEmulated/w {
 		// Too long for one go: the first maxEmulated bytes, and the
 		// instruction stays for the CPU to go on with, as after an
-		// interrupt (RCX, RDI, RSI updated, RIP on it). It traps again
-		// only if it reaches another armed page.
+		// interrupt (RCX, RDI, RSI updated, RIP on it). Under a page
+		// watch it traps again only if it reaches another armed page.
 		count = maxEmulated / w
 		size = count * w
 		em.regs.Rcx = regs.Rcx - count

@@ -24,8 +24,8 @@ import "sync"
 
 // Offsets in the FXSAVE image, which is also the start of the XSAVE image.
 const (
-	MMOffset  = 32
-	XMMOffset = 160
+	MMOffset  = 32  // ST0-7/MM0-7, 16 bytes each
+	XMMOffset = 160 // XMM0-15, 16 bytes each
 )
 
 // BVOffset is where XSTATE_BV lies in the XSAVE image: just after the
