@@ -7,15 +7,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Following forks (Options.FollowForks). A forked child starts as a copy of
-// the parent: the same pages armed, the same scratch area, the same loader
-// breakpoint, the syscall filter. So its watch is a copy of the parent's
-// over the child's tracer.Process; its writes are reported with its pid.
-// Debug registers are not inherited: the hw engine loads them again. After
-// an execve the child's regions are asked for again (Options.OnExec) once
-// it reaches the new image's entry point; it stays traced until it exits,
-// which the parent's watch reports as a note.
-
 // childWatch is an empty watch of a followed child c of w's process: w's
 // options (libraries loaded later are followed in the first process
 // only), and w's filter spans, which c inherited with the filters.

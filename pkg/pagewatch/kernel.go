@@ -9,21 +9,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Kernel writes. The kernel does not fault on a page memtrap write-protects:
-// a syscall that writes there fails with EFAULT instead, which the target
-// would notice. So while pages are armed every syscall stops at its entry
-// (tracer.TraceSyscalls), and a call that would write into an armed page is
-// bounced: its output pointer is pointed at a scratch buffer in the target,
-// filled with the real bytes first; at the call's exit the bytes the kernel
-// changed are copied to the real place (through the protection, like an
-// emulated store) and reported as a write "by the kernel"; the argument
-// register gets its value back. No page is ever unprotected, no other
-// thread stopped, and a call that blocks (read on a pipe) blocks only its
-// own thread.
-//
-// The target's own memory management (mprotect, munmap, mremap, madvise,
-// mmap MAP_FIXED) over watched pages runs with the other threads stopped,
-// and the books are brought up to date at its exit.
+// System calls followed (see the package doc, "Kernel writes"): what both
+// engines share. The page engine's bounces are in page_kernel.go and
+// kvec.go, the hw engine's following in hw.go.
 
 // maxBounce caps one bounced buffer; a larger one is left to fail as it
 // would have (EFAULT) and said so in a note.

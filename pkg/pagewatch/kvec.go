@@ -8,15 +8,10 @@ import (
 	"github.com/memtrap/memtrap/pkg/tracer"
 )
 
-// Syscalls whose output buffers are listed in memory: an iovec array
-// (readv, preadv, preadv2, process_vm_readv), a msghdr (recvmsg: its
-// iovecs, name and control buffers, and the lengths and flags the kernel
-// writes back into it) or an array of mmsghdr (recvmmsg: the same for each,
-// and each message's length). A filter cannot look into memory, so these
-// always stop. A bounced call gets copies of the arrays (and headers) in
-// the scratch area, pointing at scratch buffers where the real ones are
-// watched; at exit every byte the kernel changed goes to its real place, as
-// for plain bounces.
+// Vector calls (readv, recvmsg, recvmmsg): their lists of buffers get
+// copies in the scratch area that point at scratch buffers where the real
+// ones are watched; at exit every byte the kernel changed goes to its real
+// place, as for plain bounces.
 
 // vecEntry bounces the watched buffers of a vector call (page engine). It
 // returns with the thread resumed.

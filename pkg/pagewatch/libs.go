@@ -7,14 +7,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Libraries loaded later (dlopen). The dynamic loader calls
-// _dl_debug_state, an empty function, after every change to its list of
-// loaded objects, so that debuggers can put a breakpoint there (gdb does,
-// through r_debug.r_brk). memtrap does the same to resolve symbols that
-// were pending: an int3 over the function's `ret`, whose effect memtrap then
-// emulates (pop the return address), so the breakpoint never has to be
-// lifted while other threads run.
-
 const siKernel = 0x80
 
 // WatchLibraries arms the loader breakpoint at addr (_dl_debug_state's

@@ -9,21 +9,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The page engine and the kernel. The kernel does not fault on a page
-// memtrap write-protects: a syscall that writes there fails with EFAULT
-// instead, which the target would notice. So a call that would write into
-// an armed page is bounced: its output pointer is pointed at a scratch
-// buffer in the target, filled with the real bytes first; at the call's
-// exit the bytes the kernel changed are copied to the real place (through
-// the protection, like an emulated store) and reported as a write "by the
-// kernel"; the argument register gets its value back. No page is ever
-// unprotected, no other thread stopped, and a call that blocks (read on a
-// pipe) blocks only its own thread.
-//
-// The target's own memory management (mprotect, munmap, mremap, madvise,
-// mmap MAP_FIXED) over watched pages runs with the other threads stopped,
-// and the books are brought up to date at its exit.
-
 // touchesArmed reports whether [addr, addr+n) has a byte on an armed page.
 func (e *pageEngine) touchesArmed(addr, n uint64) bool {
 	if n == 0 || addr+n < addr {

@@ -8,16 +8,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Signal frames on watched pages. To run a handler the kernel pushes a
-// signal frame (registers, the XSAVE image: up to a few KiB) below the
-// thread's stack pointer, or at the top of its alternate stack. On a
-// write-protected page that write fails and the kernel kills the thread
-// with SIGSEGV. So a caught signal about to be delivered near armed pages
-// is delivered with those pages unprotected and every other thread
-// stopped: one single-step with the signal builds the frame and stops at
-// the handler's first instruction; the pages are armed again and the bytes
-// the kernel wrote are reported as a kernel write for that signal.
-
 // frameRoom is how far below a stack pointer a signal frame can reach: the
 // red zone, the XSAVE image and the rest of the frame, with margin.
 func frameRoom() uint64 { return uint64(xsave.Size()) + 128 + 2048 }

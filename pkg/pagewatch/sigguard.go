@@ -8,20 +8,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A trapped write is a fault the kernel forces on the thread as SIGSEGV (a
-// single-step, a debug-register hit or the loader breakpoint: SIGTRAP).
-// When the thread has that signal blocked at that moment (it is inside a
-// handler, or blocks all signals, as Go's and the JVM's threads do at
-// times), force_sig_info resets the process's handler to SIG_DFL and
-// unblocks the signal in the thread, before memtrap even sees the stop. The
-// target's next own SIGSEGV (a guard page, a null check) or SIGTRAP would
-// then kill it.
-//
-// So memtrap keeps a copy of the target's SIGSEGV and SIGTRAP sigactions
-// and, after each trap it caused, looks at SigCgt: a handler that vanished
-// is put back (rt_sigaction injected with the copy) and the signal blocked
-// again in the thread (PTRACE_SETSIGMASK). The copy is taken at arming and
-// whenever a handler appears.
+// The signal guard (see the package doc): a copy of the target's SIGSEGV
+// and SIGTRAP actions, put back after a trap memtrap caused resets one.
 
 // guarded are the signals memtrap's traps are forced as.
 var guarded = [...]unix.Signal{unix.SIGSEGV, unix.SIGTRAP}

@@ -8,13 +8,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Following syscalls. A watch must see the calls that write into watched
-// memory (kernel.go) and the target's own memory management of watched
-// pages. With Options.SyscallFilter (targets memtrap launched), a seccomp
-// filter stops only those calls whose pointer arguments come near watched
-// memory, one stop at entry, and a second at exit only when a call is
-// followed; every other call runs at full speed. Without it (attach: a
-// filter would outlive memtrap), every call of every thread stops twice.
+// Which system calls stop (see the package doc, "Kernel writes"): a seccomp
+// filter for what is watched now, or every call.
 
 // filterGap: watched spans closer than this share one range of the filter.
 const filterGap = 16 << 20
