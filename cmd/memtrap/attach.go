@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/memtrap/memtrap/internal/report"
 	"github.com/memtrap/memtrap/pkg/pagewatch"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"github.com/spf13/cobra"
@@ -49,7 +50,7 @@ func runAttach(o *attachOptions, s *Streams) error {
 		return err
 	}
 	defer done()
-	var sum Summary
+	var sum report.Summary
 	err = tracer.Locked(func() error {
 		p, err := tracer.Attach(o.pid)
 		if err != nil {
@@ -66,11 +67,11 @@ func runAttach(o *attachOptions, s *Streams) error {
 	return se.rep.End(sum)
 }
 
-func (se *session) attachWatch(wopts pagewatch.Options) (Summary, error) {
+func (se *session) attachWatch(wopts pagewatch.Options) (report.Summary, error) {
 	p := se.p
 	threads := p.Threads()
 	if len(threads) == 0 {
-		return Summary{}, fmt.Errorf("process %d has no threads left", p.Pid)
+		return report.Summary{}, fmt.Errorf("process %d has no threads left", p.Pid)
 	}
 	t := threads[0]
 	letGo := func(w *pagewatch.Watch) {
@@ -82,25 +83,25 @@ func (se *session) attachWatch(wopts pagewatch.Options) (Summary, error) {
 	regions, err := se.resolve()
 	if err != nil {
 		letGo(nil)
-		return Summary{}, err
+		return report.Summary{}, err
 	}
 	w, err := pagewatch.New(p, regions, wopts)
 	if err != nil {
 		letGo(nil)
-		return Summary{}, err
+		return report.Summary{}, err
 	}
 	se.w = w
 	if err := w.Arm(t); err != nil {
 		letGo(w)
-		return Summary{}, err
+		return report.Summary{}, err
 	}
 	if err := se.watchPending(w); err != nil {
 		letGo(w)
-		return Summary{}, err
+		return report.Summary{}, err
 	}
-	if err := se.rep.Start(p.Pid, w.Engine(), regions); err != nil {
+	if err := se.rep.Start(p.Pid, w.Engine(), reportRegions(regions)); err != nil {
 		letGo(w)
-		return Summary{}, err
+		return report.Summary{}, err
 	}
 	go func() {
 		for range se.sigs {
@@ -108,11 +109,11 @@ func (se *session) attachWatch(wopts pagewatch.Options) (Summary, error) {
 		}
 	}()
 	if err := p.ResumeAll(); err != nil {
-		return Summary{}, err
+		return report.Summary{}, err
 	}
 	st, err := w.Run()
 	if err != nil {
-		return Summary{}, err
+		return report.Summary{}, err
 	}
 	return summary(w, st), nil
 }

@@ -71,20 +71,3 @@ func BenchmarkUnwindSymbolize(b *testing.B) {
 		b.Fatal(err)
 	}
 }
-
-// BenchmarkReportJSON: formatting one write as a JSON line.
-func BenchmarkReportJSON(b *testing.B) {
-	rep := newReporter("json", io.Discard)
-	ev := &WriteEvent{
-		Write: &pagewatch.Write{Seq: 1, Pid: 1, Tid: 1, Region: &pagewatch.Region{Name: "counter", Addr: 0x1000, Len: 8},
-			Addr: 0x1000, Size: 8, Old: make([]byte, 8), New: []byte{1, 0, 0, 0, 0, 0, 0, 0}, PC: 0x401000,
-			Insn: "mov qword ptr [rip+0x2ee5], rax", Exact: true},
-		Backtrace: []Frame{{PC: 0x401000, Func: "worker", Offset: 42, Module: "/bin/prog", File: "prog.c", Line: 10},
-			{PC: 0x401100, Func: "main", Offset: 12, Module: "/bin/prog", File: "prog.c", Line: 20}},
-	}
-	for i := 0; i < b.N; i++ {
-		if err := rep.Write(ev); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/memtrap/memtrap/internal/report"
 	"github.com/memtrap/memtrap/pkg/pagewatch"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"github.com/spf13/cobra"
@@ -50,7 +51,7 @@ func runRun(o *runOptions, s *Streams) error {
 	// can stop only the syscalls that matter.
 	wopts.SyscallFilter = true
 	defer done()
-	var sum Summary
+	var sum report.Summary
 	err = tracer.Locked(func() error {
 		p, err := tracer.Launch(o.argv, tracer.LaunchOptions{})
 		if err != nil {
@@ -77,7 +78,7 @@ func runRun(o *runOptions, s *Streams) error {
 }
 
 // runWatch takes a launched target to its entry point, arms and runs it.
-func (se *session) runWatch(wopts pagewatch.Options) (Summary, error) {
+func (se *session) runWatch(wopts pagewatch.Options) (report.Summary, error) {
 	p := se.p
 	t, err := p.RunToEntry()
 	if errors.Is(err, tracer.ErrProcessExited) {
@@ -85,38 +86,38 @@ func (se *session) runWatch(wopts pagewatch.Options) (Summary, error) {
 		return summary(nil, tracer.Stop{Kind: tracer.StopExited, Status: ws}), nil
 	}
 	if err != nil {
-		return Summary{}, fmt.Errorf("starting the target: %w", err)
+		return report.Summary{}, fmt.Errorf("starting the target: %w", err)
 	}
 	regions, err := se.resolve()
 	if err != nil {
-		return Summary{}, err
+		return report.Summary{}, err
 	}
 	w, err := pagewatch.New(p, regions, wopts)
 	if err != nil {
-		return Summary{}, err
+		return report.Summary{}, err
 	}
 	se.w = w
 	if err := w.Arm(t); err != nil {
-		return Summary{}, err
+		return report.Summary{}, err
 	}
 	if err := se.watchPending(w); err != nil {
-		return Summary{}, err
+		return report.Summary{}, err
 	}
-	if err := se.rep.Start(p.Pid, w.Engine(), regions); err != nil {
-		return Summary{}, err
+	if err := se.rep.Start(p.Pid, w.Engine(), reportRegions(regions)); err != nil {
+		return report.Summary{}, err
 	}
 	if err := p.ResumeAll(); err != nil {
-		return Summary{}, err
+		return report.Summary{}, err
 	}
 	st, err := w.Run()
 	if err != nil {
-		return Summary{}, err
+		return report.Summary{}, err
 	}
 	if n := p.Kept(); n > 0 {
 		// They inherited the syscall filter, which needs its tracer.
 		_ = se.rep.Note(fmt.Sprintf("the target exited; waiting for the %d task(s) of child processes it left running", n))
 		if err := p.WaitKept(); err != nil {
-			return Summary{}, err
+			return report.Summary{}, err
 		}
 	}
 	return summary(w, st), nil

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 
+	"github.com/memtrap/memtrap/internal/report"
 	"github.com/memtrap/memtrap/pkg/pagewatch"
 	"github.com/memtrap/memtrap/pkg/symbols"
 	"github.com/memtrap/memtrap/pkg/tracer"
@@ -18,7 +19,7 @@ import (
 type session struct {
 	flags   *watchFlags
 	pending []*regionSpec // --symbol not found yet: waiting for a library
-	rep     Reporter
+	rep     report.Reporter
 	p       *tracer.Process
 	w       *pagewatch.Watch
 	syms    *symbols.Table   // the first process's image
@@ -66,7 +67,7 @@ func (se *session) image(pid int) *image {
 }
 
 func newSession(f *watchFlags, out io.Writer) *session {
-	return &session{flags: f, rep: newReporter(f.format, out)}
+	return &session{flags: f, rep: report.New(f.format, out)}
 }
 
 // watchSignals starts catching the signals that end a session, before any
@@ -259,7 +260,7 @@ func (se *session) watchOptions() (pagewatch.Options, error) {
 		Report:       se.onReport,
 		Unwind:       se.flags.backtrace > 0,
 		Notify:       func(m string) { _ = se.rep.Note(m) },
-		OnUnmap:      func(r *pagewatch.Region, how string) { _ = se.rep.Unmapped(r, how) },
+		OnUnmap:      func(r *pagewatch.Region, how string) { _ = se.rep.Unmapped(reportRegion(r), how) },
 		OnLibraries:  se.onLibraries,
 		OnExec:       se.onExec,
 	}
@@ -284,7 +285,7 @@ func (se *session) watchOptions() (pagewatch.Options, error) {
 // is made off the writer's critical path.
 func (se *session) onReport(w *pagewatch.Write) (func() error, error) {
 	if se.flags.backtrace <= 0 {
-		return func() error { return se.rep.Write(&WriteEvent{Write: w}) }, nil
+		return func() error { return se.rep.Write(reportWrite(w)) }, nil
 	}
 	mem := &stackWindow{p: w.Thread.Process()}
 	for off := 0; off+stackPage <= len(w.Stack); off += stackPage {
@@ -317,8 +318,8 @@ func (se *session) onReport(w *pagewatch.Write) (func() error, error) {
 const maxFrameSpan = 64 << 10
 
 // symbolize makes a write's event, with the backtrace onReport took.
-func (se *session) symbolize(w *pagewatch.Write, frames []unwind.Frame, mem *stackWindow) *WriteEvent {
-	ev := &WriteEvent{Write: w}
+func (se *session) symbolize(w *pagewatch.Write, frames []unwind.Frame, mem *stackWindow) *report.Write {
+	ev := reportWrite(w)
 	img := se.image(w.Pid)
 	refreshed := false
 	for i, fr := range frames {
@@ -337,7 +338,7 @@ func (se *session) symbolize(w *pagewatch.Write, frames []unwind.Frame, mem *sta
 				loc, ok = img.syms.Lookup(look)
 			}
 		}
-		f := Frame{PC: fr.PC}
+		f := report.Frame{PC: fr.PC}
 		if ok {
 			f.Func, f.Module = loc.Func, loc.Module
 			f.Offset = fr.PC - (look - loc.Offset)
@@ -349,6 +350,29 @@ func (se *session) symbolize(w *pagewatch.Write, frames []unwind.Frame, mem *sta
 		ev.Backtrace = append(ev.Backtrace, f)
 	}
 	return ev
+}
+
+// reportWrite copies what the report shows of a write: its registers, thread
+// and stack stay with the watch. It runs in the finish, where the write is
+// complete (pagewatch names the instruction once the writer runs again).
+func reportWrite(w *pagewatch.Write) *report.Write {
+	return &report.Write{
+		Seq: w.Seq, Pid: w.Pid, Tid: w.Tid, Region: w.Region.Name, Offset: w.Offset,
+		Addr: w.Addr, Size: w.Size, Old: w.Old, New: w.New, PC: w.PC, Insn: w.Insn,
+		Exact: w.Exact, Syscall: w.Syscall, Signal: w.Signal, AfterPC: w.AfterPC,
+	}
+}
+
+func reportRegion(r *pagewatch.Region) report.Region {
+	return report.Region{Name: r.Name, Addr: r.Addr, Len: r.Len}
+}
+
+func reportRegions(rs []*pagewatch.Region) []report.Region {
+	out := make([]report.Region, len(rs))
+	for i, r := range rs {
+		out[i] = reportRegion(r)
+	}
+	return out
 }
 
 // setProcess makes p the session's target. Reported writes are buffered
@@ -375,8 +399,8 @@ func (se *session) close() {
 }
 
 // summary builds the final line from how the target ended.
-func summary(w *pagewatch.Watch, st tracer.Stop) Summary {
-	s := Summary{}
+func summary(w *pagewatch.Watch, st tracer.Stop) report.Summary {
+	s := report.Summary{}
 	if w != nil {
 		s.Writes, s.Faults = w.Stats().Writes, w.Stats().Faults
 	}
@@ -392,7 +416,7 @@ func summary(w *pagewatch.Watch, st tracer.Stop) Summary {
 }
 
 // exitCode is what a shell would report for the target's end.
-func exitCode(s Summary) int {
+func exitCode(s report.Summary) int {
 	if s.Signaled {
 		return 128 + s.Signal
 	}
@@ -474,7 +498,7 @@ func (s *stackWindow) ReadMemory(addr uint64, b []byte) error {
 // every register; an outer frame only what the unwinder vouches for (its
 // stack and instruction pointers and its CFA), which covers parameters kept
 // in the stack frame (-O0) but not those in caller-saved registers.
-func (se *session) args(img *image, w *pagewatch.Write, i int, fr unwind.Frame, pc uint64, mem *stackWindow) []Arg {
+func (se *session) args(img *image, w *pagewatch.Write, i int, fr unwind.Frame, pc uint64, mem *stackWindow) []report.Arg {
 	regs := symbols.FrameRegs{PC: pc, CFA: fr.CFA}
 	if i == 0 {
 		regs.Regs = unwind.RegsFromPtrace(&w.Regs)
@@ -484,7 +508,7 @@ func (se *session) args(img *image, w *pagewatch.Write, i int, fr unwind.Frame, 
 	if err != nil || len(ps) == 0 {
 		return nil
 	}
-	out := make([]Arg, len(ps))
+	out := make([]report.Arg, len(ps))
 	for j, p := range ps {
 		out[j].Name = p.Name
 		if p.Known {
