@@ -1,58 +1,24 @@
-package main
+package session
 
 import (
 	"fmt"
-	"strconv"
 
 	"github.com/memtrap/memtrap/internal/report"
 	"github.com/memtrap/memtrap/pkg/pagewatch"
 	"github.com/memtrap/memtrap/pkg/tracer"
-	"github.com/spf13/cobra"
 )
 
-type attachOptions struct {
-	watchFlags
-	pid int
-}
-
-func newAttachCmd(s *Streams) *cobra.Command {
-	o := &attachOptions{}
-	cmd := &cobra.Command{
-		Use:   "attach PID [flags]",
-		Short: "Watch a running process; Ctrl-C detaches and leaves it running",
-		Example: `  memtrap attach 1234 --addr 0x7f12a4c01000 --len 64
-  memtrap attach 1234 --symbol config --when-value 0`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usagef("attach: want exactly one PID, got %d arguments", len(args))
-			}
-			return nil
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			pid, err := strconv.Atoi(args[0])
-			if err != nil || pid <= 0 {
-				return usagef("attach: %q is not a process id", args[0])
-			}
-			o.pid = pid
-			if err := o.validate(cmd); err != nil {
-				return err
-			}
-			return runAttach(o, s)
-		},
-	}
-	o.register(cmd.Flags())
-	return cmd
-}
-
-func runAttach(o *attachOptions, s *Streams) error {
-	se, wopts, done, err := start(&o.watchFlags, s)
-	if err != nil {
-		return err
-	}
-	defer done()
+// Attach watches the running process pid until it exits, or until
+// SIGINT, SIGTERM or SIGHUP make memtrap give every page its protection
+// back and detach from every thread; the target runs on. A failure before
+// the watch runs detaches too.
+func Attach(opts Options, pid int) error {
+	se := newSession(opts)
+	wopts := se.watchOptions()
+	defer se.begin()()
 	var sum report.Summary
-	err = tracer.Locked(func() error {
-		p, err := tracer.Attach(o.pid)
+	err := tracer.Locked(func() error {
+		p, err := tracer.Attach(pid)
 		if err != nil {
 			return err
 		}

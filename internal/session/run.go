@@ -1,4 +1,4 @@
-package main
+package session
 
 import (
 	"errors"
@@ -7,53 +7,23 @@ import (
 	"github.com/memtrap/memtrap/internal/report"
 	"github.com/memtrap/memtrap/pkg/pagewatch"
 	"github.com/memtrap/memtrap/pkg/tracer"
-	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 )
 
-type runOptions struct {
-	watchFlags
-	argv []string
-}
-
-func newRunCmd(s *Streams) *cobra.Command {
-	o := &runOptions{}
-	cmd := &cobra.Command{
-		Use:   "run [flags] -- PROGRAM [ARGS...]",
-		Short: "Launch a program and watch its memory from its first instruction",
-		Example: `  memtrap run --symbol counter -- ./prog
-  memtrap run --addr 0x404040 --len 64 --format json -o writes.jsonl -- ./prog arg`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return usagef("run: no program given (memtrap run [flags] -- PROGRAM [ARGS...])")
-			}
-			return nil
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.argv = args
-			if err := o.validate(cmd); err != nil {
-				return err
-			}
-			return runRun(o, s)
-		},
-	}
-	cmd.Flags().SetInterspersed(false)
-	o.register(cmd.Flags())
-	return cmd
-}
-
-func runRun(o *runOptions, s *Streams) error {
-	se, wopts, done, err := start(&o.watchFlags, s)
-	if err != nil {
-		return err
-	}
+// Run launches argv, watches it from its entry point to its end and
+// returns the exit code a shell would report for it (128+N if signal N
+// killed it). SIGTERM and SIGHUP sent to memtrap meanwhile go to the
+// target.
+func Run(opts Options, argv []string) (code int, err error) {
+	se := newSession(opts)
+	wopts := se.watchOptions()
 	// A launched target keeps memtrap until it ends: a seccomp filter
 	// can stop only the syscalls that matter.
 	wopts.SyscallFilter = true
-	defer done()
+	defer se.begin()()
 	var sum report.Summary
 	err = tracer.Locked(func() error {
-		p, err := tracer.Launch(o.argv, tracer.LaunchOptions{})
+		p, err := tracer.Launch(argv, tracer.LaunchOptions{})
 		if err != nil {
 			return err
 		}
@@ -69,12 +39,12 @@ func runRun(o *runOptions, s *Streams) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := se.rep.End(sum); err != nil {
-		return err
+		return 0, err
 	}
-	return &ExitError{Code: exitCode(sum)}
+	return exitCode(sum), nil
 }
 
 // runWatch takes a launched target to its entry point, arms and runs it.

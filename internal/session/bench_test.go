@@ -1,4 +1,4 @@
-package main
+package session
 
 import (
 	"io"
@@ -14,15 +14,15 @@ import (
 // symbolization (function, module, file:line) of every frame.
 func BenchmarkUnwindSymbolize(b *testing.B) {
 	prog := fixture.Build(b, "cmd/memtrap/testdata/deep.c", "-O0", "-g")
-	f := &watchFlags{backtrace: 10, format: "json", width: 8, engine: "page", completer: "emulate",
-		specs: []*regionSpec{{symbol: "value"}}}
+	o := Options{Backtrace: 10, Format: "json", Out: io.Discard, Width: 8, Engine: "page", Completer: "emulate",
+		Specs: []Spec{{Symbol: "value"}}}
 	err := tracer.Locked(func() error {
 		p, err := tracer.Launch([]string{prog}, tracer.LaunchOptions{})
 		if err != nil {
 			return err
 		}
 		defer p.Kill()
-		se := newSession(f, io.Discard)
+		se := newSession(o)
 		se.p = p
 		th, err := p.RunToEntry()
 		if err != nil {
@@ -32,7 +32,7 @@ func BenchmarkUnwindSymbolize(b *testing.B) {
 		if err != nil {
 			return err
 		}
-		opts, _ := se.watchOptions()
+		opts := se.watchOptions()
 		var frames int
 		opts.Unwind = true
 		opts.Report = func(w *pagewatch.Write) (func() error, error) {

@@ -1,4 +1,4 @@
-package main
+package session
 
 import (
 	"errors"
@@ -15,10 +15,39 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// session is one watch of one process, from flags to the final summary.
+// Spec is one region to watch, as the command line names it.
+type Spec struct {
+	// Symbol is NAME, NAME+OFF, module:NAME or a DWARF variable path
+	// (session.token), looked up in the target; "" for an address.
+	Symbol string
+	Addr   uint64 // when Symbol is ""
+	Len    uint64 // 0: the symbol's own size
+}
+
+// Options are what the command line asks of a session.
+type Options struct {
+	Specs []Spec
+	// WhenValue, if set, keeps only the writes after which the watched
+	// value equals it (see pagewatch.Options.WhenValue, and Width).
+	WhenValue    *uint64
+	Width        int    // 1, 2, 4 or 8
+	Backtrace    int    // frames per write; 0 for none
+	Engine       string // auto, page or hw
+	Completer    string // emulate (simple stores emulated) or step
+	KernelWrites bool   // follow syscalls that write into watched memory
+	FollowForks  bool
+	// Pending keeps a symbol not found at the start waiting for a library
+	// that defines it (always so for module:NAME of a module not loaded).
+	Pending bool
+	Format  string    // text or json
+	Out     io.Writer // where the report goes
+}
+
+// session is one watch of one process, from its options to the final
+// summary.
 type session struct {
-	flags   *watchFlags
-	pending []*regionSpec // --symbol not found yet: waiting for a library
+	opts    Options
+	pending []Spec // --symbol not found yet: waiting for a library
 	rep     report.Reporter
 	p       *tracer.Process
 	w       *pagewatch.Watch
@@ -66,8 +95,8 @@ func (se *session) image(pid int) *image {
 	return img
 }
 
-func newSession(f *watchFlags, out io.Writer) *session {
-	return &session{flags: f, rep: report.New(f.format, out)}
+func newSession(opts Options) *session {
+	return &session{opts: opts, rep: report.New(opts.Format, opts.Out)}
 }
 
 // watchSignals starts catching the signals that end a session, before any
@@ -94,25 +123,14 @@ func (se *session) loadSymbols(maps []tracer.Mapping) {
 	se.imageOf = nil
 }
 
-// start opens the report stream, builds the session and its watch options,
-// and starts catching the signals that end a session. The returned func
-// undoes what start did.
-func start(f *watchFlags, s *Streams) (*session, pagewatch.Options, func(), error) {
-	out, closeOut, err := openOutput(f.output, s.Err)
-	if err != nil {
-		return nil, pagewatch.Options{}, nil, err
-	}
-	se := newSession(f, out)
-	wopts, err := se.watchOptions()
-	if err != nil {
-		closeOut()
-		return nil, wopts, nil, err
-	}
+// begin starts catching the signals that end a session; the func it
+// returns stops that and sends what the report still buffers.
+func (se *session) begin() (end func()) {
 	se.watchSignals()
-	return se, wopts, func() { se.stopSignals(); _ = se.rep.Flush(); closeOut() }, nil
+	return func() { se.stopSignals(); _ = se.rep.Flush() }
 }
 
-// resolve turns the flags' region specs into regions of p.
+// resolve turns the region specs into regions of p.
 func (se *session) resolve() ([]*pagewatch.Region, error) {
 	maps, err := tracer.ReadMaps(se.p.Pid)
 	if err != nil {
@@ -120,15 +138,14 @@ func (se *session) resolve() ([]*pagewatch.Region, error) {
 	}
 	se.loadSymbols(maps)
 	var regions []*pagewatch.Region
-	for _, s := range se.flags.specs {
-		if s.addr != "" {
-			a, _ := parseNumber(s.addr)
-			regions = append(regions, &pagewatch.Region{Name: fmt.Sprintf("%#x", a), Addr: a, Len: s.length})
+	for _, s := range se.opts.Specs {
+		if s.Symbol == "" {
+			regions = append(regions, &pagewatch.Region{Name: fmt.Sprintf("%#x", s.Addr), Addr: s.Addr, Len: s.Len})
 			continue
 		}
 		r, err := se.symbolRegion(s)
 		var nf *symbols.NotFoundError
-		if errors.As(err, &nf) && (nf.UnknownModule || se.flags.pending) {
+		if errors.As(err, &nf) && (nf.UnknownModule || se.opts.Pending) {
 			// Like gdb's pending breakpoints: armed when a library
 			// that defines it is loaded.
 			se.pending = append(se.pending, s)
@@ -142,23 +159,23 @@ func (se *session) resolve() ([]*pagewatch.Region, error) {
 	return regions, nil
 }
 
-func (se *session) symbolRegion(s *regionSpec) (*pagewatch.Region, error) {
+func (se *session) symbolRegion(s Spec) (*pagewatch.Region, error) {
 	return symbolRegionIn(se.syms, s)
 }
 
-func symbolRegionIn(syms *symbols.Table, s *regionSpec) (*pagewatch.Region, error) {
-	sym, err := syms.Resolve(s.symbol)
+func symbolRegionIn(syms *symbols.Table, s Spec) (*pagewatch.Region, error) {
+	sym, err := syms.Resolve(s.Symbol)
 	if err != nil {
 		return nil, err
 	}
 	n := sym.Size
-	if s.hasLen {
-		n = s.length
+	if s.Len != 0 {
+		n = s.Len
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("symbol %s has no size in the symbol table; give --len N", s.symbol)
+		return nil, fmt.Errorf("symbol %s has no size in the symbol table; give --len N", s.Symbol)
 	}
-	return &pagewatch.Region{Name: s.symbol, Addr: sym.Addr, Len: n}, nil
+	return &pagewatch.Region{Name: s.Symbol, Addr: sym.Addr, Len: n}, nil
 }
 
 // onExec resolves the --symbol regions again in the new image p executed
@@ -179,13 +196,13 @@ func (se *session) onExec(p *tracer.Process) ([]*pagewatch.Region, error) {
 		syms = img.syms
 	}
 	var regions []*pagewatch.Region
-	for _, s := range se.flags.specs {
-		if s.symbol == "" {
+	for _, s := range se.opts.Specs {
+		if s.Symbol == "" {
 			continue
 		}
 		r, err := symbolRegionIn(syms, s)
 		if err != nil {
-			_ = se.rep.Note(fmt.Sprintf("%s is not in the new image of process %d: %v", s.symbol, p.Pid, err))
+			_ = se.rep.Note(fmt.Sprintf("%s is not in the new image of process %d: %v", s.Symbol, p.Pid, err))
 			continue
 		}
 		regions = append(regions, r)
@@ -215,7 +232,7 @@ func (se *session) watchPending(w *pagewatch.Watch) error {
 		return nil
 	}
 	for _, s := range se.pending {
-		_ = se.rep.Note(fmt.Sprintf("symbol %s not found yet: pending until a library that defines it is loaded", s.symbol))
+		_ = se.rep.Note(fmt.Sprintf("symbol %s not found yet: pending until a library that defines it is loaded", s.Symbol))
 	}
 	sym, err := se.syms.Resolve("_dl_debug_state")
 	if err != nil {
@@ -243,38 +260,32 @@ func (se *session) onLibraries() ([]*pagewatch.Region, error) {
 			still = append(still, s)
 			continue
 		}
-		_ = se.rep.Note(fmt.Sprintf("pending symbol %s resolved at %#x (%d bytes): watching it now", s.symbol, r.Addr, r.Len))
+		_ = se.rep.Note(fmt.Sprintf("pending symbol %s resolved at %#x (%d bytes): watching it now", s.Symbol, r.Addr, r.Len))
 		regions = append(regions, r)
 	}
 	se.pending = still
 	return regions, nil
 }
 
-func (se *session) watchOptions() (pagewatch.Options, error) {
+func (se *session) watchOptions() pagewatch.Options {
 	o := pagewatch.Options{
-		Engine:       se.flags.engine,
-		KernelWrites: se.flags.kernel,
-		FollowForks:  se.flags.follow,
-		StackBytes:   stackPrefetch(se.flags.backtrace),
-		Width:        se.flags.width,
+		WhenValue:    se.opts.WhenValue,
+		Engine:       se.opts.Engine,
+		KernelWrites: se.opts.KernelWrites,
+		FollowForks:  se.opts.FollowForks,
+		StackBytes:   stackPrefetch(se.opts.Backtrace),
+		Width:        se.opts.Width,
 		Report:       se.onReport,
-		Unwind:       se.flags.backtrace > 0,
+		Unwind:       se.opts.Backtrace > 0,
 		Notify:       func(m string) { _ = se.rep.Note(m) },
 		OnUnmap:      func(r *pagewatch.Region, how string) { _ = se.rep.Unmapped(reportRegion(r), how) },
 		OnLibraries:  se.onLibraries,
 		OnExec:       se.onExec,
 	}
-	if se.flags.completer == "step" {
+	if se.opts.Completer == "step" {
 		o.Completer = pagewatch.Stepper{}
 	}
-	if se.flags.whenValue != "" {
-		v, err := parseNumber(se.flags.whenValue)
-		if err != nil {
-			return o, usagef("--when-value: %v", err)
-		}
-		o.WhenValue = &v
-	}
-	return o, nil
+	return o
 }
 
 // onReport runs while the writer is stopped at the writing instruction
@@ -284,14 +295,14 @@ func (se *session) watchOptions() (pagewatch.Options, error) {
 // parameters as they were and reads nothing live: the rest of the report
 // is made off the writer's critical path.
 func (se *session) onReport(w *pagewatch.Write) (func() error, error) {
-	if se.flags.backtrace <= 0 {
+	if se.opts.Backtrace <= 0 {
 		return func() error { return se.rep.Write(reportWrite(w)) }, nil
 	}
 	mem := &stackWindow{p: w.Thread.Process()}
 	for off := 0; off+stackPage <= len(w.Stack); off += stackPage {
 		mem.keep(w.StackAddr+uint64(off), w.Stack[off:off+stackPage])
 	}
-	frames := se.image(w.Pid).unw.Unwind(unwind.RegsFromPtrace(&w.Regs), mem, se.flags.backtrace)
+	frames := se.image(w.Pid).unw.Unwind(unwind.RegsFromPtrace(&w.Regs), mem, se.opts.Backtrace)
 	if len(frames) > 0 {
 		// The writing instruction, also when the registers are those
 		// after it (debug registers).
