@@ -15,7 +15,8 @@ import (
 func Attach(opts Options, pid int) error {
 	se := newSession(opts)
 	wopts := se.watchOptions()
-	defer se.begin()()
+	end := se.begin()
+	defer end()
 	var sum report.Summary
 	err := tracer.Locked(func() error {
 		p, err := tracer.Attach(pid)

@@ -20,7 +20,8 @@ func Run(opts Options, argv []string) (code int, err error) {
 	// A launched target keeps memtrap until it ends: a seccomp filter
 	// can stop only the syscalls that matter.
 	wopts.SyscallFilter = true
-	defer se.begin()()
+	end := se.begin()
+	defer end()
 	var sum report.Summary
 	err = tracer.Locked(func() error {
 		p, err := tracer.Launch(argv, tracer.LaunchOptions{})
