@@ -34,7 +34,7 @@ test: deps
 
 bench: build
 	scripts/bench/bench
-	$(GO) test -run '^$$' -bench . -benchtime 2000x ./pkg/...
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./pkg/... ./internal/...
 
 lint:
 	gofmt -l . | tee /dev/stderr | (! read)

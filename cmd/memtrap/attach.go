@@ -1,21 +1,26 @@
 package main
 
 import (
-	"fmt"
 	"strconv"
 
-	"github.com/memtrap/memtrap/pkg/pagewatch"
-	"github.com/memtrap/memtrap/pkg/tracer"
+	"github.com/memtrap/memtrap/internal/session"
 	"github.com/spf13/cobra"
 )
 
-type attachOptions struct {
-	watchFlags
-	pid int
+// AttachOptions are what `memtrap attach` was asked.
+type AttachOptions struct {
+	IO     *Streams
+	Watch  session.Options // its Out is the -o stream, opened by runAttach
+	Output string          // -o FILE; "" or "-": stderr
+	Pid    int
 }
 
-func newAttachCmd(s *Streams) *cobra.Command {
-	o := &attachOptions{}
+// newAttachCmd wires attach's flags; runF, if set, gets the validated
+// options instead of runAttach, so tests can check flag handling without
+// a target.
+func newAttachCmd(s *Streams, runF func(*AttachOptions) error) *cobra.Command {
+	opts := &AttachOptions{IO: s}
+	var f watchFlags
 	cmd := &cobra.Command{
 		Use:   "attach PID [flags]",
 		Short: "Watch a running process; Ctrl-C detaches and leaves it running",
@@ -32,87 +37,25 @@ func newAttachCmd(s *Streams) *cobra.Command {
 			if err != nil || pid <= 0 {
 				return usagef("attach: %q is not a process id", args[0])
 			}
-			o.pid = pid
-			if err := o.validate(cmd); err != nil {
+			w, err := f.options()
+			if err != nil {
 				return err
 			}
-			return runAttach(o, s)
+			opts.Watch, opts.Output, opts.Pid = w, f.output, pid
+			if runF != nil {
+				return runF(opts)
+			}
+			return runAttach(opts)
 		},
 	}
-	o.register(cmd.Flags())
+	f.register(cmd.Flags())
 	return cmd
 }
 
-func runAttach(o *attachOptions, s *Streams) error {
-	se, wopts, done, err := start(&o.watchFlags, s)
-	if err != nil {
-		return err
-	}
-	defer done()
-	var sum Summary
-	err = tracer.Locked(func() error {
-		p, err := tracer.Attach(o.pid)
-		if err != nil {
-			return err
-		}
-		se.setProcess(p)
-		defer se.close()
-		sum, err = se.attachWatch(wopts)
-		return err
+// runAttach ends with memtrap's own status: 0 once the watch is over, by a
+// detach or by the target's exit; the target's code is not memtrap's.
+func runAttach(opts *AttachOptions) error {
+	return watchOn(opts.IO, opts.Output, opts.Watch, func(w session.Options) error {
+		return session.Attach(w, opts.Pid)
 	})
-	if err != nil {
-		return err
-	}
-	return se.rep.End(sum)
-}
-
-func (se *session) attachWatch(wopts pagewatch.Options) (Summary, error) {
-	p := se.p
-	threads := p.Threads()
-	if len(threads) == 0 {
-		return Summary{}, fmt.Errorf("process %d has no threads left", p.Pid)
-	}
-	t := threads[0]
-	letGo := func(w *pagewatch.Watch) {
-		if w != nil {
-			_ = w.Disarm(t)
-		}
-		_ = p.Detach()
-	}
-	regions, err := se.resolve()
-	if err != nil {
-		letGo(nil)
-		return Summary{}, err
-	}
-	w, err := pagewatch.New(p, regions, wopts)
-	if err != nil {
-		letGo(nil)
-		return Summary{}, err
-	}
-	se.w = w
-	if err := w.Arm(t); err != nil {
-		letGo(w)
-		return Summary{}, err
-	}
-	if err := se.watchPending(w); err != nil {
-		letGo(w)
-		return Summary{}, err
-	}
-	if err := se.rep.Start(p.Pid, w.Engine(), regions); err != nil {
-		letGo(w)
-		return Summary{}, err
-	}
-	go func() {
-		for range se.sigs {
-			w.RequestDetach()
-		}
-	}()
-	if err := p.ResumeAll(); err != nil {
-		return Summary{}, err
-	}
-	st, err := w.Run()
-	if err != nil {
-		return Summary{}, err
-	}
-	return summary(w, st), nil
 }

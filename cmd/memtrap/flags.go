@@ -5,26 +5,24 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/spf13/cobra"
+	"github.com/memtrap/memtrap/internal/session"
 	"github.com/spf13/pflag"
 )
 
 // regionSpec is one --addr or --symbol, with its --len if given.
 type regionSpec struct {
-	addr   string // --addr value, or ""
-	symbol string // --symbol value, or ""
-	length uint64
-	hasLen bool
+	session.Spec
+	addr string // --addr as given, for messages; "" for a --symbol
 }
 
 func (r regionSpec) flag() string {
-	if r.symbol != "" {
-		return "--symbol " + r.symbol
+	if r.Symbol != "" {
+		return "--symbol " + r.Symbol
 	}
 	return "--addr " + r.addr
 }
 
-// watchFlags are the flags run and attach share.
+// watchFlags are the flags run and attach share, as pflag fills them in.
 type watchFlags struct {
 	specs      []*regionSpec
 	pendingLen *uint64
@@ -67,8 +65,8 @@ func (v *specValue) Set(s string) error {
 			return fmt.Errorf("length 0: a region needs at least one byte")
 		}
 		for i := len(f.specs) - 1; i >= 0; i-- {
-			if !f.specs[i].hasLen {
-				f.specs[i].length, f.specs[i].hasLen = n, true
+			if f.specs[i].Len == 0 {
+				f.specs[i].Len = n
 				return nil
 			}
 		}
@@ -78,19 +76,19 @@ func (v *specValue) Set(s string) error {
 		f.pendingLen = &n
 		return nil
 	case "addr":
-		if _, err := parseNumber(s); err != nil {
+		a, err := parseNumber(s)
+		if err != nil {
 			return err
 		}
-		f.specs = append(f.specs, &regionSpec{addr: s})
+		f.specs = append(f.specs, &regionSpec{Spec: session.Spec{Addr: a}, addr: s})
 	case "symbol":
 		if strings.TrimSpace(s) == "" {
 			return fmt.Errorf("empty symbol name")
 		}
-		f.specs = append(f.specs, &regionSpec{symbol: s})
+		f.specs = append(f.specs, &regionSpec{Spec: session.Spec{Symbol: s}})
 	}
 	if f.pendingLen != nil {
-		last := f.specs[len(f.specs)-1]
-		last.length, last.hasLen = *f.pendingLen, true
+		f.specs[len(f.specs)-1].Len = *f.pendingLen
 		f.pendingLen = nil
 	}
 	return nil
@@ -132,52 +130,57 @@ func (f *watchFlags) register(fs *pflag.FlagSet) {
 	_ = fs.MarkHidden("completer")
 }
 
-// validate checks what can be checked before touching any process.
-func (f *watchFlags) validate(cmd *cobra.Command) error {
+// options checks what can be checked before touching any process, and
+// says what the flags ask of a session (all but its output stream).
+func (f *watchFlags) options() (session.Options, error) {
+	o := session.Options{
+		Width: f.width, Backtrace: f.backtrace, Engine: f.engine, Completer: f.completer,
+		KernelWrites: f.kernel, FollowForks: f.follow, Pending: f.pending, Format: f.format,
+	}
 	if len(f.specs) == 0 {
-		return usagef("nothing to watch: give --addr ADDR --len N, or --symbol NAME")
+		return session.Options{}, usagef("nothing to watch: give --addr ADDR --len N, or --symbol NAME")
 	}
 	if f.pendingLen != nil {
-		return usagef("--len %d follows no --addr or --symbol", *f.pendingLen)
+		return session.Options{}, usagef("--len %d follows no --addr or --symbol", *f.pendingLen)
 	}
 	for _, s := range f.specs {
-		if s.addr != "" && !s.hasLen {
-			return usagef("%s needs --len N", s.flag())
+		if s.Symbol == "" && s.Len == 0 {
+			return session.Options{}, usagef("%s needs --len N", s.flag())
 		}
-		if s.addr != "" {
-			a, _ := parseNumber(s.addr)
-			if a+s.length < a || a+s.length > 1<<47 {
-				return usagef("%s --len %d runs past the end of the address space", s.flag(), s.length)
-			}
+		if s.Symbol == "" && (s.Addr+s.Len < s.Addr || s.Addr+s.Len > 1<<47) {
+			return session.Options{}, usagef("%s --len %d runs past the end of the address space", s.flag(), s.Len)
 		}
+		o.Specs = append(o.Specs, s.Spec)
 	}
 	if f.whenValue != "" {
-		if _, err := parseNumber(f.whenValue); err != nil {
-			return usagef("--when-value: %v", err)
+		v, err := parseNumber(f.whenValue)
+		if err != nil {
+			return session.Options{}, usagef("--when-value: %v", err)
 		}
+		o.WhenValue = &v
 	}
 	switch f.width {
 	case 1, 2, 4, 8:
 	default:
-		return usagef("--width %d: must be 1, 2, 4 or 8", f.width)
+		return session.Options{}, usagef("--width %d: must be 1, 2, 4 or 8", f.width)
 	}
 	if f.backtrace < 0 {
-		return usagef("--backtrace %d: must be 0 or more", f.backtrace)
+		return session.Options{}, usagef("--backtrace %d: must be 0 or more", f.backtrace)
 	}
 	switch f.engine {
 	case "auto", "page", "hw":
 	default:
-		return usagef("--engine %q: must be auto, page or hw", f.engine)
+		return session.Options{}, usagef("--engine %q: must be auto, page or hw", f.engine)
 	}
 	switch f.completer {
 	case "emulate", "step":
 	default:
-		return usagef("--completer %q: must be emulate or step", f.completer)
+		return session.Options{}, usagef("--completer %q: must be emulate or step", f.completer)
 	}
 	switch f.format {
 	case "text", "json":
 	default:
-		return usagef("--format %q: must be text or json", f.format)
+		return session.Options{}, usagef("--format %q: must be text or json", f.format)
 	}
-	return nil
+	return o, nil
 }

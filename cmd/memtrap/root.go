@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/memtrap/memtrap/internal/session"
 	"github.com/spf13/cobra"
 )
 
@@ -41,7 +42,12 @@ func (e *ExitError) Error() string { return fmt.Sprintf("exit %d", e.Code) }
 // Main runs memtrap with args and returns the process exit code.
 func Main(args []string, in io.Reader, out, errw io.Writer) int {
 	s := &Streams{In: in, Out: out, Err: errw}
-	root := newRootCmd(s)
+	return execute(newRootCmd(s, newRunCmd(s, nil), newAttachCmd(s, nil), newVersionCmd(s)), args, errw)
+}
+
+// execute runs root with args, and turns what went wrong into one line on
+// errw and an exit code.
+func execute(root *cobra.Command, args []string, errw io.Writer) int {
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
@@ -74,7 +80,9 @@ func isCobraUsage(err error) bool {
 	return false
 }
 
-func newRootCmd(s *Streams) *cobra.Command {
+// newRootCmd makes the root over verbs: tests hand it verbs whose runF
+// only records what they were asked.
+func newRootCmd(s *Streams, verbs ...*cobra.Command) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "memtrap",
 		Short: "Report who writes to a region of a process's memory, when, and with what value",
@@ -87,23 +95,21 @@ and reports the writer (thread, instruction, old -> new value, backtrace).`,
 	root.SetOut(s.Out)
 	root.SetErr(s.Err)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &UsageError{err} })
-	root.AddCommand(newRunCmd(s), newAttachCmd(s), newVersionCmd(s))
+	root.AddCommand(verbs...)
 	root.CompletionOptions.DisableDefaultCmd = true
 	return root
 }
 
-var version = "0.1.0-dev"
-
-func newVersionCmd(s *Streams) *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print memtrap's version",
-		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			fmt.Fprintf(s.Out, "memtrap %s\n", version)
-			return nil
-		},
+// watchOn runs a session with its report on -o FILE (path), by default
+// on the error stream, so that the target keeps its stdout.
+func watchOn(s *Streams, path string, w session.Options, run func(session.Options) error) error {
+	out, closeOut, err := openOutput(path, s.Err)
+	if err != nil {
+		return err
 	}
+	defer closeOut()
+	w.Out = out
+	return run(w)
 }
 
 // openOutput opens -o FILE, or returns the default stream.

@@ -1,4 +1,4 @@
-package main
+package report
 
 import (
 	"bufio"
@@ -9,10 +9,42 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
-
-	"github.com/memtrap/memtrap/pkg/pagewatch"
-	"golang.org/x/sys/unix"
 )
+
+// Region is a watched region as the report names it.
+type Region struct {
+	Name string // as the user named it: a symbol, or an address
+	Addr uint64
+	Len  uint64
+}
+
+// Write is one reported write with its backtrace, ready to print.
+type Write struct {
+	Seq    int
+	Pid    int
+	Tid    int
+	Region string // the name of the region written
+	Offset uint64 // of Addr from the region's start
+	Addr   uint64 // first watched byte written
+	Size   uint64
+	Old    []byte
+	New    []byte
+	PC     uint64
+	Insn   string // Intel syntax; "" if undecodable
+	// Exact is false when the write is known only from the bytes that
+	// changed: a store of an equal value is then invisible.
+	Exact bool
+	// Syscall names the system call that made the write in the kernel
+	// ("read"); PC is then the instruction after the syscall instruction.
+	Syscall string
+	// Signal: the kernel wrote the frame of this signal for its handler;
+	// PC is where the thread was interrupted.
+	Signal int
+	// AfterPC: PC is the instruction after the write (debug registers
+	// trap once the store is done) and Insn is empty.
+	AfterPC   bool
+	Backtrace []Frame
+}
 
 // Frame is one symbolized backtrace frame.
 type Frame struct {
@@ -31,12 +63,6 @@ type Arg struct {
 	Value string `json:"value"`
 }
 
-// WriteEvent is a write with its backtrace, ready to print.
-type WriteEvent struct {
-	*pagewatch.Write
-	Backtrace []Frame
-}
-
 // Summary ends a report.
 type Summary struct {
 	Writes, Faults int
@@ -49,17 +75,19 @@ type Summary struct {
 // Reporter formats events. Text for people, JSON Lines for tools: keys and
 // their meaning are documented in README and stay stable.
 type Reporter interface {
-	Start(pid int, engine string, regions []*pagewatch.Region) error
+	Start(pid int, engine string, regions []Region) error
 	// Write buffers: the event reaches the stream at the next Flush, or
 	// any other event, or when the buffer fills.
-	Write(ev *WriteEvent) error
+	Write(ev *Write) error
 	Flush() error
 	Note(msg string) error
-	Unmapped(r *pagewatch.Region, how string) error
+	Unmapped(r Region, how string) error
 	End(s Summary) error
 }
 
-func newReporter(format string, w io.Writer) Reporter {
+// New returns the reporter for format ("json" for JSON Lines, else text)
+// over w. It buffers: w sees write events at Flush.
+func New(format string, w io.Writer) Reporter {
 	bw := bufio.NewWriter(w)
 	if format == "json" {
 		return &jsonReporter{w: bw}
@@ -82,22 +110,22 @@ func hexValue(b []byte) string {
 
 type textReporter struct{ w *bufio.Writer }
 
-func (r *textReporter) Start(pid int, engine string, regions []*pagewatch.Region) error {
+func (r *textReporter) Start(pid int, engine string, regions []Region) error {
 	for _, rg := range regions {
 		fmt.Fprintf(r.w, "memtrap: watching %s at %#x, %d bytes, in process %d (engine %s)\n", rg.Name, rg.Addr, rg.Len, pid, engine)
 	}
 	return r.w.Flush()
 }
 
-func (r *textReporter) Write(ev *WriteEvent) error {
+func (r *textReporter) Write(ev *Write) error {
 	w := r.w
 	fmt.Fprintf(w, "#%d tid %d wrote %s+%d (%#x), %d byte%s: %s -> %s\n",
-		ev.Seq, ev.Tid, ev.Region.Name, ev.Offset, ev.Addr, ev.Size, plural(ev.Size), hexValue(ev.Old), hexValue(ev.New))
+		ev.Seq, ev.Tid, ev.Region, ev.Offset, ev.Addr, ev.Size, plural(ev.Size), hexValue(ev.Old), hexValue(ev.New))
 	switch {
 	case ev.Syscall != "":
 		fmt.Fprintf(w, "    kernel write by %s(2), syscall returning to %#x\n", ev.Syscall, ev.PC)
 	case ev.Signal != 0:
-		fmt.Fprintf(w, "    kernel write: the %s frame for its handler, interrupting %#x\n", unix.SignalName(unix.Signal(ev.Signal)), ev.PC)
+		fmt.Fprintf(w, "    kernel write: the %s frame for its handler, interrupting %#x\n", signalName(ev.Signal), ev.PC)
 	case ev.AfterPC:
 		fmt.Fprintf(w, "    just before %#x (debug registers trap after the store)\n", ev.PC)
 	case ev.Insn == "":
@@ -148,6 +176,24 @@ func plural(n uint64) string {
 	return "s"
 }
 
+// signalNames are Linux's names of the standard signals on x86-64, by
+// number, as golang.org/x/sys/unix.SignalName gives them (its test holds
+// them to it): a report is only text, and needs no system interface.
+var signalNames = [...]string{
+	1: "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
+	"SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
+	"SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
+	"SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+}
+
+// signalName is "" for a real-time signal, as unix.SignalName is.
+func signalName(n int) string {
+	if n < 0 || n >= len(signalNames) {
+		return ""
+	}
+	return signalNames[n]
+}
+
 func (r *textReporter) Note(msg string) error {
 	fmt.Fprintf(r.w, "memtrap: %s\n", msg)
 	return r.w.Flush()
@@ -193,7 +239,7 @@ type jsonRegion struct {
 	Len  uint64 `json:"len"`
 }
 
-func (r *jsonReporter) Start(pid int, engine string, regions []*pagewatch.Region) error {
+func (r *jsonReporter) Start(pid int, engine string, regions []Region) error {
 	rs := make([]jsonRegion, len(regions))
 	for i, rg := range regions {
 		rs[i] = jsonRegion{rg.Name, fmt.Sprintf("%#x", rg.Addr), rg.Len}
@@ -212,7 +258,7 @@ func (r *jsonReporter) Start(pid int, engine string, regions []*pagewatch.Region
 // encoding/json's reflection it cost about 8 us per write with a
 // backtrace, on the write path. jsonWriteEvent, in the tests, is the
 // reflection-built oracle it must match.
-func (r *jsonReporter) Write(ev *WriteEvent) error {
+func (r *jsonReporter) Write(ev *Write) error {
 	b := r.line[:0]
 	b = append(b, `{"event":"write","seq":`...)
 	b = strconv.AppendInt(b, int64(ev.Seq), 10)
@@ -225,7 +271,7 @@ func (r *jsonReporter) Write(ev *WriteEvent) error {
 	b = append(b, `","size":`...)
 	b = strconv.AppendUint(b, ev.Size, 10)
 	b = append(b, `,"region":`...)
-	b = appendJSONString(b, ev.Region.Name)
+	b = appendJSONString(b, ev.Region)
 	b = append(b, `,"offset":`...)
 	b = strconv.AppendUint(b, ev.Offset, 10)
 	b = append(b, `,"old":`...)
@@ -361,14 +407,14 @@ func (r *jsonReporter) Flush() error { return r.w.Flush() }
 // Flush sends what Write buffered.
 func (r *textReporter) Flush() error { return r.w.Flush() }
 
-func by(ev *WriteEvent) string {
+func by(ev *Write) string {
 	if ev.Syscall != "" || ev.Signal != 0 {
 		return "kernel"
 	}
 	return "user"
 }
 
-func (r *jsonReporter) Unmapped(rg *pagewatch.Region, how string) error {
+func (r *jsonReporter) Unmapped(rg Region, how string) error {
 	return r.emit(struct {
 		Event  string `json:"event"`
 		Region string `json:"region"`
@@ -378,7 +424,7 @@ func (r *jsonReporter) Unmapped(rg *pagewatch.Region, how string) error {
 	}{"unmapped", rg.Name, fmt.Sprintf("%#x", rg.Addr), rg.Len, how})
 }
 
-func (r *textReporter) Unmapped(rg *pagewatch.Region, how string) error {
+func (r *textReporter) Unmapped(rg Region, how string) error {
 	fmt.Fprintf(r.w, "memtrap: region %s (%#x, %d bytes) lost memory to %s; whatever of it is still mapped stays watched\n", rg.Name, rg.Addr, rg.Len, how)
 	return r.w.Flush()
 }

@@ -1,12 +1,13 @@
-package main
+package report
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"testing"
 
-	"github.com/memtrap/memtrap/pkg/pagewatch"
+	"golang.org/x/sys/unix"
 )
 
 type jsonFrame struct {
@@ -21,7 +22,7 @@ type jsonFrame struct {
 
 // jsonWriteEvent is a write event's line as encoding/json builds it: the
 // oracle for the hand-built one.
-func jsonWriteEvent(ev *WriteEvent) []byte {
+func jsonWriteEvent(ev *Write) []byte {
 	bt := make([]jsonFrame, len(ev.Backtrace))
 	for i, f := range ev.Backtrace {
 		bt[i] = jsonFrame{fmt.Sprintf("%#x", f.PC), f.Func, f.Offset, f.Module, f.File, f.Line, f.Args}
@@ -45,7 +46,7 @@ func jsonWriteEvent(ev *WriteEvent) []byte {
 		Syscall   string      `json:"syscall,omitempty"`
 		Signal    int         `json:"signal,omitempty"`
 		Backtrace []jsonFrame `json:"backtrace"`
-	}{"write", ev.Seq, ev.Pid, ev.Tid, fmt.Sprintf("%#x", ev.Addr), ev.Size, ev.Region.Name, ev.Offset,
+	}{"write", ev.Seq, ev.Pid, ev.Tid, fmt.Sprintf("%#x", ev.Addr), ev.Size, ev.Region, ev.Offset,
 		hexValue(ev.Old), hexValue(ev.New), fmt.Sprintf("%#x", ev.PC), ev.Insn, ev.Exact, ev.AfterPC,
 		by(ev), ev.Syscall, ev.Signal, bt})
 	if err != nil {
@@ -63,21 +64,20 @@ func TestJSONWriteLine(t *testing.T) {
 		"tab\there\x01\x1f", "bad \xff\xfe utf8", "line\u2028sep\u2029", "ünïcødé ✓", "",
 	}
 	for i, name := range names {
-		for _, ev := range []*WriteEvent{
-			{Write: &pagewatch.Write{Seq: i, Pid: 7, Tid: 8, Region: &pagewatch.Region{Name: name, Addr: 0x1000, Len: 8},
-				Addr: 0x1000, Size: 8, Old: make([]byte, 8), New: []byte{1, 2, 3, 4, 5, 6, 7, 8}, PC: 0x401000,
-				Insn: "mov qword ptr [rip+0x2ee5], rax", Exact: true},
+		for _, ev := range []*Write{
+			{Seq: i, Pid: 7, Tid: 8, Region: name, Addr: 0x1000, Size: 8, Old: make([]byte, 8),
+				New: []byte{1, 2, 3, 4, 5, 6, 7, 8}, PC: 0x401000, Insn: "mov qword ptr [rip+0x2ee5], rax", Exact: true,
 				Backtrace: []Frame{
 					{PC: 0x401000, Func: name, Offset: 42, Module: "/bin/" + name, File: name + ".c", Line: 10,
 						Args: []Arg{{Name: "n", Value: "5"}, {Name: name, Value: ""}}},
 					{PC: 0x401100},
 				}},
-			{Write: &pagewatch.Write{Seq: 1 << 40, Pid: 1, Tid: 1, Region: &pagewatch.Region{Name: name}, Addr: ^uint64(0),
-				Size: 16, Old: bytes.Repeat([]byte{0xab}, 16), New: make([]byte, 16), PC: 0, AfterPC: true, Syscall: "read"}},
-			{Write: &pagewatch.Write{Region: &pagewatch.Region{Name: name}, Old: []byte{}, New: []byte{9}, Signal: 10}},
+			{Seq: 1 << 40, Pid: 1, Tid: 1, Region: name, Addr: ^uint64(0),
+				Size: 16, Old: bytes.Repeat([]byte{0xab}, 16), New: make([]byte, 16), PC: 0, AfterPC: true, Syscall: "read"},
+			{Region: name, Old: []byte{}, New: []byte{9}, Signal: 10},
 		} {
 			var out bytes.Buffer
-			r := newReporter("json", &out)
+			r := New("json", &out)
 			if err := r.Write(ev); err != nil {
 				t.Fatal(err)
 			}
@@ -87,6 +87,31 @@ func TestJSONWriteLine(t *testing.T) {
 			if want := jsonWriteEvent(ev); !bytes.Equal(out.Bytes(), want) {
 				t.Errorf("name %q:\n got %s\nwant %s", name, out.Bytes(), want)
 			}
+		}
+	}
+}
+
+// The report's own table of signal names is the one the text writer used
+// to get from x/sys/unix, real-time signals ("") included.
+func TestSignalNames(t *testing.T) {
+	for n := -1; n <= 65; n++ {
+		if got, want := signalName(n), unix.SignalName(unix.Signal(n)); got != want {
+			t.Errorf("signal %d: %q, want %q", n, got, want)
+		}
+	}
+}
+
+// BenchmarkReportJSON: formatting one write as a JSON line.
+func BenchmarkReportJSON(b *testing.B) {
+	rep := New("json", io.Discard)
+	ev := &Write{Seq: 1, Pid: 1, Tid: 1, Region: "counter", Addr: 0x1000, Size: 8, Old: make([]byte, 8),
+		New: []byte{1, 0, 0, 0, 0, 0, 0, 0}, PC: 0x401000, Insn: "mov qword ptr [rip+0x2ee5], rax", Exact: true,
+		Backtrace: []Frame{{PC: 0x401000, Func: "worker", Offset: 42, Module: "/bin/prog", File: "prog.c", Line: 10},
+			{PC: 0x401100, Func: "main", Offset: 12, Module: "/bin/prog", File: "prog.c", Line: 20}},
+	}
+	for i := 0; i < b.N; i++ {
+		if err := rep.Write(ev); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package session
 
 import (
 	"io"
@@ -14,15 +14,15 @@ import (
 // symbolization (function, module, file:line) of every frame.
 func BenchmarkUnwindSymbolize(b *testing.B) {
 	prog := fixture.Build(b, "cmd/memtrap/testdata/deep.c", "-O0", "-g")
-	f := &watchFlags{backtrace: 10, format: "json", width: 8, engine: "page", completer: "emulate",
-		specs: []*regionSpec{{symbol: "value"}}}
+	o := Options{Backtrace: 10, Format: "json", Out: io.Discard, Width: 8, Engine: "page", Completer: "emulate",
+		Specs: []Spec{{Symbol: "value"}}}
 	err := tracer.Locked(func() error {
 		p, err := tracer.Launch([]string{prog}, tracer.LaunchOptions{})
 		if err != nil {
 			return err
 		}
 		defer p.Kill()
-		se := newSession(f, io.Discard)
+		se := newSession(o)
 		se.p = p
 		th, err := p.RunToEntry()
 		if err != nil {
@@ -32,7 +32,7 @@ func BenchmarkUnwindSymbolize(b *testing.B) {
 		if err != nil {
 			return err
 		}
-		opts, _ := se.watchOptions()
+		opts := se.watchOptions()
 		var frames int
 		opts.Unwind = true
 		opts.Report = func(w *pagewatch.Write) (func() error, error) {
@@ -69,22 +69,5 @@ func BenchmarkUnwindSymbolize(b *testing.B) {
 	})
 	if err != nil {
 		b.Fatal(err)
-	}
-}
-
-// BenchmarkReportJSON: formatting one write as a JSON line.
-func BenchmarkReportJSON(b *testing.B) {
-	rep := newReporter("json", io.Discard)
-	ev := &WriteEvent{
-		Write: &pagewatch.Write{Seq: 1, Pid: 1, Tid: 1, Region: &pagewatch.Region{Name: "counter", Addr: 0x1000, Len: 8},
-			Addr: 0x1000, Size: 8, Old: make([]byte, 8), New: []byte{1, 0, 0, 0, 0, 0, 0, 0}, PC: 0x401000,
-			Insn: "mov qword ptr [rip+0x2ee5], rax", Exact: true},
-		Backtrace: []Frame{{PC: 0x401000, Func: "worker", Offset: 42, Module: "/bin/prog", File: "prog.c", Line: 10},
-			{PC: 0x401100, Func: "main", Offset: 12, Module: "/bin/prog", File: "prog.c", Line: 20}},
-	}
-	for i := 0; i < b.N; i++ {
-		if err := rep.Write(ev); err != nil {
-			b.Fatal(err)
-		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package session
 
 import (
 	"errors"
@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 
+	"github.com/memtrap/memtrap/internal/report"
 	"github.com/memtrap/memtrap/pkg/pagewatch"
 	"github.com/memtrap/memtrap/pkg/symbols"
 	"github.com/memtrap/memtrap/pkg/tracer"
@@ -14,11 +15,40 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// session is one watch of one process, from flags to the final summary.
+// Spec is one region to watch, as the command line names it.
+type Spec struct {
+	// Symbol is NAME, NAME+OFF, module:NAME or a DWARF variable path
+	// (session.token), looked up in the target; "" for an address.
+	Symbol string
+	Addr   uint64 // when Symbol is ""
+	Len    uint64 // 0: the symbol's own size
+}
+
+// Options are what the command line asks of a session.
+type Options struct {
+	Specs []Spec
+	// WhenValue, if set, keeps only the writes after which the watched
+	// value equals it (see pagewatch.Options.WhenValue, and Width).
+	WhenValue    *uint64
+	Width        int    // 1, 2, 4 or 8
+	Backtrace    int    // frames per write; 0 for none
+	Engine       string // auto, page or hw
+	Completer    string // emulate (simple stores emulated) or step
+	KernelWrites bool   // follow syscalls that write into watched memory
+	FollowForks  bool
+	// Pending keeps a symbol not found at the start waiting for a library
+	// that defines it (always so for module:NAME of a module not loaded).
+	Pending bool
+	Format  string    // text or json
+	Out     io.Writer // where the report goes
+}
+
+// session is one watch of one process, from its options to the final
+// summary.
 type session struct {
-	flags   *watchFlags
-	pending []*regionSpec // --symbol not found yet: waiting for a library
-	rep     Reporter
+	opts    Options
+	pending []Spec // --symbol not found yet: waiting for a library
+	rep     report.Reporter
 	p       *tracer.Process
 	w       *pagewatch.Watch
 	syms    *symbols.Table   // the first process's image
@@ -65,8 +95,8 @@ func (se *session) image(pid int) *image {
 	return img
 }
 
-func newSession(f *watchFlags, out io.Writer) *session {
-	return &session{flags: f, rep: newReporter(f.format, out)}
+func newSession(opts Options) *session {
+	return &session{opts: opts, rep: report.New(opts.Format, opts.Out)}
 }
 
 // watchSignals starts catching the signals that end a session, before any
@@ -93,25 +123,14 @@ func (se *session) loadSymbols(maps []tracer.Mapping) {
 	se.imageOf = nil
 }
 
-// start opens the report stream, builds the session and its watch options,
-// and starts catching the signals that end a session. The returned func
-// undoes what start did.
-func start(f *watchFlags, s *Streams) (*session, pagewatch.Options, func(), error) {
-	out, closeOut, err := openOutput(f.output, s.Err)
-	if err != nil {
-		return nil, pagewatch.Options{}, nil, err
-	}
-	se := newSession(f, out)
-	wopts, err := se.watchOptions()
-	if err != nil {
-		closeOut()
-		return nil, wopts, nil, err
-	}
+// begin starts catching the signals that end a session; the func it
+// returns stops that and sends what the report still buffers.
+func (se *session) begin() (end func()) {
 	se.watchSignals()
-	return se, wopts, func() { se.stopSignals(); _ = se.rep.Flush(); closeOut() }, nil
+	return func() { se.stopSignals(); _ = se.rep.Flush() }
 }
 
-// resolve turns the flags' region specs into regions of p.
+// resolve turns the region specs into regions of p.
 func (se *session) resolve() ([]*pagewatch.Region, error) {
 	maps, err := tracer.ReadMaps(se.p.Pid)
 	if err != nil {
@@ -119,15 +138,14 @@ func (se *session) resolve() ([]*pagewatch.Region, error) {
 	}
 	se.loadSymbols(maps)
 	var regions []*pagewatch.Region
-	for _, s := range se.flags.specs {
-		if s.addr != "" {
-			a, _ := parseNumber(s.addr)
-			regions = append(regions, &pagewatch.Region{Name: fmt.Sprintf("%#x", a), Addr: a, Len: s.length})
+	for _, s := range se.opts.Specs {
+		if s.Symbol == "" {
+			regions = append(regions, &pagewatch.Region{Name: fmt.Sprintf("%#x", s.Addr), Addr: s.Addr, Len: s.Len})
 			continue
 		}
 		r, err := se.symbolRegion(s)
 		var nf *symbols.NotFoundError
-		if errors.As(err, &nf) && (nf.UnknownModule || se.flags.pending) {
+		if errors.As(err, &nf) && (nf.UnknownModule || se.opts.Pending) {
 			// Like gdb's pending breakpoints: armed when a library
 			// that defines it is loaded.
 			se.pending = append(se.pending, s)
@@ -141,23 +159,23 @@ func (se *session) resolve() ([]*pagewatch.Region, error) {
 	return regions, nil
 }
 
-func (se *session) symbolRegion(s *regionSpec) (*pagewatch.Region, error) {
+func (se *session) symbolRegion(s Spec) (*pagewatch.Region, error) {
 	return symbolRegionIn(se.syms, s)
 }
 
-func symbolRegionIn(syms *symbols.Table, s *regionSpec) (*pagewatch.Region, error) {
-	sym, err := syms.Resolve(s.symbol)
+func symbolRegionIn(syms *symbols.Table, s Spec) (*pagewatch.Region, error) {
+	sym, err := syms.Resolve(s.Symbol)
 	if err != nil {
 		return nil, err
 	}
 	n := sym.Size
-	if s.hasLen {
-		n = s.length
+	if s.Len != 0 {
+		n = s.Len
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("symbol %s has no size in the symbol table; give --len N", s.symbol)
+		return nil, fmt.Errorf("symbol %s has no size in the symbol table; give --len N", s.Symbol)
 	}
-	return &pagewatch.Region{Name: s.symbol, Addr: sym.Addr, Len: n}, nil
+	return &pagewatch.Region{Name: s.Symbol, Addr: sym.Addr, Len: n}, nil
 }
 
 // onExec resolves the --symbol regions again in the new image p executed
@@ -178,13 +196,13 @@ func (se *session) onExec(p *tracer.Process) ([]*pagewatch.Region, error) {
 		syms = img.syms
 	}
 	var regions []*pagewatch.Region
-	for _, s := range se.flags.specs {
-		if s.symbol == "" {
+	for _, s := range se.opts.Specs {
+		if s.Symbol == "" {
 			continue
 		}
 		r, err := symbolRegionIn(syms, s)
 		if err != nil {
-			_ = se.rep.Note(fmt.Sprintf("%s is not in the new image of process %d: %v", s.symbol, p.Pid, err))
+			_ = se.rep.Note(fmt.Sprintf("%s is not in the new image of process %d: %v", s.Symbol, p.Pid, err))
 			continue
 		}
 		regions = append(regions, r)
@@ -214,7 +232,7 @@ func (se *session) watchPending(w *pagewatch.Watch) error {
 		return nil
 	}
 	for _, s := range se.pending {
-		_ = se.rep.Note(fmt.Sprintf("symbol %s not found yet: pending until a library that defines it is loaded", s.symbol))
+		_ = se.rep.Note(fmt.Sprintf("symbol %s not found yet: pending until a library that defines it is loaded", s.Symbol))
 	}
 	sym, err := se.syms.Resolve("_dl_debug_state")
 	if err != nil {
@@ -242,38 +260,32 @@ func (se *session) onLibraries() ([]*pagewatch.Region, error) {
 			still = append(still, s)
 			continue
 		}
-		_ = se.rep.Note(fmt.Sprintf("pending symbol %s resolved at %#x (%d bytes): watching it now", s.symbol, r.Addr, r.Len))
+		_ = se.rep.Note(fmt.Sprintf("pending symbol %s resolved at %#x (%d bytes): watching it now", s.Symbol, r.Addr, r.Len))
 		regions = append(regions, r)
 	}
 	se.pending = still
 	return regions, nil
 }
 
-func (se *session) watchOptions() (pagewatch.Options, error) {
+func (se *session) watchOptions() pagewatch.Options {
 	o := pagewatch.Options{
-		Engine:       se.flags.engine,
-		KernelWrites: se.flags.kernel,
-		FollowForks:  se.flags.follow,
-		StackBytes:   stackPrefetch(se.flags.backtrace),
-		Width:        se.flags.width,
+		WhenValue:    se.opts.WhenValue,
+		Engine:       se.opts.Engine,
+		KernelWrites: se.opts.KernelWrites,
+		FollowForks:  se.opts.FollowForks,
+		StackBytes:   stackPrefetch(se.opts.Backtrace),
+		Width:        se.opts.Width,
 		Report:       se.onReport,
-		Unwind:       se.flags.backtrace > 0,
+		Unwind:       se.opts.Backtrace > 0,
 		Notify:       func(m string) { _ = se.rep.Note(m) },
-		OnUnmap:      func(r *pagewatch.Region, how string) { _ = se.rep.Unmapped(r, how) },
+		OnUnmap:      func(r *pagewatch.Region, how string) { _ = se.rep.Unmapped(reportRegion(r), how) },
 		OnLibraries:  se.onLibraries,
 		OnExec:       se.onExec,
 	}
-	if se.flags.completer == "step" {
+	if se.opts.Completer == "step" {
 		o.Completer = pagewatch.Stepper{}
 	}
-	if se.flags.whenValue != "" {
-		v, err := parseNumber(se.flags.whenValue)
-		if err != nil {
-			return o, usagef("--when-value: %v", err)
-		}
-		o.WhenValue = &v
-	}
-	return o, nil
+	return o
 }
 
 // onReport runs while the writer is stopped at the writing instruction
@@ -283,14 +295,14 @@ func (se *session) watchOptions() (pagewatch.Options, error) {
 // parameters as they were and reads nothing live: the rest of the report
 // is made off the writer's critical path.
 func (se *session) onReport(w *pagewatch.Write) (func() error, error) {
-	if se.flags.backtrace <= 0 {
-		return func() error { return se.rep.Write(&WriteEvent{Write: w}) }, nil
+	if se.opts.Backtrace <= 0 {
+		return func() error { return se.rep.Write(reportWrite(w)) }, nil
 	}
 	mem := &stackWindow{p: w.Thread.Process()}
 	for off := 0; off+stackPage <= len(w.Stack); off += stackPage {
 		mem.keep(w.StackAddr+uint64(off), w.Stack[off:off+stackPage])
 	}
-	frames := se.image(w.Pid).unw.Unwind(unwind.RegsFromPtrace(&w.Regs), mem, se.flags.backtrace)
+	frames := se.image(w.Pid).unw.Unwind(unwind.RegsFromPtrace(&w.Regs), mem, se.opts.Backtrace)
 	if len(frames) > 0 {
 		// The writing instruction, also when the registers are those
 		// after it (debug registers).
@@ -317,8 +329,8 @@ func (se *session) onReport(w *pagewatch.Write) (func() error, error) {
 const maxFrameSpan = 64 << 10
 
 // symbolize makes a write's event, with the backtrace onReport took.
-func (se *session) symbolize(w *pagewatch.Write, frames []unwind.Frame, mem *stackWindow) *WriteEvent {
-	ev := &WriteEvent{Write: w}
+func (se *session) symbolize(w *pagewatch.Write, frames []unwind.Frame, mem *stackWindow) *report.Write {
+	ev := reportWrite(w)
 	img := se.image(w.Pid)
 	refreshed := false
 	for i, fr := range frames {
@@ -337,7 +349,7 @@ func (se *session) symbolize(w *pagewatch.Write, frames []unwind.Frame, mem *sta
 				loc, ok = img.syms.Lookup(look)
 			}
 		}
-		f := Frame{PC: fr.PC}
+		f := report.Frame{PC: fr.PC}
 		if ok {
 			f.Func, f.Module = loc.Func, loc.Module
 			f.Offset = fr.PC - (look - loc.Offset)
@@ -349,6 +361,29 @@ func (se *session) symbolize(w *pagewatch.Write, frames []unwind.Frame, mem *sta
 		ev.Backtrace = append(ev.Backtrace, f)
 	}
 	return ev
+}
+
+// reportWrite copies what the report shows of a write: its registers, thread
+// and stack stay with the watch. It runs in the finish, where the write is
+// complete (pagewatch names the instruction once the writer runs again).
+func reportWrite(w *pagewatch.Write) *report.Write {
+	return &report.Write{
+		Seq: w.Seq, Pid: w.Pid, Tid: w.Tid, Region: w.Region.Name, Offset: w.Offset,
+		Addr: w.Addr, Size: w.Size, Old: w.Old, New: w.New, PC: w.PC, Insn: w.Insn,
+		Exact: w.Exact, Syscall: w.Syscall, Signal: w.Signal, AfterPC: w.AfterPC,
+	}
+}
+
+func reportRegion(r *pagewatch.Region) report.Region {
+	return report.Region{Name: r.Name, Addr: r.Addr, Len: r.Len}
+}
+
+func reportRegions(rs []*pagewatch.Region) []report.Region {
+	out := make([]report.Region, len(rs))
+	for i, r := range rs {
+		out[i] = reportRegion(r)
+	}
+	return out
 }
 
 // setProcess makes p the session's target. Reported writes are buffered
@@ -375,8 +410,8 @@ func (se *session) close() {
 }
 
 // summary builds the final line from how the target ended.
-func summary(w *pagewatch.Watch, st tracer.Stop) Summary {
-	s := Summary{}
+func summary(w *pagewatch.Watch, st tracer.Stop) report.Summary {
+	s := report.Summary{}
 	if w != nil {
 		s.Writes, s.Faults = w.Stats().Writes, w.Stats().Faults
 	}
@@ -392,7 +427,7 @@ func summary(w *pagewatch.Watch, st tracer.Stop) Summary {
 }
 
 // exitCode is what a shell would report for the target's end.
-func exitCode(s Summary) int {
+func exitCode(s report.Summary) int {
 	if s.Signaled {
 		return 128 + s.Signal
 	}
@@ -474,7 +509,7 @@ func (s *stackWindow) ReadMemory(addr uint64, b []byte) error {
 // every register; an outer frame only what the unwinder vouches for (its
 // stack and instruction pointers and its CFA), which covers parameters kept
 // in the stack frame (-O0) but not those in caller-saved registers.
-func (se *session) args(img *image, w *pagewatch.Write, i int, fr unwind.Frame, pc uint64, mem *stackWindow) []Arg {
+func (se *session) args(img *image, w *pagewatch.Write, i int, fr unwind.Frame, pc uint64, mem *stackWindow) []report.Arg {
 	regs := symbols.FrameRegs{PC: pc, CFA: fr.CFA}
 	if i == 0 {
 		regs.Regs = unwind.RegsFromPtrace(&w.Regs)
@@ -484,7 +519,7 @@ func (se *session) args(img *image, w *pagewatch.Write, i int, fr unwind.Frame, 
 	if err != nil || len(ps) == 0 {
 		return nil
 	}
-	out := make([]Arg, len(ps))
+	out := make([]report.Arg, len(ps))
 	for j, p := range ps {
 		out[j].Name = p.Name
 		if p.Known {

@@ -1,0 +1,86 @@
+package session
+
+import (
+	"fmt"
+
+	"github.com/memtrap/memtrap/internal/report"
+	"github.com/memtrap/memtrap/pkg/pagewatch"
+	"github.com/memtrap/memtrap/pkg/tracer"
+)
+
+// Attach watches the running process pid until it exits, or until
+// SIGINT, SIGTERM or SIGHUP make memtrap give every page its protection
+// back and detach from every thread; the target runs on. A failure before
+// the watch runs detaches too.
+func Attach(opts Options, pid int) error {
+	se := newSession(opts)
+	wopts := se.watchOptions()
+	end := se.begin()
+	defer end()
+	var sum report.Summary
+	err := tracer.Locked(func() error {
+		p, err := tracer.Attach(pid)
+		if err != nil {
+			return err
+		}
+		se.setProcess(p)
+		defer se.close()
+		sum, err = se.attachWatch(wopts)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return se.rep.End(sum)
+}
+
+func (se *session) attachWatch(wopts pagewatch.Options) (report.Summary, error) {
+	p := se.p
+	threads := p.Threads()
+	if len(threads) == 0 {
+		return report.Summary{}, fmt.Errorf("process %d has no threads left", p.Pid)
+	}
+	t := threads[0]
+	letGo := func(w *pagewatch.Watch) {
+		if w != nil {
+			_ = w.Disarm(t)
+		}
+		_ = p.Detach()
+	}
+	regions, err := se.resolve()
+	if err != nil {
+		letGo(nil)
+		return report.Summary{}, err
+	}
+	w, err := pagewatch.New(p, regions, wopts)
+	if err != nil {
+		letGo(nil)
+		return report.Summary{}, err
+	}
+	se.w = w
+	if err := w.Arm(t); err != nil {
+		letGo(w)
+		return report.Summary{}, err
+	}
+	if err := se.watchPending(w); err != nil {
+		letGo(w)
+		return report.Summary{}, err
+	}
+	if err := se.rep.Start(p.Pid, w.Engine(), reportRegions(regions)); err != nil {
+		letGo(w)
+		return report.Summary{}, err
+	}
+	go func() {
+		for range se.sigs {
+			w.RequestDetach()
+		}
+	}()
+	if err := p.ResumeAll(); err != nil {
+		return report.Summary{}, err
+	}
+	st, err := w.Run()
+	if err != nil {
+		return report.Summary{}, err
+	}
+	return summary(w, st), nil
+}

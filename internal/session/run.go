@@ -1,0 +1,116 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/memtrap/memtrap/internal/report"
+	"github.com/memtrap/memtrap/pkg/pagewatch"
+	"github.com/memtrap/memtrap/pkg/tracer"
+	"golang.org/x/sys/unix"
+)
+
+// Run launches argv, watches it from its entry point to its end and
+// returns the exit code a shell would report for it (128+N if signal N
+// killed it). SIGTERM and SIGHUP sent to memtrap meanwhile go to the
+// target.
+func Run(opts Options, argv []string) (code int, err error) {
+	se := newSession(opts)
+	wopts := se.watchOptions()
+	// A launched target keeps memtrap until it ends: a seccomp filter
+	// can stop only the syscalls that matter.
+	wopts.SyscallFilter = true
+	end := se.begin()
+	defer end()
+	var sum report.Summary
+	err = tracer.Locked(func() error {
+		p, err := tracer.Launch(argv, tracer.LaunchOptions{})
+		if err != nil {
+			return err
+		}
+		se.setProcess(p)
+		defer se.close()
+		go forwardSignals(se, p.Pid)
+		st, err := se.runWatch(wopts)
+		if err != nil {
+			p.Kill()
+			return err
+		}
+		sum = st
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if err := se.rep.End(sum); err != nil {
+		return 0, err
+	}
+	return exitCode(sum), nil
+}
+
+// runWatch takes a launched target to its entry point, arms and runs it.
+func (se *session) runWatch(wopts pagewatch.Options) (report.Summary, error) {
+	p := se.p
+	t, err := p.RunToEntry()
+	if errors.Is(err, tracer.ErrProcessExited) {
+		_, ws := p.Exited()
+		return summary(nil, tracer.Stop{Kind: tracer.StopExited, Status: ws}), nil
+	}
+	if err != nil {
+		return report.Summary{}, fmt.Errorf("starting the target: %w", err)
+	}
+	regions, err := se.resolve()
+	if err != nil {
+		return report.Summary{}, err
+	}
+	w, err := pagewatch.New(p, regions, wopts)
+	if err != nil {
+		return report.Summary{}, err
+	}
+	se.w = w
+	if err := w.Arm(t); err != nil {
+		return report.Summary{}, err
+	}
+	if err := se.watchPending(w); err != nil {
+		return report.Summary{}, err
+	}
+	if err := se.rep.Start(p.Pid, w.Engine(), reportRegions(regions)); err != nil {
+		return report.Summary{}, err
+	}
+	if err := p.ResumeAll(); err != nil {
+		return report.Summary{}, err
+	}
+	st, err := w.Run()
+	if err != nil {
+		return report.Summary{}, err
+	}
+	if n := p.Kept(); n > 0 {
+		// They inherited the syscall filter, which needs its tracer.
+		_ = se.rep.Note(fmt.Sprintf("the target exited; waiting for the %d task(s) of child processes it left running", n))
+		if err := p.WaitKept(); err != nil {
+			return report.Summary{}, err
+		}
+	}
+	return summary(w, st), nil
+}
+
+// forwardSignals passes SIGTERM and SIGHUP to the target, as a shell's job
+// would get them. SIGINT and SIGQUIT from the terminal already reach the
+// target, which shares memtrap's foreground process group; sent to memtrap
+// alone, they are forwarded too.
+func forwardSignals(se *session, pid int) {
+	for sig := range se.sigs {
+		s := sig.(unix.Signal)
+		if (s == unix.SIGINT || s == unix.SIGQUIT) && fromTerminal() {
+			continue
+		}
+		_ = unix.Kill(pid, s)
+	}
+}
+
+// fromTerminal reports whether memtrap runs in its terminal's foreground
+// process group, so a Ctrl-C also went to the target.
+func fromTerminal() bool {
+	pgrp, err := unix.IoctlGetInt(0, unix.TIOCGPGRP)
+	return err == nil && pgrp == unix.Getpgrp()
+}
