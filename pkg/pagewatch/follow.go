@@ -111,7 +111,7 @@ func (w *Watch) detachChildren() error {
 	return nil
 }
 
-// tracerStopThread gives Detach a stopped thread of w's own process.
+// anyThread gives Detach a thread of w's own process.
 func (w *Watch) anyThread() *tracer.Thread {
 	if ths := w.p.Threads(); len(ths) > 0 {
 		return ths[0]
