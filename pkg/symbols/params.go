@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/memtrap/memtrap/pkg/dwarf/reader"
 )
 
 // Param is one formal parameter of the function at a frame, as gdb's
@@ -462,10 +464,10 @@ func (fx *funcIndex) locExpr(loc locAttr, cu int32, v uint64) (expr []byte, ok b
 // pc, or the last base address selection entry), each with a 2-byte
 // length and an expression, up to a pair of zeros.
 func findLoc(sec []byte, off, base, v uint64) ([]byte, bool) {
-	b := reader{buf: sec, off: off}
+	b := reader.At(sec, off)
 	for range maxLocEntries {
-		lo, hi := b.u64(), b.u64()
-		if b.bad {
+		lo, hi := b.U64(), b.U64()
+		if b.Err() != nil {
 			return nil, false
 		}
 		switch {
@@ -475,9 +477,8 @@ func findLoc(sec []byte, off, base, v uint64) ([]byte, bool) {
 			base = hi
 			continue
 		}
-		n := uint64(b.u16())
-		expr := b.bytes(n)
-		if b.bad {
+		expr := b.Bytes(uint64(b.U16()))
+		if b.Err() != nil {
 			return nil, false
 		}
 		if v >= base+lo && v < base+hi {
@@ -514,48 +515,48 @@ func findLoclists(sec []byte, off uint64, u unitInfo, addrSec []byte, v uint64) 
 	base := u.base
 	var def []byte
 	haveDef := false
-	b := reader{buf: sec, off: off}
+	b := reader.At(sec, off)
 	for range maxLocEntries {
-		kind := b.u8()
+		kind := b.U8()
 		var lo, hi uint64
 		ok := true
 		switch kind {
 		case lleEndOfList:
-			return def, haveDef && !b.bad
+			return def, haveDef && b.Err() == nil
 		case lleBaseAddressx:
-			base, ok = addrx(b.uleb())
-			if !ok || b.bad {
+			base, ok = addrx(b.ULEB128())
+			if !ok || b.Err() != nil {
 				return nil, false
 			}
 			continue
 		case lleBaseAddress:
-			base = b.u64()
+			base = b.U64()
 			continue
 		case lleGNUViewPair:
-			b.uleb()
-			b.uleb()
+			b.ULEB128()
+			b.ULEB128()
 			continue
 		case lleStartxEndx:
 			var ok2 bool
-			lo, ok = addrx(b.uleb())
-			hi, ok2 = addrx(b.uleb())
+			lo, ok = addrx(b.ULEB128())
+			hi, ok2 = addrx(b.ULEB128())
 			ok = ok && ok2
 		case lleStartxLength:
-			lo, ok = addrx(b.uleb())
-			hi = lo + b.uleb()
+			lo, ok = addrx(b.ULEB128())
+			hi = lo + b.ULEB128()
 		case lleOffsetPair:
-			lo, hi = base+b.uleb(), base+b.uleb()
+			lo, hi = base+b.ULEB128(), base+b.ULEB128()
 		case lleDefaultLocation:
 		case lleStartEnd:
-			lo, hi = b.u64(), b.u64()
+			lo, hi = b.U64(), b.U64()
 		case lleStartLength:
-			lo = b.u64()
-			hi = lo + b.uleb()
+			lo = b.U64()
+			hi = lo + b.ULEB128()
 		default:
 			return nil, false
 		}
-		expr := b.bytes(b.uleb())
-		if b.bad || !ok {
+		expr := b.Bytes(b.ULEB128())
+		if b.Err() != nil || !ok {
 			return nil, false
 		}
 		if kind == lleDefaultLocation {
@@ -565,97 +566,6 @@ func findLoclists(sec []byte, off uint64, u unitInfo, addrSec []byte, v uint64) 
 		}
 	}
 	return nil, false
-}
-
-// reader decodes little-endian DWARF data; running off the end sets bad
-// and reads zeros.
-type reader struct {
-	buf []byte
-	off uint64
-	bad bool
-}
-
-func (r *reader) bytes(n uint64) []byte {
-	if r.bad || n > uint64(len(r.buf)) || r.off > uint64(len(r.buf))-n {
-		r.bad = true
-		return nil
-	}
-	b := r.buf[r.off : r.off+n]
-	r.off += n
-	return b
-}
-
-func (r *reader) u8() uint8 {
-	if b := r.bytes(1); b != nil {
-		return b[0]
-	}
-	return 0
-}
-
-func (r *reader) u16() uint16 {
-	if b := r.bytes(2); b != nil {
-		return binary.LittleEndian.Uint16(b)
-	}
-	return 0
-}
-
-func (r *reader) u32() uint32 {
-	if b := r.bytes(4); b != nil {
-		return binary.LittleEndian.Uint32(b)
-	}
-	return 0
-}
-
-func (r *reader) u64() uint64 {
-	if b := r.bytes(8); b != nil {
-		return binary.LittleEndian.Uint64(b)
-	}
-	return 0
-}
-
-func (r *reader) uleb() uint64 {
-	var v uint64
-	for shift := uint(0); ; shift += 7 {
-		c := r.u8()
-		if r.bad {
-			return 0
-		}
-		if shift < 64 {
-			v |= uint64(c&0x7f) << shift
-		}
-		if c&0x80 == 0 {
-			return v
-		}
-		if shift > 70 {
-			r.bad = true
-			return 0
-		}
-	}
-}
-
-func (r *reader) sleb() int64 {
-	var v int64
-	var shift uint
-	for {
-		c := r.u8()
-		if r.bad {
-			return 0
-		}
-		if shift < 64 {
-			v |= int64(c&0x7f) << shift
-		}
-		shift += 7
-		if c&0x80 == 0 {
-			if shift < 64 && c&0x40 != 0 {
-				v |= -1 << shift
-			}
-			return v
-		}
-		if shift > 70 {
-			r.bad = true
-			return 0
-		}
-	}
 }
 
 // What a location expression evaluates to.
@@ -756,49 +666,49 @@ func (ev *evaluator) eval(expr []byte) (res exprResult) {
 		return v, true
 	}
 	unknown := exprResult{}
-	b := reader{buf: expr}
+	b := reader.New(expr)
 	// regLoc is set by DW_OP_reg*: the whole (first piece of the) object
 	// is in that register, and only DW_OP_piece may follow.
 	regLoc := -1
-	for steps := 0; b.off < uint64(len(b.buf)); steps++ {
+	for steps := 0; b.Len() > 0; steps++ {
 		if steps >= maxExprSteps {
 			return unknown
 		}
-		op := b.u8()
+		op := b.U8()
 		if regLoc >= 0 && op != 0x93 {
 			return unknown
 		}
 		ok := true
 		switch {
 		case op == 0x03: // DW_OP_addr
-			ok = push(b.u64() + ev.bias)
+			ok = push(b.U64() + ev.bias)
 		case op == 0x06: // DW_OP_deref
 			a, ok1 := pop()
 			v, ok2 := ev.deref(a, 8)
 			ok = ok1 && ok2 && push(v)
 		case op == 0x94: // DW_OP_deref_size
-			n := int(b.u8())
+			n := int(b.U8())
 			a, ok1 := pop()
 			v, ok2 := ev.deref(a, n)
 			ok = ok1 && ok2 && push(v)
 		case op == 0x08:
-			ok = push(uint64(b.u8()))
+			ok = push(uint64(b.U8()))
 		case op == 0x09:
-			ok = push(uint64(int8(b.u8())))
+			ok = push(uint64(int8(b.U8())))
 		case op == 0x0a:
-			ok = push(uint64(b.u16()))
+			ok = push(uint64(b.U16()))
 		case op == 0x0b:
-			ok = push(uint64(int16(b.u16())))
+			ok = push(uint64(int16(b.U16())))
 		case op == 0x0c:
-			ok = push(uint64(b.u32()))
+			ok = push(uint64(b.U32()))
 		case op == 0x0d:
-			ok = push(uint64(int32(b.u32())))
+			ok = push(uint64(int32(b.U32())))
 		case op == 0x0e, op == 0x0f:
-			ok = push(b.u64())
+			ok = push(b.U64())
 		case op == 0x10:
-			ok = push(b.uleb())
+			ok = push(b.ULEB128())
 		case op == 0x11:
-			ok = push(uint64(b.sleb()))
+			ok = push(uint64(b.SLEB128()))
 		case op == 0x12: // DW_OP_dup
 			v, ok1 := pop()
 			ok = ok1 && push(v) && push(v)
@@ -846,7 +756,7 @@ func (ev *evaluator) eval(expr []byte) (res exprResult) {
 			v, ok1 := pop()
 			ok = ok1 && push(^v)
 		case op == 0x23: // DW_OP_plus_uconst
-			n := b.uleb()
+			n := b.ULEB128()
 			v, ok1 := pop()
 			ok = ok1 && push(v+n)
 		case op >= 0x30 && op <= 0x4f: // DW_OP_lit*
@@ -857,43 +767,43 @@ func (ev *evaluator) eval(expr []byte) (res exprResult) {
 			}
 			regLoc = int(op - 0x50)
 		case op == 0x90: // DW_OP_regx
-			n := b.uleb()
+			n := b.ULEB128()
 			if len(stack) != 0 || n >= 1<<16 {
 				return unknown
 			}
 			regLoc = int(n)
 		case op >= 0x70 && op <= 0x8f: // DW_OP_breg*
-			off := b.sleb()
+			off := b.SLEB128()
 			v, ok1 := ev.reg(int(op - 0x70))
 			ok = ok1 && push(v+uint64(off))
 		case op == 0x92: // DW_OP_bregx
-			n, off := b.uleb(), b.sleb()
+			n, off := b.ULEB128(), b.SLEB128()
 			v, ok1 := ev.reg(int(min(n, 1<<16)))
 			ok = ok1 && push(v+uint64(off))
 		case op == 0x91: // DW_OP_fbreg
-			off := b.sleb()
+			off := b.SLEB128()
 			ok = ev.frameBaseOK && push(ev.frameBase+uint64(off))
 		case op == 0x9c: // DW_OP_call_frame_cfa
 			ok = ev.fr.CFA != 0 && push(ev.fr.CFA)
 		case op == 0x96: // DW_OP_nop
 		case op == 0x93: // DW_OP_piece: the first piece only
-			n := b.uleb()
-			if b.bad || n == 0 {
+			n := b.ULEB128()
+			if b.Err() != nil || n == 0 {
 				return unknown
 			}
 			r := ev.finish(stack, regLoc)
 			r.pieceLen = n
 			return r
 		case op == 0x9e: // DW_OP_implicit_value
-			n := b.uleb()
-			v := b.bytes(n)
-			if b.bad || b.off != uint64(len(b.buf)) {
+			n := b.ULEB128()
+			v := b.Bytes(n)
+			if b.Err() != nil || b.Len() != 0 {
 				return unknown
 			}
 			return exprResult{kind: resImplicit, implicit: v}
 		case op == 0x9f: // DW_OP_stack_value
 			v, ok1 := pop()
-			if !ok1 || b.off != uint64(len(b.buf)) {
+			if !ok1 || b.Len() != 0 {
 				return unknown
 			}
 			return exprResult{kind: resValue, val: v}
@@ -902,7 +812,7 @@ func (ev *evaluator) eval(expr []byte) (res exprResult) {
 			// DW_OP_implicit_pointer, calls, branches: not evaluated.
 			return unknown
 		}
-		if !ok || b.bad {
+		if !ok || b.Err() != nil {
 			return unknown
 		}
 	}

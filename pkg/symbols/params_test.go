@@ -7,6 +7,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/memtrap/memtrap/pkg/dwarf/leb128"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/sys/unix"
 )
@@ -264,18 +265,7 @@ func TestParamsStatic(t *testing.T) {
 	}
 }
 
-func uleb(v uint64) []byte {
-	var b []byte
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if v != 0 {
-			b = append(b, c|0x80)
-			continue
-		}
-		return append(b, c)
-	}
-}
+func uleb(v uint64) []byte { return leb128.AppendUnsigned(nil, v) }
 
 func cat(parts ...[]byte) []byte { return slices.Concat(parts...) }
 

@@ -7,6 +7,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/memtrap/memtrap/pkg/dwarf/reader"
 )
 
 // dwOpAddr is DW_OP_addr, the location of a variable at a fixed address.
@@ -388,20 +390,12 @@ func (tr typeReader) members(off dwarf.Offset) ([]member, error) {
 
 // plusUconst decodes the location expression "DW_OP_plus_uconst N".
 func plusUconst(b []byte) (uint64, bool) {
-	if len(b) < 2 || b[0] != 0x23 {
+	r := reader.New(b)
+	if r.U8() != 0x23 {
 		return 0, false
 	}
-	var v uint64
-	for i, c := range b[1:] {
-		if i >= 10 {
-			return 0, false
-		}
-		v |= uint64(c&0x7f) << (7 * i)
-		if c&0x80 == 0 {
-			return v, i+2 == len(b)
-		}
-	}
-	return 0, false
+	v := r.ULEB128()
+	return v, r.Err() == nil && r.Len() == 0
 }
 
 // findMember finds a member by name in the struct or union at off or, as

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/memtrap/memtrap/pkg/dwarf/reader"
 )
 
 // DW_OP_* opcodes of the DWARF expressions found in x86-64 CFI: gcc's
@@ -95,13 +97,13 @@ func eval(expr []byte, env *exprEnv, initial uint64, push bool) (uint64, error) 
 		st[0] = initial
 		n = 1
 	}
-	r := reader{b: expr}
-	for steps := 0; r.left() > 0; steps++ {
+	r := reader.New(expr)
+	for steps := 0; r.Len() > 0; steps++ {
 		if steps >= exprMaxSteps {
 			return 0, errExprSteps
 		}
-		at := r.off
-		op := r.u8()
+		at := r.Off()
+		op := r.U8()
 		// need returns false when fewer than k operands are on the stack;
 		// room when there is no room to push.
 		need := func(k int) bool { return n >= k }
@@ -113,38 +115,38 @@ func eval(expr []byte, env *exprEnv, initial uint64, push bool) (uint64, error) 
 			v = uint64(op - opLit0)
 		case op >= opBreg0 && op <= opBreg31:
 			reg := uint64(op - opBreg0)
-			off := r.sleb()
+			off := r.SLEB128()
 			if !env.valid.has(reg) {
 				return 0, fmt.Errorf("DW_OP_breg%d: register not recovered", reg)
 			}
 			v = env.regs[reg] + uint64(off)
 		case op == opBregx:
-			reg := r.uleb()
-			off := r.sleb()
+			reg := r.ULEB128()
+			off := r.SLEB128()
 			if !env.valid.has(reg) {
 				return 0, fmt.Errorf("DW_OP_bregx %d: register not recovered", reg)
 			}
 			v = env.regs[reg] + uint64(off)
 		case op == opAddr:
-			v = r.u64() + env.bias
+			v = r.U64() + env.bias
 		case op == opConst1u:
-			v = uint64(r.u8())
+			v = uint64(r.U8())
 		case op == opConst1s:
-			v = uint64(int64(int8(r.u8())))
+			v = uint64(int64(int8(r.U8())))
 		case op == opConst2u:
-			v = uint64(r.u16())
+			v = uint64(r.U16())
 		case op == opConst2s:
-			v = uint64(int64(int16(r.u16())))
+			v = uint64(int64(int16(r.U16())))
 		case op == opConst4u:
-			v = uint64(r.u32())
+			v = uint64(r.U32())
 		case op == opConst4s:
-			v = uint64(int64(int32(r.u32())))
+			v = uint64(int64(int32(r.U32())))
 		case op == opConst8u, op == opConst8s:
-			v = r.u64()
+			v = r.U64()
 		case op == opConstu:
-			v = r.uleb()
+			v = r.ULEB128()
 		case op == opConsts:
-			v = uint64(r.sleb())
+			v = uint64(r.SLEB128())
 		case op == opDup:
 			if !need(1) {
 				return 0, errExprStack
@@ -156,7 +158,7 @@ func eval(expr []byte, env *exprEnv, initial uint64, push bool) (uint64, error) 
 			}
 			v = st[n-2]
 		case op == opPick:
-			i := int(r.u8())
+			i := int(r.U8())
 			if !need(i + 1) {
 				return 0, errExprStack
 			}
@@ -184,7 +186,7 @@ func eval(expr []byte, env *exprEnv, initial uint64, push bool) (uint64, error) 
 		case op == opDeref, op == opDerefSize:
 			size := 8
 			if op == opDerefSize {
-				size = int(r.u8())
+				size = int(r.U8())
 				if size < 1 || size > 8 {
 					return 0, fmt.Errorf("DW_OP_deref_size %d at %d: bad size", size, at)
 				}
@@ -201,7 +203,7 @@ func eval(expr []byte, env *exprEnv, initial uint64, push bool) (uint64, error) 
 		case op == opAbs, op == opNeg, op == opNot, op == opPlusUconst:
 			var k uint64
 			if op == opPlusUconst {
-				k = r.uleb()
+				k = r.ULEB128()
 			}
 			if !need(1) {
 				return 0, errExprStack
@@ -236,7 +238,7 @@ func eval(expr []byte, env *exprEnv, initial uint64, push bool) (uint64, error) 
 			st[n-1] = x
 			pushes = false
 		case op == opSkip, op == opBra:
-			off := int(int16(r.u16()))
+			off := int(int16(r.U16()))
 			pushes = false
 			if op == opBra {
 				if !need(1) {
@@ -247,18 +249,18 @@ func eval(expr []byte, env *exprEnv, initial uint64, push bool) (uint64, error) 
 					break
 				}
 			}
-			to := r.off + off
+			to := r.Off() + off
 			if to < 0 || to > len(expr) {
 				return 0, fmt.Errorf("DWARF expression branch at %d to %d: out of range", at, to)
 			}
-			r.off = to
+			r = reader.At(expr, uint64(to))
 		case op == opNop:
 			pushes = false
 		default:
 			return 0, fmt.Errorf("DWARF expression opcode %#x at %d: unsupported", op, at)
 		}
-		if r.err != nil {
-			return 0, fmt.Errorf("DWARF expression: %w", r.err)
+		if r.Err() != nil {
+			return 0, fmt.Errorf("DWARF expression: %w", r.Err())
 		}
 		if pushes {
 			if !room {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/memtrap/memtrap/pkg/dwarf/reader"
 )
 
 // ehFrameOf returns the .eh_frame bytes and address of an ELF file.
@@ -67,8 +69,8 @@ func TestTruncatedEHFrame(t *testing.T) {
 		if ends[n] != (err == nil) {
 			t.Errorf("cut at %d (an entry boundary: %v): err = %v", n, ends[n], err)
 		}
-		if err != nil && !errors.Is(err, errTruncated) && n > 0 {
-			t.Errorf("cut at %d: err = %v, want errTruncated", n, err)
+		if err != nil && !errors.Is(err, reader.ErrTruncated) && n > 0 {
+			t.Errorf("cut at %d: err = %v, want reader.ErrTruncated", n, err)
 		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/memtrap/memtrap/pkg/dwarf/reader"
 )
 
 // The CIE most x86-64 code uses: CFA = rsp+8, return address at CFA-8.
@@ -179,8 +181,8 @@ func TestCFAProgramErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("err = %v, want one mentioning %q", err, tc.want)
 			}
-			if tc.want == "truncated" && !errors.Is(err, errTruncated) {
-				t.Errorf("err = %v, want errTruncated", err)
+			if tc.want == "truncated" && !errors.Is(err, reader.ErrTruncated) {
+				t.Errorf("err = %v, want reader.ErrTruncated", err)
 			}
 		})
 	}
