@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/memtrap/memtrap/pkg/dwarf/leb128"
+	"github.com/memtrap/memtrap/pkg/dwarf/op"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/sys/unix"
 )
@@ -60,7 +61,7 @@ func entryValuePC(t *testing.T, tab *Table, lo, hi uint64) (uint64, int) {
 			t.Fatalf("no function at %#x", pc)
 		}
 		for i, p := range fn.params {
-			if e, ok := fx.locExpr(p.loc, fn.cu, pc-mod.bias); ok && len(e) > 0 && (e[0] == 0xa3 || e[0] == 0xf3) {
+			if e, ok := fx.locExpr(p.loc, fn.cu, pc-mod.bias); ok && len(e) > 0 && (e[0] == op.EntryValue || e[0] == op.GNUEntryValue) {
 				return pc, i
 			}
 		}
@@ -282,10 +283,9 @@ func TestEvalExpr(t *testing.T) {
 		}
 		return nil
 	}
-	ev := evaluator{
-		fr:   FrameRegs{Regs: [17]uint64{0: 0x1100, 5: 0xdeadbeefcafe, 6: 0x1800, 3: 7}, RegsValid: 1<<0 | 1<<5 | 1<<6, CFA: 0x1900},
-		read: mem, bias: 0x100, frameBase: 0x1900, frameBaseOK: true,
-	}
+	fr := FrameRegs{Regs: [17]uint64{0: 0x1100, 5: 0xdeadbeefcafe, 6: 0x1800, 3: 7}, RegsValid: 1<<0 | 1<<5 | 1<<6, CFA: 0x1900}
+	env := frameEnv(fr, 0x100, mem)
+	env.FrameBase, env.HasFrameBase = frameBase([]byte{op.CallFrameCFA}, &env)
 	for _, c := range []struct {
 		name  string
 		expr  []byte
@@ -328,20 +328,28 @@ func TestEvalExpr(t *testing.T) {
 		{"skip (branch)", []byte{0x2f, 0xfd, 0xff}, 8, 0, false},
 		{"overlong uleb", append(append([]byte{0x10}, slices.Repeat([]byte{0xff}, 20)...), 0), 8, 0, false},
 	} {
-		v, ok := ev.value(c.expr, c.size)
+		v, ok := value(c.expr, &env, c.size)
 		if ok != c.known || (ok && v != c.want) {
 			t.Errorf("%s: value(% x) = %#x, %v; want %#x, %v", c.name, c.expr, v, ok, c.want, c.known)
 		}
 	}
 	// The stack is bounded.
-	deep := slices.Repeat([]byte{0x30}, maxExprStack+1)
-	if r := ev.eval(append(deep, 0x9f)); r.kind != resUnknown {
-		t.Errorf("%d pushes evaluated to %+v", len(deep), r)
+	deep := slices.Repeat([]byte{0x30}, op.MaxStack+1)
+	if v, ok := value(append(deep, 0x9f), &env, 8); ok {
+		t.Errorf("%d pushes evaluated to %#x", len(deep), v)
 	}
 	// So are the steps.
-	nops := slices.Repeat([]byte{0x96}, maxExprSteps+1)
-	if r := ev.eval(append(nops, 0x30, 0x9f)); r.kind != resUnknown {
-		t.Errorf("%d nops evaluated to %+v", len(nops), r)
+	nops := slices.Repeat([]byte{0x96}, op.MaxSteps+1)
+	if v, ok := value(append(nops, 0x30, 0x9f), &env, 8); ok {
+		t.Errorf("%d nops evaluated to %#x", len(nops), v)
+	}
+	// No memory: memory locations are unknown, the others are not.
+	noMem := frameEnv(fr, 0x100, nil)
+	if v, ok := value([]byte{0x76, 0x08}, &noMem, 2); ok {
+		t.Errorf("breg6 +8 without memory = %#x", v)
+	}
+	if v, ok := value([]byte{0x55}, &noMem, 8); !ok || v != 0xdeadbeefcafe {
+		t.Errorf("reg5 without memory = %#x, %v", v, ok)
 	}
 }
 
@@ -454,8 +462,8 @@ func FuzzLocation(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, pc uint64) {
 		findLoc(b, 0, 0, pc)
 		findLoclists(b, 0, unitInfo{version: 5}, b, pc)
-		ev := evaluator{fr: FrameRegs{RegsValid: ^uint32(0), CFA: 1}, read: func(uint64, []byte) error { return nil }}
-		ev.value(b, 8)
+		env := frameEnv(FrameRegs{RegsValid: ^uint32(0), CFA: 1}, 0, func(uint64, []byte) error { return nil })
+		value(b, &env, 8)
 		unitVersions(b)
 	})
 }

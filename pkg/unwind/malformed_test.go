@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/memtrap/memtrap/pkg/dwarf/op"
 	"github.com/memtrap/memtrap/pkg/dwarf/reader"
 )
 
@@ -166,7 +167,7 @@ func FuzzParseEHFrame(f *testing.F) {
 	b := &ehBuilder{addr: 0x1000}
 	c := b.cie(cieX86)
 	b.fde(c, 0x2000, 0x40, cat([]byte{cfaAdvanceLoc | 1, cfaDefCFAOffset}, uleb(16), []byte{cfaOffset | regRBX}, uleb(2),
-		[]byte{cfaRememberState, cfaAdvanceLoc | 1, cfaDefCFAExpr, 2, opBreg0 + regRSP, 8, cfaRestoreState}))
+		[]byte{cfaRememberState, cfaAdvanceLoc | 1, cfaDefCFAExpr, 2, op.Breg0 + regRSP, 8, cfaRestoreState}))
 	f.Add(b.buf, uint64(0x2001))
 	f.Add(b.buf, uint64(0x2003))
 	d := &ehBuilder{debug: true}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/memtrap/memtrap/pkg/dwarf/op"
 	"github.com/memtrap/memtrap/pkg/dwarf/reader"
 )
 
@@ -62,8 +63,8 @@ func TestCFAProgram(t *testing.T) {
 				[]byte{cfaRegister}, uleb(13), uleb(regRAX),
 				[]byte{cfaUndefined}, uleb(14),
 				[]byte{cfaSameValue}, uleb(15),
-				[]byte{cfaExpression}, uleb(regRBX), uleb(2), []byte{opBreg0 + regRSP, 0x10},
-				[]byte{cfaValExpression}, uleb(regRBP), uleb(1), []byte{opLit0 + 5},
+				[]byte{cfaExpression}, uleb(regRBX), uleb(2), []byte{op.Breg0 + regRSP, 0x10},
+				[]byte{cfaValExpression}, uleb(regRBP), uleb(1), []byte{op.Lit0 + 5},
 				[]byte{cfaGNUArgsSize}, uleb(32),
 				[]byte{cfaOffsetExtended}, uleb(40), uleb(1), // an xmm register: ignored
 				[]byte{cfaAdvanceLoc | 2, cfaRestoreExtended}, uleb(regR8), []byte{cfaRestore | 9, cfaRestore | regRIP},
@@ -97,7 +98,7 @@ func TestCFAProgram(t *testing.T) {
 			insns: cat([]byte{cfaAdvanceLoc | 1, cfaDefCFARegister}, uleb(regRBP),
 				[]byte{cfaAdvanceLoc | 1, cfaDefCFASF}, uleb(regRBX), sleb(-2),
 				[]byte{cfaAdvanceLoc | 1, cfaDefCFAOffsetSF}, sleb(-4),
-				[]byte{cfaAdvanceLoc | 1, cfaDefCFAExpr}, uleb(2), []byte{opBreg0 + regRSP, 8},
+				[]byte{cfaAdvanceLoc | 1, cfaDefCFAExpr}, uleb(2), []byte{op.Breg0 + regRSP, 8},
 				[]byte{cfaAdvanceLoc | 1, cfaDefCFA}, uleb(regRSP), uleb(8)),
 			want: []want{
 				{lo + 1, "rbp+8", nil},

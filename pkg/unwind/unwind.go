@@ -4,6 +4,8 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"sync"
+
+	"github.com/memtrap/memtrap/pkg/dwarf/op"
 )
 
 // Memory reads the traced process's memory.
@@ -201,10 +203,10 @@ func (w *walker) cfiStep(sec *cfiSection, fd *fde, pc, bias uint64, cur *Regs, v
 		return res
 	}
 	rw := &w.m.row
-	env := exprEnv{regs: *cur, valid: valid, bias: bias, mem: w}
+	env := op.Env{Regs: *cur, Valid: uint32(valid), Bias: bias, Mem: w}
 	var cfa uint64
 	if rw.cfaIsExpr {
-		v, err := eval(rw.cfaExpr, &env, 0, false)
+		v, err := cfiValue(rw.cfaExpr, &env)
 		if err != nil {
 			return res
 		}
@@ -227,7 +229,7 @@ func (w *walker) cfiStep(sec *cfiSection, fd *fde, pc, bias uint64, cur *Regs, v
 			res.valid &^= 1 << reg
 			continue
 		case ruleOffset:
-			x, err := w.readWord(cfa+uint64(rl.off), 8)
+			x, err := w.ReadUint(cfa+uint64(rl.off), 8)
 			if err != nil {
 				res.valid &^= 1 << reg
 				continue
@@ -242,9 +244,9 @@ func (w *walker) cfiStep(sec *cfiSection, fd *fde, pc, bias uint64, cur *Regs, v
 			}
 			v = cur[rl.reg]
 		case ruleExpression, ruleValExpression:
-			x, err := eval(rl.expr, &env, cfa, true)
+			x, err := cfiValue(rl.expr, &env, cfa)
 			if err == nil && rl.kind == ruleExpression {
-				x, err = w.readWord(x, 8)
+				x, err = w.ReadUint(x, 8)
 			}
 			if err != nil {
 				res.valid &^= 1 << reg
@@ -286,11 +288,11 @@ func (w *walker) fpStep(cur *Regs, valid regMask) stepResult {
 	if rbp == 0 || rbp%8 != 0 || rbp > ^uint64(0)-16 || (valid.has(regRSP) && rbp < cur[regRSP]) {
 		return res
 	}
-	ra, err := w.readWord(rbp+8, 8)
+	ra, err := w.ReadUint(rbp+8, 8)
 	if err != nil {
 		return res
 	}
-	callerRBP, err := w.readWord(rbp, 8)
+	callerRBP, err := w.ReadUint(rbp, 8)
 	if err != nil {
 		return res
 	}
@@ -305,8 +307,9 @@ func (w *walker) fpStep(cur *Regs, valid regMask) stepResult {
 	return res
 }
 
-// readWord reads a little-endian value of size bytes (1 to 8).
-func (w *walker) readWord(addr uint64, size int) (uint64, error) {
+// ReadUint reads a little-endian value of size bytes (1 to 8), for the
+// unwinder and, as an op.Memory, for DW_OP_deref in CFA rules.
+func (w *walker) ReadUint(addr uint64, size int) (uint64, error) {
 	p := w.buf[:size]
 	if err := w.mem.ReadMemory(addr, p); err != nil {
 		return 0, err
