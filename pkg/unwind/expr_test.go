@@ -28,7 +28,7 @@ func (m fakeMem) ReadMemory(addr uint64, p []byte) error {
 // are in pkg/dwarf/op.
 func TestCFIValue(t *testing.T) {
 	w := &walker{u: New(noModules{}), mem: fakeMem{0x7100: 0x1234, 0x7108: 0xffeeddccbbaa9988}}
-	env := op.Env{Regs: Regs{regRBP: 0x7100, regRSP: 0x7000}, Valid: uint32(allRegs &^ (1 << regRBX)), Mem: w}
+	env := op.Env{Regs: Regs{regRBP: 0x7100, regRSP: 0x7000}, Valid: uint32(AllRegs &^ (1 << regRBX)), Mem: w}
 	for _, tc := range []struct {
 		name string
 		expr []byte

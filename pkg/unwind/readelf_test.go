@@ -388,7 +388,7 @@ func TestLibcPLT(t *testing.T) {
 				t.Fatalf("PLT %#x: %v", pc, err)
 			}
 			regs := Regs{regRSP: rsp, regRIP: pc + bias}
-			res := w.cfiStep(sec, &fd, pc, bias, &regs, allRegs)
+			res := w.cfiStep(sec, &fd, pc, bias, &regs, AllRegs)
 			want, ra := uint64(rsp+8), uint64(0x1111)
 			if off >= 11 {
 				want, ra = rsp+16, 0x2222
