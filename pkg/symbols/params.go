@@ -34,8 +34,10 @@ type FrameRegs struct {
 	// 5 rdi, 6 rbp, 7 rsp, 8-15 r8-r15, 16 rip.
 	Regs [17]uint64
 	// RegsValid has bit i set when Regs[i] can be trusted: all of them in
-	// the innermost frame; in outer frames rsp, rip and what the unwinder
-	// recovered (rbp and other callee-saved registers).
+	// the innermost frame; in outer frames what the unwinder recovered
+	// (unwind.Frame's Regs and Valid: rsp, rip and the callee-saved
+	// registers), never a scratch register the frame's callee may have
+	// clobbered.
 	RegsValid uint32
 	// CFA is the frame's canonical frame address, 0 if unknown.
 	CFA uint64

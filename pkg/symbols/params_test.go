@@ -10,6 +10,7 @@ import (
 	"github.com/memtrap/memtrap/pkg/dwarf/leb128"
 	"github.com/memtrap/memtrap/pkg/dwarf/op"
 	"github.com/memtrap/memtrap/pkg/tracer"
+	"github.com/memtrap/memtrap/pkg/unwind"
 	"golang.org/x/sys/unix"
 )
 
@@ -466,4 +467,168 @@ func FuzzLocation(f *testing.F) {
 		value(b, &env, 8)
 		unitVersions(b)
 	})
+}
+
+// locationAt returns the location expression of parameter name of the
+// function at runtime pc, so that a test can check the compiler did what
+// its fixture expects.
+func locationAt(t *testing.T, tab *Table, pc uint64, name string) []byte {
+	t.Helper()
+	tab.mu.Lock()
+	defer tab.mu.Unlock()
+	mod := tab.moduleAt(pc)
+	fx := tab.funcIndex(mod.obj, mod.path)
+	fn := fx.find(pc - mod.bias)
+	if fn == nil {
+		t.Fatalf("no function at %#x", pc)
+	}
+	for _, p := range fn.params {
+		if p.name == name {
+			e, _ := fx.locExpr(p.loc, fn.cu, pc-mod.bias)
+			return e
+		}
+	}
+	t.Fatalf("no parameter %s at %#x", name, pc)
+	return nil
+}
+
+// TestParamsOuterFrames stops testdata/outer.c (-O2) in stop() and in
+// tiny(), unwinds, and reads the parameters of the outer frames from the
+// registers the unwinder recovered: those in callee-saved registers have
+// their values, restored from a callee's save slot or left alone by the
+// callees; one in a scratch register is unknown.
+func TestParamsOuterFrames(t *testing.T) {
+	exe := buildFixture(t, "outer-O2", func(out string) error {
+		return command("gcc", "-o", out, "-O2", "-g", "testdata/outer.c")
+	})
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	err = tracer.Locked(func() error {
+		p, err := tracer.Launch([]string{exe}, tracer.LaunchOptions{Stdio: [3]*os.File{nil, devnull, nil}})
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		defer p.Kill()
+		if _, err := p.RunToEntry(); err != nil {
+			return err
+		}
+		maps, err := tracer.ReadMaps(p.Pid)
+		if err != nil {
+			return err
+		}
+		tab := NewTable(maps, Options{ReadMemory: p.ReadMemory})
+		defer tab.Close()
+		unw := unwind.New(tab)
+		var bps []uint64
+		for _, fn := range []string{"stop", "tiny"} {
+			s, err := tab.Resolve(fn)
+			if err != nil {
+				return err
+			}
+			bps = append(bps, s.Addr)
+		}
+		orig := make([][1]byte, len(bps))
+		for i, a := range bps {
+			if err := p.ReadMemory(a, orig[i][:]); err != nil {
+				return err
+			}
+			if err := p.WriteMemory(a, []byte{0xcc}); err != nil {
+				return err
+			}
+		}
+		if err := p.ResumeAll(); err != nil {
+			return err
+		}
+
+		// frameParams unwinds the stopped thread and reads each frame's
+		// parameters as memtrap's backtrace does.
+		type frame struct {
+			fn     string
+			pc     uint64 // the pc looked up: a return address less one
+			params []Param
+		}
+		frameParams := func(regs unix.PtraceRegs) []frame {
+			var out []frame
+			for i, fr := range unw.Unwind(unwind.RegsFromPtrace(&regs), p, 16) {
+				look := fr.PC
+				if i > 0 && !fr.Signal {
+					look--
+				}
+				loc, _ := tab.Lookup(look)
+				ps, _ := tab.Params(FrameRegs{PC: look, CFA: fr.CFA, Regs: fr.Regs, RegsValid: uint32(fr.Valid)}, p.ReadMemory)
+				out = append(out, frame{loc.Func, look, ps})
+			}
+			return out
+		}
+		chain := func(fs []frame) []string {
+			var names []string
+			for _, f := range fs {
+				names = append(names, f.fn)
+			}
+			return names
+		}
+		reg := func(n byte) []byte { return []byte{op.Reg0 + n} }
+
+		for i, a := range bps {
+			th, regs := waitTrap(t, p, a)
+			regs.Rip = a // the breakpoint's address, as if it had not run
+			fs := frameParams(regs)
+			switch i {
+			case 0:
+				if len(fs) < 4 || !slices.Equal(chain(fs[:4]), []string{"stop", "leaf", "middle", "main"}) {
+					t.Fatalf("frames at stop: %q", chain(fs))
+				}
+				leaf, middle := fs[1], fs[2]
+				// The premise: at the calls, x and keep are in rbx.
+				if e := locationAt(t, tab, leaf.pc, "x"); !slices.Equal(e, reg(3)) {
+					t.Fatalf("leaf's x at the call to stop is at % x, want DW_OP_reg3 (rbx)", e)
+				}
+				if e := locationAt(t, tab, middle.pc, "keep"); !slices.Equal(e, reg(3)) {
+					t.Fatalf("middle's keep at the call to leaf is at % x, want DW_OP_reg3 (rbx)", e)
+				}
+				// leaf's rbx is frame 0's: stop saves nothing. middle's
+				// is in leaf's save slot, and frame 0's rbx is x, not keep.
+				if want := []Param{{"x", 42, 8, true}}; !slices.Equal(leaf.params, want) {
+					t.Errorf("leaf's parameters = %+v, want %+v", leaf.params, want)
+				}
+				if len(middle.params) != 2 || middle.params[0] != (Param{"keep", 0x1234568, 8, true}) || middle.params[1].Name != "pass" {
+					t.Errorf("middle's parameters = %+v, want keep=0x1234568 and pass", middle.params)
+				}
+			case 1:
+				if len(fs) < 3 || !slices.Equal(chain(fs[:3]), []string{"tiny", "scratch", "main"}) {
+					t.Fatalf("frames at tiny: %q", chain(fs))
+				}
+				tiny, scratch := fs[0], fs[1]
+				if want := []Param{{"y", 7, 8, true}}; !slices.Equal(tiny.params, want) {
+					t.Errorf("tiny's parameters = %+v, want %+v (frame 0 has every register)", tiny.params, want)
+				}
+				// The premise: -fipa-ra lets scratch keep k in rdx, a
+				// scratch register, across its call to tiny.
+				if e := locationAt(t, tab, scratch.pc, "k"); !slices.Equal(e, reg(1)) {
+					t.Fatalf("scratch's k at the call to tiny is at % x, want DW_OP_reg1 (rdx)", e)
+				}
+				// y went to tiny in rdi, another scratch register.
+				if want := []Param{{Name: "k", Size: 8}, {Name: "y", Size: 8}}; !slices.Equal(scratch.params, want) {
+					t.Errorf("scratch's parameters = %+v, want %+v: unknown, in scratch registers of an outer frame", scratch.params, want)
+				}
+			}
+			if err := p.WriteMemory(a, orig[i][:]); err != nil {
+				return err
+			}
+			if err := th.SetRegs(&regs); err != nil {
+				return err
+			}
+			if err := th.Resume(0); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
