@@ -30,9 +30,7 @@ var paramsBuilds = []struct {
 }
 
 func paramsFixture(t *testing.T, name string, flags []string) string {
-	return buildFixture(t, name, func(out string) error {
-		return command("gcc", append(append([]string{"-o", out}, flags...), "testdata/params.c")...)
-	})
+	return compile("params.c", flags...)(t, name).Build(t)
 }
 
 // frameRegs is the innermost frame of a stopped thread: every register
@@ -498,9 +496,7 @@ func locationAt(t *testing.T, tab *Table, pc uint64, name string) []byte {
 // their values, restored from a callee's save slot or left alone by the
 // callees; one in a scratch register is unknown.
 func TestParamsOuterFrames(t *testing.T) {
-	exe := buildFixture(t, "outer-O2", func(out string) error {
-		return command("gcc", "-o", out, "-O2", "-g", "testdata/outer.c")
-	})
+	exe := compile("outer.c", "-O2", "-g")(t, "outer-O2").Build(t)
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)

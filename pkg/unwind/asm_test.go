@@ -69,7 +69,7 @@ func checkRegs(t *testing.T, fr Frame, valid RegSet, regs Regs) {
 // testdata/cfi.s, whose CFI exercises the unwinder's stopping rules and
 // rarely used rules.
 func TestUnwindOddCFI(t *testing.T) {
-	mods := openFileModules(t, fixture(t, cfiAsm))
+	mods := openFileModules(t, program(t, cfiAsm))
 	const S = 0x7000 // rsp in frame 0
 	for _, tc := range []struct {
 		name  string

@@ -52,7 +52,7 @@ func exercise(s *cfiSection, pcs ...uint64) error {
 }
 
 func TestTruncatedEHFrame(t *testing.T) {
-	data, addr := ehFrameOf(t, fixture(t, stackCFI))
+	data, addr := ehFrameOf(t, program(t, stackCFI))
 	// Where entries end: a cut there is a well-formed, shorter section.
 	ends := map[int]bool{0: true}
 	full := &cfiSection{data: data, addr: addr, eh: true}
@@ -77,7 +77,7 @@ func TestTruncatedEHFrame(t *testing.T) {
 }
 
 func TestGarbageEHFrame(t *testing.T) {
-	data, addr := ehFrameOf(t, fixture(t, stackCFI))
+	data, addr := ehFrameOf(t, program(t, stackCFI))
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range 2000 {
 		b := bytes.Clone(data)
@@ -107,7 +107,7 @@ func TestGarbageEHFrame(t *testing.T) {
 // and frame 0 is always reported.
 func TestCorruptModule(t *testing.T) {
 	rec := record(t, stackCFI, "call")
-	bin := fixture(t, stackCFI)
+	bin := program(t, stackCFI)
 	f, err := elf.Open(bin)
 	if err != nil {
 		t.Fatal(err)
