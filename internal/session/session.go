@@ -356,7 +356,7 @@ func (se *session) symbolize(w *pagewatch.Write, frames []unwind.Frame, mem *sta
 			// The line of the call (pc-1) for outer frames, as gdb
 			// prints it.
 			f.File, f.Line = loc.File, loc.Line
-			f.Args = se.args(img, w, i, fr, look, mem)
+			f.Args = se.args(img, fr, look, mem)
 		}
 		ev.Backtrace = append(ev.Backtrace, f)
 	}
@@ -505,16 +505,13 @@ func (s *stackWindow) ReadMemory(addr uint64, b []byte) error {
 	return nil
 }
 
-// args reads a frame's parameters, as gdb's bt shows them. Frame 0 has
-// every register; an outer frame only what the unwinder vouches for (its
-// stack and instruction pointers and its CFA), which covers parameters kept
-// in the stack frame (-O0) but not those in caller-saved registers.
-func (se *session) args(img *image, w *pagewatch.Write, i int, fr unwind.Frame, pc uint64, mem *stackWindow) []report.Arg {
-	regs := symbols.FrameRegs{PC: pc, CFA: fr.CFA}
-	if i == 0 {
-		regs.Regs = unwind.RegsFromPtrace(&w.Regs)
-		regs.RegsValid = 1<<17 - 1
-	}
+// args reads a frame's parameters, as gdb's bt shows them, from the
+// registers the unwinder recovered for the frame: all of them in frame 0;
+// in an outer frame its stack and instruction pointers, its CFA and the
+// callee-saved registers, which covers parameters kept in the stack frame
+// (-O0) or in rbx, rbp, r12-r15 (-O2), but not those in scratch registers.
+func (se *session) args(img *image, fr unwind.Frame, pc uint64, mem *stackWindow) []report.Arg {
+	regs := symbols.FrameRegs{PC: pc, CFA: fr.CFA, Regs: fr.Regs, RegsValid: uint32(fr.Valid)}
 	ps, err := img.syms.Params(regs, mem.ReadMemory)
 	if err != nil || len(ps) == 0 {
 		return nil

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/memtrap/memtrap/internal/fixture"
 )
 
 func TestParseBuildIDNote(t *testing.T) {
@@ -86,23 +88,18 @@ type debugSplit struct {
 
 func splitDebug(t *testing.T, dir string) debugSplit {
 	t.Helper()
-	orig := dwarfFixture(t, dbgPIE)
+	orig := program(t, dbgPIE)
 	s := debugSplit{
 		orig:     orig,
 		stripped: filepath.Join(dir, "bin", "prog"),
 		debug:    filepath.Join(dir, "prog.debug"),
 	}
-	if err := os.MkdirAll(filepath.Dir(s.stripped), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range [][]string{
-		{"objcopy", "--only-keep-debug", orig, s.debug},
-		{"strip", "--strip-debug", "--strip-unneeded", "-o", s.stripped, orig},
-	} {
-		if err := command(c[0], c[1:]...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	place(t, onlyDebug(t, "prog.debug", orig), s.debug)
+	place(t, fixture.Recipe{
+		Name:   "prog",
+		Inputs: []string{orig},
+		Steps:  [][]string{{"strip", "--strip-debug", "--strip-unneeded", "-o", "{out}", "{in0}"}},
+	}.Build(t), s.stripped)
 	f, err := elf.Open(s.stripped)
 	if err != nil {
 		t.Fatal(err)
@@ -117,6 +114,16 @@ func splitDebug(t *testing.T, dir string) debugSplit {
 	}
 	s.buildID = hex.EncodeToString(id)
 	return s
+}
+
+// onlyDebug is the debug file of the program at path, as distributions
+// make it: objcopy --only-keep-debug.
+func onlyDebug(t *testing.T, name, path string) string {
+	return fixture.Recipe{
+		Name:   name,
+		Inputs: []string{path},
+		Steps:  [][]string{{"objcopy", "--only-keep-debug", "{in0}", "{out}"}},
+	}.Build(t)
 }
 
 // place copies file to path, making directories.
@@ -202,10 +209,7 @@ func TestSeparateDebugFile(t *testing.T) {
 			name: "another build's debug file under this build ID",
 			setup: func(t *testing.T, dir string, s debugSplit) (string, []string) {
 				root := filepath.Join(dir, "debug")
-				other := filepath.Join(dir, "other.debug")
-				if err := command("objcopy", "--only-keep-debug", dwarfFixture(t, dbgZlib), other); err != nil {
-					t.Fatal(err)
-				}
+				other := onlyDebug(t, "other.debug", program(t, dbgZlib))
 				place(t, other, filepath.Join(root, ".build-id", s.buildID[:2], s.buildID[2:]+".debug"))
 				return s.stripped, []string{root}
 			},
@@ -291,12 +295,12 @@ func (t *Table) mustFunc(tb testing.TB, pc uint64) string {
 func linked(t *testing.T, s debugSplit, dir string) string {
 	t.Helper()
 	mod := filepath.Join(dir, "linked", "prog")
-	if err := os.MkdirAll(filepath.Dir(mod), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := command("objcopy", "--remove-section=.note.gnu.build-id", "--add-gnu-debuglink="+s.debug, s.stripped, mod); err != nil {
-		t.Fatal(err)
-	}
+	place(t, fixture.Recipe{
+		Name:   "prog",
+		Inputs: []string{s.stripped, s.debug},
+		// The link names the debug file by its base name, prog.debug.
+		Steps: [][]string{{"objcopy", "--remove-section=.note.gnu.build-id", "--add-gnu-debuglink={in1}", "{in0}", "{out}"}},
+	}.Build(t), mod)
 	return mod
 }
 
@@ -307,9 +311,11 @@ func TestStripDebugOnly(t *testing.T) {
 	dir := t.TempDir()
 	s := splitDebug(t, dir)
 	mod := filepath.Join(dir, "prog-g")
-	if err := command("strip", "--strip-debug", "-o", mod, s.orig); err != nil {
-		t.Fatal(err)
-	}
+	place(t, fixture.Recipe{
+		Name:   "prog-g",
+		Inputs: []string{s.orig},
+		Steps:  [][]string{{"strip", "--strip-debug", "-o", "{out}", "{in0}"}},
+	}.Build(t), mod)
 	root := filepath.Join(dir, "debug")
 	place(t, s.debug, filepath.Join(root, ".build-id", s.buildID[:2], s.buildID[2:]+".debug"))
 	nm := nmSymbols(t, s.orig)

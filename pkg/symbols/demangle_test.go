@@ -66,7 +66,7 @@ func nmDemangled(t testing.TB, path string) map[uint64][]string {
 // C++ program as nm -C does.
 func TestDemangledLookup(t *testing.T) {
 	const base = 0x555555554000
-	path := dwarfFixture(t, namesCxx)
+	path := program(t, namesCxx)
 	raw := nmSymbols(t, path)
 	demangled := nmDemangled(t, path)
 	tab := NewTable(layout(t, path, base), Options{DebugDirs: []string{}})
@@ -117,7 +117,7 @@ func TestDemangledLookup(t *testing.T) {
 
 func TestResolveDemangled(t *testing.T) {
 	const base = 0x555555554000
-	path := dwarfFixture(t, namesCxx)
+	path := program(t, namesCxx)
 	nm := nmSymbols(t, path)
 	tab := NewTable(layout(t, path, base), Options{DebugDirs: []string{}})
 	defer tab.Close()
@@ -183,7 +183,7 @@ func TestResolveDemangled(t *testing.T) {
 func TestDWARFVariablesCxx(t *testing.T) {
 	for _, name := range []string{namesCxx, namesCxx4} {
 		t.Run(name, func(t *testing.T) {
-			path := dwarfFixture(t, name)
+			path := program(t, name)
 			nm := nmSymbols(t, path)
 			f, err := elf.Open(path)
 			if err != nil {

@@ -96,14 +96,23 @@
 // call for a module indexes its subprograms by pc range and keeps the raw
 // .debug_loc, .debug_loclists and .debug_addr sections; location lists are
 // parsed here, since debug/dwarf does not (DWARF 2-4 with base address
-// selection, DWARF 5 with every DW_LLE_* kind and gcc's view pairs), and a
-// unit's version is read from its .debug_info header. Expressions are
-// evaluated over the registers and CFA the caller vouches for
-// ([FrameRegs]), bounded in stack and steps; what cannot be evaluated
-// (DW_OP_entry_value, TLS, implicit pointers, later pieces, a register not
-// recovered in an outer frame) is a parameter not Known, gdb's
-// <optimized out>. Values wider than 8 bytes are not read. Inlined
-// subroutines are not described.
+// selection, DWARF 5 with every DW_LLE_* kind and gcc's view pairs), with
+// pkg/dwarf/reader, and a unit's version is read from its .debug_info
+// header. The location expressions, the frame base (DW_OP_call_frame_cfa,
+// DW_OP_fbreg) among them, are evaluated by pkg/dwarf/op, the evaluator
+// pkg/unwind runs CFA rules with, over the registers and CFA the caller
+// vouches for ([FrameRegs]). For an outer frame those are what the
+// unwinder recovered, [github.com/memtrap/memtrap/pkg/unwind.Frame]'s Regs
+// and Valid: its rsp and rip, and the callee-saved registers (rbx, rbp,
+// r12-r15), so a parameter an optimizing compiler keeps in one of them
+// across a call has its value, and one in a scratch register of an outer
+// frame does not. What cannot be evaluated (DW_OP_entry_value, TLS,
+// implicit pointers, later pieces, a register the frame does not vouch
+// for) is a parameter not Known, gdb's <optimized out>. Values wider than
+// 8 bytes are not read. Inlined subroutines are not described.
+//
+// The same evaluator gives the offsets of struct members whose
+// DW_AT_data_member_location is an expression (DWARF 2).
 //
 // # Concurrency and lifetime
 //

@@ -6,10 +6,11 @@ import (
 	"debug/elf"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/memtrap/memtrap/internal/fixture"
 )
 
 // Fixtures with debugging information, built from testdata/debug.c,
@@ -28,61 +29,40 @@ const (
 	goProg     = "goprog"           // go build, default flags
 )
 
-func gcc(flags ...string) func(out string) error {
-	return func(out string) error {
-		return command("gcc", append([]string{"-o", out}, flags...)...)
-	}
+var (
+	debugDWARF4 = compile("debug.c", "-gdwarf-4", "-O0", "-gz=none", "-no-pie", "-fno-pie")
+	debugDWARF5 = compile("debug.c", "-gdwarf-5", "-O0", "-gz=none", "-no-pie", "-fno-pie")
+)
+
+var dwarfRecipes = map[string]recipe{
+	dbgPIE:     compile("debug.c", "-g", "-O0", "-gz=none", "-pie", "-fPIE"),
+	dbgDWARF4:  debugDWARF4,
+	dbgDWARF5:  debugDWARF5,
+	dbgO2:      compile("debug.c", "-g", "-O2", "-gz=none"),
+	dbgZlib:    compile("debug.c", "-g", "-O0", "-gz=zlib"),
+	dbgZlibGNU: compile("debug.c", "-g", "-O0", "-gz=zlib-gnu"),
+	dbgStrip4:  withoutLocals(dbgDWARF4, debugDWARF4),
+	dbgStrip5:  withoutLocals(dbgDWARF5, debugDWARF5),
+	namesCxx:   compile("names.cc", "-g", "-O0", "-gz=none"),
+	namesCxx4:  compile("names.cc", "-gdwarf-4", "-O0", "-gz=none"),
+	goProg:     compile("goprog/main.go"),
 }
 
-var dwarfFixtures = map[string]func(out string) error{
-	dbgPIE:     gcc("-g", "-O0", "-gz=none", "-pie", "-fPIE", "testdata/debug.c"),
-	dbgDWARF4:  gcc("-gdwarf-4", "-O0", "-gz=none", "-no-pie", "-fno-pie", "testdata/debug.c"),
-	dbgDWARF5:  gcc("-gdwarf-5", "-O0", "-gz=none", "-no-pie", "-fno-pie", "testdata/debug.c"),
-	dbgO2:      gcc("-g", "-O2", "-gz=none", "testdata/debug.c"),
-	dbgZlib:    gcc("-g", "-O0", "-gz=zlib", "testdata/debug.c"),
-	dbgZlibGNU: gcc("-g", "-O0", "-gz=zlib-gnu", "testdata/debug.c"),
-	dbgStrip4:  withoutLocals(dbgDWARF4),
-	dbgStrip5:  withoutLocals(dbgDWARF5),
-	namesCxx: func(out string) error {
-		return command("g++", "-o", out, "-g", "-O0", "-gz=none", "testdata/names.cc")
-	},
-	namesCxx4: func(out string) error {
-		return command("g++", "-o", out, "-gdwarf-4", "-O0", "-gz=none", "testdata/names.cc")
-	},
-	goProg: func(out string) error {
-		return command("go", "build", "-o", out, "testdata/goprog/main.go")
-	},
-}
-
-// withoutLocals copies fixture from without the symbols of its statics,
-// keeping its DWARF (strip --discard-all would drop that too).
-func withoutLocals(from string) func(out string) error {
-	return func(out string) error {
-		if err, ok := fixtures.built[from]; !ok || err != nil {
-			return fmt.Errorf("build %s before %s", from, out)
-		}
-		args := []string{}
+// withoutLocals copies the fixture from, built by r, without the symbols
+// of its statics, keeping its DWARF (strip --discard-all would drop that
+// too).
+func withoutLocals(from string, r recipe) recipe {
+	return func(t testing.TB, name string) fixture.Recipe {
+		objcopy := []string{"objcopy"}
 		for _, s := range []string{"backup", "grid", "calls.0", "helper"} {
-			args = append(args, "--strip-symbol="+s)
+			objcopy = append(objcopy, "--strip-symbol="+s)
 		}
-		return command("objcopy", append(args, filepath.Join(fixtureDir, from), out)...)
+		return fixture.Recipe{
+			Name:   name,
+			Inputs: []string{r(t, from).Build(t)},
+			Steps:  [][]string{append(objcopy, "{in0}", "{out}")},
+		}
 	}
-}
-
-// dwarfFixture builds a fixture of dwarfFixtures once per test binary.
-func dwarfFixture(t testing.TB, name string) string {
-	t.Helper()
-	switch name {
-	case dbgStrip4:
-		dwarfFixture(t, dbgDWARF4)
-	case dbgStrip5:
-		dwarfFixture(t, dbgDWARF5)
-	}
-	build, ok := dwarfFixtures[name]
-	if !ok {
-		t.Fatalf("no fixture %q", name)
-	}
-	return buildFixture(t, name, build)
 }
 
 // srcPos is a source position as addr2line prints it; the zero value is

@@ -4,89 +4,57 @@ import (
 	"bufio"
 	"bytes"
 	"debug/elf"
-	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
+	"github.com/memtrap/memtrap/internal/fixture"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/sys/unix"
 )
 
-// fixtureDir holds the programs built for this test binary.
-var fixtureDir string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "memtrap-symbols-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fixtureDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-var fixtures struct {
-	sync.Mutex
-	built map[string]error
-}
-
-// Fixture names, as files in fixtureDir.
+// Fixture names. They are the files' names too, which tests of module
+// names rely on.
 const (
 	progPIE   = "prog-pie"
 	progNoPIE = "prog-nopie"
 	libDemo   = "libdemo.so.1"
 )
 
-var fixtureFlags = map[string][]string{
-	progPIE:   {"-O0", "-pie", "-fPIE", "testdata/prog.c"},
-	progNoPIE: {"-O0", "-no-pie", "-fno-pie", "testdata/prog.c"},
-	libDemo:   {"-O0", "-shared", "-fPIC", "testdata/lib.c"},
+// A recipe says how to build the fixture name. It may build on another
+// fixture, so it is made when asked for.
+type recipe func(t testing.TB, name string) fixture.Recipe
+
+// compile compiles src, a file in testdata, with flags.
+func compile(src string, flags ...string) recipe {
+	return func(_ testing.TB, name string) fixture.Recipe {
+		return fixture.Compile(name, "pkg/symbols/testdata/"+src, flags...)
+	}
 }
 
-// fixture builds a test program once per test binary and returns its path.
-// A missing or failing gcc fails the test: these tests must not pass vacuously.
-func fixture(t testing.TB, name string) string {
+// recipes are the programs these tests read, by name; dwarfRecipes adds
+// those with debugging information.
+var recipes = map[string]recipe{
+	progPIE:   compile("prog.c", "-O0", "-pie", "-fPIE"),
+	progNoPIE: compile("prog.c", "-O0", "-no-pie", "-fno-pie"),
+	libDemo:   compile("lib.c", "-O0", "-shared", "-fPIC"),
+}
+
+// program builds the fixture name (once: internal/fixture caches it by
+// content, commands and tool versions) and returns its path. A missing or
+// failing tool fails the test: these tests must not pass vacuously.
+func program(t testing.TB, name string) string {
 	t.Helper()
-	return buildFixture(t, name, func(out string) error {
-		return command("gcc", append([]string{"-o", out}, fixtureFlags[name]...)...)
-	})
-}
-
-// buildFixture runs build once per test binary to make the file name in
-// fixtureDir, and returns its path. A failure fails every test asking.
-func buildFixture(t testing.TB, name string, build func(out string) error) string {
-	t.Helper()
-	fixtures.Lock()
-	defer fixtures.Unlock()
-	if fixtures.built == nil {
-		fixtures.built = make(map[string]error)
+	r, ok := recipes[name]
+	if !ok {
+		r, ok = dwarfRecipes[name]
 	}
-	out := filepath.Join(fixtureDir, name)
-	err, done := fixtures.built[name]
-	if !done {
-		err = build(out)
-		fixtures.built[name] = err
+	if !ok {
+		t.Fatalf("no fixture %q", name)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// command runs a build tool, returning its output in the error.
-func command(name string, args ...string) error {
-	if b, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, b)
-	}
-	return nil
+	return r(t, name).Build(t)
 }
 
 // nmSym is a symbol as binutils' nm reports it, independently of debug/elf.

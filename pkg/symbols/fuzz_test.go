@@ -12,7 +12,7 @@ import (
 // FuzzNewTableELF feeds arbitrary bytes to a Table as both a mapped file and
 // a vDSO image. Nothing may panic; errors are fine.
 func FuzzNewTableELF(f *testing.F) {
-	paths := []string{fixture(f, progPIE), fixture(f, progNoPIE), fixture(f, libDemo), dwarfFixture(f, dbgZlib)}
+	paths := []string{program(f, progPIE), program(f, progNoPIE), program(f, libDemo), program(f, dbgZlib)}
 	for _, path := range paths {
 		b, err := os.ReadFile(path)
 		if err != nil {

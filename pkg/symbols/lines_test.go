@@ -41,7 +41,7 @@ func TestLinesMatchAddr2line(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.fixture, func(t *testing.T) {
-			path := dwarfFixture(t, tt.fixture)
+			path := program(t, tt.fixture)
 			maps := layout(t, path, tt.base)
 			tab := NewTable(maps, Options{DebugDirs: []string{}})
 			defer tab.Close()
@@ -112,7 +112,7 @@ func never(got, want srcPos) bool { return false }
 // not allocate.
 func TestLookupLineIsCheap(t *testing.T) {
 	const base = 0x555555554000
-	path := dwarfFixture(t, namesCxx)
+	path := program(t, namesCxx)
 	nm := nmSymbols(t, path)
 	tab := NewTable(layout(t, path, base), Options{DebugDirs: []string{}})
 	defer tab.Close()
@@ -130,7 +130,7 @@ func BenchmarkLookupWithLine(b *testing.B) {
 	for _, name := range []string{namesCxx, goProg} {
 		b.Run(name, func(b *testing.B) {
 			const base = 0x555555554000
-			path := dwarfFixture(b, name)
+			path := program(b, name)
 			maps := layout(b, path, base)
 			tab := NewTable(maps, Options{DebugDirs: []string{}})
 			defer tab.Close()
@@ -240,7 +240,7 @@ func TestFinishLines(t *testing.T) {
 // runtime's pclntab rather than DWARF, says. (binutils 2.40 misreads the
 // file table of Go's DWARF 5.)
 func TestGoProgram(t *testing.T) {
-	path := dwarfFixture(t, goProg)
+	path := program(t, goProg)
 	nm := nmSymbols(t, path)
 	tab := NewTable(layout(t, path, 0), Options{DebugDirs: []string{}})
 	defer tab.Close()

@@ -36,8 +36,8 @@ func withSection(t testing.TB, path, name string, patch func(b []byte, s *elf.Se
 // on the module, but never symbols, and never a panic.
 func TestMalformedDWARF(t *testing.T) {
 	const base = 0x555555554000
-	path := dwarfFixture(t, dbgPIE)
-	zpath := dwarfFixture(t, dbgZlib)
+	path := program(t, dbgPIE)
+	zpath := program(t, dbgZlib)
 	nm := nmSymbols(t, path)
 	tests := []struct {
 		name      string
@@ -130,7 +130,7 @@ func TestMalformedDWARF(t *testing.T) {
 // debug/dwarf and this package's use of it. Nothing may panic.
 func FuzzDWARF(f *testing.F) {
 	const base = 0x555555554000
-	path := dwarfFixture(f, dbgPIE)
+	path := program(f, dbgPIE)
 	orig, err := os.ReadFile(path)
 	if err != nil {
 		f.Fatal(err)

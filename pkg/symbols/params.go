@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/memtrap/memtrap/pkg/dwarf/op"
+	"github.com/memtrap/memtrap/pkg/dwarf/reader"
 )
 
 // Param is one formal parameter of the function at a frame, as gdb's
@@ -31,8 +34,10 @@ type FrameRegs struct {
 	// 5 rdi, 6 rbp, 7 rsp, 8-15 r8-r15, 16 rip.
 	Regs [17]uint64
 	// RegsValid has bit i set when Regs[i] can be trusted: all of them in
-	// the innermost frame; in outer frames rsp, rip and what the unwinder
-	// recovered (rbp and other callee-saved registers).
+	// the innermost frame; in outer frames what the unwinder recovered
+	// (unwind.Frame's Regs and Valid: rsp, rip and the callee-saved
+	// registers), never a scratch register the frame's callee may have
+	// clobbered.
 	RegsValid uint32
 	// CFA is the frame's canonical frame address, 0 if unknown.
 	CFA uint64
@@ -70,14 +75,10 @@ func (t *Table) Params(fr FrameRegs, read func(addr uint64, p []byte) error) ([]
 	if fn == nil {
 		return nil, fmt.Errorf("pc %#x (%s+%#x): %w", fr.PC, mod.path, v, ErrNoFunction)
 	}
-	ev := evaluator{fr: fr, read: read, bias: mod.bias}
+	env := frameEnv(fr, mod.bias, read)
 	if fn.frameBase.kind != locNone {
 		if expr, ok := fx.locExpr(fn.frameBase, fn.cu, v); ok {
-			if r := ev.eval(expr); r.kind == resAddr || r.kind == resValue {
-				ev.frameBase, ev.frameBaseOK = r.val, true
-			} else if r.kind == resReg {
-				ev.frameBase, ev.frameBaseOK = ev.reg(r.reg)
-			}
+			env.FrameBase, env.HasFrameBase = frameBase(expr, &env)
 		}
 	}
 	d := t.dwarfData(mod.obj, mod.path)
@@ -95,7 +96,7 @@ func (t *Table) Params(fr FrameRegs, read func(addr uint64, p []byte) error) ([]
 		prm := Param{Name: p.name, Size: p.size}
 		if prm.Size > 0 && prm.Size <= 8 {
 			if expr, ok := fx.locExpr(p.loc, fn.cu, v); ok {
-				prm.Value, prm.Known = ev.value(expr, prm.Size)
+				prm.Value, prm.Known = value(expr, &env, prm.Size)
 			}
 		}
 		out = append(out, prm)
@@ -211,8 +212,6 @@ const (
 	maxOriginDepth = 8
 	maxOverlap     = 64 // ranges scanned back from a pc
 	maxLocEntries  = 1 << 16
-	maxExprSteps   = 1024
-	maxExprStack   = 64
 )
 
 // find returns the subprogram whose ranges cover v, the innermost (latest
@@ -462,10 +461,10 @@ func (fx *funcIndex) locExpr(loc locAttr, cu int32, v uint64) (expr []byte, ok b
 // pc, or the last base address selection entry), each with a 2-byte
 // length and an expression, up to a pair of zeros.
 func findLoc(sec []byte, off, base, v uint64) ([]byte, bool) {
-	b := reader{buf: sec, off: off}
+	b := reader.At(sec, off)
 	for range maxLocEntries {
-		lo, hi := b.u64(), b.u64()
-		if b.bad {
+		lo, hi := b.U64(), b.U64()
+		if b.Err() != nil {
 			return nil, false
 		}
 		switch {
@@ -475,9 +474,8 @@ func findLoc(sec []byte, off, base, v uint64) ([]byte, bool) {
 			base = hi
 			continue
 		}
-		n := uint64(b.u16())
-		expr := b.bytes(n)
-		if b.bad {
+		expr := b.Bytes(uint64(b.U16()))
+		if b.Err() != nil {
 			return nil, false
 		}
 		if v >= base+lo && v < base+hi {
@@ -514,48 +512,48 @@ func findLoclists(sec []byte, off uint64, u unitInfo, addrSec []byte, v uint64) 
 	base := u.base
 	var def []byte
 	haveDef := false
-	b := reader{buf: sec, off: off}
+	b := reader.At(sec, off)
 	for range maxLocEntries {
-		kind := b.u8()
+		kind := b.U8()
 		var lo, hi uint64
 		ok := true
 		switch kind {
 		case lleEndOfList:
-			return def, haveDef && !b.bad
+			return def, haveDef && b.Err() == nil
 		case lleBaseAddressx:
-			base, ok = addrx(b.uleb())
-			if !ok || b.bad {
+			base, ok = addrx(b.ULEB128())
+			if !ok || b.Err() != nil {
 				return nil, false
 			}
 			continue
 		case lleBaseAddress:
-			base = b.u64()
+			base = b.U64()
 			continue
 		case lleGNUViewPair:
-			b.uleb()
-			b.uleb()
+			b.ULEB128()
+			b.ULEB128()
 			continue
 		case lleStartxEndx:
 			var ok2 bool
-			lo, ok = addrx(b.uleb())
-			hi, ok2 = addrx(b.uleb())
+			lo, ok = addrx(b.ULEB128())
+			hi, ok2 = addrx(b.ULEB128())
 			ok = ok && ok2
 		case lleStartxLength:
-			lo, ok = addrx(b.uleb())
-			hi = lo + b.uleb()
+			lo, ok = addrx(b.ULEB128())
+			hi = lo + b.ULEB128()
 		case lleOffsetPair:
-			lo, hi = base+b.uleb(), base+b.uleb()
+			lo, hi = base+b.ULEB128(), base+b.ULEB128()
 		case lleDefaultLocation:
 		case lleStartEnd:
-			lo, hi = b.u64(), b.u64()
+			lo, hi = b.U64(), b.U64()
 		case lleStartLength:
-			lo = b.u64()
-			hi = lo + b.uleb()
+			lo = b.U64()
+			hi = lo + b.ULEB128()
 		default:
 			return nil, false
 		}
-		expr := b.bytes(b.uleb())
-		if b.bad || !ok {
+		expr := b.Bytes(b.ULEB128())
+		if b.Err() != nil || !ok {
 			return nil, false
 		}
 		if kind == lleDefaultLocation {
@@ -567,161 +565,63 @@ func findLoclists(sec []byte, off uint64, u unitInfo, addrSec []byte, v uint64) 
 	return nil, false
 }
 
-// reader decodes little-endian DWARF data; running off the end sets bad
-// and reads zeros.
-type reader struct {
-	buf []byte
-	off uint64
-	bad bool
-}
-
-func (r *reader) bytes(n uint64) []byte {
-	if r.bad || n > uint64(len(r.buf)) || r.off > uint64(len(r.buf))-n {
-		r.bad = true
-		return nil
+// frameEnv is what the location expressions of frame fr in a module
+// loaded at bias see; memory is read through read, if not nil.
+func frameEnv(fr FrameRegs, bias uint64, read func(addr uint64, p []byte) error) op.Env {
+	env := op.Env{Regs: fr.Regs, Valid: fr.RegsValid, CFA: fr.CFA, HasCFA: fr.CFA != 0, Bias: bias}
+	if read != nil {
+		env.Mem = op.ReadFunc(read)
 	}
-	b := r.buf[r.off : r.off+n]
-	r.off += n
-	return b
+	return env
 }
 
-func (r *reader) u8() uint8 {
-	if b := r.bytes(1); b != nil {
-		return b[0]
-	}
-	return 0
-}
-
-func (r *reader) u16() uint16 {
-	if b := r.bytes(2); b != nil {
-		return binary.LittleEndian.Uint16(b)
-	}
-	return 0
-}
-
-func (r *reader) u32() uint32 {
-	if b := r.bytes(4); b != nil {
-		return binary.LittleEndian.Uint32(b)
-	}
-	return 0
-}
-
-func (r *reader) u64() uint64 {
-	if b := r.bytes(8); b != nil {
-		return binary.LittleEndian.Uint64(b)
-	}
-	return 0
-}
-
-func (r *reader) uleb() uint64 {
-	var v uint64
-	for shift := uint(0); ; shift += 7 {
-		c := r.u8()
-		if r.bad {
-			return 0
-		}
-		if shift < 64 {
-			v |= uint64(c&0x7f) << shift
-		}
-		if c&0x80 == 0 {
-			return v
-		}
-		if shift > 70 {
-			r.bad = true
-			return 0
-		}
-	}
-}
-
-func (r *reader) sleb() int64 {
-	var v int64
-	var shift uint
-	for {
-		c := r.u8()
-		if r.bad {
-			return 0
-		}
-		if shift < 64 {
-			v |= int64(c&0x7f) << shift
-		}
-		shift += 7
-		if c&0x80 == 0 {
-			if shift < 64 && c&0x40 != 0 {
-				v |= -1 << shift
-			}
-			return v
-		}
-		if shift > 70 {
-			r.bad = true
-			return 0
-		}
-	}
-}
-
-// What a location expression evaluates to.
-const (
-	resUnknown = iota
-	resAddr    // the object is in memory at val
-	resReg     // the object is in register reg
-	resValue   // the object's value is val (DW_OP_stack_value)
-	resImplicit
-)
-
-type exprResult struct {
-	kind     int
-	val      uint64
-	reg      int
-	implicit []byte
-	pieceLen uint64 // size of the first piece, 0 when not in pieces
-}
-
-// evaluator evaluates the DWARF expressions of one frame.
-type evaluator struct {
-	fr          FrameRegs
-	read        func(addr uint64, p []byte) error
-	bias        uint64 // added to DW_OP_addr operands
-	frameBase   uint64
-	frameBaseOK bool
-}
-
-func (ev *evaluator) reg(n int) (uint64, bool) {
-	if n < 0 || n >= len(ev.fr.Regs) || ev.fr.RegsValid&(1<<n) == 0 {
+// frameBase evaluates a function's DW_AT_frame_base: the value its
+// DW_OP_fbreg operations count from.
+func frameBase(expr []byte, env *op.Env) (uint64, bool) {
+	r, err := op.Eval(expr, env)
+	if err != nil {
 		return 0, false
 	}
-	return ev.fr.Regs[n], true
+	switch r.Kind {
+	case op.InMemory, op.IsValue:
+		return r.Value, true
+	case op.InRegister:
+		return env.Reg(r.Reg)
+	}
+	return 0, false
 }
 
 // value evaluates the location expr of an object of size bytes (1 to 8)
-// and returns its value.
-func (ev *evaluator) value(expr []byte, size int) (uint64, bool) {
-	r := ev.eval(expr)
-	if r.pieceLen != 0 && r.pieceLen < uint64(size) {
-		return 0, false // the rest is in other pieces
+// and returns its value. Anything the frame cannot vouch for, a location
+// package op does not evaluate, or a first piece smaller than the object
+// is unknown.
+func value(expr []byte, env *op.Env, size int) (uint64, bool) {
+	r, err := op.Eval(expr, env)
+	if err != nil || (r.PieceSize != 0 && r.PieceSize < uint64(size)) {
+		return 0, false
 	}
 	var v uint64
-	switch r.kind {
-	case resAddr:
-		if ev.read == nil {
+	switch r.Kind {
+	case op.InMemory:
+		if env.Mem == nil {
 			return 0, false
 		}
-		var buf [8]byte
-		if err := ev.read(r.val, buf[:size]); err != nil {
+		if v, err = env.Mem.ReadUint(r.Value, size); err != nil {
 			return 0, false
 		}
-		v = binary.LittleEndian.Uint64(buf[:])
-	case resReg:
+	case op.InRegister:
 		var ok bool
-		if v, ok = ev.reg(r.reg); !ok {
+		if v, ok = env.Reg(r.Reg); !ok {
 			return 0, false
 		}
-	case resValue:
-		v = r.val
-	case resImplicit:
-		if len(r.implicit) < size {
+	case op.IsValue:
+		v = r.Value
+	case op.IsImplicit:
+		if len(r.Bytes) < size {
 			return 0, false
 		}
 		var buf [8]byte
-		copy(buf[:], r.implicit[:size])
+		copy(buf[:], r.Bytes[:size])
 		v = binary.LittleEndian.Uint64(buf[:])
 	default:
 		return 0, false
@@ -730,204 +630,4 @@ func (ev *evaluator) value(expr []byte, size int) (uint64, bool) {
 		v &= 1<<(8*size) - 1
 	}
 	return v, true
-}
-
-// eval runs the subset of DWARF expressions compilers emit for variables.
-// Anything else, a register the frame cannot vouch for, or a malformed
-// expression gives resUnknown.
-func (ev *evaluator) eval(expr []byte) (res exprResult) {
-	if len(expr) == 0 {
-		return exprResult{} // an empty location: optimized out
-	}
-	var stack []uint64
-	push := func(v uint64) bool {
-		if len(stack) >= maxExprStack {
-			return false
-		}
-		stack = append(stack, v)
-		return true
-	}
-	pop := func() (uint64, bool) {
-		if len(stack) == 0 {
-			return 0, false
-		}
-		v := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		return v, true
-	}
-	unknown := exprResult{}
-	b := reader{buf: expr}
-	// regLoc is set by DW_OP_reg*: the whole (first piece of the) object
-	// is in that register, and only DW_OP_piece may follow.
-	regLoc := -1
-	for steps := 0; b.off < uint64(len(b.buf)); steps++ {
-		if steps >= maxExprSteps {
-			return unknown
-		}
-		op := b.u8()
-		if regLoc >= 0 && op != 0x93 {
-			return unknown
-		}
-		ok := true
-		switch {
-		case op == 0x03: // DW_OP_addr
-			ok = push(b.u64() + ev.bias)
-		case op == 0x06: // DW_OP_deref
-			a, ok1 := pop()
-			v, ok2 := ev.deref(a, 8)
-			ok = ok1 && ok2 && push(v)
-		case op == 0x94: // DW_OP_deref_size
-			n := int(b.u8())
-			a, ok1 := pop()
-			v, ok2 := ev.deref(a, n)
-			ok = ok1 && ok2 && push(v)
-		case op == 0x08:
-			ok = push(uint64(b.u8()))
-		case op == 0x09:
-			ok = push(uint64(int8(b.u8())))
-		case op == 0x0a:
-			ok = push(uint64(b.u16()))
-		case op == 0x0b:
-			ok = push(uint64(int16(b.u16())))
-		case op == 0x0c:
-			ok = push(uint64(b.u32()))
-		case op == 0x0d:
-			ok = push(uint64(int32(b.u32())))
-		case op == 0x0e, op == 0x0f:
-			ok = push(b.u64())
-		case op == 0x10:
-			ok = push(b.uleb())
-		case op == 0x11:
-			ok = push(uint64(b.sleb()))
-		case op == 0x12: // DW_OP_dup
-			v, ok1 := pop()
-			ok = ok1 && push(v) && push(v)
-		case op == 0x13: // DW_OP_drop
-			_, ok = pop()
-		case op == 0x16: // DW_OP_swap
-			x, ok1 := pop()
-			y, ok2 := pop()
-			ok = ok1 && ok2 && push(x) && push(y)
-		case op == 0x1a, op == 0x1c, op == 0x1e, op == 0x21, op == 0x22, op == 0x24, op == 0x25, op == 0x26, op == 0x27:
-			x, ok1 := pop() // top
-			y, ok2 := pop()
-			if !ok1 || !ok2 {
-				return unknown
-			}
-			var v uint64
-			switch op {
-			case 0x1a:
-				v = y & x
-			case 0x1c:
-				v = y - x
-			case 0x1e:
-				v = y * x
-			case 0x21:
-				v = y | x
-			case 0x22:
-				v = y + x
-			case 0x24:
-				v = y << (x & 63)
-			case 0x25:
-				v = y >> (x & 63)
-			case 0x26:
-				v = uint64(int64(y) >> (x & 63))
-			case 0x27:
-				v = y ^ x
-			}
-			if x >= 64 && (op == 0x24 || op == 0x25) {
-				v = 0
-			}
-			ok = push(v)
-		case op == 0x1f: // DW_OP_neg
-			v, ok1 := pop()
-			ok = ok1 && push(-v)
-		case op == 0x20: // DW_OP_not
-			v, ok1 := pop()
-			ok = ok1 && push(^v)
-		case op == 0x23: // DW_OP_plus_uconst
-			n := b.uleb()
-			v, ok1 := pop()
-			ok = ok1 && push(v+n)
-		case op >= 0x30 && op <= 0x4f: // DW_OP_lit*
-			ok = push(uint64(op - 0x30))
-		case op >= 0x50 && op <= 0x6f: // DW_OP_reg*
-			if len(stack) != 0 {
-				return unknown
-			}
-			regLoc = int(op - 0x50)
-		case op == 0x90: // DW_OP_regx
-			n := b.uleb()
-			if len(stack) != 0 || n >= 1<<16 {
-				return unknown
-			}
-			regLoc = int(n)
-		case op >= 0x70 && op <= 0x8f: // DW_OP_breg*
-			off := b.sleb()
-			v, ok1 := ev.reg(int(op - 0x70))
-			ok = ok1 && push(v+uint64(off))
-		case op == 0x92: // DW_OP_bregx
-			n, off := b.uleb(), b.sleb()
-			v, ok1 := ev.reg(int(min(n, 1<<16)))
-			ok = ok1 && push(v+uint64(off))
-		case op == 0x91: // DW_OP_fbreg
-			off := b.sleb()
-			ok = ev.frameBaseOK && push(ev.frameBase+uint64(off))
-		case op == 0x9c: // DW_OP_call_frame_cfa
-			ok = ev.fr.CFA != 0 && push(ev.fr.CFA)
-		case op == 0x96: // DW_OP_nop
-		case op == 0x93: // DW_OP_piece: the first piece only
-			n := b.uleb()
-			if b.bad || n == 0 {
-				return unknown
-			}
-			r := ev.finish(stack, regLoc)
-			r.pieceLen = n
-			return r
-		case op == 0x9e: // DW_OP_implicit_value
-			n := b.uleb()
-			v := b.bytes(n)
-			if b.bad || b.off != uint64(len(b.buf)) {
-				return unknown
-			}
-			return exprResult{kind: resImplicit, implicit: v}
-		case op == 0x9f: // DW_OP_stack_value
-			v, ok1 := pop()
-			if !ok1 || b.off != uint64(len(b.buf)) {
-				return unknown
-			}
-			return exprResult{kind: resValue, val: v}
-		default:
-			// DW_OP_entry_value (0xa3, GNU 0xf3), DW_OP_addrx, TLS,
-			// DW_OP_implicit_pointer, calls, branches: not evaluated.
-			return unknown
-		}
-		if !ok || b.bad {
-			return unknown
-		}
-	}
-	return ev.finish(stack, regLoc)
-}
-
-// finish turns the state at an expression's end (or first piece) into a
-// result: a register, else the address on top of the stack.
-func (ev *evaluator) finish(stack []uint64, regLoc int) exprResult {
-	if regLoc >= 0 {
-		return exprResult{kind: resReg, reg: regLoc}
-	}
-	if len(stack) == 0 {
-		return exprResult{}
-	}
-	return exprResult{kind: resAddr, val: stack[len(stack)-1]}
-}
-
-func (ev *evaluator) deref(addr uint64, n int) (uint64, bool) {
-	if ev.read == nil || n < 1 || n > 8 {
-		return 0, false
-	}
-	var buf [8]byte
-	if err := ev.read(addr, buf[:n]); err != nil {
-		return 0, false
-	}
-	return binary.LittleEndian.Uint64(buf[:]), true
 }

@@ -7,7 +7,10 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/memtrap/memtrap/pkg/dwarf/leb128"
+	"github.com/memtrap/memtrap/pkg/dwarf/op"
 	"github.com/memtrap/memtrap/pkg/tracer"
+	"github.com/memtrap/memtrap/pkg/unwind"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,9 +30,7 @@ var paramsBuilds = []struct {
 }
 
 func paramsFixture(t *testing.T, name string, flags []string) string {
-	return buildFixture(t, name, func(out string) error {
-		return command("gcc", append(append([]string{"-o", out}, flags...), "testdata/params.c")...)
-	})
+	return compile("params.c", flags...)(t, name).Build(t)
 }
 
 // frameRegs is the innermost frame of a stopped thread: every register
@@ -44,22 +45,36 @@ func frameRegs(r *unix.PtraceRegs, cfa uint64) FrameRegs {
 	}
 }
 
+// paramLocations returns the names of the parameters of the function at
+// runtime pc and their location expressions there (nil where none covers
+// pc), so that a test can check that the compiler did what its fixture
+// expects.
+func paramLocations(t *testing.T, tab *Table, pc uint64) (names []string, locs [][]byte) {
+	t.Helper()
+	tab.mu.Lock()
+	defer tab.mu.Unlock()
+	mod := tab.moduleAt(pc)
+	fx := tab.funcIndex(mod.obj, mod.path)
+	fn := fx.find(pc - mod.bias)
+	if fn == nil {
+		t.Fatalf("no function at %#x", pc)
+	}
+	for _, p := range fn.params {
+		e, _ := fx.locExpr(p.loc, fn.cu, pc-mod.bias)
+		names, locs = append(names, p.name), append(locs, e)
+	}
+	return names, locs
+}
+
 // entryValuePC finds the first pc in [lo, hi) where gcc's location of a
 // parameter of the function there is DW_OP_entry_value: gdb's
 // <optimized out>. It returns that pc and the parameter's index.
 func entryValuePC(t *testing.T, tab *Table, lo, hi uint64) (uint64, int) {
 	t.Helper()
-	tab.mu.Lock()
-	defer tab.mu.Unlock()
 	for pc := lo; pc < hi; pc++ {
-		mod := tab.moduleAt(pc)
-		fx := tab.funcIndex(mod.obj, mod.path)
-		fn := fx.find(pc - mod.bias)
-		if fn == nil {
-			t.Fatalf("no function at %#x", pc)
-		}
-		for i, p := range fn.params {
-			if e, ok := fx.locExpr(p.loc, fn.cu, pc-mod.bias); ok && len(e) > 0 && (e[0] == 0xa3 || e[0] == 0xf3) {
+		_, locs := paramLocations(t, tab, pc)
+		for i, e := range locs {
+			if len(e) > 0 && (e[0] == op.EntryValue || e[0] == op.GNUEntryValue) {
 				return pc, i
 			}
 		}
@@ -75,36 +90,18 @@ func TestParamsLive(t *testing.T) {
 	for _, b := range paramsBuilds {
 		t.Run(b.name, func(t *testing.T) {
 			exe := paramsFixture(t, b.name, b.flags)
-			devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer devnull.Close()
-			err = tracer.Locked(func() error {
-				p, err := tracer.Launch([]string{exe}, tracer.LaunchOptions{Stdio: [3]*os.File{nil, devnull, nil}})
-				if err != nil {
-					return err
-				}
-				defer p.Close()
-				defer p.Kill()
-				if _, err := p.RunToEntry(); err != nil {
-					return err
-				}
-				maps, err := tracer.ReadMaps(p.Pid)
-				if err != nil {
-					return err
-				}
-				tab := NewTable(maps, Options{ReadMemory: p.ReadMemory})
-				defer tab.Close()
+			var want []Param
+			evParam := -1
+			at := func(tab *Table) ([]uint64, error) {
 				fill, err := tab.Resolve("fill_record")
 				if err != nil {
-					return err
+					return nil, err
 				}
 				records, err := tab.Resolve("records")
 				if err != nil {
-					return err
+					return nil, err
 				}
-				want := []Param{{"dst", records.Addr, 8, true}, {"n", 100, 4, true}}
+				want = []Param{{"dst", records.Addr, 8, true}, {"n", 100, 4, true}}
 
 				// -O0: after the prologue, where the parameters sit in the
 				// frame (DW_OP_fbreg over DW_OP_call_frame_cfa); the CFA is
@@ -120,65 +117,104 @@ func TestParamsLive(t *testing.T) {
 					}
 				}
 				bps := []uint64{bp}
-				var evPC uint64
-				evParam := -1
 				if b.opt {
+					var evPC uint64
 					evPC, evParam = entryValuePC(t, tab, fill.Addr+1, fill.Addr+fill.Size)
 					bps = append(bps, evPC)
 				}
-				orig := make([][1]byte, len(bps))
-				for i, a := range bps {
-					if err := p.ReadMemory(a, orig[i][:]); err != nil {
-						return err
-					}
-					if err := p.WriteMemory(a, []byte{0xcc}); err != nil {
-						return err
-					}
-				}
-				if err := p.ResumeAll(); err != nil {
-					return err
-				}
-				for i, a := range bps {
-					th, regs := waitTrap(t, p, a)
-					cfa := regs.Rbp + 16
-					if b.opt && i == 0 {
-						cfa = regs.Rsp + 8
-					}
-					got, err := tab.Params(frameRegs(&regs, cfa), p.ReadMemory)
-					if err != nil {
-						t.Fatalf("Params at %#x: %v", a, err)
-					}
-					switch {
-					case i == 0:
-						if !slices.Equal(got, want) {
-							t.Errorf("Params at %#x = %+v, want %+v", a, got, want)
-						}
-					default:
-						if len(got) != 2 || got[0].Name != "dst" || got[1].Name != "n" {
-							t.Fatalf("Params at %#x = %+v", a, got)
-						}
-						if got[evParam].Known {
-							t.Errorf("Params at %#x = %+v: %s is DW_OP_entry_value, want unknown", a, got, got[evParam].Name)
-						}
-					}
-					// Step past the breakpoint's instruction restored.
-					if err := p.WriteMemory(a, orig[i][:]); err != nil {
-						return err
-					}
-					regs.Rip = a
-					if err := th.SetRegs(&regs); err != nil {
-						return err
-					}
-					if err := th.Resume(0); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
+				return bps, nil
 			}
+			breakAt(t, exe, at, func(tab *Table, p *tracer.Process, i int, regs unix.PtraceRegs) {
+				a := regs.Rip - 1
+				cfa := regs.Rbp + 16
+				if b.opt && i == 0 {
+					cfa = regs.Rsp + 8
+				}
+				got, err := tab.Params(frameRegs(&regs, cfa), p.ReadMemory)
+				if err != nil {
+					t.Fatalf("Params at %#x: %v", a, err)
+				}
+				switch {
+				case i == 0:
+					if !slices.Equal(got, want) {
+						t.Errorf("Params at %#x = %+v, want %+v", a, got, want)
+					}
+				default:
+					if len(got) != 2 || got[0].Name != "dst" || got[1].Name != "n" {
+						t.Fatalf("Params at %#x = %+v", a, got)
+					}
+					if got[evParam].Known {
+						t.Errorf("Params at %#x = %+v: %s is DW_OP_entry_value, want unknown", a, got, got[evParam].Name)
+					}
+				}
+			})
 		})
+	}
+}
+
+// breakAt launches exe (its output to /dev/null), runs it to its entry
+// and builds its Table; at then says where to put breakpoints. hit is
+// called at each breakpoint in turn with the stopped thread's registers as
+// the trap left them (rip one past the breakpoint); then the instruction
+// is restored and run.
+func breakAt(t *testing.T, exe string, at func(tab *Table) ([]uint64, error), hit func(tab *Table, p *tracer.Process, i int, regs unix.PtraceRegs)) {
+	t.Helper()
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	err = tracer.Locked(func() error {
+		p, err := tracer.Launch([]string{exe}, tracer.LaunchOptions{Stdio: [3]*os.File{nil, devnull, nil}})
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		defer p.Kill()
+		if _, err := p.RunToEntry(); err != nil {
+			return err
+		}
+		maps, err := tracer.ReadMaps(p.Pid)
+		if err != nil {
+			return err
+		}
+		tab := NewTable(maps, Options{ReadMemory: p.ReadMemory})
+		defer tab.Close()
+		bps, err := at(tab)
+		if err != nil {
+			return err
+		}
+		orig := make([][1]byte, len(bps))
+		for i, a := range bps {
+			if err := p.ReadMemory(a, orig[i][:]); err != nil {
+				return err
+			}
+			if err := p.WriteMemory(a, []byte{0xcc}); err != nil {
+				return err
+			}
+		}
+		if err := p.ResumeAll(); err != nil {
+			return err
+		}
+		for i, a := range bps {
+			th, regs := waitTrap(t, p, a)
+			hit(tab, p, i, regs)
+			// Step past the breakpoint's instruction restored.
+			if err := p.WriteMemory(a, orig[i][:]); err != nil {
+				return err
+			}
+			regs.Rip = a
+			if err := th.SetRegs(&regs); err != nil {
+				return err
+			}
+			if err := th.Resume(0); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -264,18 +300,7 @@ func TestParamsStatic(t *testing.T) {
 	}
 }
 
-func uleb(v uint64) []byte {
-	var b []byte
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if v != 0 {
-			b = append(b, c|0x80)
-			continue
-		}
-		return append(b, c)
-	}
-}
+func uleb(v uint64) []byte { return leb128.AppendUnsigned(nil, v) }
 
 func cat(parts ...[]byte) []byte { return slices.Concat(parts...) }
 
@@ -292,10 +317,9 @@ func TestEvalExpr(t *testing.T) {
 		}
 		return nil
 	}
-	ev := evaluator{
-		fr:   FrameRegs{Regs: [17]uint64{0: 0x1100, 5: 0xdeadbeefcafe, 6: 0x1800, 3: 7}, RegsValid: 1<<0 | 1<<5 | 1<<6, CFA: 0x1900},
-		read: mem, bias: 0x100, frameBase: 0x1900, frameBaseOK: true,
-	}
+	fr := FrameRegs{Regs: [17]uint64{0: 0x1100, 5: 0xdeadbeefcafe, 6: 0x1800, 3: 7}, RegsValid: 1<<0 | 1<<5 | 1<<6, CFA: 0x1900}
+	env := frameEnv(fr, 0x100, mem)
+	env.FrameBase, env.HasFrameBase = frameBase([]byte{op.CallFrameCFA}, &env)
 	for _, c := range []struct {
 		name  string
 		expr  []byte
@@ -338,20 +362,28 @@ func TestEvalExpr(t *testing.T) {
 		{"skip (branch)", []byte{0x2f, 0xfd, 0xff}, 8, 0, false},
 		{"overlong uleb", append(append([]byte{0x10}, slices.Repeat([]byte{0xff}, 20)...), 0), 8, 0, false},
 	} {
-		v, ok := ev.value(c.expr, c.size)
+		v, ok := value(c.expr, &env, c.size)
 		if ok != c.known || (ok && v != c.want) {
 			t.Errorf("%s: value(% x) = %#x, %v; want %#x, %v", c.name, c.expr, v, ok, c.want, c.known)
 		}
 	}
 	// The stack is bounded.
-	deep := slices.Repeat([]byte{0x30}, maxExprStack+1)
-	if r := ev.eval(append(deep, 0x9f)); r.kind != resUnknown {
-		t.Errorf("%d pushes evaluated to %+v", len(deep), r)
+	deep := slices.Repeat([]byte{0x30}, op.MaxStack+1)
+	if v, ok := value(append(deep, 0x9f), &env, 8); ok {
+		t.Errorf("%d pushes evaluated to %#x", len(deep), v)
 	}
 	// So are the steps.
-	nops := slices.Repeat([]byte{0x96}, maxExprSteps+1)
-	if r := ev.eval(append(nops, 0x30, 0x9f)); r.kind != resUnknown {
-		t.Errorf("%d nops evaluated to %+v", len(nops), r)
+	nops := slices.Repeat([]byte{0x96}, op.MaxSteps+1)
+	if v, ok := value(append(nops, 0x30, 0x9f), &env, 8); ok {
+		t.Errorf("%d nops evaluated to %#x", len(nops), v)
+	}
+	// No memory: memory locations are unknown, the others are not.
+	noMem := frameEnv(fr, 0x100, nil)
+	if v, ok := value([]byte{0x76, 0x08}, &noMem, 2); ok {
+		t.Errorf("breg6 +8 without memory = %#x", v)
+	}
+	if v, ok := value([]byte{0x55}, &noMem, 8); !ok || v != 0xdeadbeefcafe {
+		t.Errorf("reg5 without memory = %#x, %v", v, ok)
 	}
 }
 
@@ -464,8 +496,109 @@ func FuzzLocation(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, pc uint64) {
 		findLoc(b, 0, 0, pc)
 		findLoclists(b, 0, unitInfo{version: 5}, b, pc)
-		ev := evaluator{fr: FrameRegs{RegsValid: ^uint32(0), CFA: 1}, read: func(uint64, []byte) error { return nil }}
-		ev.value(b, 8)
+		env := frameEnv(FrameRegs{RegsValid: ^uint32(0), CFA: 1}, 0, func(uint64, []byte) error { return nil })
+		value(b, &env, 8)
 		unitVersions(b)
+	})
+}
+
+// locationAt returns the location expression of parameter name of the
+// function at runtime pc.
+func locationAt(t *testing.T, tab *Table, pc uint64, name string) []byte {
+	t.Helper()
+	names, locs := paramLocations(t, tab, pc)
+	i := slices.Index(names, name)
+	if i < 0 {
+		t.Fatalf("no parameter %s at %#x", name, pc)
+	}
+	return locs[i]
+}
+
+// TestParamsOuterFrames stops testdata/outer.c (-O2) in stop() and in
+// tiny(), unwinds, and reads the parameters of the outer frames from the
+// registers the unwinder recovered: those in callee-saved registers have
+// their values, restored from a callee's save slot or left alone by the
+// callees; those in scratch registers are unknown.
+func TestParamsOuterFrames(t *testing.T) {
+	exe := compile("outer.c", "-O2", "-g")(t, "outer-O2").Build(t)
+	at := func(tab *Table) ([]uint64, error) {
+		var bps []uint64
+		for _, fn := range []string{"stop", "tiny"} {
+			s, err := tab.Resolve(fn)
+			if err != nil {
+				return nil, err
+			}
+			bps = append(bps, s.Addr)
+		}
+		return bps, nil
+	}
+	// frame is what memtrap's backtrace shows of one frame.
+	type frame struct {
+		fn     string
+		pc     uint64 // the pc looked up: a return address less one
+		params []Param
+	}
+	chain := func(fs []frame) []string {
+		var names []string
+		for _, f := range fs {
+			names = append(names, f.fn)
+		}
+		return names
+	}
+	reg := func(n byte) []byte { return []byte{op.Reg0 + n} }
+
+	breakAt(t, exe, at, func(tab *Table, p *tracer.Process, i int, regs unix.PtraceRegs) {
+		// Unwind from the breakpoint's address, as if it had not run, and
+		// read each frame's parameters as the backtrace does.
+		regs.Rip--
+		var fs []frame
+		for j, fr := range unwind.New(tab).Unwind(unwind.RegsFromPtrace(&regs), p, 16) {
+			look := fr.PC
+			if j > 0 && !fr.Signal {
+				look--
+			}
+			loc, _ := tab.Lookup(look)
+			ps, _ := tab.Params(FrameRegs{PC: look, CFA: fr.CFA, Regs: fr.Regs, RegsValid: uint32(fr.Valid)}, p.ReadMemory)
+			fs = append(fs, frame{loc.Func, look, ps})
+		}
+		switch i {
+		case 0:
+			if len(fs) < 4 || !slices.Equal(chain(fs[:4]), []string{"stop", "leaf", "middle", "main"}) {
+				t.Fatalf("frames at stop: %q", chain(fs))
+			}
+			leaf, middle := fs[1], fs[2]
+			// The premise: at the calls, x and keep are in rbx.
+			if e := locationAt(t, tab, leaf.pc, "x"); !slices.Equal(e, reg(3)) {
+				t.Fatalf("leaf's x at the call to stop is at % x, want DW_OP_reg3 (rbx)", e)
+			}
+			if e := locationAt(t, tab, middle.pc, "keep"); !slices.Equal(e, reg(3)) {
+				t.Fatalf("middle's keep at the call to leaf is at % x, want DW_OP_reg3 (rbx)", e)
+			}
+			// leaf's rbx is frame 0's: stop saves nothing. middle's is in
+			// leaf's save slot, and frame 0's rbx is x, not keep.
+			if want := []Param{{"x", 42, 8, true}}; !slices.Equal(leaf.params, want) {
+				t.Errorf("leaf's parameters = %+v, want %+v", leaf.params, want)
+			}
+			if len(middle.params) != 2 || middle.params[0] != (Param{"keep", 0x1234568, 8, true}) || middle.params[1].Name != "pass" {
+				t.Errorf("middle's parameters = %+v, want keep=0x1234568 and pass", middle.params)
+			}
+		case 1:
+			if len(fs) < 3 || !slices.Equal(chain(fs[:3]), []string{"tiny", "scratch", "main"}) {
+				t.Fatalf("frames at tiny: %q", chain(fs))
+			}
+			tiny, scratch := fs[0], fs[1]
+			if want := []Param{{"y", 7, 8, true}}; !slices.Equal(tiny.params, want) {
+				t.Errorf("tiny's parameters = %+v, want %+v (frame 0 has every register)", tiny.params, want)
+			}
+			// The premise: -fipa-ra lets scratch keep k in rdx, a scratch
+			// register, across its call to tiny.
+			if e := locationAt(t, tab, scratch.pc, "k"); !slices.Equal(e, reg(1)) {
+				t.Fatalf("scratch's k at the call to tiny is at % x, want DW_OP_reg1 (rdx)", e)
+			}
+			// y went to tiny in rdi, another scratch register.
+			if want := []Param{{Name: "k", Size: 8}, {Name: "y", Size: 8}}; !slices.Equal(scratch.params, want) {
+				t.Errorf("scratch's parameters = %+v, want %+v: unknown, in scratch registers of an outer frame", scratch.params, want)
+			}
+		}
 	})
 }

@@ -16,7 +16,7 @@ import (
 // TestLiveProcess symbolizes a running program from its real memory map and
 // checks the answers against what the program itself printed and holds.
 func TestLiveProcess(t *testing.T) {
-	exe := fixture(t, progPIE)
+	exe := program(t, progPIE)
 	nm := nmSymbols(t, exe)
 	cmd := exec.Command(exe, "sleep")
 	stdout, err := cmd.StdoutPipe()

@@ -72,7 +72,7 @@ func TestParseExpr(t *testing.T) {
 
 func TestResolve(t *testing.T) {
 	const exeBase, libBase = 0x555555554000, 0x7f1234500000
-	exe, lib := fixture(t, progPIE), fixture(t, libDemo)
+	exe, lib := program(t, progPIE), program(t, libDemo)
 	exeNM, libNM := nmSymbols(t, exe), nmSymbols(t, lib)
 	maps := append(layout(t, exe, exeBase), layout(t, lib, libBase)...)
 	maps = append(maps, tracer.Mapping{Start: 0x7f2000000000, End: 0x7f2000001000, Path: "/nonexistent/libgone.so.2"})
@@ -192,7 +192,7 @@ func TestResolve(t *testing.T) {
 
 // TestResolveSearchOrder: the first module in the memory map wins.
 func TestResolveSearchOrder(t *testing.T) {
-	exe, lib := fixture(t, progPIE), fixture(t, libDemo)
+	exe, lib := program(t, progPIE), program(t, libDemo)
 	maps := append(layout(t, lib, 0x7f1234500000), layout(t, exe, 0x555555554000)...)
 	tab := NewTable(maps, Options{})
 	defer tab.Close()

@@ -121,7 +121,7 @@ func TestFixtureTable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.fixture, func(t *testing.T) {
-			path := fixture(t, tt.fixture)
+			path := program(t, tt.fixture)
 			nm := nmSymbols(t, path)
 			maps := layout(t, path, tt.base)
 			tab := NewTable(maps, Options{})
@@ -171,7 +171,7 @@ func TestFixtureTable(t *testing.T) {
 // TestLookupProg checks the finer points of Lookup on the PIE fixture.
 func TestLookupProg(t *testing.T) {
 	const base = 0x555555554000
-	path := fixture(t, progPIE)
+	path := program(t, progPIE)
 	nm := nmSymbols(t, path)
 	maps := layout(t, path, base)
 	last := maps[len(maps)-1]
@@ -232,7 +232,7 @@ func TestLookupProg(t *testing.T) {
 
 func TestLookupDoesNotAllocate(t *testing.T) {
 	const base = 0x555555554000
-	path := fixture(t, progPIE)
+	path := program(t, progPIE)
 	nm := nmSymbols(t, path)
 	tab := NewTable(layout(t, path, base), Options{})
 	defer tab.Close()
@@ -268,7 +268,7 @@ func (o *countingOpener) open(path string) (io.ReaderAt, error) {
 }
 
 func TestLazyLoadAndUpdate(t *testing.T) {
-	exe, lib := fixture(t, progPIE), fixture(t, libDemo)
+	exe, lib := program(t, progPIE), program(t, libDemo)
 	exeMaps := layout(t, exe, 0x555555554000)
 	libMaps := layout(t, lib, 0x7f1234500000)
 	o := &countingOpener{opens: make(map[string]int)}
@@ -333,7 +333,7 @@ func TestLazyLoadAndUpdate(t *testing.T) {
 }
 
 func TestUnreadableModules(t *testing.T) {
-	exe := fixture(t, progPIE)
+	exe := program(t, progPIE)
 	good, err := os.ReadFile(exe)
 	if err != nil {
 		t.Fatal(err)
@@ -394,7 +394,7 @@ func TestUnreadableModules(t *testing.T) {
 // TestDefaultOpener covers the default opener: inode preference, Root
 // fallback, and refusal of non-regular files.
 func TestDefaultOpener(t *testing.T) {
-	exe := fixture(t, progPIE)
+	exe := program(t, progPIE)
 	maps := layout(t, exe, 0x555555554000)
 	nm := nmSymbols(t, exe)
 	pc := 0x555555554000 + nm["main"].addr
@@ -483,7 +483,7 @@ func TestVDSOOfThisProcess(t *testing.T) {
 // TestConcurrentUse runs lookups, resolutions and updates at once; run it
 // with -race.
 func TestConcurrentUse(t *testing.T) {
-	exe, lib := fixture(t, progPIE), fixture(t, libDemo)
+	exe, lib := program(t, progPIE), program(t, libDemo)
 	exeMaps := layout(t, exe, 0x555555554000)
 	both := append(append([]tracer.Mapping(nil), exeMaps...), layout(t, lib, 0x7f1234500000)...)
 	nm := nmSymbols(t, exe)

@@ -7,10 +7,9 @@ import (
 	"math"
 	"slices"
 	"strings"
-)
 
-// dwOpAddr is DW_OP_addr, the location of a variable at a fixed address.
-const dwOpAddr = 0x03
+	"github.com/memtrap/memtrap/pkg/dwarf/op"
+)
 
 // dwarfVar is a variable DWARF places at a fixed link-time address.
 type dwarfVar struct {
@@ -180,7 +179,7 @@ func qualify(prefix, name string) string {
 // opAddr decodes a location expression that is a single DW_OP_addr.
 func opAddr(loc any) (uint64, bool) {
 	b, ok := loc.([]byte)
-	if !ok || len(b) != 9 || b[0] != dwOpAddr {
+	if !ok || len(b) != 9 || b[0] != op.Addr {
 		return 0, false
 	}
 	return binary.LittleEndian.Uint64(b[1:]), true
@@ -377,7 +376,7 @@ func (tr typeReader) members(off dwarf.Offset) ([]member, error) {
 		case int64:
 			m.off, m.noOff = uint64(loc), loc < 0
 		case []byte: // DWARF 2's DW_OP_plus_uconst N
-			v, ok := plusUconst(loc)
+			v, ok := memberOffset(loc)
 			m.off, m.noOff = v, !ok
 		default:
 			m.noOff = true
@@ -386,22 +385,13 @@ func (tr typeReader) members(off dwarf.Offset) ([]member, error) {
 	}
 }
 
-// plusUconst decodes the location expression "DW_OP_plus_uconst N".
-func plusUconst(b []byte) (uint64, bool) {
-	if len(b) < 2 || b[0] != 0x23 {
-		return 0, false
-	}
-	var v uint64
-	for i, c := range b[1:] {
-		if i >= 10 {
-			return 0, false
-		}
-		v |= uint64(c&0x7f) << (7 * i)
-		if c&0x80 == 0 {
-			return v, i+2 == len(b)
-		}
-	}
-	return 0, false
+// memberOffset evaluates a DW_AT_data_member_location expression (DWARF
+// 2's "DW_OP_plus_uconst N") with the address of the object, taken as 0,
+// pushed: the result is the member's offset. One that needs more (memory,
+// for a virtual base class) has no constant offset.
+func memberOffset(expr []byte) (uint64, bool) {
+	r, err := op.Eval(expr, &op.Env{}, 0)
+	return r.Value, err == nil && r.Kind == op.InMemory && r.PieceSize == 0
 }
 
 // findMember finds a member by name in the struct or union at off or, as

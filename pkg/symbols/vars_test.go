@@ -13,7 +13,7 @@ import (
 func TestResolveDWARFVariables(t *testing.T) {
 	for _, name := range []string{dbgStrip4, dbgStrip5} {
 		t.Run(name, func(t *testing.T) {
-			path := dwarfFixture(t, name) // non-PIE: printed addresses are link-time ones
+			path := program(t, name) // non-PIE: printed addresses are link-time ones
 			nm := nmSymbols(t, path)
 			for _, local := range []string{"backup", "grid", "calls.0", "helper"} {
 				if _, ok := nm[local]; ok {
@@ -77,7 +77,7 @@ func TestResolveDWARFVariables(t *testing.T) {
 // load bias like a symbol.
 func TestResolveDWARFVariablePIE(t *testing.T) {
 	const base = 0x555555554000
-	path := dwarfFixture(t, dbgPIE)
+	path := program(t, dbgPIE)
 	nm := nmSymbols(t, path)
 	tab := NewTable(layout(t, path, base), Options{DebugDirs: []string{}})
 	defer tab.Close()

@@ -1,6 +1,10 @@
 package unwind
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/memtrap/memtrap/pkg/dwarf/leb128"
+)
 
 // ehBuilder assembles .eh_frame and .debug_frame sections for tests of
 // what compilers rarely or never emit.
@@ -10,36 +14,8 @@ type ehBuilder struct {
 	debug bool   // .debug_frame framing
 }
 
-func uleb(v uint64) []byte {
-	var b []byte
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if v != 0 {
-			c |= 0x80
-		}
-		b = append(b, c)
-		if v == 0 {
-			return b
-		}
-	}
-}
-
-func sleb(v int64) []byte {
-	var b []byte
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		done := (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0)
-		if !done {
-			c |= 0x80
-		}
-		b = append(b, c)
-		if done {
-			return b
-		}
-	}
-}
+func uleb(v uint64) []byte { return leb128.AppendUnsigned(nil, v) }
+func sleb(v int64) []byte  { return leb128.AppendSigned(nil, v) }
 
 func u16le(v uint16) []byte { return binary.LittleEndian.AppendUint16(nil, v) }
 func u32le(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+
+	"github.com/memtrap/memtrap/pkg/dwarf/reader"
 )
 
 var (
@@ -67,10 +69,10 @@ type entry struct {
 	off    uint64 // offset of the length field
 	next   uint64 // offset of the entry after this one
 	isCIE  bool
-	zero   bool   // a zero length: a terminator or padding
-	cieOff uint64 // FDEs only: section offset of the CIE
-	body   reader // the bytes after the CIE id or pointer
-	addr   uint64 // link-time address of body.b[0]
+	zero   bool          // a zero length: a terminator or padding
+	cieOff uint64        // FDEs only: section offset of the CIE
+	body   reader.Reader // the bytes after the CIE id or pointer
+	addr   uint64        // link-time address of body.b[0]
 }
 
 // entryAt reads the framing of the entry at off.
@@ -79,36 +81,36 @@ func (s *cfiSection) entryAt(off uint64) (entry, error) {
 	if off >= uint64(len(s.data)) {
 		return e, fmt.Errorf("entry at %#x: past the section's end %#x", off, len(s.data))
 	}
-	r := reader{b: s.data, off: int(off)}
-	length := uint64(r.u32())
+	r := reader.At(s.data, off)
+	length := uint64(r.U32())
 	dwarf64 := false
 	if length == 0xffffffff {
-		length = r.u64()
+		length = r.U64()
 		dwarf64 = true
 	}
-	if r.err != nil {
-		return e, fmt.Errorf("entry at %#x: length: %w", off, r.err)
+	if r.Err() != nil {
+		return e, fmt.Errorf("entry at %#x: length: %w", off, r.Err())
 	}
 	if length == 0 {
 		e.zero = true
-		e.next = uint64(r.off)
+		e.next = uint64(r.Off())
 		return e, nil
 	}
-	start := uint64(r.off)
+	start := uint64(r.Off())
 	if length > uint64(len(s.data))-start {
-		return e, fmt.Errorf("entry at %#x: length %#x runs past the section's end: %w", off, length, errTruncated)
+		return e, fmt.Errorf("entry at %#x: length %#x runs past the section's end: %w", off, length, reader.ErrTruncated)
 	}
 	e.next = start + length
-	r.b = s.data[:e.next]
-	idField := uint64(r.off)
+	r = reader.At(s.data[:e.next], start)
+	idField := start
 	var id uint64
 	if dwarf64 && !s.eh {
-		id = r.u64()
+		id = r.U64()
 	} else {
-		id = uint64(r.u32())
+		id = uint64(r.U32())
 	}
-	if r.err != nil {
-		return e, fmt.Errorf("entry at %#x: CIE id: %w", off, r.err)
+	if r.Err() != nil {
+		return e, fmt.Errorf("entry at %#x: CIE id: %w", off, r.Err())
 	}
 	switch {
 	case s.eh && id == 0, !s.eh && !dwarf64 && id == 0xffffffff, !s.eh && dwarf64 && id == ^uint64(0):
@@ -122,8 +124,8 @@ func (s *cfiSection) entryAt(off uint64) (entry, error) {
 	default:
 		e.cieOff = id
 	}
-	e.body = reader{b: r.b[r.off:]}
-	e.addr = s.addr + uint64(r.off)
+	e.addr = s.addr + uint64(r.Off())
+	e.body = reader.New(r.Rest())
 	return e, nil
 }
 
@@ -162,20 +164,20 @@ func (s *cfiSection) cieAt(off uint64) (*cie, error) {
 func (s *cfiSection) parseCIE(e *entry) (*cie, error) {
 	r := e.body
 	c := &cie{fdeEnc: peAbsptr, addrSize: 8}
-	c.version = r.u8()
+	c.version = r.U8()
 	switch c.version {
 	case 1, 3, 4:
 	default:
-		if r.err != nil {
-			return nil, r.err
+		if r.Err() != nil {
+			return nil, r.Err()
 		}
 		return nil, fmt.Errorf("version %d: unsupported", c.version)
 	}
-	aug := r.cstring()
+	aug := r.CString()
 	c.aug = string(aug)
 	if c.version >= 4 {
-		c.addrSize = r.u8()
-		if seg := r.u8(); seg != 0 {
+		c.addrSize = r.U8()
+		if seg := r.U8(); seg != 0 {
 			return nil, fmt.Errorf("segment selector size %d: unsupported", seg)
 		}
 		if c.addrSize != 4 && c.addrSize != 8 {
@@ -184,35 +186,35 @@ func (s *cfiSection) parseCIE(e *entry) (*cie, error) {
 	}
 	if len(aug) >= 2 && aug[0] == 'e' && aug[1] == 'h' {
 		// Pre-2000 gcc: the address of an exception table follows.
-		r.take(int(c.addrSize))
+		r.Bytes(uint64(c.addrSize))
 		aug = aug[2:]
 	}
-	c.codeAlign = r.uleb()
-	c.dataAlign = r.sleb()
+	c.codeAlign = r.ULEB128()
+	c.dataAlign = r.SLEB128()
 	if c.version == 1 {
-		c.raReg = uint64(r.u8())
+		c.raReg = uint64(r.U8())
 	} else {
-		c.raReg = r.uleb()
+		c.raReg = r.ULEB128()
 	}
 	if len(aug) > 0 && aug[0] == 'z' {
 		c.hasAug = true
-		n := r.uleb()
-		if n > uint64(r.left()) {
-			return nil, fmt.Errorf("augmentation data of %d bytes: %w", n, errTruncated)
+		n := r.ULEB128()
+		if n > uint64(r.Len()) {
+			return nil, fmt.Errorf("augmentation data of %d bytes: %w", n, reader.ErrTruncated)
 		}
-		augAddr := e.addr + uint64(r.off)
-		a := reader{b: r.take(int(n))}
+		augAddr := e.addr + uint64(r.Off())
+		a := reader.New(r.Bytes(n))
 		b := s.bases
 		b.pc = augAddr
 	augLoop:
 		for _, ch := range aug[1:] {
 			switch ch {
 			case 'R':
-				c.fdeEnc = a.u8()
+				c.fdeEnc = a.U8()
 			case 'L':
-				a.u8() // the LSDA encoding: only the personality routine cares
+				a.U8() // the LSDA encoding: only the personality routine cares
 			case 'P':
-				a.pointer(a.u8(), &b)
+				readPointer(&a, a.U8(), &b)
 			case 'S':
 				c.signal = true
 			case 'B', 'G':
@@ -222,19 +224,19 @@ func (s *cfiSection) parseCIE(e *entry) (*cie, error) {
 				break augLoop
 			}
 		}
-		if a.err != nil {
-			return nil, fmt.Errorf("augmentation %q: %w", c.aug, a.err)
+		if a.Err() != nil {
+			return nil, fmt.Errorf("augmentation %q: %w", c.aug, a.Err())
 		}
 	} else if len(aug) > 0 {
 		return nil, fmt.Errorf("augmentation %q: unsupported", c.aug)
 	}
-	if r.err != nil {
-		return nil, r.err
+	if r.Err() != nil {
+		return nil, r.Err()
 	}
 	if pointerSize(c.fdeEnc) == 0 && c.fdeEnc&0x0f != peULEB128 && c.fdeEnc&0x0f != peSLEB128 {
 		return nil, fmt.Errorf("FDE pointer encoding %#x: unsupported", c.fdeEnc)
 	}
-	c.initial = r.b[r.off:]
+	c.initial = r.Rest()
 	return c, nil
 }
 
@@ -262,31 +264,31 @@ func (s *cfiSection) parseFDE(e *entry) (fde, error) {
 	b.pc = e.addr
 	if s.eh {
 		var indirect bool
-		f.lo, indirect = r.pointer(c.fdeEnc, &b)
+		f.lo, indirect = readPointer(&r, c.fdeEnc, &b)
 		if indirect {
 			return f, fmt.Errorf("FDE at %#x: initial location: %w", e.off, errIndirect)
 		}
 		var n uint64
-		n, _ = r.pointer(c.fdeEnc&0x0f, &b)
+		n, _ = readPointer(&r, c.fdeEnc&0x0f, &b)
 		f.hi = f.lo + n
 	} else if c.addrSize == 4 {
-		f.lo = uint64(r.u32())
-		f.hi = f.lo + uint64(r.u32())
+		f.lo = uint64(r.U32())
+		f.hi = f.lo + uint64(r.U32())
 	} else {
-		f.lo = r.u64()
-		f.hi = f.lo + r.u64()
+		f.lo = r.U64()
+		f.hi = f.lo + r.U64()
 	}
 	if c.hasAug {
-		r.take(int(min(r.uleb(), uint64(len(r.b)+1))))
+		r.Bytes(r.ULEB128())
 	}
-	if r.err != nil {
-		return f, fmt.Errorf("FDE at %#x: %w", e.off, r.err)
+	if r.Err() != nil {
+		return f, fmt.Errorf("FDE at %#x: %w", e.off, r.Err())
 	}
 	if f.hi < f.lo {
 		return f, fmt.Errorf("FDE at %#x: range [%#x, %#x) wraps", e.off, f.lo, f.hi)
 	}
-	f.insns = r.b[r.off:]
-	f.insnsAddr = e.addr + uint64(r.off)
+	f.insnsAddr = e.addr + uint64(r.Off())
+	f.insns = r.Rest()
 	return f, nil
 }
 
@@ -373,44 +375,44 @@ type ehFrameHdr struct {
 // returns the address of .eh_frame it names, and a nil table when the
 // section has no binary search table in a fixed-size encoding.
 func parseEHFrameHdr(data []byte, addr uint64) (*ehFrameHdr, uint64, error) {
-	r := reader{b: data}
+	r := reader.New(data)
 	b := ptrBases{pc: addr, data: addr}
-	version := r.u8()
-	ptrEnc, countEnc, tabEnc := r.u8(), r.u8(), r.u8()
-	if r.err != nil {
-		return nil, 0, fmt.Errorf(".eh_frame_hdr: %w", r.err)
+	version := r.U8()
+	ptrEnc, countEnc, tabEnc := r.U8(), r.U8(), r.U8()
+	if r.Err() != nil {
+		return nil, 0, fmt.Errorf(".eh_frame_hdr: %w", r.Err())
 	}
 	if version != 1 {
 		return nil, 0, fmt.Errorf(".eh_frame_hdr: version %d: unsupported", version)
 	}
-	ehAddr, ind := r.pointer(ptrEnc, &b)
-	if r.err == nil && ind {
-		r.err = errIndirect
+	ehAddr, ind := readPointer(&r, ptrEnc, &b)
+	if ind {
+		r.Fail(errIndirect)
 	}
-	if r.err != nil {
-		return nil, 0, fmt.Errorf(".eh_frame_hdr: .eh_frame pointer: %w", r.err)
+	if r.Err() != nil {
+		return nil, 0, fmt.Errorf(".eh_frame_hdr: .eh_frame pointer: %w", r.Err())
 	}
 	if countEnc == peOmit || tabEnc == peOmit {
 		return nil, ehAddr, nil
 	}
-	count, ind := r.pointer(countEnc, &b)
-	if r.err == nil && ind {
-		r.err = errIndirect
+	count, ind := readPointer(&r, countEnc, &b)
+	if ind {
+		r.Fail(errIndirect)
 	}
-	if r.err != nil {
-		return nil, ehAddr, fmt.Errorf(".eh_frame_hdr: FDE count: %w", r.err)
+	if r.Err() != nil {
+		return nil, ehAddr, fmt.Errorf(".eh_frame_hdr: FDE count: %w", r.Err())
 	}
 	sz := pointerSize(tabEnc)
 	if sz == 0 || tabEnc&peIndirect != 0 {
 		return nil, ehAddr, nil
 	}
-	if count > uint64(r.left()/(2*sz)) {
-		return nil, ehAddr, fmt.Errorf(".eh_frame_hdr: %d entries do not fit in %d bytes: %w", count, r.left(), errTruncated)
+	if count > uint64(r.Len()/(2*sz)) {
+		return nil, ehAddr, fmt.Errorf(".eh_frame_hdr: %d entries do not fit in %d bytes: %w", count, r.Len(), reader.ErrTruncated)
 	}
 	h := &ehFrameHdr{
 		addr:    addr,
-		table:   data[r.off : r.off+int(count)*2*sz],
-		tabAddr: addr + uint64(r.off),
+		table:   data[r.Off() : r.Off()+int(count)*2*sz],
+		tabAddr: addr + uint64(r.Off()),
 		enc:     tabEnc,
 		entSize: 2 * sz,
 		count:   int(count),
@@ -421,10 +423,10 @@ func parseEHFrameHdr(data []byte, addr uint64) (*ehFrameHdr, uint64, error) {
 // entry decodes table entry i.
 func (h *ehFrameHdr) entry(i int) (loc, fdeAddr uint64) {
 	off := i * h.entSize
-	r := reader{b: h.table[off : off+h.entSize]}
+	r := reader.New(h.table[off : off+h.entSize])
 	b := ptrBases{pc: h.tabAddr + uint64(off), data: h.addr}
-	loc, _ = r.pointer(h.enc, &b)
-	fdeAddr, _ = r.pointer(h.enc, &b)
+	loc, _ = readPointer(&r, h.enc, &b)
+	fdeAddr, _ = readPointer(&r, h.enc, &b)
 	return loc, fdeAddr
 }
 

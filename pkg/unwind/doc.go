@@ -15,11 +15,34 @@
 // address (CFA) and where the caller's registers were saved. The caller's
 // rsp is the CFA, and its rip the saved return address.
 //
+// The CFI is decoded with pkg/dwarf/reader, and the DWARF expressions in
+// it (DW_CFA_def_cfa_expression for realigned stacks and PLT entries,
+// DW_CFA_expression and DW_CFA_val_expression in glibc's signal
+// trampoline) are evaluated by pkg/dwarf/op, the evaluator pkg/symbols
+// evaluates variable locations with: the value of a CFA rule is what its
+// expression leaves on top of the stack.
+//
 // A return address points after the call, which may be the last
 // instruction of a function (a call to a noreturn function), so frames
 // other than frame 0 are looked up at PC-1. A frame interrupted by a signal
 // is the exception: its PC is the next instruction to run, and
 // [Frame.Signal] says so.
+//
+// # The registers of a frame
+//
+// Each [Frame] carries the registers the walk recovered for it
+// ([Frame.Regs]) and the set of those it knows ([Frame.Valid]), as delve's
+// stack frames do, so that the parameters of outer frames can be read
+// from them. Frame 0 has every register. For a caller, the row's rules
+// give the registers its callee saved (rbx, rbp, r12-r15 pushed in the
+// prologue, read back from the stack); a callee-saved register without a
+// rule still holds the caller's value; rsp is the CFA and rip the return
+// address. The scratch registers (rax, rcx, rdx, rsi, rdi, r8-r11) are
+// unknown in a caller unless a rule gives them, since the call may have
+// clobbered them: a debugger that showed them would show the callee's
+// values. A frame interrupted by a signal gets all of them back from the
+// kernel's signal frame; one found through the frame pointer chain knows
+// only rbp, rsp and rip. Unknown registers read as 0.
 //
 // # Signal frames
 //
@@ -57,5 +80,6 @@
 // Unwinder's lifetime: create a new Unwinder when the files behind its
 // [Modules] are closed. Section bytes are kept as read and FDEs decoded on
 // each lookup; CIEs are parsed once. An Unwinder is safe for concurrent
-// use, and a warm unwind allocates only the returned slice.
+// use, and a warm unwind allocates only the returned slice. Nothing in a
+// returned Frame refers back to the Unwinder.
 package unwind

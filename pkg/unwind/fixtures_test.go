@@ -1,31 +1,16 @@
 package unwind
 
 import (
-	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
+
+	"github.com/memtrap/memtrap/internal/fixture"
 )
 
-// fixtureDir holds the programs and recordings made for this test binary.
-var fixtureDir string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "memtrap-unwind-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fixtureDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
 // Builds of testdata/stack.c, named by how their frames can be unwound.
+// The names are the files' names too: recording.funcName knows the
+// program's own frames by the "stack-" prefix.
 const (
 	stackCFI        = "stack-cfi"        // .eh_frame with .eh_frame_hdr, no frame pointers
 	stackNoHdr      = "stack-nohdr"      // .eh_frame without .eh_frame_hdr
@@ -35,64 +20,41 @@ const (
 	cfiAsm = "cfi-asm" // testdata/cfi.s, linked static at 0x401000, never run
 )
 
-var fixtureFlags = map[string][]string{
-	stackCFI:        {"-O2", "-fomit-frame-pointer", "testdata/stack.c"},
-	stackNoHdr:      {"-O2", "-fomit-frame-pointer", "-Wl,--no-eh-frame-hdr", "testdata/stack.c"},
-	stackDebugFrame: {"-O2", "-fomit-frame-pointer", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-g", "testdata/stack.c"},
-	stackFP:         {"-O2", "-fno-omit-frame-pointer", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-DFRAME_POINTERS", "testdata/stack.c"},
-	cfiAsm:          {"-nostdlib", "-no-pie", "-static", "-Wl,-e,selfloop", "-Wl,--build-id=none", "testdata/cfi.s"},
+const (
+	stackSrc = "pkg/unwind/testdata/stack.c"
+	cfiSrc   = "pkg/unwind/testdata/cfi.s"
+)
+
+var recipes = map[string]fixture.Recipe{
+	stackCFI:        fixture.Compile(stackCFI, stackSrc, "-Wall", "-O2", "-fomit-frame-pointer"),
+	stackNoHdr:      fixture.Compile(stackNoHdr, stackSrc, "-Wall", "-O2", "-fomit-frame-pointer", "-Wl,--no-eh-frame-hdr"),
+	stackDebugFrame: fixture.Compile(stackDebugFrame, stackSrc, "-Wall", "-O2", "-fomit-frame-pointer", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-g"),
+	stackFP:         fixture.Compile(stackFP, stackSrc, "-Wall", "-O2", "-fno-omit-frame-pointer", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-DFRAME_POINTERS"),
+	cfiAsm:          fixture.Compile(cfiAsm, cfiSrc, "-Wall", "-nostdlib", "-no-pie", "-static", "-Wl,-e,selfloop", "-Wl,--build-id=none"),
 }
 
-var fixtures struct {
-	sync.Mutex
-	done map[string]error
-}
-
-// once runs build for name the first time it is asked for and remembers
-// the outcome.
-func once(t testing.TB, name string, build func() error) {
+// program builds a test program (once: internal/fixture caches it by
+// content, commands and tool versions) and returns its path. A missing or
+// failing gcc fails the test: these tests must not pass vacuously.
+func program(t testing.TB, name string) string {
 	t.Helper()
-	fixtures.Lock()
-	defer fixtures.Unlock()
-	if fixtures.done == nil {
-		fixtures.done = make(map[string]error)
-	}
-	err, ok := fixtures.done[name]
+	r, ok := recipes[name]
 	if !ok {
-		err = build()
-		fixtures.done[name] = err
+		t.Fatalf("no fixture %q", name)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	return r.Build(t)
 }
 
-// fixture builds a test program once per test binary. A
-// missing or failing gcc fails the test: these tests must not pass vacuously.
-func fixture(t testing.TB, name string) string {
-	t.Helper()
-	out := filepath.Join(fixtureDir, name)
-	once(t, name, func() error {
-		args := append([]string{"-Wall", "-o", out}, fixtureFlags[name]...)
-		if b, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("gcc %s: %v\n%s", strings.Join(args, " "), err, b)
-		}
-		return nil
-	})
-	return out
-}
-
-// record runs a build of stack.c in mode and returns its recording.
+// record runs a build of stack.c in mode and returns its recording. Each
+// call records a run of its own: a recording is of the machine's libc and
+// kernel as they are, not something to cache.
 func record(t testing.TB, name, mode string) *recording {
 	t.Helper()
-	bin := fixture(t, name)
-	out := filepath.Join(fixtureDir, name+"."+mode+".rec")
-	once(t, out, func() error {
-		if b, err := exec.Command(bin, mode, out).CombinedOutput(); err != nil {
-			return fmt.Errorf("%s %s: %v\n%s", bin, mode, err, b)
-		}
-		return nil
-	})
+	bin := program(t, name)
+	out := filepath.Join(t.TempDir(), name+"."+mode+".rec")
+	if b, err := exec.Command(bin, mode, out).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", bin, mode, err, b)
+	}
 	rec, err := loadRecording(out)
 	if err != nil {
 		t.Fatal(err)

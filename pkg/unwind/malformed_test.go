@@ -8,6 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/memtrap/memtrap/pkg/dwarf/op"
+	"github.com/memtrap/memtrap/pkg/dwarf/reader"
 )
 
 // ehFrameOf returns the .eh_frame bytes and address of an ELF file.
@@ -49,7 +52,7 @@ func exercise(s *cfiSection, pcs ...uint64) error {
 }
 
 func TestTruncatedEHFrame(t *testing.T) {
-	data, addr := ehFrameOf(t, fixture(t, stackCFI))
+	data, addr := ehFrameOf(t, program(t, stackCFI))
 	// Where entries end: a cut there is a well-formed, shorter section.
 	ends := map[int]bool{0: true}
 	full := &cfiSection{data: data, addr: addr, eh: true}
@@ -67,14 +70,14 @@ func TestTruncatedEHFrame(t *testing.T) {
 		if ends[n] != (err == nil) {
 			t.Errorf("cut at %d (an entry boundary: %v): err = %v", n, ends[n], err)
 		}
-		if err != nil && !errors.Is(err, errTruncated) && n > 0 {
-			t.Errorf("cut at %d: err = %v, want errTruncated", n, err)
+		if err != nil && !errors.Is(err, reader.ErrTruncated) && n > 0 {
+			t.Errorf("cut at %d: err = %v, want reader.ErrTruncated", n, err)
 		}
 	}
 }
 
 func TestGarbageEHFrame(t *testing.T) {
-	data, addr := ehFrameOf(t, fixture(t, stackCFI))
+	data, addr := ehFrameOf(t, program(t, stackCFI))
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range 2000 {
 		b := bytes.Clone(data)
@@ -104,7 +107,7 @@ func TestGarbageEHFrame(t *testing.T) {
 // and frame 0 is always reported.
 func TestCorruptModule(t *testing.T) {
 	rec := record(t, stackCFI, "call")
-	bin := fixture(t, stackCFI)
+	bin := program(t, stackCFI)
 	f, err := elf.Open(bin)
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +167,7 @@ func FuzzParseEHFrame(f *testing.F) {
 	b := &ehBuilder{addr: 0x1000}
 	c := b.cie(cieX86)
 	b.fde(c, 0x2000, 0x40, cat([]byte{cfaAdvanceLoc | 1, cfaDefCFAOffset}, uleb(16), []byte{cfaOffset | regRBX}, uleb(2),
-		[]byte{cfaRememberState, cfaAdvanceLoc | 1, cfaDefCFAExpr, 2, opBreg0 + regRSP, 8, cfaRestoreState}))
+		[]byte{cfaRememberState, cfaAdvanceLoc | 1, cfaDefCFAExpr, 2, op.Breg0 + regRSP, 8, cfaRestoreState}))
 	f.Add(b.buf, uint64(0x2001))
 	f.Add(b.buf, uint64(0x2003))
 	d := &ehBuilder{debug: true}
@@ -186,7 +189,7 @@ func FuzzParseEHFrame(f *testing.F) {
 			// Walk a frame through whatever FDE covers pc.
 			if fd, err := s.find(pc); err == nil {
 				w := &walker{u: New(noModules{}), mem: fakeMem{0x7000: 0x7100, 0x7008: 0x401000}}
-				w.cfiStep(s, &fd, pc, 0, &Regs{regRSP: 0x7000, regRBP: 0x7000, regRIP: pc}, allRegs)
+				w.cfiStep(s, &fd, pc, 0, &Regs{regRSP: 0x7000, regRBP: 0x7000, regRIP: pc}, AllRegs)
 			}
 		}
 		// The same bytes as .eh_frame_hdr over themselves as .eh_frame.

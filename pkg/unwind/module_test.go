@@ -15,7 +15,7 @@ import (
 // must then be found through PT_GNU_EH_FRAME.
 func TestNoSectionHeaders(t *testing.T) {
 	rec := record(t, stackCFI, "call")
-	bin := fixture(t, stackCFI)
+	bin := program(t, stackCFI)
 	b, err := os.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,8 @@ package unwind
 import (
 	"errors"
 	"fmt"
+
+	"github.com/memtrap/memtrap/pkg/dwarf/reader"
 )
 
 // ruleKind says how to recover a register of the caller.
@@ -104,7 +106,7 @@ func (m *machine) rowFor(s *cfiSection, f *fde, pc uint64) error {
 // instructions are ignored in a CIE's initial instructions.
 func (m *machine) run(s *cfiSection, f *fde, program []byte, addr, pc uint64, inCIE bool) error {
 	c := f.cie
-	r := reader{b: program}
+	r := reader.New(program)
 	loc := f.lo
 	b := s.bases
 	// advance moves to a new location and reports whether pc is still at or
@@ -121,8 +123,8 @@ func (m *machine) run(s *cfiSection, f *fde, program []byte, addr, pc uint64, in
 			m.row.regs[reg] = rl
 		}
 	}
-	for r.left() > 0 && r.err == nil {
-		op := r.u8()
+	for r.Len() > 0 && r.Err() == nil {
+		op := r.U8()
 		switch op & 0xc0 {
 		case cfaAdvanceLoc:
 			if !advance(uint64(op & 0x3f)) {
@@ -130,7 +132,7 @@ func (m *machine) run(s *cfiSection, f *fde, program []byte, addr, pc uint64, in
 			}
 			continue
 		case cfaOffset:
-			set(uint64(op&0x3f), rule{kind: ruleOffset, off: int64(r.uleb()) * c.dataAlign})
+			set(uint64(op&0x3f), rule{kind: ruleOffset, off: int64(r.ULEB128()) * c.dataAlign})
 			continue
 		case cfaRestore:
 			if reg := uint64(op & 0x3f); reg < numRegs {
@@ -144,11 +146,11 @@ func (m *machine) run(s *cfiSection, f *fde, program []byte, addr, pc uint64, in
 			b.pc = addr
 			var newLoc uint64
 			if s.eh {
-				newLoc, _ = r.pointer(c.fdeEnc, &b)
+				newLoc, _ = readPointer(&r, c.fdeEnc, &b)
 			} else if c.addrSize == 4 {
-				newLoc = uint64(r.u32())
+				newLoc = uint64(r.U32())
 			} else {
-				newLoc = r.u64()
+				newLoc = r.U64()
 			}
 			if !inCIE {
 				if newLoc < loc {
@@ -160,50 +162,50 @@ func (m *machine) run(s *cfiSection, f *fde, program []byte, addr, pc uint64, in
 				}
 			}
 		case cfaAdvanceLoc1:
-			if !advance(uint64(r.u8())) {
+			if !advance(uint64(r.U8())) {
 				return nil
 			}
 		case cfaAdvanceLoc2:
-			if !advance(uint64(r.u16())) {
+			if !advance(uint64(r.U16())) {
 				return nil
 			}
 		case cfaAdvanceLoc4:
-			if !advance(uint64(r.u32())) {
+			if !advance(uint64(r.U32())) {
 				return nil
 			}
 		case cfaMIPSAdvanceLoc8:
-			if !advance(r.u64()) {
+			if !advance(r.U64()) {
 				return nil
 			}
 		case cfaOffsetExtended:
-			reg := r.uleb()
-			set(reg, rule{kind: ruleOffset, off: int64(r.uleb()) * c.dataAlign})
+			reg := r.ULEB128()
+			set(reg, rule{kind: ruleOffset, off: int64(r.ULEB128()) * c.dataAlign})
 		case cfaOffsetExtSF:
-			reg := r.uleb()
-			set(reg, rule{kind: ruleOffset, off: r.sleb() * c.dataAlign})
+			reg := r.ULEB128()
+			set(reg, rule{kind: ruleOffset, off: r.SLEB128() * c.dataAlign})
 		case cfaGNUNegOffsetExt:
-			reg := r.uleb()
-			set(reg, rule{kind: ruleOffset, off: -int64(r.uleb()) * c.dataAlign})
+			reg := r.ULEB128()
+			set(reg, rule{kind: ruleOffset, off: -int64(r.ULEB128()) * c.dataAlign})
 		case cfaValOffset:
-			reg := r.uleb()
-			set(reg, rule{kind: ruleValOffset, off: int64(r.uleb()) * c.dataAlign})
+			reg := r.ULEB128()
+			set(reg, rule{kind: ruleValOffset, off: int64(r.ULEB128()) * c.dataAlign})
 		case cfaValOffsetSF:
-			reg := r.uleb()
-			set(reg, rule{kind: ruleValOffset, off: r.sleb() * c.dataAlign})
+			reg := r.ULEB128()
+			set(reg, rule{kind: ruleValOffset, off: r.SLEB128() * c.dataAlign})
 		case cfaRestoreExtended:
-			if reg := r.uleb(); reg < numRegs {
+			if reg := r.ULEB128(); reg < numRegs {
 				m.row.regs[reg] = m.initial.regs[reg]
 			}
 		case cfaUndefined:
-			set(r.uleb(), rule{kind: ruleUndefined})
+			set(r.ULEB128(), rule{kind: ruleUndefined})
 		case cfaSameValue:
-			set(r.uleb(), rule{kind: ruleSameValue})
+			set(r.ULEB128(), rule{kind: ruleSameValue})
 		case cfaRegister:
-			reg := r.uleb()
-			set(reg, rule{kind: ruleRegister, reg: r.uleb()})
+			reg := r.ULEB128()
+			set(reg, rule{kind: ruleRegister, reg: r.ULEB128()})
 		case cfaExpression, cfaValExpression:
-			reg := r.uleb()
-			expr := r.take(int(min(r.uleb(), uint64(len(program)+1))))
+			reg := r.ULEB128()
+			expr := r.Bytes(r.ULEB128())
 			k := ruleExpression
 			if op == cfaValExpression {
 				k = ruleValExpression
@@ -221,31 +223,31 @@ func (m *machine) run(s *cfiSection, f *fde, program []byte, addr, pc uint64, in
 			m.row = m.saved[len(m.saved)-1]
 			m.saved = m.saved[:len(m.saved)-1]
 		case cfaDefCFA:
-			m.row.cfaReg = r.uleb()
-			m.row.cfaOff = int64(r.uleb())
+			m.row.cfaReg = r.ULEB128()
+			m.row.cfaOff = int64(r.ULEB128())
 			m.row.cfaIsExpr, m.row.cfaExpr = false, nil
 		case cfaDefCFASF:
-			m.row.cfaReg = r.uleb()
-			m.row.cfaOff = r.sleb() * c.dataAlign
+			m.row.cfaReg = r.ULEB128()
+			m.row.cfaOff = r.SLEB128() * c.dataAlign
 			m.row.cfaIsExpr, m.row.cfaExpr = false, nil
 		case cfaDefCFARegister:
-			m.row.cfaReg = r.uleb()
+			m.row.cfaReg = r.ULEB128()
 			m.row.cfaIsExpr, m.row.cfaExpr = false, nil
 		case cfaDefCFAOffset:
-			m.row.cfaOff = int64(r.uleb())
+			m.row.cfaOff = int64(r.ULEB128())
 		case cfaDefCFAOffsetSF:
-			m.row.cfaOff = r.sleb() * c.dataAlign
+			m.row.cfaOff = r.SLEB128() * c.dataAlign
 		case cfaDefCFAExpr:
-			m.row.cfaExpr = r.take(int(min(r.uleb(), uint64(len(program)+1))))
+			m.row.cfaExpr = r.Bytes(r.ULEB128())
 			m.row.cfaIsExpr = true
 		case cfaGNUArgsSize:
-			r.uleb() // bytes of outgoing arguments pushed: only for landing pads
+			r.ULEB128() // bytes of outgoing arguments pushed: only for landing pads
 		default:
-			return fmt.Errorf("unknown CFA opcode %#x at offset %d", op, r.off-1)
+			return fmt.Errorf("unknown CFA opcode %#x at offset %d", op, r.Off()-1)
 		}
 	}
-	if r.err != nil {
-		return fmt.Errorf("CFA program: %w", r.err)
+	if r.Err() != nil {
+		return fmt.Errorf("CFA program: %w", r.Err())
 	}
 	return nil
 }

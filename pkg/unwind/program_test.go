@@ -4,6 +4,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/memtrap/memtrap/pkg/dwarf/op"
+	"github.com/memtrap/memtrap/pkg/dwarf/reader"
 )
 
 // The CIE most x86-64 code uses: CFA = rsp+8, return address at CFA-8.
@@ -60,8 +63,8 @@ func TestCFAProgram(t *testing.T) {
 				[]byte{cfaRegister}, uleb(13), uleb(regRAX),
 				[]byte{cfaUndefined}, uleb(14),
 				[]byte{cfaSameValue}, uleb(15),
-				[]byte{cfaExpression}, uleb(regRBX), uleb(2), []byte{opBreg0 + regRSP, 0x10},
-				[]byte{cfaValExpression}, uleb(regRBP), uleb(1), []byte{opLit0 + 5},
+				[]byte{cfaExpression}, uleb(regRBX), uleb(2), []byte{op.Breg0 + regRSP, 0x10},
+				[]byte{cfaValExpression}, uleb(regRBP), uleb(1), []byte{op.Lit0 + 5},
 				[]byte{cfaGNUArgsSize}, uleb(32),
 				[]byte{cfaOffsetExtended}, uleb(40), uleb(1), // an xmm register: ignored
 				[]byte{cfaAdvanceLoc | 2, cfaRestoreExtended}, uleb(regR8), []byte{cfaRestore | 9, cfaRestore | regRIP},
@@ -95,7 +98,7 @@ func TestCFAProgram(t *testing.T) {
 			insns: cat([]byte{cfaAdvanceLoc | 1, cfaDefCFARegister}, uleb(regRBP),
 				[]byte{cfaAdvanceLoc | 1, cfaDefCFASF}, uleb(regRBX), sleb(-2),
 				[]byte{cfaAdvanceLoc | 1, cfaDefCFAOffsetSF}, sleb(-4),
-				[]byte{cfaAdvanceLoc | 1, cfaDefCFAExpr}, uleb(2), []byte{opBreg0 + regRSP, 8},
+				[]byte{cfaAdvanceLoc | 1, cfaDefCFAExpr}, uleb(2), []byte{op.Breg0 + regRSP, 8},
 				[]byte{cfaAdvanceLoc | 1, cfaDefCFA}, uleb(regRSP), uleb(8)),
 			want: []want{
 				{lo + 1, "rbp+8", nil},
@@ -179,8 +182,8 @@ func TestCFAProgramErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("err = %v, want one mentioning %q", err, tc.want)
 			}
-			if tc.want == "truncated" && !errors.Is(err, errTruncated) {
-				t.Errorf("err = %v, want errTruncated", err)
+			if tc.want == "truncated" && !errors.Is(err, reader.ErrTruncated) {
+				t.Errorf("err = %v, want reader.ErrTruncated", err)
 			}
 		})
 	}

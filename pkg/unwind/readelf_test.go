@@ -308,9 +308,9 @@ func TestCFIMatchesReadelf(t *testing.T) {
 		eh, dbg bool // the sections expected
 		hdr     bool
 	}{
-		{"stack-cfi", func(t *testing.T) string { return fixture(t, stackCFI) }, true, false, true},
-		{"stack-nohdr", func(t *testing.T) string { return fixture(t, stackNoHdr) }, true, false, false},
-		{"stack-debugframe", func(t *testing.T) string { return fixture(t, stackDebugFrame) }, true, true, true},
+		{"stack-cfi", func(t *testing.T) string { return program(t, stackCFI) }, true, false, true},
+		{"stack-nohdr", func(t *testing.T) string { return program(t, stackNoHdr) }, true, false, false},
+		{"stack-debugframe", func(t *testing.T) string { return program(t, stackDebugFrame) }, true, true, true},
 		{"libc", func(*testing.T) string { return libcPath }, true, false, true},
 		{"ld.so", func(*testing.T) string { return ldsoPath }, true, false, true},
 	} {
@@ -388,7 +388,7 @@ func TestLibcPLT(t *testing.T) {
 				t.Fatalf("PLT %#x: %v", pc, err)
 			}
 			regs := Regs{regRSP: rsp, regRIP: pc + bias}
-			res := w.cfiStep(sec, &fd, pc, bias, &regs, allRegs)
+			res := w.cfiStep(sec, &fd, pc, bias, &regs, AllRegs)
 			want, ra := uint64(rsp+8), uint64(0x1111)
 			if off >= 11 {
 				want, ra = rsp+16, 0x2222
@@ -408,7 +408,7 @@ func TestLibcPLT(t *testing.T) {
 // in f2, which saves all six callee-saved registers, that after its
 // prologue each is saved in the frame.
 func TestEntryRules(t *testing.T) {
-	for _, path := range []string{fixture(t, stackCFI), fixture(t, stackDebugFrame), libcPath} {
+	for _, path := range []string{program(t, stackCFI), program(t, stackDebugFrame), libcPath} {
 		f, err := elf.Open(path)
 		if err != nil {
 			t.Fatal(err)

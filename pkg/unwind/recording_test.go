@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/memtrap/memtrap/pkg/dwarf/reader"
 )
 
 // A recording is a stack that testdata/stack.c wrote of itself: the
@@ -51,23 +53,23 @@ func loadRecording(path string) (*recording, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := reader{b: b}
-	if string(r.take(8)) != "MTRAPSTK" {
+	r := reader.New(b)
+	if string(r.Bytes(8)) != "MTRAPSTK" {
 		return nil, fmt.Errorf("%s: not a recording", path)
 	}
 	rec := &recording{files: map[string]*os.File{}, elfs: map[string]*recModule{}}
 	for i := range rec.regs {
-		rec.regs[i] = r.u64()
+		rec.regs[i] = r.U64()
 	}
-	rec.interruptIP, rec.interruptSP = r.u64(), r.u64()
-	maps := r.take(int(r.u64()))
-	n := r.u64()
-	for i := uint64(0); i < n && r.err == nil; i++ {
-		addr := r.u64()
-		rec.regions = append(rec.regions, region{addr: addr, data: r.take(int(r.u64()))})
+	rec.interruptIP, rec.interruptSP = r.U64(), r.U64()
+	maps := r.Bytes(r.U64())
+	n := r.U64()
+	for i := uint64(0); i < n && r.Err() == nil; i++ {
+		addr := r.U64()
+		rec.regions = append(rec.regions, region{addr: addr, data: r.Bytes(r.U64())})
 	}
-	if r.err != nil {
-		return nil, fmt.Errorf("%s: %w", path, r.err)
+	if r.Err() != nil {
+		return nil, fmt.Errorf("%s: %w", path, r.Err())
 	}
 	sc := bufio.NewScanner(bytes.NewReader(maps))
 	for sc.Scan() {

@@ -37,9 +37,29 @@ func RegsFromPtrace(r *unix.PtraceRegs) Regs {
 	}
 }
 
-// regMask is a set of DWARF registers: those whose value in a frame is known.
-type regMask uint32
+// RegSet is a set of DWARF register numbers, bit i for register i: in a
+// [Frame], the registers whose values are known.
+type RegSet uint32
 
-const allRegs regMask = 1<<numRegs - 1
+// AllRegs holds every register of a Regs.
+const AllRegs RegSet = 1<<numRegs - 1
 
-func (m regMask) has(r uint64) bool { return r < numRegs && m&(1<<r) != 0 }
+// Has reports whether register r is in the set.
+func (s RegSet) Has(r uint64) bool { return r < numRegs && s&(1<<r) != 0 }
+
+// calleeSaved are the registers the psABI has a function preserve for its
+// caller (rbx, rbp, r12-r15), and rsp. Where the CFI has no rule for one,
+// the caller's value is the callee's. Every other register is the callee's
+// to clobber (rax, rcx, rdx, rsi, rdi, r8-r11): the caller's value is lost
+// unless the CFI says where it is.
+const calleeSaved RegSet = 1<<regRBX | 1<<regRBP | 1<<regRSP | 1<<12 | 1<<13 | 1<<14 | 1<<regR15
+
+// only returns r with the registers outside s zeroed.
+func (r Regs) only(s RegSet) Regs {
+	for i := range r {
+		if !s.Has(uint64(i)) {
+			r[i] = 0
+		}
+	}
+	return r
+}

@@ -59,6 +59,38 @@ func checkOutermost(t *testing.T, rec *recording, frames []Frame, max int) {
 	}
 }
 
+// checkFrameRegs checks what each frame says of its registers: frame 0
+// has those it was given; an outer frame its PC as rip and its callee's
+// CFA as rsp, and no scratch register unless a signal interrupted it (the
+// kernel saved them all).
+func checkFrameRegs(t *testing.T, rec *recording, frames []Frame) {
+	t.Helper()
+	if len(frames) == 0 || frames[0].Valid != AllRegs || frames[0].Regs != rec.regs {
+		t.Fatalf("frame 0 registers %#x valid %#x; want %#x, all valid", frames[0].Regs, frames[0].Valid, rec.regs)
+	}
+	for i := 1; i < len(frames); i++ {
+		fr := frames[i]
+		if !fr.Valid.Has(regRIP) || fr.Regs[regRIP] != fr.PC || !fr.Valid.Has(regRSP) || fr.Regs[regRSP] != frames[i-1].CFA {
+			t.Errorf("frame %d (%s): rip %#x rsp %#x valid %#x; want its PC %#x and the CFA below it %#x",
+				i, rec.funcName(frames, i), fr.Regs[regRIP], fr.Regs[regRSP], fr.Valid, fr.PC, frames[i-1].CFA)
+		}
+		switch {
+		case fr.Signal:
+			if fr.Valid != AllRegs || fr.Regs[regRIP] != rec.interruptIP || fr.Regs[regRSP] != rec.interruptSP {
+				t.Errorf("interrupted frame %d: rip %#x rsp %#x valid %#x; want %#x %#x and every register",
+					i, fr.Regs[regRIP], fr.Regs[regRSP], fr.Valid, rec.interruptIP, rec.interruptSP)
+			}
+		case fr.Valid&^(calleeSaved|1<<regRIP) != 0:
+			t.Errorf("frame %d (%s): scratch registers %#x known", i, rec.funcName(frames, i), fr.Valid&^(calleeSaved|1<<regRIP))
+		}
+		for r := range uint64(numRegs) {
+			if !fr.Valid.Has(r) && fr.Regs[r] != 0 {
+				t.Errorf("frame %d: register %d unknown but %#x", i, r, fr.Regs[r])
+			}
+		}
+	}
+}
+
 // checkCFAsRise checks that CFAs strictly increase, except across the
 // signal trampoline at index tramp (-1 for none).
 func checkCFAsRise(t *testing.T, frames []Frame, tramp int) {
@@ -103,6 +135,14 @@ func TestUnwindCall(t *testing.T) {
 			}
 			checkOutermost(t, rec, frames, max)
 			checkCFAsRise(t, frames, -1)
+			checkFrameRegs(t, rec, frames)
+			if tc.method == "fp" {
+				for i, fr := range frames[1:len(want)] {
+					if fr.Valid != 1<<regRBP|1<<regRSP|1<<regRIP {
+						t.Errorf("frame %d (%s) found by its frame pointer knows %#x, want rbp, rsp, rip", i+1, got[i+1], fr.Valid)
+					}
+				}
+			}
 		})
 	}
 }
@@ -199,6 +239,7 @@ func TestUnwindSignal(t *testing.T) {
 			}
 			checkOutermost(t, rec, frames, max)
 			checkCFAsRise(t, frames, tramp)
+			checkFrameRegs(t, rec, frames)
 			if tc.mode == "altstack" {
 				h, s := rec.regionOf(frames[1].CFA), rec.regionOf(in.CFA)
 				if h < 0 || s < 0 || h == s {

@@ -51,9 +51,9 @@ func (w *walker) isSigtramp(pc uint64, exact bool) bool {
 // sigframe recovers the interrupted registers from the rt_sigframe at rsp.
 // The frame's CFA is reported as the interrupted rsp, which is what glibc's
 // CFI for __restore_rt computes too.
-func (w *walker) sigframe(cur *Regs, valid regMask) stepResult {
+func (w *walker) sigframe(cur *Regs, valid RegSet) stepResult {
 	res := stepResult{sigtramp: true}
-	if !valid.has(regRSP) {
+	if !valid.Has(regRSP) {
 		return res
 	}
 	p := w.buf[:sigframeRegsSize]
@@ -63,7 +63,7 @@ func (w *walker) sigframe(cur *Regs, valid regMask) stepResult {
 	for i, reg := range sigcontextDWARF {
 		res.next[reg] = binary.LittleEndian.Uint64(p[8*i:])
 	}
-	res.valid = allRegs
+	res.valid = AllRegs
 	res.cfa = res.next[regRSP]
 	res.signal = true
 	res.method = "sigframe"

@@ -96,6 +96,10 @@ func TestFramePointerChain(t *testing.T) {
 				t.Fatalf("PCs %#x, want %#x", got, tc.want)
 			}
 			for i, f := range frames {
+				if i > 0 {
+					// The chain gives rbp, rsp and rip, nothing more.
+					checkRegs(t, f, 1<<regRBP|1<<regRSP|1<<regRIP, Regs{regRBP: f.Regs[regRBP], regRSP: frames[i-1].CFA, regRIP: f.PC})
+				}
 				wantMethod := "fp"
 				if i == len(frames)-1 && (tc.name != "zero return address") {
 					wantMethod = ""
@@ -136,8 +140,12 @@ func TestSigtrampWithoutCFI(t *testing.T) {
 				{PC: tc.pc, CFA: stack + 0x700, Method: "sigframe"},
 				{PC: 0x401234, CFA: stack + 0x810, Signal: true, Method: "fp"},
 			}
-			if !slices.Equal(frames, want) {
+			if !slices.Equal(withoutRegs(frames), want) {
 				t.Errorf("frames\n%+v\nwant\n%+v", frames, want)
+			}
+			// The kernel saved every register of the interrupted frame.
+			if len(frames) == 2 {
+				checkRegs(t, frames[1], AllRegs, Regs{regRBP: stack + 0x800, regRBX: 0xb0b, regRSP: stack + 0x700, regRIP: 0x401234})
 			}
 		})
 	}

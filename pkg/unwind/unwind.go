@@ -4,6 +4,8 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"sync"
+
+	"github.com/memtrap/memtrap/pkg/dwarf/op"
 )
 
 // Memory reads the traced process's memory.
@@ -35,6 +37,18 @@ type Frame struct {
 	// "fp" (the frame pointer chain), or "sigframe" (the kernel's signal
 	// frame). It is empty when the caller could not be found.
 	Method string
+	// Regs are the frame's registers as the unwinder recovered them, in
+	// DWARF numbering; Valid says which are known, and the others are 0.
+	// Frame 0 has all the registers Unwind was given. An outer frame has
+	// rip (its PC) and rsp (its callee's CFA); the callee-saved registers
+	// (rbx, rbp, r12-r15) that its callees' CFI restores from the stack or
+	// leaves alone; and whatever else the CFI gives a rule for. Its
+	// scratch registers (rax, rcx, rdx, rsi, rdi, r8-r11) are unknown:
+	// the call clobbered them. A frame interrupted by a signal has them
+	// all, from the kernel's signal frame; a frame reached through the
+	// frame pointer chain has rbp, rsp and rip only.
+	Regs  Regs
+	Valid RegSet
 }
 
 // Unwinder walks stacks. It caches the parsed CFI of each module it meets,
@@ -109,13 +123,13 @@ func (u *Unwinder) Unwind(regs Regs, mem Memory, max int) []Frame {
 	}()
 
 	frames := make([]Frame, 0, min(max, maxInitialFrames))
-	cur, valid := regs, allRegs
+	cur, valid := regs, AllRegs
 	exact := true // cur's PC is the next instruction, not a return address
 	checkCFA := false
 	var prevCFA uint64
 	for len(frames) < max {
 		pc := cur[regRIP]
-		fr := Frame{PC: pc, Signal: exact && len(frames) > 0}
+		fr := Frame{PC: pc, Signal: exact && len(frames) > 0, Regs: cur.only(valid), Valid: valid}
 		st := w.step(&cur, valid, exact)
 		fr.CFA = st.cfa
 		moved := !checkCFA || st.sigtramp || st.cfa > prevCFA
@@ -150,7 +164,7 @@ type stepResult struct {
 	cfa      uint64
 	method   string
 	next     Regs
-	valid    regMask
+	valid    RegSet
 	signal   bool // the caller was interrupted by a signal: its PC is exact
 	sigtramp bool // this frame is the signal trampoline
 }
@@ -159,7 +173,7 @@ type stepResult struct {
 // instruction (frame 0, or interrupted by a signal) rather than a return
 // address, which is looked up one byte back because a call may be the last
 // instruction of a function.
-func (w *walker) step(cur *Regs, valid regMask, exact bool) stepResult {
+func (w *walker) step(cur *Regs, valid RegSet, exact bool) stepResult {
 	pc := cur[regRIP]
 	lookup := pc
 	if !exact {
@@ -192,7 +206,7 @@ func (w *walker) step(cur *Regs, valid regMask, exact bool) stepResult {
 }
 
 // cfiStep applies the CFI row for the link-time address pc.
-func (w *walker) cfiStep(sec *cfiSection, fd *fde, pc, bias uint64, cur *Regs, valid regMask) stepResult {
+func (w *walker) cfiStep(sec *cfiSection, fd *fde, pc, bias uint64, cur *Regs, valid RegSet) stepResult {
 	var res stepResult
 	if err := w.m.rowFor(sec, fd, pc); err != nil {
 		return res
@@ -201,33 +215,38 @@ func (w *walker) cfiStep(sec *cfiSection, fd *fde, pc, bias uint64, cur *Regs, v
 		return res
 	}
 	rw := &w.m.row
-	env := exprEnv{regs: *cur, valid: valid, bias: bias, mem: w}
+	env := op.Env{Regs: *cur, Valid: uint32(valid), Bias: bias, Mem: w}
 	var cfa uint64
 	if rw.cfaIsExpr {
-		v, err := eval(rw.cfaExpr, &env, 0, false)
+		v, err := cfiValue(rw.cfaExpr, &env)
 		if err != nil {
 			return res
 		}
 		cfa = v
 	} else {
-		if !valid.has(rw.cfaReg) {
+		if !valid.Has(rw.cfaReg) {
 			return res
 		}
 		cfa = cur[rw.cfaReg] + uint64(rw.cfaOff)
 	}
 	res.cfa = cfa
-	res.next, res.valid = *cur, valid
+	// Without a rule, a callee-saved register keeps the callee's value;
+	// a scratch register is lost.
+	res.next, res.valid = *cur, valid&calleeSaved
 	for reg := range uint64(numRegs) {
 		rl := &rw.regs[reg]
 		var v uint64
 		switch rl.kind {
-		case ruleUnset, ruleSameValue:
+		case ruleUnset:
+			continue
+		case ruleSameValue:
+			res.valid |= valid & (1 << reg)
 			continue
 		case ruleUndefined:
 			res.valid &^= 1 << reg
 			continue
 		case ruleOffset:
-			x, err := w.readWord(cfa+uint64(rl.off), 8)
+			x, err := w.ReadUint(cfa+uint64(rl.off), 8)
 			if err != nil {
 				res.valid &^= 1 << reg
 				continue
@@ -236,15 +255,15 @@ func (w *walker) cfiStep(sec *cfiSection, fd *fde, pc, bias uint64, cur *Regs, v
 		case ruleValOffset:
 			v = cfa + uint64(rl.off)
 		case ruleRegister:
-			if !valid.has(rl.reg) {
+			if !valid.Has(rl.reg) {
 				res.valid &^= 1 << reg
 				continue
 			}
 			v = cur[rl.reg]
 		case ruleExpression, ruleValExpression:
-			x, err := eval(rl.expr, &env, cfa, true)
+			x, err := cfiValue(rl.expr, &env, cfa)
 			if err == nil && rl.kind == ruleExpression {
-				x, err = w.readWord(x, 8)
+				x, err = w.ReadUint(x, 8)
 			}
 			if err != nil {
 				res.valid &^= 1 << reg
@@ -264,7 +283,7 @@ func (w *walker) cfiStep(sec *cfiSection, fd *fde, pc, bias uint64, cur *Regs, v
 	// An undefined or unrecoverable return address ends the stack:
 	// _start and thread entry points say so on purpose. A return address
 	// with no rule at all is no better; it would repeat the frame.
-	if k := rw.regs[regRIP].kind; k == ruleUnset || k == ruleSameValue || !res.valid.has(regRIP) {
+	if k := rw.regs[regRIP].kind; k == ruleUnset || k == ruleSameValue || !res.valid.Has(regRIP) {
 		return res
 	}
 	res.ok = true
@@ -277,20 +296,20 @@ func (w *walker) cfiStep(sec *cfiSection, fd *fde, pc, bias uint64, cur *Regs, v
 // in the caller afterwards. In frame 0 this is a guess: if the function has
 // not set up its frame (it is in its prologue, or keeps no frame pointer),
 // rbp is still its caller's and that caller is skipped.
-func (w *walker) fpStep(cur *Regs, valid regMask) stepResult {
+func (w *walker) fpStep(cur *Regs, valid RegSet) stepResult {
 	var res stepResult
-	if !valid.has(regRBP) {
+	if !valid.Has(regRBP) {
 		return res
 	}
 	rbp := cur[regRBP]
-	if rbp == 0 || rbp%8 != 0 || rbp > ^uint64(0)-16 || (valid.has(regRSP) && rbp < cur[regRSP]) {
+	if rbp == 0 || rbp%8 != 0 || rbp > ^uint64(0)-16 || (valid.Has(regRSP) && rbp < cur[regRSP]) {
 		return res
 	}
-	ra, err := w.readWord(rbp+8, 8)
+	ra, err := w.ReadUint(rbp+8, 8)
 	if err != nil {
 		return res
 	}
-	callerRBP, err := w.readWord(rbp, 8)
+	callerRBP, err := w.ReadUint(rbp, 8)
 	if err != nil {
 		return res
 	}
@@ -305,8 +324,9 @@ func (w *walker) fpStep(cur *Regs, valid regMask) stepResult {
 	return res
 }
 
-// readWord reads a little-endian value of size bytes (1 to 8).
-func (w *walker) readWord(addr uint64, size int) (uint64, error) {
+// ReadUint reads a little-endian value of size bytes (1 to 8), for the
+// unwinder and, as an op.Memory, for DW_OP_deref in CFA rules.
+func (w *walker) ReadUint(addr uint64, size int) (uint64, error) {
 	p := w.buf[:size]
 	if err := w.mem.ReadMemory(addr, p); err != nil {
 		return 0, err

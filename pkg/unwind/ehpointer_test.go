@@ -1,42 +1,10 @@
 package unwind
 
 import (
-	"errors"
 	"testing"
-)
 
-func TestLEB128(t *testing.T) {
-	// Examples from DWARF 5, section 7.6, and the 64-bit edges.
-	for _, tc := range []struct {
-		in []byte
-		u  uint64
-		s  int64
-	}{
-		{[]byte{2}, 2, 2},
-		{[]byte{0x7f}, 127, -1},
-		{[]byte{0x80, 1}, 128, 128},
-		{[]byte{0x81, 0x7f}, 16257, -127},
-		{[]byte{0x80, 0x7f}, 16256, -128},
-		{[]byte{0xe4, 0x00}, 100, 100},
-		{[]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, ^uint64(0), -1},
-		{[]byte{0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x7f}, 1 << 63, -1 << 63},
-		// Bits past 64 are dropped, the encoding still consumed.
-		{[]byte{0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00}, 1, 1},
-	} {
-		r := reader{b: append(tc.in, 0xaa)}
-		if got := r.uleb(); got != tc.u || r.off != len(tc.in) {
-			t.Errorf("uleb % x = %#x (consumed %d), want %#x (%d)", tc.in, got, r.off, tc.u, len(tc.in))
-		}
-		r = reader{b: append(tc.in, 0xaa)}
-		if got := r.sleb(); got != tc.s || r.off != len(tc.in) {
-			t.Errorf("sleb % x = %d (consumed %d), want %d (%d)", tc.in, got, r.off, tc.s, len(tc.in))
-		}
-	}
-	r := reader{b: []byte{0x80, 0x80}}
-	if r.uleb(); !errors.Is(r.err, errTruncated) {
-		t.Errorf("unterminated uleb: err %v", r.err)
-	}
-}
+	"github.com/memtrap/memtrap/pkg/dwarf/reader"
+)
 
 func TestPointerEncodings(t *testing.T) {
 	b := ptrBases{pc: 0x1000, text: 0x2000, data: 0x3000, fn: 0x4000}
@@ -69,10 +37,10 @@ func TestPointerEncodings(t *testing.T) {
 		{"truncated", peUdata4, []byte{1, 2}, 0, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := reader{b: append([]byte{0xee, 0xee}, tc.in...), off: 2}
-			got, ind := r.pointer(tc.enc, &b)
-			if (r.err != nil) != tc.err {
-				t.Fatalf("err = %v, want error %v", r.err, tc.err)
+			r := reader.At(append([]byte{0xee, 0xee}, tc.in...), 2)
+			got, ind := readPointer(&r, tc.enc, &b)
+			if (r.Err() != nil) != tc.err {
+				t.Fatalf("err = %v, want error %v", r.Err(), tc.err)
 			}
 			if tc.err {
 				return
@@ -80,8 +48,8 @@ func TestPointerEncodings(t *testing.T) {
 			if got != tc.want || ind != tc.indirect {
 				t.Errorf("= %#x indirect %v, want %#x %v", got, ind, tc.want, tc.indirect)
 			}
-			if r.off != len(r.b) {
-				t.Errorf("consumed %d of %d bytes", r.off-2, len(tc.in))
+			if r.Len() != 0 {
+				t.Errorf("consumed %d of %d bytes", r.Off()-2, len(tc.in))
 			}
 		})
 	}
