@@ -3,6 +3,7 @@ package session
 import (
 	"errors"
 	"fmt"
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"io"
 	"os"
 	"os/signal"
@@ -67,7 +68,7 @@ type image struct {
 	unw  *unwind.Unwinder
 }
 
-func newImage(p *tracer.Process, maps []tracer.Mapping) *image {
+func newImage(p *tracer.Process, maps []procmaps.Mapping) *image {
 	syms := symbols.NewTable(maps, symbols.Options{
 		Root:       fmt.Sprintf("/proc/%d/root", p.Pid),
 		ReadMemory: p.ReadMemory,
@@ -114,7 +115,7 @@ func (se *session) stopSignals() {
 
 // loadSymbols starts a symbol table and an unwinder over the target's
 // current memory map (a new image after execve).
-func (se *session) loadSymbols(maps []tracer.Mapping) {
+func (se *session) loadSymbols(maps []procmaps.Mapping) {
 	if se.syms != nil {
 		se.syms.Close()
 	}
@@ -132,7 +133,7 @@ func (se *session) begin() (end func()) {
 
 // resolve turns the region specs into regions of p.
 func (se *session) resolve() ([]*pagewatch.Region, error) {
-	maps, err := tracer.ReadMaps(se.p.Pid)
+	maps, err := procmaps.Read(se.p.Pid)
 	if err != nil {
 		return nil, fmt.Errorf("reading memory map of %d: %w", se.p.Pid, err)
 	}
@@ -182,7 +183,7 @@ func symbolRegionIn(syms *symbols.Table, s Spec) (*pagewatch.Region, error) {
 // (the first process, or a followed child); --addr regions meant the old
 // one and are dropped.
 func (se *session) onExec(p *tracer.Process) ([]*pagewatch.Region, error) {
-	maps, err := tracer.ReadMaps(p.Pid)
+	maps, err := procmaps.Read(p.Pid)
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +248,7 @@ func (se *session) onLibraries() ([]*pagewatch.Region, error) {
 	if len(se.pending) == 0 {
 		return nil, nil
 	}
-	maps, err := tracer.ReadMaps(se.p.Pid)
+	maps, err := procmaps.Read(se.p.Pid)
 	if err != nil {
 		return nil, err
 	}
@@ -344,7 +345,7 @@ func (se *session) symbolize(w *pagewatch.Write, frames []unwind.Frame, mem *sta
 		if !ok && !refreshed {
 			// A library mapped since we last looked (dlopen).
 			refreshed = true
-			if maps, err := tracer.ReadMaps(w.Pid); err == nil {
+			if maps, err := procmaps.Read(w.Pid); err == nil {
 				img.syms.Update(maps)
 				loc, ok = img.syms.Lookup(look)
 			}

@@ -1,6 +1,7 @@
 package pagewatch
 
 import (
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"github.com/memtrap/memtrap/pkg/x86/store"
 	"golang.org/x/sys/unix"
@@ -170,11 +171,11 @@ func (l liveTarget) XState(buf []byte) (int, error)         { return l.t.XState(
 // dst, or "" if neither. Our armed pages are known; the protection of any
 // other page comes from the maps, read only then.
 func (e *pageEngine) reachable(dst, src span) string {
-	var maps []tracer.Mapping
+	var maps []procmaps.Mapping
 	prot := func(a uint64) (int, bool) {
 		if maps == nil {
 			var err error
-			if maps, err = tracer.ReadMaps(e.w.p.Pid); err != nil {
+			if maps, err = procmaps.Read(e.w.p.Pid); err != nil {
 				return 0, false
 			}
 		}

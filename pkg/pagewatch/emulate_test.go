@@ -3,6 +3,7 @@ package pagewatch
 import (
 	"bytes"
 	"fmt"
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"strings"
 	"testing"
 
@@ -122,7 +123,7 @@ func TestReachable(t *testing.T) {
 
 // modOffset names pc as the offset from the start of its file's first
 // mapping.
-func modOffset(maps []tracer.Mapping, pc uint64) string {
+func modOffset(maps []procmaps.Mapping, pc uint64) string {
 	m, ok := findMapping(maps, pc)
 	if !ok {
 		return fmt.Sprintf("%#x", pc)

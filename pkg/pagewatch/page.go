@@ -3,6 +3,7 @@ package pagewatch
 import (
 	"errors"
 	"fmt"
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"sort"
 
 	"github.com/memtrap/memtrap/pkg/tracer"
@@ -52,7 +53,7 @@ func (e *pageEngine) arm(t *tracer.Thread) error {
 }
 
 func (e *pageEngine) add(t *tracer.Thread, regions []*Region) error {
-	maps, err := tracer.ReadMaps(e.w.p.Pid)
+	maps, err := procmaps.Read(e.w.p.Pid)
 	if err != nil {
 		return fmt.Errorf("reading maps: %w", err)
 	}
@@ -185,7 +186,7 @@ func (e *pageEngine) anyArmed() bool {
 }
 
 // addPages records the pages of regions, with their protections from maps.
-func (e *pageEngine) addPages(maps []tracer.Mapping, regions []*Region) error {
+func (e *pageEngine) addPages(maps []procmaps.Mapping, regions []*Region) error {
 	for _, r := range regions {
 		for a := pageDown(r.Addr); a < r.End(); a += pageSize {
 			m, ok := findMapping(maps, a)
@@ -209,12 +210,12 @@ func (e *pageEngine) addPages(maps []tracer.Mapping, regions []*Region) error {
 	return nil
 }
 
-func findMapping(maps []tracer.Mapping, a uint64) (tracer.Mapping, bool) {
+func findMapping(maps []procmaps.Mapping, a uint64) (procmaps.Mapping, bool) {
 	i := sort.Search(len(maps), func(i int) bool { return maps[i].End > a })
 	if i < len(maps) && maps[i].Contains(a) {
 		return maps[i], true
 	}
-	return tracer.Mapping{}, false
+	return procmaps.Mapping{}, false
 }
 
 // setProtection arms (or disarms) every page, one mprotect per run of

@@ -3,6 +3,7 @@ package pagewatch
 import (
 	"debug/elf"
 	"fmt"
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"os"
 	"strings"
 	"testing"
@@ -39,7 +40,7 @@ type outcome struct {
 	stats  Stats
 	stdout string
 	status unix.WaitStatus
-	maps   []tracer.Mapping // at the first write
+	maps   []procmaps.Mapping // at the first write
 }
 
 // watchRun launches prog with args, watches regions from its entry point,
@@ -70,7 +71,7 @@ func watchRunOpts(t *testing.T, prog string, args []string, regions []*Region, o
 		opts.Unwind = true
 		opts.Report = func(wr *Write) (func() error, error) {
 			if out.maps == nil {
-				out.maps, _ = tracer.ReadMaps(p.Pid)
+				out.maps, _ = procmaps.Read(p.Pid)
 			}
 			return func() error {
 				c := *wr

@@ -4,7 +4,7 @@
 //
 // # Tables and modules
 //
-// A [Table] is built from a process's memory map ([tracer.ReadMaps]) with
+// A [Table] is built from a process's memory map ([procmaps.Read]) with
 // [NewTable]. Each distinct file behind a mapping (keyed by path, device and
 // inode) is a module; the vDSO is one too when [Options.ReadMemory] can read
 // it, since the kernel maps a complete ELF image there. Heap, stack and

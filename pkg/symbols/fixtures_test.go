@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"debug/elf"
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -11,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/memtrap/memtrap/internal/fixture"
-	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/sys/unix"
 )
 
@@ -101,7 +101,7 @@ func nmSymbols(t testing.TB, path string) map[string]nmSym {
 // layout returns the mappings the kernel would make for path loaded with
 // bias base (ignored for ET_EXEC): one per PT_LOAD for its file pages, and an
 // anonymous one for .bss pages past them.
-func layout(t testing.TB, path string, base uint64) []tracer.Mapping {
+func layout(t testing.TB, path string, base uint64) []procmaps.Mapping {
 	t.Helper()
 	f, err := elf.Open(path)
 	if err != nil {
@@ -115,7 +115,7 @@ func layout(t testing.TB, path string, base uint64) []tracer.Mapping {
 	if err := syscall.Stat(path, &st); err != nil {
 		t.Fatal(err)
 	}
-	var maps []tracer.Mapping
+	var maps []procmaps.Mapping
 	for _, p := range f.Progs {
 		if p.Type != elf.PT_LOAD {
 			continue
@@ -133,10 +133,10 @@ func layout(t testing.TB, path string, base uint64) []tracer.Mapping {
 		start := base + pageDown(p.Vaddr)
 		fileEnd := base + pageUp(p.Vaddr+p.Filesz)
 		memEnd := base + pageUp(p.Vaddr+p.Memsz)
-		maps = append(maps, tracer.Mapping{Start: start, End: fileEnd, Prot: prot,
+		maps = append(maps, procmaps.Mapping{Start: start, End: fileEnd, Prot: prot,
 			Offset: pageDown(p.Off), Dev: "fe:00", Inode: st.Ino, Path: path})
 		if memEnd > fileEnd {
-			maps = append(maps, tracer.Mapping{Start: fileEnd, End: memEnd, Prot: prot})
+			maps = append(maps, procmaps.Mapping{Start: fileEnd, End: memEnd, Prot: prot})
 		}
 	}
 	if len(maps) == 0 {

@@ -2,11 +2,10 @@ package symbols
 
 import (
 	"bytes"
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"io"
 	"os"
 	"testing"
-
-	"github.com/memtrap/memtrap/pkg/tracer"
 )
 
 // FuzzNewTableELF feeds arbitrary bytes to a Table as both a mapped file and
@@ -26,7 +25,7 @@ func FuzzNewTableELF(f *testing.F) {
 	f.Add([]byte{})
 
 	const base, vdso = 0x400000, 0x7ffff7fc0000
-	maps := []tracer.Mapping{
+	maps := []procmaps.Mapping{
 		{Start: base, End: base + 0x1000, Offset: 0, Path: "/fuzz/a.out"},
 		{Start: base + 0x1000, End: base + 0x3000, Offset: 0x1000, Path: "/fuzz/a.out"},
 		{Start: base + 0x3000, End: base + 0x8000}, // .bss

@@ -5,13 +5,12 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"syscall"
-
-	"github.com/memtrap/memtrap/pkg/tracer"
 )
 
 // pageSize is the granularity at which the kernel and ld.so map segments on
@@ -228,7 +227,7 @@ func compressed(f *elf.File, types ...elf.SectionType) bool {
 // loadBias computes what was added to link-time addresses of a file with
 // type typ and PT_LOAD segments loads (sorted by p_vaddr) to place it at
 // maps, the mappings of that file. ok is false if maps does not place it.
-func loadBias(typ elf.Type, loads []elf.ProgHeader, maps []tracer.Mapping) (bias uint64, ok bool) {
+func loadBias(typ elf.Type, loads []elf.ProgHeader, maps []procmaps.Mapping) (bias uint64, ok bool) {
 	if typ == elf.ET_EXEC {
 		return 0, true
 	}
@@ -239,7 +238,7 @@ func loadBias(typ elf.Type, loads []elf.ProgHeader, maps []tracer.Mapping) (bias
 	// of that page (a small file whose segments share page 0), the lowest
 	// is the first segment, since it has the lowest p_vaddr.
 	first := loads[0]
-	var found *tracer.Mapping
+	var found *procmaps.Mapping
 	for i := range maps {
 		m := &maps[i]
 		if m.Offset == pageDown(first.Off) && (found == nil || m.Start < found.Start) {

@@ -3,6 +3,7 @@ package symbols
 import (
 	"encoding/binary"
 	"errors"
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"os"
 	"slices"
 	"testing"
@@ -174,7 +175,7 @@ func breakAt(t *testing.T, exe string, at func(tab *Table) ([]uint64, error), hi
 		if _, err := p.RunToEntry(); err != nil {
 			return err
 		}
-		maps, err := tracer.ReadMaps(p.Pid)
+		maps, err := procmaps.Read(p.Pid)
 		if err != nil {
 			return err
 		}

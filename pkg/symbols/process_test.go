@@ -4,13 +4,12 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/memtrap/memtrap/pkg/tracer"
 )
 
 // TestLiveProcess symbolizes a running program from its real memory map and
@@ -40,7 +39,7 @@ func TestLiveProcess(t *testing.T) {
 	}
 
 	pid := cmd.Process.Pid
-	maps, err := tracer.ReadMaps(pid)
+	maps, err := procmaps.Read(pid)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,10 +2,9 @@ package symbols
 
 import (
 	"errors"
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"slices"
 	"testing"
-
-	"github.com/memtrap/memtrap/pkg/tracer"
 )
 
 func TestParseExpr(t *testing.T) {
@@ -75,7 +74,7 @@ func TestResolve(t *testing.T) {
 	exe, lib := program(t, progPIE), program(t, libDemo)
 	exeNM, libNM := nmSymbols(t, exe), nmSymbols(t, lib)
 	maps := append(layout(t, exe, exeBase), layout(t, lib, libBase)...)
-	maps = append(maps, tracer.Mapping{Start: 0x7f2000000000, End: 0x7f2000001000, Path: "/nonexistent/libgone.so.2"})
+	maps = append(maps, procmaps.Mapping{Start: 0x7f2000000000, End: 0x7f2000001000, Path: "/nonexistent/libgone.so.2"})
 	tab := NewTable(maps, Options{})
 	defer tab.Close()
 

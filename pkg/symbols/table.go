@@ -4,12 +4,11 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"io"
 	"slices"
 	"strings"
 	"sync"
-
-	"github.com/memtrap/memtrap/pkg/tracer"
 )
 
 // vdsoPath is how /proc/PID/maps names the vDSO.
@@ -87,7 +86,7 @@ type objKey struct {
 type module struct {
 	key  objKey
 	path string
-	maps []tracer.Mapping
+	maps []procmaps.Mapping
 
 	loaded   bool
 	obj      *object // nil when the file could not be opened or parsed
@@ -108,7 +107,7 @@ type span struct {
 
 // NewTable returns a table over maps. It opens nothing: each module is read
 // on first use.
-func NewTable(maps []tracer.Mapping, opts Options) *Table {
+func NewTable(maps []procmaps.Mapping, opts Options) *Table {
 	t := &Table{opts: opts, objects: make(map[objKey]*object)}
 	t.setMaps(maps)
 	return t
@@ -116,7 +115,7 @@ func NewTable(maps []tracer.Mapping, opts Options) *Table {
 
 // Update replaces the memory map, keeping every module already parsed.
 // Call it when the target's mappings change (dlopen, dlclose, exec).
-func (t *Table) Update(maps []tracer.Mapping) {
+func (t *Table) Update(maps []procmaps.Mapping) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -243,7 +242,7 @@ func (t *Table) moduleAt(pc uint64) *module {
 
 // setMaps rebuilds the modules and spans of a memory map.
 // Precondition: t.mu is held.
-func (t *Table) setMaps(maps []tracer.Mapping) {
+func (t *Table) setMaps(maps []procmaps.Mapping) {
 	byKey := make(map[objKey]*module)
 	var mods []*module
 	var spans []span
@@ -293,7 +292,7 @@ func (t *Table) setMaps(maps []tracer.Mapping) {
 }
 
 // moduleKey reports whether m maps a module, and which.
-func moduleKey(m tracer.Mapping) (objKey, bool) {
+func moduleKey(m procmaps.Mapping) (objKey, bool) {
 	switch {
 	case m.Path == vdsoPath:
 		return objKey{path: m.Path, dev: m.Dev, inode: m.Inode, start: m.Start}, true

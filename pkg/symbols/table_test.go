@@ -5,13 +5,12 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"io"
 	"io/fs"
 	"os"
 	"sync"
 	"testing"
-
-	"github.com/memtrap/memtrap/pkg/tracer"
 )
 
 func TestLoadBias(t *testing.T) {
@@ -25,7 +24,7 @@ func TestLoadBias(t *testing.T) {
 		name   string
 		typ    elf.Type
 		loads  []elf.ProgHeader
-		maps   []tracer.Mapping
+		maps   []procmaps.Mapping
 		want   uint64
 		wantOK bool
 	}{
@@ -33,7 +32,7 @@ func TestLoadBias(t *testing.T) {
 			name:  "pie",
 			typ:   elf.ET_DYN,
 			loads: pie,
-			maps: []tracer.Mapping{
+			maps: []procmaps.Mapping{
 				{Start: base, End: base + 0x1000, Offset: 0},
 				{Start: base + 0x1000, End: base + 0x2000, Offset: 0x1000},
 				{Start: base + 0x3000, End: base + 0x5000, Offset: 0x2000},
@@ -44,21 +43,21 @@ func TestLoadBias(t *testing.T) {
 			name:  "non-PIE executable is never moved",
 			typ:   elf.ET_EXEC,
 			loads: []elf.ProgHeader{{Type: elf.PT_LOAD, Vaddr: 0x400000, Filesz: 0x610}},
-			maps:  []tracer.Mapping{{Start: 0x400000, End: 0x401000}},
+			maps:  []procmaps.Mapping{{Start: 0x400000, End: 0x401000}},
 			want:  0, wantOK: true,
 		},
 		{
 			name:  "prelinked: first segment not at vaddr 0",
 			typ:   elf.ET_DYN,
 			loads: []elf.ProgHeader{{Type: elf.PT_LOAD, Off: 0, Vaddr: 0x30000000, Filesz: 0x2000}},
-			maps:  []tracer.Mapping{{Start: base, End: base + 0x2000, Offset: 0}},
+			maps:  []procmaps.Mapping{{Start: base, End: base + 0x2000, Offset: 0}},
 			want:  base - 0x30000000, wantOK: true,
 		},
 		{
 			name:  "first segment starts mid-page in file and memory",
 			typ:   elf.ET_DYN,
 			loads: []elf.ProgHeader{{Type: elf.PT_LOAD, Off: 0x1200, Vaddr: 0x11200, Filesz: 0x900}},
-			maps:  []tracer.Mapping{{Start: base + 0x11000, End: base + 0x12000, Offset: 0x1000}},
+			maps:  []procmaps.Mapping{{Start: base + 0x11000, End: base + 0x12000, Offset: 0x1000}},
 			want:  base, wantOK: true,
 		},
 		{
@@ -69,7 +68,7 @@ func TestLoadBias(t *testing.T) {
 				{Type: elf.PT_LOAD, Off: 0x800, Vaddr: 0x1800, Filesz: 0x100},
 			},
 			// Out of order on purpose: the rule must not depend on it.
-			maps: []tracer.Mapping{
+			maps: []procmaps.Mapping{
 				{Start: base + 0x1000, End: base + 0x2000, Offset: 0},
 				{Start: base, End: base + 0x1000, Offset: 0},
 			},
@@ -79,20 +78,20 @@ func TestLoadBias(t *testing.T) {
 			name:  "first segment unmapped: placed by the data segment",
 			typ:   elf.ET_DYN,
 			loads: pie,
-			maps:  []tracer.Mapping{{Start: base + 0x3000, End: base + 0x5000, Offset: 0x2000}},
+			maps:  []procmaps.Mapping{{Start: base + 0x3000, End: base + 0x5000, Offset: 0x2000}},
 			want:  base, wantOK: true,
 		},
 		{
 			name:   "no PT_LOAD",
 			typ:    elf.ET_DYN,
-			maps:   []tracer.Mapping{{Start: base, End: base + 0x1000}},
+			maps:   []procmaps.Mapping{{Start: base, End: base + 0x1000}},
 			wantOK: false,
 		},
 		{
 			name:   "no mapping inside any segment",
 			typ:    elf.ET_DYN,
 			loads:  pie,
-			maps:   []tracer.Mapping{{Start: base, End: base + 0x1000, Offset: 0x9000}},
+			maps:   []procmaps.Mapping{{Start: base, End: base + 0x1000, Offset: 0x9000}},
 			wantOK: false,
 		},
 	}
@@ -180,9 +179,9 @@ func TestLookupProg(t *testing.T) {
 	}
 	// A heap right after the .bss, and the rest of a typical process.
 	maps = append(maps,
-		tracer.Mapping{Start: last.End, End: last.End + 0x21000, Path: "[heap]"},
-		tracer.Mapping{Start: 0x7ffff7fb0000, End: 0x7ffff7fb4000}, // anonymous, alone
-		tracer.Mapping{Start: 0x7ffffffde000, End: 0x7ffffffff000, Path: "[stack]"},
+		procmaps.Mapping{Start: last.End, End: last.End + 0x21000, Path: "[heap]"},
+		procmaps.Mapping{Start: 0x7ffff7fb0000, End: 0x7ffff7fb4000}, // anonymous, alone
+		procmaps.Mapping{Start: 0x7ffffffde000, End: 0x7ffffffff000, Path: "[stack]"},
 	)
 	tab := NewTable(maps, Options{})
 	defer tab.Close()
@@ -219,8 +218,8 @@ func TestLookupProg(t *testing.T) {
 	}
 
 	// The anonymous mapping past the image is not the module's.
-	bssAnon := tracer.Mapping{Start: last.Start, End: last.End + 0x10000}
-	maps2 := append(append([]tracer.Mapping(nil), maps[:len(maps)-4]...), bssAnon)
+	bssAnon := procmaps.Mapping{Start: last.Start, End: last.End + 0x10000}
+	maps2 := append(append([]procmaps.Mapping(nil), maps[:len(maps)-4]...), bssAnon)
 	tab.Update(maps2)
 	if loc, ok := tab.Lookup(last.End + 0x100); ok {
 		t.Errorf("Lookup past the .bss image = %+v, want not found", loc)
@@ -291,7 +290,7 @@ func TestLazyLoadAndUpdate(t *testing.T) {
 	}
 
 	// dlopen: the library appears; the executable is not read again.
-	tab.Update(append(append([]tracer.Mapping(nil), exeMaps...), libMaps...))
+	tab.Update(append(append([]procmaps.Mapping(nil), exeMaps...), libMaps...))
 	if o.opens[lib] != 0 {
 		t.Fatalf("Update opened the library")
 	}
@@ -359,7 +358,7 @@ func TestUnreadableModules(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			const path = "/usr/lib/libgone.so.1 (deleted)"
-			maps := []tracer.Mapping{
+			maps := []procmaps.Mapping{
 				{Start: base, End: base + 0x1000, Offset: 0, Path: path},
 				{Start: base + 0x1000, End: base + 0x3000, Offset: 0x1000, Path: path},
 			}
@@ -400,7 +399,7 @@ func TestDefaultOpener(t *testing.T) {
 	pc := 0x555555554000 + nm["main"].addr
 
 	t.Run("root fallback", func(t *testing.T) {
-		moved := make([]tracer.Mapping, len(maps))
+		moved := make([]procmaps.Mapping, len(maps))
 		for i, m := range maps {
 			if m.Path != "" {
 				m.Path = "/inside/prog-pie"
@@ -422,7 +421,7 @@ func TestDefaultOpener(t *testing.T) {
 		}
 	})
 	t.Run("device is not opened", func(t *testing.T) {
-		dev := []tracer.Mapping{{Start: 0x7f0000000000, End: 0x7f0000001000, Path: "/dev/zero"}}
+		dev := []procmaps.Mapping{{Start: 0x7f0000000000, End: 0x7f0000001000, Path: "/dev/zero"}}
 		tab := NewTable(dev, Options{})
 		defer tab.Close()
 		if loc, ok := tab.Lookup(0x7f0000000010); !ok || loc.Func != "" || loc.Module != "/dev/zero" {
@@ -435,7 +434,7 @@ func TestDefaultOpener(t *testing.T) {
 }
 
 func TestVDSOOfThisProcess(t *testing.T) {
-	maps, err := tracer.ReadMaps(os.Getpid())
+	maps, err := procmaps.Read(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -462,7 +461,7 @@ func TestVDSOOfThisProcess(t *testing.T) {
 	if !ok || loc.Func != "__vdso_clock_gettime" || loc.Offset != 1 || loc.Module != "[vdso]" {
 		t.Fatalf("Lookup(__vdso_clock_gettime+1) = %+v, %v", loc, ok)
 	}
-	var vdso tracer.Mapping
+	var vdso procmaps.Mapping
 	for _, m := range maps {
 		if m.Path == "[vdso]" {
 			vdso = m
@@ -485,7 +484,7 @@ func TestVDSOOfThisProcess(t *testing.T) {
 func TestConcurrentUse(t *testing.T) {
 	exe, lib := program(t, progPIE), program(t, libDemo)
 	exeMaps := layout(t, exe, 0x555555554000)
-	both := append(append([]tracer.Mapping(nil), exeMaps...), layout(t, lib, 0x7f1234500000)...)
+	both := append(append([]procmaps.Mapping(nil), exeMaps...), layout(t, lib, 0x7f1234500000)...)
 	nm := nmSymbols(t, exe)
 	pc := 0x555555554000 + nm["main"].addr + 1
 	tab := NewTable(exeMaps, Options{})

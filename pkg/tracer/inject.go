@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/memtrap/memtrap/pkg/procmaps"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,11 +25,11 @@ func (p *Process) syscallInsn() (uint64, error) {
 	if p.sysInsn != 0 {
 		return p.sysInsn, nil
 	}
-	maps, err := ReadMaps(p.Pid)
+	maps, err := procmaps.Read(p.Pid)
 	if err != nil {
 		return 0, err
 	}
-	var order []Mapping
+	var order []procmaps.Mapping
 	for _, m := range maps {
 		if m.Prot&unix.PROT_EXEC != 0 && m.Path == "[vdso]" {
 			order = append(order, m)
@@ -153,7 +154,7 @@ func (t *Thread) runSyscall(insn uint64) (uintptr, error) {
 func (t *Thread) Mprotect(addr, length uint64, prot int) error {
 	_, err := t.Syscall(unix.SYS_MPROTECT, uintptr(addr), uintptr(length), uintptr(prot))
 	if err != nil {
-		return fmt.Errorf("mprotect(%#x, %#x, %s) in %d: %w", addr, length, ProtString(prot), t.Tid, err)
+		return fmt.Errorf("mprotect(%#x, %#x, %s) in %d: %w", addr, length, procmaps.ProtString(prot), t.Tid, err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"os"
 	"strings"
 	"testing"
@@ -62,8 +63,8 @@ func TestLaunchInjectExit(t *testing.T) {
 			t.Fatalf("registers changed by injection:\n%+v\n%+v", regs, after)
 		}
 		// An injected mprotect shows in the maps, and can be undone.
-		maps, _ := ReadMaps(p.Pid)
-		var rw Mapping
+		maps, _ := procmaps.Read(p.Pid)
+		var rw procmaps.Mapping
 		for _, m := range maps {
 			if m.Prot == unix.PROT_READ|unix.PROT_WRITE && m.Path == prog {
 				rw = m
@@ -75,7 +76,7 @@ func TestLaunchInjectExit(t *testing.T) {
 		if err := th.Mprotect(rw.Start, 4096, unix.PROT_READ); err != nil {
 			t.Fatal(err)
 		}
-		maps, _ = ReadMaps(p.Pid)
+		maps, _ = procmaps.Read(p.Pid)
 		for _, m := range maps {
 			if m.Start == rw.Start && m.Prot != unix.PROT_READ {
 				t.Fatalf("after mprotect: %+v", m)
@@ -139,22 +140,5 @@ func TestAttachErrors(t *testing.T) {
 	err := Locked(func() error { _, err := Attach(1 << 30); return err })
 	if err == nil || !strings.Contains(err.Error(), "no such process") {
 		t.Fatalf("Attach(huge pid) = %v", err)
-	}
-}
-
-func TestParseMaps(t *testing.T) {
-	in := "55d0c0a49000-55d0c0a4a000 r-xp 00001000 fd:01 1234   /usr/bin/my prog\n" +
-		"7ffd1000-7ffd2000 rw-s 00000000 00:00 0 \n" +
-		"ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]\n"
-	m, err := ParseMaps(strings.NewReader(in))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(m) != 3 || m[0].Path != "/usr/bin/my prog" || m[0].Prot != unix.PROT_READ|unix.PROT_EXEC ||
-		m[0].Offset != 0x1000 || m[0].Inode != 1234 || !m[1].Shared || m[1].Path != "" || m[2].Path != "[vsyscall]" {
-		t.Fatalf("parsed %+v", m)
-	}
-	if _, err := ParseMaps(strings.NewReader("garbage\n")); err == nil {
-		t.Fatal("garbage parsed without error")
 	}
 }

@@ -1,4 +1,8 @@
-package tracer
+// Package procmaps reads a process's memory map, /proc/PID/maps: what is
+// mapped where, with which protection, from which file. It is pure text
+// parsing (Parse) over a file read (Read); no ptrace, no state, safe from
+// any goroutine.
+package procmaps
 
 import (
 	"bufio"
@@ -25,8 +29,8 @@ type Mapping struct {
 // Contains reports whether addr lies in the mapping.
 func (m Mapping) Contains(addr uint64) bool { return addr >= m.Start && addr < m.End }
 
-// ParseMaps parses the text of /proc/PID/maps.
-func ParseMaps(r io.Reader) ([]Mapping, error) {
+// Parse parses the text of /proc/PID/maps.
+func Parse(r io.Reader) ([]Mapping, error) {
 	var out []Mapping
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
@@ -93,14 +97,14 @@ func parseMapsLine(s string) (Mapping, error) {
 	return m, nil
 }
 
-// ReadMaps reads /proc/PID/maps.
-func ReadMaps(pid int) ([]Mapping, error) {
+// Read reads /proc/PID/maps.
+func Read(pid int) ([]Mapping, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return ParseMaps(f)
+	return Parse(f)
 }
 
 // ProtString renders a protection the way maps does ("rw-").
