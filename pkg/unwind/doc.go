@@ -78,8 +78,11 @@
 // An [Unwinder] parses a module's CFI the first time a PC in it is
 // unwound, and keeps it, keyed by the module's path and *elf.File, for the
 // Unwinder's lifetime: create a new Unwinder when the files behind its
-// [Modules] are closed. Section bytes are kept as read and FDEs decoded on
-// each lookup; CIEs are parsed once. An Unwinder is safe for concurrent
+// [Modules] are closed. Section bytes are kept as read and CIEs parsed once.
+// What a PC needs (its FDE and the CFI row that applies there) is kept per
+// module and link-time address, up to 4096 PCs a module: the same store
+// sites write a hot region over and over, and a frame seen before costs a
+// map lookup and the reads of its saved registers. An Unwinder is safe for concurrent
 // use, and a warm unwind allocates only the returned slice. Nothing in a
 // returned Frame refers back to the Unwinder.
 package unwind

@@ -189,7 +189,10 @@ func FuzzParseEHFrame(f *testing.F) {
 			// Walk a frame through whatever FDE covers pc.
 			if fd, err := s.find(pc); err == nil {
 				w := &walker{u: New(noModules{}), mem: fakeMem{0x7000: 0x7100, 0x7008: 0x401000}}
-				w.cfiStep(s, &fd, pc, 0, &Regs{regRSP: 0x7000, regRBP: 0x7000, regRIP: pc}, AllRegs)
+				pr := &pcRow{fd: fd, sec: s}
+				pr.rowErr = w.m.rowFor(s, &pr.fd, pc)
+				pr.row = w.m.row
+				w.cfiStep(pr, 0, &Regs{regRSP: 0x7000, regRBP: 0x7000, regRIP: pc}, AllRegs)
 			}
 		}
 		// The same bytes as .eh_frame_hdr over themselves as .eh_frame.

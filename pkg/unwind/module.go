@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // moduleCFI is the call frame information of one ELF file: its .eh_frame
@@ -13,6 +14,51 @@ type moduleCFI struct {
 	eh    *cfiSection
 	debug *cfiSection
 	err   error // why a section could not be used; informational
+
+	// rows caches, by link-time address, what the walk needs at a PC:
+	// its FDE and the CFI row that applies there. The same few PCs come
+	// back at every trapped write of a hot loop, and finding the FDE and
+	// running its CFA program is most of an unwind's cost.
+	mu   sync.Mutex
+	rows map[uint64]*pcRow
+}
+
+// pcRow is how to unwind from one PC: its FDE and section (err if none
+// covers it), and the row, if the FDE's program gives one (rowErr).
+type pcRow struct {
+	fd     fde
+	sec    *cfiSection
+	err    error
+	row    row
+	rowErr error
+}
+
+// maxCachedRows bounds the cache of one module: a long-running target
+// with many writers starts over rather than grow without end.
+const maxCachedRows = 4096
+
+// rowAt returns how to unwind from the link-time address pc, computed with
+// m the first time.
+func (c *moduleCFI) rowAt(pc uint64, m *machine) *pcRow {
+	c.mu.Lock()
+	r := c.rows[pc]
+	c.mu.Unlock()
+	if r != nil {
+		return r
+	}
+	r = &pcRow{}
+	r.fd, r.sec, r.err = c.find(pc)
+	if r.err == nil {
+		r.rowErr = m.rowFor(r.sec, &r.fd, pc)
+		r.row = m.row
+	}
+	c.mu.Lock()
+	if c.rows == nil || len(c.rows) >= maxCachedRows {
+		c.rows = map[uint64]*pcRow{}
+	}
+	c.rows[pc] = r
+	c.mu.Unlock()
+	return r
 }
 
 // find returns the FDE covering the link-time address pc and the section it

@@ -383,12 +383,12 @@ func TestLibcPLT(t *testing.T) {
 	for entry := plt.Addr + 16; entry+16 <= plt.Addr+plt.Size; entry += 16 {
 		for off := range uint64(16) {
 			pc := entry + off
-			fd, sec, err := m.find(pc)
-			if err != nil {
-				t.Fatalf("PLT %#x: %v", pc, err)
+			pr := m.rowAt(pc, &w.m)
+			if pr.err != nil {
+				t.Fatalf("PLT %#x: %v", pc, pr.err)
 			}
 			regs := Regs{regRSP: rsp, regRIP: pc + bias}
-			res := w.cfiStep(sec, &fd, pc, bias, &regs, AllRegs)
+			res := w.cfiStep(pr, bias, &regs, AllRegs)
 			want, ra := uint64(rsp+8), uint64(0x1111)
 			if off >= 11 {
 				want, ra = rsp+16, 0x2222

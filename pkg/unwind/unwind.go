@@ -187,15 +187,14 @@ func (w *walker) step(cur *Regs, valid RegSet, exact bool) stepResult {
 		f, bias, path, ok = w.u.mods.ModuleAt(lookup)
 	}
 	if ok && f != nil {
-		cfi := w.u.moduleCFI(path, f)
-		fd, sec, err := cfi.find(lookup - bias)
-		if err == nil {
-			if fd.cie.signal && w.isSigtramp(pc, exact) {
+		pr := w.u.moduleCFI(path, f).rowAt(lookup-bias, &w.m)
+		if pr.err == nil {
+			if pr.fd.cie.signal && w.isSigtramp(pc, exact) {
 				return w.sigframe(cur, valid)
 			}
-			res := w.cfiStep(sec, &fd, lookup-bias, bias, cur, valid)
-			res.signal = fd.cie.signal
-			res.sigtramp = fd.cie.signal
+			res := w.cfiStep(pr, bias, cur, valid)
+			res.signal = pr.fd.cie.signal
+			res.sigtramp = pr.fd.cie.signal
 			return res
 		}
 	}
@@ -205,16 +204,13 @@ func (w *walker) step(cur *Regs, valid RegSet, exact bool) stepResult {
 	return w.fpStep(cur, valid)
 }
 
-// cfiStep applies the CFI row for the link-time address pc.
-func (w *walker) cfiStep(sec *cfiSection, fd *fde, pc, bias uint64, cur *Regs, valid RegSet) stepResult {
+// cfiStep applies the CFI row of a PC.
+func (w *walker) cfiStep(pr *pcRow, bias uint64, cur *Regs, valid RegSet) stepResult {
 	var res stepResult
-	if err := w.m.rowFor(sec, fd, pc); err != nil {
+	if pr.rowErr != nil || pr.fd.cie.raReg != regRIP {
 		return res
 	}
-	if fd.cie.raReg != regRIP {
-		return res
-	}
-	rw := &w.m.row
+	rw := &pr.row
 	env := op.Env{Regs: *cur, Valid: uint32(valid), Bias: bias, Mem: w}
 	var cfa uint64
 	if rw.cfaIsExpr {
