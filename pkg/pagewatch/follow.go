@@ -44,6 +44,12 @@ func (w *Watch) follow(pid int) error {
 	if cw.eng, err = w.eng.fork(cw, c.Thread(pid)); err != nil {
 		return err
 	}
+	if w.hooks != nil {
+		// Its heap is not followed: its copy of the breakpoints goes.
+		if err := w.hooks.Release(c); err != nil {
+			return err
+		}
+	}
 	root.children[pid] = cw
 	root.setParent(pid, w.p.Pid)
 	w.note(fmt.Sprintf("process %d forked %d: following it", w.p.Pid, pid))

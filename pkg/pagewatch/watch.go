@@ -140,6 +140,42 @@ type Watch struct {
 	children map[int]*Watch // followed children, by pid (on the root watch)
 	parents  map[int]int    // every followed child's parent, by pid (on the root watch)
 	exited   *tracer.Stop   // the first process's exit, while children run on
+
+	hooks Hooks // breakpoints in the first process's code (SetHooks)
+}
+
+// Hooks are breakpoints another package keeps in the target's code
+// (package hook): the watch hands them their stops, rewinds the threads
+// stopped at them at a detach, and has them take their bytes out at
+// detach, out of forked children, and forget them at execve.
+type Hooks interface {
+	// Owns says whether a signal stop is one of theirs.
+	Owns(st tracer.Stop) bool
+	// Handle runs what the stop is for and leaves the thread stopped,
+	// ready to go on.
+	Handle(t *tracer.Thread) error
+	// Rewind undoes a stop of theirs that will not be handled.
+	Rewind(t *tracer.Thread) error
+	// Remove takes everything out; t is stopped, and the others too.
+	Remove(t *tracer.Thread) error
+	// Release takes the breakpoints out of a forked child.
+	Release(child *tracer.Process) error
+	// Forget drops everything: the image is gone.
+	Forget()
+}
+
+// SetHooks hands the watch the breakpoints of its process (nil: none).
+func (w *Watch) SetHooks(h Hooks) { w.hooks = h }
+
+// hookHit handles a breakpoint's stop and lets the thread go on.
+func (w *Watch) hookHit(t *tracer.Thread) error {
+	if err := w.hooks.Handle(t); err != nil {
+		return err
+	}
+	if err := w.checkSegv(t); err != nil {
+		return err
+	}
+	return w.resume(t)
 }
 
 // ErrNotMapped means a region is not wholly mapped in the target.
@@ -337,6 +373,9 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 		if w.eng.owns(st) {
 			return w.eng.trap(st)
 		}
+		if w.hooks != nil && w.hooks.Owns(st) {
+			return w.hookHit(st.Thread)
+		}
 		if w.entryHit(st) {
 			return w.atEntry(st.Thread)
 		}
@@ -396,6 +435,11 @@ func (w *Watch) releaseChild(pid int) error {
 	if err := w.unwatchLibraries(c); err != nil {
 		w.note(fmt.Sprintf("child %d: %v", pid, err))
 	}
+	if w.hooks != nil {
+		if err := w.hooks.Release(c); err != nil {
+			w.note(fmt.Sprintf("child %d: %v", pid, err))
+		}
+	}
 	if w.scratch != nil {
 		if _, err := t.Syscall(unix.SYS_MUNMAP, uintptr(w.scratch.Base), scratchSize); err != nil {
 			w.note(fmt.Sprintf("child %d: %v", pid, err))
@@ -422,6 +466,10 @@ func (w *Watch) Detach(st tracer.Stop) error {
 			if err := w.returnFromLibBP(t); err != nil {
 				return err
 			}
+		} else if w.hooks != nil && w.hooks.Owns(st) {
+			if err := w.hooks.Rewind(t); err != nil {
+				return err
+			}
 		} else if !w.eng.owns(st) {
 			t.Defer(st.Info)
 		}
@@ -445,6 +493,10 @@ func (w *Watch) Detach(st tracer.Stop) error {
 		case tracer.StopSignal:
 			if w.libHit(q) {
 				if err := w.returnFromLibBP(q.Thread); err != nil {
+					return err
+				}
+			} else if w.hooks != nil && w.hooks.Owns(q) {
+				if err := w.hooks.Rewind(q.Thread); err != nil {
 					return err
 				}
 			} else if !w.eng.owns(q) {
@@ -485,6 +537,12 @@ func (w *Watch) Disarm(t *tracer.Thread) error {
 		return err
 	}
 	w.libBP = 0
+	if w.hooks != nil {
+		if err := w.hooks.Remove(t); err != nil {
+			return err
+		}
+		w.hooks = nil
+	}
 	if err := w.eng.disarm(t); err != nil {
 		return err
 	}
@@ -497,6 +555,10 @@ func (w *Watch) exec(t *tracer.Thread) error {
 	w.note(fmt.Sprintf("process %d called execve: %d watched region(s) went with the old image", w.p.Pid, len(w.regions)))
 	w.regions = nil
 	w.eng = newPageEngine(w) // nothing armed: the new image gets its own
+	if w.hooks != nil {
+		w.hooks.Forget()
+		w.hooks = nil
+	}
 	w.p.OnNewThread = nil
 	w.scratch, w.calls, w.segv, w.libBP, w.filtered = nil, nil, segvGuard{}, 0, nil
 	w.entry = 0

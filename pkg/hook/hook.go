@@ -1,0 +1,339 @@
+package hook
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/memtrap/memtrap/pkg/tracer"
+	"golang.org/x/arch/x86/x86asm"
+	"golang.org/x/sys/unix"
+)
+
+// HitFunc runs at a breakpoint, on the thread that reached it, stopped
+// with RIP at the function's first instruction (not run yet) and regs its
+// registers; the arguments are in them, as the SysV ABI passes them. It may
+// ask for the function's return with [Set.Return].
+type HitFunc func(t *tracer.Thread, regs *unix.PtraceRegs) error
+
+// ReturnFunc runs when the function returns, on the same thread, stopped
+// at the return address with regs its registers (the result in Rax).
+type ReturnFunc func(t *tracer.Thread, regs *unix.PtraceRegs) error
+
+// Set is the breakpoints of one process.
+type Set struct {
+	p    *tracer.Process
+	page uint64 // the code page: the return trampoline, then the slots
+	next uint64 // next free slot
+	bps  map[uint64]*breakpoint
+	// rets: the calls of each thread whose return is awaited, innermost
+	// last.
+	rets map[int][]pending
+	// replay: a thread whose stepped instruction was interrupted by a
+	// signal comes back to its breakpoint for the same call, not a new
+	// one.
+	replay map[int]uint64
+}
+
+type breakpoint struct {
+	addr uint64
+	orig byte
+	len  int
+	slot uint64 // out-of-line copy of the instruction, 0 if it must be stepped
+	hit  HitFunc
+}
+
+// pending is one awaited return: the stack slot that held the return
+// address (the trampoline's address now), the real one, and what to run.
+type pending struct {
+	slot, ra uint64
+	f        ReturnFunc
+}
+
+const (
+	pageSize = 4096
+	slotSize = 32 // an instruction (at most 15 bytes) and a 14-byte jmp
+	int3     = 0xcc
+	siKernel = 0x80 // si_code of the SIGTRAP an int3 raises
+)
+
+// ErrNoRoom means the code page has no slot left.
+var ErrNoRoom = errors.New("memtrap's code page in the target is full")
+
+// New maps the code page in p, with t (stopped, at a clean instruction
+// boundary) making the call.
+func New(p *tracer.Process, t *tracer.Thread) (*Set, error) {
+	addr, err := t.Syscall(unix.SYS_MMAP, 0, pageSize, unix.PROT_READ|unix.PROT_EXEC,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
+	if err != nil {
+		return nil, fmt.Errorf("mapping memtrap's code page in the target: %w", err)
+	}
+	s := &Set{p: p, page: uint64(addr), next: uint64(addr) + slotSize,
+		bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{}}
+	// The trampoline: a return lands on an int3.
+	if err := p.WriteMemory(s.page, []byte{int3}); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Add puts a breakpoint at addr, the first byte of an instruction (a
+// function's entry point).
+func (s *Set) Add(addr uint64, hit HitFunc) error {
+	if _, ok := s.bps[addr]; ok {
+		return fmt.Errorf("a breakpoint stands at %#x already", addr)
+	}
+	code := make([]byte, 16)
+	if err := s.p.ReadMemory(addr, code); err != nil {
+		return fmt.Errorf("reading the code at %#x: %w", addr, err)
+	}
+	inst, err := x86asm.Decode(code, 64)
+	if err != nil || inst.Op == 0 {
+		return fmt.Errorf("the instruction at %#x cannot be decoded", addr)
+	}
+	bp := &breakpoint{addr: addr, orig: code[0], len: inst.Len, hit: hit}
+	if relocatable(&inst) {
+		if s.next+slotSize > s.page+pageSize {
+			return ErrNoRoom
+		}
+		bp.slot = s.next
+		if err := s.p.WriteMemory(bp.slot, outOfLine(code[:inst.Len], addr+uint64(inst.Len))); err != nil {
+			return err
+		}
+		s.next += slotSize
+	}
+	if err := s.p.WriteMemory(addr, []byte{int3}); err != nil {
+		return err
+	}
+	s.bps[addr] = bp
+	return nil
+}
+
+// outOfLine is an instruction copied out of line, followed by a jump to
+// where it continues (jmp [rip+0] and the absolute address: no reach
+// limit).
+func outOfLine(insn []byte, cont uint64) []byte {
+	b := append([]byte(nil), insn...)
+	b = append(b, 0xff, 0x25, 0, 0, 0, 0)
+	return binary.LittleEndian.AppendUint64(b, cont)
+}
+
+// relocatable says whether an instruction does the same at any address:
+// it reads no RIP-relative memory and transfers no control.
+func relocatable(inst *x86asm.Inst) bool {
+	for _, a := range inst.Args {
+		switch a := a.(type) {
+		case x86asm.Mem:
+			if a.Base == x86asm.RIP {
+				return false
+			}
+		case x86asm.Rel:
+			return false
+		case x86asm.Reg:
+			if a == x86asm.RIP {
+				return false
+			}
+		}
+	}
+	switch inst.Op {
+	case x86asm.JMP, x86asm.CALL, x86asm.RET, x86asm.LRET, x86asm.LCALL, x86asm.LJMP,
+		x86asm.SYSCALL, x86asm.SYSENTER, x86asm.INT, x86asm.INTO, x86asm.IRET, x86asm.IRETD, x86asm.IRETQ,
+		x86asm.LOOP, x86asm.LOOPE, x86asm.LOOPNE, x86asm.JCXZ, x86asm.JECXZ, x86asm.JRCXZ:
+		return false
+	}
+	return true
+}
+
+// Return asks for the return of the function whose breakpoint t has just
+// reached (RIP at its entry, the return address at [rsp]): the return
+// address is pointed at the trampoline, the way the kernel's uretprobes do,
+// so that no byte of the caller's code changes.
+func (s *Set) Return(t *tracer.Thread, regs *unix.PtraceRegs, f ReturnFunc) error {
+	var b [8]byte
+	if err := s.p.ReadMemory(regs.Rsp, b[:]); err != nil {
+		return err
+	}
+	var tramp [8]byte
+	binary.LittleEndian.PutUint64(tramp[:], s.page)
+	if err := s.p.WriteMemory(regs.Rsp, tramp[:]); err != nil {
+		return err
+	}
+	s.rets[t.Tid] = append(s.rets[t.Tid], pending{slot: regs.Rsp, ra: binary.LittleEndian.Uint64(b[:]), f: f})
+	return nil
+}
+
+// Awaiting says whether t is inside a call whose return is awaited: an
+// allocator that calls itself (realloc(NULL, n) is malloc) is one call.
+func (s *Set) Awaiting(t *tracer.Thread) bool { return len(s.rets[t.Tid]) > 0 }
+
+// Owns says whether a stop is one of the set's breakpoints or its
+// trampoline.
+func (s *Set) Owns(st tracer.Stop) bool {
+	if st.Kind != tracer.StopSignal || st.Sig != int(unix.SIGTRAP) || st.Info.Code() != siKernel {
+		return false
+	}
+	var regs unix.PtraceRegs
+	if st.Thread.Regs(&regs) != nil {
+		return false
+	}
+	return regs.Rip-1 == s.page || s.bps[regs.Rip-1] != nil
+}
+
+// Handle runs what a stop that Owns is for, and leaves the thread stopped,
+// ready to go on (the caller resumes it) as if nothing had stood there.
+func (s *Set) Handle(t *tracer.Thread) error {
+	var regs unix.PtraceRegs
+	if err := t.Regs(&regs); err != nil {
+		return err
+	}
+	at := regs.Rip - 1
+	if at == s.page {
+		return s.returned(t, &regs)
+	}
+	bp := s.bps[at]
+	regs.Rip = at
+	if s.replay[t.Tid] == at {
+		delete(s.replay, t.Tid)
+	} else if err := bp.hit(t, &regs); err != nil {
+		return err
+	}
+	if bp.slot != 0 {
+		regs.Rip = bp.slot
+		return t.SetRegs(&regs)
+	}
+	if err := t.SetRegs(&regs); err != nil {
+		return err
+	}
+	return s.step(t, bp)
+}
+
+// step runs a displaced instruction that cannot run out of line in place:
+// the other threads stopped, the byte put back for one single-step.
+func (s *Set) step(t *tracer.Thread, bp *breakpoint) (err error) {
+	if err := s.p.StopOthers(t); err != nil {
+		return err
+	}
+	defer func() {
+		if rerr := s.p.ResumeOthers(); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	if err := s.p.WriteMemory(bp.addr, []byte{bp.orig}); err != nil {
+		return err
+	}
+	res, err := t.Step()
+	if werr := s.p.WriteMemory(bp.addr, []byte{int3}); werr != nil && err == nil {
+		err = werr
+	}
+	if err != nil {
+		return err
+	}
+	if !res.Done {
+		// A signal came first: delivered when the thread goes on, it
+		// comes back here after its handler, for this same call.
+		t.Defer(res.Info)
+		s.replay[t.Tid] = bp.addr
+	}
+	return nil
+}
+
+// returned handles a return onto the trampoline.
+func (s *Set) returned(t *tracer.Thread, regs *unix.PtraceRegs) error {
+	stack := s.rets[t.Tid]
+	// The ret popped the slot: rsp is one word above it. Calls left by a
+	// longjmp lie below it; they never return.
+	for len(stack) > 0 && stack[len(stack)-1].slot+8 < regs.Rsp {
+		stack = stack[:len(stack)-1]
+	}
+	if len(stack) == 0 || stack[len(stack)-1].slot+8 != regs.Rsp {
+		return fmt.Errorf("thread %d returned to memtrap's trampoline with no call awaited at rsp %#x", t.Tid, regs.Rsp)
+	}
+	c := stack[len(stack)-1]
+	s.rets[t.Tid] = stack[:len(stack)-1]
+	regs.Rip = c.ra
+	if err := t.SetRegs(regs); err != nil {
+		return err
+	}
+	return c.f(t, regs)
+}
+
+// Rewind undoes a stop that Owns which will not be handled (a detach came
+// first): the thread goes back to the breakpoint's instruction, or on to
+// the real return address.
+func (s *Set) Rewind(t *tracer.Thread) error {
+	var regs unix.PtraceRegs
+	if err := t.Regs(&regs); err != nil {
+		return err
+	}
+	at := regs.Rip - 1
+	if at == s.page {
+		stack := s.rets[t.Tid]
+		for i := len(stack) - 1; i >= 0; i-- {
+			if stack[i].slot+8 == regs.Rsp {
+				regs.Rip = stack[i].ra
+				s.rets[t.Tid] = stack[:i]
+				return t.SetRegs(&regs)
+			}
+		}
+		return fmt.Errorf("thread %d at memtrap's trampoline with no call awaited", t.Tid)
+	}
+	regs.Rip = at
+	return t.SetRegs(&regs)
+}
+
+// Remove takes every breakpoint out and gives every awaited call its real
+// return address back; t (stopped, the others too) unmaps the code page.
+// Threads stopped at one of the set's stops must be rewound first.
+func (s *Set) Remove(t *tracer.Thread) error {
+	if err := s.restore(s.p); err != nil {
+		return err
+	}
+	for tid, stack := range s.rets {
+		for _, c := range stack {
+			var b [8]byte
+			binary.LittleEndian.PutUint64(b[:], c.ra)
+			if err := s.p.WriteMemory(c.slot, b[:]); err != nil {
+				return fmt.Errorf("thread %d: giving a return address back: %w", tid, err)
+			}
+		}
+	}
+	s.rets, s.bps = map[int][]pending{}, map[uint64]*breakpoint{}
+	if t == nil {
+		return nil
+	}
+	_, err := t.Syscall(unix.SYS_MUNMAP, uintptr(s.page), pageSize)
+	return err
+}
+
+// Release takes the breakpoints out of a forked child of the process that
+// memtrap lets go: its code is a copy of the parent's, int3s included.
+func (s *Set) Release(child *tracer.Process) error { return s.restore(child) }
+
+func (s *Set) restore(p *tracer.Process) error {
+	for _, bp := range s.bps {
+		if err := p.WriteMemory(bp.addr, []byte{bp.orig}); err != nil {
+			return fmt.Errorf("taking the breakpoint at %#x out: %w", bp.addr, err)
+		}
+	}
+	return nil
+}
+
+// Forget drops everything: the process executed a new image, the old
+// code and the code page are gone.
+func (s *Set) Forget() {
+	s.bps, s.rets, s.replay = map[uint64]*breakpoint{}, map[int][]pending{}, map[int]uint64{}
+}
+
+// ReturnAddress is the real return address of the call t awaits whose
+// stack slot is at slot (the unwinder finds the trampoline there).
+func (s *Set) ReturnAddress(tid int, slot uint64) (uint64, bool) {
+	for _, c := range s.rets[tid] {
+		if c.slot == slot {
+			return c.ra, true
+		}
+	}
+	return 0, false
+}
+
+// Trampoline is the address awaited calls return to.
+func (s *Set) Trampoline() uint64 { return s.page }
