@@ -304,6 +304,9 @@ func (e *pageEngine) report(f *Fault, done bool) (resumed bool, err error) {
 // accept applies --when-value to a write (pages: snapshots of the memory
 // after it; nil reads the target) and numbers it if it stays.
 func (w *Watch) accept(wr *Write, pages map[uint64][]byte) bool {
+	if w.opts.Keep != nil && !w.opts.Keep(wr) {
+		return false
+	}
 	if !w.matches(wr, pages) {
 		return false
 	}

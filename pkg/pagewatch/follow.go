@@ -15,6 +15,7 @@ func (w *Watch) childWatch(c *tracer.Process) *Watch {
 		p: c, opts: w.opts, decode: w.decode, root: w.rootWatch(),
 		calls:    map[int]*kcall{},
 		filtered: append([]span(nil), w.filtered...),
+		filters:  w.filters,
 	}
 	cw.eng = newPageEngine(cw)
 	cw.opts.OnLibraries = nil

@@ -14,6 +14,15 @@ import (
 // filterGap: watched spans closer than this share one range of the filter.
 const filterGap = 16 << 20
 
+// filterWindow: a filter installed for new watched memory covers the
+// aligned window of this size around it, so that the next block of a
+// growing heap is covered already.
+const filterWindow = 64 << 20
+
+// maxFilters bounds the filters one watch installs: each is some 2,000 BPF
+// instructions, and the kernel refuses more than 32,768 in all.
+const maxFilters = 8
+
 // maxFilterRanges is the most ranges a filter tries: each range costs 10
 // instructions per pointer argument of each followed call, and the kernel
 // takes 4096 (followSyscalls merges further until it fits).
@@ -45,16 +54,30 @@ func (w *Watch) followSyscalls(t *tracer.Thread) error {
 		w.p.TraceSyscalls(true)
 		return nil
 	}
-	all := w.eng.spans()
+	// The filters installed so far keep stopping what they stop (they
+	// cannot be taken back): only memory they do not cover needs a new
+	// one, widened to its filterWindow so that a watch growing page by
+	// page (heap blocks) does not stack up a filter per page against the
+	// kernel's limit on their total size. Past maxFilters, one last filter
+	// covers all of user space.
+	var fresh []span
+	for _, s := range w.eng.spans() {
+		if !w.filterCovers([]span{s}) {
+			fresh = append(fresh, span{s.lo &^ (filterWindow - 1), (s.hi + filterWindow - 1) &^ (filterWindow - 1)})
+		}
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	if w.filters >= maxFilters-1 {
+		fresh = []span{{pageSize, userTop}}
+	}
 	var spans []span
 	var prog []unix.SockFilter
 	var err error
 	// Fewer, wider ranges until the program fits the kernel's limit.
 	for n := maxFilterRanges; n >= 1; n-- {
-		spans = mergeSpans(all, n)
-		if len(spans) == 0 || w.filterCovers(spans) {
-			return nil
-		}
+		spans = mergeSpans(fresh, n)
 		if prog, err = tracer.BuildFilter(filterRules(spans)); err == nil {
 			break
 		}
@@ -68,9 +91,30 @@ func (w *Watch) followSyscalls(t *tracer.Thread) error {
 		return errScratchFull
 	}
 	defer w.scratch.Release(buf, n)
-	if err := t.InstallFilter(prog, buf); err != nil {
+	// Installed with every thread stopped: a filter synchronized into
+	// threads that run (and clone) meanwhile lost new threads to the
+	// tracer (seen with heap blocks armed from four threads).
+	running := false
+	for _, th := range w.p.Threads() {
+		if th != t && !th.Stopped() {
+			running = true
+		}
+	}
+	if running {
+		if err := w.p.StopOthers(t); err != nil {
+			return err
+		}
+	}
+	err = t.InstallFilter(prog, buf)
+	if running {
+		if rerr := w.p.ResumeOthers(); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	if err != nil {
 		return err
 	}
+	w.filters++
 	w.filtered = append(w.filtered, spans...)
 	return nil
 }

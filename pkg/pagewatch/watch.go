@@ -58,6 +58,10 @@ type Options struct {
 	// otherwise the Width-byte aligned word(s) the write touched.
 	WhenValue *uint64
 	Width     int // 1, 2, 4 or 8; default 8
+	// Keep, if set, drops the writes it says no to before they are
+	// numbered and reported (an allocator's own writes into the blocks it
+	// manages). It runs while the writer is stopped.
+	Keep func(*Write) bool
 	// Completer lets trapped writes happen; default Emulator, which falls
 	// back to Stepper.
 	Completer Completer
@@ -133,8 +137,10 @@ type Watch struct {
 	calls   map[int]*kcall  // bounced syscalls in progress, by tid
 	segv    segvGuard       // the target's SIGSEGV action, kept from force_sig
 	libBP   uint64          // _dl_debug_state, where an int3 stands (WatchLibraries)
-	// filtered: the spans the installed syscall filters stop calls for.
+	// filtered: the spans the installed syscall filters stop calls for;
+	// filters: how many there are.
 	filtered []span
+	filters  int
 
 	root     *Watch         // the watch of the first process, for a followed child's
 	children map[int]*Watch // followed children, by pid (on the root watch)
@@ -560,6 +566,8 @@ func (w *Watch) exec(t *tracer.Thread) error {
 		w.hooks = nil
 	}
 	w.p.OnNewThread = nil
+	// The filters stay (execve keeps them), and count against the
+	// kernel's limit; what they cover is the old image's.
 	w.scratch, w.calls, w.segv, w.libBP, w.filtered = nil, nil, segvGuard{}, 0, nil
 	w.entry = 0
 	w.p.TraceSyscalls(false)
