@@ -25,12 +25,17 @@ type Write struct {
 	Tid    int
 	Region string // the name of the region written
 	Offset uint64 // of Addr from the region's start
-	Addr   uint64 // first watched byte written
-	Size   uint64
-	Old    []byte
-	New    []byte
-	PC     uint64
-	Insn   string // Intel syntax; "" if undecodable
+	// Block is the heap block the region is (heap#Block), 0 if none.
+	Block int
+	// Kind says what the write is besides a write: "use-after-free" (the
+	// block was freed), "overflow" (past the block's end), or "".
+	Kind string
+	Addr uint64 // first watched byte written
+	Size uint64
+	Old  []byte
+	New  []byte
+	PC   uint64
+	Insn string // Intel syntax; "" if undecodable
 	// Exact is false when the write is known only from the bytes that
 	// changed: a store of an equal value is then invisible.
 	Exact bool
@@ -63,6 +68,19 @@ type Arg struct {
 	Value string `json:"value"`
 }
 
+// Heap is a watched heap block's life: its allocation (Event "alloc"), its
+// move by realloc ("realloc", From its old address), its free ("free").
+type Heap struct {
+	Event     string
+	Block     int
+	Addr      uint64
+	From      uint64
+	Size      uint64
+	Fn        string // the allocator function: malloc, calloc, realloc, free, ...
+	Pid, Tid  int
+	Backtrace []Frame // the allocation's, where a backtrace was asked for
+}
+
 // Summary ends a report.
 type Summary struct {
 	Writes, Faults int
@@ -82,6 +100,8 @@ type Reporter interface {
 	Flush() error
 	Note(msg string) error
 	Unmapped(r Region, how string) error
+	// Heap buffers, as Write does.
+	Heap(h *Heap) error
 	End(s Summary) error
 }
 
@@ -119,8 +139,12 @@ func (r *textReporter) Start(pid int, engine string, regions []Region) error {
 
 func (r *textReporter) Write(ev *Write) error {
 	w := r.w
-	fmt.Fprintf(w, "#%d tid %d wrote %s+%d (%#x), %d byte%s: %s -> %s\n",
-		ev.Seq, ev.Tid, ev.Region, ev.Offset, ev.Addr, ev.Size, plural(ev.Size), hexValue(ev.Old), hexValue(ev.New))
+	kind := ""
+	if ev.Kind != "" {
+		kind = " [" + ev.Kind + "]"
+	}
+	fmt.Fprintf(w, "#%d tid %d wrote %s+%d (%#x)%s, %d byte%s: %s -> %s\n",
+		ev.Seq, ev.Tid, ev.Region, ev.Offset, ev.Addr, kind, ev.Size, plural(ev.Size), hexValue(ev.Old), hexValue(ev.New))
 	switch {
 	case ev.Syscall != "":
 		fmt.Fprintf(w, "    kernel write by %s(2), syscall returning to %#x\n", ev.Syscall, ev.PC)
@@ -134,6 +158,26 @@ func (r *textReporter) Write(ev *Write) error {
 		fmt.Fprintf(w, "    at %#x: %s\n", ev.PC, ev.Insn)
 	}
 	for i, f := range ev.Backtrace {
+		fmt.Fprintf(w, "    #%-2d %s\n", i, frameString(f))
+	}
+	return nil
+}
+
+func (r *textReporter) Heap(h *Heap) error {
+	w := r.w
+	switch h.Event {
+	case "alloc":
+		fmt.Fprintf(w, "heap#%d: %s of %d byte%s at %#x, tid %d\n", h.Block, h.Fn, h.Size, plural(h.Size), h.Addr, h.Tid)
+	case "realloc":
+		if h.From == h.Addr {
+			fmt.Fprintf(w, "heap#%d: realloc resized it in place to %d byte%s, tid %d\n", h.Block, h.Size, plural(h.Size), h.Tid)
+		} else {
+			fmt.Fprintf(w, "heap#%d: realloc moved it from %#x to %#x, %d byte%s, tid %d\n", h.Block, h.From, h.Addr, h.Size, plural(h.Size), h.Tid)
+		}
+	default:
+		fmt.Fprintf(w, "heap#%d: %s(%#x), tid %d\n", h.Block, h.Fn, h.Addr, h.Tid)
+	}
+	for i, f := range h.Backtrace {
 		fmt.Fprintf(w, "    #%-2d %s\n", i, frameString(f))
 	}
 	return nil
@@ -274,6 +318,14 @@ func (r *jsonReporter) Write(ev *Write) error {
 	b = appendJSONString(b, ev.Region)
 	b = append(b, `,"offset":`...)
 	b = strconv.AppendUint(b, ev.Offset, 10)
+	if ev.Block != 0 {
+		b = append(b, `,"block":`...)
+		b = strconv.AppendInt(b, int64(ev.Block), 10)
+	}
+	if ev.Kind != "" {
+		b = append(b, `,"kind":`...)
+		b = appendJSONString(b, ev.Kind)
+	}
 	b = append(b, `,"old":`...)
 	b = appendJSONString(b, hexValue(ev.Old))
 	b = append(b, `,"new":`...)
@@ -297,8 +349,18 @@ func (r *jsonReporter) Write(ev *Write) error {
 		b = append(b, `,"signal":`...)
 		b = strconv.AppendInt(b, int64(ev.Signal), 10)
 	}
-	b = append(b, `,"backtrace":[`...)
-	for i, f := range ev.Backtrace {
+	b = append(b, `,"backtrace":`...)
+	b = appendFrames(b, ev.Backtrace)
+	b = append(b, "}\n"...)
+	r.line = b
+	_, err := r.w.Write(b)
+	return err
+}
+
+// appendFrames appends a backtrace as a JSON array.
+func appendFrames(b []byte, frames []Frame) []byte {
+	b = append(b, '[')
+	for i, f := range frames {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -339,7 +401,37 @@ func (r *jsonReporter) Write(ev *Write) error {
 		}
 		b = append(b, '}')
 	}
-	b = append(b, "]}\n"...)
+	return append(b, ']')
+}
+
+// Heap appends a heap block's event.
+func (r *jsonReporter) Heap(h *Heap) error {
+	b := r.line[:0]
+	b = append(b, `{"event":`...)
+	b = appendJSONString(b, h.Event)
+	b = append(b, `,"block":`...)
+	b = strconv.AppendInt(b, int64(h.Block), 10)
+	if h.Event == "realloc" {
+		b = append(b, `,"from":"0x`...)
+		b = strconv.AppendUint(b, h.From, 16)
+		b = append(b, '"')
+	}
+	b = append(b, `,"addr":"0x`...)
+	b = strconv.AppendUint(b, h.Addr, 16)
+	b = append(b, '"')
+	if h.Event != "free" {
+		b = append(b, `,"size":`...)
+		b = strconv.AppendUint(b, h.Size, 10)
+	}
+	b = append(b, `,"fn":`...)
+	b = appendJSONString(b, h.Fn)
+	b = append(b, `,"pid":`...)
+	b = strconv.AppendInt(b, int64(h.Pid), 10)
+	b = append(b, `,"tid":`...)
+	b = strconv.AppendInt(b, int64(h.Tid), 10)
+	b = append(b, `,"backtrace":`...)
+	b = appendFrames(b, h.Backtrace)
+	b = append(b, "}\n"...)
 	r.line = b
 	_, err := r.w.Write(b)
 	return err

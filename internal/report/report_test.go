@@ -36,6 +36,8 @@ func jsonWriteEvent(ev *Write) []byte {
 		Size      uint64      `json:"size"`
 		Region    string      `json:"region"`
 		Offset    uint64      `json:"offset"`
+		Block     int         `json:"block,omitempty"`
+		Kind      string      `json:"kind,omitempty"`
 		Old       string      `json:"old"`
 		New       string      `json:"new"`
 		PC        string      `json:"pc"`
@@ -46,7 +48,7 @@ func jsonWriteEvent(ev *Write) []byte {
 		Syscall   string      `json:"syscall,omitempty"`
 		Signal    int         `json:"signal,omitempty"`
 		Backtrace []jsonFrame `json:"backtrace"`
-	}{"write", ev.Seq, ev.Pid, ev.Tid, fmt.Sprintf("%#x", ev.Addr), ev.Size, ev.Region, ev.Offset,
+	}{"write", ev.Seq, ev.Pid, ev.Tid, fmt.Sprintf("%#x", ev.Addr), ev.Size, ev.Region, ev.Offset, ev.Block, ev.Kind,
 		hexValue(ev.Old), hexValue(ev.New), fmt.Sprintf("%#x", ev.PC), ev.Insn, ev.Exact, ev.AfterPC,
 		by(ev), ev.Syscall, ev.Signal, bt})
 	if err != nil {
@@ -75,6 +77,7 @@ func TestJSONWriteLine(t *testing.T) {
 			{Seq: 1 << 40, Pid: 1, Tid: 1, Region: name, Addr: ^uint64(0),
 				Size: 16, Old: bytes.Repeat([]byte{0xab}, 16), New: make([]byte, 16), PC: 0, AfterPC: true, Syscall: "read"},
 			{Region: name, Old: []byte{}, New: []byte{9}, Signal: 10},
+			{Region: "heap#3", Block: 3, Kind: "use-after-free", Offset: 24, Old: []byte{1}, New: []byte{2}},
 		} {
 			var out bytes.Buffer
 			r := New("json", &out)
@@ -112,6 +115,59 @@ func BenchmarkReportJSON(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if err := rep.Write(ev); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// jsonHeapEvent is a heap event's line as encoding/json builds it.
+func jsonHeapEvent(h *Heap) []byte {
+	bt := make([]jsonFrame, len(h.Backtrace))
+	for i, f := range h.Backtrace {
+		bt[i] = jsonFrame{fmt.Sprintf("%#x", f.PC), f.Func, f.Offset, f.Module, f.File, f.Line, f.Args}
+	}
+	from, size := "", &h.Size
+	if h.Event == "realloc" {
+		from = fmt.Sprintf("%#x", h.From)
+	}
+	if h.Event == "free" {
+		size = nil
+	}
+	b, err := json.Marshal(struct {
+		Event     string      `json:"event"`
+		Block     int         `json:"block"`
+		From      string      `json:"from,omitempty"`
+		Addr      string      `json:"addr"`
+		Size      *uint64     `json:"size,omitempty"`
+		Fn        string      `json:"fn"`
+		Pid       int         `json:"pid"`
+		Tid       int         `json:"tid"`
+		Backtrace []jsonFrame `json:"backtrace"`
+	}{h.Event, h.Block, from, fmt.Sprintf("%#x", h.Addr), size, h.Fn, h.Pid, h.Tid, bt})
+	if err != nil {
+		panic(err)
+	}
+	return append(b, '\n')
+}
+
+// The heap events' hand-built lines are encoding/json's too.
+func TestJSONHeapLine(t *testing.T) {
+	bt := []Frame{{PC: 0x401000, Func: "operator new(unsigned long)", Offset: 4, Module: "/usr/lib/libstdc++.so.6"}, {PC: 0x401100, Func: "main", File: "a.c", Line: 3}}
+	for _, h := range []*Heap{
+		{Event: "alloc", Block: 1, Addr: 0x5000, Size: 40, Fn: "malloc", Pid: 7, Tid: 8, Backtrace: bt},
+		{Event: "alloc", Block: 2, Addr: 0x5040, Size: 0, Fn: "calloc", Pid: 7, Tid: 9},
+		{Event: "realloc", Block: 1, From: 0x5000, Addr: 0x9000, Size: 80, Fn: "realloc", Pid: 7, Tid: 8},
+		{Event: "free", Block: 1, Addr: 0x9000, Fn: "free", Pid: 7, Tid: 8, Backtrace: bt},
+	} {
+		var out bytes.Buffer
+		r := New("json", &out)
+		if err := r.Heap(h); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if want := jsonHeapEvent(h); !bytes.Equal(out.Bytes(), want) {
+			t.Errorf("%s:\n got %s\nwant %s", h.Event, out.Bytes(), want)
 		}
 	}
 }

@@ -399,3 +399,26 @@ func levenshtein(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// Definitions lists every module that defines the function or object name
+// (its ELF symbol; no DWARF names, no demangling), in the table's module
+// order. Where a dynamically linked program's calls to name go is a matter
+// of the loader's search order: the caller picks among these.
+func (t *Table) Definitions(name string) []Symbol {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	var out []Symbol
+	for _, m := range t.mods {
+		t.load(m)
+		if !m.biasOK || m.obj == nil {
+			continue
+		}
+		if s, ok := m.obj.find(name); ok && s.addr != 0 && !s.hidden {
+			out = append(out, Symbol{Name: s.display(), Addr: m.bias + s.addr, Size: s.size, Module: m.path})
+		}
+	}
+	return out
+}
