@@ -20,13 +20,24 @@ bin/stomp: examples/stomp.c
 	@mkdir -p bin
 	$(CC) $(CFLAGS_EXAMPLE) -o $@ $<
 
-demo: build bin/stomp
+bin/heapstomp: examples/heapstomp.c
+	@mkdir -p bin
+	$(CC) $(CFLAGS_EXAMPLE) -o $@ $<
+
+demo: build bin/stomp bin/heapstomp
 	@echo '--- the program alone: its token comes out corrupted'
 	@bin/stomp || echo "(bin/stomp exited with status $$?)"
 	@echo
 	@echo '--- under memtrap, watching the token (session+8, 8 bytes): who wrote it?'
 	@echo '$$ $(BIN) run --backtrace 3 --symbol session+8 --len 8 -- bin/stomp'
 	@$(BIN) run --backtrace 3 --symbol session+8 --len 8 -- bin/stomp || true
+	@echo
+	@echo '--- the same stomp on the heap: nobody knows the block'"'"'s address before the run'
+	@bin/heapstomp || echo "(bin/heapstomp exited with status $$?)"
+	@echo
+	@echo '--- watching every block new_credentials() allocates, from its allocation on'
+	@echo '$$ $(BIN) run --backtrace 2 --heap size=24,site=new_credentials -- bin/heapstomp'
+	@$(BIN) run --backtrace 2 --heap size=24,site=new_credentials -- bin/heapstomp || true
 
 test: deps
 	$(GO) vet ./...

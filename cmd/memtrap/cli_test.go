@@ -109,6 +109,10 @@ type event struct {
 	Size      uint64  `json:"size"`
 	Region    string  `json:"region"`
 	Offset    uint64  `json:"offset"`
+	Block     int     `json:"block"`
+	Kind      string  `json:"kind"`
+	Fn        string  `json:"fn"`
+	From      string  `json:"from"`
 	Old       string  `json:"old"`
 	New       string  `json:"new"`
 	PC        string  `json:"pc"`

@@ -36,6 +36,8 @@ type watchFlags struct {
 	kernel     bool
 	follow     bool
 	pending    bool
+	heap       []string
+	freed      bool
 }
 
 // specValue appends to the ordered spec list, so that each --len belongs to
@@ -128,6 +130,59 @@ func (f *watchFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.kernel, "kernel-writes", true, "follow syscalls that write into watched memory (read(2) into a watched buffer...) and report them; =false saves the cost (attach: two stops per syscall) but such a call then fails with EFAULT")
 	fs.StringVar(&f.completer, "completer", "emulate", "how trapped writes complete: emulate (simple stores emulated, the rest single-stepped) or step (always single-step)")
 	_ = fs.MarkHidden("completer")
+	fs.StringArrayVar(&f.heap, "heap", nil, "watch heap blocks from their allocation on: size=N or size=MIN-MAX (requested size), site=FUNC (a function of the allocation's backtrace), nth=K (only the K-th match), every=N; repeatable")
+	fs.BoolVar(&f.freed, "freed", false, "with --heap: keep watching a block after free() until the allocator hands it out again; a write meanwhile is a use-after-free")
+}
+
+// parseHeap reads one --heap SPEC: comma-separated keys.
+func parseHeap(spec string) (session.HeapSpec, error) {
+	var h session.HeapSpec
+	hasSize := false
+	for _, kv := range strings.Split(spec, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || v == "" {
+			return h, fmt.Errorf("--heap %s: %q is not KEY=VALUE (keys: size, site, nth, every)", spec, kv)
+		}
+		switch k {
+		case "size":
+			lo, hi, isRange := strings.Cut(v, "-")
+			a, err := parseNumber(lo)
+			if err != nil {
+				return h, fmt.Errorf("--heap %s: size: %v", spec, err)
+			}
+			b := a
+			if isRange {
+				if b, err = parseNumber(hi); err != nil {
+					return h, fmt.Errorf("--heap %s: size: %v", spec, err)
+				}
+			}
+			if a == 0 {
+				return h, fmt.Errorf("--heap %s: size 0: a watched block needs at least one byte", spec)
+			}
+			if a > b {
+				return h, fmt.Errorf("--heap %s: size range %d-%d is empty (MIN > MAX)", spec, a, b)
+			}
+			h.MinSize, h.MaxSize, hasSize = a, b, true
+		case "site":
+			h.Site = v
+		case "nth", "every":
+			n, err := parseNumber(v)
+			if err != nil || n == 0 || n > 1<<31 {
+				return h, fmt.Errorf("--heap %s: %s must be a number from 1 on", spec, k)
+			}
+			if k == "nth" {
+				h.Nth = int(n)
+			} else {
+				h.Every = int(n)
+			}
+		default:
+			return h, fmt.Errorf("--heap %s: unknown key %q (keys: size, site, nth, every)", spec, k)
+		}
+	}
+	if !hasSize && h.Site == "" {
+		return h, fmt.Errorf("--heap %s: give size=N (or MIN-MAX) or site=FUNC", spec)
+	}
+	return h, nil
 }
 
 // options checks what can be checked before touching any process, and
@@ -136,9 +191,23 @@ func (f *watchFlags) options() (session.Options, error) {
 	o := session.Options{
 		Width: f.width, Backtrace: f.backtrace, Engine: f.engine, Completer: f.completer,
 		KernelWrites: f.kernel, FollowForks: f.follow, Pending: f.pending, Format: f.format,
+		Freed: f.freed,
 	}
-	if len(f.specs) == 0 {
-		return session.Options{}, usagef("nothing to watch: give --addr ADDR --len N, or --symbol NAME")
+	for _, spec := range f.heap {
+		h, err := parseHeap(spec)
+		if err != nil {
+			return session.Options{}, usagef("%v", err)
+		}
+		o.Heap = append(o.Heap, h)
+	}
+	if len(f.specs) == 0 && len(o.Heap) == 0 {
+		return session.Options{}, usagef("nothing to watch: give --addr ADDR --len N, --symbol NAME or --heap SPEC")
+	}
+	if f.freed && len(o.Heap) == 0 {
+		return session.Options{}, usagef("--freed needs --heap: it says how long a heap block is watched")
+	}
+	if len(o.Heap) > 0 && f.engine == "hw" {
+		return session.Options{}, usagef("--heap needs the page engine: blocks come and go by the thousand, the debug registers hold four")
 	}
 	if f.pendingLen != nil {
 		return session.Options{}, usagef("--len %d follows no --addr or --symbol", *f.pendingLen)

@@ -52,6 +52,9 @@ func TestVerbOptions(t *testing.T) {
 	whenZero.WhenValue = u64(0)
 	pending := defaults(session.Spec{Symbol: "libc.so.6:environ"})
 	pending.Pending = true
+	heap := defaults()
+	heap.Heap = []session.HeapSpec{{MinSize: 40, MaxSize: 40}, {MinSize: 32, MaxSize: 64, Site: "Session::create", Nth: 3}, {Site: "parse_header", Every: 100}}
+	heap.Freed = true
 	for _, c := range []struct {
 		name string
 		args []string
@@ -86,6 +89,9 @@ func TestVerbOptions(t *testing.T) {
 			&AttachOptions{Watch: defaults(session.Spec{Addr: 0x7f12a4c01000, Len: 64}), Output: "-", Pid: 1234}},
 		{"attach: module:name, pending", []string{"attach", "1", "--symbol", "libc.so.6:environ", "--pending"},
 			&AttachOptions{Watch: pending, Pid: 1}},
+		{"heap specs, in order, and --freed", []string{"run", "--heap", "size=40", "--heap", "size=32-64,site=Session::create,nth=3",
+			"--heap", "site=parse_header,every=100", "--freed", "--", "p"},
+			&RunOptions{Watch: heap, Argv: []string{"p"}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			v := parse(c.args...)
@@ -139,7 +145,7 @@ func TestUsageErrors(t *testing.T) {
 			`--when-value: malformed number "-1" (want decimal or 0x hex)`},
 		{"bad bool", []string{"run", "--symbol", "x", "--kernel-writes=maybe", "--", "p"},
 			`invalid argument "maybe" for "--kernel-writes" flag: strconv.ParseBool: parsing "maybe": invalid syntax`},
-		{"nothing to watch", []string{"run", "--", "p"}, "nothing to watch: give --addr ADDR --len N, or --symbol NAME"},
+		{"nothing to watch", []string{"run", "--", "p"}, "nothing to watch: give --addr ADDR --len N, --symbol NAME or --heap SPEC"},
 		{"no program", []string{"run", "--symbol", "x"}, "run: no program given (memtrap run [flags] -- PROGRAM [ARGS...])"},
 		{"no program after --", []string{"run", "--symbol", "x", "--"}, "run: no program given (memtrap run [flags] -- PROGRAM [ARGS...])"},
 		{"unknown flag", []string{"run", "--bogus", "--", "p"}, "unknown flag: --bogus"},
@@ -148,9 +154,19 @@ func TestUsageErrors(t *testing.T) {
 		{"two pids", []string{"attach", "1", "2", "--symbol", "x"}, "attach: want exactly one PID, got 2 arguments"},
 		{"bad pid", []string{"attach", "12ab", "--symbol", "x"}, `attach: "12ab" is not a process id`},
 		{"pid 0", []string{"attach", "0", "--symbol", "x"}, `attach: "0" is not a process id`},
-		{"attach, nothing to watch", []string{"attach", "1234"}, "nothing to watch: give --addr ADDR --len N, or --symbol NAME"},
+		{"attach, nothing to watch", []string{"attach", "1234"}, "nothing to watch: give --addr ADDR --len N, --symbol NAME or --heap SPEC"},
 		{"attach, addr without len", []string{"attach", "1234", "--addr", "0x1000"}, "--addr 0x1000 needs --len N"},
 		{"unknown verb", []string{"watch", "1234"}, `unknown command "watch" for "memtrap"`},
+		{"heap without size or site", []string{"run", "--heap", "nth=2", "--", "p"}, "--heap nth=2: give size=N (or MIN-MAX) or site=FUNC"},
+		{"heap size 0", []string{"run", "--heap", "size=0", "--", "p"}, "--heap size=0: size 0: a watched block needs at least one byte"},
+		{"heap min over max", []string{"run", "--heap", "size=64-32", "--", "p"}, "--heap size=64-32: size range 64-32 is empty (MIN > MAX)"},
+		{"heap nth 0", []string{"run", "--heap", "size=8,nth=0", "--", "p"}, "--heap size=8,nth=0: nth must be a number from 1 on"},
+		{"heap every 0", []string{"run", "--heap", "size=8,every=0", "--", "p"}, "--heap size=8,every=0: every must be a number from 1 on"},
+		{"heap unknown key", []string{"run", "--heap", "size=8,colour=red", "--", "p"}, `--heap size=8,colour=red: unknown key "colour" (keys: size, site, nth, every)`},
+		{"heap not key=value", []string{"run", "--heap", "40", "--", "p"}, `--heap 40: "40" is not KEY=VALUE (keys: size, site, nth, every)`},
+		{"heap bad size", []string{"run", "--heap", "size=4x", "--", "p"}, `--heap size=4x: size: malformed number "4x" (want decimal or 0x hex)`},
+		{"freed without heap", []string{"run", "--symbol", "x", "--freed", "--", "p"}, "--freed needs --heap: it says how long a heap block is watched"},
+		{"heap on hw", []string{"run", "--heap", "size=8", "--engine", "hw", "--", "p"}, "--heap needs the page engine: blocks come and go by the thousand, the debug registers hold four"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			v := parse(c.args...)

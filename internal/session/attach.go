@@ -66,9 +66,17 @@ func (se *session) attachWatch(wopts pagewatch.Options) (report.Summary, error) 
 		letGo(w)
 		return report.Summary{}, err
 	}
+	heapLine, err := se.hookHeap(t)
+	if err != nil {
+		letGo(w)
+		return report.Summary{}, err
+	}
 	if err := se.rep.Start(p.Pid, w.Engine(), reportRegions(regions)); err != nil {
 		letGo(w)
 		return report.Summary{}, err
+	}
+	if heapLine != "" {
+		_ = se.rep.Note(fmt.Sprintf("%s, in process %d (engine %s); blocks allocated before the attach are not known", heapLine, p.Pid, w.Engine()))
 	}
 	go func() {
 		for range se.sigs {

@@ -40,8 +40,13 @@ type Options struct {
 	// Pending keeps a symbol not found at the start waiting for a library
 	// that defines it (always so for module:NAME of a module not loaded).
 	Pending bool
-	Format  string    // text or json
-	Out     io.Writer // where the report goes
+	// Heap selects heap blocks to watch from their allocation on; Freed
+	// keeps watching a block after free() until the allocator hands its
+	// memory out again (a write meanwhile is a use-after-free).
+	Heap   []HeapSpec
+	Freed  bool
+	Format string    // text or json
+	Out    io.Writer // where the report goes
 }
 
 // session is one watch of one process, from its options to the final
@@ -59,6 +64,7 @@ type session struct {
 	execd   map[int]*image
 	imageOf map[int]*image
 	sigs    chan os.Signal
+	heap    *heapWatch // --heap, once hooked
 }
 
 // image symbolizes one address space: a symbol table over its maps and an
@@ -286,7 +292,23 @@ func (se *session) watchOptions() pagewatch.Options {
 	if se.opts.Completer == "step" {
 		o.Completer = pagewatch.Stepper{}
 	}
+	if len(se.opts.Heap) > 0 {
+		// Blocks come and go by the thousand: the debug registers'
+		// four slots cannot hold them.
+		o.Engine = pagewatch.EnginePage
+		o.Keep = func(w *pagewatch.Write) bool { return se.heap == nil || se.heap.keep(w) }
+	}
 	return o
+}
+
+// exe is the path of the first process's program, as its memory map
+// shows it.
+func (se *session) exe() string {
+	p, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", se.p.Pid))
+	if err != nil {
+		return ""
+	}
+	return p
 }
 
 // onReport runs while the writer is stopped at the writing instruction
@@ -297,7 +319,7 @@ func (se *session) watchOptions() pagewatch.Options {
 // is made off the writer's critical path.
 func (se *session) onReport(w *pagewatch.Write) (func() error, error) {
 	if se.opts.Backtrace <= 0 {
-		return func() error { return se.rep.Write(reportWrite(w)) }, nil
+		return func() error { return se.rep.Write(se.reportWrite(w)) }, nil
 	}
 	mem := &stackWindow{p: w.Thread.Process()}
 	for off := 0; off+stackPage <= len(w.Stack); off += stackPage {
@@ -331,9 +353,17 @@ const maxFrameSpan = 64 << 10
 
 // symbolize makes a write's event, with the backtrace onReport took.
 func (se *session) symbolize(w *pagewatch.Write, frames []unwind.Frame, mem *stackWindow) *report.Write {
-	ev := reportWrite(w)
-	img := se.image(w.Pid)
+	ev := se.reportWrite(w)
+	ev.Backtrace = se.symbolizeFrames(w.Pid, frames, mem)
+	return ev
+}
+
+// symbolizeFrames names the frames of pid's stack; their parameters are
+// read from mem, or not at all if it is nil.
+func (se *session) symbolizeFrames(pid int, frames []unwind.Frame, mem *stackWindow) []report.Frame {
+	img := se.image(pid)
 	refreshed := false
+	var out []report.Frame
 	for i, fr := range frames {
 		// A return address may sit just past its caller's end (a call
 		// to a noreturn function): symbolize pc-1.
@@ -345,7 +375,7 @@ func (se *session) symbolize(w *pagewatch.Write, frames []unwind.Frame, mem *sta
 		if !ok && !refreshed {
 			// A library mapped since we last looked (dlopen).
 			refreshed = true
-			if maps, err := procmaps.Read(w.Pid); err == nil {
+			if maps, err := procmaps.Read(pid); err == nil {
 				img.syms.Update(maps)
 				loc, ok = img.syms.Lookup(look)
 			}
@@ -357,22 +387,28 @@ func (se *session) symbolize(w *pagewatch.Write, frames []unwind.Frame, mem *sta
 			// The line of the call (pc-1) for outer frames, as gdb
 			// prints it.
 			f.File, f.Line = loc.File, loc.Line
-			f.Args = se.args(img, fr, look, mem)
+			if mem != nil {
+				f.Args = se.args(img, fr, look, mem)
+			}
 		}
-		ev.Backtrace = append(ev.Backtrace, f)
+		out = append(out, f)
 	}
-	return ev
+	return out
 }
 
 // reportWrite copies what the report shows of a write: its registers, thread
 // and stack stay with the watch. It runs in the finish, where the write is
 // complete (pagewatch names the instruction once the writer runs again).
-func reportWrite(w *pagewatch.Write) *report.Write {
-	return &report.Write{
+func (se *session) reportWrite(w *pagewatch.Write) *report.Write {
+	ev := &report.Write{
 		Seq: w.Seq, Pid: w.Pid, Tid: w.Tid, Region: w.Region.Name, Offset: w.Offset,
 		Addr: w.Addr, Size: w.Size, Old: w.Old, New: w.New, PC: w.PC, Insn: w.Insn,
 		Exact: w.Exact, Syscall: w.Syscall, Signal: w.Signal, AfterPC: w.AfterPC,
 	}
+	if se.heap != nil {
+		se.heap.annotate(ev, w.Region)
+	}
+	return ev
 }
 
 func reportRegion(r *pagewatch.Region) report.Region {

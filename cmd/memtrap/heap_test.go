@@ -1,0 +1,218 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/memtrap/memtrap/internal/fixture"
+)
+
+func heapProg(t *testing.T) string {
+	return fixture.Build(t, "cmd/memtrap/testdata/heap.c", "-O0", "-g", "-pthread")
+}
+
+// heapRun runs prog mode under --heap with args, checks the target's
+// output and status are its own, and returns the events.
+func heapRun(t *testing.T, prog, mode string, args ...string) []event {
+	t.Helper()
+	var progArgs []string
+	if mode != "" {
+		progArgs = []string{mode}
+	}
+	want := native(t, prog, progArgs...)
+	argv := append(append(append([]string{"run", "--format", "json"}, args...), "--", prog), progArgs...)
+	r := memtrap(t, argv...)
+	if r.stdout != want.stdout || r.code != want.code {
+		t.Fatalf("%s: output %q code %d, native %q %d; stderr tail %s", mode, r.stdout, r.code, want.stdout, want.code, tail(r.stderr))
+	}
+	return parseEvents(t, r.stderr)
+}
+
+// brief is a write as these tests compare it: region+offset=new by func.
+func brief(e event) string {
+	return fmt.Sprintf("%s+%d=%s/%s%s", e.Region, e.Offset, e.New, writer(e), map[bool]string{true: "/" + e.Kind, false: ""}[e.Kind != ""])
+}
+
+func heapEvents(evs []event, kinds ...string) []event {
+	var out []event
+	for _, e := range evs {
+		for _, k := range kinds {
+			if e.Event == k {
+				out = append(out, e)
+			}
+		}
+	}
+	return out
+}
+
+// TestHeapOverflow: a 40-byte write from a 24-byte block runs over the
+// next chunk's header into the next block. Both blocks are watched from
+// their allocation: the stomp is reported on the victim, by the function
+// that overflowed, after the victim's own write.
+func TestHeapOverflow(t *testing.T) {
+	prog := heapProg(t)
+	evs := heapRun(t, prog, "overflow", "--backtrace", "2", "--heap", "size=24")
+	allocs := heapEvents(evs, "alloc")
+	if len(allocs) != 2 || allocs[0].Block != 1 || allocs[1].Block != 2 || allocs[0].Fn != "malloc" || allocs[0].Size != 24 {
+		t.Fatalf("allocations %+v", allocs)
+	}
+	var got []string
+	for _, w := range writes(evs) {
+		if w.Block == 0 || w.Region != fmt.Sprintf("heap#%d", w.Block) {
+			t.Fatalf("write %+v not named by its block", w)
+		}
+		got = append(got, brief(w))
+	}
+	var want []string
+	want = append(want, "heap#2+0=0x11/stamp")
+	for i := 0; i < 24; i++ {
+		want = append(want, fmt.Sprintf("heap#1+%d=0x41/overflow", i))
+	}
+	for i := 0; i < 8; i++ {
+		want = append(want, fmt.Sprintf("heap#2+%d=0x41/overflow", i))
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("writes\n %s\nwant\n %s", strings.Join(got, " "), strings.Join(want, " "))
+	}
+	// The allocation's backtrace: malloc, then main.
+	if bt := allocs[1].Backtrace; len(bt) != 2 || bt[1].Func != "main" {
+		t.Errorf("allocation backtrace %+v", bt)
+	}
+}
+
+// TestHeapUseAfterFree: with --freed, the one write after free() is a
+// use-after-free; the allocator's own bookkeeping in the freed chunk (its
+// free-list pointers) is never reported; when malloc hands the chunk out
+// again, the old watch ends and the new block's is its own.
+func TestHeapUseAfterFree(t *testing.T) {
+	prog := heapProg(t)
+	evs := heapRun(t, prog, "uaf", "--backtrace", "1", "--heap", "size=40", "--freed")
+	var got []string
+	for _, e := range heapEvents(evs, "alloc", "free", "write") {
+		if e.Event == "write" {
+			got = append(got, brief(e))
+		} else {
+			got = append(got, fmt.Sprintf("%s#%d", e.Event, e.Block))
+		}
+	}
+	want := "alloc#1 heap#1+0=0x1/stamp free#1 heap#1+16=0x2a/stamp/use-after-free alloc#2 heap#2+0=0x5/stamp free#2"
+	if strings.Join(got, " ") != want {
+		t.Errorf("events\n %s\nwant\n %s", strings.Join(got, " "), want)
+	}
+	// Without --freed the watch ends at free(): the write after it is
+	// not the block's any more.
+	evs = heapRun(t, prog, "uaf", "--backtrace", "1", "--heap", "size=40")
+	got = nil
+	for _, w := range writes(evs) {
+		got = append(got, brief(w))
+	}
+	if want := "heap#1+0=0x1/stamp heap#2+0=0x5/stamp"; strings.Join(got, " ") != want {
+		t.Errorf("without --freed: %s, want %s", strings.Join(got, " "), want)
+	}
+}
+
+// TestHeapReallocAndFriends: calloc's block, followed when realloc moves
+// it (the same block number, its new size), and posix_memalign's.
+func TestHeapReallocAndFriends(t *testing.T) {
+	prog := heapProg(t)
+	evs := heapRun(t, prog, "realloc", "--backtrace", "1", "--heap", "size=40", "--heap", "size=3000")
+	var got []string
+	for _, e := range heapEvents(evs, "alloc", "realloc", "free", "write") {
+		switch e.Event {
+		case "write":
+			got = append(got, brief(e))
+		case "realloc":
+			if e.From == e.Addr || e.From == "" {
+				t.Errorf("realloc did not move: %+v", e)
+			}
+			got = append(got, fmt.Sprintf("realloc#%d:%d", e.Block, e.Size))
+		default:
+			got = append(got, fmt.Sprintf("%s#%d:%s", e.Event, e.Block, e.Fn))
+		}
+	}
+	want := "alloc#1:calloc heap#1+8=0x7/stamp realloc#1:3000 heap#1+800=0x8/stamp alloc#2:posix_memalign heap#2+0=0x9/stamp free#1:free free#2:free"
+	if strings.Join(got, " ") != want {
+		t.Errorf("events\n %s\nwant\n %s", strings.Join(got, " "), want)
+	}
+}
+
+// TestHeapSelect: size ranges, a site in the allocation's backtrace, the
+// nth block and every nth.
+func TestHeapSelect(t *testing.T) {
+	prog := heapProg(t)
+	for _, c := range []struct {
+		spec string
+		want string // the values written into watched blocks
+	}{
+		// alloc_a's sizes are 32+4i: 36..48 is i = 1..4; alloc_b's 40s
+		// are i = 10..19.
+		{"size=36-48", "1 2 3 4 10 11 12 13 14 15 16 17 18 19"},
+		{"size=36-48,site=alloc_a", "1 2 3 4"},
+		{"site=alloc_b", "10 11 12 13 14 15 16 17 18 19"},
+		{"site=alloc_a,nth=3", "2"},
+		{"size=40,every=4", "12 16"},
+	} {
+		evs := heapRun(t, prog, "select", "--backtrace", "0", "--heap", c.spec)
+		var got []string
+		for _, w := range writes(evs) {
+			var v int
+			fmt.Sscanf(w.New, "0x%x", &v)
+			got = append(got, fmt.Sprint(v))
+		}
+		if strings.Join(got, " ") != c.want {
+			t.Errorf("--heap %s: values %s, want %s", c.spec, strings.Join(got, " "), c.want)
+		}
+		if n := len(heapEvents(evs, "alloc")); n != len(got) {
+			t.Errorf("--heap %s: %d allocations reported for %d written blocks", c.spec, n, len(got))
+		}
+	}
+}
+
+// TestHeapThreads: four threads allocate, write and free 50 blocks each:
+// every block's one write, by its own thread, with its own value.
+func TestHeapThreads(t *testing.T) {
+	prog := heapProg(t)
+	evs := heapRun(t, prog, "threads", "--backtrace", "0", "--heap", "size=40")
+	tidOf := map[int]int{} // block -> allocating thread
+	for _, a := range heapEvents(evs, "alloc") {
+		tidOf[a.Block] = a.Tid
+	}
+	perThread := map[int64]int{}
+	for _, w := range writes(evs) {
+		var v int64
+		fmt.Sscanf(w.New, "0x%x", &v)
+		if w.Offset != 0 || w.Tid != tidOf[w.Block] {
+			t.Fatalf("write %+v: not its block's thread (%d)", w, tidOf[w.Block])
+		}
+		perThread[v/1000]++
+	}
+	for id := int64(0); id < 4; id++ {
+		if perThread[id] != 50 {
+			t.Errorf("thread %d: %d writes, want 50 (all: %v)", id, perThread[id], perThread)
+		}
+	}
+	if n := len(heapEvents(evs, "free")); n != 200 {
+		t.Errorf("%d frees, want 200", n)
+	}
+}
+
+// TestHeapDemo is make demo's heap stomp: the credentials block that
+// new_credentials allocates, written by grant, then stomped by copy_name
+// across the allocator's header of its chunk; the program's output and
+// status its own.
+func TestHeapDemo(t *testing.T) {
+	prog := fixture.Build(t, "examples/heapstomp.c", "-O0", "-g", "-fno-omit-frame-pointer")
+	evs := heapRun(t, prog, "", "--backtrace", "2", "--heap", "size=24,site=new_credentials")
+	if a := heapEvents(evs, "alloc"); len(a) != 1 || len(a[0].Backtrace) != 2 || a[0].Backtrace[1].Func != "new_credentials" {
+		t.Fatalf("allocations %+v", a)
+	}
+	var got []string
+	for _, w := range writes(evs) {
+		got = append(got, brief(w))
+	}
+	want := "heap#1+0=0x3e8/grant heap#1+0=0x64/copy_name heap#1+1=0x65/copy_name heap#1+2=0x65/copy_name heap#1+3=0x64/copy_name heap#1+4=0x0/copy_name"
+	if strings.Join(got, " ") != want {
+		t.Errorf("writes\n %s\nwant\n %s", strings.Join(got, " "), want)
+	}
+}

@@ -1,0 +1,80 @@
+// Heap blocks for --heap tests; the mode is argv[1].
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+__attribute__((noinline)) void stamp(long *p, long v) { *p = v; }
+
+__attribute__((noinline)) void overflow(volatile char *p, int n) {
+	for (int i = 0; i < n; i++)
+		p[i] = 'A';
+}
+
+__attribute__((noinline)) long *alloc_a(size_t n) { return malloc(n); }
+__attribute__((noinline)) long *alloc_b(size_t n) { return malloc(n); }
+
+static void *worker(void *arg) {
+	long id = (long)arg;
+	long *blocks[50];
+	for (int i = 0; i < 50; i++) {
+		blocks[i] = malloc(40);
+		stamp(blocks[i], id * 1000 + i);
+	}
+	for (int i = 0; i < 50; i++)
+		free(blocks[i]);
+	return NULL;
+}
+
+int main(int argc, char **argv) {
+	const char *mode = argc > 1 ? argv[1] : "";
+	if (!strcmp(mode, "overflow")) {
+		// a's 24 bytes, the next chunk's size field, then b: a write of
+		// 40 bytes from a runs over b's first 8.
+		char *a = malloc(24);
+		long *b = malloc(24);
+		stamp(b, 0x11);
+		overflow(a, 40);
+		printf("b=%lx\n", (unsigned long)*b);
+		// Not freed: the allocator would abort on b's stomped header.
+	} else if (!strcmp(mode, "uaf")) {
+		long *a = malloc(40);
+		stamp(a, 1);
+		free(a);
+		stamp(a + 2, 42); // use after free
+		long *b = malloc(40); // the same chunk again: a's watch ends
+		stamp(b, 5);
+		printf("same=%d\n", a == b);
+		free(b);
+	} else if (!strcmp(mode, "realloc")) {
+		long *c = calloc(5, 8);
+		void *guard = malloc(100); // after c: c cannot grow in place
+		stamp(c + 1, 7);
+		long *r = realloc(c, 3000);
+		stamp(r + 100, 8);
+		void *m = NULL;
+		if (posix_memalign(&m, 64, 40) != 0)
+			return 1;
+		stamp(m, 9);
+		printf("moved=%d aligned=%d\n", r != c, ((unsigned long)m & 63) == 0);
+		free(r);
+		free(m);
+		free(guard);
+	} else if (!strcmp(mode, "select")) {
+		// 10 blocks from alloc_a, of 32, 36, ... 68 bytes, then 10 of
+		// 40 from alloc_b; each written once with its number.
+		for (long i = 0; i < 10; i++)
+			stamp(alloc_a(32 + 4 * i), i);
+		for (long i = 10; i < 20; i++)
+			stamp(alloc_b(40), i);
+		printf("select done\n");
+	} else if (!strcmp(mode, "threads")) {
+		pthread_t t[4];
+		for (long i = 0; i < 4; i++)
+			pthread_create(&t[i], NULL, worker, (void *)i);
+		for (int i = 0; i < 4; i++)
+			pthread_join(t[i], NULL);
+		printf("threads done\n");
+	}
+	return 0;
+}

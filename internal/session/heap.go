@@ -1,0 +1,388 @@
+package session
+
+import (
+	"encoding/binary"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/memtrap/memtrap/internal/report"
+	"github.com/memtrap/memtrap/pkg/hook"
+	"github.com/memtrap/memtrap/pkg/pagewatch"
+	"github.com/memtrap/memtrap/pkg/symbols"
+	"github.com/memtrap/memtrap/pkg/tracer"
+	"github.com/memtrap/memtrap/pkg/unwind"
+	"golang.org/x/sys/unix"
+)
+
+// HeapSpec selects heap blocks by their allocation (--heap).
+type HeapSpec struct {
+	// MinSize and MaxSize bound the requested size, inclusive; both 0
+	// means any size.
+	MinSize, MaxSize uint64
+	// Site is a function of the allocation's backtrace ("" for any): its
+	// name as memtrap shows it (C++ and Rust demangled, with or without
+	// the parameter list).
+	Site string
+	// Nth keeps only the Nth block that matches the rest (1-based);
+	// Every keeps every Every-th; 0 keeps all.
+	Nth, Every int
+}
+
+func (h HeapSpec) String() string {
+	var keys []string
+	switch {
+	case h.MaxSize == 0:
+	case h.MinSize == h.MaxSize:
+		keys = append(keys, fmt.Sprintf("size=%d", h.MinSize))
+	default:
+		keys = append(keys, fmt.Sprintf("size=%d-%d", h.MinSize, h.MaxSize))
+	}
+	if h.Site != "" {
+		keys = append(keys, "site="+h.Site)
+	}
+	if h.Nth != 0 {
+		keys = append(keys, fmt.Sprintf("nth=%d", h.Nth))
+	}
+	if h.Every != 0 {
+		keys = append(keys, fmt.Sprintf("every=%d", h.Every))
+	}
+	return strings.Join(keys, ",")
+}
+
+// allocFn is one allocator entry point and where its call says what it
+// is asked for.
+type allocFn struct {
+	name string
+	// size is the requested size, from the arguments; ptr the block
+	// realloc and free are given (0 for the others).
+	size func(r *unix.PtraceRegs) uint64
+	ptr  func(r *unix.PtraceRegs) uint64
+	// out: posix_memalign returns the block through its first argument,
+	// and 0 in rax.
+	out bool
+}
+
+func arg1(r *unix.PtraceRegs) uint64 { return r.Rdi }
+func arg2(r *unix.PtraceRegs) uint64 { return r.Rsi }
+
+// allocators are the entry points hooked, glibc's names; C++'s operator
+// new and delete reach them.
+var allocators = []allocFn{
+	{name: "malloc", size: arg1},
+	{name: "calloc", size: func(r *unix.PtraceRegs) uint64 { return r.Rdi * r.Rsi }},
+	{name: "realloc", size: arg2, ptr: arg1},
+	{name: "reallocarray", size: func(r *unix.PtraceRegs) uint64 { return r.Rsi * r.Rdx }, ptr: arg1},
+	{name: "posix_memalign", size: func(r *unix.PtraceRegs) uint64 { return r.Rdx }, out: true},
+	{name: "aligned_alloc", size: arg2},
+	{name: "memalign", size: arg2},
+	{name: "valloc", size: arg1},
+	{name: "pvalloc", size: func(r *unix.PtraceRegs) uint64 { return (r.Rdi + 4095) &^ 4095 }},
+	{name: "free", ptr: arg1},
+}
+
+// heapWatch is the session's watch of heap blocks: the allocator's entry
+// points hooked, the blocks being watched.
+type heapWatch struct {
+	se      *session
+	hooks   *hook.Set
+	module  string            // where the hooked allocator lives
+	matched []int             // blocks matching each spec so far
+	live    map[uint64]*block // watched blocks, by address
+	freed   map[uint64]*block // freed blocks still watched (--freed)
+	regions map[*pagewatch.Region]*block
+	ids     int
+}
+
+// block is one watched heap block.
+type block struct {
+	id         int
+	addr, size uint64
+	region     *pagewatch.Region
+	freed      bool
+}
+
+// hookHeap hooks the allocator the program's calls bind to; t is stopped,
+// and so are the other threads. It returns a line for the watch header.
+func (se *session) hookHeap(t *tracer.Thread) (string, error) {
+	if len(se.opts.Heap) == 0 {
+		return "", nil
+	}
+	defs := se.syms.Definitions("malloc")
+	if len(defs) == 0 {
+		return "", fmt.Errorf("--heap: no module of process %d defines malloc", se.p.Pid)
+	}
+	module := pickAllocator(defs, se.exe())
+	hooks, err := hook.New(se.p, t)
+	if err != nil {
+		return "", err
+	}
+	// The watch takes them out again at a detach, also if this fails
+	// half-way.
+	se.w.SetHooks(hooks)
+	h := &heapWatch{se: se, hooks: hooks, module: module, matched: make([]int, len(se.opts.Heap)),
+		live: map[uint64]*block{}, freed: map[uint64]*block{}, regions: map[*pagewatch.Region]*block{}}
+	var hooked []string
+	seen := map[uint64]bool{}
+	for _, fn := range allocators {
+		addr, ok := definedIn(se.syms.Definitions(fn.name), module)
+		if !ok || seen[addr] {
+			continue // not there, or an alias (glibc's memalign is aligned_alloc)
+		}
+		seen[addr] = true
+		fn := fn
+		if err := hooks.Add(addr, func(t *tracer.Thread, regs *unix.PtraceRegs) error { return h.call(fn, t, regs) }); err != nil {
+			return "", fmt.Errorf("--heap: hooking %s: %w", fn.name, err)
+		}
+		hooked = append(hooked, fn.name)
+	}
+	se.heap = h
+	specs := make([]string, len(se.opts.Heap))
+	for i, s := range se.opts.Heap {
+		specs[i] = s.String()
+	}
+	return fmt.Sprintf("watching heap blocks (%s) from their allocation on: %s of %s hooked", strings.Join(specs, "; "), strings.Join(hooked, ", "), module), nil
+}
+
+// pickAllocator chooses, of the modules that define malloc, the one a
+// program's calls bind to: its own (a static binary, or one linking an
+// allocator in), else a library in front of libc (jemalloc, mimalloc,
+// tcmalloc, linked or preloaded), else libc.
+func pickAllocator(defs []symbols.Symbol, exe string) string {
+	for _, d := range defs {
+		if d.Module == exe {
+			return d.Module
+		}
+	}
+	for _, d := range defs {
+		if !strings.HasPrefix(filepath.Base(d.Module), "libc.so") && !strings.HasPrefix(filepath.Base(d.Module), "ld-linux") {
+			return d.Module
+		}
+	}
+	for _, d := range defs {
+		if strings.HasPrefix(filepath.Base(d.Module), "libc.so") {
+			return d.Module
+		}
+	}
+	return defs[0].Module
+}
+
+func definedIn(defs []symbols.Symbol, module string) (uint64, bool) {
+	for _, d := range defs {
+		if d.Module == module {
+			return d.Addr, true
+		}
+	}
+	return 0, false
+}
+
+// call runs at an allocator's entry, with the thread stopped there.
+func (h *heapWatch) call(fn allocFn, t *tracer.Thread, regs *unix.PtraceRegs) error {
+	if h.hooks.Awaiting(t) {
+		return nil // the allocator calling itself: one call
+	}
+	var ptr uint64
+	if fn.ptr != nil {
+		ptr = fn.ptr(regs)
+	}
+	if fn.name == "free" {
+		return h.free(t, fn.name, ptr)
+	}
+	size := fn.size(regs)
+	if fn.name == "realloc" && ptr != 0 && size == 0 {
+		// glibc's realloc(p, 0) frees p.
+		return h.free(t, fn.name, ptr)
+	}
+	old := h.live[ptr]
+	sel, frames := h.selects(t, regs, size)
+	if !sel && old == nil && len(h.freed) == 0 {
+		return nil // nothing to see at the return
+	}
+	memptr := regs.Rdi
+	return h.hooks.Return(t, regs, func(t *tracer.Thread, regs *unix.PtraceRegs) error {
+		addr := regs.Rax
+		if fn.out {
+			addr = 0
+			var b [8]byte
+			if regs.Rax == 0 && h.se.p.ReadMemory(memptr, b[:]) == nil {
+				addr = binary.LittleEndian.Uint64(b[:])
+			}
+		}
+		if addr == 0 {
+			return nil // failed: nothing allocated, nothing moved
+		}
+		if err := h.reused(t, addr, size); err != nil {
+			return err
+		}
+		if old != nil {
+			return h.moved(t, old, addr, size)
+		}
+		if !sel {
+			return nil
+		}
+		return h.allocated(t, fn.name, addr, size, frames)
+	})
+}
+
+// selects says whether an allocation of size matches a spec, and returns
+// its backtrace when one was needed (a site) or asked for.
+func (h *heapWatch) selects(t *tracer.Thread, regs *unix.PtraceRegs, size uint64) (bool, []unwind.Frame) {
+	bySize := false
+	for _, s := range h.se.opts.Heap {
+		if s.MaxSize == 0 || size >= s.MinSize && size <= s.MaxSize {
+			bySize = true
+		}
+	}
+	if !bySize {
+		return false, nil
+	}
+	var frames []unwind.Frame
+	depth := max(h.se.opts.Backtrace, 0)
+	for _, s := range h.se.opts.Heap {
+		if s.Site != "" {
+			depth = max(depth, 32)
+		}
+	}
+	var funcs []string
+	if depth > 0 {
+		img := h.se.image(t.Process().Pid)
+		frames = img.unw.Unwind(unwind.RegsFromPtrace(regs), &stackWindow{p: t.Process()}, depth)
+		for i, fr := range frames {
+			look := fr.PC
+			if i > 0 && !fr.Signal {
+				look--
+			}
+			if loc, ok := img.syms.Lookup(look); ok {
+				funcs = append(funcs, loc.Func)
+			}
+		}
+	}
+	any := false
+	for i, s := range h.se.opts.Heap {
+		if s.MaxSize != 0 && (size < s.MinSize || size > s.MaxSize) {
+			continue
+		}
+		if s.Site != "" && !hasFunc(funcs, s.Site) {
+			continue
+		}
+		h.matched[i]++
+		n := h.matched[i]
+		if s.Nth != 0 && n != s.Nth || s.Every != 0 && n%s.Every != 0 {
+			continue
+		}
+		any = true
+	}
+	if depth > h.se.opts.Backtrace {
+		frames = frames[:min(len(frames), h.se.opts.Backtrace)]
+	}
+	return any, frames
+}
+
+// hasFunc says whether name is one of funcs: equal, or equal but for a
+// C++ parameter list.
+func hasFunc(funcs []string, name string) bool {
+	for _, f := range funcs {
+		if f == name {
+			return true
+		}
+		if i := strings.IndexByte(f, '('); i > 0 && f[:i] == name {
+			return true
+		}
+	}
+	return false
+}
+
+// allocated starts watching a new block, before its thread runs one more
+// instruction of its own.
+func (h *heapWatch) allocated(t *tracer.Thread, fn string, addr, size uint64, frames []unwind.Frame) error {
+	if size == 0 {
+		return nil // nothing the program may write
+	}
+	h.ids++
+	b := &block{id: h.ids, addr: addr, size: size}
+	b.region = &pagewatch.Region{Name: fmt.Sprintf("heap#%d", b.id), Addr: addr, Len: size}
+	if err := h.se.w.AddRegions(t, []*pagewatch.Region{b.region}); err != nil {
+		return fmt.Errorf("watching heap#%d: %w", b.id, err)
+	}
+	h.live[addr] = b
+	h.regions[b.region] = b
+	return h.se.rep.Heap(&report.Heap{Event: "alloc", Block: b.id, Addr: addr, Size: size, Fn: fn,
+		Pid: t.Process().Pid, Tid: t.Tid, Backtrace: h.se.symbolizeFrames(t.Process().Pid, frames, nil)})
+}
+
+// moved follows a block realloc moved or resized.
+func (h *heapWatch) moved(t *tracer.Thread, b *block, addr, size uint64) error {
+	if err := h.se.w.RemoveRegions(t, []*pagewatch.Region{b.region}); err != nil {
+		return err
+	}
+	delete(h.live, b.addr)
+	delete(h.regions, b.region)
+	from := b.addr
+	b.addr, b.size = addr, size
+	b.region = &pagewatch.Region{Name: b.region.Name, Addr: addr, Len: size}
+	if err := h.se.w.AddRegions(t, []*pagewatch.Region{b.region}); err != nil {
+		return fmt.Errorf("watching heap#%d: %w", b.id, err)
+	}
+	h.live[addr] = b
+	h.regions[b.region] = b
+	return h.se.rep.Heap(&report.Heap{Event: "realloc", Block: b.id, From: from, Addr: addr, Size: size, Fn: "realloc",
+		Pid: t.Process().Pid, Tid: t.Tid})
+}
+
+// free runs at free's entry, before the allocator touches the block.
+func (h *heapWatch) free(t *tracer.Thread, fn string, ptr uint64) error {
+	b := h.live[ptr]
+	if b == nil {
+		return nil
+	}
+	delete(h.live, ptr)
+	if err := h.se.rep.Heap(&report.Heap{Event: "free", Block: b.id, Addr: ptr, Fn: fn, Pid: t.Process().Pid, Tid: t.Tid}); err != nil {
+		return err
+	}
+	if !h.se.opts.Freed {
+		delete(h.regions, b.region)
+		return h.se.w.RemoveRegions(t, []*pagewatch.Region{b.region})
+	}
+	b.freed = true
+	h.freed[ptr] = b
+	var regs unix.PtraceRegs
+	if err := t.Regs(&regs); err != nil {
+		return err
+	}
+	// Awaiting its return marks the thread as inside the allocator, whose
+	// own writes into the freed block are not the program's.
+	return h.hooks.Return(t, &regs, func(*tracer.Thread, *unix.PtraceRegs) error { return nil })
+}
+
+// reused stops watching freed blocks the allocator hands out again.
+func (h *heapWatch) reused(t *tracer.Thread, addr, size uint64) error {
+	for a, b := range h.freed {
+		if a < addr+max(size, 1) && addr < a+b.size {
+			delete(h.freed, a)
+			delete(h.regions, b.region)
+			if err := h.se.w.RemoveRegions(t, []*pagewatch.Region{b.region}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// keep drops the allocator's own writes: those a thread makes inside an
+// allocator call, into the blocks the allocator manages.
+func (h *heapWatch) keep(w *pagewatch.Write) bool {
+	if h.regions[w.Region] == nil || w.Thread == nil || w.Syscall != "" || w.Signal != 0 {
+		return true
+	}
+	return !h.hooks.Awaiting(w.Thread)
+}
+
+// annotate names a write into a block by the block.
+func (h *heapWatch) annotate(ev *report.Write, r *pagewatch.Region) {
+	if b := h.regions[r]; b != nil {
+		ev.Block = b.id
+		if b.freed {
+			ev.Kind = "use-after-free"
+		}
+	}
+}
