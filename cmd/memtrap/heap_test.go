@@ -216,3 +216,45 @@ func TestHeapDemo(t *testing.T) {
 		t.Errorf("writes\n %s\nwant\n %s", strings.Join(got, " "), want)
 	}
 }
+
+// TestHeapCPlusPlus: operator new and delete reach the hooked allocator;
+// a C++ site name matches with or without its parameter list; a vector
+// that reallocates gets a block per capacity (1, 2, 4, 8 elements), each
+// freed when the next takes over, the last at its destruction.
+func TestHeapCPlusPlus(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/heap.cc", "-O0", "-g")
+	evs := heapRun(t, prog, "", "--backtrace", "3", "--heap", "site=Session::create")
+	allocs := heapEvents(evs, "alloc")
+	if len(allocs) != 1 || allocs[0].Size != 8 || allocs[0].Backtrace[1].Func != "operator new(unsigned long)" {
+		t.Fatalf("allocations %+v", allocs)
+	}
+	ws := writes(evs)
+	if len(ws) == 0 || ws[len(ws)-1].New != "0x5ec0de" || writer(ws[len(ws)-1]) != "main" {
+		t.Errorf("writes %+v: want main's token last", ws)
+	}
+	if f := heapEvents(evs, "free"); len(f) != 1 || f[0].Block != 1 {
+		t.Errorf("frees %+v: want delete's", f)
+	}
+
+	evs = heapRun(t, prog, "", "--backtrace", "0", "--heap", "site=fill_vector")
+	var sizes []string
+	for _, a := range heapEvents(evs, "alloc") {
+		sizes = append(sizes, fmt.Sprint(a.Size))
+	}
+	if strings.Join(sizes, " ") != "8 16 32 64" {
+		t.Errorf("vector buffers of %s bytes, want 8 16 32 64", strings.Join(sizes, " "))
+	}
+	if n := len(heapEvents(evs, "free")); n != 4 {
+		t.Errorf("%d frees, want 4", n)
+	}
+	// Each push_back's element lands in the buffer of its capacity.
+	pushed := map[string]bool{}
+	for _, w := range writes(evs) {
+		pushed[fmt.Sprintf("%s+%d=%s", w.Region, w.Offset, w.New)] = true
+	}
+	for _, p := range []string{"heap#1+0=0x64", "heap#2+8=0x65", "heap#3+16=0x66", "heap#3+24=0x67", "heap#4+32=0x68"} {
+		if !pushed[p] {
+			t.Errorf("no write %s among %v", p, pushed)
+		}
+	}
+}
