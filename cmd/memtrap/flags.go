@@ -38,6 +38,7 @@ type watchFlags struct {
 	pending    bool
 	heap       []string
 	freed      bool
+	redzone    uint64
 }
 
 // specValue appends to the ordered spec list, so that each --len belongs to
@@ -131,6 +132,7 @@ func (f *watchFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.completer, "completer", "emulate", "how trapped writes complete: emulate (simple stores emulated, the rest single-stepped) or step (always single-step)")
 	_ = fs.MarkHidden("completer")
 	fs.StringArrayVar(&f.heap, "heap", nil, "watch heap blocks from their allocation on: size=N or size=MIN-MAX (requested size), site=FUNC (a function of the allocation's backtrace), nth=K (only the K-th match), every=N; repeatable")
+	fs.Uint64Var(&f.redzone, "redzone", 0, "with --heap: also watch up to N bytes past each block's requested end (its slack and the allocator's header of the next chunk, never another block); a write there is an overflow")
 	fs.BoolVar(&f.freed, "freed", false, "with --heap: keep watching a block after free() until the allocator hands it out again; a write meanwhile is a use-after-free")
 }
 
@@ -191,7 +193,7 @@ func (f *watchFlags) options() (session.Options, error) {
 	o := session.Options{
 		Width: f.width, Backtrace: f.backtrace, Engine: f.engine, Completer: f.completer,
 		KernelWrites: f.kernel, FollowForks: f.follow, Pending: f.pending, Format: f.format,
-		Freed: f.freed,
+		Freed: f.freed, Redzone: f.redzone,
 	}
 	for _, spec := range f.heap {
 		h, err := parseHeap(spec)
@@ -205,6 +207,12 @@ func (f *watchFlags) options() (session.Options, error) {
 	}
 	if f.freed && len(o.Heap) == 0 {
 		return session.Options{}, usagef("--freed needs --heap: it says how long a heap block is watched")
+	}
+	if f.redzone > 0 && len(o.Heap) == 0 {
+		return session.Options{}, usagef("--redzone needs --heap: it watches past the end of heap blocks")
+	}
+	if f.redzone > 4096 {
+		return session.Options{}, usagef("--redzone %d: at most 4096 bytes", f.redzone)
 	}
 	if len(o.Heap) > 0 && f.engine == "hw" {
 		return session.Options{}, usagef("--heap needs the page engine: blocks come and go by the thousand, the debug registers hold four")

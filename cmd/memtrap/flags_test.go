@@ -166,6 +166,8 @@ func TestUsageErrors(t *testing.T) {
 		{"heap not key=value", []string{"run", "--heap", "40", "--", "p"}, `--heap 40: "40" is not KEY=VALUE (keys: size, site, nth, every)`},
 		{"heap bad size", []string{"run", "--heap", "size=4x", "--", "p"}, `--heap size=4x: size: malformed number "4x" (want decimal or 0x hex)`},
 		{"freed without heap", []string{"run", "--symbol", "x", "--freed", "--", "p"}, "--freed needs --heap: it says how long a heap block is watched"},
+		{"redzone without heap", []string{"run", "--symbol", "x", "--redzone", "8", "--", "p"}, "--redzone needs --heap: it watches past the end of heap blocks"},
+		{"redzone too large", []string{"run", "--heap", "size=8", "--redzone", "5000", "--", "p"}, "--redzone 5000: at most 4096 bytes"},
 		{"heap on hw", []string{"run", "--heap", "size=8", "--engine", "hw", "--", "p"}, "--heap needs the page engine: blocks come and go by the thousand, the debug registers hold four"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

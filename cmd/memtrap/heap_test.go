@@ -258,3 +258,28 @@ func TestHeapCPlusPlus(t *testing.T) {
 		}
 	}
 }
+
+// TestHeapRedzone: with --redzone on the overflowing block alone, the
+// bytes past its 24 are its redzone: up to the next block's, no further
+// (the next chunk's size field, 8 bytes). The write of that header by
+// the next malloc is the allocator's and never reported; the overflow's
+// 8 bytes are, as an overflow, numbered from the block's start; the next
+// block's own write is not watched at all.
+func TestHeapRedzone(t *testing.T) {
+	prog := heapProg(t)
+	evs := heapRun(t, prog, "overflow", "--backtrace", "1", "--heap", "size=24,nth=1", "--redzone", "16")
+	var got []string
+	for _, w := range writes(evs) {
+		got = append(got, brief(w))
+	}
+	var want []string
+	for i := 0; i < 24; i++ {
+		want = append(want, fmt.Sprintf("heap#1+%d=0x41/overflow", i))
+	}
+	for i := 24; i < 32; i++ {
+		want = append(want, fmt.Sprintf("heap#1+%d=0x41/overflow/overflow", i))
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("writes\n %s\nwant\n %s", strings.Join(got, " "), strings.Join(want, " "))
+	}
+}

@@ -92,14 +92,28 @@ type heapWatch struct {
 	freed   map[uint64]*block // freed blocks still watched (--freed)
 	regions map[*pagewatch.Region]*block
 	ids     int
+	// glibc: the hooked allocator is glibc's, whose chunk headers bound a
+	// redzone; reds counts the live blocks that have one.
+	glibc bool
+	reds  int
 }
 
-// block is one watched heap block.
+// block is one watched heap block: the region of its requested bytes and,
+// with --redzone, the region after them (red).
 type block struct {
 	id         int
 	addr, size uint64
 	region     *pagewatch.Region
+	red        *pagewatch.Region
 	freed      bool
+}
+
+// regionsOf lists a block's regions.
+func (b *block) regionsOf() []*pagewatch.Region {
+	if b.red != nil {
+		return []*pagewatch.Region{b.region, b.red}
+	}
+	return []*pagewatch.Region{b.region}
 }
 
 // hookHeap hooks the allocator the program's calls bind to; t is stopped,
@@ -121,7 +135,11 @@ func (se *session) hookHeap(t *tracer.Thread) (string, error) {
 	// half-way.
 	se.w.SetHooks(hooks)
 	h := &heapWatch{se: se, hooks: hooks, module: module, matched: make([]int, len(se.opts.Heap)),
-		live: map[uint64]*block{}, freed: map[uint64]*block{}, regions: map[*pagewatch.Region]*block{}}
+		live: map[uint64]*block{}, freed: map[uint64]*block{}, regions: map[*pagewatch.Region]*block{},
+		glibc: strings.HasPrefix(filepath.Base(module), "libc.so")}
+	if se.opts.Redzone > 0 && !h.glibc {
+		_ = se.rep.Note(fmt.Sprintf("--redzone: %s is not glibc's allocator, whose chunk headers tell where a block's slack ends; blocks are watched without a redzone", module))
+	}
 	var hooked []string
 	seen := map[uint64]bool{}
 	for _, fn := range allocators {
@@ -195,8 +213,11 @@ func (h *heapWatch) call(fn allocFn, t *tracer.Thread, regs *unix.PtraceRegs) er
 	}
 	old := h.live[ptr]
 	sel, frames := h.selects(t, regs, size)
-	if !sel && old == nil && len(h.freed) == 0 {
-		return nil // nothing to see at the return
+	if !sel && old == nil && len(h.freed) == 0 && h.reds == 0 {
+		// Nothing to see at the return. (With redzones or freed blocks
+		// watched, every call is followed to its return: its writes into
+		// them are the allocator's.)
+		return nil
 	}
 	memptr := regs.Rdi
 	return h.hooks.Return(t, regs, func(t *tracer.Thread, regs *unix.PtraceRegs) error {
@@ -301,30 +322,75 @@ func (h *heapWatch) allocated(t *tracer.Thread, fn string, addr, size uint64, fr
 	h.ids++
 	b := &block{id: h.ids, addr: addr, size: size}
 	b.region = &pagewatch.Region{Name: fmt.Sprintf("heap#%d", b.id), Addr: addr, Len: size}
-	if err := h.se.w.AddRegions(t, []*pagewatch.Region{b.region}); err != nil {
+	b.red = h.redzone(addr, size, b.region.Name)
+	if err := h.se.w.AddRegions(t, b.regionsOf()); err != nil {
 		return fmt.Errorf("watching heap#%d: %w", b.id, err)
 	}
-	h.live[addr] = b
-	h.regions[b.region] = b
+	h.track(b)
 	return h.se.rep.Heap(&report.Heap{Event: "alloc", Block: b.id, Addr: addr, Size: size, Fn: fn,
 		Pid: t.Process().Pid, Tid: t.Tid, Backtrace: h.se.symbolizeFrames(t.Process().Pid, frames, nil)})
 }
 
+// redzone is the region after a block's requested bytes, up to --redzone
+// of them: its slack and the next chunk's header, never the next block's
+// bytes. glibc keeps a chunk's size, with flags in its low 3 bits, in the
+// word before the block; the next block starts that many bytes on (an
+// mmapped chunk, flag 2, ends there, 16 bytes sooner).
+func (h *heapWatch) redzone(addr, size uint64, name string) *pagewatch.Region {
+	if h.se.opts.Redzone == 0 || !h.glibc {
+		return nil
+	}
+	var b [8]byte
+	if h.se.p.ReadMemory(addr-8, b[:]) != nil {
+		return nil
+	}
+	head := binary.LittleEndian.Uint64(b[:])
+	end := addr + head&^7
+	if head&2 != 0 {
+		end -= 16
+	}
+	hi := min(addr+size+h.se.opts.Redzone, end)
+	if hi <= addr+size || hi-addr > 1<<40 {
+		return nil // no slack, or not a chunk glibc would make
+	}
+	return &pagewatch.Region{Name: name, Addr: addr + size, Len: hi - addr - size}
+}
+
+// track and untrack keep the books of a block's regions.
+func (h *heapWatch) track(b *block) {
+	h.live[b.addr] = b
+	for _, r := range b.regionsOf() {
+		h.regions[r] = b
+	}
+	if b.red != nil {
+		h.reds++
+	}
+}
+
+func (h *heapWatch) untrack(b *block) {
+	delete(h.live, b.addr)
+	for _, r := range b.regionsOf() {
+		delete(h.regions, r)
+	}
+	if b.red != nil {
+		h.reds--
+	}
+}
+
 // moved follows a block realloc moved or resized.
 func (h *heapWatch) moved(t *tracer.Thread, b *block, addr, size uint64) error {
-	if err := h.se.w.RemoveRegions(t, []*pagewatch.Region{b.region}); err != nil {
+	if err := h.se.w.RemoveRegions(t, b.regionsOf()); err != nil {
 		return err
 	}
-	delete(h.live, b.addr)
-	delete(h.regions, b.region)
+	h.untrack(b)
 	from := b.addr
 	b.addr, b.size = addr, size
 	b.region = &pagewatch.Region{Name: b.region.Name, Addr: addr, Len: size}
-	if err := h.se.w.AddRegions(t, []*pagewatch.Region{b.region}); err != nil {
+	b.red = h.redzone(addr, size, b.region.Name)
+	if err := h.se.w.AddRegions(t, b.regionsOf()); err != nil {
 		return fmt.Errorf("watching heap#%d: %w", b.id, err)
 	}
-	h.live[addr] = b
-	h.regions[b.region] = b
+	h.track(b)
 	return h.se.rep.Heap(&report.Heap{Event: "realloc", Block: b.id, From: from, Addr: addr, Size: size, Fn: "realloc",
 		Pid: t.Process().Pid, Tid: t.Tid})
 }
@@ -333,24 +399,42 @@ func (h *heapWatch) moved(t *tracer.Thread, b *block, addr, size uint64) error {
 func (h *heapWatch) free(t *tracer.Thread, fn string, ptr uint64) error {
 	b := h.live[ptr]
 	if b == nil {
-		return nil
+		if h.reds == 0 && len(h.freed) == 0 {
+			return nil
+		}
+		// Its writes into watched redzones or freed blocks are the
+		// allocator's.
+		return h.inside(t)
 	}
-	delete(h.live, ptr)
 	if err := h.se.rep.Heap(&report.Heap{Event: "free", Block: b.id, Addr: ptr, Fn: fn, Pid: t.Process().Pid, Tid: t.Tid}); err != nil {
 		return err
 	}
 	if !h.se.opts.Freed {
-		delete(h.regions, b.region)
-		return h.se.w.RemoveRegions(t, []*pagewatch.Region{b.region})
+		h.untrack(b)
+		return h.se.w.RemoveRegions(t, b.regionsOf())
 	}
+	// Freed: the redzone goes (the allocator owns the chunk now), the
+	// block's bytes stay watched.
+	if b.red != nil {
+		if err := h.se.w.RemoveRegions(t, []*pagewatch.Region{b.red}); err != nil {
+			return err
+		}
+	}
+	h.untrack(b)
+	b.red = nil
+	h.regions[b.region] = b
 	b.freed = true
 	h.freed[ptr] = b
+	return h.inside(t)
+}
+
+// inside marks t as inside the allocator until the call it is at the
+// entry of returns: awaiting its return is what keep looks at.
+func (h *heapWatch) inside(t *tracer.Thread) error {
 	var regs unix.PtraceRegs
 	if err := t.Regs(&regs); err != nil {
 		return err
 	}
-	// Awaiting its return marks the thread as inside the allocator, whose
-	// own writes into the freed block are not the program's.
 	return h.hooks.Return(t, &regs, func(*tracer.Thread, *unix.PtraceRegs) error { return nil })
 }
 
@@ -360,7 +444,7 @@ func (h *heapWatch) reused(t *tracer.Thread, addr, size uint64) error {
 		if a < addr+max(size, 1) && addr < a+b.size {
 			delete(h.freed, a)
 			delete(h.regions, b.region)
-			if err := h.se.w.RemoveRegions(t, []*pagewatch.Region{b.region}); err != nil {
+			if err := h.se.w.RemoveRegions(t, b.regionsOf()); err != nil {
 				return err
 			}
 		}
@@ -381,8 +465,12 @@ func (h *heapWatch) keep(w *pagewatch.Write) bool {
 func (h *heapWatch) annotate(ev *report.Write, r *pagewatch.Region) {
 	if b := h.regions[r]; b != nil {
 		ev.Block = b.id
-		if b.freed {
+		switch {
+		case b.freed:
 			ev.Kind = "use-after-free"
+		case r == b.red:
+			ev.Kind = "overflow"
+			ev.Offset += b.size // from the block's start
 		}
 	}
 }

@@ -43,10 +43,14 @@ type Options struct {
 	// Heap selects heap blocks to watch from their allocation on; Freed
 	// keeps watching a block after free() until the allocator hands its
 	// memory out again (a write meanwhile is a use-after-free).
-	Heap   []HeapSpec
-	Freed  bool
-	Format string    // text or json
-	Out    io.Writer // where the report goes
+	Heap  []HeapSpec
+	Freed bool
+	// Redzone watches up to this many bytes after each block's requested
+	// end (its slack and the next chunk's header): a write there is an
+	// overflow.
+	Redzone uint64
+	Format  string    // text or json
+	Out     io.Writer // where the report goes
 }
 
 // session is one watch of one process, from its options to the final
