@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/memtrap/memtrap/internal/fixture"
@@ -281,5 +284,69 @@ func TestHeapRedzone(t *testing.T) {
 	}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("writes\n %s\nwant\n %s", strings.Join(got, " "), strings.Join(want, " "))
+	}
+}
+
+// TestHeapAttach: attached to a running program, --heap watches the blocks
+// allocated from then on; at SIGTERM memtrap takes its breakpoints out
+// (the target's next malloc would die of SIGTRAP otherwise, and
+// hijacked return addresses would send it to a page that is gone) and
+// the target runs on to its own end.
+func TestHeapAttach(t *testing.T) {
+	prog := heapProg(t)
+	target := exec.Command(prog, "loop")
+	stdout, _ := target.StdoutPipe()
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer target.Process.Kill()
+	rd := bufio.NewReader(stdout)
+	if l, _ := rd.ReadString('\n'); l != "ready\n" {
+		t.Fatalf("target said %q", l)
+	}
+	out := make(chan string, 1)
+	go func() { rest, _ := readAll(rd); out <- rest }()
+	mt := exec.Command(memtrapBin, "attach", fmt.Sprint(target.Process.Pid), "--format", "json", "--backtrace", "1", "--heap", "size=40")
+	errp, _ := mt.StderrPipe()
+	if err := mt.Start(); err != nil {
+		t.Fatal(err)
+	}
+	mrd := bufio.NewReader(errp)
+	var seen []string
+	for len(seen) < 10 {
+		l, err := mrd.ReadString('\n')
+		if err != nil {
+			t.Fatalf("memtrap ended early: %v", err)
+		}
+		seen = append(seen, l)
+	}
+	mt.Process.Signal(syscall.SIGTERM)
+	rest, _ := readAll(mrd)
+	if err := mt.Wait(); err != nil {
+		t.Fatalf("memtrap: %v", err)
+	}
+	evs := parseEvents(t, strings.Join(seen, "")+rest)
+	if end := last(t, evs); end.Event != "detach" {
+		t.Fatalf("last event %+v", end)
+	}
+	// Each watched block: its allocation, the loop's one write of its
+	// number, its free; numbers in a row.
+	prev := -1
+	for _, w := range writes(evs) {
+		var v int
+		fmt.Sscanf(w.New, "0x%x", &v)
+		if writer(w) != "stamp" || w.Offset != 0 || (prev >= 0 && v != prev+1) {
+			t.Fatalf("write %+v after value %d", w, prev)
+		}
+		prev = v
+	}
+	if prev < 0 {
+		t.Fatal("no write reported")
+	}
+	if err := target.Wait(); err != nil {
+		t.Fatalf("target after detach: %v", err)
+	}
+	if s := <-out; s != "loop done\n" {
+		t.Errorf("target's output after detach %q", s)
 	}
 }

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 __attribute__((noinline)) void stamp(long *p, long v) { *p = v; }
 
@@ -68,6 +69,17 @@ int main(int argc, char **argv) {
 		for (long i = 10; i < 20; i++)
 			stamp(alloc_b(40), i);
 		printf("select done\n");
+	} else if (!strcmp(mode, "loop")) {
+		// For attach: a block a round, written and freed, until told.
+		printf("ready\n");
+		fflush(stdout);
+		for (long i = 0; i < 400; i++) {
+			long *p = malloc(40);
+			stamp(p, i);
+			usleep(5000);
+			free(p);
+		}
+		printf("loop done\n");
 	} else if (!strcmp(mode, "threads")) {
 		pthread_t t[4];
 		for (long i = 0; i < 4; i++)
