@@ -39,6 +39,8 @@ type watchFlags struct {
 	heap       []string
 	freed      bool
 	redzone    uint64
+	args       []string
+	locals     []string
 }
 
 // specValue appends to the ordered spec list, so that each --len belongs to
@@ -132,8 +134,54 @@ func (f *watchFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.completer, "completer", "emulate", "how trapped writes complete: emulate (simple stores emulated, the rest single-stepped) or step (always single-step)")
 	_ = fs.MarkHidden("completer")
 	fs.StringArrayVar(&f.heap, "heap", nil, "watch heap blocks from their allocation on: size=N or size=MIN-MAX (requested size), site=FUNC (a function of the allocation's backtrace), nth=K (only the K-th match), every=N; repeatable")
+	fs.StringArrayVar(&f.args, "arg", nil, "FUNC:N[:LEN]: at each call of FUNC, watch LEN bytes at its N-th argument (1-based, as the SysV ABI passes them) until it returns; without LEN, the size of what the parameter points to (DWARF); repeatable")
+	fs.StringArrayVar(&f.locals, "local", nil, "FUNC:VAR: watch FUNC's local variable VAR (its DWARF location) in each call's frame, until the call returns; repeatable")
 	fs.Uint64Var(&f.redzone, "redzone", 0, "with --heap: also watch up to N bytes past each block's requested end (its slack and the allocator's header of the next chunk, never another block); a write there is an overflow")
 	fs.BoolVar(&f.freed, "freed", false, "with --heap: keep watching a block after free() until the allocator hands it out again; a write meanwhile is a use-after-free")
+}
+
+// parseArg reads --arg FUNC:N[:LEN]; FUNC may hold "::" (C++, Rust).
+func parseArg(s string) (session.ArgSpec, error) {
+	bad := fmt.Errorf("--arg %s: want FUNC:N or FUNC:N:LEN (N the argument's number from 1)", s)
+	parts := strings.Split(s, ":")
+	if len(parts) < 2 {
+		return session.ArgSpec{}, bad
+	}
+	num := func(x string) (uint64, bool) {
+		n, err := parseNumber(x)
+		return n, err == nil && x != ""
+	}
+	a := session.ArgSpec{}
+	last, ok := num(parts[len(parts)-1])
+	if !ok {
+		return a, bad
+	}
+	fn := parts[:len(parts)-1]
+	if n, ok := num(parts[len(parts)-2]); ok && len(parts) >= 3 && parts[len(parts)-3] != "" {
+		a.N, a.Len, fn = int(n), last, parts[:len(parts)-2]
+		if last == 0 {
+			return a, fmt.Errorf("--arg %s: LEN 0: a region needs at least one byte", s)
+		}
+	} else {
+		a.N = int(last)
+	}
+	a.Func = strings.Join(fn, ":")
+	if a.Func == "" || strings.HasSuffix(a.Func, ":") {
+		return a, bad
+	}
+	if a.N < 1 || a.N > 64 {
+		return a, fmt.Errorf("--arg %s: argument %d: they are numbered from 1", s, a.N)
+	}
+	return a, nil
+}
+
+// parseLocal reads --local FUNC:VAR.
+func parseLocal(s string) (session.LocalSpec, error) {
+	i := strings.LastIndexByte(s, ':')
+	if i <= 0 || i == len(s)-1 || s[i-1] == ':' {
+		return session.LocalSpec{}, fmt.Errorf("--local %s: want FUNC:VAR", s)
+	}
+	return session.LocalSpec{Func: s[:i], Var: s[i+1:]}, nil
 }
 
 // parseHeap reads one --heap SPEC: comma-separated keys.
@@ -202,8 +250,25 @@ func (f *watchFlags) options() (session.Options, error) {
 		}
 		o.Heap = append(o.Heap, h)
 	}
-	if len(f.specs) == 0 && len(o.Heap) == 0 {
+	for _, spec := range f.args {
+		a, err := parseArg(spec)
+		if err != nil {
+			return session.Options{}, usagef("%v", err)
+		}
+		o.Args = append(o.Args, a)
+	}
+	for _, spec := range f.locals {
+		l, err := parseLocal(spec)
+		if err != nil {
+			return session.Options{}, usagef("%v", err)
+		}
+		o.Locals = append(o.Locals, l)
+	}
+	if len(f.specs) == 0 && len(o.Heap) == 0 && len(o.Args) == 0 && len(o.Locals) == 0 {
 		return session.Options{}, usagef("nothing to watch: give --addr ADDR --len N, --symbol NAME or --heap SPEC")
+	}
+	if (len(o.Heap) > 0 || len(o.Args) > 0 || len(o.Locals) > 0) && f.engine == "hw" {
+		return session.Options{}, usagef("--heap, --arg and --local need the page engine: blocks and frames come and go by the thousand, the debug registers hold four")
 	}
 	if f.freed && len(o.Heap) == 0 {
 		return session.Options{}, usagef("--freed needs --heap: it says how long a heap block is watched")
@@ -214,9 +279,7 @@ func (f *watchFlags) options() (session.Options, error) {
 	if f.redzone > 4096 {
 		return session.Options{}, usagef("--redzone %d: at most 4096 bytes", f.redzone)
 	}
-	if len(o.Heap) > 0 && f.engine == "hw" {
-		return session.Options{}, usagef("--heap needs the page engine: blocks come and go by the thousand, the debug registers hold four")
-	}
+
 	if f.pendingLen != nil {
 		return session.Options{}, usagef("--len %d follows no --addr or --symbol", *f.pendingLen)
 	}

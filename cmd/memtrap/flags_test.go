@@ -55,6 +55,9 @@ func TestVerbOptions(t *testing.T) {
 	heap := defaults()
 	heap.Heap = []session.HeapSpec{{MinSize: 40, MaxSize: 40}, {MinSize: 32, MaxSize: 64, Site: "Session::create", Nth: 3}, {Site: "parse_header", Every: 100}}
 	heap.Freed = true
+	calls := defaults()
+	calls.Args = []session.ArgSpec{{Func: "fill_record", N: 1, Len: 64}, {Func: "Session::create", N: 2}, {Func: "ns::Pool::take", N: 7, Len: 0x10}}
+	calls.Locals = []session.LocalSpec{{Func: "process_batch", Var: "scratch"}, {Func: "ns::f", Var: "buf"}}
 	for _, c := range []struct {
 		name string
 		args []string
@@ -89,6 +92,9 @@ func TestVerbOptions(t *testing.T) {
 			&AttachOptions{Watch: defaults(session.Spec{Addr: 0x7f12a4c01000, Len: 64}), Output: "-", Pid: 1234}},
 		{"attach: module:name, pending", []string{"attach", "1", "--symbol", "libc.so.6:environ", "--pending"},
 			&AttachOptions{Watch: pending, Pid: 1}},
+		{"--arg and --local, C++ names too", []string{"run", "--arg", "fill_record:1:64", "--arg", "Session::create:2",
+			"--arg", "ns::Pool::take:7:0x10", "--local", "process_batch:scratch", "--local", "ns::f:buf", "--", "p"},
+			&RunOptions{Watch: calls, Argv: []string{"p"}}},
 		{"heap specs, in order, and --freed", []string{"run", "--heap", "size=40", "--heap", "size=32-64,site=Session::create,nth=3",
 			"--heap", "site=parse_header,every=100", "--freed", "--", "p"},
 			&RunOptions{Watch: heap, Argv: []string{"p"}}},
@@ -168,7 +174,7 @@ func TestUsageErrors(t *testing.T) {
 		{"freed without heap", []string{"run", "--symbol", "x", "--freed", "--", "p"}, "--freed needs --heap: it says how long a heap block is watched"},
 		{"redzone without heap", []string{"run", "--symbol", "x", "--redzone", "8", "--", "p"}, "--redzone needs --heap: it watches past the end of heap blocks"},
 		{"redzone too large", []string{"run", "--heap", "size=8", "--redzone", "5000", "--", "p"}, "--redzone 5000: at most 4096 bytes"},
-		{"heap on hw", []string{"run", "--heap", "size=8", "--engine", "hw", "--", "p"}, "--heap needs the page engine: blocks come and go by the thousand, the debug registers hold four"},
+		{"heap on hw", []string{"run", "--heap", "size=8", "--engine", "hw", "--", "p"}, "--heap, --arg and --local need the page engine: blocks and frames come and go by the thousand, the debug registers hold four"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			v := parse(c.args...)

@@ -350,3 +350,58 @@ func TestHeapAttach(t *testing.T) {
 		t.Errorf("target's output after detach %q", s)
 	}
 }
+
+// TestArgAndLocal: --arg watches what a call is given while it lasts (the
+// size from DWARF, or LEN), --local a local variable in each live frame,
+// recursion's two at once; nothing after the calls return.
+func TestArgAndLocal(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/calls.c", "-O0", "-g")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		// struct rec is 24 bytes: id, then name's "x\0"; main's a.id = 5
+		// after the call is not fill_record's.
+		{[]string{"--arg", "fill_record:1"}, "fill_record:1+0=0x1/fill_record fill_record:1+8=0x78/fill_record fill_record:1+0=0x2/fill_record fill_record:1+8=0x78/fill_record"},
+		{[]string{"--arg", "fill_record:1:8"}, "fill_record:1+0=0x1/fill_record fill_record:1+0=0x2/fill_record"},
+		// depth 1's scratch[0..1], then depth 0's whole life inside it,
+		// then depth 1's scratch[2].
+		{[]string{"--local", "process_batch:scratch"}, "process_batch:scratch+0=0x1/process_batch process_batch:scratch+8=0x2/process_batch " +
+			"process_batch:scratch+0=0x0/process_batch process_batch:scratch+8=0x0/process_batch process_batch:scratch+16=0x0/process_batch " +
+			"process_batch:scratch+16=0x0/process_batch"},
+	} {
+		evs := heapRun(t, prog, "", append([]string{"--backtrace", "1"}, c.args...)...)
+		var got []string
+		addrs := map[string]bool{}
+		for _, w := range writes(evs) {
+			got = append(got, brief(w))
+			addrs[w.Addr] = true
+		}
+		if strings.Join(got, " ") != c.want {
+			t.Errorf("%v: writes\n %s\nwant\n %s", c.args, strings.Join(got, " "), c.want)
+		}
+		if c.args[0] == "--local" && len(addrs) != 6 {
+			t.Errorf("--local: %d addresses written, want 6 (three of each frame's scratch)", len(addrs))
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"--arg", "fill_record:3"}, 1, "--arg fill_record:3: fill_record has 2 parameter(s)"},
+		{[]string{"--arg", "fill_record:2"}, 1, "--arg fill_record:2: its DWARF does not say the size of what it points to; give --arg fill_record:2:LEN"},
+		{[]string{"--local", "process_batch:nope"}, 1, "--local process_batch:nope: nope: no such local variable in the function's DWARF"},
+		{[]string{"--arg", "fill_recrod:1"}, 1, "--arg fill_recrod:1: "},
+		{[]string{"--arg", "fill_record"}, 2, "--arg fill_record: want FUNC:N or FUNC:N:LEN (N the argument's number from 1)"},
+		{[]string{"--arg", "fill_record:0"}, 2, "--arg fill_record:0: argument 0: they are numbered from 1"},
+		{[]string{"--arg", "fill_record:1:0"}, 2, "--arg fill_record:1:0: LEN 0: a region needs at least one byte"},
+		{[]string{"--local", "process_batch"}, 2, "--local process_batch: want FUNC:VAR"},
+	} {
+		r := memtrap(t, append(append([]string{"run"}, c.args...), "--", prog)...)
+		line := strings.TrimSpace(r.stderr)
+		if r.code != c.code || strings.Count(line, "\n") != 0 || !strings.HasPrefix(line, "memtrap: "+c.msg) {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d, %q", c.args, r.code, r.stderr, c.code, c.msg)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package session
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/memtrap/memtrap/internal/report"
 	"github.com/memtrap/memtrap/pkg/pagewatch"
@@ -66,7 +67,7 @@ func (se *session) attachWatch(wopts pagewatch.Options) (report.Summary, error) 
 		letGo(w)
 		return report.Summary{}, err
 	}
-	heapLine, err := se.hookHeap(t)
+	hookLines, err := se.hook(t)
 	if err != nil {
 		letGo(w)
 		return report.Summary{}, err
@@ -75,8 +76,11 @@ func (se *session) attachWatch(wopts pagewatch.Options) (report.Summary, error) 
 		letGo(w)
 		return report.Summary{}, err
 	}
-	if heapLine != "" {
-		_ = se.rep.Note(fmt.Sprintf("%s, in process %d (engine %s); blocks allocated before the attach are not known", heapLine, p.Pid, w.Engine()))
+	for _, l := range hookLines {
+		if strings.HasPrefix(l, "watching heap") {
+			l += "; blocks allocated before the attach are not known"
+		}
+		_ = se.rep.Note(fmt.Sprintf("%s, in process %d (engine %s)", l, p.Pid, w.Engine()))
 	}
 	go func() {
 		for range se.sigs {

@@ -96,6 +96,10 @@ type heapWatch struct {
 	// redzone; reds counts the live blocks that have one.
 	glibc bool
 	reds  int
+	// depth: the allocator calls each thread is inside (followed to
+	// their return), by tid. Writes a thread makes inside are the
+	// allocator's; an allocator call inside one is the same allocation.
+	depth map[int]int
 }
 
 // block is one watched heap block: the region of its requested bytes and,
@@ -116,27 +120,43 @@ func (b *block) regionsOf() []*pagewatch.Region {
 	return []*pagewatch.Region{b.region}
 }
 
-// hookHeap hooks the allocator the program's calls bind to; t is stopped,
-// and so are the other threads. It returns a line for the watch header.
-func (se *session) hookHeap(t *tracer.Thread) (string, error) {
-	if len(se.opts.Heap) == 0 {
-		return "", nil
+// hook puts the breakpoints --heap, --arg and --local need; t is
+// stopped, and so are the other threads. It returns lines for the watch
+// header.
+func (se *session) hook(t *tracer.Thread) ([]string, error) {
+	if len(se.opts.Heap) == 0 && len(se.opts.Args) == 0 && len(se.opts.Locals) == 0 {
+		return nil, nil
 	}
+	hooks, err := hook.New(se.p, t)
+	if err != nil {
+		return nil, err
+	}
+	// The watch takes them out again at a detach, also if this fails
+	// half-way.
+	se.w.SetHooks(hooks)
+	var lines []string
+	if len(se.opts.Heap) > 0 {
+		line, err := se.hookHeap(hooks)
+		if err != nil {
+			return nil, err
+		}
+		lines = append(lines, line)
+	}
+	more, err := se.hookFuncs(hooks)
+	return append(lines, more...), err
+}
+
+// hookHeap hooks the allocator the program's calls bind to. It returns a
+// line for the watch header.
+func (se *session) hookHeap(hooks *hook.Set) (string, error) {
 	defs := se.syms.Definitions("malloc")
 	if len(defs) == 0 {
 		return "", fmt.Errorf("--heap: no module of process %d defines malloc", se.p.Pid)
 	}
 	module := pickAllocator(defs, se.exe())
-	hooks, err := hook.New(se.p, t)
-	if err != nil {
-		return "", err
-	}
-	// The watch takes them out again at a detach, also if this fails
-	// half-way.
-	se.w.SetHooks(hooks)
 	h := &heapWatch{se: se, hooks: hooks, module: module, matched: make([]int, len(se.opts.Heap)),
 		live: map[uint64]*block{}, freed: map[uint64]*block{}, regions: map[*pagewatch.Region]*block{},
-		glibc: strings.HasPrefix(filepath.Base(module), "libc.so")}
+		glibc: strings.HasPrefix(filepath.Base(module), "libc.so"), depth: map[int]int{}}
 	if se.opts.Redzone > 0 && !h.glibc {
 		_ = se.rep.Note(fmt.Sprintf("--redzone: %s is not glibc's allocator, whose chunk headers tell where a block's slack ends; blocks are watched without a redzone", module))
 	}
@@ -196,7 +216,7 @@ func definedIn(defs []symbols.Symbol, module string) (uint64, bool) {
 
 // call runs at an allocator's entry, with the thread stopped there.
 func (h *heapWatch) call(fn allocFn, t *tracer.Thread, regs *unix.PtraceRegs) error {
-	if h.hooks.Awaiting(t) {
+	if h.depth[t.Tid] > 0 {
 		return nil // the allocator calling itself: one call
 	}
 	var ptr uint64
@@ -220,7 +240,9 @@ func (h *heapWatch) call(fn allocFn, t *tracer.Thread, regs *unix.PtraceRegs) er
 		return nil
 	}
 	memptr := regs.Rdi
+	h.depth[t.Tid]++
 	return h.hooks.Return(t, regs, func(t *tracer.Thread, regs *unix.PtraceRegs) error {
+		h.returned(t)
 		addr := regs.Rax
 		if fn.out {
 			addr = 0
@@ -435,7 +457,18 @@ func (h *heapWatch) inside(t *tracer.Thread) error {
 	if err := t.Regs(&regs); err != nil {
 		return err
 	}
-	return h.hooks.Return(t, &regs, func(*tracer.Thread, *unix.PtraceRegs) error { return nil })
+	h.depth[t.Tid]++
+	return h.hooks.Return(t, &regs, func(t *tracer.Thread, _ *unix.PtraceRegs) error {
+		h.returned(t)
+		return nil
+	})
+}
+
+// returned counts an allocator call's return.
+func (h *heapWatch) returned(t *tracer.Thread) {
+	if h.depth[t.Tid]--; h.depth[t.Tid] <= 0 {
+		delete(h.depth, t.Tid)
+	}
 }
 
 // reused stops watching freed blocks the allocator hands out again.
@@ -458,7 +491,7 @@ func (h *heapWatch) keep(w *pagewatch.Write) bool {
 	if h.regions[w.Region] == nil || w.Thread == nil || w.Syscall != "" || w.Signal != 0 {
 		return true
 	}
-	return !h.hooks.Awaiting(w.Thread)
+	return h.depth[w.Thread.Tid] == 0
 }
 
 // annotate names a write into a block by the block.

@@ -74,15 +74,15 @@ func (se *session) runWatch(wopts pagewatch.Options) (report.Summary, error) {
 	if err := se.watchPending(w); err != nil {
 		return report.Summary{}, err
 	}
-	heapLine, err := se.hookHeap(t)
+	hookLines, err := se.hook(t)
 	if err != nil {
 		return report.Summary{}, err
 	}
 	if err := se.rep.Start(p.Pid, w.Engine(), reportRegions(regions)); err != nil {
 		return report.Summary{}, err
 	}
-	if heapLine != "" {
-		_ = se.rep.Note(fmt.Sprintf("%s, in process %d (engine %s)", heapLine, p.Pid, w.Engine()))
+	for _, l := range hookLines {
+		_ = se.rep.Note(fmt.Sprintf("%s, in process %d (engine %s)", l, p.Pid, w.Engine()))
 	}
 	if err := p.ResumeAll(); err != nil {
 		return report.Summary{}, err

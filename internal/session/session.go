@@ -49,8 +49,12 @@ type Options struct {
 	// end (its slack and the next chunk's header): a write there is an
 	// overflow.
 	Redzone uint64
-	Format  string    // text or json
-	Out     io.Writer // where the report goes
+	// Args and Locals watch memory a call of a function is given or keeps
+	// on its stack, while the call lasts.
+	Args   []ArgSpec
+	Locals []LocalSpec
+	Format string    // text or json
+	Out    io.Writer // where the report goes
 }
 
 // session is one watch of one process, from its options to the final
@@ -296,9 +300,9 @@ func (se *session) watchOptions() pagewatch.Options {
 	if se.opts.Completer == "step" {
 		o.Completer = pagewatch.Stepper{}
 	}
-	if len(se.opts.Heap) > 0 {
-		// Blocks come and go by the thousand: the debug registers'
-		// four slots cannot hold them.
+	if len(se.opts.Heap)+len(se.opts.Args)+len(se.opts.Locals) > 0 {
+		// Blocks and frames come and go by the thousand: the debug
+		// registers' four slots cannot hold them.
 		o.Engine = pagewatch.EnginePage
 		o.Keep = func(w *pagewatch.Write) bool { return se.heap == nil || se.heap.keep(w) }
 	}

@@ -189,6 +189,7 @@ type funcDesc struct {
 	cu        int32
 	frameBase locAttr
 	params    []paramDesc
+	locals    []paramDesc // its variables, its lexical blocks' included
 }
 
 type funcRange struct {
@@ -278,6 +279,8 @@ func buildFuncIndex(d *dwarf.Data, src *elf.File) (fx *funcIndex, err error) {
 	}()
 	type level struct {
 		fn int32 // index in fx.funcs of the subprogram this DIE is, or -1
+		// owner: the subprogram a lexical block belongs to, or -1
+		owner int32
 	}
 	var stack []level
 	cu := int32(-1)
@@ -296,11 +299,15 @@ func buildFuncIndex(d *dwarf.Data, src *elf.File) (fx *funcIndex, err error) {
 			}
 			continue
 		}
-		parent := int32(-1)
+		parent, owner := int32(-1), int32(-1)
 		if len(stack) > 0 {
 			parent = stack[len(stack)-1].fn
+			owner = stack[len(stack)-1].owner
+			if parent >= 0 {
+				owner = parent
+			}
 		}
-		cur := level{fn: -1}
+		cur := level{fn: -1, owner: -1}
 		switch e.Tag {
 		case dwarf.TagCompileUnit, dwarf.TagPartialUnit:
 			u := unitInfo{version: versions.at(e.Offset)}
@@ -338,6 +345,16 @@ func buildFuncIndex(d *dwarf.Data, src *elf.File) (fx *funcIndex, err error) {
 			p.typ, p.hasType = e.Val(dwarf.AttrType).(dwarf.Offset)
 			p.origin, _ = e.Val(dwarf.AttrAbstractOrigin).(dwarf.Offset)
 			fx.funcs[parent].params = append(fx.funcs[parent].params, p)
+		case dwarf.TagLexDwarfBlock:
+			cur.owner = owner
+		case dwarf.TagVariable:
+			if owner < 0 {
+				break
+			}
+			v := paramDesc{loc: locOf(e.AttrField(dwarf.AttrLocation))}
+			v.name, _ = e.Val(dwarf.AttrName).(string)
+			v.typ, v.hasType = e.Val(dwarf.AttrType).(dwarf.Offset)
+			fx.funcs[owner].locals = append(fx.funcs[owner].locals, v)
 		}
 		if e.Children {
 			stack = append(stack, cur)
@@ -630,4 +647,104 @@ func value(expr []byte, env *op.Env, size int) (uint64, bool) {
 		v &= 1<<(8*size) - 1
 	}
 	return v, true
+}
+
+// ParamPointee describes the n-th parameter (1-based) of the function at
+// pc: its name, the number of parameters the function has, and the size of
+// what it points to (0 if it is not a pointer or the size is not known).
+func (t *Table) ParamPointee(pc uint64, n int) (name string, params int, size uint64, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	mod := t.moduleAt(pc)
+	if mod == nil || !mod.biasOK {
+		return "", 0, 0, fmt.Errorf("pc %#x: %w", pc, ErrNoFunction)
+	}
+	fn := t.funcIndex(mod.obj, mod.path).find(pc - mod.bias)
+	if fn == nil {
+		return "", 0, 0, fmt.Errorf("pc %#x: %w", pc, ErrNoFunction)
+	}
+	if n < 1 || n > len(fn.params) {
+		return "", len(fn.params), 0, nil
+	}
+	p := fn.params[n-1]
+	d := t.dwarfData(mod.obj, mod.path)
+	if !p.hasType || d == nil {
+		return p.name, len(fn.params), 0, nil
+	}
+	typ, terr := d.Type(p.typ)
+	if terr != nil {
+		return p.name, len(fn.params), 0, nil
+	}
+	for {
+		td, ok := typ.(*dwarf.TypedefType)
+		if !ok {
+			break
+		}
+		typ = td.Type
+	}
+	if pt, ok := typ.(*dwarf.PtrType); ok && pt.Type != nil && pt.Type.Size() > 0 {
+		return p.name, len(fn.params), uint64(pt.Type.Size()), nil
+	}
+	return p.name, len(fn.params), 0, nil
+}
+
+// ErrNoStackHome means a local variable does not live in memory at the
+// place asked (a register, a location list not covering it, optimized
+// out).
+var ErrNoStackHome = errors.New("not in memory there")
+
+// ErrNoLocal means a function has no local variable of that name in its
+// DWARF.
+var ErrNoLocal = errors.New("no such local variable in the function's DWARF")
+
+// LocalAddress is where the local variable name of the function at fr.PC
+// lives in memory and its size, evaluated with fr's registers and CFA (at
+// the function's entry: CFA = rsp+8).
+func (t *Table) LocalAddress(fr FrameRegs, name string, read func(addr uint64, p []byte) error) (addr, size uint64, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	mod := t.moduleAt(fr.PC)
+	if mod == nil || !mod.biasOK {
+		return 0, 0, fmt.Errorf("pc %#x: %w", fr.PC, ErrNoFunction)
+	}
+	fx := t.funcIndex(mod.obj, mod.path)
+	v := fr.PC - mod.bias
+	fn := fx.find(v)
+	if fn == nil {
+		return 0, 0, fmt.Errorf("pc %#x: %w", fr.PC, ErrNoFunction)
+	}
+	var lv *paramDesc
+	for i := range fn.locals {
+		if fn.locals[i].name == name {
+			lv = &fn.locals[i]
+			break
+		}
+	}
+	if lv == nil {
+		return 0, 0, fmt.Errorf("%s: %w", name, ErrNoLocal)
+	}
+	d := t.dwarfData(mod.obj, mod.path)
+	if lv.hasType && d != nil {
+		if n, err := typeSize(d, lv.typ); err == nil && n > 0 && n <= 1<<30 {
+			size = n
+		}
+	}
+	if size == 0 {
+		return 0, 0, fmt.Errorf("%s: its size is not known", name)
+	}
+	env := frameEnv(fr, mod.bias, read)
+	if fn.frameBase.kind != locNone {
+		if expr, ok := fx.locExpr(fn.frameBase, fn.cu, v); ok {
+			env.FrameBase, env.HasFrameBase = frameBase(expr, &env)
+		}
+	}
+	expr, ok := fx.locExpr(lv.loc, fn.cu, v)
+	if !ok {
+		return 0, 0, fmt.Errorf("%s: %w", name, ErrNoStackHome)
+	}
+	res, err := op.Eval(expr, &env)
+	if err != nil || res.Kind != op.InMemory {
+		return 0, 0, fmt.Errorf("%s: %w", name, ErrNoStackHome)
+	}
+	return res.Value, size, nil
 }
