@@ -405,3 +405,38 @@ func TestArgAndLocal(t *testing.T) {
 		}
 	}
 }
+
+// TestHeapForks: with --follow-forks a forked child's heap is watched (its
+// copy of the parent's block, and its own), and after execve the new
+// image's allocator is hooked again; without it, the child gets its copy
+// of the breakpoints taken out and runs as it would.
+func TestHeapForks(t *testing.T) {
+	prog := heapProg(t)
+	for _, c := range []struct {
+		mode   string
+		follow bool
+		want   string // pid:write, parent P, child C
+	}{
+		{"fork", true, "P:heap#1+0=0x1/ C:heap#1+0=0x2/ C:heap#2+0=0x3/ P:heap#1+0=0x4/"},
+		{"forkexec", true, "P:heap#1+0=0x1/ C:heap#2+0=0x1/ C:heap#3+0=0x5/ P:heap#1+0=0x4/"},
+		{"fork", false, "P:heap#1+0=0x1/ P:heap#1+0=0x4/"},
+	} {
+		args := []string{"--backtrace", "0", "--heap", "size=40"}
+		if c.follow {
+			args = append(args, "--follow-forks")
+		}
+		evs := heapRun(t, prog, c.mode, args...)
+		parent := evs[0].Pid
+		var got []string
+		for _, w := range writes(evs) {
+			who := "C"
+			if w.Pid == parent {
+				who = "P"
+			}
+			got = append(got, who+":"+brief(w))
+		}
+		if strings.Join(got, " ") != c.want {
+			t.Errorf("%s (follow %v): writes\n %s\nwant\n %s", c.mode, c.follow, strings.Join(got, " "), c.want)
+		}
+	}
+}

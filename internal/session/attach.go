@@ -67,7 +67,7 @@ func (se *session) attachWatch(wopts pagewatch.Options) (report.Summary, error) 
 		letGo(w)
 		return report.Summary{}, err
 	}
-	hookLines, err := se.hook(t)
+	hookLines, err := se.hook(w, t)
 	if err != nil {
 		letGo(w)
 		return report.Summary{}, err

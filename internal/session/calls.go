@@ -62,14 +62,15 @@ func leUint64(b []byte) uint64 {
 
 // hookFuncs puts the breakpoints of --arg and --local. It returns lines for
 // the watch header.
-func (se *session) hookFuncs(hooks *hook.Set) ([]string, error) {
+func (se *session) hookFuncs(w *pagewatch.Watch, hooks *hook.Set) ([]string, error) {
 	var lines []string
+	syms := se.image(w.Process().Pid).syms
 	for _, a := range se.opts.Args {
-		sym, err := se.syms.Resolve(a.Func)
+		sym, err := syms.Resolve(a.Func)
 		if err != nil {
 			return nil, fmt.Errorf("--arg %s:%d: %w", a.Func, a.N, err)
 		}
-		name, params, pointee, err := se.syms.ParamPointee(sym.Addr, a.N)
+		name, params, pointee, err := syms.ParamPointee(sym.Addr, a.N)
 		if err == nil && params > 0 && a.N > params {
 			return nil, fmt.Errorf("--arg %s:%d: %s has %d parameter(s)", a.Func, a.N, a.Func, params)
 		}
@@ -86,19 +87,19 @@ func (se *session) hookFuncs(hooks *hook.Set) ([]string, error) {
 		}
 		spec := a
 		if err := hooks.Add(sym.Addr, func(t *tracer.Thread, regs *unix.PtraceRegs) error {
-			ptr, err := argValue(se.p, regs, spec.N)
+			ptr, err := argValue(t.Process(), regs, spec.N)
 			if err != nil || ptr == 0 {
 				return nil
 			}
 			r := &pagewatch.Region{Name: fmt.Sprintf("%s:%d", spec.Func, spec.N), Addr: ptr, Len: size}
-			return se.watchCall(hooks, t, regs, r)
+			return se.watchCall(t, regs, r)
 		}); err != nil {
 			return nil, fmt.Errorf("--arg %s: %w", label, err)
 		}
 		lines = append(lines, fmt.Sprintf("watching %d bytes at argument %s of each call, until it returns", size, label))
 	}
 	for _, l := range se.opts.Locals {
-		sym, err := se.syms.Resolve(l.Func)
+		sym, err := syms.Resolve(l.Func)
 		if err != nil {
 			return nil, fmt.Errorf("--local %s:%s: %w", l.Func, l.Var, err)
 		}
@@ -107,7 +108,7 @@ func (se *session) hookFuncs(hooks *hook.Set) ([]string, error) {
 		// before the target runs.
 		probe := symbols.FrameRegs{PC: sym.Addr, CFA: 0x7fff00000008, RegsValid: 1 << 7}
 		probe.Regs[7] = 0x7fff00000000
-		if _, _, err := se.syms.LocalAddress(probe, l.Var, se.p.ReadMemory); err != nil {
+		if _, _, err := syms.LocalAddress(probe, l.Var, w.Process().ReadMemory); err != nil {
 			if errors.Is(err, symbols.ErrNoLocal) || errors.Is(err, symbols.ErrNoFunction) {
 				return nil, fmt.Errorf("--local %s:%s: %w", l.Func, l.Var, err)
 			}
@@ -116,12 +117,12 @@ func (se *session) hookFuncs(hooks *hook.Set) ([]string, error) {
 		spec := l
 		if err := hooks.Add(sym.Addr, func(t *tracer.Thread, regs *unix.PtraceRegs) error {
 			fr := symbols.FrameRegs{PC: regs.Rip, CFA: regs.Rsp + 8, Regs: unwind.RegsFromPtrace(regs), RegsValid: 1<<17 - 1}
-			addr, size, err := se.syms.LocalAddress(fr, spec.Var, se.p.ReadMemory)
+			addr, size, err := se.image(t.Process().Pid).syms.LocalAddress(fr, spec.Var, t.Process().ReadMemory)
 			if err != nil {
 				return nil
 			}
 			r := &pagewatch.Region{Name: fmt.Sprintf("%s:%s", spec.Func, spec.Var), Addr: addr, Len: size}
-			return se.watchCall(hooks, t, regs, r)
+			return se.watchCall(t, regs, r)
 		}); err != nil {
 			return nil, fmt.Errorf("--local %s:%s: %w", l.Func, l.Var, err)
 		}
@@ -131,12 +132,19 @@ func (se *session) hookFuncs(hooks *hook.Set) ([]string, error) {
 }
 
 // watchCall watches r for the call t is at the entry of, until it returns.
-func (se *session) watchCall(hooks *hook.Set, t *tracer.Thread, regs *unix.PtraceRegs, r *pagewatch.Region) error {
-	if err := se.w.AddRegions(t, []*pagewatch.Region{r}); err != nil {
+func (se *session) watchCall(t *tracer.Thread, regs *unix.PtraceRegs, r *pagewatch.Region) error {
+	w := se.watchOf(t)
+	hooks, _ := w.Hooks().(*hook.Set)
+	if hooks == nil {
+		return nil
+	}
+	if err := w.AddRegions(t, []*pagewatch.Region{r}); err != nil {
 		_ = se.rep.Note(fmt.Sprintf("%s at %#x: %v", r.Name, r.Addr, err))
 		return nil
 	}
 	return hooks.Return(t, regs, func(t *tracer.Thread, _ *unix.PtraceRegs) error {
-		return se.w.RemoveRegions(t, []*pagewatch.Region{r})
+		// The watch of the process that returns: a child forked
+		// inside the call returns in its own.
+		return se.watchOf(t).RemoveRegions(t, []*pagewatch.Region{r})
 	})
 }

@@ -85,13 +85,14 @@ var allocators = []allocFn{
 // points hooked, the blocks being watched.
 type heapWatch struct {
 	se      *session
+	w       *pagewatch.Watch // of the process whose heap this is
+	p       *tracer.Process
 	hooks   *hook.Set
 	module  string            // where the hooked allocator lives
 	matched []int             // blocks matching each spec so far
 	live    map[uint64]*block // watched blocks, by address
 	freed   map[uint64]*block // freed blocks still watched (--freed)
 	regions map[*pagewatch.Region]*block
-	ids     int
 	// glibc: the hooked allocator is glibc's, whose chunk headers bound a
 	// redzone; reds counts the live blocks that have one.
 	glibc bool
@@ -123,38 +124,115 @@ func (b *block) regionsOf() []*pagewatch.Region {
 // hook puts the breakpoints --heap, --arg and --local need; t is
 // stopped, and so are the other threads. It returns lines for the watch
 // header.
-func (se *session) hook(t *tracer.Thread) ([]string, error) {
-	if len(se.opts.Heap) == 0 && len(se.opts.Args) == 0 && len(se.opts.Locals) == 0 {
+func (se *session) hook(w *pagewatch.Watch, t *tracer.Thread) ([]string, error) {
+	if !se.hooking() {
 		return nil, nil
 	}
-	hooks, err := hook.New(se.p, t)
+	hooks, err := hook.New(w.Process(), t)
 	if err != nil {
 		return nil, err
 	}
 	// The watch takes them out again at a detach, also if this fails
 	// half-way.
-	se.w.SetHooks(hooks)
+	w.SetHooks(hooks)
+	se.watches[w.Process().Pid] = w
 	var lines []string
 	if len(se.opts.Heap) > 0 {
-		line, err := se.hookHeap(hooks)
+		line, err := se.hookHeap(w, hooks)
 		if err != nil {
 			return nil, err
 		}
 		lines = append(lines, line)
 	}
-	more, err := se.hookFuncs(hooks)
+	more, err := se.hookFuncs(w, hooks)
 	return append(lines, more...), err
 }
 
-// hookHeap hooks the allocator the program's calls bind to. It returns a
-// line for the watch header.
-func (se *session) hookHeap(hooks *hook.Set) (string, error) {
-	defs := se.syms.Definitions("malloc")
-	if len(defs) == 0 {
-		return "", fmt.Errorf("--heap: no module of process %d defines malloc", se.p.Pid)
+// hooking says whether the session puts breakpoints.
+func (se *session) hooking() bool {
+	return len(se.opts.Heap)+len(se.opts.Args)+len(se.opts.Locals) > 0
+}
+
+// onArm hooks a new image (after execve) as the first one was.
+func (se *session) onArm(w *pagewatch.Watch, t *tracer.Thread) error {
+	if !se.hooking() {
+		return nil
 	}
-	module := pickAllocator(defs, se.exe())
-	h := &heapWatch{se: se, hooks: hooks, module: module, matched: make([]int, len(se.opts.Heap)),
+	delete(se.heaps, w.Process().Pid)
+	lines, err := se.hook(w, t)
+	for _, l := range lines {
+		_ = se.rep.Note(fmt.Sprintf("%s, in the new image of process %d", l, w.Process().Pid))
+	}
+	return err
+}
+
+// onFork gives a followed child hooks of its own: its code and stack are
+// copies of its parent's, breakpoints and awaited returns included, and so
+// are the heap blocks watched in it.
+func (se *session) onFork(parent, child *pagewatch.Watch, forker *tracer.Thread) error {
+	ph, _ := parent.Hooks().(*hook.Set)
+	if ph == nil {
+		return nil
+	}
+	c := child.Process()
+	child.SetHooks(ph.Fork(c, forker.Tid, c.Pid))
+	se.watches[c.Pid] = child
+	if h := se.heaps[parent.Process().Pid]; h != nil {
+		se.heaps[c.Pid] = h.fork(child)
+	}
+	return nil
+}
+
+// fork is the heap watch of a followed child: the same blocks, watched in
+// its copy of the heap.
+func (h *heapWatch) fork(cw *pagewatch.Watch) *heapWatch {
+	c := *h
+	c.w, c.p = cw, cw.Process()
+	c.hooks, _ = cw.Hooks().(*hook.Set)
+	c.matched = append([]int(nil), h.matched...)
+	c.live, c.freed, c.regions, c.depth = map[uint64]*block{}, map[uint64]*block{}, map[*pagewatch.Region]*block{}, map[int]int{}
+	copies := map[*block]*block{}
+	cp := func(b *block) *block {
+		if copies[b] == nil {
+			nb := *b
+			copies[b] = &nb
+		}
+		return copies[b]
+	}
+	for a, b := range h.live {
+		c.live[a] = cp(b)
+	}
+	for a, b := range h.freed {
+		c.freed[a] = cp(b)
+	}
+	for r, b := range h.regions {
+		c.regions[r] = cp(b)
+	}
+	return &c
+}
+
+// heapOf is the heap watch of t's process.
+func (se *session) heapOf(t *tracer.Thread) *heapWatch { return se.heaps[t.Process().Pid] }
+
+// watchOf is the watch of t's process.
+func (se *session) watchOf(t *tracer.Thread) *pagewatch.Watch {
+	if w := se.watches[t.Process().Pid]; w != nil {
+		return w
+	}
+	return se.w
+}
+
+// hookHeap hooks the allocator the process's calls bind to. It returns a
+// line for the watch header.
+func (se *session) hookHeap(w *pagewatch.Watch, hooks *hook.Set) (string, error) {
+	p := w.Process()
+	syms := se.image(p.Pid).syms
+	defs := syms.Definitions("malloc")
+	if len(defs) == 0 {
+		return "", fmt.Errorf("--heap: no module of process %d defines malloc", p.Pid)
+	}
+	module := pickAllocator(defs, exeOf(p.Pid))
+	h := &heapWatch{se: se, w: w, p: p, hooks: hooks, module: module, matched: make([]int, len(se.opts.Heap)),
 		live: map[uint64]*block{}, freed: map[uint64]*block{}, regions: map[*pagewatch.Region]*block{},
 		glibc: strings.HasPrefix(filepath.Base(module), "libc.so"), depth: map[int]int{}}
 	if se.opts.Redzone > 0 && !h.glibc {
@@ -163,18 +241,24 @@ func (se *session) hookHeap(hooks *hook.Set) (string, error) {
 	var hooked []string
 	seen := map[uint64]bool{}
 	for _, fn := range allocators {
-		addr, ok := definedIn(se.syms.Definitions(fn.name), module)
+		addr, ok := definedIn(syms.Definitions(fn.name), module)
 		if !ok || seen[addr] {
 			continue // not there, or an alias (glibc's memalign is aligned_alloc)
 		}
 		seen[addr] = true
 		fn := fn
-		if err := hooks.Add(addr, func(t *tracer.Thread, regs *unix.PtraceRegs) error { return h.call(fn, t, regs) }); err != nil {
+		if err := hooks.Add(addr, func(t *tracer.Thread, regs *unix.PtraceRegs) error {
+			// The process's own: a followed child has a copy.
+			if hw := se.heapOf(t); hw != nil {
+				return hw.call(fn, t, regs)
+			}
+			return nil
+		}); err != nil {
 			return "", fmt.Errorf("--heap: hooking %s: %w", fn.name, err)
 		}
 		hooked = append(hooked, fn.name)
 	}
-	se.heap = h
+	se.heaps[p.Pid] = h
 	specs := make([]string, len(se.opts.Heap))
 	for i, s := range se.opts.Heap {
 		specs[i] = s.String()
@@ -247,7 +331,7 @@ func (h *heapWatch) call(fn allocFn, t *tracer.Thread, regs *unix.PtraceRegs) er
 		if fn.out {
 			addr = 0
 			var b [8]byte
-			if regs.Rax == 0 && h.se.p.ReadMemory(memptr, b[:]) == nil {
+			if regs.Rax == 0 && h.p.ReadMemory(memptr, b[:]) == nil {
 				addr = binary.LittleEndian.Uint64(b[:])
 			}
 		}
@@ -288,7 +372,7 @@ func (h *heapWatch) selects(t *tracer.Thread, regs *unix.PtraceRegs, size uint64
 	}
 	var funcs []string
 	if depth > 0 {
-		img := h.se.image(t.Process().Pid)
+		img := h.se.image(h.p.Pid)
 		frames = img.unw.Unwind(unwind.RegsFromPtrace(regs), &stackWindow{p: t.Process()}, depth)
 		for i, fr := range frames {
 			look := fr.PC
@@ -341,11 +425,11 @@ func (h *heapWatch) allocated(t *tracer.Thread, fn string, addr, size uint64, fr
 	if size == 0 {
 		return nil // nothing the program may write
 	}
-	h.ids++
-	b := &block{id: h.ids, addr: addr, size: size}
+	h.se.blocks++ // one numbering across the processes followed
+	b := &block{id: h.se.blocks, addr: addr, size: size}
 	b.region = &pagewatch.Region{Name: fmt.Sprintf("heap#%d", b.id), Addr: addr, Len: size}
 	b.red = h.redzone(addr, size, b.region.Name)
-	if err := h.se.w.AddRegions(t, b.regionsOf()); err != nil {
+	if err := h.w.AddRegions(t, b.regionsOf()); err != nil {
 		return fmt.Errorf("watching heap#%d: %w", b.id, err)
 	}
 	h.track(b)
@@ -363,7 +447,7 @@ func (h *heapWatch) redzone(addr, size uint64, name string) *pagewatch.Region {
 		return nil
 	}
 	var b [8]byte
-	if h.se.p.ReadMemory(addr-8, b[:]) != nil {
+	if h.p.ReadMemory(addr-8, b[:]) != nil {
 		return nil
 	}
 	head := binary.LittleEndian.Uint64(b[:])
@@ -401,7 +485,7 @@ func (h *heapWatch) untrack(b *block) {
 
 // moved follows a block realloc moved or resized.
 func (h *heapWatch) moved(t *tracer.Thread, b *block, addr, size uint64) error {
-	if err := h.se.w.RemoveRegions(t, b.regionsOf()); err != nil {
+	if err := h.w.RemoveRegions(t, b.regionsOf()); err != nil {
 		return err
 	}
 	h.untrack(b)
@@ -409,7 +493,7 @@ func (h *heapWatch) moved(t *tracer.Thread, b *block, addr, size uint64) error {
 	b.addr, b.size = addr, size
 	b.region = &pagewatch.Region{Name: b.region.Name, Addr: addr, Len: size}
 	b.red = h.redzone(addr, size, b.region.Name)
-	if err := h.se.w.AddRegions(t, b.regionsOf()); err != nil {
+	if err := h.w.AddRegions(t, b.regionsOf()); err != nil {
 		return fmt.Errorf("watching heap#%d: %w", b.id, err)
 	}
 	h.track(b)
@@ -433,12 +517,12 @@ func (h *heapWatch) free(t *tracer.Thread, fn string, ptr uint64) error {
 	}
 	if !h.se.opts.Freed {
 		h.untrack(b)
-		return h.se.w.RemoveRegions(t, b.regionsOf())
+		return h.w.RemoveRegions(t, b.regionsOf())
 	}
 	// Freed: the redzone goes (the allocator owns the chunk now), the
 	// block's bytes stay watched.
 	if b.red != nil {
-		if err := h.se.w.RemoveRegions(t, []*pagewatch.Region{b.red}); err != nil {
+		if err := h.w.RemoveRegions(t, []*pagewatch.Region{b.red}); err != nil {
 			return err
 		}
 	}
@@ -477,7 +561,7 @@ func (h *heapWatch) reused(t *tracer.Thread, addr, size uint64) error {
 		if a < addr+max(size, 1) && addr < a+b.size {
 			delete(h.freed, a)
 			delete(h.regions, b.region)
-			if err := h.se.w.RemoveRegions(t, b.regionsOf()); err != nil {
+			if err := h.w.RemoveRegions(t, b.regionsOf()); err != nil {
 				return err
 			}
 		}

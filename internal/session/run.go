@@ -74,7 +74,7 @@ func (se *session) runWatch(wopts pagewatch.Options) (report.Summary, error) {
 	if err := se.watchPending(w); err != nil {
 		return report.Summary{}, err
 	}
-	hookLines, err := se.hook(t)
+	hookLines, err := se.hook(w, t)
 	if err != nil {
 		return report.Summary{}, err
 	}

@@ -72,7 +72,11 @@ type session struct {
 	execd   map[int]*image
 	imageOf map[int]*image
 	sigs    chan os.Signal
-	heap    *heapWatch // --heap, once hooked
+	// heaps are the heap watches of each process (the first, followed
+	// children), watches the watches their hooks work through, by pid.
+	heaps   map[int]*heapWatch
+	watches map[int]*pagewatch.Watch
+	blocks  int // heap blocks numbered so far
 }
 
 // image symbolizes one address space: a symbol table over its maps and an
@@ -111,7 +115,7 @@ func (se *session) image(pid int) *image {
 }
 
 func newSession(opts Options) *session {
-	return &session{opts: opts, rep: report.New(opts.Format, opts.Out)}
+	return &session{opts: opts, rep: report.New(opts.Format, opts.Out), heaps: map[int]*heapWatch{}, watches: map[int]*pagewatch.Watch{}}
 }
 
 // watchSignals starts catching the signals that end a session, before any
@@ -304,15 +308,15 @@ func (se *session) watchOptions() pagewatch.Options {
 		// Blocks and frames come and go by the thousand: the debug
 		// registers' four slots cannot hold them.
 		o.Engine = pagewatch.EnginePage
-		o.Keep = func(w *pagewatch.Write) bool { return se.heap == nil || se.heap.keep(w) }
+		o.Keep = func(w *pagewatch.Write) bool { h := se.heaps[w.Pid]; return h == nil || h.keep(w) }
+		o.OnFork, o.OnArm = se.onFork, se.onArm
 	}
 	return o
 }
 
-// exe is the path of the first process's program, as its memory map
-// shows it.
-func (se *session) exe() string {
-	p, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", se.p.Pid))
+// exeOf is the path of a process's program, as its memory map shows it.
+func exeOf(pid int) string {
+	p, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	if err != nil {
 		return ""
 	}
@@ -413,8 +417,8 @@ func (se *session) reportWrite(w *pagewatch.Write) *report.Write {
 		Addr: w.Addr, Size: w.Size, Old: w.Old, New: w.New, PC: w.PC, Insn: w.Insn,
 		Exact: w.Exact, Syscall: w.Syscall, Signal: w.Signal, AfterPC: w.AfterPC,
 	}
-	if se.heap != nil {
-		se.heap.annotate(ev, w.Region)
+	if h := se.heaps[w.Pid]; h != nil {
+		h.annotate(ev, w.Region)
 	}
 	return ev
 }

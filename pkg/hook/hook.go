@@ -306,8 +306,22 @@ func (s *Set) Remove(t *tracer.Thread) error {
 }
 
 // Release takes the breakpoints out of a forked child of the process that
-// memtrap lets go: its code is a copy of the parent's, int3s included.
-func (s *Set) Release(child *tracer.Process) error { return s.restore(child) }
+// memtrap lets go: its code is a copy of the parent's, int3s included, and
+// its stack the forking thread's, return addresses pointed at the
+// trampoline included.
+func (s *Set) Release(child *tracer.Process, forker int) error {
+	if err := s.restore(child); err != nil {
+		return err
+	}
+	for _, c := range s.rets[forker] {
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], c.ra)
+		if err := child.WriteMemory(c.slot, b[:]); err != nil {
+			return fmt.Errorf("child %d: giving a return address back: %w", child.Pid, err)
+		}
+	}
+	return nil
+}
 
 func (s *Set) restore(p *tracer.Process) error {
 	for _, bp := range s.bps {
@@ -337,3 +351,18 @@ func (s *Set) ReturnAddress(tid int, slot uint64) (uint64, bool) {
 
 // Trampoline is the address awaited calls return to.
 func (s *Set) Trampoline() uint64 { return s.page }
+
+// Fork is the set of a forked child c of the process (the thread that
+// forked, parentTid, is c's only one, childTid): the child has the
+// parent's code, breakpoints and code page included, and the forking
+// thread's stack, awaited returns included.
+func (s *Set) Fork(c *tracer.Process, parentTid, childTid int) *Set {
+	cs := &Set{p: c, page: s.page, next: s.next, bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{}}
+	for a, bp := range s.bps {
+		cs.bps[a] = bp
+	}
+	if stack := s.rets[parentTid]; len(stack) > 0 {
+		cs.rets[childTid] = append([]pending(nil), stack...)
+	}
+	return cs
+}

@@ -24,7 +24,7 @@ func (w *Watch) childWatch(c *tracer.Process) *Watch {
 
 // follow starts watching the child pid of w's process (stopped at its
 // first stop), and lets it run.
-func (w *Watch) follow(pid int) error {
+func (w *Watch) follow(forker *tracer.Thread, pid int) error {
 	c, err := w.p.Follow(pid)
 	if err != nil {
 		return err
@@ -45,9 +45,14 @@ func (w *Watch) follow(pid int) error {
 	if cw.eng, err = w.eng.fork(cw, c.Thread(pid)); err != nil {
 		return err
 	}
-	if w.hooks != nil {
-		// Its heap is not followed: its copy of the breakpoints goes.
-		if err := w.hooks.Release(c); err != nil {
+	if w.opts.OnFork != nil {
+		if err := w.opts.OnFork(w, cw, forker); err != nil {
+			return err
+		}
+	}
+	if w.hooks != nil && cw.hooks == nil {
+		// Nobody hooks the child: its copy of the breakpoints goes.
+		if err := w.hooks.Release(c, forker.Tid); err != nil {
 			return err
 		}
 	}

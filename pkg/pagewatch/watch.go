@@ -104,6 +104,13 @@ type Options struct {
 	// FollowForks watches forked children too (their writes carry their
 	// pid) instead of giving them their pages back.
 	FollowForks bool
+	// OnFork, if set, is told of each forked child the watch follows
+	// (FollowForks), its watch built and its thread stopped, before it
+	// runs: the place to give it hooks of its own (SetHooks).
+	OnFork func(parent, child *Watch, forker *tracer.Thread) error
+	// OnArm, if set, is told when the watch has armed the regions OnExec
+	// named in a new image, t stopped at its entry point.
+	OnArm func(w *Watch, t *tracer.Thread) error
 	// OnUnmap is told when the target unmaps (part of) a region; how is
 	// the syscall ("munmap(2)"). The region's other pages stay watched.
 	OnUnmap func(r *Region, how string)
@@ -164,14 +171,22 @@ type Hooks interface {
 	Rewind(t *tracer.Thread) error
 	// Remove takes everything out; t is stopped, and the others too.
 	Remove(t *tracer.Thread) error
-	// Release takes the breakpoints out of a forked child.
-	Release(child *tracer.Process) error
+	// Release takes the breakpoints out of a forked child, and the
+	// awaited returns out of the stack it copied from forker, the thread
+	// that forked.
+	Release(child *tracer.Process, forker int) error
 	// Forget drops everything: the image is gone.
 	Forget()
 }
 
 // SetHooks hands the watch the breakpoints of its process (nil: none).
 func (w *Watch) SetHooks(h Hooks) { w.hooks = h }
+
+// Hooks returns the breakpoints SetHooks gave, or nil.
+func (w *Watch) Hooks() Hooks { return w.hooks }
+
+// Process is the process the watch watches.
+func (w *Watch) Process() *tracer.Process { return w.p }
 
 // hookHit handles a breakpoint's stop and lets the thread go on.
 func (w *Watch) hookHit(t *tracer.Thread) error {
@@ -393,10 +408,10 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 		return st.Thread.Listen()
 	case tracer.StopFork:
 		if w.opts.FollowForks {
-			if err := w.follow(st.Child); err != nil {
+			if err := w.follow(st.Thread, st.Child); err != nil {
 				return err
 			}
-		} else if err := w.releaseChild(st.Child); err != nil {
+		} else if err := w.releaseChild(st.Thread, st.Child); err != nil {
 			return err
 		}
 		return st.Thread.Resume(0)
@@ -431,7 +446,7 @@ func (w *Watch) note(s string) {
 
 // releaseChild gives a forked child (a copy of our protected pages) its
 // pages back and lets it go untraced: it must never die of our protection.
-func (w *Watch) releaseChild(pid int) error {
+func (w *Watch) releaseChild(forker *tracer.Thread, pid int) error {
 	c, err := w.p.Fork(pid)
 	if err != nil {
 		return w.p.DetachChild(pid)
@@ -442,7 +457,7 @@ func (w *Watch) releaseChild(pid int) error {
 		w.note(fmt.Sprintf("child %d: %v", pid, err))
 	}
 	if w.hooks != nil {
-		if err := w.hooks.Release(c); err != nil {
+		if err := w.hooks.Release(c, forker.Tid); err != nil {
 			w.note(fmt.Sprintf("child %d: %v", pid, err))
 		}
 	}
@@ -480,7 +495,7 @@ func (w *Watch) Detach(st tracer.Stop) error {
 			t.Defer(st.Info)
 		}
 	case tracer.StopFork:
-		if err := w.releaseChild(st.Child); err != nil {
+		if err := w.releaseChild(st.Thread, st.Child); err != nil {
 			return err
 		}
 	}
@@ -511,7 +526,7 @@ func (w *Watch) Detach(st tracer.Stop) error {
 				q.Thread.Defer(q.Info)
 			}
 		case tracer.StopFork:
-			if err := w.releaseChild(q.Child); err != nil {
+			if err := w.releaseChild(q.Thread, q.Child); err != nil {
 				return err
 			}
 		case tracer.StopSyscall:
@@ -593,7 +608,9 @@ func (w *Watch) armImage(t *tracer.Thread) {
 		w.note(err.Error())
 		return
 	}
-	if len(regions) > 0 {
+	// With OnArm, also an image with no region yet is armed: its regions
+	// may come at run time (heap blocks).
+	if len(regions) > 0 || w.opts.OnArm != nil {
 		eng, err := w.newEngine(regions)
 		if err != nil {
 			w.note(err.Error() + "; the new image is watched by the page engine")
@@ -602,8 +619,15 @@ func (w *Watch) armImage(t *tracer.Thread) {
 		w.eng, w.regions = eng, regions
 		if err := w.Arm(t); err != nil {
 			w.note(fmt.Sprintf("arming the new image of process %d: %v", w.p.Pid, err))
-		} else {
+			return
+		}
+		if len(regions) > 0 {
 			w.note(fmt.Sprintf("watching %d region(s) in the new image of process %d", len(regions), w.p.Pid))
+		}
+	}
+	if w.opts.OnArm != nil {
+		if err := w.opts.OnArm(w, t); err != nil {
+			w.note(fmt.Sprintf("process %d: %v", w.p.Pid, err))
 		}
 	}
 }

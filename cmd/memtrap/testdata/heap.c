@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/wait.h>
 
 __attribute__((noinline)) void stamp(long *p, long v) { *p = v; }
 
@@ -80,6 +81,26 @@ int main(int argc, char **argv) {
 			free(p);
 		}
 		printf("loop done\n");
+	} else if (!strcmp(mode, "fork") || !strcmp(mode, "forkexec")) {
+		long *a = malloc(40);
+		stamp(a, 1);
+		pid_t pid = fork();
+		if (pid == 0) {
+			if (!strcmp(mode, "forkexec")) {
+				execl("/proc/self/exe", argv[0], "uaf", (char *)NULL);
+				_exit(127);
+			}
+			stamp(a, 2); // the child's copy
+			long *b = malloc(40);
+			stamp(b, 3);
+			free(b);
+			_exit(0);
+		}
+		int st;
+		waitpid(pid, &st, 0);
+		stamp(a, 4);
+		printf("child %d\n", WEXITSTATUS(st));
+		free(a);
 	} else if (!strcmp(mode, "threads")) {
 		pthread_t t[4];
 		for (long i = 0; i < 4; i++)
