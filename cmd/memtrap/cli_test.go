@@ -112,6 +112,7 @@ type event struct {
 	Block     int     `json:"block"`
 	Kind      string  `json:"kind"`
 	Fn        string  `json:"fn"`
+	Message   string  `json:"message"`
 	From      string  `json:"from"`
 	Old       string  `json:"old"`
 	New       string  `json:"new"`

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -437,6 +438,56 @@ func TestHeapForks(t *testing.T) {
 		}
 		if strings.Join(got, " ") != c.want {
 			t.Errorf("%s (follow %v): writes\n %s\nwant\n %s", c.mode, c.follow, strings.Join(got, " "), c.want)
+		}
+	}
+}
+
+// TestHeapAllocators: the allocator hooked is the one the program's calls
+// bind to: a static binary's own malloc, jemalloc preloaded in front of
+// glibc's; the watch header says which. The overflow is the same stomp.
+func TestHeapAllocators(t *testing.T) {
+	const jemalloc = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+	static := fixture.Build(t, "cmd/memtrap/testdata/heap.c", "-O0", "-g", "-pthread", "-static")
+	dynamic := heapProg(t)
+	want := []string{"heap#2+0=0x11/stamp"}
+	for i := 0; i < 24; i++ {
+		want = append(want, fmt.Sprintf("heap#1+%d=0x41/overflow", i))
+	}
+	for i := 0; i < 8; i++ {
+		want = append(want, fmt.Sprintf("heap#2+%d=0x41/overflow", i))
+	}
+	for _, c := range []struct {
+		prog, preload, module string
+	}{
+		{static, "", static},
+		{dynamic, jemalloc, jemalloc},
+	} {
+		cmd := exec.Command(memtrapBin, "run", "--format", "json", "--backtrace", "1", "--heap", "size=24", "--", c.prog, "overflow")
+		nat := exec.Command(c.prog, "overflow")
+		if c.preload != "" {
+			cmd.Env = append(os.Environ(), "LD_PRELOAD="+c.preload)
+			nat.Env = cmd.Env
+		}
+		want0, r := runCmd(t, nat), runCmd(t, cmd)
+		if r.stdout != want0.stdout || r.code != want0.code {
+			t.Fatalf("%s: output %q code %d, native %q %d; stderr %s", c.module, r.stdout, r.code, want0.stdout, want0.code, tail(r.stderr))
+		}
+		evs := parseEvents(t, r.stderr)
+		hooked := false
+		for _, e := range evs {
+			if e.Event == "note" && strings.Contains(e.Message, "of "+c.module+" hooked") {
+				hooked = true
+			}
+		}
+		if !hooked {
+			t.Errorf("%s: no note names it as the allocator hooked: %s", c.module, tail(r.stderr))
+		}
+		var got []string
+		for _, w := range writes(evs) {
+			got = append(got, brief(w))
+		}
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("%s: writes\n %s\nwant\n %s", c.module, strings.Join(got, " "), strings.Join(want, " "))
 		}
 	}
 }
