@@ -308,12 +308,12 @@ func (h *heapWatch) call(fn allocFn, t *tracer.Thread, regs *unix.PtraceRegs) er
 		ptr = fn.ptr(regs)
 	}
 	if fn.name == "free" {
-		return h.free(t, fn.name, ptr)
+		return h.free(t, regs, fn.name, ptr)
 	}
 	size := fn.size(regs)
 	if fn.name == "realloc" && ptr != 0 && size == 0 {
 		// glibc's realloc(p, 0) frees p.
-		return h.free(t, fn.name, ptr)
+		return h.free(t, regs, fn.name, ptr)
 	}
 	old := h.live[ptr]
 	sel, frames := h.selects(t, regs, size)
@@ -502,7 +502,7 @@ func (h *heapWatch) moved(t *tracer.Thread, b *block, addr, size uint64) error {
 }
 
 // free runs at free's entry, before the allocator touches the block.
-func (h *heapWatch) free(t *tracer.Thread, fn string, ptr uint64) error {
+func (h *heapWatch) free(t *tracer.Thread, regs *unix.PtraceRegs, fn string, ptr uint64) error {
 	b := h.live[ptr]
 	if b == nil {
 		if h.reds == 0 && len(h.freed) == 0 {
@@ -512,7 +512,12 @@ func (h *heapWatch) free(t *tracer.Thread, fn string, ptr uint64) error {
 		// allocator's.
 		return h.inside(t)
 	}
-	if err := h.se.rep.Heap(&report.Heap{Event: "free", Block: b.id, Addr: ptr, Fn: fn, Pid: t.Process().Pid, Tid: t.Tid}); err != nil {
+	var frames []unwind.Frame
+	if n := h.se.opts.Backtrace; n > 0 {
+		frames = h.se.image(h.p.Pid).unw.Unwind(unwind.RegsFromPtrace(regs), &stackWindow{p: h.p}, n)
+	}
+	if err := h.se.rep.Heap(&report.Heap{Event: "free", Block: b.id, Addr: ptr, Fn: fn, Pid: t.Process().Pid, Tid: t.Tid,
+		Backtrace: h.se.symbolizeFrames(h.p.Pid, frames, nil)}); err != nil {
 		return err
 	}
 	if !h.se.opts.Freed {

@@ -6,6 +6,8 @@
  *   untouched N  N stores to `elsewhere`, on another page (never trapped)
  *   threads N    4 threads, N/4 stores each to their own slot of `slots`
  *   int3 N       N breakpoint traps (the ptrace floor, measured by the tracer)
+ *   heap N [S]   N malloc(S)/free pairs (S default 40), each block's first
+ *                word written once in between
  * Prints the number of stores it made to the watched region.
  */
 #include <pthread.h>
@@ -60,6 +62,14 @@ int main(int argc, char **argv)
 		for (int i = 0; i < 4; i++)
 			pthread_join(t[i], NULL);
 		watched = n / 4 * 4;
+	} else if (!strcmp(mode, "heap")) {
+		size_t size = argc > 3 ? (size_t)atol(argv[3]) : 40;
+		for (long i = 0; i < n; i++) {
+			volatile long *p = malloc(size);
+			p[0] = i;
+			free((void *)p);
+		}
+		watched = n;
 	} else if (!strcmp(mode, "int3")) {
 		for (long i = 0; i < n; i++)
 			__asm__ volatile("int3");
