@@ -55,7 +55,17 @@ func newAttachCmd(s *Streams, runF func(*AttachOptions) error) *cobra.Command {
 // runAttach ends with memtrap's own status: 0 once the watch is over, by a
 // detach or by the target's exit; the target's code is not memtrap's.
 func runAttach(opts *AttachOptions) error {
-	return watchOn(opts.IO, opts.Output, opts.Watch, func(w session.Options) error {
-		return session.Attach(w, opts.Pid)
+	code := 0
+	err := watchOn(opts.IO, opts.Output, opts.Watch, func(w session.Options) (err error) {
+		code, err = session.Attach(w, opts.Pid)
+		return err
 	})
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		// The target died while watched: its status, as run reports it.
+		return &ExitError{Code: code}
+	}
+	return nil
 }

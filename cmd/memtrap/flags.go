@@ -90,6 +90,9 @@ func (v *specValue) Set(s string) error {
 		if strings.TrimSpace(s) == "" {
 			return fmt.Errorf("empty symbol name")
 		}
+		if err := session.CheckSymbol(s); err != nil {
+			return err
+		}
 		f.specs = append(f.specs, &regionSpec{Spec: session.Spec{Symbol: s}})
 	}
 	if f.pendingLen != nil {

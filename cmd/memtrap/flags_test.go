@@ -162,6 +162,7 @@ func TestUsageErrors(t *testing.T) {
 		{"pid 0", []string{"attach", "0", "--symbol", "x"}, `attach: "0" is not a process id`},
 		{"attach, nothing to watch", []string{"attach", "1234"}, "nothing to watch: give --addr ADDR --len N, --symbol NAME or --heap SPEC"},
 		{"attach, addr without len", []string{"attach", "1234", "--addr", "0x1000"}, "--addr 0x1000 needs --len N"},
+		{"symbol offset not a number", []string{"run", "--symbol", "cfg+zz", "--", "p"}, `invalid argument "cfg+zz" for "--symbol" flag: offset "zz" is not a number (decimal or 0x hex)`},
 		{"unknown verb", []string{"watch", "1234"}, `unknown command "watch" for "memtrap"`},
 		{"heap without size or site", []string{"run", "--heap", "nth=2", "--", "p"}, "--heap nth=2: give size=N (or MIN-MAX) or site=FUNC"},
 		{"heap size 0", []string{"run", "--heap", "size=0", "--", "p"}, "--heap size=0: size 0: a watched block needs at least one byte"},

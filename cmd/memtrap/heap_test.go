@@ -492,3 +492,43 @@ func TestHeapAllocators(t *testing.T) {
 		}
 	}
 }
+
+// TestAttachTargetDies: a target that dies while watched makes attach
+// say how and exit as a shell would report it (128+N for signal N), as
+// run does; one that exits exits memtrap with its code.
+func TestAttachTargetDies(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/ticker.c", "-O0")
+	for _, c := range []struct {
+		args []string
+		code int
+		end  string
+	}{
+		{[]string{"20", "abort"}, 128 + 6, "target killed by signal 6"},
+		{[]string{"20"}, 0, "target exited with status 0"},
+	} {
+		target := exec.Command(prog, c.args...)
+		stdout, _ := target.StdoutPipe()
+		if err := target.Start(); err != nil {
+			t.Fatal(err)
+		}
+		rd := bufio.NewReader(stdout)
+		rd.ReadString('\n')
+		go readAll(rd)
+		r := memtrap(t, "attach", fmt.Sprint(target.Process.Pid), "--engine", "page", "--backtrace", "0", "--symbol", "ticks")
+		target.Wait()
+		lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+		if r.code != c.code || !strings.HasSuffix(lines[len(lines)-1], c.end) {
+			t.Errorf("%v: exit %d, last line %q; want exit %d, %q", c.args, r.code, lines[len(lines)-1], c.code, c.end)
+		}
+	}
+}
+
+// TestPendingNeverResolved: a module:name still pending when the target
+// exits is said to have never resolved.
+func TestPendingNeverResolved(t *testing.T) {
+	prog := fixture.Build(t, "examples/stomp.c", "-O0")
+	r := memtrap(t, "run", "--backtrace", "0", "--symbol", "session", "--symbol", "libnothere.so:thing", "--", prog)
+	if r.code != 3 || !strings.Contains(r.stderr, "memtrap: symbol libnothere.so:thing never resolved: no library loaded defined it, nothing was watched for it\n") {
+		t.Errorf("exit %d, stderr %s", r.code, tail(r.stderr))
+	}
+}

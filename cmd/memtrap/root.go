@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -63,7 +64,7 @@ func execute(root *cobra.Command, args []string, errw io.Writer) int {
 	}
 	fmt.Fprintf(errw, "memtrap: %s\n", msg)
 	var ue *UsageError
-	if errors.As(err, &ue) || isCobraUsage(err) {
+	if errors.As(err, &ue) || isCobraUsage(err) || errors.Is(err, session.ErrUsage) {
 		return exitUsage
 	}
 	return exitRuntime
@@ -119,7 +120,12 @@ func openOutput(path string, def io.Writer) (io.Writer, func() error, error) {
 	}
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, nil, err
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		// Before any target starts: it must not run unwatched.
+		return nil, nil, fmt.Errorf("-o %s: cannot write it: %v", path, err)
 	}
 	return f, f.Close, nil
 }

@@ -12,14 +12,15 @@ import (
 // Attach watches the running process pid until it exits, or until
 // SIGINT, SIGTERM or SIGHUP make memtrap give every page its protection
 // back and detach from every thread; the target runs on. A failure before
-// the watch runs detaches too.
-func Attach(opts Options, pid int) error {
+// the watch runs detaches too. code is 0 after a detach, else what a shell
+// would report for the target's end (128+N if signal N killed it).
+func Attach(opts Options, pid int) (code int, err error) {
 	se := newSession(opts)
 	wopts := se.watchOptions()
 	end := se.begin()
 	defer end()
 	var sum report.Summary
-	err := tracer.Locked(func() error {
+	err = tracer.Locked(func() error {
 		p, err := tracer.Attach(pid)
 		if err != nil {
 			return err
@@ -30,9 +31,16 @@ func Attach(opts Options, pid int) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return se.rep.End(sum)
+	se.notePending()
+	if err := se.rep.End(sum); err != nil {
+		return 0, err
+	}
+	if sum.Detached {
+		return 0, nil
+	}
+	return exitCode(sum), nil
 }
 
 func (se *session) attachWatch(wopts pagewatch.Options) (report.Summary, error) {
@@ -49,6 +57,9 @@ func (se *session) attachWatch(wopts pagewatch.Options) (report.Summary, error) 
 		_ = p.Detach()
 	}
 	regions, err := se.resolve()
+	if err == nil {
+		err = se.checkWhenValue(regions)
+	}
 	if err != nil {
 		letGo(nil)
 		return report.Summary{}, err

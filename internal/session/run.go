@@ -1,8 +1,11 @@
 package session
 
 import (
+	"debug/elf"
 	"errors"
 	"fmt"
+	"os/exec"
+	"strings"
 
 	"github.com/memtrap/memtrap/internal/report"
 	"github.com/memtrap/memtrap/pkg/pagewatch"
@@ -15,6 +18,9 @@ import (
 // killed it). SIGTERM and SIGHUP sent to memtrap meanwhile go to the
 // target.
 func Run(opts Options, argv []string) (code int, err error) {
+	if err := checkMachine(argv[0]); err != nil {
+		return 0, err
+	}
 	se := newSession(opts)
 	wopts := se.watchOptions()
 	// A launched target keeps memtrap until it ends: a seccomp filter
@@ -42,6 +48,7 @@ func Run(opts Options, argv []string) (code int, err error) {
 	if err != nil {
 		return 0, err
 	}
+	se.notePending()
 	if err := se.rep.End(sum); err != nil {
 		return 0, err
 	}
@@ -60,6 +67,9 @@ func (se *session) runWatch(wopts pagewatch.Options) (report.Summary, error) {
 		return report.Summary{}, fmt.Errorf("starting the target: %w", err)
 	}
 	regions, err := se.resolve()
+	if err == nil {
+		err = se.checkWhenValue(regions)
+	}
 	if err != nil {
 		return report.Summary{}, err
 	}
@@ -120,4 +130,45 @@ func forwardSignals(se *session, pid int) {
 func fromTerminal() bool {
 	pgrp, err := unix.IoctlGetInt(0, unix.TIOCGPGRP)
 	return err == nil && pgrp == unix.Getpgrp()
+}
+
+// checkMachine refuses, before it starts, a program memtrap cannot watch:
+// an ELF file for another machine or word size. A script (its
+// interpreter decides) or a file memtrap cannot read passes; launching
+// says what is wrong with it.
+func checkMachine(prog string) error {
+	path := prog
+	if !strings.Contains(prog, "/") {
+		var err error
+		if path, err = exec.LookPath(prog); err != nil {
+			return nil
+		}
+	}
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	if f.Class == elf.ELFCLASS64 && f.Machine == elf.EM_X86_64 {
+		return nil
+	}
+	what := fmt.Sprintf("%s for %s", map[elf.Class]string{elf.ELFCLASS32: "32-bit", elf.ELFCLASS64: "64-bit"}[f.Class], machineName(f.Machine))
+	if f.Machine == elf.EM_386 || (f.Machine == elf.EM_X86_64 && f.Class == elf.ELFCLASS32) {
+		what = "32-bit x86"
+		if f.Machine == elf.EM_X86_64 {
+			what = "x32 (32-bit pointers on x86-64)"
+		}
+	}
+	return fmt.Errorf("memtrap watches x86-64 programs; %s is %s", prog, what)
+}
+
+func machineName(m elf.Machine) string {
+	return strings.ToLower(strings.TrimPrefix(m.String(), "EM_"))
+}
+
+// notePending says, at the end, which pending symbols never resolved.
+func (se *session) notePending() {
+	for _, s := range se.pending {
+		_ = se.rep.Note(fmt.Sprintf("symbol %s never resolved: no library loaded defined it, nothing was watched for it", s.Symbol))
+	}
 }

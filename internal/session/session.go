@@ -150,6 +150,34 @@ func (se *session) begin() (end func()) {
 }
 
 // resolve turns the region specs into regions of p.
+// ErrUsage marks an error in what the user asked that only the target
+// could reveal (a --when-value wider than the variable): exit 2.
+var ErrUsage = errors.New("usage")
+
+type usageError string
+
+func (e usageError) Error() string        { return string(e) }
+func (e usageError) Is(target error) bool { return target == ErrUsage }
+
+// checkWhenValue refuses a --when-value the watched value can never equal:
+// wider than a region of at most 8 bytes, or than --width.
+func (se *session) checkWhenValue(regions []*pagewatch.Region) error {
+	v := se.opts.WhenValue
+	if v == nil {
+		return nil
+	}
+	for _, r := range regions {
+		n := uint64(se.opts.Width)
+		if r.Len <= 8 {
+			n = r.Len
+		}
+		if n < 8 && *v >= 1<<(8*n) {
+			return usageError(fmt.Sprintf("--when-value %#x does not fit %s, whose watched value is %d byte(s)", *v, r.Name, n))
+		}
+	}
+	return nil
+}
+
 func (se *session) resolve() ([]*pagewatch.Region, error) {
 	maps, err := procmaps.Read(se.p.Pid)
 	if err != nil {
@@ -312,6 +340,18 @@ func (se *session) watchOptions() pagewatch.Options {
 		o.OnFork, o.OnArm = se.onFork, se.onArm
 	}
 	return o
+}
+
+// CheckSymbol says why a --symbol expression cannot be read
+// ([module:]name[+offset]), or nil: before any target exists.
+func CheckSymbol(expr string) error {
+	var se *symbols.SyntaxError
+	if err := symbols.CheckExpr(expr); errors.As(err, &se) {
+		return errors.New(se.Why)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 // exeOf is the path of a process's program, as its memory map shows it.

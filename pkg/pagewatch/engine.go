@@ -79,7 +79,7 @@ func (w *Watch) newEngine(regions []*Region) (engine, error) {
 	slots, ok := hwSlots(regions)
 	if !ok {
 		if w.opts.Engine == EngineHW {
-			return nil, fmt.Errorf("the regions need more than the 4 debug registers (each covers one aligned 1, 2, 4 or 8-byte slot): %w", ErrBadRegion)
+			return nil, regionError("--engine hw: the regions need more than the 4 debug registers (each covers one aligned 1, 2, 4 or 8-byte slot); use --engine page or auto")
 		}
 		return newPageEngine(w), nil
 	}

@@ -20,16 +20,22 @@ func (r *Region) String() string {
 	return fmt.Sprintf("%s [%#x, %#x)", r.Name, r.Addr, r.End())
 }
 
-// ErrBadRegion is wrapped by region validation errors.
+// ErrBadRegion is what region validation errors are (errors.Is).
 var ErrBadRegion = errors.New("bad region")
+
+// regionError is a region problem in its own words; it is ErrBadRegion.
+type regionError string
+
+func (e regionError) Error() string        { return string(e) }
+func (e regionError) Is(target error) bool { return target == ErrBadRegion }
 
 // Validate checks a region's shape (not whether it is mapped).
 func (r *Region) Validate() error {
 	if r.Len == 0 {
-		return fmt.Errorf("region %s: length 0: %w", r.Name, ErrBadRegion)
+		return regionError(fmt.Sprintf("region %s: length 0", r.Name))
 	}
 	if r.Addr > math.MaxUint64-r.Len || r.Addr+r.Len > userTop {
-		return fmt.Errorf("region %s: [%#x, +%d) runs past the end of the address space: %w", r.Name, r.Addr, r.Len, ErrBadRegion)
+		return regionError(fmt.Sprintf("region %s: [%#x, +%d) runs past the end of the address space", r.Name, r.Addr, r.Len))
 	}
 	return nil
 }

@@ -209,27 +209,49 @@ func parseExpr(expr string) (module, name string, off uint64, err error) {
 	if i := moduleSep(expr); i >= 0 {
 		module, rest = expr[:i], expr[i+1:]
 		if module == "" {
-			return "", "", 0, fmt.Errorf("%q: empty module name: %w", expr, ErrSyntax)
+			return "", "", 0, &SyntaxError{expr, "empty module name"}
 		}
 	}
 	name = rest
 	if i := offsetSep(rest); i >= 0 {
 		name = rest[:i]
-		s, base := rest[i+1:], 10
+		raw := rest[i+1:]
+		s, base := raw, 10
 		if len(s) > 2 && (s[:2] == "0x" || s[:2] == "0X") {
 			s, base = s[2:], 16
 		}
+		bad := &SyntaxError{expr, fmt.Sprintf("offset %q is not a number (decimal or 0x hex)", raw)}
 		if s == "" || s[0] == '+' || s[0] == '-' || strings.Contains(s, "_") {
-			return "", "", 0, fmt.Errorf("%q: bad offset: %w", expr, ErrSyntax)
+			return "", "", 0, bad
 		}
 		if off, err = strconv.ParseUint(s, base, 64); err != nil {
-			return "", "", 0, fmt.Errorf("%q: bad offset: %w: %w", expr, ErrSyntax, err)
+			if errors.Is(err, strconv.ErrRange) {
+				bad.Why = fmt.Sprintf("offset %q is too large", raw)
+			}
+			return "", "", 0, bad
 		}
 	}
 	if name == "" {
-		return "", "", 0, fmt.Errorf("%q: empty symbol name: %w", expr, ErrSyntax)
+		return "", "", 0, &SyntaxError{expr, "empty symbol name"}
 	}
 	return module, name, off, nil
+}
+
+// SyntaxError is a symbol expression that cannot be read; it is
+// ErrSyntax.
+type SyntaxError struct {
+	Expr string
+	Why  string
+}
+
+func (e *SyntaxError) Error() string        { return fmt.Sprintf("%q: %s", e.Expr, e.Why) }
+func (e *SyntaxError) Is(target error) bool { return target == ErrSyntax }
+
+// CheckExpr says whether expr reads as a symbol expression
+// ([module:]name[+offset]), before any table exists.
+func CheckExpr(expr string) error {
+	_, _, _, err := parseExpr(expr)
+	return err
 }
 
 // moduleSep returns the index of the ':' ending a module qualifier in

@@ -1,9 +1,12 @@
 package tracer
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,6 +29,15 @@ func Attach(pid int) (*Process, error) {
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
 		return nil, fmt.Errorf("process %d: %w", pid, ErrNoProcess)
 	}
+	state, flags, err := procState(pid)
+	if err == nil {
+		switch {
+		case flags&pfKthread != 0:
+			return nil, fmt.Errorf("process %d (%s) is a kernel thread: it has no user memory to watch", pid, comm(pid))
+		case state == 'Z' || state == 'X':
+			return nil, goneError(fmt.Sprintf("process %d (%s) has exited: it is a zombie its parent has not waited for", pid, comm(pid)))
+		}
+	}
 	if tracer, err := TracerPid(pid); err == nil && tracer != 0 {
 		return nil, fmt.Errorf("process %d is already traced by process %d (%s); detach that debugger first", pid, tracer, comm(tracer))
 	}
@@ -41,6 +53,55 @@ func Attach(pid int) (*Process, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// goneError says how a process is gone, in its own words; it is
+// ErrNoProcess.
+type goneError string
+
+func (e goneError) Error() string        { return string(e) }
+func (e goneError) Is(target error) bool { return target == ErrNoProcess }
+
+const pfKthread = 0x00200000 // PF_KTHREAD, in /proc/PID/stat's flags
+
+// procState reads a process's state letter and flags from /proc/PID/stat.
+func procState(pid int) (state byte, flags uint64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 7 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	flags, err = strconv.ParseUint(f[6], 10, 64)
+	return f[0][0], flags, err
+}
+
+// initNote names process 1 for what it is.
+func initNote(pid int) string {
+	if pid == 1 {
+		return fmt.Sprintf(" (init, %s)", comm(pid))
+	}
+	return ""
+}
+
+// permHint says what may lift an EPERM, as far as this machine can tell:
+// root rights when memtrap lacks them, Yama's setting where Yama is.
+func permHint() string {
+	if os.Geteuid() != 0 {
+		return " (run memtrap as root)"
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/yama/ptrace_scope"); err == nil {
+		if v := strings.TrimSpace(string(b)); v == "3" {
+			return " (kernel.yama.ptrace_scope is 3: no process may be attached until reboot)"
+		}
+	}
+	return ""
 }
 
 func comm(pid int) string {
@@ -69,7 +130,7 @@ func (p *Process) seizeAll() error {
 				}
 				switch err {
 				case unix.EPERM:
-					return fmt.Errorf("attaching to process %d: operation not permitted (run as root, or check /proc/sys/kernel/yama/ptrace_scope)", p.Pid)
+					return fmt.Errorf("attaching to process %d%s: operation not permitted%s", p.Pid, initNote(p.Pid), permHint())
 				case unix.ESRCH:
 					return fmt.Errorf("process %d: %w", p.Pid, ErrNoProcess)
 				}

@@ -1,5 +1,6 @@
 /* For attach tests: prints "ready", then bumps `ticks` every 10 ms for
- * argv[1] iterations (default 200), printing each, then a final line. */
+ * argv[1] iterations (default 200), printing each, then a final line; with
+ * a second argument "abort", dies of SIGABRT instead of the final line. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -18,6 +19,8 @@ int main(int argc, char **argv)
 		fflush(stdout);
 		nanosleep(&ts, NULL);
 	}
+	if (argc > 2)
+		abort();
 	printf("done %ld\n", ticks);
 	return 0;
 }
