@@ -66,9 +66,13 @@ func (w *Watch) followSyscalls(t *tracer.Thread) error {
 			fresh = append(fresh, span{s.lo &^ (filterWindow - 1), (s.hi + filterWindow - 1) &^ (filterWindow - 1)})
 		}
 	}
-	if len(fresh) == 0 {
+	if len(fresh) == 0 && w.filters > 0 {
 		return nil
 	}
+	// The first filter goes in even with nothing watched yet (regions
+	// that come at run time): the calls it always stops (rt_sigaction of
+	// the guarded signals, sigaltstack, readv and kin) must be seen from
+	// the start.
 	if w.filters >= maxFilters-1 {
 		fresh = []span{{pageSize, userTop}}
 	}
