@@ -532,3 +532,26 @@ func TestPendingNeverResolved(t *testing.T) {
 		t.Errorf("exit %d, stderr %s", r.code, tail(r.stderr))
 	}
 }
+
+// TestIgnoredSIGTRAP: a target that ignores SIGTRAP and later raises it
+// lives on, as natively, though memtrap's traps (a single-stepped store,
+// debug registers, --heap's breakpoints) are forced on it as SIGTRAP,
+// which resets an ignored signal to SIG_DFL.
+func TestIgnoredSIGTRAP(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/trapign.c", "-O0", "-g")
+	want := native(t, prog)
+	modes := [][]string{
+		{"--engine", "page", "--symbol", "watched"},
+		{"--engine", "page", "--completer", "step", "--symbol", "watched"},
+		{"--heap", "size=40"},
+	}
+	if hwWorks(t) {
+		modes = append(modes, []string{"--engine", "hw", "--symbol", "watched"})
+	}
+	for _, m := range modes {
+		r := memtrap(t, append(append([]string{"run", "--backtrace", "0"}, m...), "--", prog)...)
+		if r.code != want.code || r.stdout != want.stdout {
+			t.Errorf("%v: exit %d, stdout %q; native %d, %q; stderr %s", m, r.code, r.stdout, want.code, want.stdout, tail(r.stderr))
+		}
+	}
+}

@@ -10,8 +10,12 @@ import (
 
 // The signal guard (see the package doc): a copy of the target's SIGSEGV
 // and SIGTRAP actions, put back after a trap memtrap caused resets one.
+// The kernel resets a forced signal's action to SIG_DFL when the signal is
+// blocked (and unblocks it) or ignored: a handler that vanished was
+// blocked, and is blocked again; an ignored signal is ignored again.
 
-// guarded are the signals memtrap's traps are forced as.
+// guarded are the signals memtrap's traps are forced as (SIGTRAP second:
+// restoreSig reads its index).
 var guarded = [...]unix.Signal{unix.SIGSEGV, unix.SIGTRAP}
 
 // sigactSize is the kernel's struct sigaction on x86-64: handler, flags,
@@ -19,9 +23,15 @@ var guarded = [...]unix.Signal{unix.SIGSEGV, unix.SIGTRAP}
 const sigactSize = 32
 
 type segvGuard struct {
-	caught [len(guarded)]bool
-	act    [len(guarded)][sigactSize]byte
-	buf    uint64 // sigactSize bytes of target memory
+	// set: act holds the target's action, caught or ignored (not
+	// SIG_DFL); ign: that action is SIG_IGN.
+	set [len(guarded)]bool
+	ign [len(guarded)]bool
+	act [len(guarded)][sigactSize]byte
+	buf uint64 // sigactSize bytes of target memory
+	// ignoredAtArm: the guarded signals ignored before arming's own
+	// injections (each a forced SIGTRAP) could reset them.
+	ignoredAtArm uint64
 }
 
 func sigBit(s unix.Signal) uint64 { return 1 << (s - 1) }
@@ -34,24 +44,70 @@ func (w *Watch) snapshotSig(t *tracer.Thread, i int) error {
 	if err := w.p.ReadMemory(g.buf, g.act[i][:]); err != nil {
 		return err
 	}
-	g.caught[i] = true
+	handler := binary.LittleEndian.Uint64(g.act[i][:])
+	g.set[i], g.ign[i] = handler != 0, handler == 1
 	return nil
 }
 
-// snapshotSignals takes the copies at arming.
+// noteIgnored remembers, before arming injects anything, which guarded
+// signals the target ignores.
+func (w *Watch) noteIgnored() {
+	if _, ig, err := w.p.SignalDispositions(); err == nil {
+		w.segv.ignoredAtArm = ig
+	}
+}
+
+// snapshotSignals takes the copies at arming. A signal ignored before
+// arming whose action arming's own traps reset is ignored again (with no
+// flags or mask: an ignored signal's have no effect).
 func (w *Watch) snapshotSignals(t *tracer.Thread) error {
-	cg, err := w.p.CaughtSignals()
+	cg, ig, err := w.p.SignalDispositions()
 	if err != nil {
 		return nil
 	}
+	g := &w.segv
 	for i, s := range guarded {
-		if cg&sigBit(s) != 0 {
+		switch {
+		case cg&sigBit(s) != 0 || ig&sigBit(s) != 0:
 			if err := w.snapshotSig(t, i); err != nil {
+				return err
+			}
+		case g.ignoredAtArm&sigBit(s) != 0:
+			g.act[i] = [sigactSize]byte{0: 1} // SIG_IGN
+			g.set[i], g.ign[i] = true, true
+			if err := w.restoreSig(t, i, false); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// restoreSig puts the target's action for guarded[i] back, and blocks the
+// signal again in t when the kernel unblocked it to reset its handler.
+func (w *Watch) restoreSig(t *tracer.Thread, i int, reblock bool) error {
+	g := &w.segv
+	s := guarded[i]
+	if err := w.p.WriteMemory(g.buf, g.act[i][:]); err != nil {
+		return err
+	}
+	inject := t.Syscall
+	if g.ign[1] {
+		// SIGTRAP is ignored: a single-step over the call would reset
+		// it (again).
+		inject = t.SyscallQuiet
+	}
+	if _, err := inject(unix.SYS_RT_SIGACTION, uintptr(s), uintptr(g.buf), 0, 8); err != nil {
+		return fmt.Errorf("restoring the target's %v action: %w", s, err)
+	}
+	if !reblock {
+		return nil
+	}
+	m, err := t.SigMask()
+	if err != nil {
+		return err
+	}
+	return t.SetSigMask(m | sigBit(s))
 }
 
 // checkSegv runs after a trap memtrap caused in thread t (stopped).
@@ -66,32 +122,22 @@ func (w *Watch) checkSegv(t *tracer.Thread) error {
 	// target has no handler: one installed since the last look can be
 	// reset by this very fault, and then its copy would never have been
 	// taken. (About 5 us: a pread of /proc/PID/stat.)
-	if w.opts.KernelWrites && g.caught == [len(guarded)]bool{} {
+	if w.opts.KernelWrites && g.set == [len(guarded)]bool{} {
 		return nil
 	}
-	cg, err := w.p.CaughtSignals()
+	cg, ig, err := w.p.SignalDispositions()
 	if err != nil {
 		return nil // the process is going away
 	}
 	for i, s := range guarded {
-		has := cg&sigBit(s) != 0
+		has := (cg|ig)&sigBit(s) != 0
 		switch {
-		case has && !g.caught[i]:
+		case has && !g.set[i]:
 			if err := w.snapshotSig(t, i); err != nil {
 				return err
 			}
-		case !has && g.caught[i]:
-			if err := w.p.WriteMemory(g.buf, g.act[i][:]); err != nil {
-				return err
-			}
-			if _, err := t.Syscall(unix.SYS_RT_SIGACTION, uintptr(s), uintptr(g.buf), 0, 8); err != nil {
-				return fmt.Errorf("restoring the target's %v action: %w", s, err)
-			}
-			m, err := t.SigMask()
-			if err != nil {
-				return err
-			}
-			if err := t.SetSigMask(m | sigBit(s)); err != nil {
+		case !has && g.set[i]:
+			if err := w.restoreSig(t, i, !g.ign[i]); err != nil {
 				return err
 			}
 		}
@@ -117,6 +163,6 @@ func (w *Watch) sigaction(a [6]uint64) {
 		}
 		handler := binary.LittleEndian.Uint64(act[:])
 		g.act[i] = act
-		g.caught[i] = handler > 1 // not SIG_DFL, SIG_IGN
+		g.set[i], g.ign[i] = handler != 0, handler == 1 // not SIG_DFL; SIG_IGN
 	}
 }

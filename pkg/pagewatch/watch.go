@@ -242,6 +242,7 @@ func (w *Watch) Regions() []*Region { return w.regions }
 // debug registers loaded, with t (a stopped thread, with the others stopped
 // too) making the system calls that takes.
 func (w *Watch) Arm(t *tracer.Thread) error {
+	w.noteIgnored()
 	if err := w.eng.arm(t); err != nil {
 		return err
 	}

@@ -63,6 +63,20 @@ func (p *Process) syscallInsn() (uint64, error) {
 // Precondition: t is stopped (not in a group-stop), and no other thread can
 // observe what the call changes before the caller wants it to.
 func (t *Thread) Syscall(nr uintptr, args ...uintptr) (uintptr, error) {
+	return t.inject(t.runSyscall, nr, args...)
+}
+
+// SyscallQuiet is Syscall run to its end through the call's own entry and
+// exit stops (PTRACE_SYSCALL) instead of single-stepping over it: no trap
+// is forced on the thread. A single-step's SIGTRAP resets an ignored or
+// blocked SIGTRAP to SIG_DFL, so this is how an ignored SIGTRAP is set
+// again. The thread is left in a syscall-exit-stop, where no signal can be
+// delivered on resuming: signals that arrive meanwhile are deferred.
+func (t *Thread) SyscallQuiet(nr uintptr, args ...uintptr) (uintptr, error) {
+	return t.inject(t.runSyscallStops, nr, args...)
+}
+
+func (t *Thread) inject(run func(insn uint64) (uintptr, error), nr uintptr, args ...uintptr) (uintptr, error) {
 	if err := t.p.check(); err != nil {
 		return 0, err
 	}
@@ -102,7 +116,7 @@ func (t *Thread) Syscall(nr uintptr, args ...uintptr) (uintptr, error) {
 		if err := t.SetRegs(&r); err != nil {
 			return 0, err
 		}
-		ret, err := t.runSyscall(insn)
+		ret, err := run(insn)
 		if rerr := t.SetRegs(&saved); rerr != nil && err == nil {
 			err = rerr
 		}
@@ -117,6 +131,72 @@ func (t *Thread) Syscall(nr uintptr, args ...uintptr) (uintptr, error) {
 			return 0, unix.Errno(e)
 		}
 		return ret, nil
+	}
+}
+
+// runSyscallStops runs the syscall at insn (RIP there) to its exit stop.
+func (t *Thread) runSyscallStops(insn uint64) (uintptr, error) {
+	entered := false
+	for {
+		t.stopped, t.sigStop, t.sysEntry = false, false, false
+		if err := ptraceRaw(unix.PTRACE_SYSCALL, t.Tid, 0, 0); err != nil {
+			if err == unix.ESRCH {
+				return 0, ErrThreadGone
+			}
+			return 0, fmt.Errorf("PTRACE_SYSCALL %d: %w", t.Tid, err)
+		}
+		_, ws, err := wait4(t.Tid)
+		if err != nil {
+			return 0, fmt.Errorf("wait4 %d: %w", t.Tid, err)
+		}
+		if ws.Exited() || ws.Signaled() {
+			p := t.p
+			delete(p.threads, t.Tid)
+			if t.Tid == p.Pid {
+				p.exited, p.status = true, ws
+				return 0, ErrProcessExited
+			}
+			return 0, ErrThreadGone
+		}
+		if !ws.Stopped() {
+			continue
+		}
+		t.stopped = true
+		switch {
+		case ws.StopSignal() == unix.SIGTRAP|0x80:
+			if !entered {
+				entered = true
+				continue
+			}
+			var r unix.PtraceRegs
+			if err := t.Regs(&r); err != nil {
+				return 0, err
+			}
+			return uintptr(r.Rax), nil
+		case event(ws) == unix.PTRACE_EVENT_STOP:
+			t.interrupted = false
+			continue
+		case event(ws) == unix.PTRACE_EVENT_SECCOMP:
+			// Our own filter stopped the injected call: the entry.
+			if msg, err := ptraceEventMsg(t.Tid); err == nil && msg != filterMarker {
+				if err := skipForeignTrace(t.Tid); err != nil {
+					return 0, goneErr(err)
+				}
+			}
+			continue
+		case event(ws) == unix.PTRACE_EVENT_EXIT:
+			t.exiting = true
+			return 0, ErrThreadGone
+		case event(ws) != 0:
+			t.p.queue = append(t.p.queue, queued{t.Tid, ws})
+			return 0, fmt.Errorf("thread %d: ptrace event %d during an injected syscall", t.Tid, event(ws))
+		}
+		// A signal before the call ran: keep it for later.
+		var info Siginfo
+		if err := ptraceGetSiginfo(t.Tid, &info); err != nil {
+			return 0, fmt.Errorf("PTRACE_GETSIGINFO %d: %w", t.Tid, err)
+		}
+		t.Defer(info)
 	}
 }
 
