@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/memtrap/memtrap/internal/fixture"
 )
@@ -552,6 +553,107 @@ func TestIgnoredSIGTRAP(t *testing.T) {
 		r := memtrap(t, append(append([]string{"run", "--backtrace", "0"}, m...), "--", prog)...)
 		if r.code != want.code || r.stdout != want.stdout {
 			t.Errorf("%v: exit %d, stdout %q; native %d, %q; stderr %s", m, r.code, r.stdout, want.code, want.stdout, tail(r.stderr))
+		}
+	}
+}
+
+// procState is the state letter of /proc/PID/stat.
+func procState(t *testing.T, pid int) byte {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return b[i+2]
+}
+
+// TestAttachStopped: attached while stopped (kill -STOP), the target is
+// armed and stays stopped; continued, it is watched; let go while stopped,
+// it stays stopped, and runs on to its own end once continued (#12, part
+// 4). Both engines where they run.
+func TestAttachStopped(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/ticker.c", "-O0")
+	engines := []string{"page"}
+	if hwWorks(t) {
+		engines = append(engines, "hw")
+	}
+	for _, engine := range engines {
+		for _, detachStopped := range []bool{false, true} {
+			target := exec.Command(prog, "60")
+			stdout, _ := target.StdoutPipe()
+			if err := target.Start(); err != nil {
+				t.Fatal(err)
+			}
+			rd := bufio.NewReader(stdout)
+			rd.ReadString('\n')
+			lines := make(chan string, 1000)
+			go func() {
+				for {
+					l, err := rd.ReadString('\n')
+					if err != nil {
+						close(lines)
+						return
+					}
+					lines <- l
+				}
+			}()
+			pid := target.Process.Pid
+			target.Process.Signal(syscall.SIGSTOP)
+			for procState(t, pid) != 'T' {
+				time.Sleep(time.Millisecond)
+			}
+			// What it printed before it stopped.
+			time.Sleep(20 * time.Millisecond)
+			for len(lines) > 0 {
+				<-lines
+			}
+			mt := exec.Command(memtrapBin, "attach", fmt.Sprint(pid), "--engine", engine, "--format", "json", "--backtrace", "0", "--symbol", "ticks")
+			errp, _ := mt.StderrPipe()
+			if err := mt.Start(); err != nil {
+				t.Fatal(err)
+			}
+			mrd := bufio.NewReader(errp)
+			if l, _ := mrd.ReadString('\n'); !strings.Contains(l, `"event":"watch"`) {
+				t.Fatalf("%s: memtrap said %q", engine, l)
+			}
+			time.Sleep(200 * time.Millisecond)
+			if s := procState(t, pid); s != 't' && s != 'T' {
+				t.Errorf("%s: attached target in state %c, want stopped", engine, s)
+			}
+			for len(lines) > 0 {
+				l := <-lines
+				if strings.HasPrefix(l, "tick") {
+					t.Errorf("%s: the stopped target ran: %q", engine, l)
+				}
+			}
+			if !detachStopped {
+				target.Process.Signal(syscall.SIGCONT)
+				for {
+					l, err := mrd.ReadString('\n')
+					if err != nil {
+						t.Fatalf("%s: memtrap ended before a write: %v", engine, err)
+					}
+					if strings.Contains(l, `"event":"write"`) {
+						break
+					}
+				}
+			}
+			mt.Process.Signal(syscall.SIGTERM)
+			rest, _ := readAll(mrd)
+			if err := mt.Wait(); err != nil {
+				t.Fatalf("%s: memtrap: %v (%s)", engine, err, rest)
+			}
+			if detachStopped {
+				time.Sleep(50 * time.Millisecond)
+				if s := procState(t, pid); s != 'T' {
+					t.Errorf("%s: after a detach while stopped, state %c, want T", engine, s)
+				}
+				target.Process.Signal(syscall.SIGCONT)
+			}
+			if err := target.Wait(); err != nil {
+				t.Errorf("%s (detach while stopped %v): target: %v", engine, detachStopped, err)
+			}
 		}
 	}
 }

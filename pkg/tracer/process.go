@@ -75,11 +75,14 @@ type Thread struct {
 	stopped     bool
 	stoppedByUs bool // stopped by StopOthers; ResumeOthers lets it go
 	interrupted bool // PTRACE_INTERRUPT sent, its stop not yet seen
-	sigStop     bool // the current stop is a signal-delivery-stop
-	sysEntry    bool // the current stop is a syscall entry (or seccomp) stop
-	exiting     bool // reported PTRACE_EVENT_EXIT: never stops again
-	foreign     bool // a vfork/CLONE_VM child: shares our memory, not our tgid
-	deferred    []Siginfo
+	// listening: in group-stop, let be with PTRACE_LISTEN; no signal but
+	// SIGCONT makes it report again (see Wake).
+	listening bool
+	sigStop   bool // the current stop is a signal-delivery-stop
+	sysEntry  bool // the current stop is a syscall entry (or seccomp) stop
+	exiting   bool // reported PTRACE_EVENT_EXIT: never stops again
+	foreign   bool // a vfork/CLONE_VM child: shares our memory, not our tgid
+	deferred  []Siginfo
 }
 
 // Locked runs f on a new goroutine locked to its own OS thread and returns

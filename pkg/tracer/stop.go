@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -88,6 +89,42 @@ func (p *Process) OnIdle(f func()) { p.idle = f }
 
 // waitTask is Wait for one task of p only; other tasks' stops stay with
 // the kernel for Wait.
+// waitAny waits for the next event of any tracee. While a thread of the
+// process is listening in group-stop, only SIGCONT would make it report,
+// and Wake's SIGSTOP does not: then wait4 is polled, and a Wake interrupts
+// the listening threads (PTRACE_INTERRUPT, from this, the ptrace thread),
+// whose stops end the wait.
+func (p *Process) waitAny() (int, unix.WaitStatus, error) {
+	for {
+		var listening []*Thread
+		for _, t := range p.threads {
+			if t.listening {
+				listening = append(listening, t)
+			}
+		}
+		if len(listening) == 0 {
+			return wait4Idle(-1, p.idle)
+		}
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOTHREAD|unix.WNOHANG, nil)
+		if pid != 0 || (err != nil && err != unix.EINTR) {
+			return pid, ws, err
+		}
+		if p.wake.Load() {
+			for _, t := range listening {
+				if err := ptraceInterrupt(t.Tid); err == nil {
+					t.listening, t.interrupted = false, true
+				}
+			}
+			continue
+		}
+		if p.idle != nil {
+			p.idle()
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (p *Process) waitTask(tid int) (Stop, error) {
 	for {
 		wtid, ws, err := wait4(tid)
@@ -125,7 +162,7 @@ func (p *Process) Wait() (Stop, error) {
 			w = waitInfo{c.queue[0].tid, c.queue[0].ws}
 			c.queue = c.queue[1:]
 		} else {
-			tid, ws, err := wait4Idle(-1, p.idle)
+			tid, ws, err := p.waitAny()
 			if err != nil {
 				// Called off the ptrace thread, wait4 finds no tracee:
 				// say so then, rather than pay a gettid every stop.
@@ -236,7 +273,7 @@ func (p *Process) handle(w waitInfo) (Stop, bool, error) {
 		return Stop{}, false, nil
 	}
 	t.stopped = true
-	t.sigStop = false
+	t.sigStop, t.listening = false, false
 	sig := ws.StopSignal()
 	switch event(ws) {
 	case unix.PTRACE_EVENT_CLONE, unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
@@ -405,7 +442,7 @@ func (p *Process) cont(t *Thread, sig int) error {
 			sig = info.Signo()
 		}
 	}
-	t.stopped, t.stoppedByUs, t.sigStop, t.sysEntry = false, false, false, false
+	t.stopped, t.stoppedByUs, t.sigStop, t.sysEntry, t.listening = false, false, false, false, false
 	req := unix.PTRACE_CONT
 	if p.traceSyscalls {
 		req = unix.PTRACE_SYSCALL
@@ -427,9 +464,21 @@ func (t *Thread) Resume(sig int) error {
 }
 
 // Listen resumes a thread from a group-stop without ending the group-stop.
+//
+// A group-stop seen before memtrap moved the thread (a process attached
+// while stopped: arming runs code in it) is no longer the thread's stop,
+// and the kernel refuses to listen (EIO): the thread is given SIGSTOP
+// again, which puts it back into the group-stop it was in (the group is
+// stopped already: its parent hears of no new stop), and its next stop is
+// that group-stop.
 func (t *Thread) Listen() error {
+	err := ptraceListen(t.Tid)
+	if err == unix.EIO {
+		return t.Resume(int(unix.SIGSTOP))
+	}
 	t.stopped, t.sysEntry = false, false
-	return ignoreGone(ptraceListen(t.Tid))
+	t.listening = err == nil
+	return ignoreGone(err)
 }
 
 // Defer keeps a signal the thread received while the tracer could not let it
