@@ -103,6 +103,14 @@ func (se *session) attachWatch(wopts pagewatch.Options) (report.Summary, error) 
 	}
 	st, err := w.Run()
 	if err != nil {
+		// The target must not pay for memtrap's failure: every thread
+		// stopped, what was armed given back, then let go.
+		if serr := p.StopOthers(nil); serr == nil {
+			if ths := p.Threads(); len(ths) > 0 {
+				t = ths[0]
+			}
+			letGo(w)
+		}
 		return report.Summary{}, err
 	}
 	return summary(w, st), nil
