@@ -1,7 +1,6 @@
 package hook
 
 import (
-	"debug/elf"
 	"os"
 	"os/exec"
 	"testing"
@@ -12,27 +11,6 @@ import (
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/sys/unix"
 )
-
-// symbol returns a function's link-time address in prog.
-func symbol(t *testing.T, prog, name string) uint64 {
-	t.Helper()
-	f, err := elf.Open(prog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	syms, err := f.Symbols()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range syms {
-		if s.Name == name {
-			return s.Value
-		}
-	}
-	t.Fatalf("%s: no symbol %s", prog, name)
-	return 0
-}
 
 // TestEntryAndReturn hooks twice (out of line; recursive; two threads) and
 // ripfirst (stepped in place) in a program that runs on as if nothing
@@ -80,7 +58,7 @@ func TestEntryAndReturn(t *testing.T) {
 			if fn == "ripfirst" {
 				want = func(arg uint64) uint64 { return arg + 1 }
 			}
-			err := s.Add(symbol(t, prog, fn), func(t *tracer.Thread, regs *unix.PtraceRegs) error {
+			err := s.Add(fixture.Symbol(t, prog, fn), func(t *tracer.Thread, regs *unix.PtraceRegs) error {
 				calls[fn]++
 				arg := regs.Rdi
 				return s.Return(t, regs, func(_ *tracer.Thread, regs *unix.PtraceRegs) error {
@@ -95,7 +73,7 @@ func TestEntryAndReturn(t *testing.T) {
 				return err
 			}
 		}
-		if s.bps[symbol(t, prog, "twice")].slot == 0 || s.bps[symbol(t, prog, "ripfirst")].slot != 0 {
+		if s.bps[fixture.Symbol(t, prog, "twice")].slot == 0 || s.bps[fixture.Symbol(t, prog, "ripfirst")].slot != 0 {
 			t.Errorf("twice should run out of line, ripfirst in place")
 		}
 		w.SetHooks(s)
@@ -145,7 +123,7 @@ func TestRemoveRestoresCode(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		addr := symbol(t, prog, "twice")
+		addr := fixture.Symbol(t, prog, "twice")
 		before := make([]byte, 8)
 		if err := p.ReadMemory(addr, before); err != nil {
 			return err

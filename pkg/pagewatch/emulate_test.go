@@ -18,7 +18,7 @@ import (
 // and most faults must take the fast path.
 func TestEmulatorMatchesStepper(t *testing.T) {
 	prog := fixture.Build(t, "pkg/pagewatch/testdata/emustores.c", "-O1", "-no-pie", "-fno-builtin")
-	buf, counter := symbolAddr(t, prog, "buf"), symbolAddr(t, prog, "counter")
+	buf, counter := fixture.Symbol(t, prog, "buf"), fixture.Symbol(t, prog, "counter")
 	t.Run("all", func(t *testing.T) {
 		compareCompleters(t, prog, func() []*Region {
 			return []*Region{{Name: "buf", Addr: buf, Len: 3 * 4096}, {Name: "counter", Addr: counter, Len: 8}}
@@ -77,7 +77,7 @@ func compareCompleters(t *testing.T, prog string, regions func() []*Region) {
 // TestReachable: the emulator writes only where the target could.
 func TestReachable(t *testing.T) {
 	prog, area := stores(t)
-	text := symbolAddr(t, prog, "main")
+	text := fixture.Symbol(t, prog, "main")
 	err := tracer.Locked(func() error {
 		p, err := tracer.Launch([]string{prog}, tracer.LaunchOptions{})
 		if err != nil {

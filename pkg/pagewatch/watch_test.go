@@ -1,7 +1,6 @@
 package pagewatch
 
 import (
-	"debug/elf"
 	"fmt"
 	"github.com/memtrap/memtrap/pkg/procmaps"
 	"os"
@@ -13,27 +12,6 @@ import (
 	"github.com/memtrap/memtrap/pkg/x86/store"
 	"golang.org/x/sys/unix"
 )
-
-// symbolAddr reads a symbol's link-time address (the fixtures are -no-pie).
-func symbolAddr(t *testing.T, prog, name string) uint64 {
-	t.Helper()
-	f, err := elf.Open(prog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	syms, err := f.Symbols()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range syms {
-		if s.Name == name {
-			return s.Value
-		}
-	}
-	t.Fatalf("%s: no symbol %s", prog, name)
-	return 0
-}
 
 type outcome struct {
 	writes []*Write
@@ -117,7 +95,7 @@ func watchRunOpts(t *testing.T, prog string, args []string, regions []*Region, o
 
 func stores(t *testing.T) (string, uint64) {
 	prog := fixture.Build(t, "pkg/pagewatch/testdata/stores.c", "-O1", "-no-pie")
-	return prog, symbolAddr(t, prog, "area")
+	return prog, fixture.Symbol(t, prog, "area")
 }
 
 func TestStraddlingStore(t *testing.T) {
@@ -279,8 +257,8 @@ func TestHWSlots(t *testing.T) {
 // is disarmed then (no fault for its stores after), b's armed from then.
 func TestRegionSetChanges(t *testing.T) {
 	prog := fixture.Build(t, "pkg/pagewatch/testdata/regionset.c", "-O1", "-no-pie")
-	ra := &Region{Name: "a", Addr: symbolAddr(t, prog, "a"), Len: 8}
-	rb := &Region{Name: "b", Addr: symbolAddr(t, prog, "b"), Len: 8}
+	ra := &Region{Name: "a", Addr: fixture.Symbol(t, prog, "a"), Len: 8}
+	rb := &Region{Name: "b", Addr: fixture.Symbol(t, prog, "b"), Len: 8}
 	for _, engine := range []string{EnginePage, EngineHW} {
 		t.Run(engine, func(t *testing.T) {
 			if err := tracer.CheckDebugRegisters(); engine == EngineHW && err != nil {
