@@ -2,7 +2,11 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/memtrap/memtrap/internal/session"
@@ -190,7 +194,28 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
-	if v := parse("version"); v.code != 0 || v.stdout != "memtrap "+version+"\n" || v.stderr != "" {
-		t.Fatalf("exit %d, stdout %q, stderr %q", v.code, v.stdout, v.stderr)
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		if v := parse(args...); v.code != 0 || v.stdout != "memtrap "+version+"\n" || v.stderr != "" {
+			t.Fatalf("%v: exit %d, stdout %q, stderr %q", args, v.code, v.stdout, v.stderr)
+		}
+	}
+}
+
+// TestCompletion: cobra's scripts for each shell; bash's, sourced by a
+// real bash, registers a completion for memtrap.
+func TestCompletion(t *testing.T) {
+	for shell, head := range map[string]string{"bash": "# bash completion V2 for memtrap", "zsh": "#compdef memtrap", "fish": "# fish completion for memtrap"} {
+		if v := parse("completion", shell); v.code != 0 || !strings.HasPrefix(v.stdout, head) {
+			t.Errorf("completion %s: exit %d, starts %q", shell, v.code, v.stdout[:min(len(v.stdout), 40)])
+		}
+	}
+	script := parse("completion", "bash").stdout
+	f := filepath.Join(t.TempDir(), "memtrap.bash")
+	if err := os.WriteFile(f, []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("bash", "-c", "source "+f+" && complete -p memtrap").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "complete -o default -F __start_memtrap memtrap") {
+		t.Errorf("bash: %v: %s", err, out)
 	}
 }

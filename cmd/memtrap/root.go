@@ -92,12 +92,15 @@ it write-protects the pages that hold them, catches every write, lets it complet
 and reports the writer (thread, instruction, old -> new value, backtrace).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version,
 	}
+	root.SetVersionTemplate("memtrap {{.Version}}\n")
 	root.SetOut(s.Out)
 	root.SetErr(s.Err)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &UsageError{err} })
 	root.AddCommand(verbs...)
-	root.CompletionOptions.DisableDefaultCmd = true
+	// memtrap completion bash|zsh|fish|powershell: cobra's own.
+	root.CompletionOptions.HiddenDefaultCmd = false
 	return root
 }
 
