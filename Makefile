@@ -5,7 +5,9 @@ CC      ?= gcc
 BIN     := bin/memtrap
 CFLAGS_EXAMPLE := -O0 -g -fno-omit-frame-pointer
 
-.PHONY: all build demo test bench lint deps clean
+PREFIX  ?= /usr/local
+
+.PHONY: all build demo test bench lint deps clean install
 
 all: build
 
@@ -46,6 +48,12 @@ test: deps
 bench: build
 	scripts/bench/bench
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./pkg/... ./internal/...
+
+# install puts the binary and its man pages (generated from the commands,
+# so they never drift from --help) under $(DESTDIR)$(PREFIX).
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/memtrap
+	$(BIN) man $(DESTDIR)$(PREFIX)/share/man/man1
 
 lint:
 	gofmt -l . | tee /dev/stderr | (! read)

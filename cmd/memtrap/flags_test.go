@@ -31,7 +31,7 @@ func parse(args ...string) verbRun {
 	root := newRootCmd(s,
 		newRunCmd(s, func(o *RunOptions) error { v.got = o; return nil }),
 		newAttachCmd(s, func(o *AttachOptions) error { v.got = o; return nil }),
-		newVersionCmd(s))
+		newVersionCmd(s), newManCmd(s))
 	v.code = execute(root, args, &errw)
 	v.stdout, v.stderr, v.io = out.String(), errw.String(), s
 	return v
@@ -217,5 +217,31 @@ func TestCompletion(t *testing.T) {
 	out, err := exec.Command("bash", "-c", "source "+f+" && complete -p memtrap").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "complete -o default -F __start_memtrap memtrap") {
 		t.Errorf("bash: %v: %s", err, out)
+	}
+}
+
+// TestManPages: a page per command, made from the commands, that groff
+// renders without a warning, with every flag of run on run's page.
+func TestManPages(t *testing.T) {
+	dir := t.TempDir()
+	if v := parse("man", dir); v.code != 0 {
+		t.Fatalf("man: exit %d, %s", v.code, v.stderr)
+	}
+	for _, page := range []string{"memtrap.1", "memtrap-run.1", "memtrap-attach.1", "memtrap-version.1", "memtrap-completion.1"} {
+		f := filepath.Join(dir, page)
+		b, err := os.ReadFile(f)
+		if err != nil || !strings.HasPrefix(string(b), ".TH MEMTRAP") {
+			t.Fatalf("%s: %v %q", page, err, string(b[:min(len(b), 40)]))
+		}
+		out, err := exec.Command("groff", "-man", "-Tutf8", "-ww", f).CombinedOutput()
+		if err != nil || strings.Contains(string(out), "warning") {
+			t.Errorf("%s: groff: %v %s", page, err, out)
+		}
+	}
+	run, _ := os.ReadFile(filepath.Join(dir, "memtrap-run.1"))
+	for _, flag := range []string{"addr", "symbol", "heap", "freed", "redzone", "arg", "local", "engine", "follow\\-forks", "kernel\\-writes"} {
+		if !strings.Contains(string(run), `\fB\-\-`+flag+`\fR`) {
+			t.Errorf("memtrap-run.1 lacks --%s", flag)
+		}
 	}
 }
