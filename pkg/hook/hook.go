@@ -162,10 +162,6 @@ func (s *Set) Return(t *tracer.Thread, regs *unix.PtraceRegs, f ReturnFunc) erro
 	return nil
 }
 
-// Awaiting says whether t is inside a call whose return is awaited: an
-// allocator that calls itself (realloc(NULL, n) is malloc) is one call.
-func (s *Set) Awaiting(t *tracer.Thread) bool { return len(s.rets[t.Tid]) > 0 }
-
 // Owns says whether a stop is one of the set's breakpoints or its
 // trampoline.
 func (s *Set) Owns(st tracer.Stop) bool {
@@ -336,17 +332,6 @@ func (s *Set) restore(p *tracer.Process) error {
 // code and the code page are gone.
 func (s *Set) Forget() {
 	s.bps, s.rets, s.replay = map[uint64]*breakpoint{}, map[int][]pending{}, map[int]uint64{}
-}
-
-// ReturnAddress is the real return address of the call t awaits whose
-// stack slot is at slot (the unwinder finds the trampoline there).
-func (s *Set) ReturnAddress(tid int, slot uint64) (uint64, bool) {
-	for _, c := range s.rets[tid] {
-		if c.slot == slot {
-			return c.ra, true
-		}
-	}
-	return 0, false
 }
 
 // Trampoline is the address awaited calls return to.
