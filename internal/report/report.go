@@ -25,6 +25,9 @@ type Write struct {
 	Tid    int
 	Region string // the name of the region written
 	Offset uint64 // of Addr from the region's start
+	// Field names Addr by the region's DWARF type, where it has one:
+	// "cfg.limits.max", "session.token[3]"; "" otherwise.
+	Field string
 	// Block is the heap block the region is (heap#Block), 0 if none.
 	Block int
 	// Kind says what the write is besides a write: "use-after-free" (the
@@ -102,6 +105,8 @@ type Reporter interface {
 	Unmapped(r Region, how string) error
 	// Heap buffers, as Write does.
 	Heap(h *Heap) error
+	// Writers ends a report with the table of who wrote (--summary).
+	Writers(ws []Writer) error
 	End(s Summary) error
 }
 
@@ -143,8 +148,13 @@ func (r *textReporter) Write(ev *Write) error {
 	if ev.Kind != "" {
 		kind = " [" + ev.Kind + "]"
 	}
-	fmt.Fprintf(w, "#%d tid %d wrote %s+%d (%#x)%s, %d byte%s: %s -> %s\n",
-		ev.Seq, ev.Tid, ev.Region, ev.Offset, ev.Addr, kind, ev.Size, plural(ev.Size), hexValue(ev.Old), hexValue(ev.New))
+	if ev.Field != "" {
+		fmt.Fprintf(w, "#%d tid %d wrote %s (%s+%d, %#x)%s, %d byte%s: %s -> %s\n",
+			ev.Seq, ev.Tid, ev.Field, ev.Region, ev.Offset, ev.Addr, kind, ev.Size, plural(ev.Size), hexValue(ev.Old), hexValue(ev.New))
+	} else {
+		fmt.Fprintf(w, "#%d tid %d wrote %s+%d (%#x)%s, %d byte%s: %s -> %s\n",
+			ev.Seq, ev.Tid, ev.Region, ev.Offset, ev.Addr, kind, ev.Size, plural(ev.Size), hexValue(ev.Old), hexValue(ev.New))
+	}
 	switch {
 	case ev.Syscall != "":
 		fmt.Fprintf(w, "    kernel write by %s(2), syscall returning to %#x\n", ev.Syscall, ev.PC)
@@ -318,6 +328,10 @@ func (r *jsonReporter) Write(ev *Write) error {
 	b = appendJSONString(b, ev.Region)
 	b = append(b, `,"offset":`...)
 	b = strconv.AppendUint(b, ev.Offset, 10)
+	if ev.Field != "" {
+		b = append(b, `,"field":`...)
+		b = appendJSONString(b, ev.Field)
+	}
 	if ev.Block != 0 {
 		b = append(b, `,"block":`...)
 		b = strconv.AppendInt(b, int64(ev.Block), 10)

@@ -28,13 +28,26 @@ func Attach(opts Options, pid int) (code int, err error) {
 		se.setProcess(p)
 		defer se.close()
 		sum, err = se.attachWatch(wopts)
+		if err == nil {
+			se.prepareEnd(sum)
+			if se.hit != nil && se.opts.OnHit == "stop" {
+				se.stopped = se.stoppedLine()
+			}
+		}
 		return err
 	})
 	if err != nil {
 		return 0, err
 	}
 	se.notePending()
-	if err := se.rep.End(sum); err != nil {
+	if se.hit != nil {
+		if se.opts.OnHit == "stop" {
+			_ = se.rep.Note(se.stopped)
+		} else {
+			_ = se.rep.Note(fmt.Sprintf("%d write%s reported (--max-writes): detached; process %d runs on untraced", se.kept, plural(se.kept), pid))
+		}
+	}
+	if err := se.finishReport(sum); err != nil {
 		return 0, err
 	}
 	if sum.Detached {
@@ -58,7 +71,7 @@ func (se *session) attachWatch(wopts pagewatch.Options) (report.Summary, error) 
 	}
 	regions, err := se.resolve()
 	if err == nil {
-		err = se.checkWhenValue(regions)
+		err = se.checkWhen(regions)
 	}
 	if err != nil {
 		letGo(nil)

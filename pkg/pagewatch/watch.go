@@ -51,13 +51,24 @@ type Write struct {
 	Stack     []byte
 }
 
+// Word is a watched value a write touched, before and after it: the whole
+// region when it is at most 8 bytes, else one Width-byte aligned word of
+// it (clipped to the region).
+type Word struct {
+	Addr     uint64
+	Size     int
+	Old, New uint64 // little-endian
+}
+
 // Options tunes a Watch.
 type Options struct {
-	// WhenValue, if set, keeps only writes after which the watched value
-	// equals *WhenValue: the region itself when it is at most 8 bytes,
-	// otherwise the Width-byte aligned word(s) the write touched.
-	WhenValue *uint64
-	Width     int // 1, 2, 4 or 8; default 8
+	// When, if set, keeps only the writes it says yes to, given the
+	// watched values the write changed (see Word). It runs after Keep,
+	// while the writer is stopped where the write left it: before the
+	// instruction after a trapped store, at a syscall's end. A watch with
+	// When therefore resumes a writer only after deciding.
+	When  func(wr *Write, words []Word) bool
+	Width int // bytes of a Word of a region larger than 8: 1, 2, 4 or 8; default 8
 	// Keep, if set, drops the writes it says no to before they are
 	// numbered and reported (an allocator's own writes into the blocks it
 	// manages). It runs while the writer is stopped.
@@ -155,6 +166,9 @@ type Watch struct {
 	exited   *tracer.Stop   // the first process's exit, while children run on
 
 	hooks Hooks // breakpoints in the first process's code (SetHooks)
+	// handoff: a hand-off asked for (HandOff), done by Run once the
+	// stop being handled is.
+	handoff *handoff
 }
 
 // Hooks are breakpoints another package keeps in the target's code
@@ -304,10 +318,75 @@ func (w *Watch) RemoveRegions(t *tracer.Thread, regions []*Region) error {
 // resume lets a thread go on after memtrap's work on it; a signal that
 // arrived meanwhile (deferred) is delivered as any other (deliver).
 func (w *Watch) resume(t *tracer.Thread) error {
+	if t.Held() {
+		// Handed off: a signal waiting goes with the detach.
+		return nil
+	}
 	if sig, ok := t.TakeDeferred(); ok {
 		return w.eng.deliver(t, sig)
 	}
 	return t.Resume(0)
+}
+
+// handoff is a HandOff to carry out.
+type handoff struct {
+	t        *tracer.Thread // the writer, held where the write left it
+	stopPid  int            // the process put into group-stop, 0 for none
+	stopping bool
+}
+
+// HandOff asks Run to let the target go right after the write wr is
+// complete: wr's thread does not run another instruction for memtrap;
+// every thread is stopped, everything armed is undone, and every thread
+// detached. With stop, wr's process is left in group-stop (state T) for
+// another debugger to attach, SIGCONT or a debugger's continue resuming
+// it; without, it runs on untraced. Run then returns a StopWake. Call it
+// from Options.When (or Keep, Report), while the writer is stopped.
+func (w *Watch) HandOff(wr *Write, stop bool) {
+	root := w.rootWatch()
+	if root.handoff != nil {
+		return
+	}
+	wr.Thread.Hold()
+	h := &handoff{t: wr.Thread}
+	if stop {
+		h.stopPid = wr.Pid
+	}
+	root.handoff = h
+}
+
+// HandedOff reports whether Run ended with a HandOff.
+func (w *Watch) HandedOff() bool { return w.rootWatch().handoff != nil }
+
+// doHandOff carries out the hand-off: the held writer stands for the stop
+// Detach needs when it is a thread of w's own process; a followed child's
+// writer is let go with its process, as are all children.
+func (w *Watch) doHandOff() error {
+	h := w.handoff
+	h.stopping = true
+	if err := w.detachChildren(); err != nil {
+		return err
+	}
+	t := h.t
+	if t.Process() != w.p {
+		if err := w.p.StopOthers(nil); err != nil {
+			return err
+		}
+		t = w.anyThread()
+		if t == nil {
+			return nil
+		}
+	}
+	return w.Detach(tracer.Stop{Kind: tracer.StopWake, Thread: t})
+}
+
+// stopBeforeDetach puts p into group-stop if a hand-off asks for it: the
+// SIGSTOP is queued while every thread is still in its ptrace-stop, so
+// none runs an instruction before it stops.
+func (w *Watch) stopBeforeDetach(p *tracer.Process) {
+	if h := w.rootWatch().handoff; h != nil && h.stopping && h.stopPid == p.Pid {
+		_ = unix.Kill(p.Pid, unix.SIGSTOP)
+	}
 }
 
 // RequestDetach asks Run to disarm, detach and return. Safe from any
@@ -371,7 +450,14 @@ func (w *Watch) Run() (tracer.Stop, error) {
 			}
 			return st, nil
 		}
-		if err := w.watchOf(st).dispatch(st); err != nil {
+		err = w.watchOf(st).dispatch(st)
+		if w.handoff != nil && !w.handoff.stopping {
+			if err := w.doHandOff(); err != nil {
+				return st, err
+			}
+			return tracer.Stop{Kind: tracer.StopWake}, nil
+		}
+		if err != nil {
 			if errors.Is(err, tracer.ErrProcessExited) || errors.Is(err, tracer.ErrThreadGone) {
 				continue
 			}
@@ -548,6 +634,7 @@ func (w *Watch) Detach(st tracer.Stop) error {
 	if err := w.Disarm(t); err != nil {
 		return err
 	}
+	w.stopBeforeDetach(w.p)
 	return w.p.Detach()
 }
 

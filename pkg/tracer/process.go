@@ -83,6 +83,10 @@ type Thread struct {
 	exiting   bool // reported PTRACE_EVENT_EXIT: never stops again
 	foreign   bool // a vfork/CLONE_VM child: shares our memory, not our tgid
 	deferred  []Siginfo
+	// held: Resume leaves the thread in its stop (see Hold); heldSig is
+	// the signal a Resume meanwhile asked to deliver.
+	held    bool
+	heldSig int
 }
 
 // Locked runs f on a new goroutine locked to its own OS thread and returns
