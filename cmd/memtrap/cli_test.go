@@ -227,7 +227,7 @@ func TestTextReport(t *testing.T) {
 	prog := fixture.Build(t, "examples/stomp.c", "-O0", "-g", "-fno-omit-frame-pointer")
 	r := memtrap(t, "run", "--symbol", "session+8", "--len", "8", "--", prog)
 	for _, want := range []string{
-		"#1 tid ", " wrote session+8+0 (0x", "8 bytes: 0x0 -> 0x5ec0de5ec0de",
+		"#1 tid ", " wrote session.token (session+8+0, 0x", "8 bytes: 0x0 -> 0x5ec0de5ec0de",
 		"mov qword ptr [rip+", "#0  issue_token+0x", "main+0x",
 		"#7 tid ", "1 byte: 0x5e -> 0x0\n",
 		"memtrap: 7 writes reported,", "target exited with status 3",

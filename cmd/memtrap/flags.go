@@ -43,6 +43,7 @@ type watchFlags struct {
 	args       []string
 	locals     []string
 	when       string
+	color      string
 	onHit      string
 	maxWrites  int
 	last       int
@@ -140,6 +141,7 @@ func (f *watchFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.summary, "summary", false, "end with a table of the writers: count and share per writing instruction, its threads")
 	fs.IntVar(&f.backtrace, "backtrace", 8, "frames of backtrace to print per write (0: none)")
 	fs.StringVar(&f.format, "format", "text", "report format: text or json (JSON Lines)")
+	fs.StringVar(&f.color, "color", "auto", "colours in the text report: auto (on a terminal, unless NO_COLOR is set), always or never")
 	fs.StringVarP(&f.output, "output", "o", "", "write reports to FILE instead of stderr")
 	fs.StringVar(&f.engine, "engine", "auto", "auto (hw when every region fits 4 debug registers, else page), page (write-protected pages) or hw (debug registers)")
 	fs.BoolVar(&f.pending, "pending", false, "a --symbol not found at start waits for a library that defines it (always so for module:name when the module is not loaded yet)")
@@ -355,6 +357,12 @@ func (f *watchFlags) options() (session.Options, error) {
 	case "text", "json":
 	default:
 		return session.Options{}, usagef("--format %q: must be text or json", f.format)
+	}
+	switch f.color {
+	case "auto", "always", "never":
+		o.Color = f.color
+	default:
+		return session.Options{}, usagef("--color %q: must be auto, always or never", f.color)
 	}
 	return o, nil
 }

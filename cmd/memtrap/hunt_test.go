@@ -316,7 +316,8 @@ type fieldEvent struct {
 	Size   uint64 `json:"size"`
 }
 
-// TestFieldNames: a write into a struct or array is named by its member,
+// TestFieldNames: a write into a struct or array is named by the smallest
+// member or element that holds it (all of a char array: its name),
 // and --symbol takes member and index paths.
 func TestFieldNames(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/fields.c", "-O0", "-g")
@@ -337,7 +338,7 @@ func TestFieldNames(t *testing.T) {
 		sym  string
 		want string
 	}{
-		{"cfg", "cfg+12=cfg.limits.max cfg+34=cfg.grid[1][2] cfg+16=cfg.name[0] cfg+1=cfg.id+1"},
+		{"cfg", "cfg+12=cfg.limits.max cfg+34=cfg.grid[1][2] cfg+16=cfg.name cfg+1=cfg.id+1"},
 		{"table", "table+21=table[2].name[1]"},
 		{"table[2].name", "table[2].name+1=table[2].name[1]"},
 		{"cfg.limits", "cfg.limits+4=cfg.limits.max"},
@@ -354,5 +355,89 @@ func TestFieldNames(t *testing.T) {
 	r = memtrap(t, "run", "--engine", "page", "--backtrace", "0", "--symbol", "cfg", "--", prog)
 	if !strings.Contains(r.stderr, "#1 tid ") || !strings.Contains(r.stderr, " wrote cfg.limits.max (cfg+12, 0x") {
 		t.Errorf("text report does not name the member:\n%s", r.stderr)
+	}
+}
+
+// onTerminal runs memtrap with its streams on a pseudo-terminal (util-linux
+// script), as a user at a terminal does, and returns what the terminal
+// showed, with the terminal's \r\n made \n.
+func onTerminal(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Skip("no script(1) to give memtrap a terminal (util-linux; scripts/deps installs it)")
+	}
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	cmd := exec.Command("script", "-qec", memtrapBin+" "+strings.Join(quoted, " "), "/dev/null")
+	cmd.Env = append(os.Environ(), env...)
+	r := runCmd(t, cmd)
+	return strings.ReplaceAll(r.stdout, "\r\n", "\n")
+}
+
+// TestTerminal: on a terminal each report comes before what its writer
+// prints next, in colour unless NO_COLOR or --color never; never in
+// JSON, or in a file unless --color always.
+func TestTerminal(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/order.c", "-O0", "-g")
+	for _, engine := range []string{"page", "hw"} {
+		if engine == "hw" && !hwWorks(t) {
+			continue
+		}
+		out := onTerminal(t, nil, "run", "--engine", engine, "--backtrace", "0", "--symbol", "val", "--", prog)
+		var order []string
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "#") || strings.HasPrefix(l, "after ") {
+				order = append(order, l)
+			}
+		}
+		if len(order) != 60 {
+			t.Fatalf("%s: %d report and output lines, want 60:\n%s", engine, len(order), out)
+		}
+		for i := 1; i <= 30; i++ {
+			rep, after := order[2*i-2], order[2*i-1]
+			want := fmt.Sprintf("8 bytes: \x1b[31m%#x\x1b[0m -> \x1b[32m%#x\x1b[0m", i-1, i)
+			if !strings.HasPrefix(rep, fmt.Sprintf("#%d tid ", i)) || !strings.HasSuffix(rep, want) || after != fmt.Sprintf("after %d", i) {
+				t.Fatalf("%s: line %d: %q then %q, want report #%d (in colour: %q) then \"after %d\"", engine, 2*i-1, rep, after, i, want, i)
+			}
+		}
+	}
+	for _, c := range []struct {
+		env  []string
+		args []string
+	}{
+		{[]string{"NO_COLOR=1"}, nil},
+		{nil, []string{"--color", "never"}},
+		{nil, []string{"--format", "json"}},
+	} {
+		out := onTerminal(t, c.env, append(append([]string{"run", "--symbol", "val"}, c.args...), "--", prog)...)
+		if !strings.Contains(out, "after 30") || strings.Contains(out, "\x1b[") {
+			t.Errorf("%v %v: colour where none is wanted, or no run:\n%s", c.env, c.args, out)
+		}
+	}
+	log := t.TempDir() + "/report.txt"
+	onTerminal(t, nil, "run", "--symbol", "val", "-o", log, "--", prog)
+	if b, _ := os.ReadFile(log); strings.Contains(string(b), "\x1b[") || !strings.Contains(string(b), "30 writes reported") {
+		t.Errorf("a file got colours (or no report):\n%s", b)
+	}
+	r := memtrap(t, "run", "--color", "always", "--backtrace", "1", "--symbol", "val", "--", prog)
+	if !strings.Contains(r.stderr, "\x1b[31m0x0\x1b[0m -> \x1b[32m0x1\x1b[0m") || !strings.Contains(r.stderr, "#0  \x1b[1m\x1b[36mmain\x1b[0m+0x") {
+		t.Errorf("--color always: no colour in\n%s", r.stderr)
+	}
+}
+
+// TestBytesView: a write wider than 8 bytes shows old and new bytes with
+// their ASCII, and which changed.
+func TestBytesView(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/order.c", "-O0", "-g")
+	r := memtrap(t, "run", "--engine", "page", "--backtrace", "0", "--symbol", "buf", "--", prog)
+	want := "" +
+		"    old +0   68 65 6c 6c 6f 2c 20 77 6f 72 6c 64 21 21 21 21  |hello, world!!!!|\n" +
+		"    new +0   68 65 6c 6c 6f 2c 20 57 4f 52 4c 44 21 21 21 21  |hello, WORLD!!!!|\n" +
+		"                                   ^^ ^^ ^^ ^^ ^^\n" +
+		"    5 of 16 bytes changed\n"
+	if !strings.Contains(r.stderr, " wrote buf+0 (0x") || !strings.Contains(r.stderr, "16 bytes:\n"+want) {
+		t.Errorf("report:\n%s\nwant the view\n%s", r.stderr, want)
 	}
 }

@@ -173,3 +173,18 @@ func TestJSONHeapLine(t *testing.T) {
 		}
 	}
 }
+
+// An --addr region is named by its address once; a symbol region by its
+// name and address.
+func TestTextStart(t *testing.T) {
+	var out bytes.Buffer
+	r := NewText(&out, TextOptions{})
+	if err := r.Start(7, "page", []Region{{Name: "0x1000", Addr: 0x1000, Len: 64}, {Name: "cfg", Addr: 0x2000, Len: 8}}); err != nil {
+		t.Fatal(err)
+	}
+	want := "memtrap: watching 0x1000, 64 bytes, in process 7 (engine page)\n" +
+		"memtrap: watching cfg at 0x2000, 8 bytes, in process 7 (engine page)\n"
+	if out.String() != want {
+		t.Errorf("got\n%swant\n%s", out.String(), want)
+	}
+}

@@ -80,7 +80,12 @@ func (r *textReporter) Writers(ws []Writer) error {
 		total += w.Count
 	}
 	fmt.Fprintf(&b, "memtrap: writers of the watched memory, %d write%s from %d instruction%s:\n", total, plural(uint64(total)), len(ws), plural(uint64(len(ws))))
-	WriteTable(&b, ws)
+	short := make([]Writer, len(ws))
+	for i, w := range ws {
+		w.File = r.path(w.File)
+		short[i] = w
+	}
+	WriteTable(&b, short)
 	r.w.WriteString(b.String())
 	return r.w.Flush()
 }

@@ -65,14 +65,18 @@ type Options struct {
 	// Summary ends the report with a table of the writers.
 	Last    int
 	Summary bool
-	Format  string    // text or json
-	Out     io.Writer // where the report goes
+	Format  string // text or json
+	// Color is auto (on a terminal, unless NO_COLOR is set), always or
+	// never: colours in the text report.
+	Color string
+	Out   io.Writer // where the report goes
 }
 
 // session is one watch of one process, from its options to the final
 // summary.
 type session struct {
 	opts    Options
+	tty     bool   // the report goes to a terminal
 	pending []Spec // --symbol not found yet: waiting for a library
 	rep     report.Reporter
 	p       *tracer.Process
@@ -121,8 +125,8 @@ type session struct {
 }
 
 type fieldKey struct {
-	r   *pagewatch.Region
-	off uint64
+	r         *pagewatch.Region
+	off, size uint64
 }
 
 // nameRegion remembers that r is the --symbol expr, so that its writes can
@@ -134,18 +138,18 @@ func (se *session) nameRegion(r *pagewatch.Region, expr string) {
 	se.named[r] = expr
 }
 
-// fieldName is the member of a --symbol region a write starts at
-// (cfg.limits.max), "" when DWARF does not say: once per offset.
+// fieldName is the member of a --symbol region a write falls in
+// (cfg.limits.max), "" when DWARF does not say: once per offset and size.
 func (se *session) fieldName(w *pagewatch.Write) string {
 	expr, ok := se.named[w.Region]
 	if !ok {
 		return ""
 	}
-	k := fieldKey{w.Region, w.Offset}
+	k := fieldKey{w.Region, w.Offset, w.Size}
 	if n, ok := se.fields[k]; ok {
 		return n
 	}
-	n, _ := se.image(w.Pid).syms.Field(expr, w.Offset)
+	n, _ := se.image(w.Pid).syms.Field(expr, w.Offset, w.Size)
 	if se.fields == nil {
 		se.fields = map[fieldKey]string{}
 	}
@@ -189,9 +193,34 @@ func (se *session) image(pid int) *image {
 }
 
 func newSession(opts Options) *session {
-	se := &session{opts: opts, rep: report.New(opts.Format, opts.Out), heaps: map[int]*heapWatch{}, watches: map[int]*pagewatch.Watch{}}
+	se := &session{opts: opts, heaps: map[int]*heapWatch{}, watches: map[int]*pagewatch.Watch{}}
+	se.tty = isTerminal(opts.Out)
+	if opts.Format == "json" {
+		se.rep = report.New("json", opts.Out)
+	} else {
+		to := report.TextOptions{Sync: se.tty}
+		to.Dir, _ = os.Getwd()
+		switch opts.Color {
+		case "always":
+			to.Color = true
+		case "never":
+		default:
+			to.Color = se.tty && os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
+		}
+		se.rep = report.NewText(opts.Out, to)
+	}
 	se.expr = se.condition()
 	return se
+}
+
+// isTerminal reports whether the report goes to a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 // watchSignals starts catching the signals that end a session, before any
@@ -396,6 +425,9 @@ func (se *session) watchOptions() pagewatch.Options {
 	if se.needsWhen() {
 		o.When = se.when
 	}
+	// On a terminal the target's output and the report share the screen:
+	// each report is out before its writer prints anything after it.
+	o.Sync = se.tty
 	if len(se.opts.Heap)+len(se.opts.Args)+len(se.opts.Locals) > 0 {
 		// Blocks and frames come and go by the thousand: the debug
 		// registers' four slots cannot hold them.

@@ -211,7 +211,7 @@ func (e *pageEngine) report(f *Fault, done bool) (resumed bool, err error) {
 	// resume it now, and build the Writes while the target runs. Unless a
 	// signal waits (its delivery may report a signal frame, which must
 	// come after this write), or --when-value may read the target.
-	early := !e.w.opts.Unwind && e.w.opts.When == nil && !f.Thread.Deferred()
+	early := !e.w.opts.Unwind && e.w.opts.When == nil && !e.w.opts.Sync && !f.Thread.Deferred()
 	if early {
 		if err := e.w.resume(f.Thread); err != nil {
 			return false, err
@@ -273,7 +273,7 @@ func (e *pageEngine) report(f *Fault, done bool) (resumed bool, err error) {
 		}
 		out = append(out, wr)
 	}
-	if !early {
+	if !early && !e.w.opts.Sync {
 		if err := e.w.resume(f.Thread); err != nil {
 			return false, err
 		}
@@ -297,6 +297,9 @@ func (e *pageEngine) report(f *Fault, done bool) (resumed bool, err error) {
 				return true, err
 			}
 		}
+	}
+	if e.w.opts.Sync {
+		return true, e.w.resume(f.Thread)
 	}
 	return true, nil
 }

@@ -67,7 +67,11 @@ type Options struct {
 	// while the writer is stopped where the write left it: before the
 	// instruction after a trapped store, at a syscall's end. A watch with
 	// When therefore resumes a writer only after deciding.
-	When  func(wr *Write, words []Word) bool
+	When func(wr *Write, words []Word) bool
+	// Sync reports each write, its finish included, before its writer
+	// runs on: what the writer prints next comes after the report (a
+	// terminal's order). It costs the writer the report's time.
+	Sync  bool
 	Width int // bytes of a Word of a region larger than 8: 1, 2, 4 or 8; default 8
 	// Keep, if set, drops the writes it says no to before they are
 	// numbered and reported (an allocator's own writes into the blocks it

@@ -6,14 +6,15 @@ import (
 	"strings"
 )
 
-// Field names the byte at off in the region Resolve gives for expr, by
-// the members and indexes of its DWARF type: "cfg.limits.max",
-// "session.token[3]", "table[2].name[1]", with "+N" when off is N bytes
-// into a member that has no parts (an int's second byte: "cfg.id+1").
+// Field names the n bytes at off in the region Resolve gives for expr by
+// the smallest part of its DWARF type that holds them all:
+// "cfg.limits.max", "session.token[3]", "table[2].name[1]" ("cfg.name" for
+// all of a char array), with "+N" when off is N bytes into a part that
+// has no smaller ones (an int's second byte: "cfg.id+1").
 // ok is false when expr's variable has no DWARF type, or off is in no
 // member (padding) or the variable has no parts: then the region's own
 // name with an offset says it best.
-func (t *Table) Field(expr string, off uint64) (name string, ok bool) {
+func (t *Table) Field(expr string, off, n uint64) (name string, ok bool) {
 	modQ, vname, exprOff, err := parseExpr(expr)
 	if err != nil {
 		return "", false
@@ -35,7 +36,7 @@ func (t *Table) Field(expr string, off uint64) (name string, ok bool) {
 		if !found {
 			continue
 		}
-		suffix, rest, err := fieldAt(m.obj.dwarf, typ, exprOff+off)
+		suffix, rest, err := fieldAt(m.obj.dwarf, typ, exprOff+off, max(n, 1))
 		if err != nil || suffix == "" {
 			return "", false
 		}
@@ -74,9 +75,10 @@ func (t *Table) typeOf(m *module, name string) (dwarf.Offset, bool) {
 	}
 }
 
-// fieldAt names the part of the type at off that holds byte at: its
-// member and index path, and how far into that part's first byte at is.
-func fieldAt(d *dwarf.Data, off dwarf.Offset, at uint64) (path string, rest uint64, err error) {
+// fieldAt names the smallest part of the type at off that holds the n
+// bytes from at: its member and index path, and how far into that part at
+// is.
+func fieldAt(d *dwarf.Data, off dwarf.Offset, at, n uint64) (path string, rest uint64, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			path, rest, err = "", 0, fmt.Errorf("malformed DWARF type (debug/dwarf panicked: %v)", p)
@@ -104,6 +106,11 @@ func fieldAt(d *dwarf.Data, off dwarf.Offset, at uint64) (path string, rest uint
 				if err != nil || size == 0 || at-m.off >= size {
 					continue
 				}
+				if at-m.off+n > size {
+					// The write spills out of the member: the
+					// struct itself is the smallest part.
+					return b.String(), at, nil
+				}
 				if m.name != "" { // an anonymous member adds no name
 					b.WriteString("." + m.name)
 				}
@@ -120,12 +127,13 @@ func fieldAt(d *dwarf.Data, off dwarf.Offset, at uint64) (path string, rest uint
 			if err != nil {
 				return b.String(), at, nil
 			}
-			for i, n := range dims {
+			for i, count := range dims {
 				if i > 0 {
-					stride /= n
+					stride /= count
 				}
 				idx := at / stride
-				if idx >= n {
+				if idx >= count || at-idx*stride+n > stride {
+					// Past its end, or over more than one element.
 					return b.String(), at, nil
 				}
 				fmt.Fprintf(&b, "[%d]", idx)
