@@ -441,3 +441,27 @@ func TestBytesView(t *testing.T) {
 		t.Errorf("report:\n%s\nwant the view\n%s", r.stderr, want)
 	}
 }
+
+// TestMaxWritesAttach: attached, memtrap lets go after N writes and exits
+// 0; the target runs on untraced to its own end.
+func TestMaxWritesAttach(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/ticker.c", "-O0")
+	target, output := startReady(t, prog, "30")
+	pid := target.Process.Pid
+	before := mapsOf(t, pid)
+	r := memtrap(t, "attach", fmt.Sprint(pid), "--format", "json", "--symbol", "ticks", "--max-writes", "3")
+	evs := parseEvents(t, r.stderr)
+	if ws := writes(evs); r.code != 0 || len(ws) != 3 || last(t, evs).Event != "detach" {
+		t.Fatalf("code %d, %d writes, last event %+v; stderr %s", r.code, len(ws), last(t, evs), r.stderr)
+	}
+	if tr, _ := tracerPid(pid); tr != 0 {
+		t.Fatalf("target still traced by %d", tr)
+	}
+	if after := mapsOf(t, pid); after != before {
+		t.Fatalf("maps differ after the detach:\n%s\n%s", before, after)
+	}
+	lines := output()
+	if err := target.Wait(); err != nil || len(lines) != 31 || lines[30] != "done 30\n" {
+		t.Fatalf("target: %v, %d lines", err, len(lines))
+	}
+}
