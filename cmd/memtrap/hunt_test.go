@@ -162,7 +162,7 @@ func foldedWithoutStart(s string) string {
 
 func TestLastBeforeCrash(t *testing.T) {
 	prog := huntProg(t)
-	r := memtrap(t, "run", "--format", "json", "--last", "3", "--symbol", "val", "--", prog, "crash")
+	r := memtrap(t, "run", "--engine", "page", "--format", "json", "--last", "3", "--symbol", "val", "--", prog, "crash")
 	if r.code != 128+11 || r.stdout != huntOut {
 		t.Fatalf("code %d stdout %q; stderr %s", r.code, r.stdout, tail(r.stderr))
 	}
@@ -170,6 +170,13 @@ func TestLastBeforeCrash(t *testing.T) {
 	ws := writes(evs)
 	if len(ws) != 3 || ws[0].New != "0x1390" || ws[1].New != "0x1391" || ws[2].New != "0x1392" || ws[0].Seq != 108 || writer(ws[2]) != "direct" {
 		t.Fatalf("writes %+v, want the last three: 5008, 5009, 5010 by direct", ws)
+	}
+	// Their parameters as they were at each write, though symbolized at
+	// the end.
+	for i, w := range ws {
+		if a := w.Backtrace[0].Args; len(a) != 1 || a[0].Name != "i" || a[0].Value != fmt.Sprint(8+i) {
+			t.Errorf("write %d: direct's args %+v, want i=%d", w.Seq, a, 8+i)
+		}
 	}
 	note := false
 	for _, e := range evs {

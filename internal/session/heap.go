@@ -434,7 +434,7 @@ func (h *heapWatch) allocated(t *tracer.Thread, fn string, addr, size uint64, fr
 	}
 	h.track(b)
 	return h.se.rep.Heap(&report.Heap{Event: "alloc", Block: b.id, Addr: addr, Size: size, Fn: fn,
-		Pid: t.Process().Pid, Tid: t.Tid, Backtrace: h.se.symbolizeFrames(t.Process().Pid, frames, nil)})
+		Pid: t.Process().Pid, Tid: t.Tid, Backtrace: h.se.symbolizeFrames(h.se.image(t.Process().Pid), t.Process().Pid, frames, nil)})
 }
 
 // redzone is the region after a block's requested bytes, up to --redzone
@@ -517,7 +517,7 @@ func (h *heapWatch) free(t *tracer.Thread, regs *unix.PtraceRegs, fn string, ptr
 		frames = h.se.image(h.p.Pid).unw.Unwind(unwind.RegsFromPtrace(regs), &stackWindow{p: h.p}, n)
 	}
 	if err := h.se.rep.Heap(&report.Heap{Event: "free", Block: b.id, Addr: ptr, Fn: fn, Pid: t.Process().Pid, Tid: t.Tid,
-		Backtrace: h.se.symbolizeFrames(h.p.Pid, frames, nil)}); err != nil {
+		Backtrace: h.se.symbolizeFrames(h.se.image(h.p.Pid), h.p.Pid, frames, nil)}); err != nil {
 		return err
 	}
 	if !h.se.opts.Freed {

@@ -467,7 +467,10 @@ func exeOf(pid int) string {
 // is made off the writer's critical path.
 func (se *session) onReport(w *pagewatch.Write) (func() error, error) {
 	if se.opts.Backtrace <= 0 {
-		return func() error { return se.deliver(w, func() *report.Write { return se.reportWrite(w) }) }, nil
+		return func() error {
+			ev := se.reportWrite(w)
+			return se.deliver(w, func() *report.Write { return ev })
+		}, nil
 	}
 	frames, mem := se.writerFrames(w, se.opts.Backtrace)
 	frames = frames[:min(len(frames), se.opts.Backtrace)]
@@ -485,23 +488,29 @@ func (se *session) onReport(w *pagewatch.Write) (func() error, error) {
 		}
 	}
 	mem.frozen = true
-	return func() error { return se.deliver(w, func() *report.Write { return se.symbolize(w, frames, mem) }) }, nil
+	if se.opts.Last > 0 {
+		// Symbolized at the end: the pages the watch lent are its own
+		// again after this write.
+		mem.own(w.StackAddr, len(w.Stack))
+	}
+	img, pid := se.image(w.Pid), w.Pid
+	return func() error {
+		// The event now (its block's state is this write's), its
+		// symbols when it is printed.
+		ev := se.reportWrite(w)
+		return se.deliver(w, func() *report.Write {
+			ev.Backtrace = se.symbolizeFrames(img, pid, frames, mem)
+			return ev
+		})
+	}, nil
 }
 
 // maxFrameSpan bounds the stack onReport reads for one frame.
 const maxFrameSpan = 64 << 10
 
-// symbolize makes a write's event, with the backtrace onReport took.
-func (se *session) symbolize(w *pagewatch.Write, frames []unwind.Frame, mem *stackWindow) *report.Write {
-	ev := se.reportWrite(w)
-	ev.Backtrace = se.symbolizeFrames(w.Pid, frames, mem)
-	return ev
-}
-
-// symbolizeFrames names the frames of pid's stack; their parameters are
-// read from mem, or not at all if it is nil.
-func (se *session) symbolizeFrames(pid int, frames []unwind.Frame, mem *stackWindow) []report.Frame {
-	img := se.image(pid)
+// symbolizeFrames names the frames of pid's stack in its image img; their
+// parameters are read from mem, or not at all if it is nil.
+func (se *session) symbolizeFrames(img *image, pid int, frames []unwind.Frame, mem *stackWindow) []report.Frame {
 	refreshed := false
 	var out []report.Frame
 	for i, fr := range frames {
@@ -642,6 +651,16 @@ func (s *stackWindow) keep(base uint64, page []byte) {
 		s.pages = map[uint64][]byte{}
 	}
 	s.pages[base] = page
+}
+
+// own replaces the pages of [base, base+n), lent by the watch, with
+// copies, so the window outlives the fault it was read at.
+func (s *stackWindow) own(base uint64, n int) {
+	for a := base; a < base+uint64(n); a += stackPage {
+		if pg := s.pages[a]; pg != nil {
+			s.pages[a] = append([]byte(nil), pg...)
+		}
+	}
 }
 
 // load reads the pages of [lo, hi) the window lacks.
