@@ -453,7 +453,8 @@ func TestBytesView(t *testing.T) {
 // 0; the target runs on untraced to its own end.
 func TestMaxWritesAttach(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/ticker.c", "-O0")
-	target, output := startReady(t, prog, "30")
+	// Long enough to outlive an attach on a loaded machine.
+	target, output := startReady(t, prog, "150")
 	pid := target.Process.Pid
 	before := mapsOf(t, pid)
 	r := memtrap(t, "attach", fmt.Sprint(pid), "--format", "json", "--symbol", "ticks", "--max-writes", "3")
@@ -468,7 +469,7 @@ func TestMaxWritesAttach(t *testing.T) {
 		t.Fatalf("maps differ after the detach:\n%s\n%s", before, after)
 	}
 	lines := output()
-	if err := target.Wait(); err != nil || len(lines) != 31 || lines[30] != "done 30\n" {
+	if err := target.Wait(); err != nil || len(lines) != 151 || lines[150] != "done 150\n" {
 		t.Fatalf("target: %v, %d lines", err, len(lines))
 	}
 }

@@ -122,7 +122,11 @@ func (se *session) attachWatch(wopts pagewatch.Options) (report.Summary, error) 
 			if ths := p.Threads(); len(ths) > 0 {
 				t = ths[0]
 			}
-			letGo(w)
+			// As a requested detach does: stops still queued (a
+			// breakpoint hit, a signal) are settled first.
+			if derr := w.Detach(tracer.Stop{Kind: tracer.StopWake, Thread: t}); derr != nil {
+				letGo(w)
+			}
 		}
 		return report.Summary{}, err
 	}

@@ -72,6 +72,9 @@ func New(p *tracer.Process, t *tracer.Thread) (*Set, error) {
 		bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{}}
 	// The trampoline: a return lands on an int3.
 	if err := p.WriteMemory(s.page, []byte{int3}); err != nil {
+		if _, uerr := t.Syscall(unix.SYS_MUNMAP, addr, pageSize); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("unmapping the code page again: %w", uerr))
+		}
 		return nil, err
 	}
 	return s, nil
@@ -191,6 +194,13 @@ func (s *Set) Handle(t *tracer.Thread) error {
 	if s.replay[t.Tid] == at {
 		delete(s.replay, t.Tid)
 	} else if err := bp.hit(t, &regs); err != nil {
+		// Back on the breakpoint's instruction: whoever gives up on
+		// this thread (restoring the byte, detaching) lets it run the
+		// call as if nothing had stood there.
+		regs.Rip = at
+		if serr := t.SetRegs(&regs); serr != nil {
+			err = errors.Join(err, serr)
+		}
 		return err
 	}
 	if bp.slot != 0 {
@@ -280,18 +290,30 @@ func (s *Set) Rewind(t *tracer.Thread) error {
 // Remove takes every breakpoint out and gives every awaited call its real
 // return address back; t (stopped, the others too) unmaps the code page.
 // Threads stopped at one of the set's stops must be rewound first.
+//
+// A step that fails does not stop the others: as much of the target as
+// can be is given back, and the errors are returned together.
 func (s *Set) Remove(t *tracer.Thread) error {
+	var errs []error
+	if err := s.leavePage(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := s.restore(s.p); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	for tid, stack := range s.rets {
 		for _, c := range stack {
 			var b [8]byte
 			binary.LittleEndian.PutUint64(b[:], c.ra)
 			if err := s.p.WriteMemory(c.slot, b[:]); err != nil {
-				return fmt.Errorf("thread %d: giving a return address back: %w", tid, err)
+				errs = append(errs, fmt.Errorf("thread %d: giving a return address back: %w", tid, err))
 			}
 		}
+	}
+	if len(errs) > 0 {
+		// A return address or a breakpoint still points at the code
+		// page: it must stay.
+		return errors.Join(errs...)
 	}
 	s.rets, s.bps = map[int][]pending{}, map[uint64]*breakpoint{}
 	if t == nil {
@@ -299,6 +321,47 @@ func (s *Set) Remove(t *tracer.Thread) error {
 	}
 	_, err := t.Syscall(unix.SYS_MUNMAP, uintptr(s.page), pageSize)
 	return err
+}
+
+// leavePage moves every thread whose next instruction is in the code page
+// back into the program, to the instruction of its own that it stands
+// for: a thread at a displaced instruction's copy (handled, or stopped
+// there by another thread's stop) to the original, one past the copy to
+// the instruction after the original, one about to trap on the trampoline
+// to the return address it stands for. The page can then go.
+func (s *Set) leavePage() error {
+	var errs []error
+	for _, th := range s.p.Threads() {
+		var regs unix.PtraceRegs
+		if th.Regs(&regs) != nil || regs.Rip < s.page || regs.Rip >= s.page+pageSize {
+			continue
+		}
+		to := uint64(0)
+		if regs.Rip == s.page || regs.Rip == s.page+1 { // before or after the trampoline's int3
+			for _, c := range s.rets[th.Tid] {
+				if c.slot+8 == regs.Rsp {
+					to = c.ra
+				}
+			}
+		}
+		for _, bp := range s.bps {
+			switch regs.Rip {
+			case bp.slot:
+				to = bp.addr
+			case bp.slot + uint64(bp.len):
+				to = bp.addr + uint64(bp.len)
+			}
+		}
+		if to == 0 {
+			errs = append(errs, fmt.Errorf("thread %d is at %#x in memtrap's code page, at no instruction of its own", th.Tid, regs.Rip))
+			continue
+		}
+		regs.Rip = to
+		if err := th.SetRegs(&regs); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Release takes the breakpoints out of a forked child of the process that
@@ -320,12 +383,13 @@ func (s *Set) Release(child *tracer.Process, forker int) error {
 }
 
 func (s *Set) restore(p *tracer.Process) error {
+	var errs []error
 	for _, bp := range s.bps {
 		if err := p.WriteMemory(bp.addr, []byte{bp.orig}); err != nil {
-			return fmt.Errorf("taking the breakpoint at %#x out: %w", bp.addr, err)
+			errs = append(errs, fmt.Errorf("taking the breakpoint at %#x out: %w", bp.addr, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Forget drops everything: the process executed a new image, the old

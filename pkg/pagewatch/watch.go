@@ -644,22 +644,32 @@ func (w *Watch) Detach(st tracer.Stop) error {
 
 // Disarm undoes what Arm did: every armed page gets its own protection
 // back, the debug registers are cleared, the loader breakpoint and the
-// scratch area go. t is a stopped thread and the others are stopped too.
+// scratch area go, and the signal actions a trap of memtrap's reset are
+// the target's again. t is a stopped thread and the others are stopped
+// too. A step that fails does not stop the others (the target must get
+// back all that can be given back); the errors are returned together.
 func (w *Watch) Disarm(t *tracer.Thread) error {
+	var errs []error
 	if err := w.unwatchLibraries(w.p); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	w.libBP = 0
 	if w.hooks != nil {
 		if err := w.hooks.Remove(t); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 		w.hooks = nil
 	}
 	if err := w.eng.disarm(t); err != nil {
-		return err
+		errs = append(errs, err)
 	}
-	return w.dropScratch(t)
+	if err := w.checkSegv(t); err != nil {
+		errs = append(errs, err)
+	}
+	if err := w.dropScratch(t); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // exec starts over in the image execve brought: the old pages, scratch

@@ -35,6 +35,7 @@ type Process struct {
 	options    int
 	sysInsn    uint64 // address of a `syscall` instruction in the target
 	idle       func() // OnIdle
+	quiet      bool   // QuietInjection
 
 	queue   []queued         // stops seen while stopping the world, handed out by Wait
 	early   map[int]waitInfo // first stops of tasks whose creator has not reported them yet
