@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 
 	"github.com/memtrap/memtrap/internal/cond"
 	"github.com/memtrap/memtrap/internal/report"
@@ -701,9 +702,9 @@ func (se *session) args(img *image, fr unwind.Frame, pc uint64, mem *stackWindow
 			if p.Size > 0 && p.Size <= 4 {
 				// int-sized: signed decimal, as gdb prints an int.
 				shift := 64 - 8*uint(p.Size)
-				out[j].Value = fmt.Sprint(int64(p.Value<<shift) >> shift)
+				out[j].Value = strconv.FormatInt(int64(p.Value<<shift)>>shift, 10)
 			} else {
-				out[j].Value = fmt.Sprintf("%#x", p.Value)
+				out[j].Value = "0x" + strconv.FormatUint(p.Value, 16)
 			}
 		}
 	}

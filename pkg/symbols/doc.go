@@ -117,9 +117,15 @@
 // # Concurrency and lifetime
 //
 // A Table is safe for concurrent use; a mutex guards its lazily filled
-// caches. [Table.Lookup] is meant for the hot path: after a module is
-// loaded and its line table read it is three binary searches and does not
-// allocate (but for demangling a name the first time it is shown). The
+// caches. [Table.Lookup] and [Table.Params] are meant for the hot path: the
+// same store sites write a hot region over and over, so what a runtime pc
+// needs that only the memory map changes (its module, symbol and offset,
+// demangled name, file and line; its function's frame base and each
+// parameter's size and location expression there) is kept per pc, up to
+// 16384 of them, until the next [Table.Update]. A pc seen before costs a
+// map lookup, and for Params the evaluation of those expressions over the
+// frame given: a warm Lookup does not allocate, a warm Params allocates
+// its result. The
 // *elf.File handed out by [Table.ModuleAt] stays valid until Close, even if
 // a later Update no longer maps its module; so do the debug files a Table
 // opens, which Close closes.

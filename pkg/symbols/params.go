@@ -65,41 +65,25 @@ var ErrNoFunction = errors.New("no DWARF function at pc")
 func (t *Table) Params(fr FrameRegs, read func(addr uint64, p []byte) error) ([]Param, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	mod := t.moduleAt(fr.PC)
-	if mod == nil || !mod.biasOK {
-		return nil, fmt.Errorf("pc %#x: %w", fr.PC, ErrNoFunction)
+	e := t.pcEntry(fr.PC)
+	if e.params == nil {
+		e.params = t.paramsAt(fr.PC)
 	}
-	fx := t.funcIndex(mod.obj, mod.path)
-	v := fr.PC - mod.bias
-	fn := fx.find(v)
-	if fn == nil {
-		return nil, fmt.Errorf("pc %#x (%s+%#x): %w", fr.PC, mod.path, v, ErrNoFunction)
+	pp := e.params
+	if pp.err != nil {
+		return nil, pp.err
 	}
-	env := frameEnv(fr, mod.bias, read)
-	if fn.frameBase.kind != locNone {
-		if expr, ok := fx.locExpr(fn.frameBase, fn.cu, v); ok {
-			env.FrameBase, env.HasFrameBase = frameBase(expr, &env)
-		}
+	env := frameEnv(fr, pp.bias, read)
+	if pp.hasBase {
+		env.FrameBase, env.HasFrameBase = frameBase(pp.frameBase, &env)
 	}
-	d := t.dwarfData(mod.obj, mod.path)
-	out := make([]Param, 0, len(fn.params))
-	for k := range fn.params {
-		p := &fn.params[k]
-		if !p.sized {
-			p.sized = true
-			if p.hasType && d != nil {
-				if n, err := typeSize(d, p.typ); err == nil && n <= 1<<30 {
-					p.size = int(n)
-				}
-			}
+	out := make([]Param, len(pp.params))
+	for k := range pp.params {
+		p := &pp.params[k]
+		out[k] = Param{Name: p.name, Size: p.size}
+		if p.hasExpr {
+			out[k].Value, out[k].Known = value(p.expr, &env, p.size)
 		}
-		prm := Param{Name: p.name, Size: p.size}
-		if prm.Size > 0 && prm.Size <= 8 {
-			if expr, ok := fx.locExpr(p.loc, fn.cu, v); ok {
-				prm.Value, prm.Known = value(expr, &env, prm.Size)
-			}
-		}
-		out = append(out, prm)
 	}
 	return out, nil
 }

@@ -71,6 +71,7 @@ type Table struct {
 	objects map[objKey]*object // every file opened so far, kept until Close
 	mods    []*module          // modules of the current map, in maps order
 	spans   []span             // sorted by start, disjoint
+	pcs     map[uint64]*pcInfo // per runtime pc, for the current map
 }
 
 // objKey identifies a mapped file. The vDSO has no inode, so its start
@@ -142,7 +143,7 @@ func (t *Table) Close() error {
 			errs = append(errs, o.dbg.closer.Close())
 		}
 	}
-	t.objects, t.mods, t.spans = nil, nil, nil
+	t.objects, t.mods, t.spans, t.pcs = nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 
@@ -154,6 +155,17 @@ func (t *Table) Close() error {
 func (t *Table) Lookup(pc uint64) (loc Location, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	e := t.pcEntry(pc)
+	if !e.looked {
+		e.loc, e.locOK = t.lookup(pc)
+		e.looked = true
+	}
+	return e.loc, e.locOK
+}
+
+// lookup is Lookup without the per-pc cache.
+// Precondition: t.mu is held.
+func (t *Table) lookup(pc uint64) (loc Location, ok bool) {
 	mod := t.moduleAt(pc)
 	if mod == nil {
 		return Location{}, false
@@ -289,6 +301,7 @@ func (t *Table) setMaps(maps []procmaps.Mapping) {
 		out = append(out, s)
 	}
 	t.mods, t.spans = mods, out
+	t.pcs = nil // a pc may be another module's now
 }
 
 // moduleKey reports whether m maps a module, and which.
