@@ -56,6 +56,7 @@ func BenchmarkUnwindSymbolize(b *testing.B) {
 // region, b.N times over; newSite starts the per-pc caches over before
 // each.
 func benchReports(b *testing.B, argv []string, o Options, newSite bool) {
+	b.Setenv("XDG_CACHE_HOME", b.TempDir())
 	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		b.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 
 	"github.com/memtrap/memtrap/internal/cond"
@@ -169,8 +170,20 @@ func newImage(p *tracer.Process, maps []procmaps.Mapping) *image {
 	syms := symbols.NewTable(maps, symbols.Options{
 		Root:       fmt.Sprintf("/proc/%d/root", p.Pid),
 		ReadMemory: p.ReadMemory,
+		CacheDir:   cacheDir(),
 	})
 	return &image{syms, unwind.New(syms)}
+}
+
+// cacheDir is where the indexes of modules' DWARF are kept between runs
+// (symbols.Options.CacheDir): $XDG_CACHE_HOME/memtrap, else
+// ~/.cache/memtrap; "" when neither is known.
+func cacheDir() string {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(d, "memtrap")
 }
 
 // image returns the image pid's writes are symbolized with: its own once it

@@ -114,6 +114,21 @@
 // The same evaluator gives the offsets of struct members whose
 // DW_AT_data_member_location is an expression (DWARF 2).
 //
+// # Index cache
+//
+// Building a module's line table and function index walks all of its
+// DWARF: 0.3 s for glibc's debug file, at every run that shows a frame in
+// libc. With [Options.CacheDir] set, each index built without error is
+// written there, one file per build ID and kind (written whole to a
+// temporary name, then renamed), and a later Table over the same file
+// reads it instead of the DWARF; the file's header names the format's
+// version and a hash of the DWARF source's debug section headers and the
+// module's code sections, and a CRC-32 covers the rest. A file missing,
+// of another version or other sources, or damaged in any way is ignored
+// and written anew; a file without a build ID or DWARF is never cached.
+// Reading the DWARF for what the indexes do not hold (variables, types of
+// locals) happens as without the cache.
+//
 // # Concurrency and lifetime
 //
 // A Table is safe for concurrent use; a mutex guards its lazily filled

@@ -96,6 +96,13 @@ func (t *Table) funcIndex(obj *object, path string) *funcIndex {
 		return obj.funcs
 	}
 	obj.funcs = &funcIndex{}
+	file, sources, cache := t.cacheEntry(obj, path, cacheFuncs)
+	if cache {
+		if fx, err := decodeFuncs(readCache(file, cacheFuncs, sources)); err == nil {
+			obj.funcs = fx
+			return fx
+		}
+	}
 	d := t.dwarfData(obj, path)
 	if d == nil {
 		return obj.funcs
@@ -104,9 +111,13 @@ func (t *Table) funcIndex(obj *object, path string) *funcIndex {
 	if !hasDWARF(src) && obj.dbg != nil {
 		src = obj.dbg.f
 	}
-	fx, err := buildFuncIndex(d, src)
+	fx, err := buildFuncIndex(d, src, obj.secs)
 	if err != nil && obj.dwarfErr == nil {
 		obj.dwarfErr = fmt.Errorf("reading functions of %s: %w", path, err)
+	}
+	if cache && err == nil {
+		sizeParams(d, fx)
+		writeCache(file, cacheFuncs, sources, encodeFuncs(fx))
 	}
 	obj.funcs = fx
 	return fx
@@ -221,12 +232,12 @@ func (fx *funcIndex) find(v uint64) *funcDesc {
 
 // sectionData returns the contents of f's section name, nil if absent or
 // unreadable.
-func sectionData(f *elf.File, name string) []byte {
+func sectionData(f *elf.File, secs sections, name string) []byte {
 	s := f.Section(name)
 	if s == nil || s.Type == elf.SHT_NOBITS {
 		return nil
 	}
-	b, err := s.Data()
+	b, err := secs.data(s)
 	if err != nil {
 		return nil
 	}
@@ -234,16 +245,17 @@ func sectionData(f *elf.File, name string) []byte {
 }
 
 // buildFuncIndex walks every unit of d for subprograms with code and their
-// formal parameters. src is the ELF file d was read from. debug/dwarf runs
+// formal parameters. src is the ELF file d was read from, its sections
+// read through secs. debug/dwarf runs
 // under recover; a panic or a read error ends the walk and is returned with
 // what was indexed so far.
-func buildFuncIndex(d *dwarf.Data, src *elf.File) (fx *funcIndex, err error) {
+func buildFuncIndex(d *dwarf.Data, src *elf.File, secs sections) (fx *funcIndex, err error) {
 	fx = &funcIndex{
-		loc:   sectionData(src, ".debug_loc"),
-		lists: sectionData(src, ".debug_loclists"),
-		addr:  sectionData(src, ".debug_addr"),
+		loc:   sectionData(src, secs, ".debug_loc"),
+		lists: sectionData(src, secs, ".debug_loclists"),
+		addr:  sectionData(src, secs, ".debug_addr"),
 	}
-	versions := unitVersions(sectionData(src, ".debug_info"))
+	versions := unitVersions(sectionData(src, secs, ".debug_info"))
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("malformed DWARF (debug/dwarf panicked: %v)", p)

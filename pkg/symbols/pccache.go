@@ -66,12 +66,13 @@ func (t *Table) paramsAt(pc uint64) *pcParams {
 	if fn.frameBase.kind != locNone {
 		pp.frameBase, pp.hasBase = fx.locExpr(fn.frameBase, fn.cu, v)
 	}
-	d := t.dwarfData(mod.obj, mod.path)
 	for k := range fn.params {
 		p := &fn.params[k]
 		if !p.sized {
 			p.sized = true
-			if p.hasType && d != nil {
+			// An index read from the cache has every size: its
+			// DWARF is not read.
+			if d := t.dwarfData(mod.obj, mod.path); p.hasType && d != nil {
 				if n, err := typeSize(d, p.typ); err == nil && n <= 1<<30 {
 					p.size = int(n)
 				}

@@ -38,6 +38,12 @@ type Options struct {
 	// non-nil slice searches none of them (a module's own directory and
 	// its .debug subdirectory are still searched by debug link).
 	DebugDirs []string
+
+	// CacheDir, if set, is where the indexes of a module's DWARF (its
+	// line table and functions) are kept between runs, by build ID, so
+	// that a later Table over the same file reads them instead of walking
+	// its DWARF again. "" keeps nothing. See the package documentation.
+	CacheDir string
 }
 
 // Location is what Lookup knows about an address.
