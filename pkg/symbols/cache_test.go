@@ -1,7 +1,6 @@
 package symbols
 
 import (
-	"bufio"
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
@@ -9,7 +8,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -282,22 +280,8 @@ func sourcesOf(t *testing.T, file []byte) uint64 {
 // DWARF at every run otherwise): the first pcs of each function of libc
 // answer the same from the cache.
 func TestCacheLibc(t *testing.T) {
-	cmd := exec.Command(program(t, progPIE), "sleep")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
-	if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil {
-		t.Fatalf("reading the program's report: %v", err)
-	}
-	maps, err := procmaps.Read(cmd.Process.Pid)
+	pid, _ := sleeper(t, program(t, progPIE))
+	maps, err := procmaps.Read(pid)
 	if err != nil {
 		t.Fatal(err)
 	}

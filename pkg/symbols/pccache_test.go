@@ -11,15 +11,7 @@ import (
 // allocates only its result, also where a location is DW_OP_entry_value
 // (which the evaluator refuses at every write).
 func TestPCCacheWarm(t *testing.T) {
-	b := paramsBuilds[2] // -O2
-	exe := paramsFixture(t, b.name, b.flags)
-	const base = 0x555555554000
-	tab := NewTable(layout(t, exe, base), Options{})
-	defer tab.Close()
-	fill, err := tab.Resolve("fill_record")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tab, fill, _ := fillTable(t, 2) // -O2
 	pc, ev := entryValuePC(t, tab, fill.Addr+1, fill.Addr+fill.Size)
 	loc, ok := tab.Lookup(pc)
 	if !ok || loc.Func != "fill_record" || loc.Line == 0 {
@@ -58,14 +50,8 @@ func TestPCCacheWarm(t *testing.T) {
 // TestPCCacheUpdate: after Update a pc may be in another module or in
 // none; nothing learnt under the old map answers for the new one.
 func TestPCCacheUpdate(t *testing.T) {
-	exe := paramsFixture(t, "params-O0", paramsBuilds[0].flags)
-	const base, moved = 0x555555554000, 0x565555554000
-	tab := NewTable(layout(t, exe, base), Options{})
-	defer tab.Close()
-	fill, err := tab.Resolve("fill_record")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tab, fill, exe := fillTable(t, 0)
+	const moved = 0x565555554000
 	pc := fill.Addr + 8
 	if loc, ok := tab.Lookup(pc); !ok || loc.Func != "fill_record" {
 		t.Fatalf("Lookup(%#x) = %+v, %v", pc, loc, ok)
@@ -80,7 +66,7 @@ func TestPCCacheUpdate(t *testing.T) {
 	if _, err := tab.Params(FrameRegs{PC: pc}, nil); !errors.Is(err, ErrNoFunction) {
 		t.Errorf("Params(%#x) after the module moved: %v, want ErrNoFunction", pc, err)
 	}
-	npc := pc - base + moved
+	npc := pc - fillBase + moved
 	if loc, ok := tab.Lookup(npc); !ok || loc.Func != "fill_record" || loc.ModuleBase != moved {
 		t.Errorf("Lookup(%#x) after the move = %+v, %v", npc, loc, ok)
 	}
