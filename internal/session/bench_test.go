@@ -100,6 +100,9 @@ func benchReports(b *testing.B, argv []string, o Options, newSite bool) {
 			// The writer stays stopped through all b.N reports.
 			for b.Loop() {
 				if newSite {
+					// Another map and back: nothing learnt
+					// about a pc survives.
+					se.syms.Update(nil)
 					se.syms.Update(maps)
 					se.unw = unwind.New(se.syms)
 					se.imageOf = nil

@@ -70,4 +70,14 @@ func TestPCCacheUpdate(t *testing.T) {
 	if loc, ok := tab.Lookup(npc); !ok || loc.Func != "fill_record" || loc.ModuleBase != moved {
 		t.Errorf("Lookup(%#x) after the move = %+v, %v", npc, loc, ok)
 	}
+	// The same layout with other protections (memtrap's own mprotect
+	// of watched pages) keeps what was learnt.
+	same := layout(t, exe, moved)
+	for i := range same {
+		same[i].Prot = 0
+	}
+	tab.Update(same)
+	if tab.pcs[npc] == nil {
+		t.Errorf("Update with the same layout forgot pc %#x", npc)
+	}
 }

@@ -78,6 +78,7 @@ type Table struct {
 	mods    []*module          // modules of the current map, in maps order
 	spans   []span             // sorted by start, disjoint
 	pcs     map[uint64]*pcInfo // per runtime pc, for the current map
+	maps    []procmaps.Mapping // the current map, as given
 }
 
 // objKey identifies a mapped file. The vDSO has no inode, so its start
@@ -121,14 +122,25 @@ func NewTable(maps []procmaps.Mapping, opts Options) *Table {
 }
 
 // Update replaces the memory map, keeping every module already parsed.
-// Call it when the target's mappings change (dlopen, dlclose, exec).
+// Call it when the target's mappings change (dlopen, dlclose, exec). A map
+// that places every module as before (protections may differ) changes
+// nothing, and keeps what was learnt about each pc.
 func (t *Table) Update(maps []procmaps.Mapping) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed {
+	if t.closed || sameLayout(maps, t.maps) {
 		return
 	}
 	t.setMaps(maps)
+}
+
+// sameLayout reports whether a and b map the same files at the same
+// places, which is all setMaps reads of them.
+func sameLayout(a, b []procmaps.Mapping) bool {
+	return slices.EqualFunc(a, b, func(x, y procmaps.Mapping) bool {
+		return x.Start == y.Start && x.End == y.End && x.Offset == y.Offset &&
+			x.Dev == y.Dev && x.Inode == y.Inode && x.Path == y.Path
+	})
 }
 
 // Close closes every file the table opened. The table is unusable afterwards
@@ -307,6 +319,7 @@ func (t *Table) setMaps(maps []procmaps.Mapping) {
 		out = append(out, s)
 	}
 	t.mods, t.spans = mods, out
+	t.maps = slices.Clone(maps)
 	t.pcs = nil // a pc may be another module's now
 }
 
