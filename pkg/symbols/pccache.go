@@ -1,6 +1,10 @@
 package symbols
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/memtrap/memtrap/pkg/dwarf/op"
+)
 
 // pcInfo is what Lookup and Params work out for one runtime pc that does
 // not change until the memory map does: a hot loop's store sites and their
@@ -81,6 +85,9 @@ func (t *Table) paramsAt(pc uint64) *pcParams {
 		q := pcParam{name: p.name, size: p.size}
 		if q.size > 0 && q.size <= 8 {
 			q.expr, q.hasExpr = fx.locExpr(p.loc, fn.cu, v)
+			// Unknown at every write: do not make the
+			// evaluator say so each time.
+			q.hasExpr = q.hasExpr && !op.Refused(q.expr)
 		}
 		pp.params[k] = q
 	}

@@ -109,6 +109,16 @@ func (e *unsupportedError) Error() string {
 
 func (e *unsupportedError) Unwrap() error { return ErrUnsupported }
 
+// Refused reports whether Eval refuses expr whatever its Env: its first
+// operation is one this package does not evaluate (DW_OP_entry_value, as
+// optimizing compilers describe a parameter's value on entry). A caller
+// that evaluates one expression at every trapped write can check once.
+func Refused(expr []byte) bool {
+	_, err := Eval(expr, &Env{})
+	u, ok := err.(*unsupportedError)
+	return ok && u.at == 0
+}
+
 type unrecoveredError struct{ reg uint64 }
 
 func (e *unrecoveredError) Error() string {
