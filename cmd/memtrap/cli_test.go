@@ -28,6 +28,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	memtrapBin = filepath.Join(dir, "memtrap")
+	// The DWARF indexes memtrap keeps between runs go here, not in the
+	// user's cache.
+	os.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
 	if out, err := exec.Command("go", "build", "-o", memtrapBin, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building memtrap: %v\n%s", err, out)
 		os.Exit(1)

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 
 	"github.com/memtrap/memtrap/internal/cond"
 	"github.com/memtrap/memtrap/internal/report"
@@ -168,8 +170,20 @@ func newImage(p *tracer.Process, maps []procmaps.Mapping) *image {
 	syms := symbols.NewTable(maps, symbols.Options{
 		Root:       fmt.Sprintf("/proc/%d/root", p.Pid),
 		ReadMemory: p.ReadMemory,
+		CacheDir:   cacheDir(),
 	})
 	return &image{syms, unwind.New(syms)}
+}
+
+// cacheDir is where the indexes of modules' DWARF are kept between runs
+// (symbols.Options.CacheDir): $XDG_CACHE_HOME/memtrap, else
+// ~/.cache/memtrap; "" when neither is known.
+func cacheDir() string {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(d, "memtrap")
 }
 
 // image returns the image pid's writes are symbolized with: its own once it
@@ -720,9 +734,9 @@ func (se *session) args(img *image, fr unwind.Frame, pc uint64, mem *stackWindow
 			if p.Size > 0 && p.Size <= 4 {
 				// int-sized: signed decimal, as gdb prints an int.
 				shift := 64 - 8*uint(p.Size)
-				out[j].Value = fmt.Sprint(int64(p.Value<<shift) >> shift)
+				out[j].Value = strconv.FormatInt(int64(p.Value<<shift)>>shift, 10)
 			} else {
-				out[j].Value = fmt.Sprintf("%#x", p.Value)
+				out[j].Value = "0x" + strconv.FormatUint(p.Value, 16)
 			}
 		}
 	}
