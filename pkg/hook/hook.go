@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/memtrap/memtrap/pkg/bpfhook"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
@@ -33,6 +34,14 @@ type Set struct {
 	// signal comes back to its breakpoint for the same call, not a new
 	// one.
 	replay map[int]uint64
+	// gate: the kernel's uprobes (UseGate), gated their HitFuncs by
+	// entry address, gateStops the gate's stops Owns saw, by tid.
+	gate      *bpfhook.Gate
+	gated     map[uint64]HitFunc
+	gateStops map[int]tracer.Stop
+	// gateFns, gateCalls: what the gate is (to be) attached to.
+	gateFns   []uint64
+	gateCalls []bpfhook.Call
 }
 
 type breakpoint struct {
@@ -69,7 +78,8 @@ func New(p *tracer.Process, t *tracer.Thread) (*Set, error) {
 		return nil, fmt.Errorf("mapping memtrap's code page in the target: %w", err)
 	}
 	s := &Set{p: p, page: uint64(addr), next: uint64(addr) + slotSize,
-		bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{}}
+		bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{},
+		gated: map[uint64]HitFunc{}, gateStops: map[int]tracer.Stop{}}
 	// The trampoline: a return lands on an int3.
 	if err := p.WriteMemory(s.page, []byte{int3}); err != nil {
 		return nil, err
@@ -162,9 +172,12 @@ func (s *Set) Return(t *tracer.Thread, regs *unix.PtraceRegs, f ReturnFunc) erro
 	return nil
 }
 
-// Owns says whether a stop is one of the set's breakpoints or its
-// trampoline.
+// Owns says whether a stop is one of the set's breakpoints, its
+// trampoline, or its gate's.
 func (s *Set) Owns(st tracer.Stop) bool {
+	if s.gateOwns(st) {
+		return true
+	}
 	if st.Kind != tracer.StopSignal || st.Sig != int(unix.SIGTRAP) || st.Info.Code() != siKernel {
 		return false
 	}
@@ -178,6 +191,9 @@ func (s *Set) Owns(st tracer.Stop) bool {
 // Handle runs what a stop that Owns is for, and leaves the thread stopped,
 // ready to go on (the caller resumes it) as if nothing had stood there.
 func (s *Set) Handle(t *tracer.Thread) error {
+	if st, ok := s.gateStops[t.Tid]; ok {
+		return s.gateHit(t, st)
+	}
 	var regs unix.PtraceRegs
 	if err := t.Regs(&regs); err != nil {
 		return err
@@ -257,6 +273,10 @@ func (s *Set) returned(t *tracer.Thread, regs *unix.PtraceRegs) error {
 // first): the thread goes back to the breakpoint's instruction, or on to
 // the real return address.
 func (s *Set) Rewind(t *tracer.Thread) error {
+	if st, ok := s.gateStops[t.Tid]; ok {
+		s.gateRewind(t, st)
+		return nil
+	}
 	var regs unix.PtraceRegs
 	if err := t.Regs(&regs); err != nil {
 		return err
@@ -281,6 +301,9 @@ func (s *Set) Rewind(t *tracer.Thread) error {
 // return address back; t (stopped, the others too) unmaps the code page.
 // Threads stopped at one of the set's stops must be rewound first.
 func (s *Set) Remove(t *tracer.Thread) error {
+	if err := s.closeGate(); err != nil {
+		return err
+	}
 	if err := s.restore(s.p); err != nil {
 		return err
 	}
@@ -332,6 +355,11 @@ func (s *Set) restore(p *tracer.Process) error {
 // code and the code page are gone.
 func (s *Set) Forget() {
 	s.bps, s.rets, s.replay = map[uint64]*breakpoint{}, map[int][]pending{}, map[int]uint64{}
+	if s.gate != nil {
+		s.gate.Close()
+		s.gate = nil
+	}
+	s.gated, s.gateStops, s.gateFns, s.gateCalls = map[uint64]HitFunc{}, map[int]tracer.Stop{}, nil, nil
 }
 
 // Trampoline is the address awaited calls return to.
@@ -340,14 +368,30 @@ func (s *Set) Trampoline() uint64 { return s.page }
 // Fork is the set of a forked child c of the process (the thread that
 // forked, parentTid, is c's only one, childTid): the child has the
 // parent's code, breakpoints and code page included, and the forking
-// thread's stack, awaited returns included.
-func (s *Set) Fork(c *tracer.Process, parentTid, childTid int) *Set {
-	cs := &Set{p: c, page: s.page, next: s.next, bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{}}
+// thread's stack, awaited returns included. A gate is made anew for the
+// child: the kernel's uprobes are the parent's.
+func (s *Set) Fork(c *tracer.Process, parentTid, childTid int) (*Set, error) {
+	cs := &Set{p: c, page: s.page, next: s.next, bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{},
+		gated: map[uint64]HitFunc{}, gateStops: map[int]tracer.Stop{}}
 	for a, bp := range s.bps {
 		cs.bps[a] = bp
 	}
 	if stack := s.rets[parentTid]; len(stack) > 0 {
 		cs.rets[childTid] = append([]pending(nil), stack...)
 	}
-	return cs
+	if s.gate == nil {
+		return cs, nil
+	}
+	// No int3 can stand in for a gate that fails here: the child's code
+	// holds the kernel's breakpoints of the parent's uprobes until it
+	// runs into them.
+	g, err := s.gate.Fork(c.Pid)
+	if err != nil {
+		return nil, fmt.Errorf("child %d: %w", c.Pid, err)
+	}
+	cs.gate, cs.gateFns, cs.gateCalls = g, s.gateFns, s.gateCalls
+	for a, hit := range s.gated {
+		cs.gated[a] = hit
+	}
+	return cs, nil
 }
