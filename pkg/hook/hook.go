@@ -351,12 +351,20 @@ func (s *Set) restore(p *tracer.Process) error {
 	return nil
 }
 
-// Forget drops everything: the process executed a new image, the old
-// code and the code page are gone.
+// Forget drops everything: the process executed a new image, or ended;
+// the old code and the code page are gone.
 func (s *Set) Forget() {
 	s.bps, s.rets, s.replay = map[uint64]*breakpoint{}, map[int][]pending{}, map[int]uint64{}
-	if s.gate != nil {
-		s.gate.Close()
+	if g := s.gate; g != nil {
+		// Closing waits for the kernel's grace period. After an execve
+		// it must be done before the new image runs, or the old
+		// uprobes would stop its calls; after the process's end nothing
+		// is in a hurry.
+		if exited, _ := s.p.Exited(); exited {
+			go g.Close()
+		} else {
+			g.Close()
+		}
 		s.gate = nil
 	}
 	s.gated, s.gateStops, s.gateFns, s.gateCalls = map[uint64]HitFunc{}, map[int]tracer.Stop{}, nil, nil
