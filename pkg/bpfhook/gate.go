@@ -201,28 +201,30 @@ func (g *Gate) StopAll(on bool) error {
 }
 
 // Owns says whether a stop is the gate's: a SIGSTOP for a thread with a
-// pending call. It is also when the signal is not the kernel's (a SIGSTOP
-// the target was sent at the same time absorbed the gate's): see Foreign.
-func (g *Gate) Owns(st tracer.Stop) bool {
+// pending call, which it returns. It is also when the signal is not the
+// kernel's (a SIGSTOP the target was sent at the same time absorbed the
+// gate's): see Foreign.
+func (g *Gate) Owns(st tracer.Stop) (Entry, bool) {
 	if st.Kind != tracer.StopSignal || st.Sig != int(unix.SIGSTOP) || st.Thread == nil {
-		return false
+		return Entry{}, false
 	}
-	var e [entrySize]byte
-	return g.pending.Lookup(uint32(st.Thread.Tid), e[:]) == nil
+	var b [entrySize]byte
+	if g.pending.Lookup(uint32(st.Thread.Tid), b[:]) != nil {
+		return Entry{}, false
+	}
+	return decodeEntry(b[:]), true
 }
 
 // Foreign says whether a stop the gate Owns also carries a signal of the
 // target's own, which must be delivered.
 func Foreign(st tracer.Stop) bool { return st.Info.Code() != siKernel }
 
-// Take returns the call thread tid stopped for, and forgets it.
-func (g *Gate) Take(tid int) (Entry, bool) {
-	var b [entrySize]byte
-	if g.pending.Lookup(uint32(tid), b[:]) != nil {
-		return Entry{}, false
+// Done forgets the pending call of thread tid: its stop was handled.
+func (g *Gate) Done(tid int) error {
+	if err := g.pending.Delete(uint32(tid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("the gate's stopped calls: %w", err)
 	}
-	_ = g.pending.Delete(uint32(tid))
-	return decodeEntry(b[:]), true
+	return nil
 }
 
 // Pending lists the threads that have a call recorded whose stop has not

@@ -91,26 +91,35 @@ func (s *Set) gateable(addr uint64) bool {
 
 // gateOwns says whether a stop is the gate's, and remembers it for Handle.
 func (s *Set) gateOwns(st tracer.Stop) bool {
-	if s.gate == nil || !s.gate.Owns(st) {
+	if s.gate == nil {
 		return false
 	}
-	s.gateStops[st.Thread.Tid] = st
-	return true
+	e, ok := s.gate.Owns(st)
+	if ok {
+		s.gateStops[st.Thread.Tid] = gateStop{st, e}
+	}
+	return ok
+}
+
+// gateStop is a stop of the gate's, and the call it is for.
+type gateStop struct {
+	st tracer.Stop
+	e  bpfhook.Entry
 }
 
 // gateHit handles a gate's stop: the HitFunc sees the call as it was at
 // the entry; the thread goes on from where it stopped, without the
 // gate's signal (a signal of the target's own that came with it is
 // delivered).
-func (s *Set) gateHit(t *tracer.Thread, st tracer.Stop) error {
+func (s *Set) gateHit(t *tracer.Thread, gs gateStop) error {
 	delete(s.gateStops, t.Tid)
-	if bpfhook.Foreign(st) {
-		t.Defer(st.Info)
+	if bpfhook.Foreign(gs.st) {
+		t.Defer(gs.st.Info)
 	}
-	e, ok := s.gate.Take(t.Tid)
-	if !ok {
-		return nil
+	if err := s.gate.Done(t.Tid); err != nil {
+		return err
 	}
+	e := gs.e
 	hit := s.gated[e.Addr]
 	if hit == nil {
 		return fmt.Errorf("thread %d stopped for a call of %#x, which memtrap did not hook", t.Tid, e.Addr)
@@ -124,12 +133,12 @@ func (s *Set) gateHit(t *tracer.Thread, st tracer.Stop) error {
 }
 
 // gateRewind forgets a gate's stop that will not be handled.
-func (s *Set) gateRewind(t *tracer.Thread, st tracer.Stop) {
+func (s *Set) gateRewind(t *tracer.Thread, gs gateStop) error {
 	delete(s.gateStops, t.Tid)
-	if bpfhook.Foreign(st) {
-		t.Defer(st.Info)
+	if bpfhook.Foreign(gs.st) {
+		t.Defer(gs.st.Info)
 	}
-	s.gate.Take(t.Tid)
+	return s.gate.Done(t.Tid)
 }
 
 // closeGate detaches the gate and takes the SIGSTOPs it sent that are

@@ -38,7 +38,7 @@ type Set struct {
 	// entry address, gateStops the gate's stops Owns saw, by tid.
 	gate      *bpfhook.Gate
 	gated     map[uint64]HitFunc
-	gateStops map[int]tracer.Stop
+	gateStops map[int]gateStop
 	// gateFns, gateCalls: what the gate is (to be) attached to.
 	gateFns   []uint64
 	gateCalls []bpfhook.Call
@@ -79,7 +79,7 @@ func New(p *tracer.Process, t *tracer.Thread) (*Set, error) {
 	}
 	s := &Set{p: p, page: uint64(addr), next: uint64(addr) + slotSize,
 		bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{},
-		gated: map[uint64]HitFunc{}, gateStops: map[int]tracer.Stop{}}
+		gated: map[uint64]HitFunc{}, gateStops: map[int]gateStop{}}
 	// The trampoline: a return lands on an int3.
 	if err := p.WriteMemory(s.page, []byte{int3}); err != nil {
 		return nil, err
@@ -191,8 +191,8 @@ func (s *Set) Owns(st tracer.Stop) bool {
 // Handle runs what a stop that Owns is for, and leaves the thread stopped,
 // ready to go on (the caller resumes it) as if nothing had stood there.
 func (s *Set) Handle(t *tracer.Thread) error {
-	if st, ok := s.gateStops[t.Tid]; ok {
-		return s.gateHit(t, st)
+	if gs, ok := s.gateStops[t.Tid]; ok {
+		return s.gateHit(t, gs)
 	}
 	var regs unix.PtraceRegs
 	if err := t.Regs(&regs); err != nil {
@@ -273,9 +273,8 @@ func (s *Set) returned(t *tracer.Thread, regs *unix.PtraceRegs) error {
 // first): the thread goes back to the breakpoint's instruction, or on to
 // the real return address.
 func (s *Set) Rewind(t *tracer.Thread) error {
-	if st, ok := s.gateStops[t.Tid]; ok {
-		s.gateRewind(t, st)
-		return nil
+	if gs, ok := s.gateStops[t.Tid]; ok {
+		return s.gateRewind(t, gs)
 	}
 	var regs unix.PtraceRegs
 	if err := t.Regs(&regs); err != nil {
@@ -367,7 +366,7 @@ func (s *Set) Forget() {
 		}
 		s.gate = nil
 	}
-	s.gated, s.gateStops, s.gateFns, s.gateCalls = map[uint64]HitFunc{}, map[int]tracer.Stop{}, nil, nil
+	s.gated, s.gateStops, s.gateFns, s.gateCalls = map[uint64]HitFunc{}, map[int]gateStop{}, nil, nil
 }
 
 // Trampoline is the address awaited calls return to.
@@ -380,7 +379,7 @@ func (s *Set) Trampoline() uint64 { return s.page }
 // child: the kernel's uprobes are the parent's.
 func (s *Set) Fork(c *tracer.Process, parentTid, childTid int) (*Set, error) {
 	cs := &Set{p: c, page: s.page, next: s.next, bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{},
-		gated: map[uint64]HitFunc{}, gateStops: map[int]tracer.Stop{}}
+		gated: map[uint64]HitFunc{}, gateStops: map[int]gateStop{}}
 	for a, bp := range s.bps {
 		cs.bps[a] = bp
 	}
