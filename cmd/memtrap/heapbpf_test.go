@@ -17,8 +17,10 @@ import (
 // breakpoints, MEMTRAP_HOOKS=int3) report the same allocations, frees,
 // reallocations and writes, with the same backtraces: overflows,
 // use-after-free, realloc and posix_memalign, counting with every=,
-// redzones, four threads, a followed fork and a fork that executes, a
-// static binary's own malloc. The watch header says which path ran.
+// redzones, four threads, a thread that blocks every signal (the kernel's
+// filter stops a call with SIGSTOP, which nothing blocks), a followed fork
+// and a fork that executes, a static binary's own malloc. The watch header
+// says which path ran.
 func TestHeapBothPaths(t *testing.T) {
 	prog := heapProg(t)
 	static := fixture.Build(t, "cmd/memtrap/testdata/heap.c", "-O0", "-g", "-pthread", "-static")
@@ -33,6 +35,7 @@ func TestHeapBothPaths(t *testing.T) {
 		{prog, "select", []string{"--backtrace", "0", "--heap", "size=40,every=4", "--heap", "size=33-36"}, false},
 		{prog, "overflow", []string{"--backtrace", "1", "--heap", "size=24,nth=1", "--redzone", "16"}, false},
 		{prog, "threads", []string{"--backtrace", "0", "--heap", "size=40"}, true},
+		{prog, "sigblock", []string{"--backtrace", "1", "--heap", "size=40"}, false},
 		{prog, "fork", []string{"--backtrace", "1", "--heap", "size=40", "--follow-forks"}, false},
 		{prog, "forkexec", []string{"--backtrace", "0", "--heap", "size=40", "--follow-forks"}, false},
 		{static, "overflow", []string{"--backtrace", "1", "--heap", "size=24"}, false},
