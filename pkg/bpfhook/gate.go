@@ -43,7 +43,7 @@ var ErrUnavailable = errors.New("BPF uprobes are unavailable")
 // the programs call exist for uprobe programs (the uprobe itself is tried
 // at Attach, whose failure the caller falls back from).
 func Available() error {
-	for _, fn := range []asm.BuiltinFunc{asm.FnSendSignalThread, asm.FnGetCurrentPidTgid, asm.FnGetAttachCookie, asm.FnMapLookupElem} {
+	for _, fn := range []asm.BuiltinFunc{asm.FnSendSignalThread, asm.FnGetNsCurrentPidTgid, asm.FnGetAttachCookie, asm.FnMapLookupElem} {
 		if err := features.HaveProgramHelper(ebpf.Kprobe, fn); err != nil {
 			if errors.Is(err, ebpf.ErrNotSupported) {
 				return fmt.Errorf("%w: %v", ErrUnavailable, err)
@@ -57,6 +57,7 @@ func Available() error {
 // Gate is the probes of one process.
 type Gate struct {
 	tgid   int
+	ns     pidNS // memtrap's, in which tgid and the tids are
 	ranges [][2]uint64
 	// blocks: the watched block addresses; pending: each stopped call's
 	// Entry, by tid; state: [0] stop every call, [1] stops the kernel
@@ -78,8 +79,11 @@ const (
 // New makes the gate of process tgid, whose calls matter when their size
 // is in one of ranges (inclusive).
 func New(tgid int, ranges [][2]uint64) (*Gate, error) {
-	g := &Gate{tgid: tgid, ranges: ranges}
-	var err error
+	ns, err := ownPIDNS()
+	if err != nil {
+		return nil, err
+	}
+	g := &Gate{tgid: tgid, ns: ns, ranges: ranges}
 	if g.blocks, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 8, ValueSize: 1,
 		MaxEntries: maxBlocks, Flags: unix.BPF_F_NO_PREALLOC}); err != nil {
 		return nil, fmt.Errorf("%w: creating the map of watched blocks: %v", ErrUnavailable, err)
@@ -94,6 +98,21 @@ func New(tgid int, ranges [][2]uint64) (*Gate, error) {
 		return nil, fmt.Errorf("%w: creating the gate's state: %v", ErrUnavailable, err)
 	}
 	return g, nil
+}
+
+// pidNS names a PID namespace as bpf_get_ns_current_pid_tgid wants it:
+// the kernel's dev_t of nsfs and the namespace's inode.
+type pidNS struct{ dev, ino uint64 }
+
+// ownPIDNS is memtrap's PID namespace: the programs see threads by their
+// ids there, which are memtrap's (a container's pids are not the
+// kernel's first namespace's).
+func ownPIDNS() (pidNS, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return pidNS{}, fmt.Errorf("%w: memtrap's PID namespace: %v", ErrUnavailable, err)
+	}
+	return pidNS{dev: uint64(unix.Major(st.Dev))<<20 | uint64(unix.Minor(st.Dev)), ino: st.Ino}, nil
 }
 
 // Attach puts the gate at functions of the process: fns[i] is the

@@ -23,12 +23,14 @@ const (
 //	-8   the block pointer, the key into blocks
 //	-48  the Entry recorded for a stop (40 bytes)
 //	-56  a key into state (u32)
-//	-64  the thread id, the key into pending (u32)
+//	-64  the thread's ids in memtrap's PID namespace: the thread's (the
+//	     key into pending), then its process's (u32 each)
 const (
 	stPtr   = -8
 	stEntry = -48
 	stState = -56
 	stTid   = -64
+	stTgid  = -60
 )
 
 func decodeEntry(b []byte) Entry {
@@ -40,7 +42,7 @@ func decodeEntry(b []byte) Entry {
 // (their calls carried as calls say): the uprobe's cookie is the index of
 // the function it is at.
 //
-//	if tgid != g's: return
+//	if the process (in memtrap's PID namespace) is not g's: return
 //	fn i: if size in a range, or ptr in blocks, or state[0]: stop
 //	return
 //	stop: pending[tid] = Entry; send SIGSTOP to the thread
@@ -48,8 +50,14 @@ func decodeEntry(b []byte) Entry {
 func program(g *Gate, fns []uint64, calls []Call) (asm.Instructions, error) {
 	in := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.FnGetCurrentPidTgid.Call(),
-		asm.RSh.Imm(asm.R0, 32),
+		asm.LoadImm(asm.R1, int64(g.ns.dev), asm.DWord),
+		asm.LoadImm(asm.R2, int64(g.ns.ino), asm.DWord),
+		asm.Mov.Reg(asm.R3, asm.R10),
+		asm.Add.Imm(asm.R3, stTid),
+		asm.Mov.Imm(asm.R4, 8),
+		asm.FnGetNsCurrentPidTgid.Call(),
+		asm.JNE.Imm(asm.R0, 0, "out"),
+		asm.LoadMem(asm.R0, asm.R10, stTgid, asm.Word),
 		asm.JNE.Imm(asm.R0, int32(g.tgid), "out"),
 		asm.Mov.Reg(asm.R1, asm.R6),
 		asm.FnGetAttachCookie.Call(),
@@ -134,8 +142,6 @@ func program(g *Gate, fns []uint64, calls []Call) (asm.Instructions, error) {
 			asm.StoreMem(asm.R10, stEntry+8+8*int16(i), asm.R1, asm.DWord))
 	}
 	in = append(in,
-		asm.FnGetCurrentPidTgid.Call(),
-		asm.StoreMem(asm.R10, stTid, asm.R0, asm.Word),
 		asm.LoadMapPtr(asm.R1, g.pending.FD()),
 		asm.Mov.Reg(asm.R2, asm.R10),
 		asm.Add.Imm(asm.R2, stTid),
