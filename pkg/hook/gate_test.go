@@ -1,16 +1,12 @@
 package hook
 
 import (
-	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"sort"
 	"testing"
 
 	"github.com/memtrap/memtrap/internal/fixture"
 	"github.com/memtrap/memtrap/pkg/bpfhook"
-	"github.com/memtrap/memtrap/pkg/pagewatch"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/sys/unix"
 )
@@ -24,39 +20,8 @@ func TestGate(t *testing.T) {
 		t.Skipf("no BPF uprobes here: %v", err)
 	}
 	prog := fixture.Build(t, "pkg/hook/testdata/gated.c", "-O0", "-g", "-pthread", "-no-pie")
-	native, err := exec.Command(prog).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var calls, rets []string
-	var stdout []byte
-	err = tracer.Locked(func() error {
-		r, wr, err := os.Pipe()
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		p, err := tracer.Launch([]string{prog}, tracer.LaunchOptions{Stdio: [3]*os.File{nil, wr, nil}})
-		wr.Close()
-		if err != nil {
-			return err
-		}
-		defer p.Close()
-		th, err := p.RunToEntry()
-		if err != nil {
-			return err
-		}
-		w, err := pagewatch.New(p, nil, pagewatch.Options{})
-		if err != nil {
-			return err
-		}
-		if err := w.Arm(th); err != nil {
-			return err
-		}
-		s, err := New(p, th)
-		if err != nil {
-			return err
-		}
+	hooked(t, prog, func(p *tracer.Process, s *Set) error {
 		g, err := bpfhook.New(p.Pid, [][2]uint64{{10, 12}, {50, 50}})
 		if err != nil {
 			return err
@@ -87,37 +52,10 @@ func TestGate(t *testing.T) {
 			t.Errorf("sized or take got an int3, not the gate")
 		}
 		if ok, err := s.OpenGate(); !ok {
-			if errors.Is(err, bpfhook.ErrUnavailable) {
-				t.Skipf("no BPF uprobes here: %v", err)
-			}
-			return fmt.Errorf("the gate did not open: %v", err)
+			return fmt.Errorf("the gate did not open: %w", err)
 		}
-		if err := g.Watch(cells + 2*8); err != nil {
-			return err
-		}
-		w.SetHooks(s)
-		if err := p.ResumeAll(); err != nil {
-			return err
-		}
-		st, err := w.Run()
-		if err != nil {
-			p.Kill()
-			return err
-		}
-		if !st.Status.Exited() || st.Status.ExitStatus() != 0 {
-			t.Errorf("target status %#x", uint32(st.Status))
-		}
-		stdout = make([]byte, 4096)
-		n, _ := r.Read(stdout)
-		stdout = stdout[:n]
-		return nil
+		return g.Watch(cells + 2*8)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(stdout) != string(native) {
-		t.Errorf("output under the gate %q, native %q", stdout, native)
-	}
 	sort.Strings(calls)
 	sort.Strings(rets)
 	wantCalls := "[sized(10) sized(10) sized(11) sized(11) sized(12) sized(12) sized(50) sized(50) take(2) take(2)]"
