@@ -160,7 +160,7 @@ func (s *Set) closeGate() error {
 		if t == nil || !t.Stopped() {
 			continue
 		}
-		for range 4 {
+		for range 64 { // its own signals come first, each kept for later
 			res, err := t.Step()
 			if err != nil {
 				return err
