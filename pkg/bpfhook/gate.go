@@ -71,8 +71,11 @@ type Gate struct {
 }
 
 const (
-	maxBlocks  = 1 << 20
-	maxPending = 1 << 16
+	maxBlocks = 1 << 20 // allocated as they come
+	// maxPending: a call is pending from its stop's sending to memtrap's
+	// handling it, one per thread at most; preallocated, so that a stop
+	// never fails for want of memory in the kernel.
+	maxPending = 1 << 13
 	siKernel   = 0x80
 )
 
