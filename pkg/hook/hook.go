@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/memtrap/memtrap/pkg/bpfhook"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
@@ -33,6 +34,14 @@ type Set struct {
 	// signal comes back to its breakpoint for the same call, not a new
 	// one.
 	replay map[int]uint64
+	// gate: the kernel's uprobes (UseGate), gated their HitFuncs by
+	// entry address, gateStops the gate's stops Owns saw, by tid.
+	gate      *bpfhook.Gate
+	gated     map[uint64]HitFunc
+	gateStops map[int]gateStop
+	// gateFns, gateCalls: what the gate is (to be) attached to.
+	gateFns   []uint64
+	gateCalls []bpfhook.Call
 }
 
 type breakpoint struct {
@@ -69,7 +78,8 @@ func New(p *tracer.Process, t *tracer.Thread) (*Set, error) {
 		return nil, fmt.Errorf("mapping memtrap's code page in the target: %w", err)
 	}
 	s := &Set{p: p, page: uint64(addr), next: uint64(addr) + slotSize,
-		bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{}}
+		bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{},
+		gated: map[uint64]HitFunc{}, gateStops: map[int]gateStop{}}
 	// The trampoline: a return lands on an int3.
 	if err := p.WriteMemory(s.page, []byte{int3}); err != nil {
 		if _, uerr := t.Syscall(unix.SYS_MUNMAP, addr, pageSize); uerr != nil {
@@ -165,9 +175,12 @@ func (s *Set) Return(t *tracer.Thread, regs *unix.PtraceRegs, f ReturnFunc) erro
 	return nil
 }
 
-// Owns says whether a stop is one of the set's breakpoints or its
-// trampoline.
+// Owns says whether a stop is one of the set's breakpoints, its
+// trampoline, or its gate's.
 func (s *Set) Owns(st tracer.Stop) bool {
+	if s.gateOwns(st) {
+		return true
+	}
 	if st.Kind != tracer.StopSignal || st.Sig != int(unix.SIGTRAP) || st.Info.Code() != siKernel {
 		return false
 	}
@@ -181,6 +194,9 @@ func (s *Set) Owns(st tracer.Stop) bool {
 // Handle runs what a stop that Owns is for, and leaves the thread stopped,
 // ready to go on (the caller resumes it) as if nothing had stood there.
 func (s *Set) Handle(t *tracer.Thread) error {
+	if gs, ok := s.gateStops[t.Tid]; ok {
+		return s.gateHit(t, gs)
+	}
 	var regs unix.PtraceRegs
 	if err := t.Regs(&regs); err != nil {
 		return err
@@ -267,6 +283,9 @@ func (s *Set) returned(t *tracer.Thread, regs *unix.PtraceRegs) error {
 // first): the thread goes back to the breakpoint's instruction, or on to
 // the real return address.
 func (s *Set) Rewind(t *tracer.Thread) error {
+	if gs, ok := s.gateStops[t.Tid]; ok {
+		return s.gateRewind(t, gs)
+	}
 	var regs unix.PtraceRegs
 	if err := t.Regs(&regs); err != nil {
 		return err
@@ -295,6 +314,9 @@ func (s *Set) Rewind(t *tracer.Thread) error {
 // can be is given back, and the errors are returned together.
 func (s *Set) Remove(t *tracer.Thread) error {
 	var errs []error
+	if err := s.closeGate(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := s.leavePage(); err != nil {
 		errs = append(errs, err)
 	}
@@ -392,10 +414,23 @@ func (s *Set) restore(p *tracer.Process) error {
 	return errors.Join(errs...)
 }
 
-// Forget drops everything: the process executed a new image, the old
-// code and the code page are gone.
+// Forget drops everything: the process executed a new image, or ended;
+// the old code and the code page are gone.
 func (s *Set) Forget() {
 	s.bps, s.rets, s.replay = map[uint64]*breakpoint{}, map[int][]pending{}, map[int]uint64{}
+	if g := s.gate; g != nil {
+		// Closing waits for the kernel's grace period. After an execve
+		// it must be done before the new image runs, or the old
+		// uprobes would stop its calls; after the process's end nothing
+		// is in a hurry.
+		if exited, _ := s.p.Exited(); exited {
+			go g.Close()
+		} else {
+			g.Close()
+		}
+		s.gate = nil
+	}
+	s.gated, s.gateStops, s.gateFns, s.gateCalls = map[uint64]HitFunc{}, map[int]gateStop{}, nil, nil
 }
 
 // Trampoline is the address awaited calls return to.
@@ -404,14 +439,30 @@ func (s *Set) Trampoline() uint64 { return s.page }
 // Fork is the set of a forked child c of the process (the thread that
 // forked, parentTid, is c's only one, childTid): the child has the
 // parent's code, breakpoints and code page included, and the forking
-// thread's stack, awaited returns included.
-func (s *Set) Fork(c *tracer.Process, parentTid, childTid int) *Set {
-	cs := &Set{p: c, page: s.page, next: s.next, bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{}}
+// thread's stack, awaited returns included. A gate is made anew for the
+// child: the kernel's uprobes are the parent's.
+func (s *Set) Fork(c *tracer.Process, parentTid, childTid int) (*Set, error) {
+	cs := &Set{p: c, page: s.page, next: s.next, bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{},
+		gated: map[uint64]HitFunc{}, gateStops: map[int]gateStop{}}
 	for a, bp := range s.bps {
 		cs.bps[a] = bp
 	}
 	if stack := s.rets[parentTid]; len(stack) > 0 {
 		cs.rets[childTid] = append([]pending(nil), stack...)
 	}
-	return cs
+	if s.gate == nil {
+		return cs, nil
+	}
+	// No int3 can stand in for a gate that fails here: the child's code
+	// holds the kernel's breakpoints of the parent's uprobes until it
+	// runs into them.
+	g, err := s.gate.Fork(c.Pid)
+	if err != nil {
+		return nil, fmt.Errorf("child %d: %w", c.Pid, err)
+	}
+	cs.gate, cs.gateFns, cs.gateCalls = g, s.gateFns, s.gateCalls
+	for a, hit := range s.gated {
+		cs.gated[a] = hit
+	}
+	return cs, nil
 }

@@ -433,6 +433,9 @@ func (w *Watch) Run() (tracer.Stop, error) {
 		}
 		if st.Kind == tracer.StopExited {
 			if st.Pid != 0 && st.Pid != w.p.Pid {
+				if cw := w.children[st.Pid]; cw != nil && cw.hooks != nil {
+					cw.hooks.Forget() // what they hold in the kernel goes too
+				}
 				delete(w.children, st.Pid)
 				w.note(fmt.Sprintf("process %d exited (%s)", st.Pid, exitString(st.Status)))
 				if w.exited != nil && len(w.children) == 0 {
