@@ -176,8 +176,9 @@ func signalName(n int) string {
 }
 
 type jsonReporter struct {
-	w    *bufio.Writer
-	line []byte // Write's line, reused
+	w     *bufio.Writer
+	line  []byte               // Write's line, reused
+	heads map[uint64]frameHead // frameHead's
 }
 
 func (r *jsonReporter) emit(v any) error {
@@ -271,41 +272,24 @@ func (r *jsonReporter) Write(ev *Write) error {
 		b = strconv.AppendInt(b, int64(ev.Signal), 10)
 	}
 	b = append(b, `,"backtrace":`...)
-	b = appendFrames(b, ev.Backtrace)
+	b = r.appendFrames(b, ev.Backtrace)
 	b = append(b, "}\n"...)
 	r.line = b
 	_, err := r.w.Write(b)
 	return err
 }
 
-// appendFrames appends a backtrace as a JSON array.
-func appendFrames(b []byte, frames []Frame) []byte {
+// appendFrames appends a backtrace as a JSON array. The part of a frame
+// that only its code address decides (function, module, file, line) is
+// built once per address: escaping the same long paths at every write was
+// a good part of a report's cost.
+func (r *jsonReporter) appendFrames(b []byte, frames []Frame) []byte {
 	b = append(b, '[')
 	for i, f := range frames {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, `{"pc":"0x`...)
-		b = strconv.AppendUint(b, f.PC, 16)
-		b = append(b, '"')
-		if f.Func != "" {
-			b = append(b, `,"func":`...)
-			b = appendJSONString(b, f.Func)
-		}
-		b = append(b, `,"offset":`...)
-		b = strconv.AppendUint(b, f.Offset, 10)
-		if f.Module != "" {
-			b = append(b, `,"module":`...)
-			b = appendJSONString(b, f.Module)
-		}
-		if f.File != "" {
-			b = append(b, `,"file":`...)
-			b = appendJSONString(b, f.File)
-		}
-		if f.Line != 0 {
-			b = append(b, `,"line":`...)
-			b = strconv.AppendInt(b, int64(f.Line), 10)
-		}
+		b = append(b, r.frameHead(f)...)
 		if len(f.Args) > 0 {
 			b = append(b, `,"args":[`...)
 			for j, a := range f.Args {
@@ -323,6 +307,45 @@ func appendFrames(b []byte, frames []Frame) []byte {
 		b = append(b, '}')
 	}
 	return append(b, ']')
+}
+
+// frameHead is a frame's JSON object up to its args, unclosed.
+func (r *jsonReporter) frameHead(f Frame) []byte {
+	if h, ok := r.heads[f.PC]; ok && h.f.Func == f.Func && h.f.Offset == f.Offset && h.f.Module == f.Module && h.f.File == f.File && h.f.Line == f.Line {
+		return h.b
+	}
+	b := []byte(`{"pc":"0x`)
+	b = strconv.AppendUint(b, f.PC, 16)
+	b = append(b, '"')
+	if f.Func != "" {
+		b = append(b, `,"func":`...)
+		b = appendJSONString(b, f.Func)
+	}
+	b = append(b, `,"offset":`...)
+	b = strconv.AppendUint(b, f.Offset, 10)
+	if f.Module != "" {
+		b = append(b, `,"module":`...)
+		b = appendJSONString(b, f.Module)
+	}
+	if f.File != "" {
+		b = append(b, `,"file":`...)
+		b = appendJSONString(b, f.File)
+	}
+	if f.Line != 0 {
+		b = append(b, `,"line":`...)
+		b = strconv.AppendInt(b, int64(f.Line), 10)
+	}
+	if r.heads == nil || len(r.heads) >= 16384 {
+		r.heads = map[uint64]frameHead{}
+	}
+	f.Args = nil
+	r.heads[f.PC] = frameHead{f, b}
+	return b
+}
+
+type frameHead struct {
+	f Frame
+	b []byte
 }
 
 // Heap appends a heap block's event.
@@ -351,7 +374,7 @@ func (r *jsonReporter) Heap(h *Heap) error {
 	b = append(b, `,"tid":`...)
 	b = strconv.AppendInt(b, int64(h.Tid), 10)
 	b = append(b, `,"backtrace":`...)
-	b = appendFrames(b, h.Backtrace)
+	b = r.appendFrames(b, h.Backtrace)
 	b = append(b, "}\n"...)
 	r.line = b
 	_, err := r.w.Write(b)

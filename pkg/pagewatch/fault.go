@@ -280,7 +280,7 @@ func (e *pageEngine) report(f *Fault, done bool) (resumed bool, err error) {
 	}
 	if f.Store.Inst.Op != 0 && len(out) > 0 {
 		// After the resume: formatting costs microseconds.
-		insn := x86asm.IntelSyntax(f.Store.Inst, f.Regs.Rip, nil)
+		insn := e.w.rootWatch().syntax(f.Store.Inst, f.Regs.Rip)
 		for _, wr := range out {
 			wr.Insn = insn
 		}
@@ -487,4 +487,23 @@ func contains(s []uint64, v uint64) bool {
 		}
 	}
 	return false
+}
+
+// syntax is x86asm's Intel syntax of inst at pc, once per site: formatting
+// costs a few microseconds a write.
+func (w *Watch) syntax(inst x86asm.Inst, pc uint64) string {
+	if c, ok := w.insns[pc]; ok && c.inst == inst {
+		return c.text
+	}
+	text := x86asm.IntelSyntax(inst, pc, nil)
+	if w.insns == nil || len(w.insns) >= 4096 {
+		w.insns = map[uint64]insnText{}
+	}
+	w.insns[pc] = insnText{inst, text}
+	return text
+}
+
+type insnText struct {
+	inst x86asm.Inst
+	text string
 }

@@ -7,7 +7,6 @@ import (
 	"github.com/memtrap/memtrap/pkg/sysout"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"github.com/memtrap/memtrap/pkg/x86/store"
-	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
 )
 
@@ -249,7 +248,7 @@ func (e *hwEngine) hwWrite(t *tracer.Thread) error {
 			hi = min(st.Addr+st.Size, r.End()) - r.Addr
 			wr.Offset, wr.Addr, wr.Size = lo, r.Addr+lo, hi-lo
 			wr.PC, wr.AfterPC = regs.Rip-uint64(st.Len), false
-			wr.Insn = x86asm.IntelSyntax(st.Inst, wr.PC, nil)
+			wr.Insn = e.w.rootWatch().syntax(st.Inst, wr.PC)
 		}
 		wr.Old = append([]byte(nil), old[lo:hi]...)
 		wr.New = append([]byte(nil), now[lo:hi]...)

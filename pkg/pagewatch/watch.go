@@ -169,7 +169,8 @@ type Watch struct {
 	parents  map[int]int    // every followed child's parent, by pid (on the root watch)
 	exited   *tracer.Stop   // the first process's exit, while children run on
 
-	hooks Hooks // breakpoints in the first process's code (SetHooks)
+	hooks Hooks               // breakpoints in the first process's code (SetHooks)
+	insns map[uint64]insnText // syntax's
 	// handoff: a hand-off asked for (HandOff), done by Run once the
 	// stop being handled is.
 	handoff *handoff
@@ -238,7 +239,7 @@ func New(p *tracer.Process, regions []*Region, opts Options) (*Watch, error) {
 			return nil, err
 		}
 	}
-	w := &Watch{p: p, opts: opts, regions: regions, decode: store.Decode, children: map[int]*Watch{}}
+	w := &Watch{p: p, opts: opts, regions: regions, decode: (&store.Cache{}).Decode, children: map[int]*Watch{}}
 	eng, err := w.newEngine(regions)
 	if err != nil {
 		return nil, err

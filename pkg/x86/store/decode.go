@@ -712,3 +712,36 @@ done:
 	}
 	return inst, true
 }
+
+// Cache decodes as Decode does, remembering what each instruction's bytes
+// decode to: the same few store sites write a watched region over and
+// over, and x86asm's decoding is most of a decode's cost. What depends on
+// the registers (the address written) is worked out each time. Not safe
+// for concurrent use.
+type Cache struct {
+	insts map[[maxInstLen + 1]byte]x86asm.Inst
+}
+
+// cacheMax bounds a Cache: past it, it starts over.
+const cacheMax = 4096
+
+// Decode is Decode, from the cache when code's bytes were seen before.
+func (c *Cache) Decode(code []byte, regs *unix.PtraceRegs) (Store, error) {
+	var k [maxInstLen + 1]byte
+	n := copy(k[:maxInstLen], code)
+	k[maxInstLen] = byte(n)
+	inst, ok := c.insts[k]
+	if !ok {
+		var err error
+		if inst, err = decodeInst(code); err != nil {
+			return Store{}, err
+		}
+		if c.insts == nil || len(c.insts) >= cacheMax {
+			c.insts = map[[maxInstLen + 1]byte]x86asm.Inst{}
+		}
+		c.insts[k] = inst
+	}
+	s := Store{Inst: inst, Len: inst.Len, Known: true}
+	s.describe(regs)
+	return s, nil
+}

@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/hex"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -427,5 +428,33 @@ func TestDecodePrefixedVEX(t *testing.T) {
 	s, err := Decode(mustHex(t, "64 62 e1 fe 48 7f 0f"), &regs) // vmovdqu64 fs:[rdi], zmm17
 	if err != nil || s.Addr != 0x7f00_0000_2000 || s.Size != 64 || s.Len != 7 {
 		t.Errorf("EVEX behind FS: %+v %v", s, err)
+	}
+}
+
+// A Cache decodes as Decode does, the first time and from the cache, with
+// the address worked out from each call's registers.
+func TestCache(t *testing.T) {
+	var c Cache
+	for round := 0; round < 2; round++ {
+		for _, sc := range storeCases {
+			for _, shift := range []uint64{0, 0x1000} {
+				regs := testRegs()
+				if sc.regs != nil {
+					sc.regs(&regs)
+				}
+				regs.Rax += shift
+				regs.Rdi += shift
+				regs.Rsp += shift
+				code := mustHex(t, sc.code)
+				want, werr := Decode(code, &regs)
+				got, gerr := c.Decode(code, &regs)
+				if (werr == nil) != (gerr == nil) || !reflect.DeepEqual(got, want) {
+					t.Fatalf("round %d, % x: cache %+v %v, Decode %+v %v", round, code, got, gerr, want, werr)
+				}
+			}
+		}
+	}
+	if _, err := c.Decode([]byte{0x0f, 0xff}, &unix.PtraceRegs{}); err == nil {
+		t.Errorf("undecodable bytes decoded through the cache")
 	}
 }
