@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/memtrap/memtrap/pkg/guard"
 	"github.com/memtrap/memtrap/pkg/sysout"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"github.com/memtrap/memtrap/pkg/x86/store"
@@ -154,7 +155,8 @@ type Watch struct {
 	parents  map[int]int    // every followed child's parent, by pid (on the root watch)
 	exited   *tracer.Stop   // the first process's exit, while children run on
 
-	hooks Hooks // breakpoints in the first process's code (SetHooks)
+	hooks Hooks                    // breakpoints in the first process's code (SetHooks)
+	guard func(*guard.State) error // SetGuard
 }
 
 // Hooks are breakpoints another package keeps in the target's code
@@ -196,6 +198,7 @@ func (w *Watch) hookHit(t *tracer.Thread) error {
 	if err := w.checkSegv(t); err != nil {
 		return err
 	}
+	w.SyncGuard()
 	return w.resume(t)
 }
 
@@ -242,6 +245,7 @@ func (w *Watch) Regions() []*Region { return w.regions }
 // debug registers loaded, with t (a stopped thread, with the others stopped
 // too) making the system calls that takes.
 func (w *Watch) Arm(t *tracer.Thread) error {
+	defer w.SyncGuard()
 	w.noteIgnored()
 	if err := w.eng.arm(t); err != nil {
 		return err
@@ -259,6 +263,7 @@ func (w *Watch) Arm(t *tracer.Thread) error {
 // concern is armed (the pages not armed yet, the debug registers).
 // Precondition: t is stopped, and so are the other threads.
 func (w *Watch) AddRegions(t *tracer.Thread, regions []*Region) error {
+	defer w.SyncGuard()
 	for _, r := range regions {
 		if err := r.Validate(); err != nil {
 			return err
@@ -277,6 +282,7 @@ func (w *Watch) AddRegions(t *tracer.Thread, regions []*Region) error {
 // filter keeps stopping the calls near them (a filter cannot be taken
 // back); those calls then run as they are. Precondition: as AddRegions.
 func (w *Watch) RemoveRegions(t *tracer.Thread, regions []*Region) error {
+	defer w.SyncGuard()
 	gone := map[*Region]bool{}
 	for _, r := range regions {
 		gone[r] = true
@@ -555,6 +561,7 @@ func (w *Watch) Detach(st tracer.Stop) error {
 // back, the debug registers are cleared, the loader breakpoint and the
 // scratch area go. t is a stopped thread and the others are stopped too.
 func (w *Watch) Disarm(t *tracer.Thread) error {
+	defer w.SyncGuard()
 	if err := w.unwatchLibraries(w.p); err != nil {
 		return err
 	}
@@ -586,6 +593,7 @@ func (w *Watch) exec(t *tracer.Thread) error {
 	// kernel's limit; what they cover is the old image's.
 	w.scratch, w.calls, w.segv, w.libBP, w.filtered = nil, nil, segvGuard{}, 0, nil
 	w.entry = 0
+	w.SyncGuard()
 	w.p.TraceSyscalls(false)
 	if w.opts.OnExec == nil {
 		return t.Resume(0)

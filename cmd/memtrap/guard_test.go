@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/memtrap/memtrap/internal/fixture"
+)
+
+// TestGuardianSIGKILL: memtrap is killed with SIGKILL at a random moment
+// while attached to a target that writes the watched variable every 50 ms;
+// its guardian gives everything back, and the target runs on as if memtrap
+// had never been there: its maps as before the attach (no protection left,
+// no mapping of memtrap's), its code intact (no int3 left), every write
+// done once, its own exit status. MEMTRAP_GUARD_TRIES and
+// MEMTRAP_GUARD_PERIOD (ms) change the tries per case and the period, for
+// scripts/guardian-survival; the test fails if any try lost its target.
+func TestGuardianSIGKILL(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/guarded.c", "-O1", "-g")
+	tries, period := envInt("MEMTRAP_GUARD_TRIES", 4), envInt("MEMTRAP_GUARD_PERIOD", 50)
+	cases := map[string][]string{
+		"page":       {"--engine", "page", "--symbol", "ticks"},
+		"hw":         {"--engine", "hw", "--symbol", "ticks"},
+		"page+hooks": {"--engine", "page", "--symbol", "ticks", "--arg", "bump:1:8"},
+	}
+	for _, name := range engines(t, "page", "hw", "page+hooks") {
+		t.Run(name, func(t *testing.T) {
+			survived := 0
+			for i := 0; i < tries; i++ {
+				if err := guardedTry(t, prog, period, cases[name]); err != nil {
+					t.Errorf("try %d: %v", i+1, err)
+					continue
+				}
+				survived++
+			}
+			t.Logf("%s: %d of %d targets survived memtrap's SIGKILL", name, survived, tries)
+		})
+	}
+}
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// guardedTry attaches to a fresh target, kills memtrap at a random moment
+// within two periods of the armed watch, and checks the target.
+func guardedTry(t *testing.T, prog string, period int, flags []string) error {
+	t.Helper()
+	target := exec.Command(prog, strconv.Itoa(period))
+	stdin, _ := target.StdinPipe()
+	stdout, _ := target.StdoutPipe()
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer target.Process.Kill()
+	lines := make(chan string, 1000)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func() (string, error) {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				return "", io.EOF
+			}
+			return l, nil
+		case <-time.After(10 * time.Second):
+			return "", fmt.Errorf("the target printed nothing for 10 s")
+		}
+	}
+	if l, err := next(); l != "ready" {
+		t.Fatalf("target: %q, %v", l, err)
+	}
+	pid := target.Process.Pid
+	before := mapsOf(t, pid)
+	mt := exec.Command(memtrapBin, append([]string{"attach", strconv.Itoa(pid), "--format", "json", "--backtrace", "0"}, flags...)...)
+	errp, _ := mt.StderrPipe()
+	if err := mt.Start(); err != nil {
+		t.Fatal(err)
+	}
+	mrd := bufio.NewReader(errp)
+	for {
+		l, err := mrd.ReadString('\n')
+		if err != nil {
+			mt.Wait()
+			t.Fatalf("memtrap ended before it watched: %v", err)
+		}
+		if strings.Contains(l, `"event":"watch"`) {
+			break
+		}
+	}
+	time.Sleep(time.Duration(rand.IntN(2*period*1000)) * time.Microsecond)
+	mt.Process.Kill()
+	// The guardian holds memtrap's stderr until it is done.
+	rest, _ := readAll(mrd)
+	mt.Wait()
+	if !strings.Contains(rest, "its guardian gave back what memtrap had changed") {
+		return fmt.Errorf("no word of the guardian; memtrap's stderr: %s", rest)
+	}
+	// What the target printed so far, then two ticks more.
+	var all []string
+	for drained := false; !drained; {
+		select {
+		case l := <-lines:
+			all = append(all, l)
+		default:
+			drained = true
+		}
+	}
+	for k := len(all); len(all) < k+2; {
+		l, err := next()
+		if err != nil {
+			target.Wait()
+			return fmt.Errorf("the target after memtrap's death: %v (%v); memtrap's stderr: %s", err, target.ProcessState, rest)
+		}
+		all = append(all, l)
+	}
+	if after := mapsOf(t, pid); after != before {
+		return fmt.Errorf("maps changed:\n%s\nwere:\n%s", after, before)
+	}
+	if tp, err := tracerPid(pid); err != nil || tp != 0 {
+		return fmt.Errorf("still traced by %d (%v)", tp, err)
+	}
+	stdin.Close()
+	for {
+		l, err := next()
+		if err != nil {
+			break
+		}
+		all = append(all, l)
+	}
+	err := target.Wait()
+	ws, _ := target.ProcessState.Sys().(syscall.WaitStatus)
+	if err == nil || !ws.Exited() || ws.ExitStatus() != 7 {
+		return fmt.Errorf("target ended with %v; its last lines %q", target.ProcessState, all[max(0, len(all)-3):])
+	}
+	// Every bump printed its value: no write lost or doubled.
+	n := len(all) - 1
+	for i, l := range all[:n] {
+		if l != fmt.Sprintf("tick %d", i+1) {
+			return fmt.Errorf("line %d of the target: %q", i+1, l)
+		}
+	}
+	if want := fmt.Sprintf("done %d, code intact", n); all[n] != want {
+		return fmt.Errorf("the target's last line %q, want %q", all[n], want)
+	}
+	return nil
+}
