@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,16 +36,30 @@ func TestGuardianSIGKILL(t *testing.T) {
 	for _, name := range engines(t, "page", "hw", "page+hooks") {
 		t.Run(name, func(t *testing.T) {
 			survived := 0
+			var seized, done []int
 			for i := 0; i < tries; i++ {
-				if err := guardedTry(t, prog, period, cases[name]); err != nil {
+				s, d, err := guardedTry(t, prog, period, cases[name])
+				if err != nil {
 					t.Errorf("try %d: %v", i+1, err)
 					continue
 				}
 				survived++
+				seized, done = append(seized, s), append(done, d)
 			}
-			t.Logf("%s: %d of %d targets survived memtrap's SIGKILL", name, survived, tries)
+			slices.Sort(seized)
+			slices.Sort(done)
+			t.Logf("%s: %d of %d targets survived memtrap's SIGKILL; the guardian seized the target %s us, and was done %s us, after it saw memtrap die (min/median/max)",
+				name, survived, tries, spread(seized), spread(done))
 		})
 	}
+}
+
+// spread is the min/median/max of sorted.
+func spread(sorted []int) string {
+	if len(sorted) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d/%d", sorted[0], sorted[len(sorted)/2], sorted[len(sorted)-1])
 }
 
 func envInt(name string, def int) int {
@@ -55,8 +70,9 @@ func envInt(name string, def int) int {
 }
 
 // guardedTry attaches to a fresh target, kills memtrap at a random moment
-// within two periods of the armed watch, and checks the target.
-func guardedTry(t *testing.T, prog string, period int, flags []string) error {
+// within two periods of the armed watch, and checks the target. It returns
+// the guardian's times, as it says them.
+func guardedTry(t *testing.T, prog string, period int, flags []string) (seized, done int, err error) {
 	t.Helper()
 	target := exec.Command(prog, strconv.Itoa(period))
 	stdin, _ := target.StdinPipe()
@@ -110,8 +126,12 @@ func guardedTry(t *testing.T, prog string, period int, flags []string) error {
 	// The guardian holds memtrap's stderr until it is done.
 	rest, _ := readAll(mrd)
 	mt.Wait()
-	if !strings.Contains(rest, "its guardian gave back what memtrap had changed") {
-		return fmt.Errorf("no word of the guardian; memtrap's stderr: %s", rest)
+	i := strings.Index(rest, "its guardian gave back what memtrap had changed")
+	if i < 0 {
+		return 0, 0, fmt.Errorf("no word of the guardian; memtrap's stderr: %s", rest)
+	}
+	if j := strings.Index(rest[i:], "(seized "); j >= 0 {
+		fmt.Sscanf(rest[i+j:], "(seized %d us after it saw memtrap die, done after %d us)", &seized, &done)
 	}
 	// What the target printed so far, then two ticks more.
 	var all []string
@@ -127,15 +147,15 @@ func guardedTry(t *testing.T, prog string, period int, flags []string) error {
 		l, err := next()
 		if err != nil {
 			target.Wait()
-			return fmt.Errorf("the target after memtrap's death: %v (%v); memtrap's stderr: %s", err, target.ProcessState, rest)
+			return 0, 0, fmt.Errorf("the target after memtrap's death: %v (%v); memtrap's stderr: %s", err, target.ProcessState, rest)
 		}
 		all = append(all, l)
 	}
 	if after := mapsOf(t, pid); after != before {
-		return fmt.Errorf("maps changed:\n%s\nwere:\n%s", after, before)
+		return 0, 0, fmt.Errorf("maps changed:\n%s\nwere:\n%s", after, before)
 	}
 	if tp, err := tracerPid(pid); err != nil || tp != 0 {
-		return fmt.Errorf("still traced by %d (%v)", tp, err)
+		return 0, 0, fmt.Errorf("still traced by %d (%v)", tp, err)
 	}
 	stdin.Close()
 	for {
@@ -145,20 +165,20 @@ func guardedTry(t *testing.T, prog string, period int, flags []string) error {
 		}
 		all = append(all, l)
 	}
-	err := target.Wait()
+	werr := target.Wait()
 	ws, _ := target.ProcessState.Sys().(syscall.WaitStatus)
-	if err == nil || !ws.Exited() || ws.ExitStatus() != 7 {
-		return fmt.Errorf("target ended with %v; its last lines %q", target.ProcessState, all[max(0, len(all)-3):])
+	if werr == nil || !ws.Exited() || ws.ExitStatus() != 7 {
+		return 0, 0, fmt.Errorf("target ended with %v; its last lines %q", target.ProcessState, all[max(0, len(all)-3):])
 	}
 	// Every bump printed its value: no write lost or doubled.
 	n := len(all) - 1
 	for i, l := range all[:n] {
 		if l != fmt.Sprintf("tick %d", i+1) {
-			return fmt.Errorf("line %d of the target: %q", i+1, l)
+			return 0, 0, fmt.Errorf("line %d of the target: %q", i+1, l)
 		}
 	}
 	if want := fmt.Sprintf("done %d, code intact", n); all[n] != want {
-		return fmt.Errorf("the target's last line %q, want %q", all[n], want)
+		return 0, 0, fmt.Errorf("the target's last line %q, want %q", all[n], want)
 	}
-	return nil
+	return seized, done, nil
 }

@@ -139,21 +139,28 @@ func (f *frames) read(fd int) {
 // says is changed, and lets it go.
 func rescue(s *State, pidfd int, errw io.Writer) int {
 	start := time.Now()
-	p, err := tracer.Reclaim(s.Pid, start.Add(reclaimTimeout))
+	// The pidfd tells the target from a process that took its pid later.
+	gone := func() bool {
+		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+		n, _ := unix.Poll(fds, 0)
+		return n > 0
+	}
+	p, err := tracer.Reclaim(s.Pid, start.Add(reclaimTimeout), gone)
+	if err == nil && gone() {
+		_ = p.Detach()
+		err = tracer.ErrNoProcess
+	}
 	if err != nil {
 		if errors.Is(err, tracer.ErrNoProcess) {
-			return 0 // it ended with memtrap
+			// It ended with memtrap, or of a trap memtrap's death left
+			// it no time to be saved from.
+			fmt.Fprintf(errw, "memtrap: died while attached to process %d, which ended (%s) before its guardian could take it over\n", s.Pid, endOf(s.Pid))
+			return 1
 		}
 		fmt.Fprintf(errw, "memtrap: died while attached to process %d, and its guardian could not take the process over: %v\n", s.Pid, err)
 		return 1
 	}
 	seized := time.Since(start)
-	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-	if n, _ := unix.Poll(fds, 0); n > 0 {
-		// Not the target: it has exited, and its pid was taken again.
-		_ = p.Detach()
-		return 0
-	}
 	notes, err := restore(p, s)
 	if errors.Is(err, errExec) {
 		notes, err = append(notes, "it executed a new program meanwhile: nothing of memtrap's is left in it"), nil
@@ -379,4 +386,27 @@ func inside(threads []*tracer.Thread, m Span) bool {
 		}
 	}
 	return false
+}
+
+// endOf says how process pid ended, from its zombie's /proc/PID/stat (its
+// 52nd field is the wait status), as far as it can still be told.
+func endOf(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "reaped already"
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 50 || f[0] != "Z" {
+		return "its pid is someone else's now"
+	}
+	code, err := strconv.Atoi(f[49])
+	if err != nil {
+		return "a zombie"
+	}
+	ws := unix.WaitStatus(code)
+	if ws.Signaled() {
+		return fmt.Sprintf("killed by signal %d", int(ws.Signal()))
+	}
+	return fmt.Sprintf("exit status %d", ws.ExitStatus())
 }
