@@ -25,14 +25,15 @@
 //
 // # The window
 //
-// The kernel lets the tracees of a dead tracer go before the guardian can
-// seize them: a write to an armed page in between kills the target (the
-// guardian seizes it a few tens of microseconds after the release, spinning
-// on PTRACE_SEIZE from the moment the pipe closes). A thread that memtrap
-// held in a signal-delivery-stop for its own trap (a write being
-// completed, a breakpoint being handled) is let go with that signal and
-// dies of it; one stopped in the middle of an injected system call or a
-// single-step runs on with memtrap's registers. Neither can be helped from
-// outside: ptrace has no way to take a stopped thread's signal back without
-// resuming it.
+// The kernel lets a dead tracer's tracees go only when the tracer's thread
+// runs its own exit, some 0.1-6 ms after the SIGKILL on a loaded machine;
+// the guardian, woken by that thread's end (a PIDFD_THREAD pidfd) or by the
+// pipe's, has every thread seized a fraction of a millisecond later. A
+// trap the target runs into in between kills it: before the release it
+// stops the target for a tracer that is gone, and the kernel delivers its
+// signal when it lets the target go; after, nothing traces it. So does a
+// trap memtrap was handling when it died; a thread it was single-stepping
+// or injecting a system call into runs on with memtrap's registers. ptrace
+// has no way to take a stopped thread's signal back without resuming it,
+// and one tracer only: this cannot be helped from another process.
 package guard

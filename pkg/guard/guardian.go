@@ -71,24 +71,32 @@ func Main(args []string, errw io.Writer) int {
 	if tracerFd < 0 {
 		fds = fds[:1]
 	}
-	for !in.closed && !in.ended {
-		if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
+	tracerGone := false
+	for !in.closed && !in.ended && !tracerGone {
+		if _, err := unix.Poll(fds, -1); err == unix.EINTR {
+			continue
+		} else if err != nil {
 			return 1
 		}
 		if fds[0].Revents != 0 {
 			in.read(stateFd)
 		}
-		if len(fds) > 1 && fds[1].Revents != 0 {
-			// The tracer is gone: what it wrote is all in the pipe.
-			for !in.closed && !in.ended {
-				rd := []unix.PollFd{{Fd: stateFd, Events: unix.POLLIN}}
-				if n, _ := unix.Poll(rd, 0); n <= 0 {
-					break
-				}
-				in.read(stateFd)
+		tracerGone = len(fds) > 1 && fds[1].Revents != 0
+	}
+	if tracerGone {
+		// What it wrote is all in the pipe.
+		for !in.closed && !in.ended {
+			rd := []unix.PollFd{{Fd: stateFd, Events: unix.POLLIN}}
+			if n, _ := unix.Poll(rd, 0); n <= 0 {
+				break
 			}
-			break
+			in.read(stateFd)
 		}
+	} else if in.closed && len(fds) > 1 {
+		// The pipe closes as memtrap's last thread gives up its files,
+		// which may come before the tracer thread's end: wait for it
+		// rather than spin on PTRACE_SEIZE.
+		_, _ = unix.Poll(fds[1:], int(reclaimTimeout.Milliseconds()))
 	}
 	s := in.last
 	if in.ended || s == nil || s.Empty() || s.Pid != pid {
