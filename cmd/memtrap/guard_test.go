@@ -122,29 +122,24 @@ func guardedTry(t *testing.T, prog string, period int, random bool, flags []stri
 		t.Fatal(err)
 	}
 	mrd := bufio.NewReader(errp)
-	for {
-		l, err := mrd.ReadString('\n')
-		if err != nil {
-			mt.Wait()
-			t.Fatalf("memtrap ended before it watched: %v", err)
-		}
-		if strings.Contains(l, `"event":"watch"`) {
-			break
-		}
-	}
-	if random {
-		time.Sleep(time.Duration(rand.IntN(2*period*1000)) * time.Microsecond)
-	} else {
+	// awaitEvent reads memtrap's events up to one of kind ev.
+	awaitEvent := func(ev string) {
 		for {
 			l, err := mrd.ReadString('\n')
 			if err != nil {
 				mt.Wait()
-				t.Fatalf("memtrap ended before it reported a write: %v", err)
+				t.Fatalf("memtrap ended before a %s event: %v", ev, err)
 			}
-			if strings.Contains(l, `"event":"write"`) {
-				break
+			if strings.Contains(l, `"event":"`+ev+`"`) {
+				return
 			}
 		}
+	}
+	awaitEvent("watch")
+	if random {
+		time.Sleep(time.Duration(rand.IntN(2*period*1000)) * time.Microsecond)
+	} else {
+		awaitEvent("write")
 		time.Sleep(time.Duration(period/2) * time.Millisecond)
 	}
 	mt.Process.Kill()
@@ -155,8 +150,11 @@ func guardedTry(t *testing.T, prog string, period int, random bool, flags []stri
 	var all []string
 	for drained := false; !drained; {
 		select {
-		case l := <-lines:
-			all = append(all, l)
+		case l, ok := <-lines:
+			if ok {
+				all = append(all, l)
+			}
+			drained = !ok
 		default:
 			drained = true
 		}

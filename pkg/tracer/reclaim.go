@@ -39,12 +39,7 @@ func Reclaim(pid int, deadline time.Time, gone func() bool) (*Process, error) {
 		_, _, _ = unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 	}
 	p.addThread(pid)
-	if err := p.seizeAll(); err != nil {
-		p.detachAll()
-		return nil, err
-	}
-	if err := p.openMem(); err != nil {
-		p.detachAll()
+	if err := p.seizeAllOpen(); err != nil {
 		return nil, err
 	}
 	return p, nil
