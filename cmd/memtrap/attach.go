@@ -25,7 +25,10 @@ func newAttachCmd(s *Streams, runF func(*AttachOptions) error) *cobra.Command {
 		Use:   "attach PID [flags]",
 		Short: "Watch a running process; Ctrl-C detaches and leaves it running",
 		Example: `  memtrap attach 1234 --addr 0x7f12a4c01000 --len 64
-  memtrap attach 1234 --symbol config --when-value 0`,
+  memtrap attach 1234 --symbol config --when-value 0
+  memtrap attach 1234 --symbol config --when 'changed && at(apply_*)' --on-hit stop   # then: gdb -p 1234
+  memtrap attach 1234 --heap size=40 --summary
+  memtrap attach 1234 --symbol stats --max-writes 100 --format json -o stats.jsonl`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usagef("attach: want exactly one PID, got %d arguments", len(args))

@@ -28,6 +28,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	memtrapBin = filepath.Join(dir, "memtrap")
+	// The DWARF indexes memtrap keeps between runs go here, not in the
+	// user's cache.
+	os.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
 	if out, err := exec.Command("go", "build", "-o", memtrapBin, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building memtrap: %v\n%s", err, out)
 		os.Exit(1)
@@ -227,7 +230,7 @@ func TestTextReport(t *testing.T) {
 	prog := fixture.Build(t, "examples/stomp.c", "-O0", "-g", "-fno-omit-frame-pointer")
 	r := memtrap(t, "run", "--symbol", "session+8", "--len", "8", "--", prog)
 	for _, want := range []string{
-		"#1 tid ", " wrote session+8+0 (0x", "8 bytes: 0x0 -> 0x5ec0de5ec0de",
+		"#1 tid ", " wrote session.token (session+8+0, 0x", "8 bytes: 0x0 -> 0x5ec0de5ec0de",
 		"mov qword ptr [rip+", "#0  issue_token+0x", "main+0x",
 		"#7 tid ", "1 byte: 0x5e -> 0x0\n",
 		"memtrap: 7 writes reported,", "target exited with status 3",
@@ -342,31 +345,7 @@ func TestWhenValue(t *testing.T) {
 func TestAttachDetach(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/ticker.c", "-O0")
 	const n = 150
-	target := exec.Command(prog, fmt.Sprint(n))
-	stdout, err := target.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer target.Process.Kill()
-	out := bufio.NewReader(stdout)
-	if line, _ := out.ReadString('\n'); line != "ready\n" {
-		t.Fatalf("target said %q", line)
-	}
-	var lines []string
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			l, err := out.ReadString('\n')
-			if err != nil {
-				return
-			}
-			lines = append(lines, l)
-		}
-	}()
+	target, output := startReady(t, prog, fmt.Sprint(n))
 	before := mapsOf(t, target.Process.Pid)
 
 	mt := exec.Command(memtrapBin, "attach", fmt.Sprint(target.Process.Pid), "--format", "json", "--symbol", "ticks")
@@ -410,7 +389,7 @@ func TestAttachDetach(t *testing.T) {
 	if before != after {
 		t.Fatalf("maps differ after detach:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-	<-done // every line read before Wait closes the pipe
+	lines := output() // every line read before Wait closes the pipe
 	if err := target.Wait(); err != nil {
 		t.Fatalf("target: %v", err)
 	}
@@ -422,6 +401,39 @@ func TestAttachDetach(t *testing.T) {
 			t.Fatalf("line %d: %q", i, lines[i])
 		}
 	}
+}
+
+// startReady starts prog, waits for its "ready" line, and collects the
+// rest of its output: output waits for its end (the pipe's), and returns
+// the lines. The target is killed when the test ends.
+func startReady(t *testing.T, prog string, args ...string) (target *exec.Cmd, output func() []string) {
+	t.Helper()
+	target = exec.Command(prog, args...)
+	stdout, err := target.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Process.Kill() })
+	out := bufio.NewReader(stdout)
+	if line, _ := out.ReadString('\n'); line != "ready\n" {
+		t.Fatalf("target said %q", line)
+	}
+	var lines []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			l, err := out.ReadString('\n')
+			if err != nil {
+				return
+			}
+			lines = append(lines, l)
+		}
+	}()
+	return target, func() []string { <-done; return lines }
 }
 
 func readAll(r *bufio.Reader) (string, error) {

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/memtrap/memtrap/internal/cond"
 	"github.com/memtrap/memtrap/internal/session"
 	"github.com/spf13/pflag"
 )
@@ -41,6 +42,12 @@ type watchFlags struct {
 	redzone    uint64
 	args       []string
 	locals     []string
+	when       string
+	color      string
+	onHit      string
+	maxWrites  int
+	last       int
+	summary    bool
 }
 
 // specValue appends to the ordered spec list, so that each --len belongs to
@@ -125,10 +132,16 @@ func (f *watchFlags) register(fs *pflag.FlagSet) {
 	fs.Var(&specValue{f, "addr"}, "addr", "watch the region starting at ADDR (decimal or 0x hex); repeatable, each with its --len")
 	fs.Var(&specValue{f, "len"}, "len", "length in bytes of the preceding --addr (or --symbol, overriding its size)")
 	fs.Var(&specValue{f, "symbol"}, "symbol", "watch the ELF symbol NAME[+OFF] (executable or any loaded library); repeatable")
-	fs.StringVar(&f.whenValue, "when-value", "", "report only writes after which the watched value equals V")
-	fs.IntVar(&f.width, "width", 8, "bytes of the watched value for --when-value on regions larger than 8 bytes (1, 2, 4, 8)")
+	fs.StringVar(&f.when, "when", "", "report only the writes EXPR holds for: a C expression of old, new, addr, off, size, tid, pid, seq, kernel, changed, in(FUNC), at(FUNC), file(PATTERN) (see README)")
+	fs.StringVar(&f.whenValue, "when-value", "", "report only writes after which the watched value equals V (--when 'new == V')")
+	fs.IntVar(&f.width, "width", 8, "bytes of the watched value (old, new, --when-value) on regions larger than 8 bytes (1, 2, 4, 8)")
+	fs.StringVar(&f.onHit, "on-hit", "", "stop: at the first reported write, leave the target stopped right after it, detached, for gdb -p")
+	fs.IntVar(&f.maxWrites, "max-writes", 0, "after N reported writes, stop watching and let the target run on untraced")
+	fs.IntVar(&f.last, "last", 0, "keep only the last N writes and report them at the end (the crash after a stomp)")
+	fs.BoolVar(&f.summary, "summary", false, "end with a table of the writers: count and share per writing instruction, its threads")
 	fs.IntVar(&f.backtrace, "backtrace", 8, "frames of backtrace to print per write (0: none)")
 	fs.StringVar(&f.format, "format", "text", "report format: text or json (JSON Lines)")
+	fs.StringVar(&f.color, "color", "auto", "colours in the text report: auto (on a terminal, unless NO_COLOR is set), always or never")
 	fs.StringVarP(&f.output, "output", "o", "", "write reports to FILE instead of stderr")
 	fs.StringVar(&f.engine, "engine", "auto", "auto (hw when every region fits 4 debug registers, else page), page (write-protected pages) or hw (debug registers)")
 	fs.BoolVar(&f.pending, "pending", false, "a --symbol not found at start waits for a library that defines it (always so for module:name when the module is not loaded yet)")
@@ -302,6 +315,26 @@ func (f *watchFlags) options() (session.Options, error) {
 		}
 		o.WhenValue = &v
 	}
+	if f.when != "" {
+		e, err := cond.Parse(f.when)
+		if err != nil {
+			return session.Options{}, usagef("--when %q: %v", f.when, err)
+		}
+		o.When = e
+	}
+	switch f.onHit {
+	case "", "stop":
+		o.OnHit = f.onHit
+	default:
+		return session.Options{}, usagef("--on-hit %q: the action is stop", f.onHit)
+	}
+	if f.maxWrites < 0 {
+		return session.Options{}, usagef("--max-writes %d: must be 1 or more", f.maxWrites)
+	}
+	if f.last < 0 {
+		return session.Options{}, usagef("--last %d: must be 1 or more", f.last)
+	}
+	o.MaxWrites, o.Last, o.Summary = f.maxWrites, f.last, f.summary
 	switch f.width {
 	case 1, 2, 4, 8:
 	default:
@@ -324,6 +357,12 @@ func (f *watchFlags) options() (session.Options, error) {
 	case "text", "json":
 	default:
 		return session.Options{}, usagef("--format %q: must be text or json", f.format)
+	}
+	switch f.color {
+	case "auto", "always", "never":
+		o.Color = f.color
+	default:
+		return session.Options{}, usagef("--color %q: must be auto, always or never", f.color)
 	}
 	return o, nil
 }

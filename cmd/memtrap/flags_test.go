@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/memtrap/memtrap/internal/cond"
 	"github.com/memtrap/memtrap/internal/session"
 )
 
@@ -40,7 +41,7 @@ func parse(args ...string) verbRun {
 // defaults are the options of a bare run or attach over specs.
 func defaults(specs ...session.Spec) session.Options {
 	return session.Options{Specs: specs, Width: 8, Backtrace: 8, Engine: "auto", Completer: "emulate",
-		KernelWrites: true, Format: "text"}
+		KernelWrites: true, Format: "text", Color: "auto"}
 }
 
 func u64(v uint64) *uint64 { return &v }
@@ -59,6 +60,9 @@ func TestVerbOptions(t *testing.T) {
 	heap := defaults()
 	heap.Heap = []session.HeapSpec{{MinSize: 40, MaxSize: 40}, {MinSize: 32, MaxSize: 64, Site: "Session::create", Nth: 3}, {Site: "parse_header", Every: 100}}
 	heap.Freed = true
+	hunt := defaults(session.Spec{Symbol: "val"})
+	hunt.When, _ = cond.Parse("new > 5 && in(parse_*)")
+	hunt.OnHit, hunt.MaxWrites, hunt.Last, hunt.Summary, hunt.Color = "stop", 3, 10, true, "never"
 	calls := defaults()
 	calls.Args = []session.ArgSpec{{Func: "fill_record", N: 1, Len: 64}, {Func: "Session::create", N: 2}, {Func: "ns::Pool::take", N: 7, Len: 0x10}}
 	calls.Locals = []session.LocalSpec{{Func: "process_batch", Var: "scratch"}, {Func: "ns::f", Var: "buf"}}
@@ -67,6 +71,9 @@ func TestVerbOptions(t *testing.T) {
 		args []string
 		want any // a *RunOptions or *AttachOptions; its IO is the streams'
 	}{
+		{"the hunt's flags", []string{"run", "--symbol", "val", "--when", "new > 5 && in(parse_*)", "--on-hit", "stop",
+			"--max-writes", "3", "--last", "10", "--summary", "--color", "never", "--", "p"},
+			&RunOptions{Watch: hunt, Argv: []string{"p"}}},
 		{"addr and len", []string{"run", "--addr", "0x404040", "--len", "64", "--", "./server", "--port", "8080"},
 			&RunOptions{Watch: defaults(session.Spec{Addr: 0x404040, Len: 64}), Argv: []string{"./server", "--port", "8080"}}},
 		{"decimal addr, its len first", []string{"run", "--len", "16", "--addr", "4096", "--", "p"},

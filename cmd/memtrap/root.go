@@ -43,7 +43,7 @@ func (e *ExitError) Error() string { return fmt.Sprintf("exit %d", e.Code) }
 // Main runs memtrap with args and returns the process exit code.
 func Main(args []string, in io.Reader, out, errw io.Writer) int {
 	s := &Streams{In: in, Out: out, Err: errw}
-	return execute(newRootCmd(s, newRunCmd(s, nil), newAttachCmd(s, nil), newVersionCmd(s), newManCmd(s)), args, errw)
+	return execute(newRootCmd(s, newRunCmd(s, nil), newAttachCmd(s, nil), newVersionCmd(s), newReportCmd(s), newManCmd(s)), args, errw)
 }
 
 // execute runs root with args, and turns what went wrong into one line on

@@ -22,7 +22,13 @@ func newRunCmd(s *Streams, runF func(*RunOptions) error) *cobra.Command {
 		Use:   "run [flags] -- PROGRAM [ARGS...]",
 		Short: "Launch a program and watch its memory from its first instruction",
 		Example: `  memtrap run --symbol counter -- ./prog
-  memtrap run --addr 0x404040 --len 64 --format json -o writes.jsonl -- ./prog arg`,
+  memtrap run --addr 0x404040 --len 64 --format json -o writes.jsonl -- ./prog arg
+  memtrap run --symbol cfg.limits.max --when 'new > 100 && !in(reload_*)' -- ./server
+  memtrap run --symbol session --when 'new == 0' --on-hit stop -- ./prog   # then: gdb -p PID
+  memtrap run --symbol refcount --summary --backtrace 0 -- ./prog           # who writes most
+  memtrap run --heap size=40 --last 5 -- ./prog                             # the writes before the crash
+  memtrap run --symbol table --max-writes 10 -- ./prog                      # then run on untraced
+  memtrap run --heap size=32-64,site=parse_header --freed --redzone 8 -- ./prog`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("run: no program given (memtrap run [flags] -- PROGRAM [ARGS...])")

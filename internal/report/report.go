@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -25,6 +24,9 @@ type Write struct {
 	Tid    int
 	Region string // the name of the region written
 	Offset uint64 // of Addr from the region's start
+	// Field names Addr by the region's DWARF type, where it has one:
+	// "cfg.limits.max", "session.token[3]"; "" otherwise.
+	Field string
 	// Block is the heap block the region is (heap#Block), 0 if none.
 	Block int
 	// Kind says what the write is besides a write: "use-after-free" (the
@@ -102,6 +104,8 @@ type Reporter interface {
 	Unmapped(r Region, how string) error
 	// Heap buffers, as Write does.
 	Heap(h *Heap) error
+	// Writers ends a report with the table of who wrote (--summary).
+	Writers(ws []Writer) error
 	End(s Summary) error
 }
 
@@ -115,6 +119,24 @@ func New(format string, w io.Writer) Reporter {
 	return &textReporter{w: bw}
 }
 
+// TextOptions tune the text report for where it goes.
+type TextOptions struct {
+	// Color marks the writer's function, old -> new and the kind of a
+	// write with ANSI colours.
+	Color bool
+	// Dir, if set, is the working directory: paths under it are shown
+	// relative to it where that is shorter.
+	Dir string
+	// Sync flushes every event at once: on a terminal, each report
+	// appears before the writer runs on and prints anything of its own.
+	Sync bool
+}
+
+// NewText returns a text reporter over w.
+func NewText(w io.Writer, o TextOptions) Reporter {
+	return &textReporter{w: bufio.NewWriter(w), o: o}
+}
+
 // hexValue renders written bytes: a little-endian number up to 8 bytes,
 // else the bytes in memory order.
 func hexValue(b []byte) string {
@@ -126,91 +148,6 @@ func hexValue(b []byte) string {
 		return fmt.Sprintf("%#x", v)
 	}
 	return hex.EncodeToString(b)
-}
-
-type textReporter struct{ w *bufio.Writer }
-
-func (r *textReporter) Start(pid int, engine string, regions []Region) error {
-	for _, rg := range regions {
-		fmt.Fprintf(r.w, "memtrap: watching %s at %#x, %d bytes, in process %d (engine %s)\n", rg.Name, rg.Addr, rg.Len, pid, engine)
-	}
-	return r.w.Flush()
-}
-
-func (r *textReporter) Write(ev *Write) error {
-	w := r.w
-	kind := ""
-	if ev.Kind != "" {
-		kind = " [" + ev.Kind + "]"
-	}
-	fmt.Fprintf(w, "#%d tid %d wrote %s+%d (%#x)%s, %d byte%s: %s -> %s\n",
-		ev.Seq, ev.Tid, ev.Region, ev.Offset, ev.Addr, kind, ev.Size, plural(ev.Size), hexValue(ev.Old), hexValue(ev.New))
-	switch {
-	case ev.Syscall != "":
-		fmt.Fprintf(w, "    kernel write by %s(2), syscall returning to %#x\n", ev.Syscall, ev.PC)
-	case ev.Signal != 0:
-		fmt.Fprintf(w, "    kernel write: the %s frame for its handler, interrupting %#x\n", signalName(ev.Signal), ev.PC)
-	case ev.AfterPC:
-		fmt.Fprintf(w, "    just before %#x (debug registers trap after the store)\n", ev.PC)
-	case ev.Insn == "":
-		fmt.Fprintf(w, "    at %#x: (undecodable instruction; write seen by comparison)\n", ev.PC)
-	default:
-		fmt.Fprintf(w, "    at %#x: %s\n", ev.PC, ev.Insn)
-	}
-	for i, f := range ev.Backtrace {
-		fmt.Fprintf(w, "    #%-2d %s\n", i, frameString(f))
-	}
-	return nil
-}
-
-func (r *textReporter) Heap(h *Heap) error {
-	w := r.w
-	switch h.Event {
-	case "alloc":
-		fmt.Fprintf(w, "heap#%d: %s of %d byte%s at %#x, tid %d\n", h.Block, h.Fn, h.Size, plural(h.Size), h.Addr, h.Tid)
-	case "realloc":
-		if h.From == h.Addr {
-			fmt.Fprintf(w, "heap#%d: realloc resized it in place to %d byte%s, tid %d\n", h.Block, h.Size, plural(h.Size), h.Tid)
-		} else {
-			fmt.Fprintf(w, "heap#%d: realloc moved it from %#x to %#x, %d byte%s, tid %d\n", h.Block, h.From, h.Addr, h.Size, plural(h.Size), h.Tid)
-		}
-	default:
-		fmt.Fprintf(w, "heap#%d: %s(%#x), tid %d\n", h.Block, h.Fn, h.Addr, h.Tid)
-	}
-	for i, f := range h.Backtrace {
-		fmt.Fprintf(w, "    #%-2d %s\n", i, frameString(f))
-	}
-	return nil
-}
-
-func frameString(f Frame) string {
-	var b strings.Builder
-	if f.Func != "" {
-		fmt.Fprintf(&b, "%s+%#x", f.Func, f.Offset)
-		if f.Args != nil {
-			b.WriteString(" (")
-			for i, a := range f.Args {
-				if i > 0 {
-					b.WriteString(", ")
-				}
-				v := a.Value
-				if v == "" {
-					v = "<optimized out>"
-				}
-				fmt.Fprintf(&b, "%s=%s", a.Name, v)
-			}
-			b.WriteString(")")
-		}
-	} else {
-		fmt.Fprintf(&b, "%#x", f.PC)
-	}
-	if f.Module != "" {
-		fmt.Fprintf(&b, " (%s)", f.Module)
-	}
-	if f.File != "" {
-		fmt.Fprintf(&b, " %s:%d", f.File, f.Line)
-	}
-	return b.String()
 }
 
 func plural(n uint64) string {
@@ -236,26 +173,6 @@ func signalName(n int) string {
 		return ""
 	}
 	return signalNames[n]
-}
-
-func (r *textReporter) Note(msg string) error {
-	fmt.Fprintf(r.w, "memtrap: %s\n", msg)
-	return r.w.Flush()
-}
-
-func (r *textReporter) End(s Summary) error {
-	var how string
-	switch {
-	case s.Detached:
-		how = "detached; the target runs on"
-	case s.Signaled:
-		how = fmt.Sprintf("target killed by signal %d", s.Signal)
-	default:
-		how = fmt.Sprintf("target exited with status %d", s.Code)
-	}
-	fmt.Fprintf(r.w, "memtrap: %d write%s reported, %d fault%s taken; %s\n",
-		s.Writes, plural(uint64(s.Writes)), s.Faults, plural(uint64(s.Faults)), how)
-	return r.w.Flush()
 }
 
 type jsonReporter struct {
@@ -318,6 +235,10 @@ func (r *jsonReporter) Write(ev *Write) error {
 	b = appendJSONString(b, ev.Region)
 	b = append(b, `,"offset":`...)
 	b = strconv.AppendUint(b, ev.Offset, 10)
+	if ev.Field != "" {
+		b = append(b, `,"field":`...)
+		b = appendJSONString(b, ev.Field)
+	}
 	if ev.Block != 0 {
 		b = append(b, `,"block":`...)
 		b = strconv.AppendInt(b, int64(ev.Block), 10)
@@ -496,9 +417,6 @@ func appendJSONString(b []byte, s string) []byte {
 // Flush sends what Write buffered.
 func (r *jsonReporter) Flush() error { return r.w.Flush() }
 
-// Flush sends what Write buffered.
-func (r *textReporter) Flush() error { return r.w.Flush() }
-
 func by(ev *Write) string {
 	if ev.Syscall != "" || ev.Signal != 0 {
 		return "kernel"
@@ -514,11 +432,6 @@ func (r *jsonReporter) Unmapped(rg Region, how string) error {
 		Len    uint64 `json:"len"`
 		How    string `json:"how"`
 	}{"unmapped", rg.Name, fmt.Sprintf("%#x", rg.Addr), rg.Len, how})
-}
-
-func (r *textReporter) Unmapped(rg Region, how string) error {
-	fmt.Fprintf(r.w, "memtrap: region %s (%#x, %d bytes) lost memory to %s; whatever of it is still mapped stays watched\n", rg.Name, rg.Addr, rg.Len, how)
-	return r.w.Flush()
 }
 
 func (r *jsonReporter) Note(msg string) error {

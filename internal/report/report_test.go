@@ -36,6 +36,7 @@ func jsonWriteEvent(ev *Write) []byte {
 		Size      uint64      `json:"size"`
 		Region    string      `json:"region"`
 		Offset    uint64      `json:"offset"`
+		Field     string      `json:"field,omitempty"`
 		Block     int         `json:"block,omitempty"`
 		Kind      string      `json:"kind,omitempty"`
 		Old       string      `json:"old"`
@@ -48,7 +49,7 @@ func jsonWriteEvent(ev *Write) []byte {
 		Syscall   string      `json:"syscall,omitempty"`
 		Signal    int         `json:"signal,omitempty"`
 		Backtrace []jsonFrame `json:"backtrace"`
-	}{"write", ev.Seq, ev.Pid, ev.Tid, fmt.Sprintf("%#x", ev.Addr), ev.Size, ev.Region, ev.Offset, ev.Block, ev.Kind,
+	}{"write", ev.Seq, ev.Pid, ev.Tid, fmt.Sprintf("%#x", ev.Addr), ev.Size, ev.Region, ev.Offset, ev.Field, ev.Block, ev.Kind,
 		hexValue(ev.Old), hexValue(ev.New), fmt.Sprintf("%#x", ev.PC), ev.Insn, ev.Exact, ev.AfterPC,
 		by(ev), ev.Syscall, ev.Signal, bt})
 	if err != nil {
@@ -77,6 +78,7 @@ func TestJSONWriteLine(t *testing.T) {
 			{Seq: 1 << 40, Pid: 1, Tid: 1, Region: name, Addr: ^uint64(0),
 				Size: 16, Old: bytes.Repeat([]byte{0xab}, 16), New: make([]byte, 16), PC: 0, AfterPC: true, Syscall: "read"},
 			{Region: name, Old: []byte{}, New: []byte{9}, Signal: 10},
+			{Region: "cfg", Field: name + ".limits[3]", Offset: 12, Old: []byte{1}, New: []byte{2}},
 			{Region: "heap#3", Block: 3, Kind: "use-after-free", Offset: 24, Old: []byte{1}, New: []byte{2}},
 		} {
 			var out bytes.Buffer
@@ -169,5 +171,20 @@ func TestJSONHeapLine(t *testing.T) {
 		if want := jsonHeapEvent(h); !bytes.Equal(out.Bytes(), want) {
 			t.Errorf("%s:\n got %s\nwant %s", h.Event, out.Bytes(), want)
 		}
+	}
+}
+
+// An --addr region is named by its address once; a symbol region by its
+// name and address.
+func TestTextStart(t *testing.T) {
+	var out bytes.Buffer
+	r := NewText(&out, TextOptions{})
+	if err := r.Start(7, "page", []Region{{Name: "0x1000", Addr: 0x1000, Len: 64}, {Name: "cfg", Addr: 0x2000, Len: 8}}); err != nil {
+		t.Fatal(err)
+	}
+	want := "memtrap: watching 0x1000, 64 bytes, in process 7 (engine page)\n" +
+		"memtrap: watching cfg at 0x2000, 8 bytes, in process 7 (engine page)\n"
+	if out.String() != want {
+		t.Errorf("got\n%swant\n%s", out.String(), want)
 	}
 }

@@ -35,13 +35,26 @@ func Attach(opts Options, pid int) (code int, err error) {
 			defer g.Close()
 		}
 		sum, err = se.attachWatch(wopts, g, gerr)
+		if err == nil {
+			se.prepareEnd(sum)
+			if se.hit != nil && se.opts.OnHit == "stop" {
+				se.stopped = se.stoppedLine()
+			}
+		}
 		return err
 	})
 	if err != nil {
 		return 0, err
 	}
 	se.notePending()
-	if err := se.rep.End(sum); err != nil {
+	if se.hit != nil {
+		if se.opts.OnHit == "stop" {
+			_ = se.rep.Note(se.stopped)
+		} else {
+			_ = se.rep.Note(fmt.Sprintf("%d write%s reported (--max-writes): detached; process %d runs on untraced", se.kept, plural(se.kept), pid))
+		}
+	}
+	if err := se.finishReport(sum); err != nil {
 		return 0, err
 	}
 	if sum.Detached {
@@ -65,7 +78,7 @@ func (se *session) attachWatch(wopts pagewatch.Options, g *guard.Link, gerr erro
 	}
 	regions, err := se.resolve()
 	if err == nil {
-		err = se.checkWhenValue(regions)
+		err = se.checkWhen(regions)
 	}
 	if err != nil {
 		letGo(nil)
@@ -123,7 +136,11 @@ func (se *session) attachWatch(wopts pagewatch.Options, g *guard.Link, gerr erro
 			if ths := p.Threads(); len(ths) > 0 {
 				t = ths[0]
 			}
-			letGo(w)
+			// As a requested detach does: stops still queued (a
+			// breakpoint hit, a signal) are settled first.
+			if derr := w.Detach(tracer.Stop{Kind: tracer.StopWake, Thread: t}); derr != nil {
+				letGo(w)
+			}
 		}
 		return report.Summary{}, err
 	}

@@ -2,22 +2,68 @@ package session
 
 import (
 	"io"
+	"os"
 	"testing"
 
 	"github.com/memtrap/memtrap/internal/fixture"
 	"github.com/memtrap/memtrap/pkg/pagewatch"
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"github.com/memtrap/memtrap/pkg/tracer"
+	"github.com/memtrap/memtrap/pkg/unwind"
 )
 
 // BenchmarkUnwindSymbolize: what reporting costs per trapped write beyond
-// the trap itself: a 10-frame CFI unwind of a live, stopped thread and the
-// symbolization (function, module, file:line) of every frame.
+// the trap itself: the CFI unwind of a live, stopped thread, the
+// symbolization (function, module, file:line, parameters) of every frame
+// and the JSON event. Two stacks:
+//
+//   - deep: deep.c at -O0, a store ten frames deep (--backtrace 10);
+//   - main: the bench workload's store in main at -O1, with the default
+//     8 frames, through libc's start-up code, whose parameters are in
+//     location lists.
+//
+// and two kinds of write:
+//
+//   - same-site: the 2nd..Nth write from one store site, as in a hot loop;
+//   - new-site: a write from a site not seen before, every module already
+//     indexed (the symbol table's per-pc answers and the unwinder's CFI rows
+//     are started over at each write).
 func BenchmarkUnwindSymbolize(b *testing.B) {
-	prog := fixture.Build(b, "cmd/memtrap/testdata/deep.c", "-O0", "-g")
-	o := Options{Backtrace: 10, Format: "json", Out: io.Discard, Width: 8, Engine: "page", Completer: "emulate",
-		Specs: []Spec{{Symbol: "value"}}}
-	err := tracer.Locked(func() error {
-		p, err := tracer.Launch([]string{prog}, tracer.LaunchOptions{})
+	stacks := []struct {
+		name   string
+		src    string
+		flags  []string
+		args   []string
+		symbol string
+		frames int
+	}{
+		{"deep", "cmd/memtrap/testdata/deep.c", []string{"-O0", "-g"}, nil, "value", 10},
+		{"main", "scripts/bench/workload.c", []string{"-O1", "-g", "-pthread"}, []string{"write", "1"}, "hot", 8},
+	}
+	for _, st := range stacks {
+		prog := fixture.Build(b, st.src, st.flags...)
+		for _, kind := range []string{"same-site", "new-site"} {
+			b.Run(st.name+"/"+kind, func(b *testing.B) {
+				o := Options{Backtrace: st.frames, Format: "json", Out: io.Discard, Width: 8, Engine: "page",
+					Completer: "emulate", Specs: []Spec{{Symbol: st.symbol, Len: 8}}}
+				benchReports(b, append([]string{prog}, st.args...), o, kind == "new-site")
+			})
+		}
+	}
+}
+
+// benchReports times the report of the first write argv makes to o's
+// region, b.N times over; newSite starts the per-pc caches over before
+// each.
+func benchReports(b *testing.B, argv []string, o Options, newSite bool) {
+	b.Setenv("XDG_CACHE_HOME", b.TempDir())
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer null.Close()
+	err = tracer.Locked(func() error {
+		p, err := tracer.Launch(argv, tracer.LaunchOptions{Stdio: [3]*os.File{nil, null, nil}})
 		if err != nil {
 			return err
 		}
@@ -33,22 +79,39 @@ func BenchmarkUnwindSymbolize(b *testing.B) {
 			return err
 		}
 		opts := se.watchOptions()
-		var frames int
+		reported := false
 		opts.Unwind = true
 		opts.Report = func(w *pagewatch.Write) (func() error, error) {
-			// The writer stays stopped through all b.N reports.
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
+			maps, err := procmaps.Read(w.Pid)
+			if err != nil {
+				return nil, err
+			}
+			report := func() error {
 				finish, err := se.onReport(w)
 				if err != nil {
-					return nil, err
+					return err
 				}
-				if err := finish(); err != nil {
+				return finish()
+			}
+			// Index every module the stack goes through.
+			if err := report(); err != nil {
+				return nil, err
+			}
+			// The writer stays stopped through all b.N reports.
+			for b.Loop() {
+				if newSite {
+					// Another map and back: nothing learnt
+					// about a pc survives.
+					se.syms.Update(nil)
+					se.syms.Update(maps)
+					se.unw = unwind.New(se.syms)
+					se.imageOf = nil
+				}
+				if err := report(); err != nil {
 					return nil, err
 				}
 			}
-			b.StopTimer()
-			frames = 10
+			reported = true
 			return nil, nil
 		}
 		w, err := pagewatch.New(p, regions, opts)
@@ -62,7 +125,7 @@ func BenchmarkUnwindSymbolize(b *testing.B) {
 			return err
 		}
 		_, err = w.Run()
-		if frames == 0 {
+		if !reported {
 			b.Fatal("no write trapped")
 		}
 		return err

@@ -3,10 +3,12 @@ package session
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/memtrap/memtrap/internal/report"
+	"github.com/memtrap/memtrap/pkg/bpfhook"
 	"github.com/memtrap/memtrap/pkg/hook"
 	"github.com/memtrap/memtrap/pkg/pagewatch"
 	"github.com/memtrap/memtrap/pkg/symbols"
@@ -61,6 +63,8 @@ type allocFn struct {
 	// out: posix_memalign returns the block through its first argument,
 	// and 0 in rax.
 	out bool
+	// gate: the same, for the kernel's filter (package bpfhook).
+	gate bpfhook.Call
 }
 
 func arg1(r *unix.PtraceRegs) uint64 { return r.Rdi }
@@ -69,16 +73,16 @@ func arg2(r *unix.PtraceRegs) uint64 { return r.Rsi }
 // allocators are the entry points hooked, glibc's names; C++'s operator
 // new and delete reach them.
 var allocators = []allocFn{
-	{name: "malloc", size: arg1},
-	{name: "calloc", size: func(r *unix.PtraceRegs) uint64 { return r.Rdi * r.Rsi }},
-	{name: "realloc", size: arg2, ptr: arg1},
-	{name: "reallocarray", size: func(r *unix.PtraceRegs) uint64 { return r.Rsi * r.Rdx }, ptr: arg1},
-	{name: "posix_memalign", size: func(r *unix.PtraceRegs) uint64 { return r.Rdx }, out: true},
-	{name: "aligned_alloc", size: arg2},
-	{name: "memalign", size: arg2},
-	{name: "valloc", size: arg1},
-	{name: "pvalloc", size: func(r *unix.PtraceRegs) uint64 { return (r.Rdi + 4095) &^ 4095 }},
-	{name: "free", ptr: arg1},
+	{name: "malloc", size: arg1, gate: bpfhook.Call{Size: []int{1}}},
+	{name: "calloc", size: func(r *unix.PtraceRegs) uint64 { return r.Rdi * r.Rsi }, gate: bpfhook.Call{Size: []int{1, 2}}},
+	{name: "realloc", size: arg2, ptr: arg1, gate: bpfhook.Call{Size: []int{2}, Ptr: 1}},
+	{name: "reallocarray", size: func(r *unix.PtraceRegs) uint64 { return r.Rsi * r.Rdx }, ptr: arg1, gate: bpfhook.Call{Size: []int{2, 3}, Ptr: 1}},
+	{name: "posix_memalign", size: func(r *unix.PtraceRegs) uint64 { return r.Rdx }, out: true, gate: bpfhook.Call{Size: []int{3}}},
+	{name: "aligned_alloc", size: arg2, gate: bpfhook.Call{Size: []int{2}}},
+	{name: "memalign", size: arg2, gate: bpfhook.Call{Size: []int{2}}},
+	{name: "valloc", size: arg1, gate: bpfhook.Call{Size: []int{1}}},
+	{name: "pvalloc", size: func(r *unix.PtraceRegs) uint64 { return (r.Rdi + 4095) &^ 4095 }, gate: bpfhook.Call{Size: []int{1}, PageRound: true}},
+	{name: "free", ptr: arg1, gate: bpfhook.Call{Ptr: 1}},
 }
 
 // heapWatch is the session's watch of heap blocks: the allocator's entry
@@ -175,7 +179,11 @@ func (se *session) onFork(parent, child *pagewatch.Watch, forker *tracer.Thread)
 		return nil
 	}
 	c := child.Process()
-	child.SetHooks(ph.Fork(c, forker.Tid, c.Pid))
+	ch, err := ph.Fork(c, forker.Tid, c.Pid)
+	if err != nil {
+		return err
+	}
+	child.SetHooks(ch)
 	se.watches[c.Pid] = child
 	if h := se.heaps[parent.Process().Pid]; h != nil {
 		se.heaps[c.Pid] = h.fork(child)
@@ -238,7 +246,11 @@ func (se *session) hookHeap(w *pagewatch.Watch, hooks *hook.Set) (string, error)
 	if se.opts.Redzone > 0 && !h.glibc {
 		_ = se.rep.Note(fmt.Sprintf("--redzone: %s is not glibc's allocator, whose chunk headers tell where a block's slack ends; blocks are watched without a redzone", module))
 	}
-	var hooked []string
+	gate := se.heapGate(p.Pid)
+	if gate != nil {
+		hooks.UseGate(gate)
+	}
+	var hooked, trapped []string
 	seen := map[uint64]bool{}
 	for _, fn := range allocators {
 		addr, ok := definedIn(syms.Definitions(fn.name), module)
@@ -247,23 +259,89 @@ func (se *session) hookHeap(w *pagewatch.Watch, hooks *hook.Set) (string, error)
 		}
 		seen[addr] = true
 		fn := fn
-		if err := hooks.Add(addr, func(t *tracer.Thread, regs *unix.PtraceRegs) error {
+		if err := hooks.AddGated(addr, func(t *tracer.Thread, regs *unix.PtraceRegs) error {
 			// The process's own: a followed child has a copy.
 			if hw := se.heapOf(t); hw != nil {
 				return hw.call(fn, t, regs)
 			}
 			return nil
-		}); err != nil {
+		}, fn.gate); err != nil {
 			return "", fmt.Errorf("--heap: hooking %s: %w", fn.name, err)
 		}
 		hooked = append(hooked, fn.name)
+		if hooks.Trapped(addr) {
+			trapped = append(trapped, fn.name)
+		}
+	}
+	if gate != nil {
+		if ok, err := hooks.OpenGate(); !ok {
+			if err != nil {
+				_ = se.rep.Note(fmt.Sprintf("--heap: %v; every allocator call stops memtrap (int3 breakpoints)", err))
+			}
+			gate, trapped = nil, nil
+		}
 	}
 	se.heaps[p.Pid] = h
 	specs := make([]string, len(se.opts.Heap))
 	for i, s := range se.opts.Heap {
 		specs[i] = s.String()
 	}
-	return fmt.Sprintf("watching heap blocks (%s) from their allocation on: %s of %s hooked", strings.Join(specs, "; "), strings.Join(hooked, ", "), module), nil
+	how := "by int3 breakpoints, every call stopped"
+	switch {
+	case gate != nil && len(trapped) == 0:
+		how = "by BPF uprobes, only the calls that matter stopped"
+	case gate != nil:
+		how = fmt.Sprintf("by BPF uprobes, only the calls that matter stopped (%s by int3 breakpoints)", strings.Join(trapped, ", "))
+	}
+	return fmt.Sprintf("watching heap blocks (%s) from their allocation on: %s of %s hooked %s", strings.Join(specs, "; "), strings.Join(hooked, ", "), module, how), nil
+}
+
+// heapGate is the gate that filters the allocator calls of process pid
+// in the kernel, or nil where the int3 path is the one to take: no BPF
+// uprobes here, MEMTRAP_HOOKS=int3 (tests run both paths), or a spec
+// with no size (a site alone: every call needs its backtrace).
+func (se *session) heapGate(pid int) *bpfhook.Gate {
+	if os.Getenv("MEMTRAP_HOOKS") == "int3" {
+		return nil
+	}
+	var ranges [][2]uint64
+	for _, s := range se.opts.Heap {
+		if s.MaxSize == 0 {
+			return nil
+		}
+		ranges = append(ranges, [2]uint64{s.MinSize, s.MaxSize})
+	}
+	if err := bpfhook.Available(); err != nil {
+		_ = se.rep.Note(fmt.Sprintf("--heap: %v; every allocator call stops memtrap (int3 breakpoints)", err))
+		return nil
+	}
+	g, err := bpfhook.New(pid, ranges)
+	if err != nil {
+		_ = se.rep.Note(fmt.Sprintf("--heap: %v; every allocator call stops memtrap (int3 breakpoints)", err))
+		return nil
+	}
+	return g
+}
+
+// gateBooks tells the gate of the process what its filter needs from the
+// watch: the watched blocks' addresses, and whether every call matters
+// (its writes into a redzone or a freed block are the allocator's).
+func (h *heapWatch) gateBooks(watch, unwatch uint64) error {
+	g := h.hooks.Gate()
+	if g == nil {
+		return nil
+	}
+	if watch != 0 {
+		if err := g.Watch(watch); err != nil {
+			return err
+		}
+	}
+	if unwatch != 0 {
+		if err := g.Unwatch(unwatch); err != nil {
+			return err
+		}
+	}
+	return g.StopAll(h.reds > 0 || len(h.freed) > 0)
 }
 
 // pickAllocator chooses, of the modules that define malloc, the one a
@@ -432,9 +510,11 @@ func (h *heapWatch) allocated(t *tracer.Thread, fn string, addr, size uint64, fr
 	if err := h.w.AddRegions(t, b.regionsOf()); err != nil {
 		return fmt.Errorf("watching heap#%d: %w", b.id, err)
 	}
-	h.track(b)
+	if err := h.track(b); err != nil {
+		return err
+	}
 	return h.se.rep.Heap(&report.Heap{Event: "alloc", Block: b.id, Addr: addr, Size: size, Fn: fn,
-		Pid: t.Process().Pid, Tid: t.Tid, Backtrace: h.se.symbolizeFrames(t.Process().Pid, frames, nil)})
+		Pid: t.Process().Pid, Tid: t.Tid, Backtrace: h.se.symbolizeFrames(h.se.image(t.Process().Pid), t.Process().Pid, frames, nil)})
 }
 
 // redzone is the region after a block's requested bytes, up to --redzone
@@ -462,8 +542,9 @@ func (h *heapWatch) redzone(addr, size uint64, name string) *pagewatch.Region {
 	return &pagewatch.Region{Name: name, Addr: addr + size, Len: hi - addr - size}
 }
 
-// track and untrack keep the books of a block's regions.
-func (h *heapWatch) track(b *block) {
+// track and untrack keep the books of a block's regions, the gate's
+// too.
+func (h *heapWatch) track(b *block) error {
 	h.live[b.addr] = b
 	for _, r := range b.regionsOf() {
 		h.regions[r] = b
@@ -471,9 +552,10 @@ func (h *heapWatch) track(b *block) {
 	if b.red != nil {
 		h.reds++
 	}
+	return h.gateBooks(b.addr, 0)
 }
 
-func (h *heapWatch) untrack(b *block) {
+func (h *heapWatch) untrack(b *block) error {
 	delete(h.live, b.addr)
 	for _, r := range b.regionsOf() {
 		delete(h.regions, r)
@@ -481,6 +563,7 @@ func (h *heapWatch) untrack(b *block) {
 	if b.red != nil {
 		h.reds--
 	}
+	return h.gateBooks(0, b.addr)
 }
 
 // moved follows a block realloc moved or resized.
@@ -488,7 +571,9 @@ func (h *heapWatch) moved(t *tracer.Thread, b *block, addr, size uint64) error {
 	if err := h.w.RemoveRegions(t, b.regionsOf()); err != nil {
 		return err
 	}
-	h.untrack(b)
+	if err := h.untrack(b); err != nil {
+		return err
+	}
 	from := b.addr
 	b.addr, b.size = addr, size
 	b.region = &pagewatch.Region{Name: b.region.Name, Addr: addr, Len: size}
@@ -496,7 +581,9 @@ func (h *heapWatch) moved(t *tracer.Thread, b *block, addr, size uint64) error {
 	if err := h.w.AddRegions(t, b.regionsOf()); err != nil {
 		return fmt.Errorf("watching heap#%d: %w", b.id, err)
 	}
-	h.track(b)
+	if err := h.track(b); err != nil {
+		return err
+	}
 	return h.se.rep.Heap(&report.Heap{Event: "realloc", Block: b.id, From: from, Addr: addr, Size: size, Fn: "realloc",
 		Pid: t.Process().Pid, Tid: t.Tid})
 }
@@ -517,11 +604,13 @@ func (h *heapWatch) free(t *tracer.Thread, regs *unix.PtraceRegs, fn string, ptr
 		frames = h.se.image(h.p.Pid).unw.Unwind(unwind.RegsFromPtrace(regs), &stackWindow{p: h.p}, n)
 	}
 	if err := h.se.rep.Heap(&report.Heap{Event: "free", Block: b.id, Addr: ptr, Fn: fn, Pid: t.Process().Pid, Tid: t.Tid,
-		Backtrace: h.se.symbolizeFrames(h.p.Pid, frames, nil)}); err != nil {
+		Backtrace: h.se.symbolizeFrames(h.se.image(h.p.Pid), h.p.Pid, frames, nil)}); err != nil {
 		return err
 	}
 	if !h.se.opts.Freed {
-		h.untrack(b)
+		if err := h.untrack(b); err != nil {
+			return err
+		}
 		return h.w.RemoveRegions(t, b.regionsOf())
 	}
 	// Freed: the redzone goes (the allocator owns the chunk now), the
@@ -531,11 +620,16 @@ func (h *heapWatch) free(t *tracer.Thread, regs *unix.PtraceRegs, fn string, ptr
 			return err
 		}
 	}
-	h.untrack(b)
+	if err := h.untrack(b); err != nil {
+		return err
+	}
 	b.red = nil
 	h.regions[b.region] = b
 	b.freed = true
 	h.freed[ptr] = b
+	if err := h.gateBooks(0, 0); err != nil {
+		return err
+	}
 	return h.inside(t)
 }
 
@@ -571,7 +665,7 @@ func (h *heapWatch) reused(t *tracer.Thread, addr, size uint64) error {
 			}
 		}
 	}
-	return nil
+	return h.gateBooks(0, 0)
 }
 
 // keep drops the allocator's own writes: those a thread makes inside an

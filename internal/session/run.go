@@ -24,8 +24,10 @@ func Run(opts Options, argv []string) (code int, err error) {
 	se := newSession(opts)
 	wopts := se.watchOptions()
 	// A launched target keeps memtrap until it ends: a seccomp filter
-	// can stop only the syscalls that matter.
-	wopts.SyscallFilter = true
+	// can stop only the syscalls that matter. Unless memtrap is to let it
+	// go before it ends: the filter cannot be taken out, and its stops
+	// need a tracer that asked for them.
+	wopts.SyscallFilter = !se.handsOff()
 	end := se.begin()
 	defer end()
 	var sum report.Summary
@@ -43,13 +45,14 @@ func Run(opts Options, argv []string) (code int, err error) {
 			return err
 		}
 		sum = st
+		se.prepareEnd(sum)
 		return nil
 	})
 	if err != nil {
 		return 0, err
 	}
 	se.notePending()
-	if err := se.rep.End(sum); err != nil {
+	if err := se.finishReport(sum); err != nil {
 		return 0, err
 	}
 	return exitCode(sum), nil
@@ -68,7 +71,7 @@ func (se *session) runWatch(wopts pagewatch.Options) (report.Summary, error) {
 	}
 	regions, err := se.resolve()
 	if err == nil {
-		err = se.checkWhenValue(regions)
+		err = se.checkWhen(regions)
 	}
 	if err != nil {
 		return report.Summary{}, err
@@ -100,6 +103,9 @@ func (se *session) runWatch(wopts pagewatch.Options) (report.Summary, error) {
 	st, err := w.Run()
 	if err != nil {
 		return report.Summary{}, err
+	}
+	if w.HandedOff() {
+		return se.afterHandOff(summary(w, st))
 	}
 	if n := p.Kept(); n > 0 {
 		// They inherited the syscall filter, which needs its tracer.
@@ -171,4 +177,58 @@ func (se *session) notePending() {
 	for _, s := range se.pending {
 		_ = se.rep.Note(fmt.Sprintf("symbol %s never resolved: no library loaded defined it, nothing was watched for it", s.Symbol))
 	}
+}
+
+// handsOff reports whether the session may let the target go before it
+// ends (--on-hit stop, --max-writes).
+func (se *session) handsOff() bool { return se.opts.OnHit != "" || se.opts.MaxWrites > 0 }
+
+// afterHandOff says what became of a launched target memtrap let go, and
+// waits for its end: it is memtrap's child, which must outlive it (a
+// stopped process whose parent exits gets SIGHUP then SIGCONT from the
+// kernel, as an orphaned stopped job does, and would die of it).
+func (se *session) afterHandOff(sum report.Summary) (report.Summary, error) {
+	pid := se.p.Pid
+	if se.opts.OnHit == "stop" {
+		_ = se.rep.Note(se.stoppedLine() + "; memtrap waits for it to end")
+	} else {
+		_ = se.rep.Note(fmt.Sprintf("%d write%s reported (--max-writes): not watching any more; process %d runs on untraced", se.kept, plural(se.kept), pid))
+	}
+	_ = se.rep.Flush()
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(pid, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return sum, fmt.Errorf("waiting for process %d: %w", pid, err)
+		}
+		break
+	}
+	sum.Detached = false
+	if ws.Signaled() {
+		sum.Signaled, sum.Signal = true, int(ws.Signal())
+	} else {
+		sum.Code = ws.ExitStatus()
+	}
+	return sum, nil
+}
+
+// stoppedLine tells where --on-hit stop left the target, and how to go on.
+func (se *session) stoppedLine() string {
+	wr := se.hit
+	by := fmt.Sprintf("%#x", wr.PC)
+	if loc, ok := se.image(wr.Pid).syms.Lookup(wr.PC); ok && loc.Func != "" {
+		by = loc.Func
+		if loc.File != "" {
+			by += fmt.Sprintf(" (%s:%d)", loc.File, loc.Line)
+		}
+	}
+	if wr.Syscall != "" {
+		by = wr.Syscall + "(2) in " + by
+	}
+	// gdb's attach queues a SIGSTOP of its own, which the first continue
+	// would report (and pass on, stopping it again): the handle skips it.
+	return fmt.Sprintf("process %d stopped after write #%d by %s; continue with: gdb -p %d -ex 'handle SIGSTOP nostop noprint nopass'", wr.Pid, wr.Seq, by, wr.Pid)
 }

@@ -3,13 +3,16 @@ package session
 import (
 	"errors"
 	"fmt"
-	"github.com/memtrap/memtrap/pkg/procmaps"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 
+	"github.com/memtrap/memtrap/internal/cond"
 	"github.com/memtrap/memtrap/internal/report"
 	"github.com/memtrap/memtrap/pkg/pagewatch"
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"github.com/memtrap/memtrap/pkg/symbols"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"github.com/memtrap/memtrap/pkg/unwind"
@@ -53,14 +56,29 @@ type Options struct {
 	// on its stack, while the call lasts.
 	Args   []ArgSpec
 	Locals []LocalSpec
-	Format string    // text or json
-	Out    io.Writer // where the report goes
+	// When keeps only the writes it holds for (with WhenValue, both).
+	When *cond.Expr
+	// OnHit "stop": at the first kept write, hand the target off in
+	// group-stop for another debugger. MaxWrites > 0: after that many
+	// kept writes, stop watching and let the target run on untraced.
+	OnHit     string
+	MaxWrites int
+	// Last > 0 keeps only the last Last writes, reported at the end;
+	// Summary ends the report with a table of the writers.
+	Last    int
+	Summary bool
+	Format  string // text or json
+	// Color is auto (on a terminal, unless NO_COLOR is set), always or
+	// never: colours in the text report.
+	Color string
+	Out   io.Writer // where the report goes
 }
 
 // session is one watch of one process, from its options to the final
 // summary.
 type session struct {
 	opts    Options
+	tty     bool   // the report goes to a terminal
 	pending []Spec // --symbol not found yet: waiting for a library
 	rep     report.Reporter
 	p       *tracer.Process
@@ -77,6 +95,68 @@ type session struct {
 	heaps   map[int]*heapWatch
 	watches map[int]*pagewatch.Watch
 	blocks  int // heap blocks numbered so far
+
+	// The condition (--when, --when-value), how many writes it saw and
+	// kept, the write that set off a hand-off, what predicates answered
+	// per code address, and the last writer unwound.
+	expr     *cond.Expr
+	seen     int
+	kept     int
+	hit      *pagewatch.Write
+	predMemo map[predKey]bool
+	unwound  struct {
+		w      *pagewatch.Write
+		depth  int
+		frames []unwind.Frame
+		mem    *stackWindow
+	}
+	// last holds the --last writes, oldest first from lastHead, to be
+	// made into events at the end; writers counts writes per writing
+	// instruction for --summary.
+	last       []pendingWrite
+	lastHead   int
+	lastEvents []*report.Write
+	writers    map[writerKey]*writerCount
+	table      []report.Writer
+	// stopped is where --on-hit stop left the target, for the end.
+	stopped string
+	// named holds the --symbol each symbol region was resolved from, and
+	// fields the member names of their offsets (see fieldName).
+	named  map[*pagewatch.Region]string
+	fields map[fieldKey]string
+}
+
+type fieldKey struct {
+	r         *pagewatch.Region
+	off, size uint64
+}
+
+// nameRegion remembers that r is the --symbol expr, so that its writes can
+// be named by member.
+func (se *session) nameRegion(r *pagewatch.Region, expr string) {
+	if se.named == nil {
+		se.named = map[*pagewatch.Region]string{}
+	}
+	se.named[r] = expr
+}
+
+// fieldName is the member of a --symbol region a write falls in
+// (cfg.limits.max), "" when DWARF does not say: once per offset and size.
+func (se *session) fieldName(w *pagewatch.Write) string {
+	expr, ok := se.named[w.Region]
+	if !ok {
+		return ""
+	}
+	k := fieldKey{w.Region, w.Offset, w.Size}
+	if n, ok := se.fields[k]; ok {
+		return n
+	}
+	n, _ := se.image(w.Pid).syms.Field(expr, w.Offset, w.Size)
+	if se.fields == nil {
+		se.fields = map[fieldKey]string{}
+	}
+	se.fields[k] = n
+	return n
 }
 
 // image symbolizes one address space: a symbol table over its maps and an
@@ -90,8 +170,20 @@ func newImage(p *tracer.Process, maps []procmaps.Mapping) *image {
 	syms := symbols.NewTable(maps, symbols.Options{
 		Root:       fmt.Sprintf("/proc/%d/root", p.Pid),
 		ReadMemory: p.ReadMemory,
+		CacheDir:   cacheDir(),
 	})
 	return &image{syms, unwind.New(syms)}
+}
+
+// cacheDir is where the indexes of modules' DWARF are kept between runs
+// (symbols.Options.CacheDir): $XDG_CACHE_HOME/memtrap, else
+// ~/.cache/memtrap; "" when neither is known.
+func cacheDir() string {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(d, "memtrap")
 }
 
 // image returns the image pid's writes are symbolized with: its own once it
@@ -115,7 +207,34 @@ func (se *session) image(pid int) *image {
 }
 
 func newSession(opts Options) *session {
-	return &session{opts: opts, rep: report.New(opts.Format, opts.Out), heaps: map[int]*heapWatch{}, watches: map[int]*pagewatch.Watch{}}
+	se := &session{opts: opts, heaps: map[int]*heapWatch{}, watches: map[int]*pagewatch.Watch{}}
+	se.tty = isTerminal(opts.Out)
+	if opts.Format == "json" {
+		se.rep = report.New("json", opts.Out)
+	} else {
+		to := report.TextOptions{Sync: se.tty}
+		to.Dir, _ = os.Getwd()
+		switch opts.Color {
+		case "always":
+			to.Color = true
+		case "never":
+		default:
+			to.Color = se.tty && os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
+		}
+		se.rep = report.NewText(opts.Out, to)
+	}
+	se.expr = se.condition()
+	return se
+}
+
+// isTerminal reports whether the report goes to a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 // watchSignals starts catching the signals that end a session, before any
@@ -159,25 +278,6 @@ type usageError string
 func (e usageError) Error() string        { return string(e) }
 func (e usageError) Is(target error) bool { return target == ErrUsage }
 
-// checkWhenValue refuses a --when-value the watched value can never equal:
-// wider than a region of at most 8 bytes, or than --width.
-func (se *session) checkWhenValue(regions []*pagewatch.Region) error {
-	v := se.opts.WhenValue
-	if v == nil {
-		return nil
-	}
-	for _, r := range regions {
-		n := uint64(se.opts.Width)
-		if r.Len <= 8 {
-			n = r.Len
-		}
-		if n < 8 && *v >= 1<<(8*n) {
-			return usageError(fmt.Sprintf("--when-value %#x does not fit %s, whose watched value is %d byte(s)", *v, r.Name, n))
-		}
-	}
-	return nil
-}
-
 func (se *session) resolve() ([]*pagewatch.Region, error) {
 	maps, err := procmaps.Read(se.p.Pid)
 	if err != nil {
@@ -207,7 +307,11 @@ func (se *session) resolve() ([]*pagewatch.Region, error) {
 }
 
 func (se *session) symbolRegion(s Spec) (*pagewatch.Region, error) {
-	return symbolRegionIn(se.syms, s)
+	r, err := symbolRegionIn(se.syms, s)
+	if err == nil {
+		se.nameRegion(r, s.Symbol)
+	}
+	return r, err
 }
 
 func symbolRegionIn(syms *symbols.Table, s Spec) (*pagewatch.Region, error) {
@@ -252,6 +356,7 @@ func (se *session) onExec(p *tracer.Process) ([]*pagewatch.Region, error) {
 			_ = se.rep.Note(fmt.Sprintf("%s is not in the new image of process %d: %v", s.Symbol, p.Pid, err))
 			continue
 		}
+		se.nameRegion(r, s.Symbol)
 		regions = append(regions, r)
 	}
 	return regions, nil
@@ -316,7 +421,6 @@ func (se *session) onLibraries() ([]*pagewatch.Region, error) {
 
 func (se *session) watchOptions() pagewatch.Options {
 	o := pagewatch.Options{
-		WhenValue:    se.opts.WhenValue,
 		Engine:       se.opts.Engine,
 		KernelWrites: se.opts.KernelWrites,
 		FollowForks:  se.opts.FollowForks,
@@ -332,6 +436,12 @@ func (se *session) watchOptions() pagewatch.Options {
 	if se.opts.Completer == "step" {
 		o.Completer = pagewatch.Stepper{}
 	}
+	if se.needsWhen() {
+		o.When = se.when
+	}
+	// On a terminal the target's output and the report share the screen:
+	// each report is out before its writer prints anything after it.
+	o.Sync = se.tty
 	if len(se.opts.Heap)+len(se.opts.Args)+len(se.opts.Locals) > 0 {
 		// Blocks and frames come and go by the thousand: the debug
 		// registers' four slots cannot hold them.
@@ -371,18 +481,13 @@ func exeOf(pid int) string {
 // is made off the writer's critical path.
 func (se *session) onReport(w *pagewatch.Write) (func() error, error) {
 	if se.opts.Backtrace <= 0 {
-		return func() error { return se.rep.Write(se.reportWrite(w)) }, nil
+		return func() error {
+			ev := se.reportWrite(w)
+			return se.deliver(w, func() *report.Write { return ev })
+		}, nil
 	}
-	mem := &stackWindow{p: w.Thread.Process()}
-	for off := 0; off+stackPage <= len(w.Stack); off += stackPage {
-		mem.keep(w.StackAddr+uint64(off), w.Stack[off:off+stackPage])
-	}
-	frames := se.image(w.Pid).unw.Unwind(unwind.RegsFromPtrace(&w.Regs), mem, se.opts.Backtrace)
-	if len(frames) > 0 {
-		// The writing instruction, also when the registers are those
-		// after it (debug registers).
-		frames[0].PC = w.PC
-	}
+	frames, mem := se.writerFrames(w, se.opts.Backtrace)
+	frames = frames[:min(len(frames), se.opts.Backtrace)]
 	sp := w.Regs.Rsp
 	for _, fr := range frames {
 		// A frame's parameters lie between its stack pointer (its
@@ -397,23 +502,29 @@ func (se *session) onReport(w *pagewatch.Write) (func() error, error) {
 		}
 	}
 	mem.frozen = true
-	return func() error { return se.rep.Write(se.symbolize(w, frames, mem)) }, nil
+	if se.opts.Last > 0 {
+		// Symbolized at the end: the pages the watch lent are its own
+		// again after this write.
+		mem.own(w.StackAddr, len(w.Stack))
+	}
+	img, pid := se.image(w.Pid), w.Pid
+	return func() error {
+		// The event now (its block's state is this write's), its
+		// symbols when it is printed.
+		ev := se.reportWrite(w)
+		return se.deliver(w, func() *report.Write {
+			ev.Backtrace = se.symbolizeFrames(img, pid, frames, mem)
+			return ev
+		})
+	}, nil
 }
 
 // maxFrameSpan bounds the stack onReport reads for one frame.
 const maxFrameSpan = 64 << 10
 
-// symbolize makes a write's event, with the backtrace onReport took.
-func (se *session) symbolize(w *pagewatch.Write, frames []unwind.Frame, mem *stackWindow) *report.Write {
-	ev := se.reportWrite(w)
-	ev.Backtrace = se.symbolizeFrames(w.Pid, frames, mem)
-	return ev
-}
-
-// symbolizeFrames names the frames of pid's stack; their parameters are
-// read from mem, or not at all if it is nil.
-func (se *session) symbolizeFrames(pid int, frames []unwind.Frame, mem *stackWindow) []report.Frame {
-	img := se.image(pid)
+// symbolizeFrames names the frames of pid's stack in its image img; their
+// parameters are read from mem, or not at all if it is nil.
+func (se *session) symbolizeFrames(img *image, pid int, frames []unwind.Frame, mem *stackWindow) []report.Frame {
 	refreshed := false
 	var out []report.Frame
 	for i, fr := range frames {
@@ -456,6 +567,7 @@ func (se *session) reportWrite(w *pagewatch.Write) *report.Write {
 		Seq: w.Seq, Pid: w.Pid, Tid: w.Tid, Region: w.Region.Name, Offset: w.Offset,
 		Addr: w.Addr, Size: w.Size, Old: w.Old, New: w.New, PC: w.PC, Insn: w.Insn,
 		Exact: w.Exact, Syscall: w.Syscall, Signal: w.Signal, AfterPC: w.AfterPC,
+		Field: se.fieldName(w),
 	}
 	if h := se.heaps[w.Pid]; h != nil {
 		h.annotate(ev, w.Region)
@@ -555,6 +667,16 @@ func (s *stackWindow) keep(base uint64, page []byte) {
 	s.pages[base] = page
 }
 
+// own replaces the pages of [base, base+n), lent by the watch, with
+// copies, so the window outlives the fault it was read at.
+func (s *stackWindow) own(base uint64, n int) {
+	for a := base; a < base+uint64(n); a += stackPage {
+		if pg := s.pages[a]; pg != nil {
+			s.pages[a] = append([]byte(nil), pg...)
+		}
+	}
+}
+
 // load reads the pages of [lo, hi) the window lacks.
 func (s *stackWindow) load(lo, hi uint64) {
 	var b [1]byte
@@ -612,9 +734,9 @@ func (se *session) args(img *image, fr unwind.Frame, pc uint64, mem *stackWindow
 			if p.Size > 0 && p.Size <= 4 {
 				// int-sized: signed decimal, as gdb prints an int.
 				shift := 64 - 8*uint(p.Size)
-				out[j].Value = fmt.Sprint(int64(p.Value<<shift) >> shift)
+				out[j].Value = strconv.FormatInt(int64(p.Value<<shift)>>shift, 10)
 			} else {
-				out[j].Value = fmt.Sprintf("%#x", p.Value)
+				out[j].Value = "0x" + strconv.FormatUint(p.Value, 16)
 			}
 		}
 	}

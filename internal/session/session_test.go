@@ -13,6 +13,7 @@ import (
 // returns the target's exit code.
 func TestRunReportsToOut(t *testing.T) {
 	prog := fixture.Build(t, "examples/stomp.c", "-O0", "-g")
+	t.Setenv("XDG_CACHE_HOME", t.TempDir()) // not the user's DWARF index cache
 	var out bytes.Buffer
 	code, err := Run(Options{
 		Specs: []Spec{{Symbol: "session+8", Len: 8}}, Width: 8, Backtrace: 2, Engine: "page",

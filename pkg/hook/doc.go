@@ -31,11 +31,25 @@
 // find their own. At the trampoline's int3 the thread continues at the
 // real return address and the ReturnFunc sees the result.
 //
+// # A gate
+//
+// With [Set.UseGate], [Set.AddGated] puts a function behind the kernel's
+// uprobes instead (package bpfhook), opened at [Set.OpenGate]: a call the
+// gate's BPF program does not let through runs on with no stop; one it
+// does stops with a SIGSTOP just past the function's first instruction,
+// and the HitFunc sees the call as it was at the entry (the registers the
+// program recorded there), as at a breakpoint. That is why a function
+// whose first instruction writes an argument register or one the
+// unwinder follows gets an int3 instead. [Set.Return] works the same from
+// either stop.
+//
 // # Lifetime and threads
 //
-// A Set belongs to one process. [Set.Remove] takes every breakpoint out and
-// gives every awaited call its return address back (detach); [Set.Release]
-// takes them out of a forked child that is let go; [Set.Forget] drops them
-// when the process executes a new image. Every method runs on the ptrace
-// thread, like the tracer's.
+// A Set belongs to one process. [Set.Remove] takes every breakpoint out,
+// gives every awaited call its return address back and closes the gate,
+// dropping the SIGSTOPs it sent that are still on their way (detach);
+// [Set.Release] takes them out of a forked child that is let go (the
+// kernel takes its own out of the child as the child runs into them);
+// [Set.Forget] drops them when the process executes a new image or ends.
+// Every method runs on the ptrace thread, like the tracer's.
 package hook

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/memtrap/memtrap/pkg/bpfhook"
 	"github.com/memtrap/memtrap/pkg/guard"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/arch/x86/x86asm"
@@ -35,6 +36,14 @@ type Set struct {
 	// signal comes back to its breakpoint for the same call, not a new
 	// one.
 	replay map[int]uint64
+	// gate: the kernel's uprobes (UseGate), gated their HitFuncs by
+	// entry address, gateStops the gate's stops Owns saw, by tid.
+	gate      *bpfhook.Gate
+	gated     map[uint64]HitFunc
+	gateStops map[int]gateStop
+	// gateFns, gateCalls: what the gate is (to be) attached to.
+	gateFns   []uint64
+	gateCalls []bpfhook.Call
 }
 
 type breakpoint struct {
@@ -71,9 +80,13 @@ func New(p *tracer.Process, t *tracer.Thread) (*Set, error) {
 		return nil, fmt.Errorf("mapping memtrap's code page in the target: %w", err)
 	}
 	s := &Set{p: p, page: uint64(addr), next: uint64(addr) + slotSize,
-		bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{}}
+		bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{},
+		gated: map[uint64]HitFunc{}, gateStops: map[int]gateStop{}}
 	// The trampoline: a return lands on an int3.
 	if err := p.WriteMemory(s.page, []byte{int3}); err != nil {
+		if _, uerr := t.Syscall(unix.SYS_MUNMAP, addr, pageSize); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("unmapping the code page again: %w", uerr))
+		}
 		return nil, err
 	}
 	return s, nil
@@ -164,9 +177,12 @@ func (s *Set) Return(t *tracer.Thread, regs *unix.PtraceRegs, f ReturnFunc) erro
 	return nil
 }
 
-// Owns says whether a stop is one of the set's breakpoints or its
-// trampoline.
+// Owns says whether a stop is one of the set's breakpoints, its
+// trampoline, or its gate's.
 func (s *Set) Owns(st tracer.Stop) bool {
+	if s.gateOwns(st) {
+		return true
+	}
 	if st.Kind != tracer.StopSignal || st.Sig != int(unix.SIGTRAP) || st.Info.Code() != siKernel {
 		return false
 	}
@@ -180,6 +196,9 @@ func (s *Set) Owns(st tracer.Stop) bool {
 // Handle runs what a stop that Owns is for, and leaves the thread stopped,
 // ready to go on (the caller resumes it) as if nothing had stood there.
 func (s *Set) Handle(t *tracer.Thread) error {
+	if gs, ok := s.gateStops[t.Tid]; ok {
+		return s.gateHit(t, gs)
+	}
 	var regs unix.PtraceRegs
 	if err := t.Regs(&regs); err != nil {
 		return err
@@ -193,6 +212,13 @@ func (s *Set) Handle(t *tracer.Thread) error {
 	if s.replay[t.Tid] == at {
 		delete(s.replay, t.Tid)
 	} else if err := bp.hit(t, &regs); err != nil {
+		// Back on the breakpoint's instruction: whoever gives up on
+		// this thread (restoring the byte, detaching) lets it run the
+		// call as if nothing had stood there.
+		regs.Rip = at
+		if serr := t.SetRegs(&regs); serr != nil {
+			err = errors.Join(err, serr)
+		}
 		return err
 	}
 	if bp.slot != 0 {
@@ -259,6 +285,9 @@ func (s *Set) returned(t *tracer.Thread, regs *unix.PtraceRegs) error {
 // first): the thread goes back to the breakpoint's instruction, or on to
 // the real return address.
 func (s *Set) Rewind(t *tracer.Thread) error {
+	if gs, ok := s.gateStops[t.Tid]; ok {
+		return s.gateRewind(t, gs)
+	}
 	var regs unix.PtraceRegs
 	if err := t.Regs(&regs); err != nil {
 		return err
@@ -282,18 +311,33 @@ func (s *Set) Rewind(t *tracer.Thread) error {
 // Remove takes every breakpoint out and gives every awaited call its real
 // return address back; t (stopped, the others too) unmaps the code page.
 // Threads stopped at one of the set's stops must be rewound first.
+//
+// A step that fails does not stop the others: as much of the target as
+// can be is given back, and the errors are returned together.
 func (s *Set) Remove(t *tracer.Thread) error {
+	var errs []error
+	if err := s.closeGate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.leavePage(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := s.restore(s.p); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	for tid, stack := range s.rets {
 		for _, c := range stack {
 			var b [8]byte
 			binary.LittleEndian.PutUint64(b[:], c.ra)
 			if err := s.p.WriteMemory(c.slot, b[:]); err != nil {
-				return fmt.Errorf("thread %d: giving a return address back: %w", tid, err)
+				errs = append(errs, fmt.Errorf("thread %d: giving a return address back: %w", tid, err))
 			}
 		}
+	}
+	if len(errs) > 0 {
+		// A return address or a breakpoint still points at the code
+		// page: it must stay.
+		return errors.Join(errs...)
 	}
 	s.rets, s.bps = map[int][]pending{}, map[uint64]*breakpoint{}
 	if t == nil {
@@ -301,6 +345,47 @@ func (s *Set) Remove(t *tracer.Thread) error {
 	}
 	_, err := t.Syscall(unix.SYS_MUNMAP, uintptr(s.page), pageSize)
 	return err
+}
+
+// leavePage moves every thread whose next instruction is in the code page
+// back into the program, to the instruction of its own that it stands
+// for: a thread at a displaced instruction's copy (handled, or stopped
+// there by another thread's stop) to the original, one past the copy to
+// the instruction after the original, one about to trap on the trampoline
+// to the return address it stands for. The page can then go.
+func (s *Set) leavePage() error {
+	var errs []error
+	for _, th := range s.p.Threads() {
+		var regs unix.PtraceRegs
+		if th.Regs(&regs) != nil || regs.Rip < s.page || regs.Rip >= s.page+pageSize {
+			continue
+		}
+		to := uint64(0)
+		if regs.Rip == s.page || regs.Rip == s.page+1 { // before or after the trampoline's int3
+			for _, c := range s.rets[th.Tid] {
+				if c.slot+8 == regs.Rsp {
+					to = c.ra
+				}
+			}
+		}
+		for _, bp := range s.bps {
+			switch regs.Rip {
+			case bp.slot:
+				to = bp.addr
+			case bp.slot + uint64(bp.len):
+				to = bp.addr + uint64(bp.len)
+			}
+		}
+		if to == 0 {
+			errs = append(errs, fmt.Errorf("thread %d is at %#x in memtrap's code page, at no instruction of its own", th.Tid, regs.Rip))
+			continue
+		}
+		regs.Rip = to
+		if err := th.SetRegs(&regs); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Release takes the breakpoints out of a forked child of the process that
@@ -322,18 +407,32 @@ func (s *Set) Release(child *tracer.Process, forker int) error {
 }
 
 func (s *Set) restore(p *tracer.Process) error {
+	var errs []error
 	for _, bp := range s.bps {
 		if err := p.WriteMemory(bp.addr, []byte{bp.orig}); err != nil {
-			return fmt.Errorf("taking the breakpoint at %#x out: %w", bp.addr, err)
+			errs = append(errs, fmt.Errorf("taking the breakpoint at %#x out: %w", bp.addr, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// Forget drops everything: the process executed a new image, the old
-// code and the code page are gone.
+// Forget drops everything: the process executed a new image, or ended;
+// the old code and the code page are gone.
 func (s *Set) Forget() {
 	s.bps, s.rets, s.replay = map[uint64]*breakpoint{}, map[int][]pending{}, map[int]uint64{}
+	if g := s.gate; g != nil {
+		// Closing waits for the kernel's grace period. After an execve
+		// it must be done before the new image runs, or the old
+		// uprobes would stop its calls; after the process's end nothing
+		// is in a hurry.
+		if exited, _ := s.p.Exited(); exited {
+			go g.Close()
+		} else {
+			g.Close()
+		}
+		s.gate = nil
+	}
+	s.gated, s.gateStops, s.gateFns, s.gateCalls = map[uint64]HitFunc{}, map[int]gateStop{}, nil, nil
 }
 
 // Trampoline is the address awaited calls return to.
@@ -342,16 +441,32 @@ func (s *Set) Trampoline() uint64 { return s.page }
 // Fork is the set of a forked child c of the process (the thread that
 // forked, parentTid, is c's only one, childTid): the child has the
 // parent's code, breakpoints and code page included, and the forking
-// thread's stack, awaited returns included.
-func (s *Set) Fork(c *tracer.Process, parentTid, childTid int) *Set {
-	cs := &Set{p: c, page: s.page, next: s.next, bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{}}
+// thread's stack, awaited returns included. A gate is made anew for the
+// child: the kernel's uprobes are the parent's.
+func (s *Set) Fork(c *tracer.Process, parentTid, childTid int) (*Set, error) {
+	cs := &Set{p: c, page: s.page, next: s.next, bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{},
+		gated: map[uint64]HitFunc{}, gateStops: map[int]gateStop{}}
 	for a, bp := range s.bps {
 		cs.bps[a] = bp
 	}
 	if stack := s.rets[parentTid]; len(stack) > 0 {
 		cs.rets[childTid] = append([]pending(nil), stack...)
 	}
-	return cs
+	if s.gate == nil {
+		return cs, nil
+	}
+	// No int3 can stand in for a gate that fails here: the child's code
+	// holds the kernel's breakpoints of the parent's uprobes until it
+	// runs into them.
+	g, err := s.gate.Fork(c.Pid)
+	if err != nil {
+		return nil, fmt.Errorf("child %d: %w", c.Pid, err)
+	}
+	cs.gate, cs.gateFns, cs.gateCalls = g, s.gateFns, s.gateCalls
+	for a, hit := range s.gated {
+		cs.gated[a] = hit
+	}
+	return cs, nil
 }
 
 // GuardState adds the breakpoints, the awaited returns and the code page

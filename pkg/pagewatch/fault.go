@@ -211,7 +211,7 @@ func (e *pageEngine) report(f *Fault, done bool) (resumed bool, err error) {
 	// resume it now, and build the Writes while the target runs. Unless a
 	// signal waits (its delivery may report a signal frame, which must
 	// come after this write), or --when-value may read the target.
-	early := !e.w.opts.Unwind && e.w.opts.WhenValue == nil && !f.Thread.Deferred()
+	early := !e.w.opts.Unwind && e.w.opts.When == nil && !e.w.opts.Sync && !f.Thread.Deferred()
 	if early {
 		if err := e.w.resume(f.Thread); err != nil {
 			return false, err
@@ -273,7 +273,7 @@ func (e *pageEngine) report(f *Fault, done bool) (resumed bool, err error) {
 		}
 		out = append(out, wr)
 	}
-	if !early {
+	if !early && !e.w.opts.Sync {
 		if err := e.w.resume(f.Thread); err != nil {
 			return false, err
 		}
@@ -297,6 +297,9 @@ func (e *pageEngine) report(f *Fault, done bool) (resumed bool, err error) {
 				return true, err
 			}
 		}
+	}
+	if e.w.opts.Sync {
+		return true, e.w.resume(f.Thread)
 	}
 	return true, nil
 }
@@ -353,26 +356,50 @@ func gather(pages map[uint64][]byte, lo, hi uint64, p *tracer.Process) ([]byte, 
 	return out, nil
 }
 
-// matches applies --when-value.
+// matches applies Options.When (after: snapshots of the memory after
+// the write; pages not in it are read from the target).
 func (w *Watch) matches(wr *Write, after map[uint64][]byte) bool {
-	if w.opts.WhenValue == nil {
+	if w.opts.When == nil {
 		return true
 	}
-	want := *w.opts.WhenValue
+	words, ok := w.words(wr, after)
+	return ok && w.opts.When(wr, words)
+}
+
+// words are the watched values wr touched. Bytes of a word outside
+// [wr.Addr, wr.Addr+wr.Size) did not change (the write's span covers
+// every byte that did), so a word before the write is the word after it
+// with wr.Old in place.
+func (w *Watch) words(wr *Write, after map[uint64][]byte) ([]Word, bool) {
 	r := wr.Region
+	word := func(lo, hi uint64) (Word, bool) {
+		v, err := gather(after, lo, hi, w.p)
+		if err != nil {
+			return Word{}, false
+		}
+		old := append([]byte(nil), v...)
+		for x := max(lo, wr.Addr); x < min(hi, wr.Addr+wr.Size); x++ {
+			old[x-lo] = wr.Old[x-wr.Addr]
+		}
+		return Word{Addr: lo, Size: int(hi - lo), Old: leValue(old), New: leValue(v)}, true
+	}
 	if r.Len <= 8 {
-		v, err := gather(after, r.Addr, r.End(), w.p)
-		return err == nil && leValue(v) == want
+		wd, ok := word(r.Addr, r.End())
+		return []Word{wd}, ok
 	}
 	width := uint64(w.opts.Width)
-	for a := wr.Addr &^ (width - 1); a < wr.Addr+wr.Size; a += width {
-		lo, hi := max(a, r.Addr), min(a+width, r.End())
-		v, err := gather(after, lo, hi, w.p)
-		if err == nil && leValue(v) == want {
-			return true
-		}
+	if width == 0 {
+		width = 8
 	}
-	return false
+	var out []Word
+	for a := wr.Addr &^ (width - 1); a < wr.Addr+wr.Size; a += width {
+		wd, ok := word(max(a, r.Addr), min(a+width, r.End()))
+		if !ok {
+			return nil, false
+		}
+		out = append(out, wd)
+	}
+	return out, true
 }
 
 func leValue(b []byte) uint64 {

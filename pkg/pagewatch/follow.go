@@ -116,6 +116,7 @@ func (w *Watch) detachChildren() error {
 		if err := cw.Disarm(ths[0]); err != nil {
 			return err
 		}
+		w.stopBeforeDetach(cw.p)
 		if err := cw.p.Detach(); err != nil {
 			return err
 		}

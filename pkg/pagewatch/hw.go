@@ -144,13 +144,16 @@ func (e *hwEngine) remove(_ *tracer.Thread, drop, keep []*Region) error {
 // disarm clears the debug registers of every thread.
 func (e *hwEngine) disarm(*tracer.Thread) error {
 	e.w.p.OnNewThread = nil
+	var errs []error
 	for _, t := range e.w.p.Threads() {
-		if err := t.SetDebugReg(7, 0); err != nil {
-			return err
+		// Once more if it fails: armed registers left behind would
+		// kill the target with SIGTRAP at its next write.
+		if err := t.SetDebugReg(7, 0); err != nil && t.SetDebugReg(7, 0) != nil {
+			errs = append(errs, err)
 		}
 	}
 	e.armed = false
-	return nil
+	return errors.Join(errs...)
 }
 
 const trapHWBkpt = 4

@@ -66,6 +66,7 @@ func (w *Watch) dropScratch(t *tracer.Thread) error {
 		return nil
 	}
 	w.p.TraceSyscalls(false)
+	w.noteIgnored() // it may have started ignoring SIGTRAP since arming
 	_, err := t.Syscall(unix.SYS_MUNMAP, uintptr(w.scratch.Base), scratchSize)
 	w.scratch = nil
 	w.segv = segvGuard{}

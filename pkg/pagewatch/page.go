@@ -228,6 +228,7 @@ func (e *pageEngine) setProtection(t *tracer.Thread, arm bool) error {
 		}
 	}
 	sort.Slice(addrs, func(i, j int) bool { return addrs[i] < addrs[j] })
+	var errs []error
 	for i := 0; i < len(addrs); {
 		j := i + 1
 		prot := e.pages[addrs[i]].prot
@@ -238,15 +239,26 @@ func (e *pageEngine) setProtection(t *tracer.Thread, arm bool) error {
 		if arm {
 			want &^= unix.PROT_WRITE
 		}
-		if err := t.Mprotect(addrs[i], uint64(j-i)*pageSize, want); err != nil {
-			return fmt.Errorf("%s pages: %w", map[bool]string{true: "arming", false: "disarming"}[arm], err)
+		err := t.Mprotect(addrs[i], uint64(j-i)*pageSize, want)
+		if err != nil && !arm {
+			// Once more: a page left protected would kill the target
+			// at its next write there.
+			err = t.Mprotect(addrs[i], uint64(j-i)*pageSize, want)
 		}
-		for _, a := range addrs[i:j] {
-			e.pages[a].armed = arm
+		if err != nil {
+			err = fmt.Errorf("%s pages: %w", map[bool]string{true: "arming", false: "disarming"}[arm], err)
+			if arm {
+				return err
+			}
+			errs = append(errs, err) // the other pages are given back all the same
+		} else {
+			for _, a := range addrs[i:j] {
+				e.pages[a].armed = arm
+			}
 		}
 		i = j
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // armedPage returns the armed page holding addr, or nil.

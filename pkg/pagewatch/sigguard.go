@@ -51,9 +51,15 @@ func (w *Watch) snapshotSig(t *tracer.Thread, i int) error {
 
 // noteIgnored remembers, before arming injects anything, which guarded
 // signals the target ignores.
+//
+// While the target ignores SIGTRAP, memtrap's injected calls run through
+// syscall stops instead of single-steps (whose forced SIGTRAP would reset
+// it): from before arming's first one to the unmapping of the scratch
+// area at the end, so that no error path nor detach leaves it reset.
 func (w *Watch) noteIgnored() {
 	if _, ig, err := w.p.SignalDispositions(); err == nil {
 		w.segv.ignoredAtArm = ig
+		w.p.QuietInjection(ig&sigBit(unix.SIGTRAP) != 0)
 	}
 }
 
@@ -164,5 +170,8 @@ func (w *Watch) sigaction(a [6]uint64) {
 		handler := binary.LittleEndian.Uint64(act[:])
 		g.act[i] = act
 		g.set[i], g.ign[i] = handler != 0, handler == 1 // not SIG_DFL; SIG_IGN
+		if s == unix.SIGTRAP {
+			w.p.QuietInjection(g.ign[i])
+		}
 	}
 }

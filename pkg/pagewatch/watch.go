@@ -52,13 +52,28 @@ type Write struct {
 	Stack     []byte
 }
 
+// Word is a watched value a write touched, before and after it: the whole
+// region when it is at most 8 bytes, else one Width-byte aligned word of
+// it (clipped to the region).
+type Word struct {
+	Addr     uint64
+	Size     int
+	Old, New uint64 // little-endian
+}
+
 // Options tunes a Watch.
 type Options struct {
-	// WhenValue, if set, keeps only writes after which the watched value
-	// equals *WhenValue: the region itself when it is at most 8 bytes,
-	// otherwise the Width-byte aligned word(s) the write touched.
-	WhenValue *uint64
-	Width     int // 1, 2, 4 or 8; default 8
+	// When, if set, keeps only the writes it says yes to, given the
+	// watched values the write changed (see Word). It runs after Keep,
+	// while the writer is stopped where the write left it: before the
+	// instruction after a trapped store, at a syscall's end. A watch with
+	// When therefore resumes a writer only after deciding.
+	When func(wr *Write, words []Word) bool
+	// Sync reports each write, its finish included, before its writer
+	// runs on: what the writer prints next comes after the report (a
+	// terminal's order). It costs the writer the report's time.
+	Sync  bool
+	Width int // bytes of a Word of a region larger than 8: 1, 2, 4 or 8; default 8
 	// Keep, if set, drops the writes it says no to before they are
 	// numbered and reported (an allocator's own writes into the blocks it
 	// manages). It runs while the writer is stopped.
@@ -157,6 +172,9 @@ type Watch struct {
 
 	hooks Hooks                    // breakpoints in the first process's code (SetHooks)
 	guard func(*guard.State) error // SetGuard
+	// handoff: a hand-off asked for (HandOff), done by Run once the
+	// stop being handled is.
+	handoff *handoff
 }
 
 // Hooks are breakpoints another package keeps in the target's code
@@ -310,10 +328,75 @@ func (w *Watch) RemoveRegions(t *tracer.Thread, regions []*Region) error {
 // resume lets a thread go on after memtrap's work on it; a signal that
 // arrived meanwhile (deferred) is delivered as any other (deliver).
 func (w *Watch) resume(t *tracer.Thread) error {
+	if t.Held() {
+		// Handed off: a signal waiting goes with the detach.
+		return nil
+	}
 	if sig, ok := t.TakeDeferred(); ok {
 		return w.eng.deliver(t, sig)
 	}
 	return t.Resume(0)
+}
+
+// handoff is a HandOff to carry out.
+type handoff struct {
+	t        *tracer.Thread // the writer, held where the write left it
+	stopPid  int            // the process put into group-stop, 0 for none
+	stopping bool
+}
+
+// HandOff asks Run to let the target go right after the write wr is
+// complete: wr's thread does not run another instruction for memtrap;
+// every thread is stopped, everything armed is undone, and every thread
+// detached. With stop, wr's process is left in group-stop (state T) for
+// another debugger to attach, SIGCONT or a debugger's continue resuming
+// it; without, it runs on untraced. Run then returns a StopWake. Call it
+// from Options.When (or Keep, Report), while the writer is stopped.
+func (w *Watch) HandOff(wr *Write, stop bool) {
+	root := w.rootWatch()
+	if root.handoff != nil {
+		return
+	}
+	wr.Thread.Hold()
+	h := &handoff{t: wr.Thread}
+	if stop {
+		h.stopPid = wr.Pid
+	}
+	root.handoff = h
+}
+
+// HandedOff reports whether Run ended with a HandOff.
+func (w *Watch) HandedOff() bool { return w.rootWatch().handoff != nil }
+
+// doHandOff carries out the hand-off: the held writer stands for the stop
+// Detach needs when it is a thread of w's own process; a followed child's
+// writer is let go with its process, as are all children.
+func (w *Watch) doHandOff() error {
+	h := w.handoff
+	h.stopping = true
+	if err := w.detachChildren(); err != nil {
+		return err
+	}
+	t := h.t
+	if t.Process() != w.p {
+		if err := w.p.StopOthers(nil); err != nil {
+			return err
+		}
+		t = w.anyThread()
+		if t == nil {
+			return nil
+		}
+	}
+	return w.Detach(tracer.Stop{Kind: tracer.StopWake, Thread: t})
+}
+
+// stopBeforeDetach puts p into group-stop if a hand-off asks for it: the
+// SIGSTOP is queued while every thread is still in its ptrace-stop, so
+// none runs an instruction before it stops.
+func (w *Watch) stopBeforeDetach(p *tracer.Process) {
+	if h := w.rootWatch().handoff; h != nil && h.stopping && h.stopPid == p.Pid {
+		_ = unix.Kill(p.Pid, unix.SIGSTOP)
+	}
 }
 
 // RequestDetach asks Run to disarm, detach and return. Safe from any
@@ -356,6 +439,9 @@ func (w *Watch) Run() (tracer.Stop, error) {
 		}
 		if st.Kind == tracer.StopExited {
 			if st.Pid != 0 && st.Pid != w.p.Pid {
+				if cw := w.children[st.Pid]; cw != nil && cw.hooks != nil {
+					cw.hooks.Forget() // what they hold in the kernel goes too
+				}
 				delete(w.children, st.Pid)
 				w.note(fmt.Sprintf("process %d exited (%s)", st.Pid, exitString(st.Status)))
 				if w.exited != nil && len(w.children) == 0 {
@@ -377,7 +463,14 @@ func (w *Watch) Run() (tracer.Stop, error) {
 			}
 			return st, nil
 		}
-		if err := w.watchOf(st).dispatch(st); err != nil {
+		err = w.watchOf(st).dispatch(st)
+		if w.handoff != nil && !w.handoff.stopping {
+			if err := w.doHandOff(); err != nil {
+				return st, err
+			}
+			return tracer.Stop{Kind: tracer.StopWake}, nil
+		}
+		if err != nil {
 			if errors.Is(err, tracer.ErrProcessExited) || errors.Is(err, tracer.ErrThreadGone) {
 				continue
 			}
@@ -554,28 +647,39 @@ func (w *Watch) Detach(st tracer.Stop) error {
 	if err := w.Disarm(t); err != nil {
 		return err
 	}
+	w.stopBeforeDetach(w.p)
 	return w.p.Detach()
 }
 
 // Disarm undoes what Arm did: every armed page gets its own protection
 // back, the debug registers are cleared, the loader breakpoint and the
-// scratch area go. t is a stopped thread and the others are stopped too.
+// scratch area go, and the signal actions a trap of memtrap's reset are
+// the target's again. t is a stopped thread and the others are stopped
+// too. A step that fails does not stop the others (the target must get
+// back all that can be given back); the errors are returned together.
 func (w *Watch) Disarm(t *tracer.Thread) error {
 	defer w.SyncGuard()
+	var errs []error
 	if err := w.unwatchLibraries(w.p); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	w.libBP = 0
 	if w.hooks != nil {
 		if err := w.hooks.Remove(t); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 		w.hooks = nil
 	}
 	if err := w.eng.disarm(t); err != nil {
-		return err
+		errs = append(errs, err)
 	}
-	return w.dropScratch(t)
+	if err := w.checkSegv(t); err != nil {
+		errs = append(errs, err)
+	}
+	if err := w.dropScratch(t); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // exec starts over in the image execve brought: the old pages, scratch

@@ -36,15 +36,14 @@ func (t *Table) dwarfData(obj *object, path string) *dwarf.Data {
 		return obj.dwarf
 	}
 	obj.dwarfDone = true
-	src, srcPath := obj.f, path
-	if !hasDWARF(src) {
-		df := t.separateDebug(obj, path)
-		if df == nil || !hasDWARF(df.f) {
-			return nil
-		}
-		src, srcPath = df.f, df.path
+	src, srcPath := t.dwarfSource(obj, path)
+	if src == nil {
+		return nil
 	}
-	d, err := loadDWARF(src)
+	if obj.secs == nil {
+		obj.secs = sections{}
+	}
+	d, err := loadDWARF(src, obj.secs)
 	if err != nil {
 		obj.dwarfErr = fmt.Errorf("reading DWARF of %s: %w", srcPath, err)
 		return nil
@@ -53,13 +52,37 @@ func (t *Table) dwarfData(obj *object, path string) *dwarf.Data {
 	return d
 }
 
-// lineTable returns obj's line table, built once; nil if it has none.
+// dwarfSource is the file obj's DWARF is in: obj's own, else its debug
+// file's; nil when neither has any.
+// Precondition: t.mu is held.
+func (t *Table) dwarfSource(obj *object, path string) (*elf.File, string) {
+	if hasDWARF(obj.f) {
+		return obj.f, path
+	}
+	df := t.separateDebug(obj, path)
+	if df == nil || !hasDWARF(df.f) {
+		return nil, ""
+	}
+	return df.f, df.path
+}
+
+// lineTable returns obj's line table, built once, or read from the cache;
+// nil if it has none.
 // Precondition: t.mu is held.
 func (t *Table) lineTable(obj *object, path string) *lineTable {
 	if obj.linesDone {
 		return obj.lines
 	}
 	obj.linesDone = true
+	file, sources, cache := t.cacheEntry(obj, path, cacheLines)
+	if cache {
+		if lt, err := decodeLines(readCache(file, cacheLines, sources)); err == nil {
+			if len(lt.addrs) > 0 {
+				obj.lines = lt
+			}
+			return obj.lines
+		}
+	}
 	d := t.dwarfData(obj, path)
 	if d == nil {
 		return nil
@@ -67,6 +90,9 @@ func (t *Table) lineTable(obj *object, path string) *lineTable {
 	lt, err := buildLines(d, codeRanges(obj.f))
 	if err != nil && obj.dwarfErr == nil {
 		obj.dwarfErr = fmt.Errorf("reading line table of %s: %w", path, err)
+	}
+	if cache && err == nil {
+		writeCache(file, cacheLines, sources, encodeLines(lt))
 	}
 	if len(lt.addrs) > 0 {
 		obj.lines = lt
@@ -94,8 +120,9 @@ func (t *Table) variables(obj *object, path string) map[string]dwarfVar {
 }
 
 // loadDWARF is f.DWARF() under recover, after checking that compressed
-// debug sections inflate to a sane size.
-func loadDWARF(f *elf.File) (d *dwarf.Data, err error) {
+// debug sections inflate to a sane size. The sections read are kept in
+// secs.
+func loadDWARF(f *elf.File, secs sections) (d *dwarf.Data, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			d, err = nil, fmt.Errorf("malformed DWARF (debug/elf panicked: %v)", p)
@@ -122,5 +149,106 @@ func loadDWARF(f *elf.File) (d *dwarf.Data, err error) {
 			return nil, fmt.Errorf("debug sections exceed %d bytes", maxDWARF)
 		}
 	}
-	return f.DWARF()
+	if relocatesDWARF(f) {
+		return f.DWARF()
+	}
+	return dwarfOf(f, secs)
+}
+
+// relocatesDWARF reports whether f.DWARF() would apply relocations to a
+// debug section of f (a relocatable object's).
+func relocatesDWARF(f *elf.File) bool {
+	if f.Type == elf.ET_EXEC {
+		return false
+	}
+	for _, r := range f.Sections {
+		if r.Type != elf.SHT_RELA && r.Type != elf.SHT_REL {
+			continue
+		}
+		if i := int(r.Info); i < len(f.Sections) && dwarfSuffix(f.Sections[i].Name) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// dwarfSuffix is a debug section's name without ".debug_" or ".zdebug_".
+func dwarfSuffix(name string) string {
+	switch {
+	case strings.HasPrefix(name, ".debug_"):
+		return name[7:]
+	case strings.HasPrefix(name, ".zdebug_"):
+		return name[8:]
+	}
+	return ""
+}
+
+// dwarfOf is f.DWARF() for a file whose debug sections need no
+// relocation, with the sections read through secs, where the function
+// index finds them again: inflating a compressed .debug_info twice was a
+// sixth of the first backtrace into glibc.
+func dwarfOf(f *elf.File, secs sections) (*dwarf.Data, error) {
+	read := func(s *elf.Section) ([]byte, error) {
+		b, err := secs.data(s)
+		if err != nil && uint64(len(b)) < s.Size {
+			return nil, err
+		}
+		return b, nil
+	}
+	first := map[string][]byte{"abbrev": nil, "info": nil, "str": nil, "line": nil, "ranges": nil}
+	for _, s := range f.Sections {
+		suffix := dwarfSuffix(s.Name)
+		if _, ok := first[suffix]; !ok {
+			continue
+		}
+		b, err := read(s)
+		if err != nil {
+			return nil, err
+		}
+		first[suffix] = b
+	}
+	d, err := dwarf.New(first["abbrev"], nil, nil, first["info"], first["line"], nil, first["ranges"], first["str"])
+	if err != nil {
+		return nil, err
+	}
+	for i, s := range f.Sections {
+		suffix := dwarfSuffix(s.Name)
+		if _, ok := first[suffix]; ok || suffix == "" {
+			continue
+		}
+		b, err := read(s)
+		if err != nil {
+			return nil, err
+		}
+		if suffix == "types" {
+			err = d.AddTypes(fmt.Sprintf("types-%d", i), b)
+		} else {
+			err = d.AddSection(".debug_"+suffix, b)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// sections reads each section of a file once: the DWARF reader and the
+// function index both need .debug_info and .debug_loclists. The zero
+// value reads every time.
+type sections map[*elf.Section]sectionRead
+
+type sectionRead struct {
+	b   []byte
+	err error
+}
+
+func (c sections) data(s *elf.Section) ([]byte, error) {
+	if r, ok := c[s]; ok {
+		return r.b, r.err
+	}
+	b, err := s.Data()
+	if c != nil {
+		c[s] = sectionRead{b, err}
+	}
+	return b, err
 }

@@ -190,7 +190,7 @@ func TestDWARFVariablesCxx(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			d, err := loadDWARF(f)
+			d, err := loadDWARF(f, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -65,41 +65,25 @@ var ErrNoFunction = errors.New("no DWARF function at pc")
 func (t *Table) Params(fr FrameRegs, read func(addr uint64, p []byte) error) ([]Param, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	mod := t.moduleAt(fr.PC)
-	if mod == nil || !mod.biasOK {
-		return nil, fmt.Errorf("pc %#x: %w", fr.PC, ErrNoFunction)
+	e := t.pcEntry(fr.PC)
+	if e.params == nil {
+		e.params = t.paramsAt(fr.PC)
 	}
-	fx := t.funcIndex(mod.obj, mod.path)
-	v := fr.PC - mod.bias
-	fn := fx.find(v)
-	if fn == nil {
-		return nil, fmt.Errorf("pc %#x (%s+%#x): %w", fr.PC, mod.path, v, ErrNoFunction)
+	pp := e.params
+	if pp.err != nil {
+		return nil, pp.err
 	}
-	env := frameEnv(fr, mod.bias, read)
-	if fn.frameBase.kind != locNone {
-		if expr, ok := fx.locExpr(fn.frameBase, fn.cu, v); ok {
-			env.FrameBase, env.HasFrameBase = frameBase(expr, &env)
-		}
+	env := frameEnv(fr, pp.bias, read)
+	if pp.hasBase {
+		env.FrameBase, env.HasFrameBase = frameBase(pp.frameBase, &env)
 	}
-	d := t.dwarfData(mod.obj, mod.path)
-	out := make([]Param, 0, len(fn.params))
-	for k := range fn.params {
-		p := &fn.params[k]
-		if !p.sized {
-			p.sized = true
-			if p.hasType && d != nil {
-				if n, err := typeSize(d, p.typ); err == nil && n <= 1<<30 {
-					p.size = int(n)
-				}
-			}
+	out := make([]Param, len(pp.params))
+	for k := range pp.params {
+		p := &pp.params[k]
+		out[k] = Param{Name: p.name, Size: p.size}
+		if p.hasExpr {
+			out[k].Value, out[k].Known = value(p.expr, &env, p.size)
 		}
-		prm := Param{Name: p.name, Size: p.size}
-		if prm.Size > 0 && prm.Size <= 8 {
-			if expr, ok := fx.locExpr(p.loc, fn.cu, v); ok {
-				prm.Value, prm.Known = value(expr, &env, prm.Size)
-			}
-		}
-		out = append(out, prm)
 	}
 	return out, nil
 }
@@ -112,6 +96,13 @@ func (t *Table) funcIndex(obj *object, path string) *funcIndex {
 		return obj.funcs
 	}
 	obj.funcs = &funcIndex{}
+	file, sources, cache := t.cacheEntry(obj, path, cacheFuncs)
+	if cache {
+		if fx, err := decodeFuncs(readCache(file, cacheFuncs, sources)); err == nil {
+			obj.funcs = fx
+			return fx
+		}
+	}
 	d := t.dwarfData(obj, path)
 	if d == nil {
 		return obj.funcs
@@ -120,9 +111,13 @@ func (t *Table) funcIndex(obj *object, path string) *funcIndex {
 	if !hasDWARF(src) && obj.dbg != nil {
 		src = obj.dbg.f
 	}
-	fx, err := buildFuncIndex(d, src)
+	fx, err := buildFuncIndex(d, src, obj.secs)
 	if err != nil && obj.dwarfErr == nil {
 		obj.dwarfErr = fmt.Errorf("reading functions of %s: %w", path, err)
+	}
+	if cache && err == nil {
+		sizeParams(d, fx)
+		writeCache(file, cacheFuncs, sources, encodeFuncs(fx))
 	}
 	obj.funcs = fx
 	return fx
@@ -237,12 +232,12 @@ func (fx *funcIndex) find(v uint64) *funcDesc {
 
 // sectionData returns the contents of f's section name, nil if absent or
 // unreadable.
-func sectionData(f *elf.File, name string) []byte {
+func sectionData(f *elf.File, secs sections, name string) []byte {
 	s := f.Section(name)
 	if s == nil || s.Type == elf.SHT_NOBITS {
 		return nil
 	}
-	b, err := s.Data()
+	b, err := secs.data(s)
 	if err != nil {
 		return nil
 	}
@@ -250,16 +245,17 @@ func sectionData(f *elf.File, name string) []byte {
 }
 
 // buildFuncIndex walks every unit of d for subprograms with code and their
-// formal parameters. src is the ELF file d was read from. debug/dwarf runs
+// formal parameters. src is the ELF file d was read from, its sections
+// read through secs. debug/dwarf runs
 // under recover; a panic or a read error ends the walk and is returned with
 // what was indexed so far.
-func buildFuncIndex(d *dwarf.Data, src *elf.File) (fx *funcIndex, err error) {
+func buildFuncIndex(d *dwarf.Data, src *elf.File, secs sections) (fx *funcIndex, err error) {
 	fx = &funcIndex{
-		loc:   sectionData(src, ".debug_loc"),
-		lists: sectionData(src, ".debug_loclists"),
-		addr:  sectionData(src, ".debug_addr"),
+		loc:   sectionData(src, secs, ".debug_loc"),
+		lists: sectionData(src, secs, ".debug_loclists"),
+		addr:  sectionData(src, secs, ".debug_addr"),
 	}
-	versions := unitVersions(sectionData(src, ".debug_info"))
+	versions := unitVersions(sectionData(src, secs, ".debug_info"))
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("malformed DWARF (debug/dwarf panicked: %v)", p)

@@ -34,6 +34,24 @@ func paramsFixture(t *testing.T, name string, flags []string) string {
 	return compile("params.c", flags...)(t, name).Build(t)
 }
 
+// fillBase is where fillTable places its program.
+const fillBase = 0x555555554000
+
+// fillTable is a Table over paramsBuilds[i] placed at fillBase, closed at
+// the test's end, and the program's fill_record.
+func fillTable(t *testing.T, i int) (tab *Table, fill Symbol, exe string) {
+	t.Helper()
+	b := paramsBuilds[i]
+	exe = paramsFixture(t, b.name, b.flags)
+	tab = NewTable(layout(t, exe, fillBase), Options{})
+	t.Cleanup(func() { tab.Close() })
+	fill, err := tab.Resolve("fill_record")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tab, fill, exe
+}
+
 // frameRegs is the innermost frame of a stopped thread: every register
 // trustworthy.
 func frameRegs(r *unix.PtraceRegs, cfa uint64) FrameRegs {
@@ -250,14 +268,7 @@ func waitTrap(t *testing.T, p *tracer.Process, addr uint64) (*tracer.Thread, uni
 // TestParamsStatic checks what needs no process: names in order, a pc
 // outside every function, and no memory reader.
 func TestParamsStatic(t *testing.T) {
-	exe := paramsFixture(t, "params-O0", paramsBuilds[0].flags)
-	const base = 0x555555554000
-	tab := NewTable(layout(t, exe, base), Options{})
-	defer tab.Close()
-	fill, err := tab.Resolve("fill_record")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tab, fill, _ := fillTable(t, 0)
 	fr := FrameRegs{PC: fill.Addr + 8, CFA: 0x7ffc0000, RegsValid: 1<<17 - 1}
 	got, err := tab.Params(fr, nil)
 	if err != nil {

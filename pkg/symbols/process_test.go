@@ -17,28 +17,12 @@ import (
 func TestLiveProcess(t *testing.T) {
 	exe := program(t, progPIE)
 	nm := nmSymbols(t, exe)
-	cmd := exec.Command(exe, "sleep")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("reading the program's report: %v", err)
-	}
+	pid, line := sleeper(t, exe)
 	var counterAddr, mainAddr uint64
 	if _, err := fmt.Sscanf(line, "counter=0x%x main=0x%x", &counterAddr, &mainAddr); err != nil {
 		t.Fatalf("program said %q: %v", line, err)
 	}
 
-	pid := cmd.Process.Pid
 	maps, err := procmaps.Read(pid)
 	if err != nil {
 		t.Fatal(err)
@@ -114,4 +98,28 @@ func TestLiveProcess(t *testing.T) {
 	if loc, ok := tab.Lookup(vt.Addr + 2); !ok || loc.Module != "[vdso]" || loc.Offset != 2 {
 		t.Fatalf("Lookup(__vdso_clock_gettime+2) = %+v, %v", loc, ok)
 	}
+}
+
+// sleeper starts exe (testdata/prog.c) in its sleep mode, killed at the
+// test's end, and returns its pid and the line it printed once it has run
+// its start-up (its libraries mapped).
+func sleeper(t *testing.T, exe string) (pid int, line string) {
+	t.Helper()
+	cmd := exec.Command(exe, "sleep")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	line, err = bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading the program's report: %v", err)
+	}
+	return cmd.Process.Pid, line
 }

@@ -149,7 +149,7 @@ func (t *Table) Resolve(expr string) (Symbol, error) {
 			if !ok || !v.hasType {
 				continue
 			}
-			moff, size, err := memberAt(m.obj.dwarf, v.typ, path)
+			moff, size, _, err := memberAt(m.obj.dwarf, v.typ, path)
 			var fe *fieldError
 			if errors.As(err, &fe) {
 				prefix := strings.Join(append([]string{vname}, path[:fe.depth]...), ".")

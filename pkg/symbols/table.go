@@ -38,6 +38,12 @@ type Options struct {
 	// non-nil slice searches none of them (a module's own directory and
 	// its .debug subdirectory are still searched by debug link).
 	DebugDirs []string
+
+	// CacheDir, if set, is where the indexes of a module's DWARF (its
+	// line table and functions) are kept between runs, by build ID, so
+	// that a later Table over the same file reads them instead of walking
+	// its DWARF again. "" keeps nothing. See the package documentation.
+	CacheDir string
 }
 
 // Location is what Lookup knows about an address.
@@ -71,6 +77,8 @@ type Table struct {
 	objects map[objKey]*object // every file opened so far, kept until Close
 	mods    []*module          // modules of the current map, in maps order
 	spans   []span             // sorted by start, disjoint
+	pcs     map[uint64]*pcInfo // per runtime pc, for the current map
+	maps    []procmaps.Mapping // the current map, as given
 }
 
 // objKey identifies a mapped file. The vDSO has no inode, so its start
@@ -114,14 +122,25 @@ func NewTable(maps []procmaps.Mapping, opts Options) *Table {
 }
 
 // Update replaces the memory map, keeping every module already parsed.
-// Call it when the target's mappings change (dlopen, dlclose, exec).
+// Call it when the target's mappings change (dlopen, dlclose, exec). A map
+// that places every module as before (protections may differ) changes
+// nothing, and keeps what was learnt about each pc.
 func (t *Table) Update(maps []procmaps.Mapping) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed {
+	if t.closed || sameLayout(maps, t.maps) {
 		return
 	}
 	t.setMaps(maps)
+}
+
+// sameLayout reports whether a and b map the same files at the same
+// places, which is all setMaps reads of them.
+func sameLayout(a, b []procmaps.Mapping) bool {
+	return slices.EqualFunc(a, b, func(x, y procmaps.Mapping) bool {
+		return x.Start == y.Start && x.End == y.End && x.Offset == y.Offset &&
+			x.Dev == y.Dev && x.Inode == y.Inode && x.Path == y.Path
+	})
 }
 
 // Close closes every file the table opened. The table is unusable afterwards
@@ -142,7 +161,7 @@ func (t *Table) Close() error {
 			errs = append(errs, o.dbg.closer.Close())
 		}
 	}
-	t.objects, t.mods, t.spans = nil, nil, nil
+	t.objects, t.mods, t.spans, t.pcs = nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 
@@ -154,6 +173,17 @@ func (t *Table) Close() error {
 func (t *Table) Lookup(pc uint64) (loc Location, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	e := t.pcEntry(pc)
+	if !e.looked {
+		e.loc, e.locOK = t.lookup(pc)
+		e.looked = true
+	}
+	return e.loc, e.locOK
+}
+
+// lookup is Lookup without the per-pc cache.
+// Precondition: t.mu is held.
+func (t *Table) lookup(pc uint64) (loc Location, ok bool) {
 	mod := t.moduleAt(pc)
 	if mod == nil {
 		return Location{}, false
@@ -289,6 +319,8 @@ func (t *Table) setMaps(maps []procmaps.Mapping) {
 		out = append(out, s)
 	}
 	t.mods, t.spans = mods, out
+	t.maps = slices.Clone(maps)
+	t.pcs = nil // a pc may be another module's now
 }
 
 // moduleKey reports whether m maps a module, and which.

@@ -3,9 +3,10 @@ package symbols
 import (
 	"debug/dwarf"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
-	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/memtrap/memtrap/pkg/dwarf/op"
@@ -459,56 +460,185 @@ type fieldError struct {
 
 func (e *fieldError) Error() string { return fmt.Sprintf("no member %q", e.missing) }
 
-// memberAt follows path, a list of member names, from the type at off:
-// "token" of a struct session, or "pair", "a" of nested structs. It
-// returns the member's offset from the start of the variable and its size.
-// Bit fields, and members whose offset is not a constant, are refused.
-func memberAt(d *dwarf.Data, off dwarf.Offset, path []string) (moff, size uint64, err error) {
+// memberAt follows path from the type at off: member names ("token" of a
+// struct session, or "pair", "a" of nested structs) and array indexes
+// ("[3]"). It returns the member's offset from the start of the variable,
+// its size and its type. Bit fields, members whose offset is not a
+// constant and indexes past an array's end are refused.
+func memberAt(d *dwarf.Data, off dwarf.Offset, path []string) (moff, size uint64, typ dwarf.Offset, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("malformed DWARF type (debug/dwarf panicked: %v)", p)
 		}
 	}()
 	tr := newTypeReader(d)
+	var dims []uint64 // an array's dimensions not indexed yet, after the first
+	var stride uint64
 	for depth, name := range path {
+		if idx, ok := arrayIndex(name); ok {
+			if len(dims) == 0 {
+				if dims, stride, off, err = tr.arrayShape(off); err != nil {
+					return 0, 0, 0, fmt.Errorf("%s: %w", name, err)
+				}
+			}
+			if idx >= dims[0] {
+				return 0, 0, 0, fmt.Errorf("index %d is past the end of an array of %d", idx, dims[0])
+			}
+			moff += idx * stride
+			dims = dims[1:]
+			if len(dims) > 0 {
+				stride /= dims[0]
+			}
+			continue
+		}
+		if len(dims) > 0 {
+			return 0, 0, 0, fmt.Errorf("member %q of an array: give its index first", name)
+		}
 		m, ok, err := tr.findMember(off, name, 0, make(map[dwarf.Offset]bool))
 		if err != nil {
-			return 0, 0, fmt.Errorf("member %q: %w", name, err)
+			return 0, 0, 0, fmt.Errorf("member %q: %w", name, err)
 		}
 		if !ok {
-			return 0, 0, &fieldError{missing: name, depth: depth, have: tr.memberNames(off, 0, make(map[dwarf.Offset]bool))}
+			return 0, 0, 0, &fieldError{missing: name, depth: depth, have: tr.memberNames(off, 0, make(map[dwarf.Offset]bool))}
 		}
 		switch {
 		case m.bits:
-			return 0, 0, fmt.Errorf("member %q is a bit field", name)
+			return 0, 0, 0, fmt.Errorf("member %q is a bit field", name)
 		case m.noOff:
-			return 0, 0, fmt.Errorf("member %q has no constant offset", name)
+			return 0, 0, 0, fmt.Errorf("member %q has no constant offset", name)
 		case !m.hasType:
-			return 0, 0, fmt.Errorf("member %q has no type", name)
+			return 0, 0, 0, fmt.Errorf("member %q has no type", name)
 		}
 		if moff+m.off < moff {
-			return 0, 0, fmt.Errorf("member %q: offset overflows", name)
+			return 0, 0, 0, fmt.Errorf("member %q: offset overflows", name)
 		}
 		moff += m.off
 		off = m.typ
 	}
+	if len(dims) > 0 {
+		// A row of a multi-dimensional array.
+		return moff, stride * dims[0], 0, nil
+	}
 	size, err = tr.size(off, 0)
-	return moff, size, err
+	return moff, size, off, err
 }
 
-// splitMember splits "session.pair.a" into a variable name and a member
-// path at the i-th dot from the right (i >= 1), if it has that many.
+// arrayIndex reads "[N]".
+func arrayIndex(s string) (uint64, bool) {
+	if len(s) < 3 || s[0] != '[' || s[len(s)-1] != ']' {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s[1:len(s)-1], 0, 64)
+	return n, err == nil
+}
+
+// arrayShape reads the array type at off: its dimensions, the stride of
+// its first index in bytes, and its element type.
+func (tr typeReader) arrayShape(off dwarf.Offset) (dims []uint64, stride uint64, elem dwarf.Offset, err error) {
+	e, err := tr.underlying(off)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	if e.Tag != dwarf.TagArrayType {
+		return nil, 0, 0, fmt.Errorf("not an array but a %s", strings.TrimPrefix(e.Tag.String(), "Tag"))
+	}
+	elem, ok := e.Val(dwarf.AttrType).(dwarf.Offset)
+	if !ok {
+		return nil, 0, 0, errors.New("an array with no element type")
+	}
+	if e.Children {
+		for {
+			c, err := tr.r.Next()
+			if err != nil {
+				return nil, 0, 0, err
+			}
+			if c == nil || c.Tag == 0 {
+				break
+			}
+			if c.Children {
+				tr.r.SkipChildren()
+			}
+			if c.Tag != dwarf.TagSubrangeType {
+				continue
+			}
+			n := uint64(math.MaxUint64) // unknown: a flexible array member
+			if v, ok := c.Val(dwarf.AttrCount).(int64); ok && v >= 0 {
+				n = uint64(v)
+			} else if hi, ok := c.Val(dwarf.AttrUpperBound).(int64); ok {
+				lo, _ := c.Val(dwarf.AttrLowerBound).(int64)
+				if hi >= lo {
+					n = uint64(hi-lo) + 1
+				}
+			}
+			if len(dims) >= maxArrayDims {
+				return nil, 0, 0, errors.New("too many dimensions")
+			}
+			dims = append(dims, n)
+		}
+	}
+	if len(dims) == 0 {
+		dims = []uint64{math.MaxUint64}
+	}
+	es, err := tr.size(elem, 0)
+	if err != nil || es == 0 {
+		return nil, 0, 0, fmt.Errorf("array elements of unknown size")
+	}
+	stride = es
+	for _, d := range dims[1:] {
+		if d == math.MaxUint64 || stride > math.MaxUint64/d {
+			return nil, 0, 0, errors.New("array size overflows")
+		}
+		stride *= d
+	}
+	return dims, stride, elem, nil
+}
+
+// splitMember splits "session.pair.a" or "table[2].name" into a variable
+// name and a path of members and indexes at the i-th '.' or '[' from the
+// right (i >= 1), if it has that many: "table", [[2] name]. varName is ""
+// (and ok true) at a cut whose left part is no variable name ("table[2]").
 func splitMember(name string, i int) (varName string, path []string, ok bool) {
 	cut := len(name)
 	for range i {
-		cut = strings.LastIndexByte(name[:cut], '.')
+		cut = strings.LastIndexAny(name[:cut], ".[")
 		if cut <= 0 {
 			return "", nil, false
 		}
 	}
-	path = strings.Split(name[cut+1:], ".")
-	if slices.Contains(path, "") || strings.HasSuffix(name[:cut], ".") {
+	rest := name[cut:]
+	for rest != "" {
+		switch rest[0] {
+		case '.':
+			rest = rest[1:]
+			end := strings.IndexAny(rest, ".[")
+			if end < 0 {
+				end = len(rest)
+			}
+			if end == 0 {
+				return "", nil, false
+			}
+			path = append(path, rest[:end])
+			rest = rest[end:]
+		case '[':
+			end := strings.IndexByte(rest, ']')
+			if end < 0 {
+				return "", nil, false
+			}
+			if _, ok := arrayIndex(rest[:end+1]); !ok {
+				return "", nil, false
+			}
+			path = append(path, rest[:end+1])
+			rest = rest[end+1:]
+		default:
+			return "", nil, false
+		}
+	}
+	if strings.HasSuffix(name[:cut], ".") {
 		return "", nil, false
+	}
+	if strings.ContainsAny(name[:cut], "[]") {
+		// Not a variable's name: a cut further left may be.
+		return "", path, true
 	}
 	return name[:cut], path, true
 }

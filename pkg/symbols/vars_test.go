@@ -111,6 +111,12 @@ func TestSplitMember(t *testing.T) {
 		{"a.", 1, "", nil, false},
 		{".a", 1, "", nil, false},
 		{"plain", 1, "", nil, false},
+		{"token[3]", 1, "token", []string{"[3]"}, true},
+		{"table[2].name", 1, "", []string{"name"}, true}, // "table[2]" names no variable
+		{"table[2].name", 2, "table", []string{"[2]", "name"}, true},
+		{"grid[1][0x2]", 2, "grid", []string{"[1]", "[0x2]"}, true},
+		{"a[x]", 1, "", nil, false},
+		{"a[1", 1, "", nil, false},
 	}
 	for _, tt := range tests {
 		v, path, ok := splitMember(tt.name, tt.i)

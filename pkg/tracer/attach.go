@@ -173,8 +173,8 @@ func (p *Process) Detach() error {
 	p.swallowWake()
 	var firstErr error
 	for tid, t := range p.threads {
-		sig := 0
-		if len(t.deferred) > 0 && t.sigStop {
+		sig := t.heldSig
+		if sig == 0 && len(t.deferred) > 0 && t.sigStop {
 			info := t.deferred[0]
 			if ptraceSetSiginfo(tid, &info) == nil {
 				sig = info.Signo()

@@ -21,6 +21,9 @@ func (t *Thread) DebugReg(i int) (uint64, error) {
 // SetDebugReg writes debug register i (0-3 addresses, 6 status, 7 control)
 // of a stopped thread. The kernel validates addresses and DR7 bits.
 func (t *Thread) SetDebugReg(i int, v uint64) error {
+	if err := failPoint(fmt.Sprintf("writing DR%d of %d", i, t.Tid)); err != nil {
+		return err
+	}
 	var buf [8]byte
 	for j := range buf {
 		buf[j] = byte(v >> (8 * j))

@@ -63,8 +63,16 @@ func (p *Process) syscallInsn() (uint64, error) {
 // Precondition: t is stopped (not in a group-stop), and no other thread can
 // observe what the call changes before the caller wants it to.
 func (t *Thread) Syscall(nr uintptr, args ...uintptr) (uintptr, error) {
+	if t.p.quiet {
+		return t.inject(t.runSyscallStops, nr, args...)
+	}
 	return t.inject(t.runSyscall, nr, args...)
 }
+
+// QuietInjection makes every Syscall a SyscallQuiet: for a target that
+// ignores SIGTRAP, whose action each single-step's trap would reset to
+// SIG_DFL.
+func (p *Process) QuietInjection(on bool) { p.quiet = on }
 
 // SyscallQuiet is Syscall run to its end through the call's own entry and
 // exit stops (PTRACE_SYSCALL) instead of single-stepping over it: no trap
@@ -78,6 +86,9 @@ func (t *Thread) SyscallQuiet(nr uintptr, args ...uintptr) (uintptr, error) {
 
 func (t *Thread) inject(run func(insn uint64) (uintptr, error), nr uintptr, args ...uintptr) (uintptr, error) {
 	if err := t.p.check(); err != nil {
+		return 0, err
+	}
+	if err := failPoint(fmt.Sprintf("system call %d in thread %d", nr, t.Tid)); err != nil {
 		return 0, err
 	}
 	insn, err := t.p.syscallInsn()

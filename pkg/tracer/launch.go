@@ -305,7 +305,7 @@ func (p *Process) Fork(pid int) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.sysInsn = p.sysInsn
+	c.sysInsn, c.quiet = p.sysInsn, p.quiet
 	t := c.addThread(pid)
 	t.stopped = true
 	return c, nil

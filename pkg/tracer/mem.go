@@ -34,6 +34,9 @@ func (p *Process) WriteMemory(addr uint64, b []byte) error {
 	if p.mem == nil {
 		return ErrProcessExited
 	}
+	if err := failPoint(fmt.Sprintf("writing %d bytes at %#x", len(b), addr)); err != nil {
+		return err
+	}
 	n, err := p.mem.WriteAt(b, int64(addr))
 	if n == len(b) {
 		return nil

@@ -35,6 +35,7 @@ type Process struct {
 	options    int
 	sysInsn    uint64 // address of a `syscall` instruction in the target
 	idle       func() // OnIdle
+	quiet      bool   // QuietInjection
 
 	queue   []queued         // stops seen while stopping the world, handed out by Wait
 	early   map[int]waitInfo // first stops of tasks whose creator has not reported them yet
@@ -83,6 +84,10 @@ type Thread struct {
 	exiting   bool // reported PTRACE_EVENT_EXIT: never stops again
 	foreign   bool // a vfork/CLONE_VM child: shares our memory, not our tgid
 	deferred  []Siginfo
+	// held: Resume leaves the thread in its stop (see Hold); heldSig is
+	// the signal a Resume meanwhile asked to deliver.
+	held    bool
+	heldSig int
 }
 
 // Locked runs f on a new goroutine locked to its own OS thread and returns

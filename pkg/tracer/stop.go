@@ -435,6 +435,12 @@ func (p *Process) release(t *Thread) error {
 // cont resumes a stopped thread with sig (0: none), or with a signal
 // deferred earlier when sig is 0 and the stop allows injecting one.
 func (p *Process) cont(t *Thread, sig int) error {
+	if t.held {
+		if sig != 0 {
+			t.heldSig = sig
+		}
+		return nil
+	}
 	if sig == 0 && len(t.deferred) > 0 && t.sigStop {
 		info := t.deferred[0]
 		t.deferred = t.deferred[1:]
@@ -462,6 +468,15 @@ func (t *Thread) Resume(sig int) error {
 	// No thread check here: Resume follows a Wait, which made it.
 	return t.p.cont(t, sig)
 }
+
+// Hold makes every later Resume of the thread a no-op, so that it stays
+// in the stop it is in (right after a write, for a hand-off to another
+// debugger) until Process.Detach lets it go; a signal a Resume asked for
+// goes with the detach.
+func (t *Thread) Hold() { t.held = true }
+
+// Held reports whether Hold was called.
+func (t *Thread) Held() bool { return t.held }
 
 // Listen resumes a thread from a group-stop without ending the group-stop.
 //

@@ -1,5 +1,6 @@
 // Heap blocks for --heap tests; the mode is argv[1].
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,8 @@ __attribute__((noinline)) void overflow(volatile char *p, int n) {
 
 __attribute__((noinline)) long *alloc_a(size_t n) { return malloc(n); }
 __attribute__((noinline)) long *alloc_b(size_t n) { return malloc(n); }
+
+static void on_usr1(int sig) { (void)sig; write(1, "usr1\n", 5); }
 
 static void *worker(void *arg) {
 	long id = (long)arg;
@@ -108,6 +111,21 @@ int main(int argc, char **argv) {
 		for (int i = 0; i < 4; i++)
 			pthread_join(t[i], NULL);
 		printf("threads done\n");
+	} else if (!strcmp(mode, "sigblock")) {
+		// Every signal blocked while blocks come and go, one of the
+		// program's own pending meanwhile, delivered at the unblock.
+		sigset_t all;
+		sigfillset(&all);
+		signal(SIGUSR1, on_usr1);
+		sigprocmask(SIG_BLOCK, &all, NULL);
+		for (long i = 1; i <= 3; i++) {
+			long *p = malloc(40);
+			stamp(p, i);
+			free(p);
+		}
+		raise(SIGUSR1);
+		sigprocmask(SIG_UNBLOCK, &all, NULL);
+		printf("sigblock done\n");
 	}
 	return 0;
 }

@@ -94,6 +94,39 @@ var (
 	ErrUnsupported = errors.New("unsupported")
 )
 
+// unsupportedError is an operation Eval does not evaluate, and
+// unrecoveredError a register the frame does not vouch for. A backtrace
+// meets both in optimized code's parameters at every trapped write: their
+// text is made only when asked for.
+type unsupportedError struct {
+	op byte
+	at int
+}
+
+func (e *unsupportedError) Error() string {
+	return fmt.Sprintf("DWARF expression opcode %#x at %d: %v", e.op, e.at, ErrUnsupported)
+}
+
+func (e *unsupportedError) Unwrap() error { return ErrUnsupported }
+
+// Refused reports whether Eval refuses expr whatever its Env: its first
+// operation is one this package does not evaluate (DW_OP_entry_value, as
+// optimizing compilers describe a parameter's value on entry). A caller
+// that evaluates one expression at every trapped write can check once.
+func Refused(expr []byte) bool {
+	_, err := Eval(expr, &Env{})
+	u, ok := err.(*unsupportedError)
+	return ok && u.at == 0
+}
+
+type unrecoveredError struct{ reg uint64 }
+
+func (e *unrecoveredError) Error() string {
+	return fmt.Sprintf("DW_OP_breg%d: register not recovered: %v", e.reg, ErrUnavailable)
+}
+
+func (e *unrecoveredError) Unwrap() error { return ErrUnavailable }
+
 // Memory reads the target's memory for DW_OP_deref and DW_OP_deref_size.
 type Memory interface {
 	// ReadUint reads size bytes (1 to 8) at addr as a little-endian
@@ -258,7 +291,7 @@ func Eval(expr []byte, env *Env, stack ...uint64) (Result, error) {
 			off := r.SLEB128()
 			v, ok := env.Reg(n)
 			if !ok && r.Err() == nil {
-				return Result{}, fmt.Errorf("DW_OP_breg%d: register not recovered: %w", n, ErrUnavailable)
+				return Result{}, &unrecoveredError{reg: n}
 			}
 			err = m.push(v + uint64(off))
 		case op >= Reg0 && op <= Reg31, op == Regx:
@@ -432,7 +465,7 @@ func Eval(expr []byte, env *Env, stack ...uint64) (Result, error) {
 			}
 			return Result{Kind: IsImplicit, Bytes: b}, nil
 		default:
-			return Result{}, fmt.Errorf("DWARF expression opcode %#x at %d: %w", op, at, ErrUnsupported)
+			return Result{}, &unsupportedError{op: op, at: at}
 		}
 		if r.Err() != nil {
 			return Result{}, fmt.Errorf("DWARF expression: %w", r.Err())

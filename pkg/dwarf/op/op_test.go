@@ -308,3 +308,28 @@ func FuzzEval(f *testing.F) {
 		}
 	})
 }
+
+// TestRefused: an expression whose first operation is not evaluated is
+// refused whatever the frame; one that fails only for want of a register
+// or memory, or fails later, is not.
+func TestRefused(t *testing.T) {
+	for _, c := range []struct {
+		expr []byte
+		want bool
+	}{
+		{[]byte{EntryValue, 1, Reg0 + rdi, StackValue}, true},
+		{[]byte{GNUEntryValue, 1, Reg0 + rdi, StackValue}, true},
+		{[]byte{Breg0 + rbp, 0}, false},
+		{[]byte{Lit0, EntryValue, 1, Reg0, StackValue}, false},
+		{[]byte{Reg0 + rdi}, false},
+		{nil, false},
+	} {
+		if got := Refused(c.expr); got != c.want {
+			t.Errorf("Refused(% x) = %v, want %v", c.expr, got, c.want)
+		}
+		env := Env{Valid: ^uint32(0), HasCFA: true, CFA: 0x1000, HasFrameBase: true}
+		if _, err := Eval(c.expr, &env); c.want && !errors.Is(err, ErrUnsupported) {
+			t.Errorf("Eval(% x) over a full frame: %v, want ErrUnsupported", c.expr, err)
+		}
+	}
+}

@@ -1,0 +1,36 @@
+// Package bpfhook lets the kernel decide which calls of a function stop a
+// traced process: a uprobe at the function's entry runs a small BPF
+// program that looks at the call's arguments and, only for a call that
+// matters, makes the thread stop for its tracer. Every other call costs a
+// uprobe, with no ptrace stop and no context switch to memtrap.
+//
+// # A gate
+//
+// A [Gate] is the probes of one process (its tgid, checked by every
+// program, and one perf uprobe per function scoped to that pid). A call
+// matters when its requested size is in one of the gate's ranges, when
+// the block pointer it is given is one the tracer put in the gate's
+// watched set ([Gate.Watch]), or always, while [Gate.StopAll] is on.
+//
+// # A stop
+//
+// For a call that matters the program records the call (the function's
+// entry address and the registers that carry its arguments and return
+// address: rsp, rdi, rsi, rdx, as they were at the entry) in the pending
+// map under the thread's id, then sends the thread SIGSTOP with
+// bpf_send_signal_thread. The signal arrives as the thread goes back to
+// user space, after the function's first instruction ran: the tracer sees
+// a signal-delivery-stop of SIGSTOP, si_code SI_KERNEL, with a pending
+// record for the thread ([Gate.Owns] returns it), handles the call,
+// forgets the record ([Gate.Done]) and resumes the thread without the
+// signal. The target never sees it.
+// SIGSTOP because nothing can block it: another signal could stay pending
+// in a thread that blocks it, and the call would go by unseen.
+//
+// # Lifetime
+//
+// A Gate belongs to one process and is used from one goroutine. [Gate.Close]
+// closes the links (the kernel takes its breakpoints out of the process),
+// the programs and the maps; a gate of a process that executes a new image
+// is closed and a new one made for the new image.
+package bpfhook

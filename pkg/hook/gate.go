@@ -1,0 +1,184 @@
+package hook
+
+import (
+	"fmt"
+
+	"github.com/memtrap/memtrap/pkg/bpfhook"
+	"github.com/memtrap/memtrap/pkg/tracer"
+	"golang.org/x/arch/x86/x86asm"
+	"golang.org/x/sys/unix"
+)
+
+// UseGate has the set put the entry breakpoints of AddGated in g, the
+// kernel's uprobes of the process, which stop only the calls that matter.
+// The set closes g at Remove and Forget.
+func (s *Set) UseGate(g *bpfhook.Gate) { s.gate = g }
+
+// Gate is the set's gate, or nil.
+func (s *Set) Gate() *bpfhook.Gate { return s.gate }
+
+// AddGated hooks the function at addr like Add, but through the set's
+// gate, so that only the calls c says matter stop the thread; the gate
+// opens at OpenGate. Where there is no gate, or the function's first
+// instruction changes a register hit may read, it is an int3 breakpoint
+// as Add puts.
+func (s *Set) AddGated(addr uint64, hit HitFunc, c bpfhook.Call) error {
+	if s.gate == nil || !s.gateable(addr) {
+		return s.Add(addr, hit)
+	}
+	if _, ok := s.bps[addr]; ok || s.gated[addr] != nil {
+		return fmt.Errorf("a breakpoint stands at %#x already", addr)
+	}
+	s.gated[addr] = hit
+	s.gateFns = append(s.gateFns, addr)
+	s.gateCalls = append(s.gateCalls, c)
+	return nil
+}
+
+// OpenGate attaches the gate to the functions AddGated gave it, and says
+// whether it could. If it could not, they get int3 breakpoints instead,
+// the gate is closed, and err says why.
+func (s *Set) OpenGate() (bool, error) {
+	if s.gate == nil || len(s.gateFns) == 0 {
+		return false, nil
+	}
+	err := s.gate.Attach(s.gateFns, s.gateCalls)
+	if err == nil {
+		return true, nil
+	}
+	s.gate.Close()
+	s.gate = nil
+	for _, a := range s.gateFns {
+		hit := s.gated[a]
+		delete(s.gated, a)
+		if aerr := s.Add(a, hit); aerr != nil {
+			return false, aerr
+		}
+	}
+	return false, err
+}
+
+// gateable says whether the first instruction at addr leaves what a gate
+// stop's HitFunc reads as the gate recorded it at the entry: it runs
+// before the stop, and writes no argument register nor one the unwinder
+// follows (rsp it may move: the gate recorded the entry's).
+func (s *Set) gateable(addr uint64) bool {
+	code := make([]byte, 16)
+	if err := s.p.ReadMemory(addr, code); err != nil {
+		return false
+	}
+	if code[0] == 0xf3 && code[1] == 0x0f && code[2] == 0x1e && code[3] == 0xfa {
+		return true // endbr64
+	}
+	inst, err := x86asm.Decode(code, 64)
+	if err != nil || inst.Op == 0 {
+		return false
+	}
+	switch inst.Op {
+	case x86asm.NOP, x86asm.PUSH, x86asm.TEST, x86asm.CMP:
+		return true
+	case x86asm.MOV, x86asm.SUB:
+		// Into a scratch register no argument is passed in, or rsp.
+		if r, ok := inst.Args[0].(x86asm.Reg); ok {
+			switch r {
+			case x86asm.RAX, x86asm.EAX, x86asm.R10, x86asm.R11, x86asm.RSP:
+				return inst.Op == x86asm.SUB || r != x86asm.RSP
+			}
+		}
+	}
+	return false
+}
+
+// gateOwns says whether a stop is the gate's, and remembers it for Handle.
+func (s *Set) gateOwns(st tracer.Stop) bool {
+	if s.gate == nil {
+		return false
+	}
+	e, ok := s.gate.Owns(st)
+	if ok {
+		s.gateStops[st.Thread.Tid] = gateStop{st, e}
+	}
+	return ok
+}
+
+// gateStop is a stop of the gate's, and the call it is for.
+type gateStop struct {
+	st tracer.Stop
+	e  bpfhook.Entry
+}
+
+// gateHit handles a gate's stop: the HitFunc sees the call as it was at
+// the entry; the thread goes on from where it stopped, without the
+// gate's signal (a signal of the target's own that came with it is
+// delivered).
+func (s *Set) gateHit(t *tracer.Thread, gs gateStop) error {
+	delete(s.gateStops, t.Tid)
+	if bpfhook.Foreign(gs.st) {
+		t.Defer(gs.st.Info)
+	}
+	if err := s.gate.Done(t.Tid); err != nil {
+		return err
+	}
+	e := gs.e
+	hit := s.gated[e.Addr]
+	if hit == nil {
+		return fmt.Errorf("thread %d stopped for a call of %#x, which memtrap did not hook", t.Tid, e.Addr)
+	}
+	var regs unix.PtraceRegs
+	if err := t.Regs(&regs); err != nil {
+		return err
+	}
+	regs.Rip, regs.Rsp, regs.Rdi, regs.Rsi, regs.Rdx = e.Addr, e.Rsp, e.Rdi, e.Rsi, e.Rdx
+	return hit(t, &regs)
+}
+
+// gateRewind forgets a gate's stop that will not be handled.
+func (s *Set) gateRewind(t *tracer.Thread, gs gateStop) error {
+	delete(s.gateStops, t.Tid)
+	if bpfhook.Foreign(gs.st) {
+		t.Defer(gs.st.Info)
+	}
+	return s.gate.Done(t.Tid)
+}
+
+// closeGate detaches the gate and takes the SIGSTOPs it sent that are
+// still on their way to their threads (stopped, the others too): each
+// thread is stepped into its signal-delivery-stop, and the signal
+// dropped.
+func (s *Set) closeGate() error {
+	if s.gate == nil {
+		return nil
+	}
+	g := s.gate
+	s.gate = nil
+	defer g.Close()
+	if err := g.Detach(); err != nil {
+		return err
+	}
+	for _, tid := range g.Pending() {
+		t := s.p.Thread(tid)
+		if t == nil || !t.Stopped() {
+			continue
+		}
+		for range 64 { // its own signals come first, each kept for later
+			res, err := t.Step()
+			if err != nil {
+				return err
+			}
+			if res.Done {
+				break
+			}
+			if res.Sig == int(unix.SIGSTOP) {
+				if bpfhook.Foreign(tracer.Stop{Info: res.Info}) {
+					t.Defer(res.Info)
+				}
+				break
+			}
+			t.Defer(res.Info)
+		}
+	}
+	return nil
+}
+
+// Trapped says whether the function at addr has an int3 breakpoint.
+func (s *Set) Trapped(addr uint64) bool { return s.bps[addr] != nil }
