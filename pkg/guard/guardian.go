@@ -194,7 +194,7 @@ const (
 	segvAccerr = 2    // SIGSEGV: a write to a write-protected page
 	trapTrace  = 2    // SIGTRAP: a single-step
 	trapHWBkpt = 4    // SIGTRAP: a debug register
-	siKernel   = 0x80 // SIGTRAP: an int3
+	siKernel   = 0x80 // SIGTRAP: an int3; SIGSTOP: a BPF program's
 )
 
 // restore gives back what s says is changed; every thread of p is stopped.
@@ -350,6 +350,10 @@ func (s *State) trapped(st tracer.Stop, bps map[uint64]*Breakpoint) (ours, int3 
 				return true, false
 			}
 		}
+	case st.Sig == int(unix.SIGSTOP) && st.Info.Code() == siKernel:
+		// The kernel's filter of allocator calls (package bpfhook)
+		// stops a call that matters so: its probes went with memtrap.
+		return true, false
 	case st.Sig != int(unix.SIGTRAP):
 	case st.Info.Code() == trapHWBkpt:
 		return s.DebugRegs, false
@@ -370,7 +374,8 @@ func (s *State) trapped(st tracer.Stop, bps map[uint64]*Breakpoint) (ours, int3 
 	return false, false
 }
 
-// pendingTrap says whether thread tid has a SIGSEGV or SIGTRAP pending.
+// pendingTrap says whether thread tid has a SIGSEGV, SIGTRAP or SIGSTOP of
+// its own pending.
 func pendingTrap(pid, tid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
 	if err != nil {
@@ -379,7 +384,7 @@ func pendingTrap(pid, tid int) bool {
 	for _, l := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(l, "SigPnd:"); ok {
 			m, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			return err == nil && m&(1<<(unix.SIGSEGV-1)|1<<(unix.SIGTRAP-1)) != 0
+			return err == nil && m&(1<<(unix.SIGSEGV-1)|1<<(unix.SIGTRAP-1)|1<<(unix.SIGSTOP-1)) != 0
 		}
 	}
 	return false
