@@ -72,6 +72,8 @@ func crc(b []byte) uint64 {
 // breakpoints and code page.
 func TestArmFailures(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/victim.c", "-O0", "-g")
+	// --heap's breakpoints are int3s in attach mode (uprobes would leave
+	// the kernel's "[uprobes]" page behind).
 	modes := [][]string{{"--engine", "page", "--symbol", "ticks"}, {"--heap", "size=40"}}
 	if hwWorks(t) {
 		modes = append(modes, []string{"--engine", "hw", "--symbol", "ticks"})

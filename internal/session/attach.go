@@ -17,6 +17,7 @@ import (
 // would report for the target's end (128+N if signal N killed it).
 func Attach(opts Options, pid int) (code int, err error) {
 	se := newSession(opts)
+	se.attached = true
 	wopts := se.watchOptions()
 	end := se.begin()
 	defer end()

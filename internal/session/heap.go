@@ -299,9 +299,13 @@ func (se *session) hookHeap(w *pagewatch.Watch, hooks *hook.Set) (string, error)
 // heapGate is the gate that filters the allocator calls of process pid
 // in the kernel, or nil where the int3 path is the one to take: no BPF
 // uprobes here, MEMTRAP_HOOKS=int3 (tests run both paths), or a spec
-// with no size (a site alone: every call needs its backtrace).
+// with no size (a site alone: every call needs its backtrace); or a
+// target memtrap lets go before it ends (attach, --on-hit stop,
+// --max-writes): a process that hit a uprobe keeps the kernel's
+// "[uprobes]" page mapped until it exits or executes, and nothing of
+// memtrap's may stay behind.
 func (se *session) heapGate(pid int) *bpfhook.Gate {
-	if os.Getenv("MEMTRAP_HOOKS") == "int3" {
+	if os.Getenv("MEMTRAP_HOOKS") == "int3" || se.attached || se.handsOff() {
 		return nil
 	}
 	var ranges [][2]uint64

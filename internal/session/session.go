@@ -77,14 +77,15 @@ type Options struct {
 // session is one watch of one process, from its options to the final
 // summary.
 type session struct {
-	opts    Options
-	tty     bool   // the report goes to a terminal
-	pending []Spec // --symbol not found yet: waiting for a library
-	rep     report.Reporter
-	p       *tracer.Process
-	w       *pagewatch.Watch
-	syms    *symbols.Table   // the first process's image
-	unw     *unwind.Unwinder // over syms
+	opts     Options
+	tty      bool   // the report goes to a terminal
+	attached bool   // attach mode: the target outlives the session
+	pending  []Spec // --symbol not found yet: waiting for a library
+	rep      report.Reporter
+	p        *tracer.Process
+	w        *pagewatch.Watch
+	syms     *symbols.Table   // the first process's image
+	unw      *unwind.Unwinder // over syms
 	// execd holds the images of followed children that executed another
 	// program, and imageOf remembers which image each writer uses.
 	execd   map[int]*image
