@@ -15,8 +15,9 @@
 //	memtrap --(frame: length endFrame)-----------> guardian   normal end
 //
 // A normal end (exit, detach, failure) sends the end frame: the guardian
-// exits without touching the target. If the pipe closes without it, memtrap
-// is dead: the guardian seizes every thread of the target as soon as the
+// exits without touching the target. If memtrap's ptrace thread ends (its
+// PIDFD_THREAD pidfd, opened at the start, turns readable) or the pipe
+// closes without the end frame, memtrap is dead: the guardian seizes every thread of the target as soon as the
 // kernel has let them go ([tracer.Reclaim]; ptrace allows one tracer, and a
 // dead tracer's tracees are released as it exits), gives back what State
 // says (pages' protections, debug registers, breakpoint bytes, return
@@ -26,9 +27,9 @@
 // # The window
 //
 // The kernel lets a dead tracer's tracees go only when the tracer's thread
-// runs its own exit, some 0.1-6 ms after the SIGKILL on a loaded machine;
-// the guardian, woken by that thread's end (a PIDFD_THREAD pidfd) or by the
-// pipe's, has every thread seized a fraction of a millisecond later. A
+// runs its own exit, 0.1-3 ms after the SIGKILL on a quiet machine and up
+// to hundreds of ms on a loaded one (the killed thread waits for a CPU);
+// the guardian has every thread seized a fraction of a millisecond later. A
 // trap the target runs into in between kills it: before the release it
 // stops the target for a tracer that is gone, and the kernel delivers its
 // signal when it lets the target go; after, nothing traces it. So does a
