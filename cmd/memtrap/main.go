@@ -4,8 +4,14 @@ package main
 
 import (
 	"os"
+
+	"github.com/memtrap/memtrap/pkg/guard"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == guard.Command {
+		// memtrap's own: the guardian of an attached target (attach).
+		os.Exit(guard.Main(os.Args[2:], os.Stderr))
+	}
 	os.Exit(Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

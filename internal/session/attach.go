@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/memtrap/memtrap/internal/report"
+	"github.com/memtrap/memtrap/pkg/guard"
 	"github.com/memtrap/memtrap/pkg/pagewatch"
 	"github.com/memtrap/memtrap/pkg/tracer"
 )
@@ -28,7 +29,13 @@ func Attach(opts Options, pid int) (code int, err error) {
 		}
 		se.setProcess(p)
 		defer se.close()
-		sum, err = se.attachWatch(wopts)
+		// The guardian: if memtrap dies while the target is armed, it
+		// gives back what is armed (package guard).
+		g, gerr := guard.Start(pid)
+		if gerr == nil {
+			defer g.Close()
+		}
+		sum, err = se.attachWatch(wopts, g, gerr)
 		if err == nil {
 			se.prepareEnd(sum)
 			if se.hit != nil && se.opts.OnHit == "stop" {
@@ -57,7 +64,7 @@ func Attach(opts Options, pid int) (code int, err error) {
 	return exitCode(sum), nil
 }
 
-func (se *session) attachWatch(wopts pagewatch.Options) (report.Summary, error) {
+func (se *session) attachWatch(wopts pagewatch.Options, g *guard.Link, gerr error) (report.Summary, error) {
 	p := se.p
 	threads := p.Threads()
 	if len(threads) == 0 {
@@ -84,6 +91,9 @@ func (se *session) attachWatch(wopts pagewatch.Options) (report.Summary, error) 
 		return report.Summary{}, err
 	}
 	se.w = w
+	if g != nil {
+		w.SetGuard(g.Update)
+	}
 	if err := w.Arm(t); err != nil {
 		letGo(w)
 		return report.Summary{}, err
@@ -101,6 +111,9 @@ func (se *session) attachWatch(wopts pagewatch.Options) (report.Summary, error) 
 		letGo(w)
 		return report.Summary{}, err
 	}
+	if gerr != nil {
+		_ = se.rep.Note(fmt.Sprintf("%v; if memtrap is killed, the target may die of what memtrap leaves armed", gerr))
+	}
 	for _, l := range hookLines {
 		if strings.HasPrefix(l, "watching heap") {
 			l += "; blocks allocated before the attach are not known"
@@ -112,6 +125,7 @@ func (se *session) attachWatch(wopts pagewatch.Options) (report.Summary, error) 
 			w.RequestDetach()
 		}
 	}()
+	w.SyncGuard() // the breakpoints
 	if err := p.ResumeAll(); err != nil {
 		return report.Summary{}, err
 	}

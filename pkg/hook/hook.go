@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/memtrap/memtrap/pkg/bpfhook"
+	"github.com/memtrap/memtrap/pkg/guard"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
@@ -465,4 +467,30 @@ func (s *Set) Fork(c *tracer.Process, parentTid, childTid int) (*Set, error) {
 		cs.gated[a] = hit
 	}
 	return cs, nil
+}
+
+// GuardState adds the breakpoints, the awaited returns and the code page
+// to s, for a guardian (package guard) to take out if memtrap dies.
+func (s *Set) GuardState(g *guard.State) {
+	addrs := make([]uint64, 0, len(s.bps))
+	for a := range s.bps {
+		addrs = append(addrs, a)
+	}
+	slices.Sort(addrs)
+	for _, a := range addrs {
+		bp := s.bps[a]
+		g.Breakpoints = append(g.Breakpoints, guard.Breakpoint{Addr: bp.addr, Orig: bp.orig, Len: bp.len, Slot: bp.slot})
+	}
+	tids := make([]int, 0, len(s.rets))
+	for tid := range s.rets {
+		tids = append(tids, tid)
+	}
+	slices.Sort(tids)
+	for _, tid := range tids {
+		for _, c := range s.rets[tid] {
+			g.Returns = append(g.Returns, guard.Return{Tid: tid, Slot: c.slot, RA: c.ra})
+		}
+	}
+	g.Trampoline = s.page
+	g.Unmap = append(g.Unmap, guard.Span{Addr: s.page, Len: pageSize})
 }

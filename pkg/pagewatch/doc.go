@@ -14,6 +14,10 @@
 // ([Watch.AddRegions], [Watch.RemoveRegions]): only what those regions
 // concern is armed or disarmed.
 //
+// With [Watch.SetGuard], the watch tells a guardian (package guard) what it
+// has changed in the target each time that changes, before the target runs
+// with it, so that the target survives memtrap's death.
+//
 // # Threads
 //
 // Every method but RequestDetach runs on the ptrace thread, like the

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/memtrap/memtrap/pkg/guard"
 	"github.com/memtrap/memtrap/pkg/tracer"
 )
 
@@ -56,6 +57,8 @@ type engine interface {
 	// forked off (t its thread, stopped): the child inherited the
 	// parent's address space, protections included.
 	fork(cw *Watch, t *tracer.Thread) (engine, error)
+	// guardState adds what is armed to s, for a guardian (SyncGuard).
+	guardState(s *guard.State)
 	// release undoes, in a forked child that is not followed (t its
 	// thread, stopped), what it inherited of this engine's arming.
 	release(t *tracer.Thread) error

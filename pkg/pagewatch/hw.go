@@ -23,6 +23,7 @@ type hwEngine struct {
 	w      *Watch
 	slots  []slot             // the debug registers' watches
 	shadow map[*Region][]byte // each region's last known bytes
+	armed  bool               // the threads' DR7 is set (guardState)
 }
 
 // slot is one debug register's watch: an aligned 1, 2, 4 or 8-byte range.
@@ -81,6 +82,7 @@ func (e *hwEngine) arm(*tracer.Thread) error {
 		return err
 	}
 	e.w.p.OnNewThread = e.loadDebugRegs
+	e.armed = true
 	return e.loadAll()
 }
 
@@ -149,6 +151,7 @@ func (e *hwEngine) disarm(*tracer.Thread) error {
 			errs = append(errs, err)
 		}
 	}
+	e.armed = false
 	return errors.Join(errs...)
 }
 
@@ -181,6 +184,7 @@ func (e *hwEngine) fork(cw *Watch, t *tracer.Thread) (engine, error) {
 		c.shadow[r] = append([]byte(nil), b...)
 	}
 	cw.p.OnNewThread = c.loadDebugRegs
+	c.armed = true
 	return c, c.loadDebugRegs(t)
 }
 

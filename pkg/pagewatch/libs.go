@@ -69,6 +69,7 @@ func (w *Watch) libraries(t *tracer.Thread) error {
 			}
 		}
 	}
+	w.SyncGuard()
 	return t.Resume(0)
 }
 

@@ -224,6 +224,7 @@ func (e *pageEngine) memoryCall(t *tracer.Thread, si tracer.SyscallInfo) (bool, 
 			}
 		}
 	}
+	w.SyncGuard()
 	if err := p.ResumeOthers(); err != nil {
 		return false, err
 	}

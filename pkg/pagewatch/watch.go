@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/memtrap/memtrap/pkg/guard"
 	"github.com/memtrap/memtrap/pkg/sysout"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"github.com/memtrap/memtrap/pkg/x86/store"
@@ -169,8 +170,9 @@ type Watch struct {
 	parents  map[int]int    // every followed child's parent, by pid (on the root watch)
 	exited   *tracer.Stop   // the first process's exit, while children run on
 
-	hooks Hooks               // breakpoints in the first process's code (SetHooks)
-	insns map[uint64]insnText // syntax's
+	hooks Hooks                    // breakpoints in the first process's code (SetHooks)
+	guard func(*guard.State) error // SetGuard
+	insns map[uint64]insnText      // syntax's
 	// handoff: a hand-off asked for (HandOff), done by Run once the
 	// stop being handled is.
 	handoff *handoff
@@ -215,6 +217,7 @@ func (w *Watch) hookHit(t *tracer.Thread) error {
 	if err := w.checkSegv(t); err != nil {
 		return err
 	}
+	w.SyncGuard()
 	return w.resume(t)
 }
 
@@ -261,6 +264,7 @@ func (w *Watch) Regions() []*Region { return w.regions }
 // debug registers loaded, with t (a stopped thread, with the others stopped
 // too) making the system calls that takes.
 func (w *Watch) Arm(t *tracer.Thread) error {
+	defer w.SyncGuard()
 	w.noteIgnored()
 	if err := w.eng.arm(t); err != nil {
 		return err
@@ -278,6 +282,7 @@ func (w *Watch) Arm(t *tracer.Thread) error {
 // concern is armed (the pages not armed yet, the debug registers).
 // Precondition: t is stopped, and so are the other threads.
 func (w *Watch) AddRegions(t *tracer.Thread, regions []*Region) error {
+	defer w.SyncGuard()
 	for _, r := range regions {
 		if err := r.Validate(); err != nil {
 			return err
@@ -296,6 +301,7 @@ func (w *Watch) AddRegions(t *tracer.Thread, regions []*Region) error {
 // filter keeps stopping the calls near them (a filter cannot be taken
 // back); those calls then run as they are. Precondition: as AddRegions.
 func (w *Watch) RemoveRegions(t *tracer.Thread, regions []*Region) error {
+	defer w.SyncGuard()
 	gone := map[*Region]bool{}
 	for _, r := range regions {
 		gone[r] = true
@@ -653,6 +659,7 @@ func (w *Watch) Detach(st tracer.Stop) error {
 // too. A step that fails does not stop the others (the target must get
 // back all that can be given back); the errors are returned together.
 func (w *Watch) Disarm(t *tracer.Thread) error {
+	defer w.SyncGuard()
 	var errs []error
 	if err := w.unwatchLibraries(w.p); err != nil {
 		errs = append(errs, err)
@@ -691,6 +698,7 @@ func (w *Watch) exec(t *tracer.Thread) error {
 	// kernel's limit; what they cover is the old image's.
 	w.scratch, w.calls, w.segv, w.libBP, w.filtered = nil, nil, segvGuard{}, 0, nil
 	w.entry = 0
+	w.SyncGuard()
 	w.p.TraceSyscalls(false)
 	if w.opts.OnExec == nil {
 		return t.Resume(0)

@@ -44,15 +44,23 @@ func Attach(pid int) (*Process, error) {
 	quietChildStops()
 	p := newProcessNoMem(pid)
 	p.options = baseOptions | unix.PTRACE_O_TRACEEXIT | unix.PTRACE_O_TRACESYSGOOD
-	if err := p.seizeAll(); err != nil {
-		p.detachAll()
-		return nil, err
-	}
-	if err := p.openMem(); err != nil {
-		p.detachAll()
+	if err := p.seizeAllOpen(); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// seizeAllOpen seizes every thread not seized yet, stops them all and
+// opens the memory; on failure it lets every thread go.
+func (p *Process) seizeAllOpen() error {
+	err := p.seizeAll()
+	if err == nil {
+		err = p.openMem()
+	}
+	if err != nil {
+		p.detachAll()
+	}
+	return err
 }
 
 // goneError says how a process is gone, in its own words; it is

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/memtrap/memtrap/internal/fixture"
+)
+
+// TestGuardianSIGKILL: memtrap is killed with SIGKILL while attached to a
+// target that writes the watched variable (through a hooked function, in
+// one case) every 200 ms, half a period after a write; its guardian gives
+// everything back, and the target runs on as if memtrap had never been
+// there: its maps as before the attach (no protection left, no mapping of
+// memtrap's), its code intact (no int3 left), every write done once, its
+// own exit status. Killed half a period from any trap, memtrap leaves no
+// trap for the kernel to deliver while it lets the target go (README,
+// Limits): every try must survive.
+//
+// For scripts/guardian-survival, which counts survivors:
+// MEMTRAP_GUARD_RANDOM=1 kills memtrap at a random moment instead,
+// MEMTRAP_GUARD_TRIES and MEMTRAP_GUARD_PERIOD (ms) change the tries per
+// case and the period, and MEMTRAP_GUARD_PREFIX is a command memtrap runs
+// under (chrt -f 1).
+func TestGuardianSIGKILL(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/guarded.c", "-O1", "-g")
+	tries, period := envInt("MEMTRAP_GUARD_TRIES", 3), envInt("MEMTRAP_GUARD_PERIOD", 200)
+	random := os.Getenv("MEMTRAP_GUARD_RANDOM") == "1"
+	cases := map[string][]string{
+		"page":       {"--engine", "page", "--symbol", "ticks"},
+		"hw":         {"--engine", "hw", "--symbol", "ticks"},
+		"page+hooks": {"--engine", "page", "--symbol", "ticks", "--arg", "bump:1:8"},
+	}
+	for _, name := range engines(t, "page", "hw", "page+hooks") {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			survived := 0
+			var seized, done []int
+			for i := 0; i < tries; i++ {
+				s, d, err := guardedTry(t, prog, period, random, cases[name])
+				if err != nil {
+					t.Errorf("try %d: %v", i+1, err)
+					continue
+				}
+				survived++
+				seized, done = append(seized, s), append(done, d)
+			}
+			slices.Sort(seized)
+			slices.Sort(done)
+			t.Logf("%s: %d of %d targets survived memtrap's SIGKILL; the guardian seized the target %s us, and was done %s us, after it saw memtrap die (min/median/max)",
+				name, survived, tries, spread(seized), spread(done))
+		})
+	}
+}
+
+// spread is the min/median/max of sorted.
+func spread(sorted []int) string {
+	if len(sorted) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d/%d", sorted[0], sorted[len(sorted)/2], sorted[len(sorted)-1])
+}
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// guardedTry attaches to a fresh target, kills memtrap half a period after
+// the first write it reports (random: at a random moment within two
+// periods of the armed watch), and checks the target. It returns the
+// guardian's times, as it says them.
+func guardedTry(t *testing.T, prog string, period int, random bool, flags []string) (seized, done int, err error) {
+	t.Helper()
+	target := exec.Command(prog, strconv.Itoa(period))
+	stdin, _ := target.StdinPipe()
+	stdout, _ := target.StdoutPipe()
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer target.Process.Kill()
+	lines := make(chan string, 1000)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func() (string, error) {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				return "", io.EOF
+			}
+			return l, nil
+		case <-time.After(10 * time.Second):
+			return "", fmt.Errorf("the target printed nothing for 10 s")
+		}
+	}
+	if l, err := next(); l != "ready" {
+		t.Fatalf("target: %q, %v", l, err)
+	}
+	pid := target.Process.Pid
+	before := mapsOf(t, pid)
+	argv := append(strings.Fields(os.Getenv("MEMTRAP_GUARD_PREFIX")), memtrapBin, "attach", strconv.Itoa(pid), "--format", "json", "--backtrace", "0")
+	mt := exec.Command(argv[0], append(argv[1:], flags...)...)
+	errp, _ := mt.StderrPipe()
+	if err := mt.Start(); err != nil {
+		t.Fatal(err)
+	}
+	mrd := bufio.NewReader(errp)
+	// awaitEvent reads memtrap's events up to one of kind ev.
+	awaitEvent := func(ev string) {
+		for {
+			l, err := mrd.ReadString('\n')
+			if err != nil {
+				mt.Wait()
+				t.Fatalf("memtrap ended before a %s event: %v", ev, err)
+			}
+			if strings.Contains(l, `"event":"`+ev+`"`) {
+				return
+			}
+		}
+	}
+	awaitEvent("watch")
+	if random {
+		time.Sleep(time.Duration(rand.IntN(2*period*1000)) * time.Microsecond)
+	} else {
+		awaitEvent("write")
+		time.Sleep(time.Duration(period/2) * time.Millisecond)
+	}
+	mt.Process.Kill()
+	// The guardian holds memtrap's stderr until it is done.
+	rest, _ := readAll(mrd)
+	mt.Wait()
+	// What the target printed so far, then a tick more.
+	var all []string
+	for drained := false; !drained; {
+		select {
+		case l, ok := <-lines:
+			if ok {
+				all = append(all, l)
+			}
+			drained = !ok
+		default:
+			drained = true
+		}
+	}
+	for k := len(all); len(all) < k+1; {
+		l, err := next()
+		if err != nil {
+			target.Wait()
+			return 0, 0, fmt.Errorf("the target after memtrap's death: %v (%v); memtrap's stderr: %s", err, target.ProcessState, rest)
+		}
+		all = append(all, l)
+	}
+	i := strings.Index(rest, "its guardian gave back what memtrap had changed")
+	if i < 0 {
+		return 0, 0, fmt.Errorf("no word of the guardian; memtrap's stderr: %s", rest)
+	}
+	if j := strings.Index(rest[i:], "(seized "); j >= 0 {
+		fmt.Sscanf(rest[i+j:], "(seized %d us after it saw memtrap die, done after %d us)", &seized, &done)
+	}
+	if after := mapsOf(t, pid); after != before {
+		return 0, 0, fmt.Errorf("maps changed:\n%s\nwere:\n%s", after, before)
+	}
+	if tp, err := tracerPid(pid); err != nil || tp != 0 {
+		return 0, 0, fmt.Errorf("still traced by %d (%v)", tp, err)
+	}
+	stdin.Close()
+	for {
+		l, err := next()
+		if err != nil {
+			break
+		}
+		all = append(all, l)
+	}
+	werr := target.Wait()
+	ws, _ := target.ProcessState.Sys().(syscall.WaitStatus)
+	if werr == nil || !ws.Exited() || ws.ExitStatus() != 7 {
+		return 0, 0, fmt.Errorf("target ended with %v; its last lines %q", target.ProcessState, all[max(0, len(all)-3):])
+	}
+	// Every bump printed its value: no write lost or doubled.
+	n := len(all) - 1
+	for i, l := range all[:n] {
+		if l != fmt.Sprintf("tick %d", i+1) {
+			return 0, 0, fmt.Errorf("line %d of the target: %q", i+1, l)
+		}
+	}
+	if want := fmt.Sprintf("done %d, code intact", n); all[n] != want {
+		return 0, 0, fmt.Errorf("the target's last line %q, want %q", all[n], want)
+	}
+	return seized, done, nil
+}
