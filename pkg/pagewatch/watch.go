@@ -321,17 +321,10 @@ func (w *Watch) RemoveRegions(t *tracer.Thread, regions []*Region) error {
 }
 
 // resume lets a thread go on after memtrap's work on it; a signal that
-// arrived meanwhile (deferred) is delivered as any other (deliver).
-func (w *Watch) resume(t *tracer.Thread) error {
-	if t.Held() {
-		// Handed off: a signal waiting goes with the detach.
-		return nil
-	}
-	if sig, ok := t.TakeDeferred(); ok {
-		return w.eng.deliver(t, sig)
-	}
-	return t.Resume(0)
-}
+// arrived meanwhile (deferred) comes back as a stop of its own, delivered
+// as any other (deliver). A held thread (HandOff) stays stopped: a signal
+// waiting goes with the detach.
+func (w *Watch) resume(t *tracer.Thread) error { return t.Resume(0) }
 
 // handoff is a HandOff to carry out.
 type handoff struct {

@@ -261,7 +261,7 @@ func (p *Process) swallowWake() {
 			return
 		}
 		var info Siginfo
-		if ptraceGetSiginfo(t.Tid, &info) != nil {
+		if ptraceGetSiginfo(t.Tid, &info) != nil || t.reclaim(&info) != nil {
 			return
 		}
 		t.sigStop = true
