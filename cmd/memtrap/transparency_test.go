@@ -652,3 +652,54 @@ func TestSignalPair(t *testing.T) {
 		}
 	}
 }
+
+// TestTargetLeavesChildren: a target that exits leaving a child and a
+// daemon running ends the run, as natively, with its output and status;
+// the two go on untraced (memtrap traced them only for the syscall filter
+// they inherited). With --follow-forks, the run ends when the last
+// followed process has exited, every write of each reported.
+func TestTargetLeavesChildren(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/orphan.c", "-O0")
+	for _, engine := range engines(t, "page", "hw") {
+		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--symbol", "value", "--", prog, "spin")
+		var child, daemon int
+		n, _ := fmt.Sscanf(r.stdout, "child %d daemon %d\n", &child, &daemon)
+		for _, pid := range []int{child, daemon} {
+			if pid > 0 {
+				t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+			}
+		}
+		if n != 2 || r.code != 0 {
+			t.Fatalf("%s: %q exit %d; stderr %s", engine, r.stdout, r.code, tail(r.stderr))
+		}
+		for _, pid := range []int{child, daemon} {
+			if tp, err := tracerPid(pid); err != nil || tp != 0 {
+				t.Errorf("%s: process %d left running: tracer %d (%v), want none", engine, pid, tp, err)
+			}
+		}
+		evs := parseEvents(t, r.stderr)
+		if ws := writes(evs); len(ws) != 2 || ws[0].New != "0x1" || ws[1].New != "0x2" {
+			t.Errorf("%s: writes %+v", engine, ws)
+		}
+		if !strings.Contains(r.stderr, "the target exited leaving 2 task(s) of child processes running; they go on untraced") {
+			t.Errorf("%s: no note of the children let go: %s", engine, tail(r.stderr))
+		}
+
+		r = memtrap(t, "run", "--engine", engine, "--format", "json", "--follow-forks", "--symbol", "value", "--", prog, "brief")
+		if n, _ := fmt.Sscanf(r.stdout, "child %d daemon %d\n", &child, &daemon); n != 2 || r.code != 0 {
+			t.Fatalf("%s --follow-forks: %q exit %d; stderr %s", engine, r.stdout, r.code, tail(r.stderr))
+		}
+		byPid := map[int]int{}
+		for _, w := range writes(parseEvents(t, r.stderr)) {
+			byPid[w.Pid]++
+		}
+		if len(byPid) != 3 || byPid[child] != 1 || byPid[daemon] != 1 {
+			t.Errorf("%s --follow-forks: writes by pid %v, want 2 by the target, 1 by %d and 1 by %d", engine, byPid, child, daemon)
+		}
+		for _, pid := range []int{child, daemon} {
+			if !strings.Contains(r.stderr, fmt.Sprintf("process %d exited (status 0)", pid)) {
+				t.Errorf("%s --follow-forks: no exit of %d reported: %s", engine, pid, tail(r.stderr))
+			}
+		}
+	}
+}

@@ -110,7 +110,8 @@ type Options struct {
 	// SyscallFilter follows those syscalls with a seccomp filter, which
 	// stops only them, instead of stopping every syscall twice. The
 	// filter cannot be removed, so this is for targets memtrap launched
-	// and keeps until they exit (their forked children too).
+	// and keeps until they exit (their forked children, which inherit
+	// it, until tracer.Process.ReleaseKept).
 	SyscallFilter bool
 	// StackBytes asks for the first StackBytes bytes (whole pages) of the
 	// writer's stack in Write.Stack, read with the fault's own system call
