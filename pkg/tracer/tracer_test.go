@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"fmt"
 	"github.com/memtrap/memtrap/pkg/procmaps"
 	"os"
 	"strings"
@@ -140,5 +141,78 @@ func TestAttachErrors(t *testing.T) {
 	err := Locked(func() error { _, err := Attach(1 << 30); return err })
 	if err == nil || !strings.Contains(err.Error(), "no such process") {
 		t.Fatalf("Attach(huge pid) = %v", err)
+	}
+}
+
+// TestSignalsDuringInjection: a signal sent while the tracer injects a
+// syscall is not lost to the injection's single-step: one the tracer can
+// block (SIGUSR1) stays pending meanwhile; one it cannot (SIGSEGV, which
+// its own work may raise) is taken and given back. Either way the next
+// Wait reports it, once, with its own siginfo (kill(2) from this process).
+// (Failures are returned from the ptrace thread: t.Fatal there would hang.)
+func TestSignalsDuringInjection(t *testing.T) {
+	prog := fixture.Build(t, "pkg/tracer/testdata/threads_exit.c", "-O0", "-pthread")
+	err := Locked(func() error {
+		p, out := launch(t, prog)
+		defer p.Close()
+		th, err := p.RunToEntry()
+		if err != nil {
+			return fmt.Errorf("RunToEntry: %w", err)
+		}
+		for _, c := range []struct {
+			sig   unix.Signal
+			taken bool
+		}{{unix.SIGUSR1, false}, {unix.SIGSEGV, true}} {
+			if err := unix.Kill(p.Pid, c.sig); err != nil {
+				return err
+			}
+			if pid, err := th.Syscall(unix.SYS_GETPID); err != nil || int(pid) != p.Pid {
+				return fmt.Errorf("%v: injected getpid = %d, %v", c.sig, pid, err)
+			}
+			if th.Deferred() != c.taken {
+				return fmt.Errorf("%v: taken by the injection: %v, want %v", c.sig, th.Deferred(), c.taken)
+			}
+			if err := th.Resume(0); err != nil {
+				return err
+			}
+			st, err := p.Wait()
+			if err != nil {
+				return err
+			}
+			if st.Kind != StopSignal || st.Sig != int(c.sig) || st.Info.Code() != siUser || st.Info.senderPid() != os.Getpid() {
+				return fmt.Errorf("%v: next stop %v signal %d code %d from %d; want it, from kill(2) by %d", c.sig, st.Kind, st.Sig, st.Info.Code(), st.Info.senderPid(), os.Getpid())
+			}
+			if si, err := st.Thread.Siginfo(); err != nil || si != st.Info {
+				return fmt.Errorf("%v: the stop's siginfo is not the one reported (%v)", c.sig, err)
+			}
+			th = st.Thread // suppressed at the next Resume
+		}
+		if err := th.Resume(0); err != nil {
+			return err
+		}
+		for {
+			st, err := p.Wait()
+			if err != nil {
+				return fmt.Errorf("Wait: %w", err)
+			}
+			if st.Kind == StopExited {
+				if !st.Status.Exited() || st.Status.ExitStatus() != 42 {
+					return fmt.Errorf("exit status %#x, want exit 42", uint32(st.Status))
+				}
+				break
+			}
+			if st.Kind == StopSignal {
+				return fmt.Errorf("signal %d again", st.Sig)
+			}
+			st.Thread.Resume(0)
+		}
+		b := make([]byte, 64)
+		if n, _ := out.Read(b); strings.TrimSpace(string(b[:n])) != "3000" {
+			return fmt.Errorf("target printed %q, want 3000", b[:n])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
