@@ -56,7 +56,16 @@ func (t *Thread) holdSignals() (release func() error, err error) {
 	if err := t.SetSigMask(m | ^uint64(forced)); err != nil {
 		return nil, maskErr(err)
 	}
-	return func() error { return maskErr(t.SetSigMask(m)) }, nil
+	return func() error {
+		// A forced signal the thread blocked was unblocked by the
+		// kernel, which reset its handler (the signal guard of package
+		// pagewatch puts both back): that stays as the kernel left it.
+		now, err := t.SigMask()
+		if err != nil {
+			return maskErr(err)
+		}
+		return maskErr(t.SetSigMask(m&^forced | now&forced))
+	}, nil
 }
 
 func maskErr(err error) error {
