@@ -580,3 +580,126 @@ func TestIOURingNote(t *testing.T) {
 		t.Fatalf("%d io_uring notes, want 1: %s", n, r.stderr)
 	}
 }
+
+// TestPendingSignals: standard and real-time signals, sent to the process
+// and to the thread, pending at once while memtrap completes a trapped
+// write (emulated or single-stepped) or delivers another signal through
+// its signal-frame path (the alternate stack's last page watched), are all
+// delivered, as many as natively, in the kernel's order, each real-time
+// signal's values in the order sent; every store of their handlers is
+// reported.
+func TestPendingSignals(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/sigqueue.c", "-O0", "-pthread")
+	const rounds = 40
+	want := native(t, prog, fmt.Sprint(rounds))
+	first, burst, _ := strings.Cut(want.stdout, "\n")
+	if first != fmt.Sprintf("flood: usr1 %d usr2 %d rt0 %d rt1 %d misorder 0", rounds, rounds, 3*rounds, 3*rounds) ||
+		!strings.HasPrefix(burst, "burst: order ") || len(burst) != len("burst: order 12345678 misorder 0\n") || want.code != 0 {
+		t.Fatalf("native run: %q exit %d", want.stdout, want.code)
+	}
+	stack := []string{"--symbol", "altstk+61440", "--len", "4096"}
+	modes := [][]string{
+		{"--engine", "page"},
+		{"--engine", "page", "--completer", "step"},
+		append([]string{"--engine", "page"}, stack...),
+		append([]string{"--engine", "page", "--completer", "step"}, stack...),
+		{"--engine", "page", "--kernel-writes=false"},
+	}
+	if hwWorks(t) {
+		modes = append(modes, []string{"--engine", "hw"})
+	}
+	for _, m := range modes {
+		args := append(append([]string{"run", "--format", "json", "--backtrace", "1"}, m...), "--symbol", "value", "--", prog, fmt.Sprint(rounds))
+		r := memtrap(t, args...)
+		if r.stdout != want.stdout || r.code != want.code {
+			t.Fatalf("%v: %q exit %d, want %q; stderr %s", m, r.stdout, r.code, want.stdout, tail(r.stderr))
+		}
+		// Each handler stores twice: 8 signals a round, and 8 in the burst.
+		n := 0
+		for _, w := range writes(parseEvents(t, r.stderr)) {
+			if w.Region == "value" && writer(w) == "on_sig" {
+				n++
+			}
+		}
+		if n != 2*(8*rounds+8) {
+			t.Errorf("%v: %d stores of the handlers reported, want %d", m, n, 2*(8*rounds+8))
+		}
+	}
+}
+
+// TestSignalPair: a thread sends SIGUSR1 and then SIGUSR2 to its process,
+// whose other thread waits for both, and a thread waits in one sigsuspend
+// for both of its own; the second signal arrives while memtrap works on
+// the first (asks the thread for its alternate stack), and is delivered
+// as natively: in the same wait, nested, with the same masks.
+func TestSignalPair(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/sigpair.c", "-O0", "-pthread")
+	want := native(t, prog)
+	if want.stdout != "pair: usr1 1 usr2 1\nsuspend: handlers 2[12]1[1], blocked again 1\n" || want.code != 0 {
+		t.Fatalf("native run: %q exit %d", want.stdout, want.code)
+	}
+	modes := [][]string{{"--engine", "page"}, {"--engine", "page", "--kernel-writes=false"}}
+	if hwWorks(t) {
+		modes = append(modes, []string{"--engine", "hw"})
+	}
+	for _, m := range modes {
+		r := memtrap(t, append(append([]string{"run", "--format", "json"}, m...), "--symbol", "value", "--", prog)...)
+		if r.stdout != want.stdout || r.code != want.code {
+			t.Fatalf("%v: %q exit %d, want %q; stderr %s", m, r.stdout, r.code, want.stdout, tail(r.stderr))
+		}
+		if ws := writes(parseEvents(t, r.stderr)); len(ws) != 2 || ws[0].New != "0x1" || ws[1].New != "0x2" {
+			t.Errorf("%v: writes %+v", m, ws)
+		}
+	}
+}
+
+// TestTargetLeavesChildren: a target that exits leaving a child and a
+// daemon running ends the run, as natively, with its output and status;
+// the two go on untraced (memtrap traced them only for the syscall filter
+// they inherited). With --follow-forks, the run ends when the last
+// followed process has exited, every write of each reported.
+func TestTargetLeavesChildren(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/orphan.c", "-O0")
+	for _, engine := range engines(t, "page", "hw") {
+		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--symbol", "value", "--", prog, "spin")
+		var child, daemon int
+		n, _ := fmt.Sscanf(r.stdout, "child %d daemon %d\n", &child, &daemon)
+		for _, pid := range []int{child, daemon} {
+			if pid > 0 {
+				t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+			}
+		}
+		if n != 2 || r.code != 0 {
+			t.Fatalf("%s: %q exit %d; stderr %s", engine, r.stdout, r.code, tail(r.stderr))
+		}
+		for _, pid := range []int{child, daemon} {
+			if tp, err := tracerPid(pid); err != nil || tp != 0 {
+				t.Errorf("%s: process %d left running: tracer %d (%v), want none", engine, pid, tp, err)
+			}
+		}
+		evs := parseEvents(t, r.stderr)
+		if ws := writes(evs); len(ws) != 2 || ws[0].New != "0x1" || ws[1].New != "0x2" {
+			t.Errorf("%s: writes %+v", engine, ws)
+		}
+		if !strings.Contains(r.stderr, "the target exited leaving 2 task(s) of child processes running; they go on untraced") {
+			t.Errorf("%s: no note of the children let go: %s", engine, tail(r.stderr))
+		}
+
+		r = memtrap(t, "run", "--engine", engine, "--format", "json", "--follow-forks", "--symbol", "value", "--", prog, "brief")
+		if n, _ := fmt.Sscanf(r.stdout, "child %d daemon %d\n", &child, &daemon); n != 2 || r.code != 0 {
+			t.Fatalf("%s --follow-forks: %q exit %d; stderr %s", engine, r.stdout, r.code, tail(r.stderr))
+		}
+		byPid := map[int]int{}
+		for _, w := range writes(parseEvents(t, r.stderr)) {
+			byPid[w.Pid]++
+		}
+		if len(byPid) != 3 || byPid[child] != 1 || byPid[daemon] != 1 {
+			t.Errorf("%s --follow-forks: writes by pid %v, want 2 by the target, 1 by %d and 1 by %d", engine, byPid, child, daemon)
+		}
+		for _, pid := range []int{child, daemon} {
+			if !strings.Contains(r.stderr, fmt.Sprintf("process %d exited (status 0)", pid)) {
+				t.Errorf("%s --follow-forks: no exit of %d reported: %s", engine, pid, tail(r.stderr))
+			}
+		}
+	}
+}

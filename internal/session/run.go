@@ -104,15 +104,22 @@ func (se *session) runWatch(wopts pagewatch.Options) (report.Summary, error) {
 	if err != nil {
 		return report.Summary{}, err
 	}
-	if w.HandedOff() {
-		return se.afterHandOff(summary(w, st))
-	}
-	if n := p.Kept(); n > 0 {
-		// They inherited the syscall filter, which needs its tracer.
-		_ = se.rep.Note(fmt.Sprintf("the target exited; waiting for the %d task(s) of child processes it left running", n))
-		if err := p.WaitKept(); err != nil {
+	if p.Kept() > 0 {
+		// Children not followed that the target left running (a
+		// daemon, orphans) were traced only because their inherited
+		// syscall filter needs a tracer: the run ends with the target,
+		// as it does natively, and they go on untraced. (After a
+		// hand-off too: memtrap serves them no more while it waits.)
+		n, err := p.ReleaseKept()
+		if err != nil {
 			return report.Summary{}, err
 		}
+		if n > 0 && !w.HandedOff() {
+			_ = se.rep.Note(fmt.Sprintf("the target exited leaving %d task(s) of child processes running; they go on untraced, and their system calls that memtrap's syscall filter stops now fail with ENOSYS (see README, Limits)", n))
+		}
+	}
+	if w.HandedOff() {
+		return se.afterHandOff(summary(w, st))
 	}
 	return summary(w, st), nil
 }

@@ -115,8 +115,9 @@
 //
 // A forked child starts as a copy of its parent: the same pages armed, the
 // same scratch area and loader breakpoint, the syscall filter. Without
-// Options.FollowForks it gets its pages back and is let go (or kept in
-// pass-through while it has the filter); with it, its watch is a copy of
+// Options.FollowForks it gets its pages back and is let go (or, for the
+// filter it inherited, kept in pass-through until tracer.Process.ReleaseKept);
+// with it, its watch is a copy of
 // the parent's over the child's tracer.Process, its writes carry its pid,
 // and [Watch.Parent] tells who forked it. Debug registers are not
 // inherited: the hw engine loads them again. After execve the regions are

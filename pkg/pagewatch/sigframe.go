@@ -18,12 +18,16 @@ func (e *pageEngine) deliver(t *tracer.Thread, sig int) error {
 	if w.scratch == nil || !e.anyArmed() {
 		return t.Resume(sig)
 	}
-	cg, err := w.p.CaughtSignals()
-	if err != nil || cg&(1<<(sig-1)) == 0 {
+	if caught, err := w.p.Catches(sig); err != nil || !caught {
 		return t.Resume(sig) // no handler: no frame
 	}
 	var regs unix.PtraceRegs
 	if err := t.Regs(&regs); err != nil {
+		return err
+	}
+	// Before anything runs in the thread (tracer.Thread.WaitMask).
+	own, during, waiting, err := t.WaitMask(&regs)
+	if err != nil {
 		return err
 	}
 	room := frameRoom()
@@ -48,11 +52,13 @@ func (e *pageEngine) deliver(t *tracer.Thread, sig int) error {
 			}
 		}
 	}
-	if len(pages) == 0 {
+	if len(pages) == 0 && !waiting {
 		return t.Resume(sig)
 	}
-	if err := w.p.StopOthers(t); err != nil {
-		return err
+	if len(pages) > 0 {
+		if err := w.p.StopOthers(t); err != nil {
+			return err
+		}
 	}
 	before := map[uint64][]byte{}
 	for _, pg := range pages {
@@ -65,12 +71,22 @@ func (e *pageEngine) deliver(t *tracer.Thread, sig int) error {
 			return err
 		}
 	}
+	if waiting {
+		if err := t.SetSigMask(during); err != nil {
+			return err
+		}
+	}
 	if err := t.SetSiginfo(info); err != nil {
 		return err
 	}
 	res, err := t.StepSignal(sig)
 	if err != nil {
 		return err
+	}
+	if waiting && res.Done {
+		if err := e.setFrameMask(t, own); err != nil {
+			return err
+		}
 	}
 	for _, pg := range pages {
 		if err := t.Mprotect(pg.addr, pageSize, pg.prot&^unix.PROT_WRITE); err != nil {
@@ -81,8 +97,10 @@ func (e *pageEngine) deliver(t *tracer.Thread, sig int) error {
 		// Another signal came first; it is delivered next.
 		t.Defer(res.Info)
 	}
-	if err := w.p.ResumeOthers(); err != nil {
-		return err
+	if len(pages) > 0 {
+		if err := w.p.ResumeOthers(); err != nil {
+			return err
+		}
 	}
 	for _, pg := range pages {
 		after, err := e.readHull(pg)
@@ -95,6 +113,24 @@ func (e *pageEngine) deliver(t *tracer.Thread, sig int) error {
 		}
 	}
 	return w.resume(t)
+}
+
+// ucSigmask is where the saved signal mask sits in an x86-64 signal frame,
+// from the handler's stack pointer at its entry: the return address, then
+// the ucontext's uc_flags, uc_link, uc_stack (24 bytes) and uc_mcontext
+// (256 bytes) before its uc_sigmask.
+const ucSigmask = 8 + 8 + 8 + 24 + 256
+
+// setFrameMask makes the frame of the handler t is stopped at the entry of
+// restore mask m when the handler returns.
+func (e *pageEngine) setFrameMask(t *tracer.Thread, m uint64) error {
+	var r unix.PtraceRegs
+	if err := t.Regs(&r); err != nil {
+		return err
+	}
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], m)
+	return e.w.p.WriteMemory(r.Rsp+ucSigmask, b[:])
 }
 
 // altStack tells the thread's alternate signal stack. Asking the thread

@@ -111,7 +111,8 @@ type Options struct {
 	// SyscallFilter follows those syscalls with a seccomp filter, which
 	// stops only them, instead of stopping every syscall twice. The
 	// filter cannot be removed, so this is for targets memtrap launched
-	// and keeps until they exit (their forked children too).
+	// and keeps until they exit (their forked children, which inherit
+	// it, until tracer.Process.ReleaseKept).
 	SyscallFilter bool
 	// StackBytes asks for the first StackBytes bytes (whole pages) of the
 	// writer's stack in Write.Stack, read with the fault's own system call
@@ -327,17 +328,10 @@ func (w *Watch) RemoveRegions(t *tracer.Thread, regions []*Region) error {
 }
 
 // resume lets a thread go on after memtrap's work on it; a signal that
-// arrived meanwhile (deferred) is delivered as any other (deliver).
-func (w *Watch) resume(t *tracer.Thread) error {
-	if t.Held() {
-		// Handed off: a signal waiting goes with the detach.
-		return nil
-	}
-	if sig, ok := t.TakeDeferred(); ok {
-		return w.eng.deliver(t, sig)
-	}
-	return t.Resume(0)
-}
+// arrived meanwhile (deferred) comes back as a stop of its own, delivered
+// as any other (deliver). A held thread (HandOff) stays stopped: a signal
+// waiting goes with the detach.
+func (w *Watch) resume(t *tracer.Thread) error { return t.Resume(0) }
 
 // handoff is a HandOff to carry out.
 type handoff struct {

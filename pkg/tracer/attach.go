@@ -165,7 +165,8 @@ func (p *Process) detachAll() {
 // Detach lets the process run on untraced. Precondition: every thread is
 // stopped (StopOthers(nil)) and the caller has handled the stops in the
 // queue that it cares about (DrainQueue). Signals still owed to a thread are
-// delivered as it is let go.
+// delivered as it is let go: the first as it is detached, the others sent
+// again, which then reach the target with the tracer as their sender.
 func (p *Process) Detach() error {
 	if err := p.check(); err != nil {
 		return err
@@ -178,8 +179,13 @@ func (p *Process) Detach() error {
 			info := t.deferred[0]
 			if ptraceSetSiginfo(tid, &info) == nil {
 				sig = info.Signo()
+				t.deferred = t.deferred[1:]
 			}
 		}
+		for _, info := range t.deferred {
+			_ = unix.Tgkill(p.Pid, tid, unix.Signal(info.Signo()))
+		}
+		t.deferred = nil
 		if err := ptraceDetach(tid, sig); err != nil && err != unix.ESRCH && firstErr == nil {
 			firstErr = fmt.Errorf("PTRACE_DETACH %d: %w", tid, err)
 		}
@@ -269,7 +275,7 @@ func (p *Process) swallowWake() {
 			return
 		}
 		var info Siginfo
-		if ptraceGetSiginfo(t.Tid, &info) != nil {
+		if ptraceGetSiginfo(t.Tid, &info) != nil || t.reclaim(&info) != nil {
 			return
 		}
 		t.sigStop = true

@@ -24,4 +24,15 @@
 // [Process.ResumeOthers] undoes it; stops that arrive meanwhile for reasons
 // other than the interrupt are kept and handed out by later Waits, so nothing
 // the target does is lost.
+//
+// # Signals during the tracer's work
+//
+// An injected system call or a single-step lets a thread pass where the
+// kernel delivers its pending signals. Meanwhile the thread blocks every
+// signal the work itself cannot raise, and one still taken is sent back to
+// it when it is resumed, to come again as a signal-delivery-stop with its
+// own siginfo: every signal reaches the target, in the kernel's order
+// (owed.go). A signal interrupting a call that waits under a mask of its
+// own (sigsuspend) needs that mask back before its delivery
+// ([Thread.WaitMask]).
 package tracer

@@ -239,8 +239,8 @@ func goneErr(err error) error {
 // KeepChild keeps a new process reported by StopFork traced in pass-through
 // instead of detaching it: it inherited the syscall filter, whose stops need
 // a tracer. Its tasks, their children and their threads are resumed at
-// every stop, signals delivered and group-stops kept, until they exit; Wait
-// never reports them. EXITKILL is cleared for them: if memtrap goes, they
+// every stop, signals delivered and group-stops kept, until they exit or
+// ReleaseKept lets them go; Wait never reports them. EXITKILL is cleared for them: if memtrap goes, they
 // live on. The child must have been given its pages back before.
 func (p *Process) KeepChild(pid int) error {
 	if err := p.check(); err != nil {
@@ -305,28 +305,91 @@ func (p *Process) handleKept(w waitInfo) error {
 	return ignoreGone(ptraceCont(tid, 0))
 }
 
-// WaitKept serves kept children until none is left: the end of a run whose
-// target exited before the children it started.
-func (p *Process) WaitKept() error {
+// ReleaseKept lets every task of the kept children go untraced: the end
+// of a run whose target exited before the children it started. Each task
+// is interrupted and detached at its next stop, with the signal it stopped
+// for delivered (a group-stop stays stopped); a task one of them creates
+// meanwhile is let go at its first stop. From then on, the calls their
+// inherited syscall filter stops fail with ENOSYS. It returns how many
+// tasks it let go.
+func (p *Process) ReleaseKept() (int, error) {
 	if err := p.check(); err != nil {
-		return err
+		return 0, err
 	}
+	for tid := range p.kept {
+		// ESRCH: gone, its end waiting for wait4.
+		_ = ptraceInterrupt(tid)
+	}
+	n := 0
 	for len(p.kept) > 0 {
-		tid, ws, err := wait4(-1)
-		if err != nil {
-			if err == unix.ECHILD {
-				p.kept = map[int]bool{}
-				return nil
+		var w waitInfo
+		for tid, e := range p.early {
+			if p.kept[tid] {
+				w = e
+				delete(p.early, tid)
+				break
 			}
-			return fmt.Errorf("wait4: %w", err)
 		}
-		if p.kept[tid] {
-			if err := p.handleKept(waitInfo{tid, ws}); err != nil {
-				return err
+		if w.tid == 0 {
+			tid, ws, err := wait4(-1)
+			if err != nil {
+				if err == unix.ECHILD {
+					p.kept = map[int]bool{}
+					return n, nil
+				}
+				return n, fmt.Errorf("wait4: %w", err)
 			}
-		} else if ws.Stopped() {
-			p.early[tid] = waitInfo{tid, ws}
+			w = waitInfo{tid, ws}
+		}
+		if !p.kept[w.tid] {
+			if w.ws.Stopped() {
+				p.early[w.tid] = w
+			}
+			continue
+		}
+		if released, err := p.releaseKept(w); err != nil {
+			return n, err
+		} else if released {
+			n++
 		}
 	}
-	return nil
+	return n, nil
+}
+
+// releaseKept detaches a kept task at a stop (see ReleaseKept), and says
+// whether it let a running task go (not one on its way out).
+func (p *Process) releaseKept(w waitInfo) (bool, error) {
+	ws, tid := w.ws, w.tid
+	if ws.Exited() || ws.Signaled() {
+		delete(p.kept, tid)
+		return false, nil
+	}
+	if !ws.Stopped() {
+		return false, nil
+	}
+	sig, running := 0, true
+	switch event(ws) {
+	case unix.PTRACE_EVENT_EXIT:
+		running = false
+	case unix.PTRACE_EVENT_CLONE, unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
+		if msg, err := ptraceEventMsg(tid); err == nil {
+			p.kept[int(msg)] = true // attached: let go at its first stop
+		}
+	case unix.PTRACE_EVENT_SECCOMP:
+		if msg, err := ptraceEventMsg(tid); err == nil && msg != filterMarker {
+			if err := skipForeignTrace(tid); err != nil && err != unix.ESRCH {
+				return false, err
+			}
+		}
+		// Our own filter's: detached here, the call runs on.
+	case 0:
+		if s := ws.StopSignal(); s != unix.SIGTRAP|0x80 {
+			sig = int(s)
+		}
+	}
+	delete(p.kept, tid)
+	if err := ptraceDetach(tid, sig); err != nil && err != unix.ESRCH {
+		return false, fmt.Errorf("PTRACE_DETACH %d: %w", tid, err)
+	}
+	return running, nil
 }

@@ -58,7 +58,8 @@ func (p *Process) syscallInsn() (uint64, error) {
 
 // Syscall makes the stopped thread t execute system call nr with args, and
 // returns its result; the thread's registers are restored afterwards.
-// Signals that arrive meanwhile are deferred (see Defer).
+// Signals that arrive meanwhile stay pending, blocked (see holdSignals),
+// or are deferred (see Defer).
 //
 // Precondition: t is stopped (not in a group-stop), and no other thread can
 // observe what the call changes before the caller wants it to.
@@ -116,8 +117,21 @@ func (t *Thread) inject(run func(insn uint64) (uintptr, error), nr uintptr, args
 	for i, v := range args {
 		a[i] = uint64(v)
 	}
+	release, err := t.holdSignals()
+	if err != nil {
+		return 0, err
+	}
+	ret, err := t.runInjected(run, insn, nr, &saved, &a)
+	if rerr := release(); rerr != nil && err == nil {
+		err = rerr
+	}
+	return ret, err
+}
+
+// runInjected runs the call of inject, retried on the ERESTART* family.
+func (t *Thread) runInjected(run func(insn uint64) (uintptr, error), insn uint64, nr uintptr, saved *unix.PtraceRegs, a *[6]uint64) (uintptr, error) {
 	for {
-		r := saved
+		r := *saved
 		r.Rip = insn
 		r.Rax = uint64(nr)
 		// orig_rax -1: the kernel must not take our registers for an
@@ -128,7 +142,7 @@ func (t *Thread) inject(run func(insn uint64) (uintptr, error), nr uintptr, args
 			return 0, err
 		}
 		ret, err := run(insn)
-		if rerr := t.SetRegs(&saved); rerr != nil && err == nil {
+		if rerr := t.SetRegs(saved); rerr != nil && err == nil {
 			err = rerr
 		}
 		if err != nil {
@@ -206,6 +220,9 @@ func (t *Thread) runSyscallStops(insn uint64) (uintptr, error) {
 		var info Siginfo
 		if err := ptraceGetSiginfo(t.Tid, &info); err != nil {
 			return 0, fmt.Errorf("PTRACE_GETSIGINFO %d: %w", t.Tid, err)
+		}
+		if err := t.reclaim(&info); err != nil {
+			return 0, goneErr(err)
 		}
 		t.Defer(info)
 	}

@@ -29,7 +29,7 @@ type Process struct {
 
 	threads    map[int]*Thread
 	mem        *os.File
-	statusFile *os.File // /proc/PID/stat, kept open for CaughtSignals
+	statusFile *os.File // /proc/PID/stat, kept open for SignalDispositions
 	tracerTid  int
 	ownChild   bool // launched by us: reap on exit, EXITKILL set
 	options    int
@@ -88,6 +88,8 @@ type Thread struct {
 	// the signal a Resume meanwhile asked to deliver.
 	held    bool
 	heldSig int
+	// owed: the signals given back (giveBack), by number, oldest first
+	owed map[int][]Siginfo
 }
 
 // Locked runs f on a new goroutine locked to its own OS thread and returns

@@ -19,12 +19,21 @@ type StepResult struct {
 }
 
 // Step executes one instruction of a stopped thread, without delivering any
-// signal. Precondition: the thread is stopped and not in a group-stop.
+// signal: one that arrives meanwhile stays pending (see holdSignals).
+// Precondition: the thread is stopped and not in a group-stop.
 func (t *Thread) Step() (StepResult, error) {
 	if err := t.p.check(); err != nil {
 		return StepResult{}, err
 	}
-	return t.step()
+	release, err := t.holdSignals()
+	if err != nil {
+		return StepResult{}, err
+	}
+	res, err := t.step()
+	if rerr := release(); rerr != nil && err == nil {
+		err = rerr
+	}
+	return res, err
 }
 
 func (t *Thread) step() (StepResult, error) { return t.stepWith(0) }
@@ -102,6 +111,9 @@ func (t *Thread) stepWith(sig int) (StepResult, error) {
 		r.Sig = int(ws.StopSignal())
 		if ws.StopSignal() == unix.SIGTRAP && (isStepTrap(&r.Info) || intoHandler && r.Info.Code() == int(unix.SIGTRAP)) {
 			return StepResult{Done: true}, nil
+		}
+		if err := t.reclaim(&r.Info); err != nil {
+			return StepResult{}, goneErr(err)
 		}
 		return r, nil
 	}

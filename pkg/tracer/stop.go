@@ -322,6 +322,9 @@ func (p *Process) handle(w waitInfo) (Stop, bool, error) {
 			}
 			return Stop{}, false, fmt.Errorf("PTRACE_GETSIGINFO %d: %w", t.Tid, err)
 		}
+		if err := t.reclaim(&st.Info); err != nil {
+			return Stop{}, false, goneErr(err)
+		}
 		if sig == unix.SIGSTOP && p.wake.Load() && st.Info.Code() == siUser && st.Info.senderPid() == os.Getpid() {
 			p.wake.Store(false)
 			st.Kind = StopWake
@@ -432,8 +435,8 @@ func (p *Process) release(t *Thread) error {
 	return p.cont(t, 0)
 }
 
-// cont resumes a stopped thread with sig (0: none), or with a signal
-// deferred earlier when sig is 0 and the stop allows injecting one.
+// cont resumes a stopped thread with sig (0: none); the signals deferred
+// meanwhile go back to the kernel (giveBack), which delivers them next.
 func (p *Process) cont(t *Thread, sig int) error {
 	if t.held {
 		if sig != 0 {
@@ -441,12 +444,8 @@ func (p *Process) cont(t *Thread, sig int) error {
 		}
 		return nil
 	}
-	if sig == 0 && len(t.deferred) > 0 && t.sigStop {
-		info := t.deferred[0]
-		t.deferred = t.deferred[1:]
-		if err := ptraceSetSiginfo(t.Tid, &info); err == nil {
-			sig = info.Signo()
-		}
+	if len(t.deferred) > 0 {
+		t.giveBack()
 	}
 	t.stopped, t.stoppedByUs, t.sigStop, t.sysEntry, t.listening = false, false, false, false, false
 	req := unix.PTRACE_CONT
@@ -462,8 +461,9 @@ func (p *Process) cont(t *Thread, sig int) error {
 	return nil
 }
 
-// Resume lets a stopped thread run, delivering sig (0: none). A signal that
-// arrived while the tracer held the thread (see Defer) goes with it.
+// Resume lets a stopped thread run, delivering sig (0: none). Signals that
+// arrived while the tracer held the thread (see Defer) are delivered next,
+// each through a signal-delivery-stop of its own.
 func (t *Thread) Resume(sig int) error {
 	// No thread check here: Resume follows a Wait, which made it.
 	return t.p.cont(t, sig)
@@ -497,11 +497,14 @@ func (t *Thread) Listen() error {
 }
 
 // Defer keeps a signal the thread received while the tracer could not let it
-// be delivered (in the middle of a single-step or an injected syscall); it is
-// delivered, with its original siginfo, when the thread is next resumed.
+// be delivered (in the middle of a single-step or an injected syscall).
+// When the thread is resumed, it goes back to the kernel, and comes back as
+// a signal-delivery-stop of its own, with its original siginfo, where and
+// in the order the kernel delivers it (owed.go).
 func (t *Thread) Defer(info Siginfo) { t.deferred = append(t.deferred, info) }
 
-// Deferred reports whether signals wait for TakeDeferred.
+// Deferred reports whether signals kept by Defer wait for the thread's
+// resuming.
 func (t *Thread) Deferred() bool { return len(t.deferred) > 0 }
 
 // Stopped reports whether the thread is in a ptrace-stop.
@@ -594,22 +597,6 @@ func (p *Process) ResumeAll() error {
 		}
 	}
 	return nil
-}
-
-// TakeDeferred removes the first signal kept by Defer and makes it the one
-// the thread's current signal-delivery-stop reports, so that the caller can
-// deliver it as it delivers any signal (Resume, StepSignal). ok is false
-// when nothing is deferred or the thread is not at such a stop.
-func (t *Thread) TakeDeferred() (sig int, ok bool) {
-	if len(t.deferred) == 0 || !t.sigStop {
-		return 0, false
-	}
-	info := t.deferred[0]
-	if err := ptraceSetSiginfo(t.Tid, &info); err != nil {
-		return 0, false
-	}
-	t.deferred = t.deferred[1:]
-	return info.Signo(), true
 }
 
 // Siginfo reads the siginfo of the thread's current signal-delivery-stop.

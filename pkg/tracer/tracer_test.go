@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"fmt"
 	"github.com/memtrap/memtrap/pkg/procmaps"
 	"os"
 	"strings"
@@ -34,15 +35,29 @@ func launch(t *testing.T, prog string, args ...string) (*Process, *os.File) {
 	return p, r
 }
 
-func TestLaunchInjectExit(t *testing.T) {
+// atThreadsExitEntry runs f on the ptrace thread with threads_exit.c
+// launched and stopped at its entry point; f's error fails the test (a
+// t.Fatal on that thread would hang it).
+func atThreadsExitEntry(t *testing.T, f func(p *Process, out *os.File, th *Thread) error) {
+	t.Helper()
 	prog := fixture.Build(t, "pkg/tracer/testdata/threads_exit.c", "-O0", "-pthread")
 	err := Locked(func() error {
 		p, out := launch(t, prog)
 		defer p.Close()
 		th, err := p.RunToEntry()
 		if err != nil {
-			t.Fatalf("RunToEntry: %v", err)
+			return fmt.Errorf("RunToEntry: %w", err)
 		}
+		return f(p, out, th)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLaunchInjectExit(t *testing.T) {
+	prog := fixture.Build(t, "pkg/tracer/testdata/threads_exit.c", "-O0", "-pthread")
+	atThreadsExitEntry(t, func(p *Process, out *os.File, th *Thread) error {
 		aux, _ := p.Auxv()
 		var regs unix.PtraceRegs
 		if err := th.Regs(&regs); err != nil {
@@ -91,32 +106,8 @@ func TestLaunchInjectExit(t *testing.T) {
 		if err := p.ResumeAll(); err != nil {
 			t.Fatal(err)
 		}
-		for {
-			st, err := p.Wait()
-			if err != nil {
-				t.Fatalf("Wait: %v", err)
-			}
-			if st.Kind == StopExited {
-				if !st.Status.Exited() || st.Status.ExitStatus() != 42 {
-					t.Fatalf("exit status %#x, want exit 42", uint32(st.Status))
-				}
-				break
-			}
-			if st.Kind == StopSignal {
-				t.Fatalf("unexpected signal %d", st.Sig)
-			}
-			st.Thread.Resume(0)
-		}
-		b := make([]byte, 64)
-		n, _ := out.Read(b)
-		if got := strings.TrimSpace(string(b[:n])); got != "3000" {
-			t.Fatalf("target printed %q, want 3000", got)
-		}
-		return nil
+		return finishThreadsExit(p, out)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 func TestLaunchErrors(t *testing.T) {
@@ -141,4 +132,72 @@ func TestAttachErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no such process") {
 		t.Fatalf("Attach(huge pid) = %v", err)
 	}
+}
+
+// TestSignalsDuringInjection: a signal sent while the tracer injects a
+// syscall is not lost to the injection's single-step: one the tracer can
+// block (SIGUSR1) stays pending meanwhile; one it cannot (SIGSEGV, which
+// its own work may raise) is taken and given back. Either way the next
+// Wait reports it, once, with its own siginfo (kill(2) from this process).
+func TestSignalsDuringInjection(t *testing.T) {
+	atThreadsExitEntry(t, func(p *Process, out *os.File, th *Thread) error {
+		for _, c := range []struct {
+			sig   unix.Signal
+			taken bool
+		}{{unix.SIGUSR1, false}, {unix.SIGSEGV, true}} {
+			if err := unix.Kill(p.Pid, c.sig); err != nil {
+				return err
+			}
+			if pid, err := th.Syscall(unix.SYS_GETPID); err != nil || int(pid) != p.Pid {
+				return fmt.Errorf("%v: injected getpid = %d, %v", c.sig, pid, err)
+			}
+			if th.Deferred() != c.taken {
+				return fmt.Errorf("%v: taken by the injection: %v, want %v", c.sig, th.Deferred(), c.taken)
+			}
+			if err := th.Resume(0); err != nil {
+				return err
+			}
+			st, err := p.Wait()
+			if err != nil {
+				return err
+			}
+			if st.Kind != StopSignal || st.Sig != int(c.sig) || st.Info.Code() != siUser || st.Info.senderPid() != os.Getpid() {
+				return fmt.Errorf("%v: next stop %v signal %d code %d from %d; want it, from kill(2) by %d", c.sig, st.Kind, st.Sig, st.Info.Code(), st.Info.senderPid(), os.Getpid())
+			}
+			if si, err := st.Thread.Siginfo(); err != nil || si != st.Info {
+				return fmt.Errorf("%v: the stop's siginfo is not the one reported (%v)", c.sig, err)
+			}
+			th = st.Thread // suppressed at the next Resume
+		}
+		if err := th.Resume(0); err != nil {
+			return err
+		}
+		return finishThreadsExit(p, out)
+	})
+}
+
+// finishThreadsExit runs threads_exit.c, resumed, to its end, which must be
+// its own: exit 42, "3000" printed, no signal on the way.
+func finishThreadsExit(p *Process, out *os.File) error {
+	for {
+		st, err := p.Wait()
+		if err != nil {
+			return fmt.Errorf("Wait: %w", err)
+		}
+		if st.Kind == StopExited {
+			if !st.Status.Exited() || st.Status.ExitStatus() != 42 {
+				return fmt.Errorf("exit status %#x, want exit 42", uint32(st.Status))
+			}
+			break
+		}
+		if st.Kind == StopSignal {
+			return fmt.Errorf("unexpected signal %d", st.Sig)
+		}
+		st.Thread.Resume(0)
+	}
+	b := make([]byte, 64)
+	if n, _ := out.Read(b); strings.TrimSpace(string(b[:n])) != "3000" {
+		return fmt.Errorf("target printed %q, want 3000", b[:n])
+	}
+	return nil
 }
