@@ -116,6 +116,9 @@ func TestArmFailures(t *testing.T) {
 				t.Errorf("%v, failing change %d: exit %d, stderr %q: want 1 and one line saying what failed", mode, n, cmd.ProcessState.ExitCode(), msg)
 			}
 			time.Sleep(20 * time.Millisecond) // the target runs a little: a trap left armed would fire
+			if syscall.Kill(pid, 0) != nil || strings.Contains(procStatus(pid), "State:\tZ") {
+				t.Fatalf("%v, failing change %d: the target died (stderr %q)", mode, n, msg)
+			}
 			if now := targetState(t, pid); now != before {
 				t.Fatalf("%v, failing change %d (stderr %q): the target changed:\n%s", mode, n, msg, diffLines(before, now))
 			}
@@ -157,4 +160,9 @@ func diffLines(a, b string) string {
 		}
 	}
 	return out.String()
+}
+
+func procStatus(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	return string(b)
 }

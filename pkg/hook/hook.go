@@ -329,7 +329,7 @@ func (s *Set) Remove(t *tracer.Thread) error {
 		for _, c := range stack {
 			var b [8]byte
 			binary.LittleEndian.PutUint64(b[:], c.ra)
-			if err := s.p.WriteMemory(c.slot, b[:]); err != nil {
+			if err := s.p.WriteMemory(c.slot, b[:]); err != nil && s.p.WriteMemory(c.slot, b[:]) != nil {
 				errs = append(errs, fmt.Errorf("thread %d: giving a return address back: %w", tid, err))
 			}
 		}
@@ -409,7 +409,9 @@ func (s *Set) Release(child *tracer.Process, forker int) error {
 func (s *Set) restore(p *tracer.Process) error {
 	var errs []error
 	for _, bp := range s.bps {
-		if err := p.WriteMemory(bp.addr, []byte{bp.orig}); err != nil {
+		// Once more if it fails: an int3 left behind kills the
+		// target at its next call there.
+		if err := p.WriteMemory(bp.addr, []byte{bp.orig}); err != nil && p.WriteMemory(bp.addr, []byte{bp.orig}) != nil {
 			errs = append(errs, fmt.Errorf("taking the breakpoint at %#x out: %w", bp.addr, err))
 		}
 	}

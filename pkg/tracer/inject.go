@@ -189,9 +189,20 @@ func (t *Thread) runSyscallStops(insn uint64) (uintptr, error) {
 		t.stopped = true
 		switch {
 		case ws.StopSignal() == unix.SIGTRAP|0x80:
-			if !entered {
+			// Which stop it is, the kernel says: counting them is off
+			// by one when the thread started at an entry stop of its
+			// own (its call skipped first: that call's exit comes
+			// before our entry).
+			info, err := ptraceSyscallInfo(t.Tid)
+			if err != nil {
+				return 0, goneErr(err)
+			}
+			if info.Entry {
 				entered = true
 				continue
+			}
+			if !entered {
+				continue // the skipped call's exit
 			}
 			var r unix.PtraceRegs
 			if err := t.Regs(&r); err != nil {

@@ -201,3 +201,38 @@ func finishThreadsExit(p *Process, out *os.File) error {
 	}
 	return nil
 }
+
+// A call injected into a thread stopped at the entry of a system call of
+// its own returns its own result, single-stepped or run through syscall
+// stops (QuietInjection: the thread's skipped call's exit comes first
+// then), and the thread's call still runs once it is resumed.
+func TestInjectAtSyscallEntry(t *testing.T) {
+	for _, quiet := range []bool{false, true} {
+		atThreadsExitEntry(t, func(p *Process, out *os.File, th *Thread) error {
+			p.TraceSyscalls(true)
+			p.QuietInjection(quiet)
+			if err := p.ResumeAll(); err != nil {
+				return err
+			}
+			for n := 0; n < 3; {
+				st, err := p.Wait()
+				if err != nil {
+					return err
+				}
+				if st.Kind == StopSyscall && st.Syscall.Entry {
+					n++
+					pid, err := st.Thread.Syscall(unix.SYS_GETPID)
+					if err != nil || int(pid) != p.Pid {
+						return fmt.Errorf("quiet %v: getpid injected at the entry of call %d = %d, %v; want %d", quiet, st.Syscall.Nr, pid, err, p.Pid)
+					}
+				}
+				if err := st.Thread.Resume(0); err != nil {
+					return err
+				}
+			}
+			p.TraceSyscalls(false)
+			p.QuietInjection(false)
+			return finishThreadsExit(p, out)
+		})
+	}
+}
