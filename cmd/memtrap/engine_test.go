@@ -57,3 +57,25 @@ func TestEngineChoice(t *testing.T) {
 		t.Fatalf("--engine hw, dead debug registers: exit %d, stdout %q, stderr %q", hw.code, hw.stdout, hw.stderr)
 	}
 }
+
+// TestICEBP: a debug exception that comes with DR6 empty (a hypervisor
+// sometimes hands a debug-register hit over so: SIGTRAP, TRAP_BRKPT) is
+// memtrap's, but the target's own ICEBP, which raises the same, still
+// reaches the target's handler, each time.
+func TestICEBP(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/icebp.c", "-O0")
+	want := native(t, prog)
+	if want.stdout != "traps=3 val=30\n" {
+		t.Fatalf("native run: %q", want.stdout)
+	}
+	engines := []string{"page"}
+	if hwWorks(t) {
+		engines = append(engines, "hw")
+	}
+	for _, e := range engines {
+		r := memtrap(t, "run", "--engine", e, "--format", "json", "--backtrace", "0", "--symbol", "val", "--", prog)
+		if r.stdout != want.stdout || r.code != 0 || len(writes(parseEvents(t, r.stderr))) != 6 {
+			t.Errorf("%s: output %q code %d, %d writes; want %q, 0, 6", e, r.stdout, r.code, len(writes(parseEvents(t, r.stderr))), want.stdout)
+		}
+	}
+}

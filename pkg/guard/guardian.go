@@ -194,6 +194,7 @@ const (
 	segvAccerr = 2    // SIGSEGV: a write to a write-protected page
 	trapTrace  = 2    // SIGTRAP: a single-step
 	trapHWBkpt = 4    // SIGTRAP: a debug register
+	trapBrkpt  = 1    // SIGTRAP: a debug exception with DR6 empty, or ICEBP
 	siKernel   = 0x80 // SIGTRAP: an int3; SIGSTOP: a BPF program's
 )
 
@@ -357,6 +358,16 @@ func (s *State) trapped(st tracer.Stop, bps map[uint64]*Breakpoint) (ours, int3 
 	case st.Sig != int(unix.SIGTRAP):
 	case st.Info.Code() == trapHWBkpt:
 		return s.DebugRegs, false
+	case st.Info.Code() == trapBrkpt && s.DebugRegs:
+		// A debug-register hit the hypervisor handed over with DR6
+		// empty (see pagewatch's hwEngine.owns), unless the byte
+		// before is the target's own ICEBP.
+		var regs unix.PtraceRegs
+		if st.Thread.Regs(&regs) != nil {
+			return false, false
+		}
+		var b [1]byte
+		return st.Thread.Process().ReadMemory(regs.Rip-1, b[:]) != nil || b[0] != 0xf1, false
 	case st.Info.Code() == trapTrace:
 		// memtrap was single-stepping it: the trap flag stays set
 		// when a tracer dies (PTRACE_DETACH clears it).
