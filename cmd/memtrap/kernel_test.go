@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/memtrap/memtrap/internal/fixture"
+	"github.com/memtrap/memtrap/pkg/bpfhook"
 )
 
 // kallWrites are the kernel writes kall.c makes into box, in order: one
@@ -103,6 +104,67 @@ func TestKernelWritesEverySyscall(t *testing.T) {
 			t.Fatalf("attached: %q, want %q", rest, want.stdout)
 		}
 		checkKall(t, evs)
+	})
+
+	t.Run("attach-hw", func(t *testing.T) {
+		// Attached, the hw engine lets the kernel stop only the calls
+		// that may have written a region, as they return (a BPF
+		// program on sys_exit): each is still reported, once.
+		if !hwWorks(t) {
+			t.Skip("debug registers do not fire on this machine")
+		}
+		if err := bpfhook.SysGateAvailable(); err != nil {
+			t.Skipf("no BPF system call gate here: %v", err)
+		}
+		target := exec.Command(prog, "wait")
+		in, _ := target.StdinPipe()
+		out, _ := target.StdoutPipe()
+		if err := target.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer target.Process.Kill()
+		rd := bufio.NewReader(out)
+		if l, _ := rd.ReadString('\n'); l != "ready\n" {
+			t.Fatalf("target said %q", l)
+		}
+		mt, mrd, evs := attachJSON(t, target.Process.Pid, "--engine", "hw", "--backtrace", "0",
+			"--symbol", "box", "--len", "8", "--symbol", "box+24", "--len", "8",
+			"--symbol", "box+184", "--len", "8", "--symbol", "box+472", "--len", "8")
+		io.WriteString(in, "go\n")
+		rest, _ := io.ReadAll(rd)
+		for len(writes(evs)) < 4 {
+			l, err := mrd.ReadString('\n')
+			if err != nil {
+				break
+			}
+			evs = append(evs, parseEvents(t, l)...)
+		}
+		mt.Process.Signal(syscall.SIGINT)
+		tail, _ := io.ReadAll(mrd)
+		evs = append(evs, parseEvents(t, string(tail))...)
+		mt.Wait()
+		if err := target.Wait(); err != nil {
+			t.Fatalf("target: %v", err)
+		}
+		if string(rest) != want.stdout {
+			t.Fatalf("attached: %q, want %q", rest, want.stdout)
+		}
+		for _, e := range evs {
+			if e.Event == "note" && strings.Contains(e.Message, "following every system call") {
+				t.Fatalf("the gate was not used: %s", e.Message)
+			}
+		}
+		var got []string
+		for _, w := range writes(evs) {
+			if w.Syscall == "clock_gettime" {
+				w.New = "?" // the time it is
+			}
+			got = append(got, w.By+" "+w.Syscall+" "+w.New)
+		}
+		wantW := "kernel read 0x216e692d65706970,kernel recvmsg 0x6d61726761746164,kernel clock_gettime ?,kernel recvmmsg 0x656e6f2d67736d6d"
+		if strings.Join(got, ",") != wantW {
+			t.Fatalf("writes %v, want %s", got, wantW)
+		}
 	})
 
 	t.Run("hw", func(t *testing.T) {

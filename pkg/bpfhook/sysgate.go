@@ -1,0 +1,310 @@
+package bpfhook
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
+	"github.com/memtrap/memtrap/pkg/tracer"
+	"golang.org/x/sys/unix"
+)
+
+// A SysGate makes a process's system calls that match rules stop for the
+// tracer as they return, with no stop at all for the others: a BPF
+// program on the raw tracepoint sys_exit, for the process's tgid only,
+// sends the thread SIGSTOP (as a Gate does) after recording the call's
+// number in the pending map. The signal arrives before the thread runs
+// another instruction of its own: the tracer sees the call's result, its
+// arguments still in their registers (the kernel keeps them), and
+// resumes without the signal.
+//
+// It can only tell the tracer after the call ran: it serves a tracer that
+// need not act before (memtrap's hw engine, whose watched memory the
+// kernel writes unhindered). Calling it costs a raw tracepoint; closing
+// it leaves nothing in the process.
+type SysGate struct {
+	tgid           int
+	ns             pidNS
+	pending, state *ebpf.Map
+	prog           *ebpf.Program
+	link           link.Link
+}
+
+// The sys_exit program's stack (r10 less): the thread's ids as in a
+// Gate's program (the tid is the key into pending), the call's number
+// (the value), and below them pt_regs from r10 to orig_ax.
+const (
+	sgTid   = -64
+	sgTgid  = -60
+	sgNr    = -72
+	sgRegs  = -144
+	regsLo  = 56 // pt_regs.r10
+	regsLen = 128 - regsLo
+)
+
+// sgArg is where argument i of the call is on the program's stack.
+var sgArg = [6]int16{
+	sgRegs + 112 - regsLo, // rdi
+	sgRegs + 104 - regsLo, // rsi
+	sgRegs + 96 - regsLo,  // rdx
+	sgRegs + 56 - regsLo,  // r10
+	sgRegs + 72 - regsLo,  // r8
+	sgRegs + 64 - regsLo,  // r9
+}
+
+// SysGateAvailable says whether this kernel runs a SysGate (ErrUnavailable
+// when it does not, with the reason).
+func SysGateAvailable() error {
+	for _, fn := range []asm.BuiltinFunc{asm.FnSendSignalThread, asm.FnGetNsCurrentPidTgid, asm.FnProbeReadKernel, asm.FnMapUpdateElem} {
+		if err := features.HaveProgramHelper(ebpf.RawTracepoint, fn); err != nil {
+			if errors.Is(err, ebpf.ErrNotSupported) {
+				return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			}
+			return fmt.Errorf("%w: probing the kernel: %v", ErrUnavailable, err)
+		}
+	}
+	return nil
+}
+
+// NewSysGate makes the maps of a gate of process tgid's system calls;
+// Load gives it its rules.
+func NewSysGate(tgid int) (*SysGate, error) {
+	ns, err := ownPIDNS()
+	if err != nil {
+		return nil, err
+	}
+	g := &SysGate{tgid: tgid, ns: ns}
+	if g.pending, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: maxPending}); err != nil {
+		return nil, fmt.Errorf("%w: creating the map of stopped calls: %v", ErrUnavailable, err)
+	}
+	if g.state, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1}); err != nil {
+		g.Close()
+		return nil, fmt.Errorf("%w: creating the gate's state: %v", ErrUnavailable, err)
+	}
+	return g, nil
+}
+
+// Load makes the calls rules match the ones that stop (a rule as a
+// seccomp filter takes it: the call's number, and one of the pointer
+// arguments in a range, or none to stop every such call), in place of
+// the rules before. The new program is attached before the old one goes:
+// no call goes by unseen between.
+func (g *SysGate) Load(rules []tracer.FilterRule) error {
+	insns, err := sysProgram(g, rules)
+	if err != nil {
+		return err
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.RawTracepoint, Instructions: insns, License: "GPL"})
+	if err != nil {
+		return fmt.Errorf("%w: loading the system call program: %v", ErrUnavailable, err)
+	}
+	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: prog})
+	if err != nil {
+		prog.Close()
+		return fmt.Errorf("%w: attaching to sys_exit: %v", ErrUnavailable, err)
+	}
+	g.Detach()
+	if g.prog != nil {
+		g.prog.Close()
+	}
+	g.prog, g.link = prog, l
+	return nil
+}
+
+// sysProgram is the sys_exit program of g for rules:
+//
+//	if the process (in memtrap's PID namespace) is not g's: return
+//	read the call's registers (pt_regs r10..orig_ax)
+//	each rule: if its number and (no arguments, or an argument in a
+//	           range): stop
+//	return
+//	stop: pending[tid] = number; send SIGSTOP to the thread
+//	      (if that fails: forget it, state[0]++)
+func sysProgram(g *SysGate, rules []tracer.FilterRule) (asm.Instructions, error) {
+	in := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadImm(asm.R1, int64(g.ns.dev), asm.DWord),
+		asm.LoadImm(asm.R2, int64(g.ns.ino), asm.DWord),
+		asm.Mov.Reg(asm.R3, asm.R10),
+		asm.Add.Imm(asm.R3, sgTid),
+		asm.Mov.Imm(asm.R4, 8),
+		asm.FnGetNsCurrentPidTgid.Call(),
+		asm.JNE.Imm(asm.R0, 0, "out"),
+		asm.LoadMem(asm.R0, asm.R10, sgTgid, asm.Word),
+		asm.JNE.Imm(asm.R0, int32(g.tgid), "out"),
+		// The raw tracepoint's first argument is the thread's pt_regs.
+		asm.Mov.Reg(asm.R1, asm.R10),
+		asm.Add.Imm(asm.R1, sgRegs),
+		asm.Mov.Imm(asm.R2, regsLen),
+		asm.LoadMem(asm.R3, asm.R6, 0, asm.DWord),
+		asm.Add.Imm(asm.R3, regsLo),
+		asm.FnProbeReadKernel.Call(),
+		asm.JNE.Imm(asm.R0, 0, "out"),
+		asm.LoadMem(asm.R7, asm.R10, sgRegs+120-regsLo, asm.DWord),
+	}
+	for i, r := range rules {
+		next := fmt.Sprintf("rule%d", i+1)
+		in = append(in, asm.JNE.Imm(asm.R7, int32(r.Nr), next))
+		if len(r.Args) == 0 {
+			in = append(in, asm.Ja.Label("stop"))
+		}
+		for _, a := range r.Args {
+			if a < 0 || a >= len(sgArg) {
+				return nil, fmt.Errorf("system call argument %d", a)
+			}
+			in = append(in, asm.LoadMem(asm.R8, asm.R10, sgArg[a], asm.DWord))
+			for j, rg := range r.Ranges {
+				skip := fmt.Sprintf("rule%d.arg%d.range%d", i, a, j)
+				in = append(in,
+					asm.LoadImm(asm.R1, int64(rg.Lo), asm.DWord),
+					asm.JLT.Reg(asm.R8, asm.R1, skip),
+					asm.LoadImm(asm.R1, int64(rg.Hi), asm.DWord),
+					asm.JLT.Reg(asm.R8, asm.R1, "stop"),
+					asm.Mov.Imm(asm.R0, 0).WithSymbol(skip),
+				)
+			}
+		}
+		in = append(in, asm.Mov.Imm(asm.R0, 0).WithSymbol(next))
+	}
+	in = append(in,
+		asm.Ja.Label("out"),
+		asm.StoreMem(asm.R10, sgNr, asm.R7, asm.DWord).WithSymbol("stop"),
+		asm.LoadMapPtr(asm.R1, g.pending.FD()),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, sgTid),
+		asm.Mov.Reg(asm.R3, asm.R10),
+		asm.Add.Imm(asm.R3, sgNr),
+		asm.Mov.Imm(asm.R4, 0), // BPF_ANY
+		asm.FnMapUpdateElem.Call(),
+		asm.JNE.Imm(asm.R0, 0, "failed"),
+		asm.Mov.Imm(asm.R1, 19), // SIGSTOP
+		asm.FnSendSignalThread.Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+
+		asm.LoadMapPtr(asm.R1, g.pending.FD()).WithSymbol("failed"),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, sgTid),
+		asm.FnMapDeleteElem.Call(),
+		asm.StoreImm(asm.R10, sgNr, 0, asm.Word),
+		asm.LoadMapPtr(asm.R1, g.state.FD()),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, sgNr),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.Mov.Imm(asm.R1, 1),
+		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+		asm.Return(),
+	)
+	return in, nil
+}
+
+// Owns says whether st is the stop of a call of the gate's (a SIGSTOP
+// with a pending record for its thread), and gives the call's number.
+func (g *SysGate) Owns(st tracer.Stop) (int, bool) {
+	if st.Kind != tracer.StopSignal || st.Sig != int(unix.SIGSTOP) || st.Thread == nil {
+		return 0, false
+	}
+	var nr uint64
+	if g.pending.Lookup(uint32(st.Thread.Tid), &nr) != nil {
+		return 0, false
+	}
+	return int(nr), true
+}
+
+// Done forgets the pending call of thread tid.
+func (g *SysGate) Done(tid int) error {
+	if err := g.pending.Delete(uint32(tid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("the system call gate's stopped calls: %w", err)
+	}
+	return nil
+}
+
+// Pending lists the threads whose SIGSTOP the gate sent and the tracer
+// has not handled.
+func (g *SysGate) Pending() []int {
+	var tids []int
+	var k uint32
+	var v uint64
+	it := g.pending.Iterate()
+	for it.Next(&k, &v) {
+		tids = append(tids, int(k))
+	}
+	return tids
+}
+
+// Missed counts the calls whose SIGSTOP could not be sent.
+func (g *SysGate) Missed() uint64 {
+	var v uint64
+	if g.state.Lookup(uint32(0), &v) != nil {
+		return 0
+	}
+	return v
+}
+
+// Detach takes the program off sys_exit: no new stops come. Pending keeps
+// the stops on their way.
+func (g *SysGate) Detach() error {
+	if g.link == nil {
+		return nil
+	}
+	err := g.link.Close()
+	g.link = nil
+	return err
+}
+
+// Close detaches the gate and frees its program and maps.
+func (g *SysGate) Close() error {
+	err := g.Detach()
+	if g.prog != nil {
+		g.prog.Close()
+		g.prog = nil
+	}
+	for _, m := range []*ebpf.Map{g.pending, g.state} {
+		if m != nil {
+			m.Close()
+		}
+	}
+	g.pending, g.state = nil, nil
+	return err
+}
+
+// TakeSignals takes the SIGSTOPs a gate sent that are still on their way
+// to the threads tids of p (stopped, the others too; a thread gone is
+// skipped): each thread is stepped into its signal-delivery-stop, and the
+// signal dropped (one someone else sent is kept: Defer), after at (when
+// not nil) ran there. The signals that come first are kept for later.
+func TakeSignals(p *tracer.Process, tids []int, at func(*tracer.Thread) error) error {
+	for _, tid := range tids {
+		t := p.Thread(tid)
+		if t == nil || !t.Stopped() {
+			continue
+		}
+		for range 64 { // its own signals come first, each kept for later
+			res, err := t.Step()
+			if err != nil {
+				return err
+			}
+			if res.Done {
+				break
+			}
+			if res.Sig == int(unix.SIGSTOP) {
+				if at != nil {
+					if err := at(t); err != nil {
+						return err
+					}
+				}
+				if Foreign(tracer.Stop{Info: res.Info}) {
+					t.Defer(res.Info)
+				}
+				break
+			}
+			t.Defer(res.Info)
+		}
+	}
+	return nil
+}
