@@ -34,36 +34,29 @@ type SysGate struct {
 }
 
 // The sys_exit program's stack (r10 less): the thread's ids as in a
-// Gate's program (the tid is the key into pending), the call's number
-// (the value), and below them pt_regs from r10 to orig_ax.
+// Gate's program (the tid is the key into pending), and the call's number
+// (the value).
 const (
-	sgTid   = -64
-	sgTgid  = -60
-	sgNr    = -72
-	sgRegs  = -144
-	regsLo  = 56 // pt_regs.r10
-	regsLen = 128 - regsLo
+	sgTid  = -64
+	sgTgid = -60
+	sgNr   = -72
 )
 
-// sgArg is where argument i of the call is on the program's stack.
-var sgArg = [6]int16{
-	sgRegs + 112 - regsLo, // rdi
-	sgRegs + 104 - regsLo, // rsi
-	sgRegs + 96 - regsLo,  // rdx
-	sgRegs + 56 - regsLo,  // r10
-	sgRegs + 72 - regsLo,  // r8
-	sgRegs + 64 - regsLo,  // r9
-}
+// sgArg is where argument i of the call is in the thread's pt_regs.
+var sgArg = [6]int16{112, 104, 96, 56, 72, 64} // rdi, rsi, rdx, r10, r8, r9
 
-// SysGateAvailable says whether this kernel runs a SysGate (ErrUnavailable
+// ErrNoSysGate: this kernel does not run a SysGate.
+var ErrNoSysGate = errors.New("BPF programs on sys_exit are unavailable")
+
+// SysGateAvailable says whether this kernel runs a SysGate (ErrNoSysGate
 // when it does not, with the reason).
 func SysGateAvailable() error {
-	for _, fn := range []asm.BuiltinFunc{asm.FnSendSignalThread, asm.FnGetNsCurrentPidTgid, asm.FnProbeReadKernel, asm.FnMapUpdateElem} {
+	for _, fn := range []asm.BuiltinFunc{asm.FnSendSignalThread, asm.FnGetNsCurrentPidTgid, asm.FnMapUpdateElem} {
 		if err := features.HaveProgramHelper(ebpf.RawTracepoint, fn); err != nil {
 			if errors.Is(err, ebpf.ErrNotSupported) {
-				return fmt.Errorf("%w: %v", ErrUnavailable, err)
+				return fmt.Errorf("%w: %v", ErrNoSysGate, err)
 			}
-			return fmt.Errorf("%w: probing the kernel: %v", ErrUnavailable, err)
+			return fmt.Errorf("%w: probing the kernel: %v", ErrNoSysGate, err)
 		}
 	}
 	return nil
@@ -78,11 +71,11 @@ func NewSysGate(tgid int) (*SysGate, error) {
 	}
 	g := &SysGate{tgid: tgid, ns: ns}
 	if g.pending, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: maxPending}); err != nil {
-		return nil, fmt.Errorf("%w: creating the map of stopped calls: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: creating the map of stopped calls: %v", ErrNoSysGate, err)
 	}
 	if g.state, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1}); err != nil {
 		g.Close()
-		return nil, fmt.Errorf("%w: creating the gate's state: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: creating the gate's state: %v", ErrNoSysGate, err)
 	}
 	return g, nil
 }
@@ -97,14 +90,15 @@ func (g *SysGate) Load(rules []tracer.FilterRule) error {
 	if err != nil {
 		return err
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.RawTracepoint, Instructions: insns, License: "GPL"})
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp,
+		AttachTo: "sys_exit", Instructions: insns, License: "GPL"})
 	if err != nil {
-		return fmt.Errorf("%w: loading the system call program: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: loading the system call program: %v", ErrNoSysGate, err)
 	}
-	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: prog})
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 	if err != nil {
 		prog.Close()
-		return fmt.Errorf("%w: attaching to sys_exit: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: attaching to sys_exit: %v", ErrNoSysGate, err)
 	}
 	g.Detach()
 	if g.prog != nil {
@@ -135,19 +129,18 @@ func sysProgram(g *SysGate, rules []tracer.FilterRule) (asm.Instructions, error)
 		asm.JNE.Imm(asm.R0, 0, "out"),
 		asm.LoadMem(asm.R0, asm.R10, sgTgid, asm.Word),
 		asm.JNE.Imm(asm.R0, int32(g.tgid), "out"),
-		// The raw tracepoint's first argument is the thread's pt_regs.
-		asm.Mov.Reg(asm.R1, asm.R10),
-		asm.Add.Imm(asm.R1, sgRegs),
-		asm.Mov.Imm(asm.R2, regsLen),
-		asm.LoadMem(asm.R3, asm.R6, 0, asm.DWord),
-		asm.Add.Imm(asm.R3, regsLo),
-		asm.FnProbeReadKernel.Call(),
-		asm.JNE.Imm(asm.R0, 0, "out"),
-		asm.LoadMem(asm.R7, asm.R10, sgRegs+120-regsLo, asm.DWord),
+		// The tracepoint's first argument is the thread's pt_regs.
+		asm.LoadMem(asm.R9, asm.R6, 0, asm.DWord),
+		asm.LoadMem(asm.R7, asm.R9, 120, asm.DWord), // orig_ax
 	}
+	in = append(in, numberTest(rules)...)
 	for i, r := range rules {
 		next := fmt.Sprintf("rule%d", i+1)
-		in = append(in, asm.JNE.Imm(asm.R7, int32(r.Nr), next))
+		test := asm.JNE.Imm(asm.R7, int32(r.Nr), next)
+		if i == 0 {
+			test = test.WithSymbol("rules")
+		}
+		in = append(in, test)
 		if len(r.Args) == 0 {
 			in = append(in, asm.Ja.Label("stop"))
 		}
@@ -155,7 +148,7 @@ func sysProgram(g *SysGate, rules []tracer.FilterRule) (asm.Instructions, error)
 			if a < 0 || a >= len(sgArg) {
 				return nil, fmt.Errorf("system call argument %d", a)
 			}
-			in = append(in, asm.LoadMem(asm.R8, asm.R10, sgArg[a], asm.DWord))
+			in = append(in, asm.LoadMem(asm.R8, asm.R9, sgArg[a], asm.DWord))
 			for j, rg := range r.Ranges {
 				skip := fmt.Sprintf("rule%d.arg%d.range%d", i, a, j)
 				in = append(in,
@@ -201,6 +194,44 @@ func sysProgram(g *SysGate, rules []tracer.FilterRule) (asm.Instructions, error)
 		asm.Return(),
 	)
 	return in, nil
+}
+
+// numberTest returns from the program when the call's number (r7) is none
+// of the rules': a bitmap of the numbers below 512, tested in a dozen
+// instructions, so that the calls that matter to no rule (most) skip the
+// rules. With a rule for a number past it, every call tries the rules.
+func numberTest(rules []tracer.FilterRule) asm.Instructions {
+	var bits [8]uint64
+	for _, r := range rules {
+		if r.Nr < 0 || r.Nr >= 64*len(bits) {
+			return nil
+		}
+		bits[r.Nr/64] |= 1 << (r.Nr % 64)
+	}
+	in := asm.Instructions{
+		asm.JGT.Imm(asm.R7, int32(64*len(bits)-1), "out"),
+		asm.Mov.Reg(asm.R2, asm.R7),
+		asm.RSh.Imm(asm.R2, 6),
+		asm.Mov.Reg(asm.R4, asm.R7),
+		asm.And.Imm(asm.R4, 63),
+		asm.Mov.Imm(asm.R3, 1),
+		asm.LSh.Reg(asm.R3, asm.R4),
+	}
+	for i, b := range bits {
+		if b == 0 {
+			continue
+		}
+		skip := fmt.Sprintf("word%d", i)
+		in = append(in,
+			asm.JNE.Imm(asm.R2, int32(i), skip),
+			asm.LoadImm(asm.R1, int64(b), asm.DWord),
+			asm.And.Reg(asm.R1, asm.R3),
+			asm.JNE.Imm(asm.R1, 0, "rules"),
+			asm.Ja.Label("out"),
+			asm.Mov.Imm(asm.R0, 0).WithSymbol(skip),
+		)
+	}
+	return append(in, asm.Ja.Label("out"))
 }
 
 // Owns says whether st is the stop of a call of the gate's (a SIGSTOP
