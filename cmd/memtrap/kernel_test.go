@@ -36,6 +36,45 @@ var kallWrites = []struct {
 	{"recvmmsg", 480, "0x6f77742d67736d6d"},
 }
 
+// attachKall runs kall attached with ARGS until memtrap reported n writes
+// (or ended), detaches it, and returns memtrap's events; kall must print
+// stdout, as it does without memtrap.
+func attachKall(t *testing.T, prog, stdout string, n int, args ...string) []event {
+	t.Helper()
+	target := exec.Command(prog, "wait")
+	in, _ := target.StdinPipe()
+	out, _ := target.StdoutPipe()
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer target.Process.Kill()
+	rd := bufio.NewReader(out)
+	if l, _ := rd.ReadString('\n'); l != "ready\n" {
+		t.Fatalf("target said %q", l)
+	}
+	mt, mrd, evs := attachJSON(t, target.Process.Pid, args...)
+	io.WriteString(in, "go\n")
+	rest, _ := io.ReadAll(rd)
+	for len(writes(evs)) < n {
+		l, err := mrd.ReadString('\n')
+		if err != nil {
+			break
+		}
+		evs = append(evs, parseEvents(t, l)...)
+	}
+	mt.Process.Signal(syscall.SIGINT)
+	tail, _ := io.ReadAll(mrd)
+	evs = append(evs, parseEvents(t, string(tail))...)
+	mt.Wait()
+	if err := target.Wait(); err != nil {
+		t.Fatalf("target: %v", err)
+	}
+	if string(rest) != stdout {
+		t.Fatalf("attached: %q, want %q", rest, stdout)
+	}
+	return evs
+}
+
 func checkKall(t *testing.T, evs []event) {
 	t.Helper()
 	ws := writes(evs)
@@ -72,38 +111,7 @@ func TestKernelWritesEverySyscall(t *testing.T) {
 	checkKall(t, parseEvents(t, r.stderr))
 
 	t.Run("attach", func(t *testing.T) {
-		target := exec.Command(prog, "wait")
-		in, _ := target.StdinPipe()
-		out, _ := target.StdoutPipe()
-		if err := target.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer target.Process.Kill()
-		rd := bufio.NewReader(out)
-		if l, _ := rd.ReadString('\n'); l != "ready\n" {
-			t.Fatalf("target said %q", l)
-		}
-		mt, mrd, evs := attachJSON(t, target.Process.Pid, "--backtrace", "0", "--symbol", "box")
-		io.WriteString(in, "go\n")
-		rest, _ := io.ReadAll(rd)
-		for len(writes(evs)) < len(kallWrites) {
-			l, err := mrd.ReadString('\n')
-			if err != nil {
-				break
-			}
-			evs = append(evs, parseEvents(t, l)...)
-		}
-		mt.Process.Signal(syscall.SIGINT)
-		tail, _ := io.ReadAll(mrd)
-		evs = append(evs, parseEvents(t, string(tail))...)
-		mt.Wait()
-		if err := target.Wait(); err != nil {
-			t.Fatalf("target: %v", err)
-		}
-		if string(rest) != want.stdout {
-			t.Fatalf("attached: %q, want %q", rest, want.stdout)
-		}
-		checkKall(t, evs)
+		checkKall(t, attachKall(t, prog, want.stdout, len(kallWrites), "--backtrace", "0", "--symbol", "box"))
 	})
 
 	t.Run("attach-hw", func(t *testing.T) {
@@ -116,39 +124,9 @@ func TestKernelWritesEverySyscall(t *testing.T) {
 		if err := bpfhook.SysGateAvailable(); err != nil {
 			t.Skipf("no BPF system call gate here: %v", err)
 		}
-		target := exec.Command(prog, "wait")
-		in, _ := target.StdinPipe()
-		out, _ := target.StdoutPipe()
-		if err := target.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer target.Process.Kill()
-		rd := bufio.NewReader(out)
-		if l, _ := rd.ReadString('\n'); l != "ready\n" {
-			t.Fatalf("target said %q", l)
-		}
-		mt, mrd, evs := attachJSON(t, target.Process.Pid, "--engine", "hw", "--backtrace", "0",
+		evs := attachKall(t, prog, want.stdout, 4, "--engine", "hw", "--backtrace", "0",
 			"--symbol", "box", "--len", "8", "--symbol", "box+24", "--len", "8",
 			"--symbol", "box+184", "--len", "8", "--symbol", "box+472", "--len", "8")
-		io.WriteString(in, "go\n")
-		rest, _ := io.ReadAll(rd)
-		for len(writes(evs)) < 4 {
-			l, err := mrd.ReadString('\n')
-			if err != nil {
-				break
-			}
-			evs = append(evs, parseEvents(t, l)...)
-		}
-		mt.Process.Signal(syscall.SIGINT)
-		tail, _ := io.ReadAll(mrd)
-		evs = append(evs, parseEvents(t, string(tail))...)
-		mt.Wait()
-		if err := target.Wait(); err != nil {
-			t.Fatalf("target: %v", err)
-		}
-		if string(rest) != want.stdout {
-			t.Fatalf("attached: %q, want %q", rest, want.stdout)
-		}
 		for _, e := range evs {
 			if e.Event == "note" && strings.Contains(e.Message, "following every system call") {
 				t.Fatalf("the gate was not used: %s", e.Message)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 )
 
@@ -141,12 +142,21 @@ func program(g *Gate, fns []uint64, calls []Call) (asm.Instructions, error) {
 			asm.LoadMem(asm.R1, asm.R6, argOffset[i], asm.DWord),
 			asm.StoreMem(asm.R10, stEntry+8+8*int16(i), asm.R1, asm.DWord))
 	}
-	in = append(in,
-		asm.LoadMapPtr(asm.R1, g.pending.FD()),
+	in = append(in, stopThread(g.pending, stTid, stEntry, g.state, stState, 1)...)
+	return in, nil
+}
+
+// stopThread ends a program that stops the thread: pending[key] = value
+// (both on the stack, at these offsets from r10), then SIGSTOP to the
+// thread; if either fails, the record goes and state[missed]++ (its key
+// put on the stack at scratch). It returns 0, at the label "done".
+func stopThread(pending *ebpf.Map, key, value int16, state *ebpf.Map, scratch int16, missed int32) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMapPtr(asm.R1, pending.FD()),
 		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, stTid),
+		asm.Add.Imm(asm.R2, int32(key)),
 		asm.Mov.Reg(asm.R3, asm.R10),
-		asm.Add.Imm(asm.R3, stEntry),
+		asm.Add.Imm(asm.R3, int32(value)),
 		asm.Mov.Imm(asm.R4, 0), // BPF_ANY
 		asm.FnMapUpdateElem.Call(),
 		asm.JNE.Imm(asm.R0, 0, "failed"),
@@ -154,14 +164,14 @@ func program(g *Gate, fns []uint64, calls []Call) (asm.Instructions, error) {
 		asm.FnSendSignalThread.Call(),
 		asm.JEq.Imm(asm.R0, 0, "done"),
 
-		asm.LoadMapPtr(asm.R1, g.pending.FD()).WithSymbol("failed"),
+		asm.LoadMapPtr(asm.R1, pending.FD()).WithSymbol("failed"),
 		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, stTid),
+		asm.Add.Imm(asm.R2, int32(key)),
 		asm.FnMapDeleteElem.Call(),
-		asm.StoreImm(asm.R10, stState, 1, asm.Word),
-		asm.LoadMapPtr(asm.R1, g.state.FD()),
+		asm.StoreImm(asm.R10, scratch, int64(missed), asm.Word),
+		asm.LoadMapPtr(asm.R1, state.FD()),
 		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, stState),
+		asm.Add.Imm(asm.R2, int32(scratch)),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "done"),
 		asm.Mov.Imm(asm.R1, 1),
@@ -169,6 +179,5 @@ func program(g *Gate, fns []uint64, calls []Call) (asm.Instructions, error) {
 
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("done"),
 		asm.Return(),
-	)
-	return in, nil
+	}
 }

@@ -163,36 +163,11 @@ func sysProgram(g *SysGate, rules []tracer.FilterRule) (asm.Instructions, error)
 		in = append(in, asm.Mov.Imm(asm.R0, 0).WithSymbol(next))
 	}
 	in = append(in,
-		asm.Ja.Label("out"),
-		asm.StoreMem(asm.R10, sgNr, asm.R7, asm.DWord).WithSymbol("stop"),
-		asm.LoadMapPtr(asm.R1, g.pending.FD()),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, sgTid),
-		asm.Mov.Reg(asm.R3, asm.R10),
-		asm.Add.Imm(asm.R3, sgNr),
-		asm.Mov.Imm(asm.R4, 0), // BPF_ANY
-		asm.FnMapUpdateElem.Call(),
-		asm.JNE.Imm(asm.R0, 0, "failed"),
-		asm.Mov.Imm(asm.R1, 19), // SIGSTOP
-		asm.FnSendSignalThread.Call(),
-		asm.JEq.Imm(asm.R0, 0, "out"),
-
-		asm.LoadMapPtr(asm.R1, g.pending.FD()).WithSymbol("failed"),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, sgTid),
-		asm.FnMapDeleteElem.Call(),
-		asm.StoreImm(asm.R10, sgNr, 0, asm.Word),
-		asm.LoadMapPtr(asm.R1, g.state.FD()),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, sgNr),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "out"),
-		asm.Mov.Imm(asm.R1, 1),
-		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
-
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
 		asm.Return(),
+		asm.StoreMem(asm.R10, sgNr, asm.R7, asm.DWord).WithSymbol("stop"),
 	)
+	in = append(in, stopThread(g.pending, sgTid, sgNr, g.state, sgNr, 0)...)
 	return in, nil
 }
 
