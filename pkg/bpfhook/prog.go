@@ -31,7 +31,6 @@ const (
 	stEntry = -48
 	stState = -56
 	stTid   = -64
-	stTgid  = -60
 )
 
 func decodeEntry(b []byte) Entry {
@@ -49,21 +48,11 @@ func decodeEntry(b []byte) Entry {
 //	stop: pending[tid] = Entry; send SIGSTOP to the thread
 //	      (if that fails: forget it, state[1]++)
 func program(g *Gate, fns []uint64, calls []Call) (asm.Instructions, error) {
-	in := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.LoadImm(asm.R1, int64(g.ns.dev), asm.DWord),
-		asm.LoadImm(asm.R2, int64(g.ns.ino), asm.DWord),
-		asm.Mov.Reg(asm.R3, asm.R10),
-		asm.Add.Imm(asm.R3, stTid),
-		asm.Mov.Imm(asm.R4, 8),
-		asm.FnGetNsCurrentPidTgid.Call(),
-		asm.JNE.Imm(asm.R0, 0, "out"),
-		asm.LoadMem(asm.R0, asm.R10, stTgid, asm.Word),
-		asm.JNE.Imm(asm.R0, int32(g.tgid), "out"),
+	in := append(inProcess(g.ns, g.tgid, stTid),
 		asm.Mov.Reg(asm.R1, asm.R6),
 		asm.FnGetAttachCookie.Call(),
 		asm.Mov.Reg(asm.R8, asm.R0),
-	}
+	)
 	for i := range fns {
 		in = append(in, asm.JEq.Imm(asm.R8, int32(i), fmt.Sprintf("fn%d", i)))
 	}
@@ -179,5 +168,24 @@ func stopThread(pending *ebpf.Map, key, value int16, state *ebpf.Map, scratch in
 
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("done"),
 		asm.Return(),
+	}
+}
+
+// inProcess begins a program of the threads of process tgid: r6 = the
+// context; the thread's ids in memtrap's PID namespace ns on the stack at
+// r10+ids (the thread's, then its process's, u32 each); to the label
+// "out" for another process's threads.
+func inProcess(ns pidNS, tgid int, ids int16) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadImm(asm.R1, int64(ns.dev), asm.DWord),
+		asm.LoadImm(asm.R2, int64(ns.ino), asm.DWord),
+		asm.Mov.Reg(asm.R3, asm.R10),
+		asm.Add.Imm(asm.R3, int32(ids)),
+		asm.Mov.Imm(asm.R4, 8),
+		asm.FnGetNsCurrentPidTgid.Call(),
+		asm.JNE.Imm(asm.R0, 0, "out"),
+		asm.LoadMem(asm.R0, asm.R10, ids+4, asm.Word),
+		asm.JNE.Imm(asm.R0, int32(tgid), "out"),
 	}
 }

@@ -37,9 +37,8 @@ type SysGate struct {
 // Gate's program (the tid is the key into pending), and the call's number
 // (the value).
 const (
-	sgTid  = -64
-	sgTgid = -60
-	sgNr   = -72
+	sgTid = -64 // and the tgid at -60
+	sgNr  = -72
 )
 
 // sgArg is where argument i of the call is in the thread's pt_regs.
@@ -118,21 +117,11 @@ func (g *SysGate) Load(rules []tracer.FilterRule) error {
 //	stop: pending[tid] = number; send SIGSTOP to the thread
 //	      (if that fails: forget it, state[0]++)
 func sysProgram(g *SysGate, rules []tracer.FilterRule) (asm.Instructions, error) {
-	in := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.LoadImm(asm.R1, int64(g.ns.dev), asm.DWord),
-		asm.LoadImm(asm.R2, int64(g.ns.ino), asm.DWord),
-		asm.Mov.Reg(asm.R3, asm.R10),
-		asm.Add.Imm(asm.R3, sgTid),
-		asm.Mov.Imm(asm.R4, 8),
-		asm.FnGetNsCurrentPidTgid.Call(),
-		asm.JNE.Imm(asm.R0, 0, "out"),
-		asm.LoadMem(asm.R0, asm.R10, sgTgid, asm.Word),
-		asm.JNE.Imm(asm.R0, int32(g.tgid), "out"),
+	in := append(inProcess(g.ns, g.tgid, sgTid),
 		// The tracepoint's first argument is the thread's pt_regs.
 		asm.LoadMem(asm.R9, asm.R6, 0, asm.DWord),
 		asm.LoadMem(asm.R7, asm.R9, 120, asm.DWord), // orig_ax
-	}
+	)
 	in = append(in, numberTest(rules)...)
 	for i, r := range rules {
 		next := fmt.Sprintf("rule%d", i+1)
