@@ -29,6 +29,7 @@ type SysGate struct {
 	tgid           int
 	ns             pidNS
 	pending, state *ebpf.Map
+	quiet          *ebpf.Map // threads whose calls do not stop (Quiet)
 	prog           *ebpf.Program
 	link           link.Link
 }
@@ -75,6 +76,10 @@ func NewSysGate(tgid int) (*SysGate, error) {
 	if g.state, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1}); err != nil {
 		g.Close()
 		return nil, fmt.Errorf("%w: creating the gate's state: %v", ErrNoSysGate, err)
+	}
+	if g.quiet, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 1, MaxEntries: maxPending}); err != nil {
+		g.Close()
+		return nil, fmt.Errorf("%w: creating the gate's quiet threads: %v", ErrNoSysGate, err)
 	}
 	return g, nil
 }
@@ -123,13 +128,16 @@ func sysProgram(g *SysGate, rules []tracer.FilterRule) (asm.Instructions, error)
 		asm.LoadMem(asm.R7, asm.R9, 120, asm.DWord), // orig_ax
 	)
 	in = append(in, numberTest(rules)...)
+	in = append(in,
+		asm.LoadMapPtr(asm.R1, g.quiet.FD()).WithSymbol("rules"),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, sgTid),
+		asm.FnMapLookupElem.Call(),
+		asm.JNE.Imm(asm.R0, 0, "out"),
+	)
 	for i, r := range rules {
 		next := fmt.Sprintf("rule%d", i+1)
-		test := asm.JNE.Imm(asm.R7, int32(r.Nr), next)
-		if i == 0 {
-			test = test.WithSymbol("rules")
-		}
-		in = append(in, test)
+		in = append(in, asm.JNE.Imm(asm.R7, int32(r.Nr), next))
 		if len(r.Args) == 0 {
 			in = append(in, asm.Ja.Label("stop"))
 		}
@@ -211,6 +219,22 @@ func (g *SysGate) Owns(st tracer.Stop) (int, bool) {
 	return int(nr), true
 }
 
+// Quiet makes the calls of thread tid go by unstopped, or stop again: for
+// the calls a tracer injects, whose SIGSTOP would otherwise come during
+// its injection and be taken for the target's.
+func (g *SysGate) Quiet(tid int, on bool) error {
+	var err error
+	if on {
+		err = g.quiet.Put(uint32(tid), uint8(1))
+	} else if err = g.quiet.Delete(uint32(tid)); errors.Is(err, ebpf.ErrKeyNotExist) {
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("the system call gate's quiet threads: %w", err)
+	}
+	return nil
+}
+
 // Done forgets the pending call of thread tid.
 func (g *SysGate) Done(tid int) error {
 	if err := g.pending.Delete(uint32(tid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -259,12 +283,12 @@ func (g *SysGate) Close() error {
 		g.prog.Close()
 		g.prog = nil
 	}
-	for _, m := range []*ebpf.Map{g.pending, g.state} {
+	for _, m := range []*ebpf.Map{g.pending, g.state, g.quiet} {
 		if m != nil {
 			m.Close()
 		}
 	}
-	g.pending, g.state = nil, nil
+	g.pending, g.state, g.quiet = nil, nil, nil
 	return err
 }
 

@@ -147,3 +147,20 @@ func (w *Watch) closeSysGate() error {
 	w.sysgate = nil
 	return err
 }
+
+// gateQuiet runs inject, memtrap's own calls in thread t, with the gate
+// letting t's calls go by: their SIGSTOP would come during the injection
+// and reach the target.
+func (w *Watch) gateQuiet(t *tracer.Thread, inject func() error) error {
+	if w.sysgate == nil {
+		return inject()
+	}
+	if err := w.sysgate.Quiet(t.Tid, true); err != nil {
+		return err
+	}
+	err := inject()
+	if qerr := w.sysgate.Quiet(t.Tid, false); qerr != nil && err == nil {
+		err = qerr
+	}
+	return err
+}
