@@ -66,7 +66,7 @@ func (w *Watch) gateOwns(st tracer.Stop) bool {
 // followed call's would have been at its entry and exit, and the thread
 // goes on without the SIGSTOP.
 func (w *Watch) gateStop(st tracer.Stop) error {
-	if err := w.gateSettle(st); err != nil {
+	if err := w.gateSettle(st, false); err != nil {
 		return err
 	}
 	if bpfhook.Foreign(st) {
@@ -78,14 +78,14 @@ func (w *Watch) gateStop(st tracer.Stop) error {
 // gateSettle keeps the books of the call st stopped after, and forgets
 // the stop (a SIGSTOP someone else sent with it is kept for later when
 // the thread is let go without being resumed: Defer). The thread stays
-// stopped.
-func (w *Watch) gateSettle(st tracer.Stop) error {
+// stopped. detaching: every thread is stopped to be let go (see gateCall).
+func (w *Watch) gateSettle(st tracer.Stop, detaching bool) error {
 	t := st.Thread
 	nr, _ := w.sysgate.Owns(st)
 	if err := w.sysgate.Done(t.Tid); err != nil {
 		return err
 	}
-	if err := w.gateCall(t, nr); err != nil {
+	if err := w.gateCall(t, nr, detaching); err != nil {
 		return err
 	}
 	if bpfhook.Foreign(st) {
@@ -95,8 +95,10 @@ func (w *Watch) gateSettle(st tracer.Stop) error {
 }
 
 // gateCall keeps the books of call nr, which t (stopped) has just
-// returned from: its arguments are still in their registers.
-func (w *Watch) gateCall(t *tracer.Thread, nr int) error {
+// returned from: its arguments are still in their registers. detaching:
+// the regions go anyway, and the other threads must stay stopped, so a
+// region unmapped is left to Disarm (dropping it resumes the others).
+func (w *Watch) gateCall(t *tracer.Thread, nr int, detaching bool) error {
 	var regs unix.PtraceRegs
 	if err := t.Regs(&regs); err != nil {
 		return err
@@ -109,7 +111,7 @@ func (w *Watch) gateCall(t *tracer.Thread, nr int) error {
 	}
 	if _, ok := memoryCalls[nr]; ok {
 		name, sp, hit := e.memoryHits(si)
-		if len(hit) == 0 {
+		if len(hit) == 0 || detaching && nr != unix.SYS_MADVISE {
 			return nil
 		}
 		return e.memoryDone(t, nr, name, &regs, int64(regs.Rax), sp, hit)
@@ -142,7 +144,7 @@ func (w *Watch) closeSysGate() error {
 		if err := g.Done(t.Tid); err != nil {
 			return err
 		}
-		return w.gateCall(t, nr)
+		return w.gateCall(t, nr, true)
 	})
 	w.sysgate = nil
 	return err

@@ -589,7 +589,7 @@ func (w *Watch) Detach(st tracer.Stop) error {
 	switch st.Kind {
 	case tracer.StopSignal:
 		if w.gateOwns(st) {
-			if err := w.gateSettle(st); err != nil {
+			if err := w.gateSettle(st, true); err != nil {
 				return err
 			}
 		} else if w.libHit(st) {
@@ -622,7 +622,7 @@ func (w *Watch) Detach(st tracer.Stop) error {
 		switch q.Kind {
 		case tracer.StopSignal:
 			if w.gateOwns(q) {
-				if err := w.gateSettle(q); err != nil {
+				if err := w.gateSettle(q, true); err != nil {
 					return err
 				}
 			} else if w.libHit(q) {
