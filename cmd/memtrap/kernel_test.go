@@ -36,10 +36,9 @@ var kallWrites = []struct {
 	{"recvmmsg", 480, "0x6f77742d67736d6d"},
 }
 
-// attachKall runs kall attached with ARGS until memtrap reported n writes
-// (or ended), detaches it, and returns memtrap's events; kall must print
-// stdout, as it does without memtrap.
-func attachKall(t *testing.T, prog, stdout string, n int, args ...string) []event {
+// startWaiting starts `prog wait`, which says "ready" and waits for a
+// line on its stdin; it is killed at the end of the test if still there.
+func startWaiting(t *testing.T, prog string) (*exec.Cmd, io.WriteCloser, *bufio.Reader) {
 	t.Helper()
 	target := exec.Command(prog, "wait")
 	in, _ := target.StdinPipe()
@@ -47,11 +46,20 @@ func attachKall(t *testing.T, prog, stdout string, n int, args ...string) []even
 	if err := target.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer target.Process.Kill()
+	t.Cleanup(func() { target.Process.Kill() })
 	rd := bufio.NewReader(out)
 	if l, _ := rd.ReadString('\n'); l != "ready\n" {
 		t.Fatalf("target said %q", l)
 	}
+	return target, in, rd
+}
+
+// attachKall runs kall attached with ARGS until memtrap reported n writes
+// (or ended), detaches it, and returns memtrap's events; kall must print
+// stdout, as it does without memtrap.
+func attachKall(t *testing.T, prog, stdout string, n int, args ...string) []event {
+	t.Helper()
+	target, in, rd := startWaiting(t, prog)
 	mt, mrd, evs := attachJSON(t, target.Process.Pid, args...)
 	io.WriteString(in, "go\n")
 	rest, _ := io.ReadAll(rd)

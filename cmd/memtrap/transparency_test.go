@@ -429,17 +429,7 @@ func TestSigtrapHandlerSurvives(t *testing.T) {
 	// Attached on the hw engine, the guard's own rt_sigaction (putting
 	// the handler back) must not be stopped by the kernel's gate of the
 	// target's calls: its SIGSTOP would reach the target.
-	target := exec.Command(prog, "wait")
-	in, _ := target.StdinPipe()
-	out, _ := target.StdoutPipe()
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer target.Process.Kill()
-	rd := bufio.NewReader(out)
-	if l, _ := rd.ReadString('\n'); l != "ready\n" {
-		t.Fatalf("target said %q", l)
-	}
+	target, in, rd := startWaiting(t, prog)
 	mt, mrd, evs := attachJSON(t, target.Process.Pid, "--engine", "hw", "--backtrace", "0", "--symbol", "value")
 	io.WriteString(in, "go\n")
 	done := make(chan string, 1)
