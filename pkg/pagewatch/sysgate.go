@@ -27,27 +27,30 @@ const maxGateRanges = 8
 // watched now, and says whether it does (the caller follows every call
 // otherwise).
 func (w *Watch) gateSyscalls() bool {
-	if w.opts.NoSyscallGate || w.eng.name() != EngineHW {
+	if w.opts.NoSyscallGate || w.eng.name() != EngineHW || w.noGate {
 		return false
 	}
-	if w.sysgate == nil {
-		if err := bpfhook.SysGateAvailable(); err != nil {
-			w.note(fmt.Sprintf("following every system call of process %d: %v", w.p.Pid, err))
-			return false
-		}
-		g, err := bpfhook.NewSysGate(w.p.Pid)
-		if err != nil {
-			w.note(fmt.Sprintf("following every system call of process %d: %v", w.p.Pid, err))
-			return false
-		}
-		w.sysgate = g
-	}
-	if err := w.sysgate.Load(filterRules(mergeSpans(w.eng.spans(), maxGateRanges))); err != nil {
+	fail := func(err error) bool {
+		// Said once: the next regions are not tried again.
+		w.noGate = true
 		w.note(fmt.Sprintf("following every system call of process %d: %v", w.p.Pid, err))
 		if cerr := w.closeSysGate(); cerr != nil {
 			w.note(fmt.Sprintf("process %d: %v", w.p.Pid, cerr))
 		}
 		return false
+	}
+	if w.sysgate == nil {
+		if err := bpfhook.SysGateAvailable(); err != nil {
+			return fail(err)
+		}
+		g, err := bpfhook.NewSysGate(w.p.Pid)
+		if err != nil {
+			return fail(err)
+		}
+		w.sysgate = g
+	}
+	if err := w.sysgate.Load(filterRules(mergeSpans(w.eng.spans(), maxGateRanges))); err != nil {
+		return fail(err)
 	}
 	w.p.TraceSyscalls(false)
 	return true

@@ -169,8 +169,10 @@ type Watch struct {
 	filtered []span
 	filters  int
 	// sysgate: the kernel's stops of the calls that matter, at their
-	// return (sysgate.go); nil when every call is followed.
+	// return (sysgate.go); nil when every call is followed. noGate: it
+	// could not be had, and is not tried again.
 	sysgate *bpfhook.SysGate
+	noGate  bool
 
 	root     *Watch         // the watch of the first process, for a followed child's
 	children map[int]*Watch // followed children, by pid (on the root watch)
