@@ -423,6 +423,35 @@ func TestSigtrapHandlerSurvives(t *testing.T) {
 			t.Fatalf("%v: writes %+v", args, ws)
 		}
 	}
+	if !hwWorks(t) {
+		return
+	}
+	// Attached on the hw engine, the guard's own rt_sigaction (putting
+	// the handler back) must not be stopped by the kernel's gate of the
+	// target's calls: its SIGSTOP would reach the target.
+	target, in, rd := startWaiting(t, prog)
+	mt, mrd, evs := attachJSON(t, target.Process.Pid, "--engine", "hw", "--backtrace", "0", "--symbol", "value")
+	io.WriteString(in, "go\n")
+	done := make(chan string, 1)
+	go func() { l, _ := rd.ReadString('\n'); done <- l }()
+	select {
+	case l := <-done:
+		if l != want.stdout {
+			t.Fatalf("attached: %q, want %q", l, want.stdout)
+		}
+	case <-time.After(20 * time.Second):
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", target.Process.Pid))
+		t.Fatalf("attached: the target did not finish: %s", st)
+	}
+	rest, _ := readAll(mrd)
+	evs = append(evs, parseEvents(t, rest)...)
+	mt.Wait()
+	if err := target.Wait(); err != nil {
+		t.Fatalf("target: %v", err)
+	}
+	if ws := writes(evs); len(ws) != 3 || ws[2].New != "0x3" {
+		t.Fatalf("attached: writes %+v", ws)
+	}
 }
 
 // TestFollowManyForks: --follow-forks over 50 children, launched (every

@@ -27,6 +27,15 @@
 // SIGSTOP because nothing can block it: another signal could stay pending
 // in a thread that blocks it, and the call would go by unseen.
 //
+// # System calls
+//
+// A [SysGate] does the same for a process's system calls, with one program
+// on the sys_exit tracepoint (tp_btf) for all of them: a call whose number
+// and pointer arguments match the gate's rules (those of memtrap's
+// seccomp filter) stops as it returns, its number in the pending map. It
+// cannot stop a call before it runs: it serves a tracer that need not
+// act before.
+//
 // # Lifetime
 //
 // A Gate belongs to one process and is used from one goroutine. [Gate.Close]

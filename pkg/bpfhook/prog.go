@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 )
 
@@ -30,7 +31,6 @@ const (
 	stEntry = -48
 	stState = -56
 	stTid   = -64
-	stTgid  = -60
 )
 
 func decodeEntry(b []byte) Entry {
@@ -48,21 +48,11 @@ func decodeEntry(b []byte) Entry {
 //	stop: pending[tid] = Entry; send SIGSTOP to the thread
 //	      (if that fails: forget it, state[1]++)
 func program(g *Gate, fns []uint64, calls []Call) (asm.Instructions, error) {
-	in := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.LoadImm(asm.R1, int64(g.ns.dev), asm.DWord),
-		asm.LoadImm(asm.R2, int64(g.ns.ino), asm.DWord),
-		asm.Mov.Reg(asm.R3, asm.R10),
-		asm.Add.Imm(asm.R3, stTid),
-		asm.Mov.Imm(asm.R4, 8),
-		asm.FnGetNsCurrentPidTgid.Call(),
-		asm.JNE.Imm(asm.R0, 0, "out"),
-		asm.LoadMem(asm.R0, asm.R10, stTgid, asm.Word),
-		asm.JNE.Imm(asm.R0, int32(g.tgid), "out"),
+	in := append(inProcess(g.ns, g.tgid, stTid),
 		asm.Mov.Reg(asm.R1, asm.R6),
 		asm.FnGetAttachCookie.Call(),
 		asm.Mov.Reg(asm.R8, asm.R0),
-	}
+	)
 	for i := range fns {
 		in = append(in, asm.JEq.Imm(asm.R8, int32(i), fmt.Sprintf("fn%d", i)))
 	}
@@ -141,12 +131,21 @@ func program(g *Gate, fns []uint64, calls []Call) (asm.Instructions, error) {
 			asm.LoadMem(asm.R1, asm.R6, argOffset[i], asm.DWord),
 			asm.StoreMem(asm.R10, stEntry+8+8*int16(i), asm.R1, asm.DWord))
 	}
-	in = append(in,
-		asm.LoadMapPtr(asm.R1, g.pending.FD()),
+	in = append(in, stopThread(g.pending, stTid, stEntry, g.state, stState, 1)...)
+	return in, nil
+}
+
+// stopThread ends a program that stops the thread: pending[key] = value
+// (both on the stack, at these offsets from r10), then SIGSTOP to the
+// thread; if either fails, the record goes and state[missed]++ (its key
+// put on the stack at scratch). It returns 0, at the label "done".
+func stopThread(pending *ebpf.Map, key, value int16, state *ebpf.Map, scratch int16, missed int32) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMapPtr(asm.R1, pending.FD()),
 		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, stTid),
+		asm.Add.Imm(asm.R2, int32(key)),
 		asm.Mov.Reg(asm.R3, asm.R10),
-		asm.Add.Imm(asm.R3, stEntry),
+		asm.Add.Imm(asm.R3, int32(value)),
 		asm.Mov.Imm(asm.R4, 0), // BPF_ANY
 		asm.FnMapUpdateElem.Call(),
 		asm.JNE.Imm(asm.R0, 0, "failed"),
@@ -154,14 +153,14 @@ func program(g *Gate, fns []uint64, calls []Call) (asm.Instructions, error) {
 		asm.FnSendSignalThread.Call(),
 		asm.JEq.Imm(asm.R0, 0, "done"),
 
-		asm.LoadMapPtr(asm.R1, g.pending.FD()).WithSymbol("failed"),
+		asm.LoadMapPtr(asm.R1, pending.FD()).WithSymbol("failed"),
 		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, stTid),
+		asm.Add.Imm(asm.R2, int32(key)),
 		asm.FnMapDeleteElem.Call(),
-		asm.StoreImm(asm.R10, stState, 1, asm.Word),
-		asm.LoadMapPtr(asm.R1, g.state.FD()),
+		asm.StoreImm(asm.R10, scratch, int64(missed), asm.Word),
+		asm.LoadMapPtr(asm.R1, state.FD()),
 		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, stState),
+		asm.Add.Imm(asm.R2, int32(scratch)),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "done"),
 		asm.Mov.Imm(asm.R1, 1),
@@ -169,6 +168,24 @@ func program(g *Gate, fns []uint64, calls []Call) (asm.Instructions, error) {
 
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("done"),
 		asm.Return(),
-	)
-	return in, nil
+	}
+}
+
+// inProcess begins a program of the threads of process tgid: r6 = the
+// context; the thread's ids in memtrap's PID namespace ns on the stack at
+// r10+ids (the thread's, then its process's, u32 each); to the label
+// "out" for another process's threads.
+func inProcess(ns pidNS, tgid int, ids int16) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadImm(asm.R1, int64(ns.dev), asm.DWord),
+		asm.LoadImm(asm.R2, int64(ns.ino), asm.DWord),
+		asm.Mov.Reg(asm.R3, asm.R10),
+		asm.Add.Imm(asm.R3, int32(ids)),
+		asm.Mov.Imm(asm.R4, 8),
+		asm.FnGetNsCurrentPidTgid.Call(),
+		asm.JNE.Imm(asm.R0, 0, "out"),
+		asm.LoadMem(asm.R0, asm.R10, ids+4, asm.Word),
+		asm.JNE.Imm(asm.R0, int32(tgid), "out"),
+	}
 }

@@ -155,29 +155,7 @@ func (s *Set) closeGate() error {
 	if err := g.Detach(); err != nil {
 		return err
 	}
-	for _, tid := range g.Pending() {
-		t := s.p.Thread(tid)
-		if t == nil || !t.Stopped() {
-			continue
-		}
-		for range 64 { // its own signals come first, each kept for later
-			res, err := t.Step()
-			if err != nil {
-				return err
-			}
-			if res.Done {
-				break
-			}
-			if res.Sig == int(unix.SIGSTOP) {
-				if bpfhook.Foreign(tracer.Stop{Info: res.Info}) {
-					t.Defer(res.Info)
-				}
-				break
-			}
-			t.Defer(res.Info)
-		}
-	}
-	return nil
+	return bpfhook.TakeSignals(s.p, g.Pending(), nil)
 }
 
 // Trapped says whether the function at addr has an int3 breakpoint.

@@ -85,8 +85,11 @@
 //
 // With Options.SyscallFilter (targets memtrap launched and keeps until they
 // exit) a seccomp filter stops only the calls whose pointer arguments come
-// near watched memory; without it (attach: a filter would outlive memtrap)
-// every call of every thread stops at its entry and exit.
+// near watched memory. Without it (attach: a filter would outlive memtrap)
+// the page engine follows every call of every thread, stopping at its
+// entry and exit; the hw engine, which need not act before a call runs,
+// has a BPF program on sys_exit stop only the calls the filter would have
+// stopped, as they return (sysgate.go), where the kernel allows it.
 //
 // # Signal frames
 //

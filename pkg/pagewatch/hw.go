@@ -379,31 +379,7 @@ func (e *hwEngine) storeBefore(regs *unix.PtraceRegs, lo, hi uint64, changed boo
 // bytes madvise changed are reported as a kernel write. done means the
 // thread has been resumed.
 func (e *hwEngine) memoryCall(t *tracer.Thread, si tracer.SyscallInfo) (bool, error) {
-	a := si.Args
-	lo, n := a[0], a[1]
-	name := map[int]string{unix.SYS_MUNMAP: "munmap", unix.SYS_MREMAP: "mremap", unix.SYS_MMAP: "mmap", unix.SYS_MADVISE: "madvise"}[si.Nr]
-	switch si.Nr {
-	case unix.SYS_MMAP:
-		if a[3]&(unix.MAP_FIXED|unix.MAP_FIXED_NOREPLACE) == 0 {
-			return false, nil
-		}
-	case unix.SYS_MREMAP:
-		if a[3]&unix.MREMAP_FIXED != 0 {
-			end := max(a[0]+a[1], a[4]+a[2])
-			lo = min(a[0], a[4])
-			n = end - lo
-		}
-	case unix.SYS_MUNMAP, unix.SYS_MADVISE:
-	default:
-		return false, nil
-	}
-	sp := span{pageDown(lo), pageUp(lo + n)}
-	var hit []*Region
-	for _, r := range e.w.regions {
-		if _, ok := sp.intersect(span{r.Addr, r.End()}); ok {
-			hit = append(hit, r)
-		}
-	}
+	name, sp, hit := e.memoryHits(si)
 	if len(hit) == 0 {
 		return false, nil
 	}
@@ -415,31 +391,67 @@ func (e *hwEngine) memoryCall(t *tracer.Thread, si tracer.SyscallInfo) (bool, er
 	if err != nil {
 		return false, fmt.Errorf("%s: %w", name, err)
 	}
-	if ret < 0 && ret >= -4095 {
-		return true, t.Resume(0)
+	if err := e.memoryDone(t, si.Nr, name, &regs, ret, sp, hit); err != nil {
+		return false, err
 	}
-	if si.Nr == unix.SYS_MADVISE {
-		call := &kcall{nr: si.Nr, name: name, regs: regs, outs: []span{sp}}
-		if err := e.syscallExit(t, call); err != nil {
-			return false, err
+	return true, t.Resume(0)
+}
+
+// memoryHits: the regions a memory-management call si may change, the
+// span it covers and its name; none for the others.
+func (e *hwEngine) memoryHits(si tracer.SyscallInfo) (string, span, []*Region) {
+	a := si.Args
+	lo, n := a[0], a[1]
+	name := map[int]string{unix.SYS_MUNMAP: "munmap", unix.SYS_MREMAP: "mremap", unix.SYS_MMAP: "mmap", unix.SYS_MADVISE: "madvise"}[si.Nr]
+	switch si.Nr {
+	case unix.SYS_MMAP:
+		if a[3]&(unix.MAP_FIXED|unix.MAP_FIXED_NOREPLACE) == 0 {
+			return "", span{}, nil
 		}
-		return true, t.Resume(0)
+	case unix.SYS_MREMAP:
+		if a[3]&unix.MREMAP_FIXED != 0 {
+			end := max(a[0]+a[1], a[4]+a[2])
+			lo = min(a[0], a[4])
+			n = end - lo
+		}
+	case unix.SYS_MUNMAP, unix.SYS_MADVISE:
+	default:
+		return "", span{}, nil
+	}
+	sp := span{pageDown(lo), pageUp(lo + n)}
+	var hit []*Region
+	for _, r := range e.w.regions {
+		if _, ok := sp.intersect(span{r.Addr, r.End()}); ok {
+			hit = append(hit, r)
+		}
+	}
+	return name, sp, hit
+}
+
+// memoryDone settles a memory-management call over the regions hit that
+// returned ret (t stopped after it; regs as at its entry).
+func (e *hwEngine) memoryDone(t *tracer.Thread, nr int, name string, regs *unix.PtraceRegs, ret int64, sp span, hit []*Region) error {
+	if ret < 0 && ret >= -4095 {
+		return nil
+	}
+	if nr == unix.SYS_MADVISE {
+		return e.syscallExit(t, &kcall{nr: nr, name: name, regs: *regs, outs: []span{sp}})
 	}
 	// Gone: their slots are freed, so that what is mapped there next is
 	// not watched.
 	if err := e.w.p.StopOthers(t); err != nil {
-		return false, err
+		return err
 	}
 	if err := e.w.RemoveRegions(t, hit); err != nil {
-		return false, err
+		return err
 	}
 	if err := e.w.p.ResumeOthers(); err != nil {
-		return false, err
+		return err
 	}
 	for _, r := range hit {
 		e.w.unmapped(r, name+"(2)")
 	}
-	return true, t.Resume(0)
+	return nil
 }
 
 // syscallEntry follows the target's memory management over the regions,
@@ -454,56 +466,53 @@ func (e *hwEngine) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
 	if !e.w.followsWrites() {
 		return t.Resume(0)
 	}
+	call := e.covering(si)
+	if call == nil {
+		return t.Resume(0)
+	}
+	if err := t.Regs(&call.regs); err != nil {
+		return err
+	}
+	e.w.calls[t.Tid] = call
+	return resumeToExit(t, si)
+}
+
+// hwCovering: on the hw engine the kernel writes watched memory directly
+// (debug registers do not see it); a call whose output covers a region is
+// followed (to its exit, where the region is compared with its shadow).
+// It is that call, with the outputs over regions, or nil for a call
+// memtrap need not follow.
+func (e *hwEngine) covering(si tracer.SyscallInfo) *kcall {
+	var outs []span
+	var name string
 	if vs, ok := sysout.LookupVec(si.Nr); ok {
-		var outs []span
+		name = vs.Name
 		if l, ok := vs.Read(&si.Args, e.w.p); ok {
 			for _, o := range l.Outputs() {
 				outs = append(outs, span{o.Addr, o.End()})
 			}
 		}
-		return e.follow(t, si, vs.Name, outs)
-	}
-	if spec, ok := sysout.Lookup(si.Nr); ok {
-		return e.callEntry(t, si, spec)
-	}
-	return t.Resume(0)
-}
-
-// hwCallEntry: on the hw engine the kernel writes watched memory directly
-// (debug registers do not see it); a call whose output covers a region is
-// followed to its exit, where the region is compared with its shadow.
-func (e *hwEngine) callEntry(t *tracer.Thread, si tracer.SyscallInfo, spec sysout.Call) error {
-	var outs []span
-	for _, o := range spec.Outputs(&si.Args, e.w.p) {
-		if o.Size != 0 && o.End() > o.Addr {
-			outs = append(outs, span{o.Addr, o.End()})
+	} else if spec, ok := sysout.Lookup(si.Nr); ok {
+		name = spec.Name
+		for _, o := range spec.Outputs(&si.Args, e.w.p) {
+			if o.Size != 0 && o.End() > o.Addr {
+				outs = append(outs, span{o.Addr, o.End()})
+			}
 		}
 	}
-	return e.follow(t, si, spec.Name, outs)
-}
-
-// hwFollow follows a call to its exit if one of outs covers a region.
-func (e *hwEngine) follow(t *tracer.Thread, si tracer.SyscallInfo, name string, outs []span) error {
 	var call *kcall
 	for _, o := range outs {
 		for _, r := range e.w.regions {
 			if _, ok := o.intersect(span{r.Addr, r.End()}); ok {
 				if call == nil {
 					call = &kcall{nr: si.Nr, name: name}
-					if err := t.Regs(&call.regs); err != nil {
-						return err
-					}
 				}
 				call.outs = append(call.outs, o)
 				break
 			}
 		}
 	}
-	if call == nil {
-		return t.Resume(0)
-	}
-	e.w.calls[t.Tid] = call
-	return resumeToExit(t, si)
+	return call
 }
 
 // syscallExit reports what a followed call changed in the regions.

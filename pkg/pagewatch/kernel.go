@@ -93,6 +93,12 @@ func argReg(r *unix.PtraceRegs, i int) *uint64 {
 // both engines here, the rest in the engine's. It returns with the thread
 // resumed.
 func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
+	w.callBooks(si)
+	return w.eng.syscallEntry(t, si)
+}
+
+// callBooks keeps the books of a call that both engines keep.
+func (w *Watch) callBooks(si tracer.SyscallInfo) {
 	if si.Nr == unix.SYS_RT_SIGACTION {
 		w.sigaction(si.Args)
 	}
@@ -103,7 +109,6 @@ func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
 		w.rootWatch().saidIOURing = true
 		w.note(fmt.Sprintf("process %d uses io_uring, which memtrap does not follow: an io_uring request writing into a watched page is not reported, and may fail with EFAULT", w.p.Pid))
 	}
-	return w.eng.syscallEntry(t, si)
 }
 
 // followsWrites says whether calls writing watched memory are followed.

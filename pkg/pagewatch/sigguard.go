@@ -38,7 +38,10 @@ func sigBit(s unix.Signal) uint64 { return 1 << (s - 1) }
 
 func (w *Watch) snapshotSig(t *tracer.Thread, i int) error {
 	g := &w.segv
-	if _, err := t.Syscall(unix.SYS_RT_SIGACTION, uintptr(guarded[i]), 0, uintptr(g.buf), 8); err != nil {
+	if err := w.gateQuiet(t, func() error {
+		_, err := t.Syscall(unix.SYS_RT_SIGACTION, uintptr(guarded[i]), 0, uintptr(g.buf), 8)
+		return err
+	}); err != nil {
 		return fmt.Errorf("reading the target's %v action: %w", guarded[i], err)
 	}
 	if err := w.p.ReadMemory(g.buf, g.act[i][:]); err != nil {
@@ -103,7 +106,10 @@ func (w *Watch) restoreSig(t *tracer.Thread, i int, reblock bool) error {
 		// it (again).
 		inject = t.SyscallQuiet
 	}
-	if _, err := inject(unix.SYS_RT_SIGACTION, uintptr(s), uintptr(g.buf), 0, 8); err != nil {
+	if err := w.gateQuiet(t, func() error {
+		_, err := inject(unix.SYS_RT_SIGACTION, uintptr(s), uintptr(g.buf), 0, 8)
+		return err
+	}); err != nil {
 		return fmt.Errorf("restoring the target's %v action: %w", s, err)
 	}
 	if !reblock {

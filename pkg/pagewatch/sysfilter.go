@@ -51,7 +51,9 @@ func (w *Watch) followSyscalls(t *tracer.Thread) error {
 		return nil
 	}
 	if !w.opts.SyscallFilter {
-		w.p.TraceSyscalls(true)
+		if !w.gateSyscalls() {
+			w.p.TraceSyscalls(true)
+		}
 		return nil
 	}
 	// The filters installed so far keep stopping what they stop (they

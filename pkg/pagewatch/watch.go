@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/memtrap/memtrap/pkg/bpfhook"
 	"github.com/memtrap/memtrap/pkg/guard"
 	"github.com/memtrap/memtrap/pkg/sysout"
 	"github.com/memtrap/memtrap/pkg/tracer"
@@ -114,6 +115,10 @@ type Options struct {
 	// and keeps until they exit (their forked children, which inherit
 	// it, until tracer.Process.ReleaseKept).
 	SyscallFilter bool
+	// NoSyscallGate: without SyscallFilter, the hw engine follows every
+	// syscall too, instead of letting the kernel stop only those that
+	// matter as they return (sysgate.go).
+	NoSyscallGate bool
 	// StackBytes asks for the first StackBytes bytes (whole pages) of the
 	// writer's stack in Write.Stack, read with the fault's own system call
 	// where that can be done.
@@ -165,6 +170,11 @@ type Watch struct {
 	// filters: how many there are.
 	filtered []span
 	filters  int
+	// sysgate: the kernel's stops of the calls that matter, at their
+	// return (sysgate.go); nil when every call is followed. noGate: it
+	// could not be had, and is not tried again.
+	sysgate *bpfhook.SysGate
+	noGate  bool
 
 	root     *Watch         // the watch of the first process, for a followed child's
 	children map[int]*Watch // followed children, by pid (on the root watch)
@@ -486,6 +496,9 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 	case tracer.StopExited:
 		return nil
 	case tracer.StopSignal:
+		if w.gateOwns(st) {
+			return w.gateStop(st)
+		}
 		if w.eng.owns(st) {
 			return w.eng.trap(st)
 		}
@@ -578,7 +591,11 @@ func (w *Watch) Detach(st tracer.Stop) error {
 	t := st.Thread
 	switch st.Kind {
 	case tracer.StopSignal:
-		if w.libHit(st) {
+		if w.gateOwns(st) {
+			if err := w.gateSettle(st, true); err != nil {
+				return err
+			}
+		} else if w.libHit(st) {
 			if err := w.returnFromLibBP(t); err != nil {
 				return err
 			}
@@ -607,7 +624,11 @@ func (w *Watch) Detach(st tracer.Stop) error {
 	for _, q := range queued {
 		switch q.Kind {
 		case tracer.StopSignal:
-			if w.libHit(q) {
+			if w.gateOwns(q) {
+				if err := w.gateSettle(q, true); err != nil {
+					return err
+				}
+			} else if w.libHit(q) {
 				if err := w.returnFromLibBP(q.Thread); err != nil {
 					return err
 				}
@@ -659,6 +680,9 @@ func (w *Watch) Disarm(t *tracer.Thread) error {
 		errs = append(errs, err)
 	}
 	w.libBP = 0
+	if err := w.closeSysGate(); err != nil {
+		errs = append(errs, err)
+	}
 	if w.hooks != nil {
 		if err := w.hooks.Remove(t); err != nil {
 			errs = append(errs, err)
@@ -688,6 +712,12 @@ func (w *Watch) exec(t *tracer.Thread) error {
 		w.hooks = nil
 	}
 	w.p.OnNewThread = nil
+	if w.sysgate != nil {
+		// No other thread is left, nor a signal on its way: only the
+		// old image's rules go.
+		w.sysgate.Close()
+		w.sysgate = nil
+	}
 	// The filters stay (execve keeps them), and count against the
 	// kernel's limit; what they cover is the old image's.
 	w.scratch, w.calls, w.segv, w.libBP, w.filtered = nil, nil, segvGuard{}, 0, nil

@@ -8,12 +8,18 @@
  *   int3 N       N breakpoint traps (the ptrace floor, measured by the tracer)
  *   heap N [S]   N malloc(S)/free pairs (S default 40), each block's first
  *                word written once in between
+ *   syscalls N [traced]  N getppid calls (no memory written); with traced,
+ *                first waits for a tracer and 0.3 s more for it to arm.
+ *                Prints the seconds the N calls took instead of a count.
  * Prints the number of stores it made to the watched region.
  */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 struct {
 	volatile long counter;
@@ -24,6 +30,28 @@ struct {
 volatile long elsewhere[512] __attribute__((aligned(4096)));
 
 static long n;
+
+/* traced says whether this process has a tracer (/proc/self/status). */
+static int traced(void)
+{
+	char line[256];
+	int pid = 0;
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof line, f))
+		if (sscanf(line, "TracerPid: %d", &pid) == 1)
+			break;
+	fclose(f);
+	return pid != 0;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 static void *worker(void *arg)
 {
@@ -70,6 +98,18 @@ int main(int argc, char **argv)
 			free((void *)p);
 		}
 		watched = n;
+	} else if (!strcmp(mode, "syscalls")) {
+		if (argc > 3 && !strcmp(argv[3], "traced")) {
+			const struct timespec ms = {0, 1000000}, arm = {0, 300000000};
+			while (!traced())
+				nanosleep(&ms, NULL);
+			nanosleep(&arm, NULL);
+		}
+		double t0 = now();
+		for (long i = 0; i < n; i++)
+			syscall(SYS_getppid);
+		printf("%.6f\n", now() - t0);
+		return 0;
 	} else if (!strcmp(mode, "int3")) {
 		for (long i = 0; i < n; i++)
 			__asm__ volatile("int3");

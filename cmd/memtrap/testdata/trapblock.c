@@ -1,6 +1,7 @@
 /* A SIGTRAP handler must survive memtrap's own traps (debug registers,
  * single-steps) taken while the thread blocks SIGTRAP: the kernel resets
- * the handler of a blocked signal it forces. */
+ * the handler of a blocked signal it forces. With the argument "wait", it
+ * first prints "ready" and waits for a line on stdin (to be attached). */
 #include <signal.h>
 #include <stdio.h>
 
@@ -13,8 +14,15 @@ static void on_trap(int sig)
 	caught++;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	if (argc > 1) {
+		char line[16];
+		printf("ready\n");
+		fflush(stdout);
+		if (!fgets(line, sizeof line, stdin))
+			return 1;
+	}
 	signal(SIGTRAP, on_trap);
 	sigset_t s, old;
 	sigemptyset(&s);
