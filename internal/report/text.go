@@ -9,8 +9,9 @@ import (
 
 // textReporter is the report for people.
 type textReporter struct {
-	w *bufio.Writer
-	o TextOptions
+	w     *bufio.Writer
+	o     TextOptions
+	short map[string]string // path's answers: the same few paths at every write
 }
 
 // ANSI colours, used only with TextOptions.Color.
@@ -36,10 +37,18 @@ func (r *textReporter) path(p string) string {
 	if r.o.Dir == "" || !filepath.IsAbs(p) {
 		return p
 	}
-	if rel, err := filepath.Rel(r.o.Dir, p); err == nil && len(rel) < len(p) && !strings.HasPrefix(rel, "..") {
-		return rel
+	if s, ok := r.short[p]; ok {
+		return s
 	}
-	return p
+	s := p
+	if rel, err := filepath.Rel(r.o.Dir, p); err == nil && len(rel) < len(p) && !strings.HasPrefix(rel, "..") {
+		s = rel
+	}
+	if r.short == nil || len(r.short) >= 4096 {
+		r.short = map[string]string{}
+	}
+	r.short[p] = s
+	return s
 }
 
 // flushed ends an event: at once with Sync, else when the buffer fills or
