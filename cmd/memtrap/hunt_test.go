@@ -473,3 +473,33 @@ func TestMaxWritesAttach(t *testing.T) {
 		t.Fatalf("target: %v, %d lines", err, len(lines))
 	}
 }
+
+// TestRedZoneArgs: a leaf function's parameter, kept in the red zone
+// below its stack pointer, is read at every write, also where it lies in
+// the page below the stack pointer's.
+func TestRedZoneArgs(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/redzone.c", "-O0", "-g")
+	engines := []string{"page"}
+	if hwWorks(t) {
+		engines = append(engines, "hw")
+	}
+	for _, e := range engines {
+		r := memtrap(t, "run", "--engine", e, "--format", "json", "--backtrace", "1", "--symbol", "val", "--", prog)
+		if r.code != 0 || r.stdout != "val=300\n" {
+			t.Fatalf("%s: code %d stdout %q; stderr %s", e, r.code, r.stdout, tail(r.stderr))
+		}
+		ws := writes(parseEvents(t, r.stderr))
+		if len(ws) != 300 {
+			t.Fatalf("%s: %d writes, want 300", e, len(ws))
+		}
+		bad := 0
+		for i, w := range ws {
+			if a := w.Backtrace[0].Args; len(a) != 1 || a[0].Name != "v" || a[0].Value != fmt.Sprintf("%#x", i+1) {
+				bad++
+			}
+		}
+		if bad > 0 {
+			t.Errorf("%s: %d of 300 writes without leaf's v as it was", e, bad)
+		}
+	}
+}

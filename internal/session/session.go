@@ -489,15 +489,18 @@ func (se *session) onReport(w *pagewatch.Write) (func() error, error) {
 	}
 	frames, mem := se.writerFrames(w, se.opts.Backtrace)
 	frames = frames[:min(len(frames), se.opts.Backtrace)]
-	sp := w.Regs.Rsp
+	// The writer's own frame may keep its locals below its stack
+	// pointer: a leaf function's, in the 128-byte red zone.
+	sp, lo := w.Regs.Rsp, w.Regs.Rsp-redZone
 	for _, fr := range frames {
 		// A frame's parameters lie between its stack pointer (its
 		// callee's CFA) and a little above its own CFA (those passed on
 		// the stack). Signal frames and stack switches break the chain:
 		// skip what is not a plausible frame.
 		if fr.CFA > sp && fr.CFA-sp <= maxFrameSpan {
-			mem.load(sp, fr.CFA+256)
+			mem.load(min(lo, sp), fr.CFA+256)
 		}
+		lo = ^uint64(0)
 		if fr.CFA != 0 {
 			sp = fr.CFA
 		}
@@ -519,6 +522,10 @@ func (se *session) onReport(w *pagewatch.Write) (func() error, error) {
 		})
 	}, nil
 }
+
+// redZone is the x86-64 ABI's: the 128 bytes below the stack pointer a
+// function may use without moving it.
+const redZone = 128
 
 // maxFrameSpan bounds the stack onReport reads for one frame.
 const maxFrameSpan = 64 << 10
