@@ -32,7 +32,7 @@ func parse(args ...string) verbRun {
 	root := newRootCmd(s,
 		newRunCmd(s, func(o *RunOptions) error { v.got = o; return nil }),
 		newAttachCmd(s, func(o *AttachOptions) error { v.got = o; return nil }),
-		newVersionCmd(s), newManCmd(s))
+		newVersionCmd(s), newReportCmd(s), newManCmd(s))
 	v.code = execute(root, args, &errw)
 	v.stdout, v.stderr, v.io = out.String(), errw.String(), s
 	return v
@@ -175,6 +175,9 @@ func TestUsageErrors(t *testing.T) {
 		{"attach, addr without len", []string{"attach", "1234", "--addr", "0x1000"}, "--addr 0x1000 needs --len N"},
 		{"symbol offset not a number", []string{"run", "--symbol", "cfg+zz", "--", "p"}, `invalid argument "cfg+zz" for "--symbol" flag: offset "zz" is not a number (decimal or 0x hex)`},
 		{"unknown verb", []string{"watch", "1234"}, `unknown command "watch" for "memtrap"`},
+		{"report without a file", []string{"report"}, "report: want one FILE (a --format json report, or - for standard input), got 0 arguments"},
+		{"malformed --when", []string{"run", "--symbol", "x", "--when", "new >> ", "--", "p"}, `--when "new >> ": column 8: expected a value, found end of expression`},
+		{"colour", []string{"run", "--symbol", "x", "--color", "blue", "--", "p"}, `--color "blue": must be auto, always or never`},
 		{"heap without size or site", []string{"run", "--heap", "nth=2", "--", "p"}, "--heap nth=2: give size=N (or MIN-MAX) or site=FUNC"},
 		{"heap size 0", []string{"run", "--heap", "size=0", "--", "p"}, "--heap size=0: size 0: a watched block needs at least one byte"},
 		{"heap min over max", []string{"run", "--heap", "size=64-32", "--", "p"}, "--heap size=64-32: size range 64-32 is empty (MIN > MAX)"},

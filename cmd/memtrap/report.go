@@ -27,7 +27,12 @@ tools (inferno-flamegraph, flamegraph.pl, speedscope).`,
 		Example: `  memtrap run --format json -o log.json --symbol config -- ./prog
   memtrap report log.json
   memtrap report --folded log.json | inferno-flamegraph > writes.svg`,
-		Args: cobra.ExactArgs(1),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("report: want one FILE (a --format json report, or - for standard input), got %d arguments", len(args))
+			}
+			return nil
+		},
 		RunE: func(_ *cobra.Command, args []string) error {
 			var in io.Reader = s.In
 			name := args[0]
