@@ -55,8 +55,6 @@ const (
 
 var predNames = map[string]Pred{"in": In, "at": At, "file": File}
 
-func (p Pred) String() string { return [...]string{"in", "at", "file"}[p] }
-
 // Env is one write as a condition sees it.
 type Env struct {
 	Vars [numVars]uint64
@@ -84,7 +82,6 @@ type PredUse struct {
 type Expr struct {
 	root  node
 	preds []PredUse
-	src   string
 }
 
 // Preds lists the expression's predicates; Env.Match is asked about them
@@ -93,9 +90,6 @@ func (e *Expr) Preds() []PredUse { return e.preds }
 
 // NeedsBacktrace reports whether the expression has a predicate.
 func (e *Expr) NeedsBacktrace() bool { return len(e.preds) > 0 }
-
-// String is the expression as it was given.
-func (e *Expr) String() string { return e.src }
 
 // Eval says whether the condition holds for env.
 func (e *Expr) Eval(env *Env) bool { return e.root.eval(env) != 0 }
@@ -126,7 +120,7 @@ func (e *Expr) CheckWidth(n int) error {
 
 // Equal is the condition new == v, which --when-value means.
 func Equal(v uint64) *Expr {
-	return &Expr{root: &binary{op: opEq, l: &variable{v: New}, r: &literal{v: v, text: fmt.Sprintf("%#x", v), col: 1}}, src: fmt.Sprintf("new == %#x", v)}
+	return &Expr{root: &binary{op: opEq, l: &variable{v: New}, r: &literal{v: v, text: fmt.Sprintf("%#x", v), col: 1}}}
 }
 
 // And is the condition a && b; either may be nil.
@@ -139,7 +133,7 @@ func And(a, b *Expr) *Expr {
 	}
 	n := len(a.preds)
 	shifted := cloneShift(b.root, n)
-	out := &Expr{root: &binary{op: opLAnd, l: a.root, r: shifted}, preds: append(append([]PredUse{}, a.preds...), b.preds...), src: "(" + a.src + ") && (" + b.src + ")"}
+	out := &Expr{root: &binary{op: opLAnd, l: a.root, r: shifted}, preds: append(append([]PredUse{}, a.preds...), b.preds...)}
 	out.root = reorder(out.root)
 	return out
 }
@@ -174,7 +168,7 @@ func Parse(src string) (*Expr, error) {
 	if p.tok.kind != tEOF {
 		return nil, p.errorf("unexpected %s", p.tok.describe())
 	}
-	return &Expr{root: reorder(root), preds: p.preds, src: src}, nil
+	return &Expr{root: reorder(root), preds: p.preds}, nil
 }
 
 // reorder puts the cheaper operand of && and || first: both are pure, so
