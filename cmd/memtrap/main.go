@@ -13,5 +13,10 @@ func main() {
 		// memtrap's own: the guardian of an attached target (attach).
 		os.Exit(guard.Main(os.Args[2:], os.Stderr))
 	}
+	if len(os.Args) > 1 && os.Args[1] == guard.KeeperCommand {
+		// memtrap's own: the keeper of a launched target's syscall
+		// filter, once memtrap is gone.
+		os.Exit(guard.KeeperMain(os.Args[2:], os.Stderr))
+	}
 	os.Exit(Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

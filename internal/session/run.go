@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/memtrap/memtrap/internal/report"
+	"github.com/memtrap/memtrap/pkg/guard"
 	"github.com/memtrap/memtrap/pkg/pagewatch"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/sys/unix"
@@ -96,6 +97,13 @@ func (se *session) runWatch(wopts pagewatch.Options) (report.Summary, error) {
 	}
 	for _, l := range hookLines {
 		_ = se.rep.Note(fmt.Sprintf("%s, in process %d (engine %s)", l, p.Pid, w.Engine()))
+	}
+	if fd, ok := p.Listener(); ok {
+		// The syscall filter's calls in processes memtrap does not
+		// trace must still be answered once memtrap is gone.
+		if err := guard.StartKeeper(fd); err != nil {
+			_ = se.rep.Note(fmt.Sprintf("%v: children of the target left running when memtrap ends will see ENOSYS from some system calls", err))
+		}
 	}
 	if err := p.ResumeAll(); err != nil {
 		return report.Summary{}, err

@@ -157,6 +157,7 @@ func (p *Process) seizeAll() error {
 // detachAll lets every thread go, as is.
 func (p *Process) detachAll() {
 	for tid := range p.threads {
+		p.notif.untrack(tid)
 		_ = ptraceDetach(tid, 0)
 	}
 	p.threads = map[int]*Thread{}
@@ -172,6 +173,11 @@ func (p *Process) Detach() error {
 		return err
 	}
 	p.swallowWake()
+	for tid, t := range p.threads {
+		p.notif.untrack(tid)
+		_ = t.endRestart()
+		t.drainNotifWake()
+	}
 	var firstErr error
 	for tid, t := range p.threads {
 		sig := t.heldSig
@@ -252,18 +258,41 @@ func (p *Process) swallowWake() {
 			break
 		}
 	}
-	if t == nil {
+	if t != nil && t.runUntilSignal(isWake) {
+		p.wake.Store(false)
+	}
+}
+
+// drainNotifWake takes back a SIGSTOP the listener sent the thread
+// (notify.go) that is still pending: left there, it would stop the
+// target right after the detach. Precondition: the thread is stopped and
+// untracked (no other comes). Signals met on the way are kept for the
+// detach.
+func (t *Thread) drainNotifWake() {
+	if t.p.notif == nil || !t.stopped {
 		return
 	}
+	pending, err := statusMask(fmt.Sprintf("/proc/%d/task/%d/status", t.p.Pid, t.Tid), "SigPnd")
+	if err != nil || pending&(1<<(unix.SIGSTOP-1)) == 0 {
+		return
+	}
+	t.runUntilSignal(isNotifWake)
+}
+
+// runUntilSignal resumes a stopped thread until it stops for a signal that
+// is (its stop then swallowed), and says whether it did; the signals met
+// on the way are kept for later (Defer). It gives up at a stop that needs
+// the caller (an event) and when the thread ends.
+func (t *Thread) runUntilSignal(is func(*Siginfo) bool) bool {
 	for {
 		if err := ptraceCont(t.Tid, 0); err != nil {
-			return
+			return false
 		}
 		t.stopped, t.sigStop, t.sysEntry = false, false, false
 		_, ws, err := wait4(t.Tid)
 		if err != nil || !ws.Stopped() {
-			delete(p.threads, t.Tid)
-			return
+			t.p.dropThread(t.Tid)
+			return false
 		}
 		t.stopped = true
 		switch event(ws) {
@@ -271,20 +300,17 @@ func (p *Process) swallowWake() {
 			continue // a stale interrupt
 		case 0:
 		default:
-			// Something that needs the caller; leave it be.
-			return
+			return false // something that needs the caller; leave it be
 		}
 		var info Siginfo
 		if ptraceGetSiginfo(t.Tid, &info) != nil || t.reclaim(&info) != nil {
-			return
+			return false
 		}
 		t.sigStop = true
-		sig := ws.StopSignal()
-		if isWake(&info) {
-			p.wake.Store(false)
-			return
+		if is(&info) {
+			return true
 		}
-		if sig&0x80 == 0 {
+		if ws.StopSignal()&0x80 == 0 {
 			t.Defer(info)
 		}
 	}

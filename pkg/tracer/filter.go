@@ -8,15 +8,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A syscall filter (seccomp, SECCOMP_RET_TRACE) makes only the system calls
-// a watcher cares about stop the target, instead of every call as
-// TraceSyscalls does: each such call stops at its entry (StopSyscall with
-// Seccomp set); the others run at full speed.
+// A syscall filter (seccomp) makes only the system calls a watcher cares
+// about stop the target, instead of every call as TraceSyscalls does: each
+// such call stops at its entry (StopSyscall with Seccomp set); the others
+// run at full speed.
 //
 // The filter stays with the process, its later threads and children, and
-// across execve: it cannot be removed. A call it traps while no tracer
-// listens fails with ENOSYS, so it is for targets memtrap launched and
-// keeps until they end (see KeepChild), never for attach.
+// across execve: it cannot be removed, so it is for targets memtrap
+// launched, never for attach. Its action is SECCOMP_RET_USER_NOTIF where
+// the kernel allows (notify.go): children memtrap does not follow need
+// nothing of memtrap then. Otherwise (a filter after the first, or a
+// target whose filters have a listener already) it is SECCOMP_RET_TRACE: a
+// call it traps while no tracer listens fails with ENOSYS, so memtrap
+// keeps the children that carry one traced until they end (see KeepChild).
 
 // FilterRule says when one syscall stops: always (no Args), or when one of
 // the arguments Args holds a value in one of Ranges.
@@ -89,9 +93,25 @@ func (a *asm) link() ([]unix.SockFilter, error) {
 	return a.ins, nil
 }
 
+// Filter is an assembled syscall filter (BuildFilter).
+type Filter struct {
+	prog   []unix.SockFilter
+	rules  []FilterRule
+	notify bool
+}
+
+// Size is the room in target memory that InstallFilter needs for f.
+func (f *Filter) Size() uint64 { return uint64(8*len(f.prog) + 16) }
+
 // BuildFilter assembles the seccomp program for rules: x86-64 calls that
-// match a rule are traced, everything else allowed.
-func BuildFilter(rules []FilterRule) ([]unix.SockFilter, error) {
+// match a rule stop, everything else is allowed. With notify, they stop
+// for memtrap's listener (SECCOMP_RET_USER_NOTIF), else for its tracer
+// (SECCOMP_RET_TRACE).
+func BuildFilter(rules []FilterRule, notify bool) (*Filter, error) {
+	stop := uint32(unix.SECCOMP_RET_TRACE | filterMarker)
+	if notify {
+		stop = unix.SECCOMP_RET_USER_NOTIF
+	}
 	a := &asm{}
 	native, x64 := a.label(), a.label()
 	a.op(bpfLd, seccompArch, -1, -1)
@@ -118,18 +138,22 @@ func BuildFilter(rules []FilterRule) ([]unix.SockFilter, error) {
 		hit := a.label()
 		for _, r := range byNr[nr] {
 			if len(r.Args) == 0 {
-				a.op(bpfRet, unix.SECCOMP_RET_TRACE|filterMarker, -1, -1)
+				a.op(bpfRet, stop, -1, -1)
 				break
 			}
 			argChecks(a, r, hit)
 		}
 		a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
 		a.place(hit)
-		a.op(bpfRet, unix.SECCOMP_RET_TRACE|filterMarker, -1, -1)
+		a.op(bpfRet, stop, -1, -1)
 		a.place(skip)
 	}
 	a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
-	return a.link()
+	prog, err := a.link()
+	if err != nil {
+		return nil, err
+	}
+	return &Filter{prog: prog, rules: rules, notify: notify}, nil
 }
 
 // argChecks jumps to hit when one of r's arguments lies in one of its
@@ -162,18 +186,24 @@ func argChecks(a *asm, r FilterRule, hit int) {
 // ErrNoFilter means the kernel refused the syscall filter.
 var ErrNoFilter = errors.New("the kernel refused memtrap's syscall filter")
 
-// InstallFilter makes the process's threads install prog (from BuildFilter)
-// and reports its stops from now on. buf is room for len(prog)*8+16 bytes
-// of target memory that the call may use. If the target lacks
-// CAP_SYS_ADMIN, no_new_privs is set first, as seccomp requires (under
-// ptrace a set-user-ID execve gains nothing anyway).
+// ErrNoListener means the kernel refused a SECCOMP_RET_USER_NOTIF filter
+// (the process has one with a listener already, or the kernel is too old):
+// build it again without notify.
+var ErrNoListener = errors.New("the kernel refused a listener for memtrap's syscall filter")
+
+// InstallFilter makes the process's threads install f and reports its
+// stops from now on. buf is room for f.Size() bytes of target memory that
+// the call may use. If the target lacks CAP_SYS_ADMIN, no_new_privs is set
+// first, as seccomp requires (under ptrace a set-user-ID execve gains
+// nothing anyway).
 //
 // Precondition: as for Syscall, with every thread stopped.
-func (t *Thread) InstallFilter(prog []unix.SockFilter, buf uint64) error {
+func (t *Thread) InstallFilter(f *Filter, buf uint64) error {
 	p := t.p
 	if err := p.check(); err != nil {
 		return err
 	}
+	prog := f.prog
 	code := make([]byte, 8*len(prog)+16)
 	for i, f := range prog {
 		binary.LittleEndian.PutUint16(code[8*i:], f.Code)
@@ -185,6 +215,18 @@ func (t *Thread) InstallFilter(prog []unix.SockFilter, buf uint64) error {
 	binary.LittleEndian.PutUint64(code[8*len(prog)+8:], buf)
 	if err := p.WriteMemory(buf, code); err != nil {
 		return err
+	}
+	if f.notify {
+		if p.notif != nil {
+			return ErrNoListener // one listener per chain of filters
+		}
+		if err := t.installListener(fprog, f.rules); err != nil {
+			if errors.Is(err, ErrNoFilter) {
+				return err
+			}
+			return fmt.Errorf("%w: %w", ErrNoListener, err)
+		}
+		return nil
 	}
 	opts := p.options | unix.PTRACE_O_TRACESECCOMP
 	for _, th := range p.threads {
@@ -213,7 +255,8 @@ func (t *Thread) InstallFilter(prog []unix.SockFilter, buf uint64) error {
 	return nil
 }
 
-// Filtered reports whether a syscall filter is installed in the process.
+// Filtered reports whether a SECCOMP_RET_TRACE filter is installed in the
+// process: its children need a tracer (KeepChild).
 func (p *Process) Filtered() bool { return p.filtered }
 
 // skipForeignTrace answers a stop of the target's own SECCOMP_RET_TRACE
@@ -247,6 +290,7 @@ func (p *Process) KeepChild(pid int) error {
 		return err
 	}
 	p.kept[pid] = true
+	p.notif.untrack(pid)
 	if err := ptraceRaw(unix.PTRACE_SETOPTIONS, pid, 0, uintptr(p.options&^unix.PTRACE_O_EXITKILL)); err != nil {
 		delete(p.kept, pid)
 		return ignoreGone(err)

@@ -141,7 +141,9 @@ func (t *Thread) runInjected(run func(insn uint64) (uintptr, error), insn uint64
 		if err := t.SetRegs(&r); err != nil {
 			return 0, err
 		}
+		t.p.notif.allow(t.Tid, int(nr)) // ours: the listener lets it run
 		ret, err := run(insn)
+		t.p.notif.settle(t.Tid)
 		if rerr := t.SetRegs(saved); rerr != nil && err == nil {
 			err = rerr
 		}
@@ -176,7 +178,7 @@ func (t *Thread) runSyscallStops(insn uint64) (uintptr, error) {
 		}
 		if ws.Exited() || ws.Signaled() {
 			p := t.p
-			delete(p.threads, t.Tid)
+			p.dropThread(t.Tid)
 			if t.Tid == p.Pid {
 				p.exited, p.status = true, ws
 				return 0, ErrProcessExited
@@ -234,6 +236,9 @@ func (t *Thread) runSyscallStops(insn uint64) (uintptr, error) {
 		}
 		if err := t.reclaim(&info); err != nil {
 			return 0, goneErr(err)
+		}
+		if t.p.notif != nil && isNotifWake(&info) {
+			continue // for a call of the thread's own: it comes again
 		}
 		t.Defer(info)
 	}

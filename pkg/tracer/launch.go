@@ -294,6 +294,7 @@ func (p *Process) RunToEntry() (*Thread, error) {
 
 // DetachChild lets a new process reported by StopFork go untraced.
 func (p *Process) DetachChild(pid int) error {
+	p.notif.untrack(pid)
 	return ignoreGone(ptraceDetach(pid, 0))
 }
 
@@ -305,7 +306,7 @@ func (p *Process) Fork(pid int) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.sysInsn, c.quiet = p.sysInsn, p.quiet
+	c.sysInsn, c.quiet, c.notif = p.sysInsn, p.quiet, p.notif
 	t := c.addThread(pid)
 	t.stopped = true
 	return c, nil

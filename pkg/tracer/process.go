@@ -45,8 +45,11 @@ type Process struct {
 
 	wake atomic.Bool // Wake was called: swallow one SIGSTOP
 
-	traceSyscalls bool // resume with PTRACE_SYSCALL (see TraceSyscalls)
-	filtered      bool // a syscall filter is installed (InstallFilter)
+	traceSyscalls bool       // resume with PTRACE_SYSCALL (see TraceSyscalls)
+	filtered      bool       // a SECCOMP_RET_TRACE filter is installed (InstallFilter)
+	notif         *notifier  // the listener of a SECCOMP_RET_USER_NOTIF filter (notify.go)
+	quick         *procQuick // the listener's view of the process (SetQuickCheck)
+	noSuspend     bool       // PTRACE_O_SUSPEND_SECCOMP refused (suspendSeccomp)
 
 	// kept are the tasks of child processes that stay traced only so
 	// that the syscall filter they inherited has its tracer (KeepChild).
@@ -56,6 +59,11 @@ type Process struct {
 	// (Follow), kept on the first Process, whose Wait reports their stops.
 	root     *Process
 	followed map[int]*Process
+
+	// OnVforkDone, if set, runs once, at the next thread that is done
+	// waiting for its vfork child (the child executed or exited), stopped
+	// at the exit of its vfork call.
+	OnVforkDone func(*Thread) error
 
 	// OnNewThread, if set, runs for each thread created after attach
 	// while it is still stopped at its first instruction (to give it
@@ -90,6 +98,24 @@ type Thread struct {
 	heldSig int
 	// owed: the signals given back (giveBack), by number, oldest first
 	owed map[int][]Siginfo
+
+	// The listener's calls (notify.go). notifRestart: resumed to see the
+	// entry of a call that gave up waiting for the listener, which is
+	// reported as the filter's stop; notifEntry: the current stop is that
+	// entry, and resuming lets the call run; callRan: the -ERESTARTSYS the
+	// thread returns with is its call's own; restartMask: the thread's own
+	// signal mask, while notifRestart holds its signals.
+	// suspended: seccomp is suspended for the thread's current call
+	// (suspendSeccomp); silentExit: that call's exit stops for the
+	// tracer only.
+	notifRestart, notifEntry, callRan, suspended, silentExit bool
+	restartMask                                              uint64
+
+	// inVfork: the thread waits in vfork for its child, which it cannot
+	// be stopped from (the wait is killable only); vforkParent, of a vfork
+	// child, is that thread's tid.
+	inVfork, vforkExit bool
+	vforkParent        int
 }
 
 // Locked runs f on a new goroutine locked to its own OS thread and returns
@@ -113,7 +139,7 @@ func (p *Process) check() error {
 }
 
 const baseOptions = unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
-	unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACEEXEC
+	unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACEEXEC | unix.PTRACE_O_TRACEVFORKDONE
 
 func newProcess(pid int) (*Process, error) {
 	p := newProcessNoMem(pid)
@@ -149,7 +175,16 @@ func (p *Process) openMem() error {
 func (p *Process) addThread(tid int) *Thread {
 	t := &Thread{Tid: tid, p: p}
 	p.threads[tid] = t
+	if p.notif != nil {
+		p.notif.track(tid, p.Pid, p.quickView())
+	}
 	return t
+}
+
+// dropThread forgets a thread that exited or is let go.
+func (p *Process) dropThread(tid int) {
+	delete(p.threads, tid)
+	p.notif.untrack(tid)
 }
 
 // Threads returns the live threads, ordered by tid.
@@ -183,6 +218,12 @@ func (p *Process) Wake() {
 
 // Close releases the tracer's resources for the process (not the process).
 func (p *Process) Close() error {
+	if p.quick != nil {
+		p.quick.check.Store(nil)
+		if f := p.quick.mem.Swap(nil); f != nil {
+			f.Close()
+		}
+	}
 	if p.statusFile != nil {
 		p.statusFile.Close()
 		p.statusFile = nil

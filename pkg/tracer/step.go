@@ -70,10 +70,10 @@ func (t *Thread) stepWith(sig int) (StepResult, error) {
 			p := t.p
 			if t.Tid == p.Pid {
 				p.exited, p.status = true, ws
-				delete(p.threads, t.Tid)
+				p.dropThread(t.Tid)
 				return StepResult{}, ErrProcessExited
 			}
-			delete(p.threads, t.Tid)
+			p.dropThread(t.Tid)
 			return StepResult{}, ErrThreadGone
 		}
 		if !ws.Stopped() {
@@ -114,6 +114,11 @@ func (t *Thread) stepWith(sig int) (StepResult, error) {
 		}
 		if err := t.reclaim(&r.Info); err != nil {
 			return StepResult{}, goneErr(err)
+		}
+		if t.p.notif != nil && isNotifWake(&r.Info) {
+			// The listener's, for a call the thread gave up waiting
+			// in (it comes again): step on.
+			continue
 		}
 		return r, nil
 	}

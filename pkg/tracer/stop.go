@@ -226,7 +226,7 @@ func (p *Process) Follow(pid int) (*Process, error) {
 	}
 	c.root, c.early, c.kept = root, root.early, root.kept
 	c.sysInsn, c.options, c.filtered, c.traceSyscalls = p.sysInsn, p.options, p.filtered, p.traceSyscalls
-	c.ownChild = p.ownChild
+	c.ownChild, c.notif = p.ownChild, p.notif
 	t := c.addThread(pid)
 	t.stopped = true
 	root.followed[pid] = c
@@ -261,7 +261,7 @@ func (p *Process) handle(w waitInfo) (Stop, bool, error) {
 		return Stop{}, false, nil
 	}
 	if ws.Exited() || ws.Signaled() {
-		delete(p.threads, w.tid)
+		p.dropThread(w.tid)
 		if w.tid == p.Pid {
 			p.exited = true
 			p.status = ws
@@ -274,6 +274,7 @@ func (p *Process) handle(w waitInfo) (Stop, bool, error) {
 	}
 	t.stopped = true
 	t.sigStop, t.listening = false, false
+	ran := p.notif.settle(t.Tid)
 	sig := ws.StopSignal()
 	switch event(ws) {
 	case unix.PTRACE_EVENT_CLONE, unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
@@ -298,6 +299,16 @@ func (p *Process) handle(w waitInfo) (Stop, bool, error) {
 		// The thread is on its way out; let it go.
 		t.exiting = true
 		return Stop{}, false, p.release(t)
+	case unix.PTRACE_EVENT_VFORK_DONE:
+		t.inVfork = false
+		if p.OnVforkDone == nil || p.holding {
+			return Stop{}, false, p.release(t)
+		}
+		// Still inside vfork, where no call can be injected: on to
+		// the call's exit stop, where OnVforkDone runs.
+		t.vforkExit = true
+		t.stopped, t.sigStop, t.sysEntry = false, false, false
+		return Stop{}, false, goneErr(ptraceRaw(unix.PTRACE_SYSCALL, t.Tid, 0, 0))
 	case unix.PTRACE_EVENT_STOP:
 		if sig == unix.SIGTRAP {
 			// A stale interrupt, or a new thread's first stop.
@@ -307,11 +318,24 @@ func (p *Process) handle(w waitInfo) (Stop, bool, error) {
 		return Stop{Kind: StopGroup, Thread: t, Sig: int(sig)}, true, nil
 	case 0:
 		if sig == unix.SIGTRAP|0x80 {
+			if t.vforkExit {
+				t.vforkExit = false
+				if f := p.OnVforkDone; f != nil {
+					p.OnVforkDone = nil
+					if err := f(t); err != nil {
+						return Stop{}, false, err
+					}
+				}
+				return Stop{}, false, p.release(t)
+			}
 			si, err := ptraceSyscallInfo(t.Tid)
 			if err != nil {
 				return Stop{}, false, p.release(t)
 			}
 			t.sysEntry = si.Entry
+			if p.notif != nil {
+				return p.notifSyscall(t, si, ran)
+			}
 			return Stop{Kind: StopSyscall, Thread: t, Syscall: si}, true, nil
 		}
 		t.sigStop = true
@@ -324,6 +348,19 @@ func (p *Process) handle(w waitInfo) (Stop, bool, error) {
 		}
 		if err := t.reclaim(&st.Info); err != nil {
 			return Stop{}, false, goneErr(err)
+		}
+		if p.notif != nil {
+			if isNotifWake(&st.Info) {
+				return Stop{}, false, p.notifWake(t, ran)
+			}
+			// Restarted after the signal, the call notifies again.
+			if err := t.endRestart(); err != nil {
+				return Stop{}, false, err
+			}
+			if _, err := t.fixNotifRestart(ran); err != nil {
+				return Stop{}, false, goneErr(err)
+			}
+			t.callRan = false
 		}
 		if sig == unix.SIGSTOP && p.wake.Load() && st.Info.Code() == siUser && st.Info.senderPid() == os.Getpid() {
 			p.wake.Store(false)
@@ -355,6 +392,10 @@ func (p *Process) handleNewTask(parent *Thread, event int) (Stop, bool, error) {
 		t.stopped = true
 		if event != unix.PTRACE_EVENT_CLONE {
 			t.foreign = true
+			p.notif.track(child, child, p.quickView()) // a thread group of its own, our memory
+		}
+		if event == unix.PTRACE_EVENT_VFORK {
+			t.vforkParent, parent.inVfork = parent.Tid, true
 		}
 		if p.OnNewThread != nil {
 			if err := p.OnNewThread(t); err != nil {
@@ -393,19 +434,20 @@ func (p *Process) handleExec(t *Thread) (Stop, bool, error) {
 	if t.foreign {
 		// A vfork child left our address space. It may still carry our
 		// syscall filter, so the caller decides.
-		delete(p.threads, t.Tid)
+		p.dropThread(t.Tid)
 		return Stop{Kind: StopExecChild, Thread: t, Child: t.Tid}, true, nil
 	}
 	for tid := range p.threads {
 		if tid != t.Tid {
-			delete(p.threads, tid)
+			p.dropThread(tid)
 		}
 	}
 	if t.Tid != p.Pid {
 		// The exec'ing thread took over the leader's tid.
-		delete(p.threads, t.Tid)
+		p.dropThread(t.Tid)
 		t.Tid = p.Pid
 		p.threads[p.Pid] = t
+		p.notif.track(p.Pid, p.Pid, p.quickView())
 	}
 	p.sysInsn = 0
 	if p.statusFile != nil {
@@ -414,6 +456,11 @@ func (p *Process) handleExec(t *Thread) (Stop, bool, error) {
 	}
 	if err := p.openMem(); err != nil {
 		return Stop{}, false, err
+	}
+	if p.quick != nil {
+		// What was watched went with the old image.
+		p.quick.check.Store(nil)
+		p.reopenQuickMem()
 	}
 	return Stop{Kind: StopExec, Thread: t}, true, nil
 }
@@ -447,11 +494,17 @@ func (p *Process) cont(t *Thread, sig int) error {
 	if len(t.deferred) > 0 {
 		t.giveBack()
 	}
-	t.stopped, t.stoppedByUs, t.sigStop, t.sysEntry, t.listening = false, false, false, false, false
 	req := unix.PTRACE_CONT
 	if p.traceSyscalls {
 		req = unix.PTRACE_SYSCALL
 	}
+	if t.letRun(false) {
+		req = unix.PTRACE_SYSCALL // to the exit, which ends the suspension
+	}
+	if t.notifRestart {
+		req = unix.PTRACE_SYSCALL // to the restarted call's entry
+	}
+	t.stopped, t.stoppedByUs, t.sigStop, t.sysEntry, t.listening = false, false, false, false, false
 	if err := ptraceRaw(req, t.Tid, 0, uintptr(sig)); err != nil {
 		if err == unix.ESRCH {
 			return ErrThreadGone
@@ -522,7 +575,9 @@ func (p *Process) StopOthers(except *Thread) error {
 	}
 	var waiting []*Thread
 	for _, t := range p.threads {
-		if t == except || t.stopped || t.exiting {
+		if t == except || t.stopped || t.exiting || t.inVfork {
+			// A thread in vfork runs nothing of its own until its
+			// child is done, and an interrupt cannot end that wait.
 			continue
 		}
 		// Always interrupt anew: an earlier interrupt may have been used
@@ -542,7 +597,7 @@ func (p *Process) StopOthers(except *Thread) error {
 			tid, ws, err := wait4(t.Tid)
 			if err != nil {
 				if err == unix.ECHILD {
-					delete(p.threads, t.Tid)
+					p.dropThread(t.Tid)
 					break
 				}
 				return fmt.Errorf("wait4 %d: %w", t.Tid, err)
@@ -556,7 +611,7 @@ func (p *Process) StopOthers(except *Thread) error {
 			// gone) all the same. Keep it for Wait.
 			if ws.Exited() || ws.Signaled() {
 				if tid != p.Pid {
-					delete(p.threads, tid)
+					p.dropThread(tid)
 					break
 				}
 			}

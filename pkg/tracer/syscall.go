@@ -57,6 +57,7 @@ func (t *Thread) ResumeSyscall() error {
 	if err := t.p.check(); err != nil {
 		return err
 	}
+	t.letRun(true)
 	t.stopped, t.stoppedByUs, t.sigStop, t.sysEntry = false, false, false, false
 	if err := ptraceRaw(unix.PTRACE_SYSCALL, t.Tid, 0, 0); err != nil {
 		if err == unix.ESRCH {
