@@ -85,7 +85,9 @@
 //
 // With Options.SyscallFilter (targets memtrap launched and keeps until they
 // exit) a seccomp filter stops only the calls whose pointer arguments come
-// near watched memory. Without it (attach: a filter would outlive memtrap)
+// near watched memory; a call of a traced thread among them that the watch
+// would let run as it is is let run by the listener at once (quick.go),
+// the others stop. Without it (attach: a filter would outlive memtrap)
 // the page engine follows every call of every thread, stopping at its
 // entry and exit; the hw engine, which need not act before a call runs,
 // has a BPF program on sys_exit stop only the calls the filter would have
@@ -119,7 +121,10 @@
 // A forked child starts as a copy of its parent: the same pages armed, the
 // same scratch area and loader breakpoint, the syscall filter. Without
 // Options.FollowForks it gets its pages back and is let go (or, for the
-// filter it inherited, kept in pass-through until tracer.Process.ReleaseKept);
+// filter it inherited, nothing: the filter's calls wait for memtrap's
+// listener, not a tracer (tracer/notify.go), except after a later
+// SECCOMP_RET_TRACE filter, kept in pass-through until
+// tracer.Process.ReleaseKept);
 // with it, its watch is a copy of
 // the parent's over the child's tracer.Process, its writes carry its pid,
 // and [Watch.Parent] tells who forked it. Debug registers are not

@@ -53,6 +53,9 @@ type engine interface {
 	syscallExit(t *tracer.Thread, call *kcall) error
 	// spans lists the memory whose system calls must be followed.
 	spans() []span
+	// kernelSpans lists, for the quick check, memory a call may not write
+	// unseen: spans and more (pages armed later again, too).
+	kernelSpans() []span
 	// fork makes the engine of cw, the watch of a followed child that
 	// forked off (t its thread, stopped): the child inherited the
 	// parent's address space, protections included.
@@ -62,6 +65,11 @@ type engine interface {
 	// release undoes, in a forked child that is not followed (t its
 	// thread, stopped), what it inherited of this engine's arming.
 	release(t *tracer.Thread) error
+	// leave undoes what a thread sharing the watched memory (a vfork
+	// child, stopped) has of this engine's own, before it is let go;
+	// leaveNote says what remains of the arming for it.
+	leave(t *tracer.Thread) error
+	leaveNote() string
 }
 
 // newEngine picks the engine for regions: the debug registers when

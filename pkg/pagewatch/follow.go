@@ -45,6 +45,9 @@ func (w *Watch) follow(forker *tracer.Thread, pid int) error {
 	if cw.eng, err = w.eng.fork(cw, c.Thread(pid)); err != nil {
 		return err
 	}
+	if cw.opts.KernelWrites {
+		cw.publishQuick()
+	}
 	if w.opts.OnFork != nil {
 		if err := w.opts.OnFork(w, cw, forker); err != nil {
 			return err
@@ -98,26 +101,7 @@ func (w *Watch) watchOf(st tracer.Stop) *Watch {
 // detachChildren lets every followed child go, pages disarmed.
 func (w *Watch) detachChildren() error {
 	for pid, cw := range w.children {
-		delete(w.children, pid)
-		if err := cw.p.StopOthers(nil); err != nil {
-			return err
-		}
-		drained, err := cw.p.DrainQueue()
-		if err != nil {
-			return err
-		}
-		if err := cw.dropEntryBP(drained); err != nil {
-			return err
-		}
-		ths := cw.p.Threads()
-		if len(ths) == 0 {
-			continue
-		}
-		if err := cw.Disarm(ths[0]); err != nil {
-			return err
-		}
-		w.stopBeforeDetach(cw.p)
-		if err := cw.p.Detach(); err != nil {
+		if err := w.dropChild(pid, cw); err != nil {
 			return err
 		}
 	}

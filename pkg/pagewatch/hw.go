@@ -225,6 +225,8 @@ func (e *hwEngine) spans() []span {
 	return out
 }
 
+func (e *hwEngine) kernelSpans() []span { return e.spans() }
+
 // fork: debug registers are not inherited; the child's thread gets them,
 // and the shadows are copied.
 func (e *hwEngine) fork(cw *Watch, t *tracer.Thread) (engine, error) {
@@ -239,6 +241,16 @@ func (e *hwEngine) fork(cw *Watch, t *tracer.Thread) (engine, error) {
 
 // release: a forked child has no debug registers of ours.
 func (e *hwEngine) release(*tracer.Thread) error { return nil }
+
+// leave clears the thread's debug registers.
+func (e *hwEngine) leave(t *tracer.Thread) error {
+	if err := t.SetDebugReg(7, 0); err != nil && t.SetDebugReg(7, 0) != nil {
+		return err
+	}
+	return nil
+}
+
+func (e *hwEngine) leaveNote() string { return "" }
 
 // hwWrite reports the write that triggered slots in DR6. The CPU traps
 // after the writing instruction, so the PC is the next instruction's.

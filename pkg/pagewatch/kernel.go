@@ -93,6 +93,13 @@ func argReg(r *unix.PtraceRegs, i int) *uint64 {
 // both engines here, the rest in the engine's. It returns with the thread
 // resumed.
 func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
+	if si.Nr == unix.SYS_PTRACE {
+		done, err := w.ptraceCall(t, si)
+		if done || err != nil {
+			return err
+		}
+		return t.Resume(0)
+	}
 	w.callBooks(si)
 	return w.eng.syscallEntry(t, si)
 }

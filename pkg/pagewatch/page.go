@@ -34,12 +34,15 @@ type pageEngine struct {
 
 // page is one page holding watched bytes.
 type page struct {
-	addr    uint64
-	prot    int  // the target's own protection, restored when disarmed
-	armed   bool // write-protected by us
-	shared  bool // of a MAP_SHARED mapping
-	regions []*Region
-	lo, hi  uint64 // page offsets of the watched bytes' hull
+	addr  uint64
+	prot  int  // the target's own protection, restored when disarmed
+	armed bool // write-protected by us
+	// suspended: armed, and unprotected while a vfork child memtrap let
+	// go runs in this memory (leave)
+	suspended bool
+	shared    bool // of a MAP_SHARED mapping
+	regions   []*Region
+	lo, hi    uint64 // page offsets of the watched bytes' hull
 }
 
 func newPageEngine(w *Watch) *pageEngine {
@@ -135,10 +138,23 @@ const segvAccerr = 2
 
 // owns: a write fault on an armed page.
 func (e *pageEngine) owns(st tracer.Stop) bool {
-	return st.Sig == int(unix.SIGSEGV) && st.Info.Code() == segvAccerr && e.armedPage(st.Info.Addr()) != nil
+	if st.Sig != int(unix.SIGSEGV) || st.Info.Code() != segvAccerr {
+		return false
+	}
+	if e.armedPage(st.Info.Addr()) != nil {
+		return true
+	}
+	pg := e.pages[pageDown(st.Info.Addr())]
+	return pg != nil && pg.suspended
 }
 
 func (e *pageEngine) trap(st tracer.Stop) error {
+	if pg := e.pages[pageDown(st.Info.Addr())]; pg != nil && pg.suspended {
+		// Faulted before leave unprotected the page: it waits, and
+		// writes again once the page is armed again.
+		st.Thread.Park()
+		return nil
+	}
 	return e.fault(st.Thread, st.Info.Addr())
 }
 
@@ -174,6 +190,57 @@ func (e *pageEngine) release(t *tracer.Thread) error {
 		}
 	}
 	return first
+}
+
+// kernelSpans: every page, armed or not just now (a step, a vfork child).
+func (e *pageEngine) kernelSpans() []span {
+	out := make([]span, 0, len(e.pages))
+	for a := range e.pages {
+		out = append(out, span{a, a + pageSize})
+	}
+	return out
+}
+
+// leave: a vfork child writes the process's memory, protections and all,
+// until it executes a new program or exits; untraced, a write to an armed
+// page would kill it. So the pages go unprotected until then (its parent's
+// vfork ends: OnVforkDone), and every other thread of the process waits,
+// stopped: nothing but the child runs in the memory meanwhile (the parent
+// waits in vfork), and no write of the process's is missed.
+func (e *pageEngine) leave(t *tracer.Thread) error {
+	p := e.w.p
+	if t.VforkParent() == nil || !e.anyArmed() {
+		return nil
+	}
+	if err := p.StopOthers(t); err != nil {
+		return err
+	}
+	var armed []*page
+	for _, pg := range e.pages {
+		if pg.armed {
+			armed = append(armed, pg)
+		}
+	}
+	if err := e.setProtection(t, false); err != nil {
+		return err
+	}
+	for _, pg := range armed {
+		pg.suspended = true
+	}
+	p.OnVforkDone = func(par *tracer.Thread) error {
+		for _, pg := range armed {
+			pg.suspended = false
+		}
+		if err := e.setProtection(par, true); err != nil {
+			return err
+		}
+		return p.ResumeOthers()
+	}
+	return nil
+}
+
+func (e *pageEngine) leaveNote() string {
+	return "; the other threads of its parent wait until then"
 }
 
 func (e *pageEngine) anyArmed() bool {

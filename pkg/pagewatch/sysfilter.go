@@ -1,6 +1,8 @@
 package pagewatch
 
 import (
+	"errors"
+	"fmt"
 	"sort"
 
 	"github.com/memtrap/memtrap/pkg/sysout"
@@ -50,6 +52,7 @@ func (w *Watch) followSyscalls(t *tracer.Thread) error {
 	if !w.opts.KernelWrites {
 		return nil
 	}
+	defer w.publishQuick()
 	if !w.opts.SyscallFilter {
 		if !w.gateSyscalls() {
 			w.p.TraceSyscalls(true)
@@ -78,25 +81,49 @@ func (w *Watch) followSyscalls(t *tracer.Thread) error {
 	if w.filters >= maxFilters-1 {
 		fresh = []span{{pageSize, userTop}}
 	}
+	notify := w.filters == 0 && !w.p.Filtered() && !w.p.Notifying()
+	windows := fresh
+	if notify && len(fresh) == 0 {
+		// Nothing watched yet: what is to be watched comes at run
+		// time (heap blocks, arguments, locals), anywhere. The
+		// listener's filter covers all of user space, so that no
+		// later filter is needed, whose children would need a
+		// tracer; the calls it stops that touch nothing watched are
+		// let run by the listener at once (quick.go).
+		fresh = []span{{pageSize, userTop}}
+	}
+	// The first filter answers to memtrap's listener, so that children
+	// not followed need no tracer (tracer/notify.go); the kernel takes
+	// one listener per process, so later ones stop for the tracer.
+	err := w.installFilter(t, fresh, notify)
+	if notify && errors.Is(err, tracer.ErrNoListener) {
+		w.note(fmt.Sprintf("process %d: %v; children it starts stay traced by memtrap", w.p.Pid, err))
+		err = w.installFilter(t, windows, false)
+	}
+	return err
+}
+
+// installFilter installs one filter stopping the calls for fresh (t
+// stopped, the other threads too).
+func (w *Watch) installFilter(t *tracer.Thread, fresh []span, notify bool) error {
 	var spans []span
-	var prog []unix.SockFilter
+	var f *tracer.Filter
 	var err error
 	// Fewer, wider ranges until the program fits the kernel's limit.
 	for n := maxFilterRanges; n >= 1; n-- {
 		spans = mergeSpans(fresh, n)
-		if prog, err = tracer.BuildFilter(filterRules(spans)); err == nil {
+		if f, err = tracer.BuildFilter(filterRules(spans), notify); err == nil {
 			break
 		}
 	}
 	if err != nil {
 		return err
 	}
-	n := uint64(8*len(prog) + 16)
-	buf, ok := w.scratch.Alloc(n)
+	buf, ok := w.scratch.Alloc(f.Size())
 	if !ok {
 		return errScratchFull
 	}
-	defer w.scratch.Release(buf, n)
+	defer w.scratch.Release(buf, f.Size())
 	// Installed with every thread stopped: a filter synchronized into
 	// threads that run (and clone) meanwhile lost new threads to the
 	// tracer (seen with heap blocks armed from four threads).
@@ -111,7 +138,7 @@ func (w *Watch) followSyscalls(t *tracer.Thread) error {
 			return err
 		}
 	}
-	err = t.InstallFilter(prog, buf)
+	err = t.InstallFilter(f, buf)
 	if running {
 		if rerr := w.p.ResumeOthers(); rerr != nil && err == nil {
 			err = rerr
@@ -201,6 +228,8 @@ func filterRules(spans []span) []tracer.FilterRule {
 	// sigaltstack setting a stack, whatever its buffers: the cache of
 	// each thread's alternate stack must know (altStack).
 	rules = append(rules, tracer.FilterRule{Nr: unix.SYS_SIGALTSTACK, Args: []int{0}, Ranges: []tracer.Range{{Lo: 1, Hi: ^uint64(0)}}})
+	// ptrace requests making a new tracer (ptracecall.go).
+	rules = append(rules, ptraceRule())
 	// io_uring_setup, once per ring, to say io_uring is not followed.
 	rules = append(rules, tracer.FilterRule{Nr: unix.SYS_IO_URING_SETUP})
 	for _, sig := range guarded {

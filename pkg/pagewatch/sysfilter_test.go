@@ -30,9 +30,9 @@ func TestFilterFits(t *testing.T) {
 				t.Fatalf("span %#x-%#x lost merging to %d", s.lo, s.hi, n)
 			}
 		}
-		if prog, err := tracer.BuildFilter(filterRules(merged)); err == nil && fit == 0 {
+		if f, err := tracer.BuildFilter(filterRules(merged), true); err == nil && fit == 0 {
 			fit = n
-			t.Logf("%d ranges: %d instructions", n, len(prog))
+			t.Logf("%d ranges: %d bytes", n, f.Size())
 		}
 	}
 	if fit < 2 {

@@ -160,6 +160,8 @@ type Watch struct {
 	entryOrig byte
 	// saidIOURing: the note that io_uring is not followed was given.
 	saidIOURing bool
+	// saidTraceme: the note that the target cannot be traced by another.
+	saidTraceme bool
 	decode      func([]byte, *unix.PtraceRegs) (store.Store, error) // store.Decode; tests replace it
 
 	scratch *sysout.Scratch // bounce buffers for kernel writes, in the target
