@@ -3,11 +3,16 @@
  * a session of its own). Both let go of the terminal's streams, as a
  * daemon does, and store to `value`; with "spin" they then run until
  * killed (the daemon sleeping, the child spinning without a system
- * call), with "brief" they exit 0.2 s later. Prints their pids. */
+ * call), with "brief" they exit 0.2 s later. With "late FILE" the
+ * daemon waits 0.5 s (memtrap has ended by then), reads with readv, a
+ * call memtrap's syscall filter stops, and writes to FILE how that went.
+ * Prints their pids. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,9 +43,24 @@ static void run(int spin, int sleeps)
 	}
 }
 
+static void late(const char *path)
+{
+	struct timespec ts = {0, 500000000};
+	nanosleep(&ts, NULL);
+	char buf[16];
+	struct iovec iov = {buf, sizeof buf};
+	int fd = open("/dev/zero", O_RDONLY);
+	ssize_t n = readv(fd, &iov, 1);
+	FILE *f = fopen(path, "w");
+	fprintf(f, "readv %zd %s\n", n, n < 0 ? strerror(errno) : "ok");
+	fclose(f);
+	_exit(0);
+}
+
 int main(int argc, char **argv)
 {
 	int spin = argc > 1 && strcmp(argv[1], "spin") == 0;
+	const char *latePath = argc > 2 && strcmp(argv[1], "late") == 0 ? argv[2] : NULL;
 	int p[2];
 	pipe(p);
 	value = 1;
@@ -59,6 +79,8 @@ int main(int argc, char **argv)
 			pid_t me = getpid();
 			write(p[1], &me, sizeof me);
 			close(p[1]);
+			if (latePath)
+				late(latePath);
 			run(spin, 1);
 		}
 		_exit(0);
