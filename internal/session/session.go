@@ -449,6 +449,7 @@ func (se *session) watchOptions() pagewatch.Options {
 		o.Engine = pagewatch.EnginePage
 		o.Keep = func(w *pagewatch.Write) bool { h := se.heaps[w.Pid]; return h == nil || h.keep(w) }
 		o.OnFork, o.OnArm = se.onFork, se.onArm
+		o.Anywhere = true
 	}
 	return o
 }

@@ -83,9 +83,9 @@ func (w *Watch) followSyscalls(t *tracer.Thread) error {
 	}
 	notify := w.filters == 0 && !w.p.Filtered() && !w.p.Notifying()
 	windows := fresh
-	if notify && len(fresh) == 0 {
-		// Nothing watched yet: what is to be watched comes at run
-		// time (heap blocks, arguments, locals), anywhere. The
+	if notify && (len(fresh) == 0 || w.opts.Anywhere) {
+		// What is to be watched comes at run time (heap blocks,
+		// arguments, locals), anywhere. The
 		// listener's filter covers all of user space, so that no
 		// later filter is needed, whose children would need a
 		// tracer; the calls it stops that touch nothing watched are

@@ -104,6 +104,10 @@ type Options struct {
 	// OnLibraries is asked for regions to add each time the dynamic
 	// loader's list of objects changes (see WatchLibraries).
 	OnLibraries func() ([]*Region, error)
+	// Anywhere: regions will be added at run time anywhere in memory
+	// (heap blocks, arguments, locals): the syscall filter covers all of
+	// user space from the start (sysfilter.go).
+	Anywhere bool
 	// KernelWrites turns on following syscalls that write into watched
 	// memory (bounce buffers, see kernel.go) and the target's own
 	// mprotect/munmap of watched pages. Off, such a syscall fails with
