@@ -141,9 +141,20 @@ func (t *Thread) runInjected(run func(insn uint64) (uintptr, error), insn uint64
 		if err := t.SetRegs(&r); err != nil {
 			return 0, err
 		}
-		t.p.notif.allow(t.Tid, int(nr)) // ours: the listener lets it run
+		// Ours: past the filters where memtrap may, else the listener
+		// lets it run.
+		suspended := t.suspendForInjection()
+		if !suspended {
+			t.p.notif.allow(t.Tid, int(nr))
+		}
 		ret, err := run(insn)
-		t.p.notif.settle(t.Tid)
+		if suspended {
+			if rerr := t.resumeSeccomp(); rerr != nil && err == nil {
+				err = rerr
+			}
+		} else {
+			t.p.notif.settle(t.Tid)
+		}
 		if rerr := t.SetRegs(saved); rerr != nil && err == nil {
 			err = rerr
 		}

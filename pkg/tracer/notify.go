@@ -564,6 +564,17 @@ func (t *Thread) suspendSeccomp() {
 	t.suspended = true
 }
 
+// suspendForInjection suspends seccomp for a call memtrap injects (the
+// listener's round trip saved), and says whether it did. A thread whose own
+// call is suspended already stays so (its exit ends it).
+func (t *Thread) suspendForInjection() bool {
+	if t.p.notif == nil || t.suspended {
+		return false
+	}
+	t.suspendSeccomp()
+	return t.suspended
+}
+
 // resumeSeccomp ends suspendSeccomp, at the call's exit.
 func (t *Thread) resumeSeccomp() error {
 	if !t.suspended {
