@@ -359,6 +359,17 @@ func (p *Process) notifRefused(regs *unix.PtraceRegs, ran bool) bool {
 	return p.notifWaiting(regs, ran)
 }
 
+// syncFault tells a fault of the thread's own instruction (a trapped
+// write, a step's trap): it did not come out of a system call, and a
+// trapped write need not pay for fixNotifRestart's look at the registers.
+func syncFault(info *Siginfo) bool {
+	switch info.Signo() {
+	case int(unix.SIGSEGV), int(unix.SIGTRAP), int(unix.SIGBUS), int(unix.SIGILL), int(unix.SIGFPE):
+		return info.Code() > 0
+	}
+	return false
+}
+
 // fixNotifRestart, at a signal-delivery-stop, makes a call that gave up
 // waiting for the listener start again after the signal, whatever its
 // handler's SA_RESTART: it had not started (see the top of this file). It

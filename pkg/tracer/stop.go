@@ -357,8 +357,10 @@ func (p *Process) handle(w waitInfo) (Stop, bool, error) {
 			if err := t.endRestart(); err != nil {
 				return Stop{}, false, err
 			}
-			if _, err := t.fixNotifRestart(ran); err != nil {
-				return Stop{}, false, goneErr(err)
+			if !syncFault(&st.Info) {
+				if _, err := t.fixNotifRestart(ran); err != nil {
+					return Stop{}, false, goneErr(err)
+				}
 			}
 			t.callRan = false
 		}
