@@ -343,20 +343,22 @@ const (
 // the listener's answer, its call not run: the call stopped by the filter,
 // -ERESTARTSYS, and no call let run since (ran, from settle).
 func (p *Process) notifWaiting(regs *unix.PtraceRegs, ran bool) bool {
-	n := p.notif
-	if n == nil || ran || regs.Rax != raxRestartSys || int64(regs.Orig_rax) < 0 {
-		return false
-	}
-	return n.stops(regs.Orig_rax, [6]uint64{regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9})
+	return p.notifUnrun(regs, ran, raxRestartSys)
 }
 
 // notifRefused says whether a thread stopped with regs has a call the
 // listener answered "not run, restart" (serve), or that gave up waiting.
 func (p *Process) notifRefused(regs *unix.PtraceRegs, ran bool) bool {
-	if regs.Rax == raxRestartNoIntr && !ran && int64(regs.Orig_rax) >= 0 && p.notif != nil {
-		return p.notif.stops(regs.Orig_rax, [6]uint64{regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9})
+	return p.notifUnrun(regs, ran, raxRestartNoIntr) || p.notifWaiting(regs, ran)
+}
+
+// notifUnrun: the call in regs is one the filter stops, it returns rax,
+// and no call was let run since (ran).
+func (p *Process) notifUnrun(regs *unix.PtraceRegs, ran bool, rax uint64) bool {
+	if p.notif == nil || ran || regs.Rax != rax || int64(regs.Orig_rax) < 0 {
+		return false
 	}
-	return p.notifWaiting(regs, ran)
+	return p.notif.stops(regs.Orig_rax, [6]uint64{regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9})
 }
 
 // syncFault tells a fault of the thread's own instruction (a trapped
@@ -372,21 +374,20 @@ func syncFault(info *Siginfo) bool {
 
 // fixNotifRestart, at a signal-delivery-stop, makes a call that gave up
 // waiting for the listener start again after the signal, whatever its
-// handler's SA_RESTART: it had not started (see the top of this file). It
-// says whether the thread was in such a call.
-func (t *Thread) fixNotifRestart(ran bool) (bool, error) {
+// handler's SA_RESTART: it had not started (see the top of this file).
+func (t *Thread) fixNotifRestart(ran bool) error {
 	if t.p.notif == nil {
-		return false, nil
+		return nil
 	}
 	var regs unix.PtraceRegs
 	if err := t.Regs(&regs); err != nil {
-		return false, err
+		return err
 	}
 	if !t.p.notifWaiting(&regs, ran || t.callRan) {
-		return false, nil
+		return nil
 	}
-	regs.Rax = ^uint64(errRestartNoIntr - 1)
-	return true, t.SetRegs(&regs)
+	regs.Rax = raxRestartNoIntr
+	return t.SetRegs(&regs)
 }
 
 // installListener is InstallFilter for a SECCOMP_RET_USER_NOTIF program:
@@ -473,7 +474,7 @@ func (p *Process) notifSyscall(t *Thread, si SyscallInfo, ran bool) (Stop, bool,
 		return Stop{Kind: StopSyscall, Thread: t, Syscall: si}, true, nil
 	}
 	if p.notifWaiting(&regs, ran) {
-		regs.Rax = ^uint64(errRestartNoIntr - 1)
+		regs.Rax = raxRestartNoIntr
 		if err := t.SetRegs(&regs); err != nil {
 			return Stop{}, false, goneErr(err)
 		}

@@ -358,7 +358,7 @@ func (p *Process) handle(w waitInfo) (Stop, bool, error) {
 				return Stop{}, false, err
 			}
 			if !syncFault(&st.Info) {
-				if _, err := t.fixNotifRestart(ran); err != nil {
+				if err := t.fixNotifRestart(ran); err != nil {
 					return Stop{}, false, goneErr(err)
 				}
 			}
