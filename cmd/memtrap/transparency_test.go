@@ -263,6 +263,23 @@ func TestPendingSymbol(t *testing.T) {
 			t.Fatalf("%v: no note of the pending symbol being armed: %s", args, r.stderr)
 		}
 	}
+	// With a global of the program watched from the start as well, the
+	// first filter's windows once covered the program only: the library,
+	// mapped far from it, took a second filter whose calls need a tracer,
+	// so a child forked after the dlopen stayed traced by memtrap and its
+	// PTRACE_TRACEME failed (EPERM).
+	want = native(t, prog, libPath, "child")
+	if want.stdout != "counter 5\ntraceme ok\n" || want.code != 0 {
+		t.Fatalf("native: %q exit %d %q", want.stdout, want.code, want.stderr)
+	}
+	r := memtrap(t, "run", "--format", "json", "--symbol", "loaded", "--symbol", "libplugin.so:plugin_counter", "--", prog, libPath, "child")
+	if r.stdout != want.stdout || r.code != 0 {
+		t.Fatalf("exe and library symbol, child: %q exit %d; stderr %s", r.stdout, r.code, tail(r.stderr))
+	}
+	ws := writes(parseEvents(t, r.stderr))
+	if len(ws) != 6 || ws[0].Region != "loaded" || ws[0].New != "0x1" || writer(ws[1]) != "plugin_bump" || ws[5].New != "0x5" {
+		t.Fatalf("exe and library symbol: writes %+v", ws)
+	}
 }
 
 // TestJava: a JVM (threads, JIT, implicit null checks through its own

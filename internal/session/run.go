@@ -77,6 +77,12 @@ func (se *session) runWatch(wopts pagewatch.Options) (report.Summary, error) {
 	if err != nil {
 		return report.Summary{}, err
 	}
+	if len(se.pending) > 0 {
+		// A library loaded later can land anywhere: the listener's
+		// filter covers all of user space, so that no later filter
+		// (whose children would need a tracer) is needed for it.
+		wopts.Anywhere = true
+	}
 	w, err := pagewatch.New(p, regions, wopts)
 	if err != nil {
 		return report.Summary{}, err
