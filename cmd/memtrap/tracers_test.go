@@ -135,3 +135,25 @@ func TestSignalDuringListenerWait(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnListener: a program installing a seccomp filter with a listener
+// of its own (a container runtime's seccomp agent), itself or in a child.
+// The kernel allows one listener per filter chain and memtrap's filter
+// holds it, so the call fails with EBUSY under memtrap (README, Limits):
+// what is tested is that nothing else changes, that the call is not
+// stopped or hurt otherwise, and that memtrap says why, once per process.
+func TestOwnListener(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/listener.c", "-O0")
+	for _, mode := range []string{"self", "child"} {
+		if want := native(t, prog, mode); want.stdout != "listener ok\n" || want.code != 0 {
+			t.Fatalf("native %s: %q exit %d %q", mode, want.stdout, want.code, want.stderr)
+		}
+		r := memtrap(t, "run", "--format", "json", "--symbol", "environ", "--", prog, mode)
+		if r.stdout != "listener Device or resource busy\n" || r.code != 0 {
+			t.Fatalf("%s: %q exit %d; stderr %s", mode, r.stdout, r.code, tail(r.stderr))
+		}
+		if n := strings.Count(r.stderr, "asked for a seccomp listener of its own"); n != 1 {
+			t.Fatalf("%s: %d notes of the refused listener, want 1; stderr %s", mode, n, tail(r.stderr))
+		}
+	}
+}

@@ -230,6 +230,9 @@ func filterRules(spans []span) []tracer.FilterRule {
 	rules = append(rules, tracer.FilterRule{Nr: unix.SYS_SIGALTSTACK, Args: []int{0}, Ranges: []tracer.Range{{Lo: 1, Hi: ^uint64(0)}}})
 	// ptrace requests making a new tracer (ptracecall.go).
 	rules = append(rules, ptraceRule())
+	// seccomp asking for a listener of its own, which the kernel refuses
+	// under memtrap's: to say why (noteRefusedListeners).
+	rules = append(rules, listenerRule())
 	// io_uring_setup, once per ring, to say io_uring is not followed.
 	rules = append(rules, tracer.FilterRule{Nr: unix.SYS_IO_URING_SETUP})
 	for _, sig := range guarded {
@@ -241,4 +244,38 @@ func filterRules(spans []span) []tracer.FilterRule {
 		rules = append(rules, tracer.FilterRule{Nr: nr, Args: memoryCalls[nr], Ranges: mm})
 	}
 	return rules
+}
+
+// listenerRule makes the syscall filter stop seccomp calls that ask for a
+// listener (tracer.ListenerRequest): SECCOMP_FILTER_FLAG_NEW_LISTENER (8)
+// set in the flags, among the flags the kernel knows (below 256).
+func listenerRule() tracer.FilterRule {
+	var ranges []tracer.Range
+	for lo := uint64(8); lo < 256; lo += 16 {
+		ranges = append(ranges, tracer.Range{Lo: lo, Hi: lo + 8})
+	}
+	return tracer.FilterRule{Nr: unix.SYS_SECCOMP, Args: []int{1}, Ranges: ranges}
+}
+
+// noteRefusedListeners says, once per process, that a seccomp filter with
+// a listener of its own failed: the kernel allows one listener per filter
+// chain, and every process the target starts carries memtrap's. The
+// listener lets such calls run (they fail with EBUSY as they must); this
+// is the only trace of them.
+func (w *Watch) noteRefusedListeners() {
+	pids := w.p.RefusedListeners()
+	if len(pids) == 0 {
+		return
+	}
+	root := w.rootWatch()
+	if root.saidListener == nil {
+		root.saidListener = map[int]bool{}
+	}
+	for _, pid := range pids {
+		if root.saidListener[pid] {
+			continue
+		}
+		root.saidListener[pid] = true
+		w.note(fmt.Sprintf("process %d asked for a seccomp listener of its own (SECCOMP_FILTER_FLAG_NEW_LISTENER): the kernel refuses it (EBUSY) because memtrap's syscall filter holds the one listener a process may have (see README, Limits)", pid))
+	}
 }

@@ -162,6 +162,9 @@ type Watch struct {
 	detach    atomic.Bool
 	entry     uint64 // a followed child's new entry point, int3 there (execChild)
 	entryOrig byte
+	// saidListener: the processes told that their own seccomp listener
+	// was refused (noteRefusedListeners).
+	saidListener map[int]bool
 	// saidIOURing: the note that io_uring is not followed was given.
 	saidIOURing bool
 	// saidTraceme: the note that the target cannot be traced by another.
@@ -421,8 +424,10 @@ func (w *Watch) RequestDetach() {
 // StopExited) or a requested detach is done (ok: the returned Stop is
 // StopWake).
 func (w *Watch) Run() (tracer.Stop, error) {
+	defer w.noteRefusedListeners()
 	for {
 		st, err := w.p.Wait()
+		w.noteRefusedListeners()
 		if err != nil {
 			if errors.Is(err, tracer.ErrProcessExited) {
 				return st, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -65,8 +66,50 @@ type notifier struct {
 	fd    int
 	rules []FilterRule // what the filter stops
 
-	mu     sync.Mutex
-	traced map[int]*notifTask
+	mu      sync.Mutex
+	traced  map[int]*notifTask
+	refused []int       // tasks that asked for a listener of their own (RefusedListeners)
+	anyRef  atomic.Bool // refused is not empty
+}
+
+// A filter with a listener of its own (SECCOMP_SET_MODE_FILTER with
+// SECCOMP_FILTER_FLAG_NEW_LISTENER): the kernel takes one listener per
+// filter chain, and memtrap's holds it, so the call fails with EBUSY.
+const (
+	seccompSetModeFilter = 1
+	seccompNewListener   = 8
+)
+
+// ListenerRequest says whether seccomp(op, flags, ...) asks for a listener.
+func ListenerRequest(op, flags uint64) bool {
+	return op == seccompSetModeFilter && flags&seccompNewListener != 0
+}
+
+// RefusedListeners returns, once each, the processes whose tasks asked for a seccomp
+// listener of their own since the last call, and that the kernel refuses
+// (EBUSY) because memtrap's filter holds the one their filter chain may
+// have. Cheap when there is none.
+func (p *Process) RefusedListeners() []int {
+	n := p.notif
+	if n == nil || !n.anyRef.Load() {
+		return nil
+	}
+	n.mu.Lock()
+	tids := n.refused
+	n.refused = nil
+	n.anyRef.Store(false)
+	n.mu.Unlock()
+	var out []int
+	for _, tid := range tids {
+		pid, err := statusInt(tid, "Tgid:")
+		if err != nil || pid == 0 {
+			pid = tid // gone already: its thread id is all there is
+		}
+		if !slices.Contains(out, pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // notifTask is a traced task as the listener sees it.
@@ -211,6 +254,18 @@ func (n *notifier) answer(req *[notifSize]byte) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	t := n.traced[tid]
+	if nr == unix.SYS_SECCOMP && ListenerRequest(binary.LittleEndian.Uint64(req[32:]), binary.LittleEndian.Uint64(req[40:])) {
+		// Let run: it fails as it must; the tracer says why.
+		n.refused = append(n.refused, tid)
+		n.anyRef.Store(true)
+		if t != nil {
+			t.allow = 0
+			t.ran = sendContinue(n.fd, id) == nil
+		} else {
+			_ = sendContinue(n.fd, id)
+		}
+		return
+	}
 	switch {
 	case t == nil:
 		_ = sendContinue(n.fd, id)

@@ -237,13 +237,16 @@ func (p *Process) Close() error {
 }
 
 // TracerPid reads who traces pid, from /proc/PID/status (0: nobody).
-func TracerPid(pid int) (int, error) {
+func TracerPid(pid int) (int, error) { return statusInt(pid, "TracerPid:") }
+
+// statusInt reads a number field of /proc/PID/status (0: no such field).
+func statusInt(pid int, field string) (int, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "TracerPid:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			return strconv.Atoi(strings.TrimSpace(v))
 		}
 	}
