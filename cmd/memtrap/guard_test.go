@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -40,14 +41,24 @@ func TestGuardianSIGKILL(t *testing.T) {
 		"page":       {"--engine", "page", "--symbol", "ticks"},
 		"hw":         {"--engine", "hw", "--symbol", "ticks"},
 		"page+hooks": {"--engine", "page", "--symbol", "ticks", "--arg", "bump:1:8"},
+		// The target forks after the attach, and its followed child
+		// carries on writing: killed then, memtrap leaves the child armed
+		// too (its copy of the parent's pages, or its own debug
+		// registers), which its own guardian gives back.
+		"page+fork": {"--engine", "page", "--symbol", "ticks", "--follow-forks"},
+		"hw+fork":   {"--engine", "hw", "--symbol", "ticks", "--follow-forks"},
 	}
-	for _, name := range engines(t, "page", "hw", "page+hooks") {
+	names := engines(t, "page", "hw", "page+hooks", "page+fork", "hw+fork")
+	if !hwWorks(t) {
+		names = slices.DeleteFunc(names, func(n string) bool { return strings.HasPrefix(n, "hw") })
+	}
+	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			survived := 0
 			var seized, done []int
 			for i := 0; i < tries; i++ {
-				s, d, err := guardedTry(t, prog, period, random, cases[name])
+				s, d, err := guardedTry(t, prog, period, random, strings.HasSuffix(name, "+fork"), cases[name])
 				if err != nil {
 					t.Errorf("try %d: %v", i+1, err)
 					continue
@@ -82,9 +93,17 @@ func envInt(name string, def int) int {
 // the first write it reports (random: at a random moment within two
 // periods of the armed watch), and checks the target. It returns the
 // guardian's times, as it says them.
-func guardedTry(t *testing.T, prog string, period int, random bool, flags []string) (seized, done int, err error) {
+//
+// With fork, the target forks once memtrap watches it, and memtrap is
+// killed once the child writes: the child, which carries on, must survive
+// too, its guardian having given it back.
+func guardedTry(t *testing.T, prog string, period int, random, fork bool, flags []string) (seized, done int, err error) {
 	t.Helper()
-	target := exec.Command(prog, strconv.Itoa(period))
+	args := []string{strconv.Itoa(period)}
+	if fork {
+		args = append(args, "fork")
+	}
+	target := exec.Command(prog, args...)
 	stdin, _ := target.StdinPipe()
 	stdout, _ := target.StdoutPipe()
 	if err := target.Start(); err != nil {
@@ -136,10 +155,33 @@ func guardedTry(t *testing.T, prog string, period int, random bool, flags []stri
 		}
 	}
 	awaitEvent("watch")
+	child := 0
+	if fork {
+		// The child's first write, then as without a child.
+		if err := target.Process.Signal(syscall.SIGUSR1); err != nil {
+			t.Fatal(err)
+		}
+		for child == 0 {
+			l, err := mrd.ReadString('\n')
+			if err != nil {
+				mt.Wait()
+				t.Fatalf("memtrap ended before the child wrote: %v", err)
+			}
+			var ev struct {
+				Event string `json:"event"`
+				Pid   int    `json:"pid"`
+			}
+			if json.Unmarshal([]byte(l), &ev) == nil && ev.Event == "write" && ev.Pid != pid {
+				child = ev.Pid
+			}
+		}
+	}
 	if random {
 		time.Sleep(time.Duration(rand.IntN(2*period*1000)) * time.Microsecond)
 	} else {
-		awaitEvent("write")
+		if !fork {
+			awaitEvent("write")
+		}
 		time.Sleep(time.Duration(period/2) * time.Millisecond)
 	}
 	mt.Process.Kill()
@@ -179,6 +221,18 @@ func guardedTry(t *testing.T, prog string, period int, random bool, flags []stri
 	}
 	if tp, err := tracerPid(pid); err != nil || tp != 0 {
 		return 0, 0, fmt.Errorf("still traced by %d (%v)", tp, err)
+	}
+	if fork {
+		if !strings.Contains(rest, fmt.Sprintf("died while attached to process %d; its guardian gave back", child)) {
+			return 0, 0, fmt.Errorf("no word of child %d's guardian; memtrap's stderr: %s", child, rest)
+		}
+		// A copy of the parent's memory: its maps as the parent's were.
+		if after := mapsOf(t, child); after != before {
+			return 0, 0, fmt.Errorf("child %d's maps:\n%s\nthe parent's before the attach:\n%s", child, after, before)
+		}
+		if tp, err := tracerPid(child); err != nil || tp != 0 {
+			return 0, 0, fmt.Errorf("child %d still traced by %d (%v)", child, tp, err)
+		}
 	}
 	stdin.Close()
 	for {

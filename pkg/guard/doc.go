@@ -14,6 +14,11 @@
 //	memtrap --(frame: 4-byte length, JSON State)--> guardian
 //	memtrap --(frame: length endFrame)-----------> guardian   normal end
 //
+// Each State names its process: the target, or a child of it memtrap
+// follows (--follow-forks), which the guardian guards too, from its first
+// State (sent before the child runs; the guardian opens the child's pidfd
+// as it reads it) to an empty one (the child exited, or was let go).
+//
 // A normal end (exit, detach, failure) sends the end frame: the guardian
 // exits without touching the target. If memtrap's ptrace thread ends (its
 // PIDFD_THREAD pidfd, opened at the start, turns readable) or the pipe
@@ -22,7 +27,8 @@
 // dead tracer's tracees are released as it exits), gives back what State
 // says (pages' protections, debug registers, breakpoint bytes, return
 // addresses, memtrap's mappings), lets the traps the target ran into
-// meanwhile run again, and detaches.
+// meanwhile run again, and detaches; each process on a thread of its own,
+// all at once.
 //
 // # The window
 //

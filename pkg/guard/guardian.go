@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/memtrap/memtrap/pkg/tracer"
@@ -66,7 +67,7 @@ func Main(args []string, errw io.Writer) int {
 		return 1
 	}
 	unix.Close(readyFd)
-	var in frames
+	in := frames{root: pid, states: map[int]*State{}, pidfds: map[int]int{}}
 	fds := []unix.PollFd{{Fd: stateFd, Events: unix.POLLIN}, {Fd: int32(tracerFd), Events: unix.POLLIN}}
 	if tracerFd < 0 {
 		fds = fds[:1]
@@ -98,20 +99,52 @@ func Main(args []string, errw io.Writer) int {
 		// rather than spin on PTRACE_SEIZE.
 		_, _ = unix.Poll(fds[1:], int(reclaimTimeout.Milliseconds()))
 	}
-	s := in.last
-	if in.ended || s == nil || s.Empty() || s.Pid != pid {
+	if in.ended {
 		return 0
 	}
-	return rescue(s, pidfd, errw)
+	in.pidfds[pid] = pidfd
+	return rescueAll(in.states, in.pidfds, errw)
 }
 
-// frames reads memtrap's frames and keeps the last whole State.
+// rescueAll rescues every process that has something of memtrap's in it
+// (the target and the children memtrap followed), each on a thread of its
+// own (a tracee is its tracer thread's), all at once: each waits for the
+// same release.
+func rescueAll(states map[int]*State, pidfds map[int]int, errw io.Writer) int {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	code := 0
+	for p, s := range states {
+		fd, ok := pidfds[p]
+		if !ok {
+			continue // gone before its first State was read: nothing to save
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread() // never unlocked: the thread ends with its tracees' ptrace
+			var out strings.Builder
+			c := rescue(s, fd, &out)
+			mu.Lock()
+			defer mu.Unlock()
+			_, _ = io.WriteString(errw, out.String())
+			code = max(code, c)
+		}()
+	}
+	wg.Wait()
+	return code
+}
+
+// frames reads memtrap's frames and keeps the last whole State of each
+// process.
 type frames struct {
 	pending []byte
 	buf     [64 << 10]byte
-	last    *State
-	ended   bool // the end frame came
-	closed  bool // the pipe closed
+	states  map[int]*State // the processes with something of memtrap's in them
+	pidfds  map[int]int    // their pidfds (a child's opened at its first State)
+	root    int            // the target's pid (its pidfd is Main's)
+	ended   bool           // the end frame came
+	closed  bool           // the pipe closed
 }
 
 // read reads what the pipe has (it is readable) and takes the frames it
@@ -137,10 +170,36 @@ func (f *frames) read(fd int) {
 		}
 		var s State
 		if json.Unmarshal(f.pending[4:4+size], &s) == nil {
-			f.last = &s
+			f.take(&s)
 		}
 		f.pending = f.pending[4+size:]
 	}
+}
+
+// take keeps s as its process's last State. A child's pidfd is opened
+// with its first one, sent while the child is stopped or running armed, so
+// that the rescue cannot take a process that got its pid later; an empty
+// State (the child ended, or memtrap let it go) closes it.
+func (f *frames) take(s *State) {
+	if f.states == nil {
+		f.states, f.pidfds = map[int]*State{}, map[int]int{}
+	}
+	if s.Empty() {
+		delete(f.states, s.Pid)
+		if fd, ok := f.pidfds[s.Pid]; ok && s.Pid != f.root {
+			unix.Close(fd)
+			delete(f.pidfds, s.Pid)
+		}
+		return
+	}
+	if _, ok := f.pidfds[s.Pid]; !ok && s.Pid != f.root {
+		fd, err := unix.PidfdOpen(s.Pid, 0)
+		if err != nil {
+			return // gone already
+		}
+		f.pidfds[s.Pid] = fd
+	}
+	f.states[s.Pid] = s
 }
 
 // rescue takes the target over from the dead memtrap, gives back what s

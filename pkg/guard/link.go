@@ -26,7 +26,7 @@ const endFrame = ^uint32(0)
 // Link is memtrap's side of a guardian: the pipe that keeps it told.
 type Link struct {
 	w    *os.File
-	last []byte
+	last map[int][]byte // what the guardian was told last, by process
 	buf  []byte
 	done chan struct{}
 }
@@ -57,7 +57,7 @@ func Start(pid int) (*Link, error) {
 		return nil, fmt.Errorf("starting a guardian: %w", err)
 	}
 	defer readyR.Close()
-	l := &Link{w: stateW, done: make(chan struct{})}
+	l := &Link{w: stateW, last: map[int][]byte{}, done: make(chan struct{})}
 	started := make(chan error, 1)
 	go func() {
 		// The guardian is a child of this thread, which does nothing
@@ -93,9 +93,11 @@ func Start(pid int) (*Link, error) {
 	return l, nil
 }
 
-// Update tells the guardian what is changed in the target now. It must be
-// called before the target runs with a change (and may be called when
-// nothing changed: the same State is not sent twice).
+// Update tells the guardian what is changed in process s.Pid now: the
+// target, or a child of it memtrap follows. It must be called before the
+// process runs with a change (and may be called when nothing changed: the
+// same State is not sent twice). An empty State ends the guarding of a
+// process (it exited, or has nothing of memtrap's left).
 func (l *Link) Update(s *State) error {
 	if l == nil || l.w == nil {
 		return nil
@@ -104,7 +106,8 @@ func (l *Link) Update(s *State) error {
 	if err != nil {
 		return err
 	}
-	if bytes.Equal(b, l.last) {
+	last, known := l.last[s.Pid]
+	if bytes.Equal(b, last) || !known && s.Empty() {
 		return nil
 	}
 	l.buf = binary.LittleEndian.AppendUint32(l.buf[:0], uint32(len(b)))
@@ -114,7 +117,11 @@ func (l *Link) Update(s *State) error {
 		l.w = nil
 		return fmt.Errorf("the guardian is gone: %w", err)
 	}
-	l.last = append(l.last[:0], b...)
+	if s.Empty() {
+		delete(l.last, s.Pid)
+	} else {
+		l.last[s.Pid] = append(last[:0], b...)
+	}
 	return nil
 }
 

@@ -62,6 +62,7 @@ func (w *Watch) follow(forker *tracer.Thread, pid int) error {
 	root.children[pid] = cw
 	root.setParent(pid, w.p.Pid)
 	w.note(fmt.Sprintf("process %d forked %d: following it", w.p.Pid, pid))
+	cw.guardChild()
 	return c.ResumeAll()
 }
 
@@ -129,6 +130,7 @@ func (w *Watch) followExec(pid int) error {
 	root.children[pid] = cw
 	root.setParent(pid, w.p.Pid)
 	w.note(fmt.Sprintf("process %d's vfork child %d executed a new program: following it", w.p.Pid, pid))
+	cw.guardChild()
 	t := c.Thread(pid)
 	if cw.opts.OnExec == nil {
 		return t.Resume(0)

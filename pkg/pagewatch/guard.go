@@ -25,6 +25,25 @@ func (w *Watch) SyncGuard() {
 	}
 }
 
+// guardChild has the first process's guardian guard a followed child too,
+// stopped, told what is armed in it before it runs: memtrap's death must
+// not kill it of what the watch armed in it (its copy of the parent's
+// pages, or its own debug registers).
+func (w *Watch) guardChild() {
+	w.guard = w.rootWatch().guard
+	w.SyncGuard()
+}
+
+// endGuard tells the guardian that nothing of memtrap's is left in a
+// followed child: it has exited, or memtrap gave everything back and let
+// it go.
+func (w *Watch) endGuard() {
+	if w.guard != nil {
+		_ = w.guard(&guard.State{Pid: w.p.Pid})
+		w.guard = nil
+	}
+}
+
 // guardHooks is what Hooks that a guardian can undo tell of themselves
 // (package hook's Set).
 type guardHooks interface {

@@ -101,11 +101,16 @@ func (w *Watch) dropChild(pid int, cw *Watch) error {
 	}
 	ths := cw.p.Threads()
 	if len(ths) == 0 {
+		cw.endGuard()
 		return nil
 	}
 	if err := cw.Disarm(ths[0]); err != nil {
 		return err
 	}
 	w.stopBeforeDetach(cw.p)
-	return cw.p.Detach()
+	err = cw.p.Detach()
+	if err == nil {
+		cw.endGuard()
+	}
+	return err
 }

@@ -455,8 +455,11 @@ func (w *Watch) Run() (tracer.Stop, error) {
 		}
 		if st.Kind == tracer.StopExited {
 			if st.Pid != 0 && st.Pid != w.p.Pid {
-				if cw := w.children[st.Pid]; cw != nil && cw.hooks != nil {
-					cw.hooks.Forget() // what they hold in the kernel goes too
+				if cw := w.children[st.Pid]; cw != nil {
+					if cw.hooks != nil {
+						cw.hooks.Forget() // what they hold in the kernel goes too
+					}
+					cw.endGuard()
 				}
 				delete(w.children, st.Pid)
 				w.note(fmt.Sprintf("process %d exited (%s)", st.Pid, exitString(st.Status)))
