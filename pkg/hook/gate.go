@@ -35,6 +35,16 @@ func (s *Set) AddGated(addr uint64, hit HitFunc, c bpfhook.Call) error {
 	return nil
 }
 
+// Missed counts the gated calls that needed a stop and that the kernel
+// could not stop (the gate's bpf_send_signal_thread failed): calls the
+// watch did not see.
+func (s *Set) Missed() uint64 {
+	if s.gate == nil {
+		return s.missed
+	}
+	return s.missed + s.gate.Missed()
+}
+
 // OpenGate attaches the gate to the functions AddGated gave it, and says
 // whether it could. If it could not, they get int3 breakpoints instead,
 // the gate is closed, and err says why.

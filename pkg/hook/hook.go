@@ -39,6 +39,7 @@ type Set struct {
 	// gate: the kernel's uprobes (UseGate), gated their HitFuncs by
 	// entry address, gateStops the gate's stops Owns saw, by tid.
 	gate      *bpfhook.Gate
+	missed    uint64 // Missed of the gates closed so far
 	gated     map[uint64]HitFunc
 	gateStops map[int]gateStop
 	// gateFns, gateCalls: what the gate is (to be) attached to.
@@ -423,6 +424,7 @@ func (s *Set) restore(p *tracer.Process) error {
 func (s *Set) Forget() {
 	s.bps, s.rets, s.replay = map[uint64]*breakpoint{}, map[int][]pending{}, map[int]uint64{}
 	if g := s.gate; g != nil {
+		s.missed += g.Missed()
 		// Closing waits for the kernel's grace period. After an execve
 		// it must be done before the new image runs, or the old
 		// uprobes would stop its calls; after the process's end nothing

@@ -137,7 +137,11 @@ func (w *Watch) closeSysGate() error {
 	if g == nil {
 		return nil
 	}
-	defer g.Close()
+	defer func() {
+		w.sysMissed += g.Missed()
+		g.Close()
+		w.noteMissed()
+	}()
 	if err := g.Detach(); err != nil {
 		w.sysgate = nil
 		return err
@@ -168,4 +172,33 @@ func (w *Watch) gateQuiet(t *tracer.Thread, inject func() error) error {
 		err = qerr
 	}
 	return err
+}
+
+// noteMissed says what calls of w's process the kernel failed to stop
+// since it last said (a BPF gate's bpf_send_signal_thread can fail, where
+// the kernel cannot queue the signal at once): memtrap did not see them,
+// and must say so rather than seem exact.
+func (w *Watch) noteMissed() {
+	if w.hooks != nil {
+		if n := w.hooks.Missed(); n > w.missedHooks {
+			w.note(fmt.Sprintf("process %d: the kernel failed to stop %d hooked call(s) memtrap needed to see (the BPF gate's signal could not be sent): the heap blocks, arguments or frames they made are not watched", w.p.Pid, n-w.missedHooks))
+			w.missedHooks = n
+		}
+	}
+	n := w.sysMissed
+	if w.sysgate != nil {
+		n += w.sysgate.Missed()
+	}
+	if n > w.missedCalls {
+		w.note(fmt.Sprintf("process %d: the kernel failed to stop %d system call(s) writing near watched memory (the BPF gate's signal could not be sent): what they wrote is not reported", w.p.Pid, n-w.missedCalls))
+		w.missedCalls = n
+	}
+}
+
+// noteAllMissed runs noteMissed for every process of the watch, at its end.
+func (w *Watch) noteAllMissed() {
+	w.noteMissed()
+	for _, cw := range w.children {
+		cw.noteMissed()
+	}
 }

@@ -165,6 +165,10 @@ type Watch struct {
 	// saidListener: the processes told that their own seccomp listener
 	// was refused (noteRefusedListeners).
 	saidListener map[int]bool
+	// missedHooks, missedCalls: the calls the kernel failed to stop
+	// (noteMissed) said so far; sysMissed, those of the closed syscall
+	// gates.
+	missedHooks, missedCalls, sysMissed uint64
 	// saidIOURing: the note that io_uring is not followed was given.
 	saidIOURing bool
 	// saidTraceme: the note that the target cannot be traced by another.
@@ -208,6 +212,9 @@ type Hooks interface {
 	// Handle runs what the stop is for and leaves the thread stopped,
 	// ready to go on.
 	Handle(t *tracer.Thread) error
+	// Missed counts the calls of theirs that needed a stop the kernel
+	// failed to make (a BPF gate's signal that could not be sent).
+	Missed() uint64
 	// Rewind undoes a stop of theirs that will not be handled.
 	Rewind(t *tracer.Thread) error
 	// Remove takes everything out; t is stopped, and the others too.
@@ -425,6 +432,7 @@ func (w *Watch) RequestDetach() {
 // StopWake).
 func (w *Watch) Run() (tracer.Stop, error) {
 	defer w.noteRefusedListeners()
+	defer w.noteAllMissed()
 	for {
 		st, err := w.p.Wait()
 		w.noteRefusedListeners()
@@ -459,6 +467,7 @@ func (w *Watch) Run() (tracer.Stop, error) {
 					if cw.hooks != nil {
 						cw.hooks.Forget() // what they hold in the kernel goes too
 					}
+					cw.noteMissed()
 					cw.endGuard()
 				}
 				delete(w.children, st.Pid)
@@ -511,12 +520,14 @@ func (w *Watch) dispatch(st tracer.Stop) error {
 		return nil
 	case tracer.StopSignal:
 		if w.gateOwns(st) {
+			defer w.noteMissed()
 			return w.gateStop(st)
 		}
 		if w.eng.owns(st) {
 			return w.eng.trap(st)
 		}
 		if w.hooks != nil && w.hooks.Owns(st) {
+			defer w.noteMissed()
 			return w.hookHit(st.Thread)
 		}
 		if w.entryHit(st) {
