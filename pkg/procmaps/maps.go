@@ -6,6 +6,7 @@ package procmaps
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -97,14 +98,38 @@ func parseMapsLine(s string) (Mapping, error) {
 	return m, nil
 }
 
-// Read reads /proc/PID/maps.
+// Read reads /proc/PID/maps. Heap watching reads it once per block armed:
+// it takes the file with bare system calls (open, a read or two, close),
+// not the nine an os.File on a /proc file costs (poller registration and
+// its fcntl dance).
 func Read(pid int) ([]Mapping, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
-	if err != nil {
-		return nil, err
+	path := fmt.Sprintf("/proc/%d/maps", pid)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	for err == unix.EINTR {
+		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	}
-	defer f.Close()
-	return Parse(f)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 0, 32<<10)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, make([]byte, cap(buf))...)[:len(buf)]
+		}
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			break
+		}
+		buf = buf[:len(buf)+n]
+	}
+	return Parse(bytes.NewReader(buf))
 }
 
 // ProtString renders a protection the way maps does ("rw-").

@@ -1,8 +1,10 @@
 package procmaps
 
 import (
+	"os"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,5 +23,45 @@ func TestParseMaps(t *testing.T) {
 	}
 	if _, err := Parse(strings.NewReader("garbage\n")); err == nil {
 		t.Fatal("garbage parsed without error")
+	}
+}
+
+// TestReadLarge: Read takes a map longer than its first buffer whole, each
+// mapping with its own protection.
+func TestReadLarge(t *testing.T) {
+	const n = 1000 // about 50 bytes a line: past the 32 KiB first read
+	page := uint64(os.Getpagesize())
+	base, err := unix.Mmap(-1, 0, int(2*n*page), unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(base)
+	// Every other page writable: 2n mappings the kernel cannot merge.
+	for i := 0; i < 2*n; i += 2 {
+		if err := unix.Mprotect(base[uint64(i)*page:uint64(i+1)*page], unix.PROT_READ|unix.PROT_WRITE); err != nil {
+			t.Fatal(err)
+		}
+	}
+	maps, err := Read(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := uint64(uintptr(unsafe.Pointer(&base[0])))
+	for i := uint64(0); i < 2*n; i++ {
+		a := start + i*page
+		want := unix.PROT_READ
+		if i%2 == 0 {
+			want |= unix.PROT_WRITE
+		}
+		found := false
+		for _, m := range maps {
+			if m.Start == a && m.End == a+page {
+				found = m.Prot == want
+				break
+			}
+		}
+		if !found {
+			t.Fatalf("page %d at %#x: no mapping of it alone with protection %s among %d", i, a, ProtString(want), len(maps))
+		}
 	}
 }
