@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/memtrap/memtrap/internal/fixture"
 	"github.com/memtrap/memtrap/pkg/tracer"
@@ -64,6 +67,14 @@ func TestEngineChoice(t *testing.T) {
 // reaches the target's handler, each time.
 func TestICEBP(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/icebp.c", "-O0")
+	// Some hypervisors hand the guest an ICEBP's debug exception as a
+	// fault, at the instruction itself: the program then traps there for
+	// ever, natively, and there is nothing to compare memtrap with.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := exec.CommandContext(ctx, prog).Run(); ctx.Err() != nil {
+		t.Skipf("this machine re-executes ICEBP (int1) instead of stepping past it: the program loops natively (%v)", err)
+	}
 	want := native(t, prog)
 	if want.stdout != "traps=3 val=30\n" {
 		t.Fatalf("native run: %q", want.stdout)
