@@ -112,7 +112,14 @@ func (w *Watch) installFilter(t *tracer.Thread, fresh []span, notify bool) error
 	// Fewer, wider ranges until the program fits the kernel's limit.
 	for n := maxFilterRanges; n >= 1; n-- {
 		spans = mergeSpans(fresh, n)
-		if f, err = tracer.BuildFilter(filterRules(spans), notify); err == nil {
+		rules := filterRules(spans)
+		if notify {
+			// seccomp asking for a listener of its own, which the
+			// kernel refuses under memtrap's: to say why
+			// (noteRefusedListeners).
+			rules = append(rules, listenerRule())
+		}
+		if f, err = tracer.BuildFilter(rules, notify); err == nil {
 			break
 		}
 	}
@@ -230,9 +237,6 @@ func filterRules(spans []span) []tracer.FilterRule {
 	rules = append(rules, tracer.FilterRule{Nr: unix.SYS_SIGALTSTACK, Args: []int{0}, Ranges: []tracer.Range{{Lo: 1, Hi: ^uint64(0)}}})
 	// ptrace requests making a new tracer (ptracecall.go).
 	rules = append(rules, ptraceRule())
-	// seccomp asking for a listener of its own, which the kernel refuses
-	// under memtrap's: to say why (noteRefusedListeners).
-	rules = append(rules, listenerRule())
 	// io_uring_setup, once per ring, to say io_uring is not followed.
 	rules = append(rules, tracer.FilterRule{Nr: unix.SYS_IO_URING_SETUP})
 	for _, sig := range guarded {
@@ -248,10 +252,11 @@ func filterRules(spans []span) []tracer.FilterRule {
 
 // listenerRule makes the syscall filter stop seccomp calls that ask for a
 // listener (tracer.ListenerRequest): SECCOMP_FILTER_FLAG_NEW_LISTENER (8)
-// set in the flags, among the flags the kernel knows (below 256).
+// set in the flags, among the six flags the kernel knows (below 64; it
+// refuses others with EINVAL).
 func listenerRule() tracer.FilterRule {
 	var ranges []tracer.Range
-	for lo := uint64(8); lo < 256; lo += 16 {
+	for lo := uint64(8); lo < 64; lo += 16 {
 		ranges = append(ranges, tracer.Range{Lo: lo, Hi: lo + 8})
 	}
 	return tracer.FilterRule{Nr: unix.SYS_SECCOMP, Args: []int{1}, Ranges: ranges}
