@@ -7,7 +7,7 @@ CFLAGS_EXAMPLE := -O0 -g -fno-omit-frame-pointer
 
 PREFIX  ?= /usr/local
 
-.PHONY: all build demo test bench lint deps clean install
+.PHONY: all build demo test bench lint deps clean install agent
 
 all: build
 
@@ -48,6 +48,11 @@ test: deps
 bench: build
 	scripts/bench/bench
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./pkg/... ./internal/...
+
+# agent rebuilds the in-target agent's blob from its C source (committed,
+# so that building memtrap needs no C compiler; its test compares).
+agent:
+	pkg/agent/csrc/build.sh
 
 # install puts the binary and its man pages (generated from the commands,
 # so they never drift from --help) under $(DESTDIR)$(PREFIX).

@@ -1,0 +1,127 @@
+// Package agent holds memtrap's in-target agent (issue #15, in the making):
+// a SIGSEGV handler, position-independent code with no libc (agent.c),
+// that completes a trapped store inside the target with no ptrace stop,
+// and records it in a ring memtrap reads. Its blob (agent.bin) is built
+// from agent.c by build.sh (`make agent`) and committed, so that building
+// memtrap needs no C compiler; TestBlob checks that it is what the source
+// builds to.
+//
+// The blob is mapped at some address A; the shared Area (agent.h) follows
+// at A + CodeSpan. Nothing installs the agent yet: the engine that maps it
+// into a target, hands it the recipes memtrap's decoder makes, and lets
+// the target's threads go is the next step (see the README's Limits).
+package agent
+
+import (
+	_ "embed"
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+//go:embed agent.bin
+var blob []byte
+
+// Layout constants: agent.h's.
+const (
+	Magic       = 0x746e656761746d6d // Area.Magic, "mmtagent"
+	Version     = 1
+	CodeSpan    = 0x2000 // the code, then the Area
+	Pages       = 64     // armed pages an Area holds
+	Recipes     = 256    // recipe slots (open addressing by pc)
+	Ring        = 1024   // records in the ring
+	StackBytes  = 256    // stack bytes a Record copies from rsp
+	NGReg       = 23     // ucontext's general registers
+	headerMagic = 0x6d74676e
+)
+
+// Recipe sources and registers (agent.h).
+const (
+	SrcReg = 1    // the value is a register's
+	SrcImm = 2    // the value is Recipe.Imm
+	NoReg  = 0xff // no base or index register
+	RIPRel = 0xfe // the base is the next instruction's address
+)
+
+// Recipe says what the store at PC writes: Width bytes at
+// Disp + base + index*Scale, the value of register Reg (a ucontext gregs
+// index) or Imm.
+type Recipe struct {
+	PC    uint64
+	Len   uint8
+	Width uint8
+	Src   uint8
+	Reg   uint8
+	Base  uint8
+	Index uint8
+	Scale uint8
+	_     uint8
+	Disp  int64
+	Imm   uint64
+}
+
+// Record is one write the agent completed.
+type Record struct {
+	Seq   uint64
+	Tid   uint32
+	Width uint32
+	PC    uint64
+	Addr  uint64
+	Old   uint64
+	New   uint64
+	GRegs [NGReg]uint64
+	Stack [StackBytes]byte
+}
+
+// Sigaction is the kernel's struct sigaction.
+type Sigaction struct {
+	Handler, Flags, Restorer, Mask uint64
+}
+
+// Area is what memtrap and the agent share.
+type Area struct {
+	Magic    uint64
+	Version  uint32
+	MemFd    int32
+	NPages   uint32
+	Lock     uint32
+	Waiting  uint32
+	_        uint32
+	PageList [Pages]uint64
+	Head     uint64
+	Tail     uint64
+	Misses   uint64
+	Chained  uint64
+	Old      Sigaction
+	Recipes  [Recipes]Recipe
+	Records  [Ring]Record
+}
+
+// Slot is where the recipe for pc goes in an Area's table, or is: the
+// agent's hash (agent.c's recipe), probing on.
+func Slot(pc uint64) uint32 { return uint32((pc*0x9e3779b97f4a7c15)>>56) & (Recipes - 1) }
+
+// Blob is the agent's code.
+func Blob() []byte { return blob }
+
+// Entries are the offsets, in the blob, of its SIGSEGV handler (for
+// SA_SIGINFO) and of its sa_restorer.
+type Entries struct{ Handler, Restorer uint32 }
+
+// ErrBlob: the embedded blob is not one (a build gone wrong).
+var ErrBlob = errors.New("the agent's blob is damaged")
+
+// EntryPoints reads the blob's header.
+func EntryPoints() (Entries, error) {
+	if len(blob) < 16 || binary.LittleEndian.Uint32(blob) != headerMagic {
+		return Entries{}, ErrBlob
+	}
+	e := Entries{Handler: binary.LittleEndian.Uint32(blob[4:]), Restorer: binary.LittleEndian.Uint32(blob[8:])}
+	if size := binary.LittleEndian.Uint32(blob[12:]); int(size) != len(blob) || e.Handler >= size || e.Restorer >= size {
+		return Entries{}, fmt.Errorf("%w: header says %d bytes, handler at %d, restorer at %d, of %d", ErrBlob, size, e.Handler, e.Restorer, len(blob))
+	}
+	if len(blob) > CodeSpan {
+		return Entries{}, fmt.Errorf("%w: %d bytes, past the %d its area leaves it", ErrBlob, len(blob), CodeSpan)
+	}
+	return e, nil
+}

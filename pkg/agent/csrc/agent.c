@@ -1,0 +1,222 @@
+/* memtrap's in-target agent (#15, in the making): a SIGSEGV handler that
+ * completes a trapped store inside the target, with no ptrace stop. memtrap
+ * maps this code and the area of agent.h after it, fills the area (the
+ * armed pages, a recipe per store site, the target's own SIGSEGV action)
+ * and installs agent_handler for SIGSEGV, every signal blocked while it
+ * runs. For a write fault on an armed page at a pc with a recipe, the
+ * handler computes the store's address and value from the saved registers,
+ * writes it through /proc/self/mem (which writes past the protection),
+ * appends a record (old and new value, registers, top of stack) to the
+ * ring memtrap reads, and returns past the store. Any other fault goes to
+ * the target's own action. No libc: raw system calls, no writable data of
+ * its own (everything it keeps is in the area), position-independent.
+ *
+ * Built by `make agent` (build.sh) into agent.bin, which is committed:
+ * building memtrap needs no C compiler; agent_test.go checks that the blob
+ * is what this source builds to. */
+#include "agent.h"
+
+#define SYS_pwrite64 18
+#define SYS_pread64 17
+#define SYS_rt_sigaction 13
+#define SYS_rt_sigreturn 15
+#define SYS_gettid 186
+#define SYS_futex 202
+#define FUTEX_WAIT 0
+#define FUTEX_WAKE 1
+#define SIGSEGV 11
+#define SEGV_ACCERR 2
+#define SA_SIGINFO 4
+
+/* ucontext_t: uc_mcontext.gregs follows uc_flags, uc_link, uc_stack. */
+#define UC_GREGS 40
+#define REG_RSP 15
+#define REG_RIP 16
+
+extern struct agent_area agent_area __attribute__((visibility("hidden")));
+
+__asm__(".section .text.head,\"ax\",@progbits\n"
+	"agent_start:\n"
+	".long 0x6d74676e\n"
+	".long agent_handler - agent_start\n"
+	".long agent_restorer - agent_start\n"
+	".long agent_end - agent_start\n"
+	".text\n");
+
+/* agent_restorer is the sa_restorer: the handler returns here. */
+__asm__(".text\n"
+	".globl agent_restorer\n"
+	".type agent_restorer,@function\n"
+	"agent_restorer:\n"
+	"mov $15, %eax\n" /* rt_sigreturn */
+	"syscall\n"
+	"hlt\n");
+
+static long sys4(long nr, long a, long b, long c, long d)
+{
+	long r;
+	register long r10 __asm__("r10") = d;
+	__asm__ volatile("syscall"
+			 : "=a"(r)
+			 : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10)
+			 : "rcx", "r11", "memory");
+	return r;
+}
+
+static long sys6(long nr, long a, long b, long c, long d, long e, long f)
+{
+	long r;
+	register long r10 __asm__("r10") = d;
+	register long r8 __asm__("r8") = e;
+	register long r9 __asm__("r9") = f;
+	__asm__ volatile("syscall"
+			 : "=a"(r)
+			 : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+			 : "rcx", "r11", "memory");
+	return r;
+}
+
+static int armed(struct agent_area *a, u64 addr)
+{
+	u64 page = addr & ~0xfffUL;
+	u32 n = a->npages < AGENT_PAGES ? a->npages : AGENT_PAGES;
+	for (u32 i = 0; i < n; i++)
+		if (a->pages[i] == page)
+			return 1;
+	return 0;
+}
+
+static struct agent_recipe *recipe(struct agent_area *a, u64 pc)
+{
+	u32 h = (u32)((pc * 0x9e3779b97f4a7c15UL) >> 56) & (AGENT_RECIPES - 1);
+	for (u32 i = 0; i < AGENT_RECIPES; i++) {
+		struct agent_recipe *r = &a->recipes[(h + i) & (AGENT_RECIPES - 1)];
+		if (r->pc == pc)
+			return r;
+		if (r->pc == 0)
+			return 0;
+	}
+	return 0;
+}
+
+static u64 widthMask(u32 w)
+{
+	return w >= 8 ? ~0UL : (1UL << (8 * w)) - 1;
+}
+
+static u64 load(u64 addr, u32 w)
+{
+	switch (w) {
+	case 1: return *(volatile u8 *)addr;
+	case 2: return *(volatile unsigned short *)addr;
+	case 4: return *(volatile u32 *)addr;
+	}
+	return *(volatile u64 *)addr;
+}
+
+static void lock(struct agent_area *a)
+{
+	while (__atomic_exchange_n(&a->lock, 1, __ATOMIC_ACQUIRE))
+		__builtin_ia32_pause();
+}
+
+static void unlock(struct agent_area *a)
+{
+	__atomic_store_n(&a->lock, 0, __ATOMIC_RELEASE);
+}
+
+/* chain hands a fault that is not memtrap's to the target's own action:
+ * its handler, called as the kernel would have; or, for the default
+ * action (and for an ignored SIGSEGV, which the kernel does not ignore
+ * when it forces one), the default back, so that the fault comes again on
+ * return and the kernel acts on it as without memtrap. */
+static void chain(struct agent_area *a, int sig, void *si, void *uc)
+{
+	__atomic_add_fetch(&a->chained, 1, __ATOMIC_RELAXED);
+	u64 h = a->old.handler;
+	if (h <= 1) {
+		struct agent_sigaction dfl = {0, 0, 0, 0};
+		sys4(SYS_rt_sigaction, SIGSEGV, (long)&dfl, 0, 8);
+		return;
+	}
+	if (a->old.flags & SA_SIGINFO)
+		((void (*)(int, void *, void *))h)(sig, si, uc);
+	else
+		((void (*)(int))h)(sig);
+}
+
+__attribute__((used)) void agent_handler(int sig, void *si, void *uc)
+{
+	struct agent_area *a = &agent_area;
+	u64 *g = (u64 *)((char *)uc + UC_GREGS);
+	int code = *(int *)((char *)si + 8);
+	u64 fault = *(u64 *)((char *)si + 16);
+	if (a->magic != AGENT_MAGIC || code != SEGV_ACCERR || !armed(a, fault)) {
+		chain(a, sig, si, uc);
+		return;
+	}
+	u64 pc = g[REG_RIP];
+	struct agent_recipe *r = recipe(a, pc);
+	if (!r) {
+		__atomic_add_fetch(&a->misses, 1, __ATOMIC_RELAXED);
+		chain(a, sig, si, uc);
+		return;
+	}
+	u64 ea = (u64)r->disp;
+	if (r->base == AGENT_RIP)
+		ea += pc + r->len;
+	else if (r->base != AGENT_NOREG)
+		ea += g[r->base];
+	if (r->index != AGENT_NOREG)
+		ea += g[r->index] * r->scale;
+	u32 w = r->width;
+	if (fault < ea || fault >= ea + w) {
+		/* Not the store the recipe says: memtrap's to settle. */
+		__atomic_add_fetch(&a->misses, 1, __ATOMIC_RELAXED);
+		chain(a, sig, si, uc);
+		return;
+	}
+	u64 val = (r->src == AGENT_SRC_IMM ? r->imm : g[r->reg]) & widthMask(w);
+	lock(a);
+	/* A full ring waits for memtrap: nothing is dropped. */
+	for (;;) {
+		u64 tail = __atomic_load_n(&a->tail, __ATOMIC_ACQUIRE);
+		if (a->head - tail < AGENT_RING)
+			break;
+		struct { long s, ns; } ts = {0, 1000000};
+		sys4(SYS_futex, (long)&a->tail, FUTEX_WAIT, (long)(u32)tail, (long)&ts);
+	}
+	u64 old = load(ea, w);
+	if (sys6(SYS_pwrite64, a->memfd, (long)&val, w, (long)ea, 0, 0) != (long)w) {
+		unlock(a);
+		__atomic_add_fetch(&a->misses, 1, __ATOMIC_RELAXED);
+		chain(a, sig, si, uc);
+		return;
+	}
+	u64 seq = a->head;
+	struct agent_record *rec = &a->ring[seq & (AGENT_RING - 1)];
+	rec->seq = seq;
+	rec->tid = (u32)sys4(SYS_gettid, 0, 0, 0, 0);
+	rec->width = w;
+	rec->pc = pc;
+	rec->addr = ea;
+	rec->old = old;
+	rec->new = val;
+	for (int i = 0; i < AGENT_NGREG; i++)
+		rec->gregs[i] = g[i];
+	/* The stack as far as its page goes; past it through /proc/self/mem,
+	 * which answers a short read where nothing is mapped. */
+	u64 sp = g[REG_RSP];
+	u64 here = 0x1000 - (sp & 0xfff);
+	if (here > AGENT_STACK)
+		here = AGENT_STACK;
+	for (u64 i = 0; i < here; i++)
+		rec->stack[i] = *(volatile u8 *)(sp + i);
+	if (here < AGENT_STACK)
+		sys6(SYS_pread64, a->memfd, (long)(rec->stack + here), AGENT_STACK - here, (long)(sp + here), 0, 0);
+	__atomic_store_n(&a->head, seq + 1, __ATOMIC_RELEASE);
+	unlock(a);
+	if (__atomic_load_n(&a->waiting, __ATOMIC_ACQUIRE))
+		sys4(SYS_futex, (long)&a->head, FUTEX_WAKE, 1, 0);
+	g[REG_RIP] = pc + r->len;
+}

@@ -1,0 +1,93 @@
+/* The layout memtrap and its in-target agent share (agent.c). The agent's
+ * code is mapped at some address A; this area follows it, at A +
+ * AGENT_CODE_SPAN, in memory that memtrap maps too. Every field is written
+ * by one side only, except lock (both take it) and the ring's indices.
+ * agent.go mirrors it; TestLayout checks the offsets. */
+#ifndef MEMTRAP_AGENT_H
+#define MEMTRAP_AGENT_H
+
+typedef unsigned char u8;
+typedef unsigned int u32;
+typedef int s32;
+typedef unsigned long u64;
+typedef long s64;
+
+#define AGENT_MAGIC 0x746e656761746d6dUL /* "mmtagent" */
+#define AGENT_VERSION 1
+#define AGENT_CODE_SPAN 0x2000 /* code, then the area */
+#define AGENT_PAGES 64         /* armed pages */
+#define AGENT_RECIPES 256      /* a power of two: open addressing by pc */
+#define AGENT_RING 1024        /* records, a power of two */
+#define AGENT_STACK 256        /* stack bytes copied per record, from rsp */
+#define AGENT_NGREG 23         /* ucontext's gregs */
+
+/* A store the agent completes: what memtrap's decoder says of one pc. */
+struct agent_recipe {
+	u64 pc;    /* 0: an empty slot */
+	u8 len;    /* the instruction's length */
+	u8 width;  /* bytes stored: 1, 2, 4 or 8 */
+	u8 src;    /* AGENT_SRC_REG or AGENT_SRC_IMM */
+	u8 reg;    /* the source register, a gregs index (REG_RAX...) */
+	u8 base;   /* gregs index, AGENT_NOREG, or AGENT_RIP (RIP-relative) */
+	u8 index;  /* gregs index or AGENT_NOREG */
+	u8 scale;  /* 1, 2, 4 or 8 */
+	u8 pad;
+	s64 disp;
+	u64 imm;   /* AGENT_SRC_IMM: the value, as wide as width */
+};
+
+#define AGENT_SRC_REG 1
+#define AGENT_SRC_IMM 2
+#define AGENT_NOREG 0xff
+#define AGENT_RIP 0xfe
+
+/* One write the agent completed, in the order the writes took effect. */
+struct agent_record {
+	u64 seq;
+	u32 tid;
+	u32 width;
+	u64 pc;
+	u64 addr;
+	u64 old;
+	u64 new;
+	u64 gregs[AGENT_NGREG]; /* as the fault left them (rip: the store's) */
+	u8 stack[AGENT_STACK];  /* from gregs[REG_RSP] */
+};
+
+/* The kernel's struct sigaction (not libc's). */
+struct agent_sigaction {
+	u64 handler;
+	u64 flags;
+	u64 restorer;
+	u64 mask;
+};
+
+struct agent_area {
+	u64 magic;
+	u32 version;
+	s32 memfd;      /* the target's fd of /proc/self/mem */
+	u32 npages;
+	u32 lock;       /* 0 free, 1 taken */
+	u32 waiting;    /* memtrap sleeps on head (futex): wake it */
+	u32 pad;
+	u64 pages[AGENT_PAGES]; /* armed pages (page addresses), any order */
+	u64 head;       /* records written: the next record's seq */
+	u64 tail;       /* records memtrap has taken */
+	u64 misses;     /* faults on armed pages at a pc with no recipe */
+	u64 chained;    /* faults that were not memtrap's, passed on */
+	struct agent_sigaction old; /* the target's own SIGSEGV action */
+	struct agent_recipe recipes[AGENT_RECIPES];
+	struct agent_record ring[AGENT_RING];
+};
+
+/* The blob's first bytes: where its entry points are. */
+struct agent_header {
+	u32 magic;       /* AGENT_HEADER_MAGIC */
+	u32 handler;     /* offset of the SIGSEGV handler (SA_SIGINFO) */
+	u32 restorer;    /* offset of the sa_restorer (rt_sigreturn) */
+	u32 size;        /* bytes of code */
+};
+
+#define AGENT_HEADER_MAGIC 0x6d74676eu /* "ngtm" little-endian */
+
+#endif
