@@ -7,7 +7,8 @@
 // builds to.
 //
 // The blob is mapped at some address A; the shared Area (agent.h) follows
-// at A + CodeSpan. Nothing installs the agent yet: the engine that maps it
+// at A + CodeSpan. RecipeFor makes the Recipe of a store memtrap's decoder
+// decoded, for the stores the agent completes (plain MOVs). Nothing installs the agent yet: the engine that maps it
 // into a target, hands it the recipes memtrap's decoder makes, and lets
 // the target's threads go is the next step (see the README's Limits).
 package agent

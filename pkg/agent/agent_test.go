@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"unsafe"
+
+	"github.com/memtrap/memtrap/internal/fixture"
 )
 
 // cc is the C compiler the tests build with (scripts/deps installs gcc).
@@ -132,16 +134,19 @@ func mustAbs(t *testing.T, p string) string {
 // own handler.
 func TestHandler(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "harness")
-	if out, err := exec.Command(cc(t), "-O1", "-Wall", "-Werror", "-o", bin, "testdata/harness.c").CombinedOutput(); err != nil {
-		t.Fatalf("building the harness: %v\n%s", err, out)
-	}
+	bin := harness(t)
 	blobPath := filepath.Join(dir, "agent.bin")
 	if err := os.WriteFile(blobPath, Blob(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(bin, blobPath).CombinedOutput()
-	want := `8-byte register stores: 1000, last 1000
+	if err != nil || string(out) != harnessWant {
+		t.Fatalf("harness: %v\n%s\nwant:\n%s", err, out, harnessWant)
+	}
+}
+
+// harnessWant is what testdata/harness.c prints when every check holds.
+const harnessWant = `8-byte register stores: 1000, last 1000
 4-byte base+index*4+8 store: 0x11223344 at +20
 1-byte immediate store: 0x5a
 RIP-relative store: -2
@@ -149,7 +154,12 @@ no recipe: passed on (misses 1, own handler 1)
 not memtrap's: passed on (chained 2, own handler 2), value 9
 records 1003
 `
-	if err != nil || string(out) != want {
-		t.Fatalf("harness: %v\n%s\nwant:\n%s", err, out, want)
-	}
+
+// harness builds testdata/harness.c with flags; agent.h, which it
+// includes, is part of the fixture's key.
+func harness(t *testing.T, flags ...string) string {
+	t.Helper()
+	r := fixture.Compile("harness", "pkg/agent/testdata/harness.c", append([]string{"-O1", "-Wall", "-Werror"}, flags...)...)
+	r.Inputs = append(r.Inputs, "pkg/agent/csrc/agent.h")
+	return r.Build(t)
 }

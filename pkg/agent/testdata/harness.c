@@ -114,6 +114,14 @@ int main(int argc, char **argv)
 	area->pages[0] = (u64)p;
 	area->pages[1] = (u64)gpage;
 	area->npages = 2;
+	if (argc > 3 && strcmp(argv[2], "--recipes") == 0) {
+		/* memtrap's recipes (agent.RecipeFor), from a file of them */
+		int rf = open(argv[3], O_RDONLY);
+		struct agent_recipe r;
+		while (rf >= 0 && read(rf, &r, sizeof r) == sizeof r)
+			add(r);
+		goto armed;
+	}
 	add((struct agent_recipe){.pc = (u64)store8, .len = store8_e - (char *)store8, .width = 8,
 		.src = AGENT_SRC_REG, .reg = REG_RSI, .base = REG_RDI, .index = AGENT_NOREG, .scale = 1});
 	add((struct agent_recipe){.pc = (u64)store4, .len = store4_e - (char *)store4, .width = 4,
@@ -126,6 +134,7 @@ int main(int argc, char **argv)
 	add((struct agent_recipe){.pc = (u64)storerip, .len = storerip_e - (char *)storerip, .width = 8,
 		.src = AGENT_SRC_REG, .reg = REG_RDI, .base = AGENT_RIP, .index = AGENT_NOREG, .scale = 1, .disp = disp});
 
+armed:
 	/* The target's own handler first, then the agent's over it. */
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
@@ -141,7 +150,7 @@ int main(int argc, char **argv)
 	mprotect(p, 4096, PROT_READ);
 	mprotect(gpage, 4096, PROT_READ);
 
-	if (argc > 2) {
+	if (argc > 2 && strcmp(argv[2], "--recipes") != 0) {
 		/* Timing: `harness agent.bin N` makes N stores and prints the
 		 * microseconds each took, its records consumed as they come. */
 		long n = atol(argv[2]);
