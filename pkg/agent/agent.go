@@ -8,7 +8,10 @@
 //
 // The blob is mapped at some address A; the shared Area (agent.h) follows
 // at A + CodeSpan. RecipeFor makes the Recipe of a store memtrap's decoder
-// decoded, for the stores the agent completes (plain MOVs). Nothing installs the agent yet: the engine that maps it
+// decoded, for the stores the agent completes (plain MOVs). Shared is
+// memtrap's side of the Area, mapped from the same memfd as the target's:
+// it takes the records in order and answers a thread's request for the
+// recipe of a pc the agent has none for (agent.h's protocol). Nothing installs the agent yet: the engine that maps it
 // into a target, hands it the recipes memtrap's decoder makes, and lets
 // the target's threads go is the next step (see the README's Limits).
 package agent
@@ -26,7 +29,7 @@ var blob []byte
 // Layout constants: agent.h's.
 const (
 	Magic       = 0x746e656761746d6d // Area.Magic, "mmtagent"
-	Version     = 1
+	Version     = 2
 	CodeSpan    = 0x2000 // the code, then the Area
 	Pages       = 64     // armed pages an Area holds
 	Recipes     = 256    // recipe slots (open addressing by pc)
@@ -74,6 +77,23 @@ type Record struct {
 	Stack [StackBytes]byte
 }
 
+// Request is a thread's question for the recipe of PC (agent.h's
+// protocol: State goes ReqFree, ReqTaken, ReqPosted, ReqAnswered).
+type Request struct {
+	PC    uint64
+	Tid   uint32
+	State uint32
+}
+
+// Request states, and how many requests an Area holds.
+const (
+	ReqFree     = 0
+	ReqTaken    = 1
+	ReqPosted   = 2
+	ReqAnswered = 3
+	NRequests   = 16
+)
+
 // Sigaction is the kernel's struct sigaction.
 type Sigaction struct {
 	Handler, Flags, Restorer, Mask uint64
@@ -87,13 +107,15 @@ type Area struct {
 	NPages   uint32
 	Lock     uint32
 	Waiting  uint32
-	_        uint32
+	Served   uint32
 	PageList [Pages]uint64
 	Head     uint64
 	Tail     uint64
 	Misses   uint64
 	Chained  uint64
+	Asked    uint64
 	Old      Sigaction
+	Requests [NRequests]Request
 	Recipes  [Recipes]Recipe
 	Records  [Ring]Record
 }

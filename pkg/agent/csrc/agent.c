@@ -145,6 +145,42 @@ static void chain(struct agent_area *a, int sig, void *si, void *uc)
 		((void (*)(int))h)(sig);
 }
 
+/* ask posts a request for pc's recipe and waits for memtrap's answer. It
+ * returns 0 if no slot was free or memtrap did not answer in time (then
+ * the caller takes the fault as one it cannot complete). */
+static int ask(struct agent_area *a, u64 pc)
+{
+	for (int tries = 0; tries < 1000; tries++) {
+		for (u32 i = 0; i < AGENT_REQUESTS; i++) {
+			struct agent_request *q = &a->requests[i];
+			u32 free = AGENT_REQ_FREE;
+			if (!__atomic_compare_exchange_n(&q->state, &free, AGENT_REQ_TAKEN, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+				continue;
+			q->pc = pc;
+			q->tid = (u32)sys4(SYS_gettid, 0, 0, 0, 0);
+			__atomic_store_n(&q->state, AGENT_REQ_POSTED, __ATOMIC_RELEASE);
+			__atomic_add_fetch(&a->asked, 1, __ATOMIC_RELEASE);
+			if (__atomic_load_n(&a->waiting, __ATOMIC_ACQUIRE))
+				sys4(SYS_futex, (long)&a->head, FUTEX_WAKE, 1, 0);
+			/* memtrap answers in microseconds; ten seconds is a
+			 * memtrap that is gone. */
+			for (int w = 0; w < 1000; w++) {
+				if (__atomic_load_n(&q->state, __ATOMIC_ACQUIRE) == AGENT_REQ_ANSWERED)
+					break;
+				struct { long s, ns; } ts = {0, 10000000};
+				sys4(SYS_futex, (long)&q->state, FUTEX_WAIT, AGENT_REQ_POSTED, (long)&ts);
+			}
+			int answered = __atomic_load_n(&q->state, __ATOMIC_ACQUIRE) == AGENT_REQ_ANSWERED;
+			if (answered)
+				__atomic_store_n(&q->state, AGENT_REQ_FREE, __ATOMIC_RELEASE);
+			return answered;
+		}
+		struct { long s, ns; } ts = {0, 100000};
+		sys4(SYS_futex, (long)&a->requests[0].state, FUTEX_WAIT, AGENT_REQ_POSTED, (long)&ts);
+	}
+	return 0;
+}
+
 __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 {
 	struct agent_area *a = &agent_area;
@@ -157,7 +193,9 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 	}
 	u64 pc = g[REG_RIP];
 	struct agent_recipe *r = recipe(a, pc);
-	if (!r) {
+	if (!r && __atomic_load_n(&a->served, __ATOMIC_ACQUIRE) && ask(a, pc))
+		r = recipe(a, pc);
+	if (!r || r->width == 0) {
 		__atomic_add_fetch(&a->misses, 1, __ATOMIC_RELAXED);
 		chain(a, sig, si, uc);
 		return;

@@ -13,7 +13,7 @@ typedef unsigned long u64;
 typedef long s64;
 
 #define AGENT_MAGIC 0x746e656761746d6dUL /* "mmtagent" */
-#define AGENT_VERSION 1
+#define AGENT_VERSION 2
 #define AGENT_CODE_SPAN 0x2000 /* code, then the area */
 #define AGENT_PAGES 64         /* armed pages */
 #define AGENT_RECIPES 256      /* a power of two: open addressing by pc */
@@ -25,7 +25,7 @@ typedef long s64;
 struct agent_recipe {
 	u64 pc;    /* 0: an empty slot */
 	u8 len;    /* the instruction's length */
-	u8 width;  /* bytes stored: 1, 2, 4 or 8 */
+	u8 width;  /* bytes stored: 1, 2, 4 or 8; 0: not the agent's store */
 	u8 src;    /* AGENT_SRC_REG or AGENT_SRC_IMM */
 	u8 reg;    /* the source register, a gregs index (REG_RAX...) */
 	u8 base;   /* gregs index, AGENT_NOREG, or AGENT_RIP (RIP-relative) */
@@ -54,6 +54,23 @@ struct agent_record {
 	u8 stack[AGENT_STACK];  /* from gregs[REG_RSP] */
 };
 
+/* A thread asking memtrap for the recipe of a pc it has none for: it
+ * takes a free slot (state FREE -> TAKEN), fills it, posts it (POSTED,
+ * waking memtrap if it waits), and waits on state. memtrap adds the recipe
+ * (width 0: a store the agent does not complete) and answers (ANSWERED,
+ * waking the slot); the thread frees the slot and looks again. */
+struct agent_request {
+	u64 pc;
+	u32 tid;
+	u32 state;
+};
+
+#define AGENT_REQUESTS 16
+#define AGENT_REQ_FREE 0
+#define AGENT_REQ_TAKEN 1
+#define AGENT_REQ_POSTED 2
+#define AGENT_REQ_ANSWERED 3
+
 /* The kernel's struct sigaction (not libc's). */
 struct agent_sigaction {
 	u64 handler;
@@ -69,13 +86,15 @@ struct agent_area {
 	u32 npages;
 	u32 lock;       /* 0 free, 1 taken */
 	u32 waiting;    /* memtrap sleeps on head (futex): wake it */
-	u32 pad;
+	u32 served;     /* memtrap answers requests (else none is posted) */
 	u64 pages[AGENT_PAGES]; /* armed pages (page addresses), any order */
 	u64 head;       /* records written: the next record's seq */
 	u64 tail;       /* records memtrap has taken */
-	u64 misses;     /* faults on armed pages at a pc with no recipe */
+	u64 misses;     /* faults on armed pages the agent did not complete */
 	u64 chained;    /* faults that were not memtrap's, passed on */
+	u64 asked;      /* requests posted */
 	struct agent_sigaction old; /* the target's own SIGSEGV action */
+	struct agent_request requests[AGENT_REQUESTS];
 	struct agent_recipe recipes[AGENT_RECIPES];
 	struct agent_record ring[AGENT_RING];
 };

@@ -68,8 +68,15 @@ static void add(struct agent_recipe r)
 
 static int next; /* the next record to check */
 
+static int served_mode;
+
 static void expect(u64 pc, u64 addr, u32 width, u64 old, u64 new)
 {
+	if (served_mode) {
+		/* The server takes and checks the records. */
+		next++;
+		return;
+	}
 	if (area->head <= (u64)next)
 		fail("a record missing");
 	struct agent_record *r = &area->ring[next & (AGENT_RING - 1)];
@@ -103,6 +110,17 @@ int main(int argc, char **argv)
 	char *base = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	memcpy(base, blob, n);
 	mprotect(base, AGENT_CODE_SPAN, PROT_READ | PROT_EXEC);
+	int served = served_mode = argc > 2 && strcmp(argv[2], "--served") == 0;
+	int areafd = -1;
+	if (served) {
+		/* The area in a memfd, for another process to map as memtrap
+		 * will: it answers the requests and takes the records. */
+		areafd = memfd_create("agent-area", MFD_CLOEXEC);
+		if (areafd < 0 || ftruncate(areafd, span - AGENT_CODE_SPAN) != 0 ||
+		    mmap(base + AGENT_CODE_SPAN, span - AGENT_CODE_SPAN, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_FIXED, areafd, 0) == MAP_FAILED)
+			fail("the shared area");
+	}
 	area = (struct agent_area *)(base + AGENT_CODE_SPAN);
 	area->magic = AGENT_MAGIC;
 	area->version = AGENT_VERSION;
@@ -114,6 +132,10 @@ int main(int argc, char **argv)
 	area->pages[0] = (u64)p;
 	area->pages[1] = (u64)gpage;
 	area->npages = 2;
+	if (served) {
+		area->served = 1;
+		goto armed;
+	}
 	if (argc > 3 && strcmp(argv[2], "--recipes") == 0) {
 		/* memtrap's recipes (agent.RecipeFor), from a file of them */
 		int rf = open(argv[3], O_RDONLY);
@@ -150,7 +172,15 @@ armed:
 	mprotect(p, 4096, PROT_READ);
 	mprotect(gpage, 4096, PROT_READ);
 
-	if (argc > 2 && strcmp(argv[2], "--recipes") != 0) {
+	if (served) {
+		/* Ready: the server maps the area, then says go. */
+		char line[8];
+		printf("memfd %d\n", areafd);
+		fflush(stdout);
+		if (!fgets(line, sizeof line, stdin))
+			fail("no go from the server");
+	}
+	if (argc > 2 && strcmp(argv[2], "--recipes") != 0 && !served) {
 		/* Timing: `harness agent.bin N` makes N stores and prints the
 		 * microseconds each took, its records consumed as they come. */
 		long n = atol(argv[2]);

@@ -1,0 +1,138 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Shared is memtrap's side of an Area: the same memory as the target's
+// (a memfd both map), read and written while the agent runs in the target.
+type Shared struct {
+	mem []byte
+	a   *Area
+}
+
+// AreaSize is the bytes an Area's mapping takes (whole pages).
+var AreaSize = (int(unsafe.Sizeof(Area{})) + 4095) &^ 4095
+
+// MapShared maps the Area held by memfd fd (AreaSize bytes from offset 0).
+func MapShared(fd int) (*Shared, error) {
+	mem, err := unix.Mmap(fd, 0, AreaSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("mapping the agent's area: %w", err)
+	}
+	s := &Shared{mem: mem, a: (*Area)(unsafe.Pointer(&mem[0]))}
+	if atomic.LoadUint64(&s.a.Magic) != Magic {
+		s.Close()
+		return nil, errors.New("mapping the agent's area: no agent's area there")
+	}
+	return s, nil
+}
+
+// Close unmaps the Area.
+func (s *Shared) Close() {
+	if s.mem != nil {
+		_ = unix.Munmap(s.mem)
+		s.mem, s.a = nil, nil
+	}
+}
+
+// Area is the shared memory itself, for what is set up before the agent
+// runs, and its counters.
+func (s *Shared) Area() *Area { return s.a }
+
+// Next takes the next record the agent wrote into r, in the order the
+// writes took effect, and says whether there was one. A full ring makes
+// writers wait: taking a record from one wakes them.
+func (s *Shared) Next(r *Record) bool {
+	tail := atomic.LoadUint64(&s.a.Tail)
+	head := atomic.LoadUint64(&s.a.Head)
+	if tail == head {
+		return false
+	}
+	*r = s.a.Records[tail%Ring]
+	atomic.StoreUint64(&s.a.Tail, tail+1)
+	if head-tail == Ring {
+		futex(unsafe.Pointer(&s.a.Tail), futexWake, ^uint32(0)>>1, nil)
+	}
+	return true
+}
+
+// Posted lists the slots of the requests waiting for an answer.
+func (s *Shared) Posted() []int {
+	var out []int
+	for i := range s.a.Requests {
+		if atomic.LoadUint32(&s.a.Requests[i].State) == ReqPosted {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// Request is the request in slot i.
+func (s *Shared) Request(i int) Request {
+	q := &s.a.Requests[i]
+	return Request{PC: atomic.LoadUint64(&q.PC), Tid: atomic.LoadUint32(&q.Tid), State: atomic.LoadUint32(&q.State)}
+}
+
+// ErrFull: the Area's recipe table has no slot left.
+var ErrFull = errors.New("the agent's recipe table is full")
+
+// Add puts r in the recipe table (r.Width 0: the store at r.PC is not the
+// agent's). The agent may be looking meanwhile: r's pc goes in last, so
+// that it never sees half a recipe.
+func (s *Shared) Add(r Recipe) error {
+	pc := r.PC
+	h := Slot(pc)
+	for i := uint32(0); i < Recipes; i++ {
+		slot := &s.a.Recipes[(h+i)&(Recipes-1)]
+		switch atomic.LoadUint64(&slot.PC) {
+		case pc:
+			return nil
+		case 0:
+			r.PC = 0
+			*slot = r
+			atomic.StoreUint64(&slot.PC, pc)
+			return nil
+		}
+	}
+	return ErrFull
+}
+
+// Answer adds r and answers the request in slot i with it.
+func (s *Shared) Answer(i int, r Recipe) error {
+	if err := s.Add(r); err != nil {
+		return err
+	}
+	atomic.StoreUint32(&s.a.Requests[i].State, ReqAnswered)
+	futex(unsafe.Pointer(&s.a.Requests[i].State), futexWake, 1, nil)
+	return nil
+}
+
+// Wait sleeps until the agent writes a record or posts a request, or for
+// at most d.
+func (s *Shared) Wait(d time.Duration) {
+	atomic.StoreUint32(&s.a.Waiting, 1)
+	defer atomic.StoreUint32(&s.a.Waiting, 0)
+	head := atomic.LoadUint64(&s.a.Head)
+	if head != atomic.LoadUint64(&s.a.Tail) || len(s.Posted()) > 0 {
+		return
+	}
+	ts := unix.NsecToTimespec(d.Nanoseconds())
+	futex(unsafe.Pointer(&s.a.Head), futexWait, uint32(head), &ts)
+}
+
+// futex(2) operations on a word both processes map (not private).
+const (
+	futexWait = 0
+	futexWake = 1
+)
+
+func futex(addr unsafe.Pointer, op int, val uint32, ts *unix.Timespec) {
+	_, _, _ = unix.Syscall6(unix.SYS_FUTEX, uintptr(addr), uintptr(op), uintptr(val), uintptr(unsafe.Pointer(ts)), 0, 0)
+}
