@@ -22,16 +22,24 @@ var AreaSize = (int(unsafe.Sizeof(Area{})) + 4095) &^ 4095
 
 // MapShared maps the Area held by memfd fd (AreaSize bytes from offset 0).
 func MapShared(fd int) (*Shared, error) {
-	mem, err := unix.Mmap(fd, 0, AreaSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	s, err := mapArea(fd)
 	if err != nil {
-		return nil, fmt.Errorf("mapping the agent's area: %w", err)
+		return nil, err
 	}
-	s := &Shared{mem: mem, a: (*Area)(unsafe.Pointer(&mem[0]))}
 	if atomic.LoadUint64(&s.a.Magic) != Magic {
 		s.Close()
 		return nil, errors.New("mapping the agent's area: no agent's area there")
 	}
 	return s, nil
+}
+
+// mapArea maps fd's Area, whatever it holds.
+func mapArea(fd int) (*Shared, error) {
+	mem, err := unix.Mmap(fd, 0, AreaSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("mapping the agent's area: %w", err)
+	}
+	return &Shared{mem: mem, a: (*Area)(unsafe.Pointer(&mem[0]))}, nil
 }
 
 // Close unmaps the Area.
