@@ -114,6 +114,7 @@ type Area struct {
 	Misses   uint64
 	Chained  uint64
 	Asked    uint64
+	Pid      uint64
 	Old      Sigaction
 	Requests [NRequests]Request
 	Recipes  [Recipes]Recipe

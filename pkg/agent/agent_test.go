@@ -81,6 +81,7 @@ func TestLayout(t *testing.T) {
 		{"offsetof(struct agent_area, chained)", unsafe.Offsetof(a.Chained)},
 		{"offsetof(struct agent_area, served)", unsafe.Offsetof(a.Served)},
 		{"offsetof(struct agent_area, asked)", unsafe.Offsetof(a.Asked)},
+		{"offsetof(struct agent_area, pid)", unsafe.Offsetof(a.Pid)},
 		{"offsetof(struct agent_area, old)", unsafe.Offsetof(a.Old)},
 		{"offsetof(struct agent_area, requests)", unsafe.Offsetof(a.Requests)},
 		{"sizeof(struct agent_request)", unsafe.Sizeof(Request{})},
@@ -156,6 +157,7 @@ const harnessWant = `8-byte register stores: 1000, last 1000
 RIP-relative store: -2
 no recipe: passed on (misses 1, own handler 1)
 not memtrap's: passed on (chained 2, own handler 2), value 9
+forked child: not completed (the parent's value 1000, records 1003)
 records 1003
 `
 

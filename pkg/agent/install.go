@@ -110,7 +110,7 @@ func Install(p *tracer.Process, t *tracer.Thread) (in *Installed, err error) {
 		return in, fmt.Errorf("the agent's code: %w", err)
 	}
 	a := in.Shared.Area()
-	a.Version, a.MemFd = Version, int32(in.MemFd)
+	a.Version, a.MemFd, a.Pid = Version, int32(in.MemFd), uint64(p.Pid)
 	a.Magic = Magic
 	return in, nil
 }

@@ -21,6 +21,7 @@
 #define SYS_rt_sigaction 13
 #define SYS_rt_sigreturn 15
 #define SYS_gettid 186
+#define SYS_getpid 39
 #define SYS_futex 202
 #define FUTEX_WAIT 0
 #define FUTEX_WAKE 1
@@ -187,7 +188,10 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 	u64 *g = (u64 *)((char *)uc + UC_GREGS);
 	int code = *(int *)((char *)si + 8);
 	u64 fault = *(u64 *)((char *)si + 16);
-	if (a->magic != AGENT_MAGIC || code != SEGV_ACCERR || !armed(a, fault)) {
+	/* A forked child shares the area and the descriptor of its parent's
+	 * /proc/self/mem: its stores are not the agent's to complete. */
+	if (a->magic != AGENT_MAGIC || code != SEGV_ACCERR || !armed(a, fault) ||
+	    (u64)sys4(SYS_getpid, 0, 0, 0, 0) != a->pid) {
 		chain(a, sig, si, uc);
 		return;
 	}

@@ -93,6 +93,9 @@ struct agent_area {
 	u64 misses;     /* faults on armed pages the agent did not complete */
 	u64 chained;    /* faults that were not memtrap's, passed on */
 	u64 asked;      /* requests posted */
+	u64 pid;        /* the process whose memory memfd writes: a forked
+			 * child, which shares this area and that descriptor,
+			 * must not complete stores with them (agent.c) */
 	struct agent_sigaction old; /* the target's own SIGSEGV action */
 	struct agent_request requests[AGENT_REQUESTS];
 	struct agent_recipe recipes[AGENT_RECIPES];

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -125,6 +126,7 @@ int main(int argc, char **argv)
 	area->magic = AGENT_MAGIC;
 	area->version = AGENT_VERSION;
 	area->memfd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+	area->pid = getpid();
 
 	long *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	other = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -216,6 +218,19 @@ armed:
 	printf("no recipe: passed on (misses %lu, own handler %d)\n", area->misses, own);
 	storemiss((long *)other, 9);
 	printf("not memtrap's: passed on (chained %lu, own handler %d), value %ld\n", area->chained, own, *(long *)other);
+	/* A forked child shares the area and the parent's /proc/self/mem:
+	 * the agent must not complete its stores (they would land in the
+	 * parent); its own handler steps over this one. */
+	fflush(stdout);
+	pid_t child = fork();
+	if (child == 0) {
+		store8(p, 77);
+		_exit(p[0] == 77 ? 1 : 0);
+	}
+	int st;
+	if (child < 0 || waitpid(child, &st, 0) != child || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		fail("the forked child");
+	printf("forked child: not completed (the parent's value %ld, records %lu)\n", p[0], area->head);
 	printf("records %lu\n", area->head);
 	return 0;
 }
