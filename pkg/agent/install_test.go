@@ -28,17 +28,72 @@ func TestInstalled(t *testing.T) {
 	if err != nil || native != "last 2000 6000\n" {
 		t.Fatalf("native: %q %v", native, err)
 	}
+	run := runInstalled(t, bin, rounds)
+	if !run.status.Exited() || run.status.ExitStatus() != 7 || run.stdout != native {
+		t.Fatalf("target: %v, stdout %q (native %q), stderr %q", run.status, run.stdout, native, run.stderr)
+	}
+	if run.asked != 2 || len(run.records) != 2*rounds {
+		t.Fatalf("%d requests (want 2), %d records (want %d); misses %d, chained %d", run.asked, len(run.records), 2*rounds, run.misses, run.chained)
+	}
+	watched := fixture.Symbol(t, bin, "watched")
+	for i, r := range run.records {
+		round := uint64(i/2 + 1)
+		addr, val, old := watched, round, round-1
+		if i%2 == 1 {
+			addr, val, old = watched+8*(8+round%8), 3*round, 0
+			if round > 8 {
+				old = 3 * (round - 8)
+			}
+		}
+		if r.Seq != uint64(i) || r.Addr != addr || r.New != val || r.Old != old || int(r.Tid) != run.pid {
+			t.Fatalf("record %d: addr %#x %#x -> %#x tid %d; want %#x %#x -> %#x by %d", i, r.Addr, r.Old, r.New, r.Tid, addr, old, val, run.pid)
+		}
+	}
+	t.Logf("agent in a target with no tracer: %s", strings.TrimSpace(run.stderr))
+}
+
+// BenchmarkAgentInTarget: a trapped write completed by the agent in a
+// launched target that no tracer holds, served by this process as memtrap
+// will serve it (recipes asked for once per site; every record taken):
+// the target's own time per write. Next to make bench's ptrace floor and
+// in-process floor.
+func BenchmarkAgentInTarget(b *testing.B) {
+	bin := fixture.Build(b, "pkg/agent/testdata/target.c", "-O1", "-no-pie")
+	rounds := max(b.N, 1000)
+	run := runInstalled(b, bin, rounds)
+	var ns float64
+	if _, err := fmt.Sscanf(run.stderr, "%g ns per round", &ns); err != nil || len(run.records) != 2*rounds {
+		b.Fatalf("target: %q, %d records", run.stderr, len(run.records))
+	}
+	b.ReportMetric(ns/2/1000, "us/write")
+	b.ReportMetric(0, "ns/op")
+}
+
+// installedRun is what runInstalled saw.
+type installedRun struct {
+	pid             int
+	status          unix.WaitStatus
+	stdout, stderr  string
+	records         []Record
+	asked           int
+	misses, chained uint64
+}
+
+// runInstalled launches bin rounds with the agent installed over its
+// `watched` page, lets it go, and serves it until it ends.
+func runInstalled(t testing.TB, bin string, rounds int) installedRun {
+	t.Helper()
 	watched := fixture.Symbol(t, bin, "watched")
 	outR, outW, _ := os.Pipe()
 	errR, errW, _ := os.Pipe()
 	var in *Installed
-	var pid int
-	err = tracer.Locked(func() error {
+	var run installedRun
+	err := tracer.Locked(func() error {
 		p, err := tracer.Launch([]string{bin, fmt.Sprint(rounds)}, tracer.LaunchOptions{Stdio: [3]*os.File{nil, outW, errW}})
 		if err != nil {
 			return err
 		}
-		pid = p.Pid
+		run.pid = p.Pid
 		th, err := p.RunToEntry()
 		if err != nil {
 			p.Kill()
@@ -66,29 +121,25 @@ func TestInstalled(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer in.Shared.Close()
-	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", run.pid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer mem.Close()
-
 	exited := make(chan unix.WaitStatus, 1)
 	go func() {
 		var ws unix.WaitStatus
 		for {
-			if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
+			if _, err := unix.Wait4(run.pid, &ws, 0, nil); err != unix.EINTR {
 				break
 			}
 		}
 		exited <- ws
 	}()
-	outC := make(chan string, 2)
-	go func() { b, _ := io.ReadAll(outR); outC <- string(b) }()
-	go func() { b, _ := io.ReadAll(errR); outC <- string(b) }()
+	stdoutC, stderrC := make(chan string, 1), make(chan string, 1)
+	go func() { b, _ := io.ReadAll(outR); stdoutC <- string(b) }()
+	go func() { b, _ := io.ReadAll(errR); stderrC <- string(b) }()
 	s := in.Shared
-	var recs []Record
-	asked := 0
-	var ws unix.WaitStatus
 	deadline := time.After(time.Minute)
 	for done := false; !done; {
 		for _, i := range s.Posted() {
@@ -102,52 +153,30 @@ func TestInstalled(t *testing.T) {
 				r, _ = RecipeFor(q.PC, inst)
 				r.PC = q.PC
 			}
-			asked++
+			run.asked++
 			if err := s.Answer(i, r); err != nil {
 				t.Fatal(err)
 			}
 		}
 		var r Record
 		for s.Next(&r) {
-			recs = append(recs, r)
+			run.records = append(run.records, r)
 		}
 		select {
-		case ws = <-exited:
+		case run.status = <-exited:
 			for s.Next(&r) {
-				recs = append(recs, r)
+				run.records = append(run.records, r)
 			}
 			done = true
 		case <-deadline:
-			t.Fatalf("the target did not end in a minute (%d records)", len(recs))
+			t.Fatalf("the target did not end in a minute (%d records)", len(run.records))
 		default:
 			s.Wait(time.Millisecond)
 		}
 	}
-	out1, out2 := <-outC, <-outC
-	stdout, stderr := out1, out2
-	if strings.HasSuffix(out1, "ns per round\n") {
-		stdout, stderr = out2, out1
-	}
-	if !ws.Exited() || ws.ExitStatus() != 7 || stdout != native {
-		t.Fatalf("target: %v, stdout %q (native %q), stderr %q", ws, stdout, native, stderr)
-	}
-	if asked != 2 || len(recs) != 2*rounds {
-		t.Fatalf("%d requests (want 2), %d records (want %d); misses %d, chained %d", asked, len(recs), 2*rounds, s.Area().Misses, s.Area().Chained)
-	}
-	for i, r := range recs {
-		round := uint64(i/2 + 1)
-		addr, val, old := watched, round, round-1
-		if i%2 == 1 {
-			addr, val, old = watched+8*(8+round%8), 3*round, 0
-			if round > 8 {
-				old = 3 * (round - 8)
-			}
-		}
-		if r.Seq != uint64(i) || r.Addr != addr || r.New != val || r.Old != old || int(r.Tid) != pid {
-			t.Fatalf("record %d: addr %#x %#x -> %#x tid %d; want %#x %#x -> %#x by %d", i, r.Addr, r.Old, r.New, r.Tid, addr, old, val, pid)
-		}
-	}
-	t.Logf("agent in a target with no tracer: %s", strings.TrimSpace(stderr))
+	run.stdout, run.stderr = <-stdoutC, <-stderrC
+	run.misses, run.chained = s.Area().Misses, s.Area().Chained
+	return run
 }
 
 func runNative(bin string, rounds int) (string, error) {
