@@ -11,7 +11,10 @@
 // decoded, for the stores the agent completes (plain MOVs). Shared is
 // memtrap's side of the Area, mapped from the same memfd as the target's:
 // it takes the records in order and answers a thread's request for the
-// recipe of a pc the agent has none for (agent.h's protocol). Nothing installs the agent yet: the engine that maps it
+// recipe of a pc the agent has none for, and completes the stores the
+// agent cannot do from the thread's frozen signal frame (Complete: decoded
+// and emulated by package store with the frame's registers). Install and
+// Arm put the agent into a stopped target by injected system calls. Nothing installs the agent yet: the engine that maps it
 // into a target, hands it the recipes memtrap's decoder makes, and lets
 // the target's threads go is the next step (see the README's Limits).
 package agent
@@ -29,7 +32,7 @@ var blob []byte
 // Layout constants: agent.h's.
 const (
 	Magic       = 0x746e656761746d6d // Area.Magic, "mmtagent"
-	Version     = 2
+	Version     = 3
 	CodeSpan    = 0x2000 // the code, then the Area
 	Pages       = 64     // armed pages an Area holds
 	Recipes     = 256    // recipe slots (open addressing by pc)
@@ -80,9 +83,14 @@ type Record struct {
 // Request is a thread's question for the recipe of PC (agent.h's
 // protocol: State goes ReqFree, ReqTaken, ReqPosted, ReqAnswered).
 type Request struct {
-	PC    uint64
-	Tid   uint32
-	State uint32
+	PC     uint64
+	Tid    uint32
+	State  uint32
+	Kind   uint32 // ReqRecipe or ReqComplete
+	Result uint32 // ReqComplete: 0 done
+	UC     uint64 // ReqComplete: the thread's ucontext_t in its signal frame
+	FSBase uint64
+	GSBase uint64
 }
 
 // Request states, and how many requests an Area holds.
@@ -92,6 +100,8 @@ const (
 	ReqPosted   = 2
 	ReqAnswered = 3
 	NRequests   = 16
+	ReqRecipe   = 1 // Kind: the recipe of PC, please
+	ReqComplete = 2 // Kind: do the store at PC from the frame at UC
 )
 
 // Sigaction is the kernel's struct sigaction.

@@ -85,6 +85,8 @@ func TestLayout(t *testing.T) {
 		{"offsetof(struct agent_area, old)", unsafe.Offsetof(a.Old)},
 		{"offsetof(struct agent_area, requests)", unsafe.Offsetof(a.Requests)},
 		{"sizeof(struct agent_request)", unsafe.Sizeof(Request{})},
+		{"offsetof(struct agent_request, uc)", unsafe.Offsetof(Request{}.UC)},
+		{"offsetof(struct agent_request, gsbase)", unsafe.Offsetof(Request{}.GSBase)},
 		{"offsetof(struct agent_area, recipes)", unsafe.Offsetof(a.Recipes)},
 		{"offsetof(struct agent_area, ring)", unsafe.Offsetof(a.Records)},
 		{"sizeof(struct agent_recipe)", unsafe.Sizeof(r)},

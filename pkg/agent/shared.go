@@ -85,7 +85,10 @@ func (s *Shared) Posted() []int {
 // Request is the request in slot i.
 func (s *Shared) Request(i int) Request {
 	q := &s.a.Requests[i]
-	return Request{PC: atomic.LoadUint64(&q.PC), Tid: atomic.LoadUint32(&q.Tid), State: atomic.LoadUint32(&q.State)}
+	state := atomic.LoadUint32(&q.State) // the rest was written before it
+	return Request{PC: atomic.LoadUint64(&q.PC), Tid: atomic.LoadUint32(&q.Tid), State: state,
+		Kind: atomic.LoadUint32(&q.Kind), Result: atomic.LoadUint32(&q.Result), UC: atomic.LoadUint64(&q.UC),
+		FSBase: atomic.LoadUint64(&q.FSBase), GSBase: atomic.LoadUint64(&q.GSBase)}
 }
 
 // ErrFull: the Area's recipe table has no slot left.

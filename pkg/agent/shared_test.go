@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -49,13 +50,14 @@ func TestServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	mem, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", pid), os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer mem.Close()
 	decline := fixture.Symbol(t, bin, "storemiss")
-	sites := map[uint64]string{}
+	xadd := fixture.Symbol(t, bin, "storexadd")
+	sites := map[uint64]string{xadd: "storexadd"}
 	for _, n := range []string{"store8", "store4", "store1", "storerip"} {
 		sites[fixture.Symbol(t, bin, n)] = n
 	}
@@ -75,6 +77,19 @@ func TestServed(t *testing.T) {
 		for {
 			for _, i := range s.Posted() {
 				q := s.Request(i)
+				if q.Kind == ReqComplete {
+					if q.PC == decline {
+						s.Decline(i)
+						out.asked = append(out.asked, "storemiss (not done)")
+						continue
+					}
+					if _, err := s.Complete(i, mem); err != nil && !errors.Is(err, ErrRingFull) {
+						out.err = err
+						return
+					}
+					out.asked = append(out.asked, "complete "+xaddName(q.PC, xadd))
+					continue
+				}
 				rec := Recipe{PC: q.PC} // width 0: declined
 				if q.PC != decline {
 					code := make([]byte, 15)
@@ -87,10 +102,11 @@ func TestServed(t *testing.T) {
 					if err == nil {
 						rec, ok = RecipeFor(q.PC, inst)
 					}
-					if !ok {
+					if !ok && q.PC != xadd {
 						out.err = fmt.Errorf("no recipe for %#x (%v)", q.PC, inst)
 						return
 					}
+					rec.PC = q.PC
 				}
 				name := sites[q.PC]
 				if q.PC == decline {
@@ -133,14 +149,15 @@ func TestServed(t *testing.T) {
 	if got.err != nil {
 		t.Fatal(got.err)
 	}
-	if werr != nil || rest.String() != harnessWant {
-		t.Fatalf("harness: %v\n%s\nwant:\n%s", werr, rest.String(), harnessWant)
+	want := harnessWant + "lock xadd, done by the server: returned 0 then 5, memory 10, records 1005\n"
+	if werr != nil || rest.String() != want {
+		t.Fatalf("harness: %v\n%s\nwant:\n%s", werr, rest.String(), want)
 	}
-	if want := "store8 store4 store1 storerip storemiss (declined)"; strings.Join(got.asked, " ") != want {
+	if want := "store8 store4 store1 storerip storemiss (declined) storemiss (not done) storexadd complete storexadd complete storexadd"; strings.Join(got.asked, " ") != want {
 		t.Errorf("requests %q, want %q", got.asked, want)
 	}
-	if len(got.records) != 1003 {
-		t.Fatalf("%d records, want 1003", len(got.records))
+	if len(got.records) != 1005 {
+		t.Fatalf("%d records, want 1005", len(got.records))
 	}
 	for i, r := range got.records {
 		want := struct {
@@ -154,9 +171,20 @@ func TestServed(t *testing.T) {
 			want.site, want.old, want.new = "store1", 0, 0x5a
 		case 1002:
 			want.site, want.old, want.new = "storerip", 0, ^uint64(1)
+		case 1003:
+			want.site, want.old, want.new = "storexadd", 0, 5
+		case 1004:
+			want.site, want.old, want.new = "storexadd", 5, 10
 		}
 		if r.Seq != uint64(i) || sites[r.PC] != want.site || r.Old != want.old || r.New != want.new || int(r.Tid) != pid {
 			t.Fatalf("record %d: seq %d %s old %#x new %#x tid %d; want %s %#x -> %#x by %d", i, r.Seq, sites[r.PC], r.Old, r.New, r.Tid, want.site, want.old, want.new, pid)
 		}
 	}
+}
+
+func xaddName(pc, xadd uint64) string {
+	if pc == xadd {
+		return "storexadd"
+	}
+	return fmt.Sprintf("%#x", pc)
 }

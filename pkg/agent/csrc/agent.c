@@ -22,6 +22,9 @@
 #define SYS_rt_sigreturn 15
 #define SYS_gettid 186
 #define SYS_getpid 39
+#define SYS_arch_prctl 158
+#define ARCH_GET_FS 0x1003
+#define ARCH_GET_GS 0x1004
 #define SYS_futex 202
 #define FUTEX_WAIT 0
 #define FUTEX_WAKE 1
@@ -146,10 +149,11 @@ static void chain(struct agent_area *a, int sig, void *si, void *uc)
 		((void (*)(int))h)(sig);
 }
 
-/* ask posts a request for pc's recipe and waits for memtrap's answer. It
- * returns 0 if no slot was free or memtrap did not answer in time (then
- * the caller takes the fault as one it cannot complete). */
-static int ask(struct agent_area *a, u64 pc)
+/* ask posts a request of kind for pc (uc: the thread's ucontext) and
+ * waits for memtrap's answer. It returns 0 if no slot was free, memtrap
+ * did not answer in time, or could not do what was asked (then the caller
+ * takes the fault as one it cannot complete). */
+static int ask(struct agent_area *a, u64 pc, u32 kind, void *uc)
 {
 	for (int tries = 0; tries < 1000; tries++) {
 		for (u32 i = 0; i < AGENT_REQUESTS; i++) {
@@ -159,6 +163,13 @@ static int ask(struct agent_area *a, u64 pc)
 				continue;
 			q->pc = pc;
 			q->tid = (u32)sys4(SYS_gettid, 0, 0, 0, 0);
+			q->kind = kind;
+			q->result = 0;
+			q->uc = (u64)uc;
+			if (kind == AGENT_REQ_COMPLETE) {
+				sys4(SYS_arch_prctl, ARCH_GET_FS, (long)&q->fsbase, 0, 0);
+				sys4(SYS_arch_prctl, ARCH_GET_GS, (long)&q->gsbase, 0, 0);
+			}
 			__atomic_store_n(&q->state, AGENT_REQ_POSTED, __ATOMIC_RELEASE);
 			__atomic_add_fetch(&a->asked, 1, __ATOMIC_RELEASE);
 			if (__atomic_load_n(&a->waiting, __ATOMIC_ACQUIRE))
@@ -172,9 +183,10 @@ static int ask(struct agent_area *a, u64 pc)
 				sys4(SYS_futex, (long)&q->state, FUTEX_WAIT, AGENT_REQ_POSTED, (long)&ts);
 			}
 			int answered = __atomic_load_n(&q->state, __ATOMIC_ACQUIRE) == AGENT_REQ_ANSWERED;
+			int ok = answered && q->result == 0;
 			if (answered)
 				__atomic_store_n(&q->state, AGENT_REQ_FREE, __ATOMIC_RELEASE);
-			return answered;
+			return ok;
 		}
 		struct { long s, ns; } ts = {0, 100000};
 		sys4(SYS_futex, (long)&a->requests[0].state, FUTEX_WAIT, AGENT_REQ_POSTED, (long)&ts);
@@ -196,9 +208,12 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 		return;
 	}
 	u64 pc = g[REG_RIP];
+	int served = __atomic_load_n(&a->served, __ATOMIC_ACQUIRE);
 	struct agent_recipe *r = recipe(a, pc);
-	if (!r && __atomic_load_n(&a->served, __ATOMIC_ACQUIRE) && ask(a, pc))
+	if (!r && served && ask(a, pc, AGENT_REQ_RECIPE, uc))
 		r = recipe(a, pc);
+	if (r && r->width == 0 && served && ask(a, pc, AGENT_REQ_COMPLETE, uc))
+		return; /* memtrap did it, in the frame */
 	if (!r || r->width == 0) {
 		__atomic_add_fetch(&a->misses, 1, __ATOMIC_RELAXED);
 		chain(a, sig, si, uc);

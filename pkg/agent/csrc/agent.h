@@ -13,7 +13,7 @@ typedef unsigned long u64;
 typedef long s64;
 
 #define AGENT_MAGIC 0x746e656761746d6dUL /* "mmtagent" */
-#define AGENT_VERSION 2
+#define AGENT_VERSION 3
 #define AGENT_CODE_SPAN 0x2000 /* code, then the area */
 #define AGENT_PAGES 64         /* armed pages */
 #define AGENT_RECIPES 256      /* a power of two: open addressing by pc */
@@ -63,7 +63,21 @@ struct agent_request {
 	u64 pc;
 	u32 tid;
 	u32 state;
+	u32 kind;   /* AGENT_REQ_RECIPE or AGENT_REQ_COMPLETE */
+	u32 result; /* COMPLETE: 0 done, else memtrap could not */
+	u64 uc;     /* COMPLETE: the thread's ucontext_t, in its signal frame */
+	u64 fsbase; /* COMPLETE: the thread's FS and GS bases, which the */
+	u64 gsbase; /* signal frame does not hold */
 };
+
+/* RECIPE asks for pc's recipe. COMPLETE, for a store the agent cannot do
+ * itself (its recipe's width is 0), asks memtrap to do it from the frozen
+ * signal frame: memtrap decodes and emulates it with the frame's
+ * registers, writes memory and the registers after it into the frame,
+ * appends the record, all under lock, and answers; the handler returns and
+ * the thread goes on past the store. */
+#define AGENT_REQ_RECIPE 1
+#define AGENT_REQ_COMPLETE 2
 
 #define AGENT_REQUESTS 16
 #define AGENT_REQ_FREE 0

@@ -26,6 +26,7 @@ void store4(int *p, long i, int v); /* mov %edx,8(%rdi,%rsi,4) */
 void store1(char *p);               /* movb $0x5a,100(%rdi) */
 void storerip(long v);              /* mov %rsi,gpage(%rip) */
 void storemiss(long *p, long v);    /* mov %rsi,(%rdi), no recipe */
+long storexadd(long *p, long v);    /* lock xadd %rsi,(%rdi): not the agent's */
 extern char store8_e[], store4_e[], store1_e[], storerip_e[], storemiss_e[];
 char gpage[4096] __attribute__((aligned(4096)));
 __asm__(".text\n"
@@ -33,7 +34,8 @@ __asm__(".text\n"
 	".globl store4, store4_e\nstore4: mov %edx,8(%rdi,%rsi,4)\nstore4_e: ret\n"
 	".globl store1, store1_e\nstore1: movb $0x5a,100(%rdi)\nstore1_e: ret\n"
 	".globl storerip, storerip_e\nstorerip: mov %rdi,gpage(%rip)\nstorerip_e: ret\n"
-	".globl storemiss, storemiss_e\nstoremiss: mov %rsi,(%rdi)\nstoremiss_e: ret\n");
+	".globl storemiss, storemiss_e\nstoremiss: mov %rsi,(%rdi)\nstoremiss_e: ret\n"
+	".globl storexadd\nstorexadd: lock xadd %rsi,(%rdi)\nmov %rsi,%rax\nret\n");
 
 static struct agent_area *area;
 static volatile int own; /* faults "the target's own" handler saw */
@@ -232,5 +234,11 @@ armed:
 		fail("the forked child");
 	printf("forked child: not completed (the parent's value %ld, records %lu)\n", p[0], area->head);
 	printf("records %lu\n", area->head);
+	if (served) {
+		/* A read-modify-write the agent does not do: the server does
+		 * it from the signal frame, registers and flags included. */
+		long r1 = storexadd(p + 16, 5), r2 = storexadd(p + 16, 5);
+		printf("lock xadd, done by the server: returned %ld then %ld, memory %ld, records %lu\n", r1, r2, p[16], area->head);
+	}
 	return 0;
 }

@@ -1,0 +1,219 @@
+package agent
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/memtrap/memtrap/pkg/x86/store"
+	"golang.org/x/sys/unix"
+)
+
+// Memory is a target's memory, as /proc/PID/mem gives it.
+type Memory interface {
+	io.ReaderAt
+	io.WriterAt
+}
+
+// ucontext_t on x86-64: the general registers after uc_flags, uc_link and
+// uc_stack, then the pointer to the saved FPU state.
+const (
+	ucGRegs  = 40
+	ucFPRegs = ucGRegs + NGReg*8
+)
+
+// gregs indices (sys/ucontext.h).
+const (
+	gR8 = iota
+	gR9
+	gR10
+	gR11
+	gR12
+	gR13
+	gR14
+	gR15
+	gRDI
+	gRSI
+	gRBP
+	gRBX
+	gRDX
+	gRAX
+	gRCX
+	gRSP
+	gRIP
+	gEFL
+)
+
+// ptraceRegs is a frame's registers as the emulator takes them.
+func ptraceRegs(g *[NGReg]uint64, q Request) unix.PtraceRegs {
+	return unix.PtraceRegs{
+		R8: g[gR8], R9: g[gR9], R10: g[gR10], R11: g[gR11], R12: g[gR12], R13: g[gR13], R14: g[gR14], R15: g[gR15],
+		Rdi: g[gRDI], Rsi: g[gRSI], Rbp: g[gRBP], Rbx: g[gRBX], Rdx: g[gRDX], Rax: g[gRAX], Rcx: g[gRCX], Rsp: g[gRSP],
+		Rip: g[gRIP], Eflags: g[gEFL], Fs_base: q.FSBase, Gs_base: q.GSBase,
+	}
+}
+
+// setGRegs puts r back into a frame's registers.
+func setGRegs(g *[NGReg]uint64, r *unix.PtraceRegs) {
+	g[gR8], g[gR9], g[gR10], g[gR11], g[gR12], g[gR13], g[gR14], g[gR15] = r.R8, r.R9, r.R10, r.R11, r.R12, r.R13, r.R14, r.R15
+	g[gRDI], g[gRSI], g[gRBP], g[gRBX], g[gRDX], g[gRAX], g[gRCX], g[gRSP] = r.Rdi, r.Rsi, r.Rbp, r.Rbx, r.Rdx, r.Rax, r.Rcx, r.Rsp
+	g[gRIP], g[gEFL] = r.Rip, r.Eflags
+}
+
+// frame is the emulator's Target over a thread waiting in its signal
+// frame: memory through /proc/PID/mem, the FPU state from the frame.
+type frame struct {
+	mem Memory
+	fp  uint64 // the frame's fpstate (FXSAVE layout, then XSAVE's)
+}
+
+func (f frame) ReadMemory(addr uint64, b []byte) error {
+	n, err := f.mem.ReadAt(b, int64(addr))
+	if n == len(b) {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func (f frame) FPRegs(out *[512]byte) error {
+	if f.fp == 0 {
+		return errors.New("no FPU state in the frame")
+	}
+	return f.ReadMemory(f.fp, out[:])
+}
+
+func (f frame) XState(buf []byte) (int, error) {
+	if f.fp == 0 {
+		return 0, errors.New("no FPU state in the frame")
+	}
+	n, err := f.mem.ReadAt(buf, int64(f.fp))
+	if n > 0 {
+		err = nil
+	}
+	return n, err
+}
+
+// ErrRingFull: Complete found no room for its record; the request stays
+// posted, to be completed once the caller has taken the records.
+var ErrRingFull = errors.New("the agent's ring is full")
+
+// ErrCannot: the store is one memtrap's emulator does not do either.
+var ErrCannot = errors.New("the store cannot be emulated")
+
+// Complete does the store of the ReqComplete request in slot i, as the CPU
+// would have, from the thread's frozen signal frame: decoded with the
+// frame's registers and emulated, the memory written through mem and the
+// registers after it written into the frame, and its record appended to
+// the ring, all with the Area's lock held (so that it is ordered with the
+// agent's own writes), then answers. The handler returns past the store.
+// On an error the request is answered "not done", and the agent passes the
+// fault on.
+func (s *Shared) Complete(i int, mem Memory) (rec Record, err error) {
+	q := s.Request(i)
+	defer func() {
+		if errors.Is(err, ErrRingFull) {
+			return // asked again once the records are taken
+		}
+		res := uint32(0)
+		if err != nil {
+			res = 1
+		}
+		atomic.StoreUint32(&s.a.Requests[i].Result, res)
+		atomic.StoreUint32(&s.a.Requests[i].State, ReqAnswered)
+		futex(unsafe.Pointer(&s.a.Requests[i].State), futexWake, 1, nil)
+	}()
+	if q.Kind != ReqComplete || q.UC == 0 {
+		return Record{}, fmt.Errorf("request %d is not one to complete", i)
+	}
+	var raw [NGReg*8 + 8]byte
+	f := frame{mem: mem}
+	if err := f.ReadMemory(q.UC+ucGRegs, raw[:]); err != nil {
+		return Record{}, fmt.Errorf("reading the thread's signal frame: %w", err)
+	}
+	var g [NGReg]uint64
+	for k := range g {
+		g[k] = binary.LittleEndian.Uint64(raw[8*k:])
+	}
+	f.fp = binary.LittleEndian.Uint64(raw[NGReg*8:])
+	regs := ptraceRegs(&g, q)
+	code := make([]byte, 15)
+	n, _ := mem.ReadAt(code, int64(regs.Rip))
+	st, err := store.Decode(code[:n], &regs)
+	if err != nil || !st.Known || st.Size == 0 || st.Rep {
+		return Record{}, fmt.Errorf("%w: at %#x", ErrCannot, regs.Rip)
+	}
+	em, why := store.Emulate(&st, &regs, f)
+	if em == nil {
+		return Record{}, fmt.Errorf("%w: %s", ErrCannot, why)
+	}
+	s.lock()
+	defer s.unlock()
+	if atomic.LoadUint64(&s.a.Head)-atomic.LoadUint64(&s.a.Tail) >= Ring {
+		return Record{}, ErrRingFull
+	}
+	lo, hi := em.Written()
+	old := make([]byte, hi-lo)
+	if err := f.ReadMemory(lo, old); err != nil {
+		return Record{}, err
+	}
+	data := em.Data()
+	if err := em.Runs(func(a, b uint64) error {
+		_, err := mem.WriteAt(data[a:b], int64(em.Addr()+a))
+		return err
+	}); err != nil {
+		return Record{}, fmt.Errorf("writing the store: %w", err)
+	}
+	after := em.Regs()
+	setGRegs(&g, &after)
+	for k := range g {
+		binary.LittleEndian.PutUint64(raw[8*k:], g[k])
+	}
+	if _, err := mem.WriteAt(raw[:NGReg*8], int64(q.UC+ucGRegs)); err != nil {
+		return Record{}, fmt.Errorf("writing the thread's signal frame: %w", err)
+	}
+	rec = Record{Tid: q.Tid, Width: uint32(hi - lo), PC: regs.Rip, Addr: lo}
+	rec.GRegs = [NGReg]uint64{}
+	for k := range rec.GRegs {
+		rec.GRegs[k] = binary.LittleEndian.Uint64(raw[8*k:])
+	}
+	rec.GRegs[gRIP] = regs.Rip // as the fault left it, as the agent's records do
+	var o, nw [8]byte
+	copy(o[:], old)
+	copy(nw[:], data[lo-em.Addr():])
+	rec.Old, rec.New = binary.LittleEndian.Uint64(o[:]), binary.LittleEndian.Uint64(nw[:])
+	_ = f.ReadMemory(regs.Rsp, rec.Stack[:])
+	s.append(&rec)
+	return rec, nil
+}
+
+// lock takes the Area's lock, which the agent takes around each write.
+func (s *Shared) lock() {
+	for !atomic.CompareAndSwapUint32(&s.a.Lock, 0, 1) {
+		runtime.Gosched()
+	}
+}
+
+func (s *Shared) unlock() { atomic.StoreUint32(&s.a.Lock, 0) }
+
+// append puts rec in the ring as the next record (the lock held, room
+// checked).
+func (s *Shared) append(rec *Record) {
+	head := atomic.LoadUint64(&s.a.Head)
+	rec.Seq = head
+	s.a.Records[head%Ring] = *rec
+	atomic.StoreUint64(&s.a.Head, head+1)
+}
+
+// Decline answers a ReqComplete request in slot i "not done".
+func (s *Shared) Decline(i int) {
+	atomic.StoreUint32(&s.a.Requests[i].Result, 1)
+	atomic.StoreUint32(&s.a.Requests[i].State, ReqAnswered)
+	futex(unsafe.Pointer(&s.a.Requests[i].State), futexWake, 1, nil)
+}
