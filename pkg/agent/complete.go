@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/memtrap/memtrap/pkg/x86/store"
+	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
 )
 
@@ -216,4 +217,52 @@ func (s *Shared) Decline(i int) {
 	atomic.StoreUint32(&s.a.Requests[i].Result, 1)
 	atomic.StoreUint32(&s.a.Requests[i].State, ReqAnswered)
 	futex(unsafe.Pointer(&s.a.Requests[i].State), futexWake, 1, nil)
+}
+
+// Served is one request Serve answered.
+type Served struct {
+	Request
+	Done bool  // a recipe given (RECIPE), the store done (COMPLETE)
+	Err  error // COMPLETE: why it was not done
+}
+
+// Serve answers the posted requests: the recipe of a pc from the code at
+// it (RecipeFor; width 0 where the agent cannot do the store), and the
+// stores the agent cannot do (Complete). refuse, if set, says which pcs
+// get neither (their faults go to the target's own action). A COMPLETE
+// request that finds the ring full stays posted: the caller takes the
+// records (Next) and serves again. It returns what it answered.
+func (s *Shared) Serve(mem Memory, refuse func(pc uint64) bool) ([]Served, error) {
+	var out []Served
+	for _, i := range s.Posted() {
+		q := s.Request(i)
+		no := refuse != nil && refuse(q.PC)
+		switch {
+		case q.Kind == ReqComplete && no:
+			s.Decline(i)
+			out = append(out, Served{Request: q})
+		case q.Kind == ReqComplete:
+			_, err := s.Complete(i, mem)
+			if errors.Is(err, ErrRingFull) {
+				continue
+			}
+			out = append(out, Served{Request: q, Done: err == nil, Err: err})
+		default:
+			r := Recipe{PC: q.PC}
+			if !no {
+				code := make([]byte, 15)
+				n, _ := mem.ReadAt(code, int64(q.PC))
+				if inst, err := x86asm.Decode(code[:n], 64); err == nil {
+					if rr, ok := RecipeFor(q.PC, inst); ok {
+						r = rr
+					}
+				}
+			}
+			if err := s.Answer(i, r); err != nil {
+				return out, err
+			}
+			out = append(out, Served{Request: q, Done: r.Width != 0})
+		}
+	}
+	return out, nil
 }

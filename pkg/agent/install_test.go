@@ -11,7 +11,6 @@ import (
 
 	"github.com/memtrap/memtrap/internal/fixture"
 	"github.com/memtrap/memtrap/pkg/tracer"
-	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
 )
 
@@ -142,22 +141,11 @@ func runInstalled(t testing.TB, bin string, rounds int) installedRun {
 	s := in.Shared
 	deadline := time.After(time.Minute)
 	for done := false; !done; {
-		for _, i := range s.Posted() {
-			q := s.Request(i)
-			code := make([]byte, 15)
-			if _, err := mem.ReadAt(code, int64(q.PC)); err != nil {
-				t.Fatal(err)
-			}
-			r := Recipe{PC: q.PC}
-			if inst, err := x86asm.Decode(code, 64); err == nil {
-				r, _ = RecipeFor(q.PC, inst)
-				r.PC = q.PC
-			}
-			run.asked++
-			if err := s.Answer(i, r); err != nil {
-				t.Fatal(err)
-			}
+		answered, err := s.Serve(mem, nil)
+		if err != nil {
+			t.Fatal(err)
 		}
+		run.asked += len(answered)
 		var r Record
 		for s.Next(&r) {
 			run.records = append(run.records, r)

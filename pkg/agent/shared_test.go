@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/memtrap/memtrap/internal/fixture"
-	"golang.org/x/arch/x86/x86asm"
 )
 
 // TestServed: the harness's agent with no recipe at all, served by this
@@ -75,48 +73,25 @@ func TestServed(t *testing.T) {
 		defer func() { result <- out }()
 		var r Record
 		for {
-			for _, i := range s.Posted() {
-				q := s.Request(i)
-				if q.Kind == ReqComplete {
-					if q.PC == decline {
-						s.Decline(i)
-						out.asked = append(out.asked, "storemiss (not done)")
-						continue
-					}
-					if _, err := s.Complete(i, mem); err != nil && !errors.Is(err, ErrRingFull) {
-						out.err = err
-						return
-					}
-					out.asked = append(out.asked, "complete "+xaddName(q.PC, xadd))
-					continue
-				}
-				rec := Recipe{PC: q.PC} // width 0: declined
-				if q.PC != decline {
-					code := make([]byte, 15)
-					if _, err := mem.ReadAt(code, int64(q.PC)); err != nil {
-						out.err = err
-						return
-					}
-					inst, err := x86asm.Decode(code, 64)
-					var ok bool
-					if err == nil {
-						rec, ok = RecipeFor(q.PC, inst)
-					}
-					if !ok && q.PC != xadd {
-						out.err = fmt.Errorf("no recipe for %#x (%v)", q.PC, inst)
-						return
-					}
-					rec.PC = q.PC
-				}
-				name := sites[q.PC]
-				if q.PC == decline {
+			answered, err := s.Serve(mem, func(pc uint64) bool { return pc == decline })
+			if err != nil {
+				out.err = err
+				return
+			}
+			for _, a := range answered {
+				name := sites[a.PC]
+				switch {
+				case a.Err != nil:
+					out.err = a.Err
+					return
+				case a.PC == decline && a.Kind == ReqComplete:
+					name = "storemiss (not done)"
+				case a.PC == decline:
 					name = "storemiss (declined)"
+				case a.Kind == ReqComplete:
+					name = "complete " + name
 				}
 				out.asked = append(out.asked, name)
-				if err := s.Answer(i, rec); err != nil {
-					out.err = err
-					return
-				}
 			}
 			for s.Next(&r) {
 				out.records = append(out.records, r)
@@ -180,11 +155,4 @@ func TestServed(t *testing.T) {
 			t.Fatalf("record %d: seq %d %s old %#x new %#x tid %d; want %s %#x -> %#x by %d", i, r.Seq, sites[r.PC], r.Old, r.New, r.Tid, want.site, want.old, want.new, pid)
 		}
 	}
-}
-
-func xaddName(pc, xadd uint64) string {
-	if pc == xadd {
-		return "storexadd"
-	}
-	return fmt.Sprintf("%#x", pc)
 }
