@@ -37,7 +37,7 @@ const (
 	Pages       = 64     // armed pages an Area holds
 	Recipes     = 256    // recipe slots (open addressing by pc)
 	Ring        = 1024   // records in the ring
-	StackBytes  = 256    // stack bytes a Record copies from rsp
+	StackBytes  = 2048   // stack bytes a Record copies from rsp
 	NGReg       = 23     // ucontext's general registers
 	headerMagic = 0x6d74676e
 )

@@ -267,7 +267,10 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 	u64 here = 0x1000 - (sp & 0xfff);
 	if (here > AGENT_STACK)
 		here = AGENT_STACK;
-	for (u64 i = 0; i < here; i++)
+	u64 i = 0;
+	for (; i + 8 <= here; i += 8)
+		*(u64 *)(rec->stack + i) = *(volatile u64 *)(sp + i);
+	for (; i < here; i++)
 		rec->stack[i] = *(volatile u8 *)(sp + i);
 	if (here < AGENT_STACK)
 		sys6(SYS_pread64, a->memfd, (long)(rec->stack + here), AGENT_STACK - here, (long)(sp + here), 0, 0);

@@ -18,7 +18,8 @@ typedef long s64;
 #define AGENT_PAGES 64         /* armed pages */
 #define AGENT_RECIPES 256      /* a power of two: open addressing by pc */
 #define AGENT_RING 1024        /* records, a power of two */
-#define AGENT_STACK 256        /* stack bytes copied per record, from rsp */
+#define AGENT_STACK 2048       /* stack bytes copied per record, from rsp:
+                                * enough to unwind the usual 8 frames */
 #define AGENT_NGREG 23         /* ucontext's gregs */
 
 /* A store the agent completes: what memtrap's decoder says of one pc. */
