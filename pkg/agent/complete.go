@@ -142,6 +142,7 @@ func (s *Shared) Complete(i int, mem Memory) (rec Record, err error) {
 	for k := range g {
 		g[k] = binary.LittleEndian.Uint64(raw[8*k:])
 	}
+	before := g // the record's registers: as the fault left them, as the agent's are
 	f.fp = binary.LittleEndian.Uint64(raw[NGReg*8:])
 	regs := ptraceRegs(&g, q)
 	code := make([]byte, 15)
@@ -179,12 +180,7 @@ func (s *Shared) Complete(i int, mem Memory) (rec Record, err error) {
 	if _, err := mem.WriteAt(raw[:NGReg*8], int64(q.UC+ucGRegs)); err != nil {
 		return Record{}, fmt.Errorf("writing the thread's signal frame: %w", err)
 	}
-	rec = Record{Tid: q.Tid, Width: uint32(hi - lo), PC: regs.Rip, Addr: lo}
-	rec.GRegs = [NGReg]uint64{}
-	for k := range rec.GRegs {
-		rec.GRegs[k] = binary.LittleEndian.Uint64(raw[8*k:])
-	}
-	rec.GRegs[gRIP] = regs.Rip // as the fault left it, as the agent's records do
+	rec = Record{Tid: q.Tid, Width: uint32(hi - lo), PC: regs.Rip, Addr: lo, GRegs: before}
 	var o, nw [8]byte
 	copy(o[:], old)
 	copy(nw[:], data[lo-em.Addr():])
