@@ -32,7 +32,7 @@ var blob []byte
 // Layout constants: agent.h's.
 const (
 	Magic       = 0x746e656761746d6d // Area.Magic, "mmtagent"
-	Version     = 3
+	Version     = 4
 	CodeSpan    = 0x2000 // the code, then the Area
 	Pages       = 64     // armed pages an Area holds
 	Recipes     = 256    // recipe slots (open addressing by pc)
@@ -119,6 +119,7 @@ type Area struct {
 	Waiting  uint32
 	Served   uint32
 	PageList [Pages]uint64
+	Prots    [Pages]uint64 // each armed page's own protection
 	Head     uint64
 	Tail     uint64
 	Misses   uint64

@@ -159,7 +159,7 @@ const harnessWant = `8-byte register stores: 1000, last 1000
 RIP-relative store: -2
 no recipe: passed on (misses 1, own handler 1)
 not memtrap's: passed on (chained 2, own handler 2), value 9
-forked child: not completed (the parent's value 1000, records 1003)
+forked child: its pages given back, its store its own (the parent's value 1000, records 1003)
 records 1003
 `
 

@@ -148,7 +148,7 @@ func (s *Shared) Complete(i int, mem Memory) (rec Record, err error) {
 	code := make([]byte, 15)
 	n, _ := mem.ReadAt(code, int64(regs.Rip))
 	st, err := store.Decode(code[:n], &regs)
-	if err != nil || !st.Known || st.Size == 0 || st.Rep {
+	if err != nil || !st.Known || st.Size == 0 {
 		return Record{}, fmt.Errorf("%w: at %#x", ErrCannot, regs.Rip)
 	}
 	em, why := store.Emulate(&st, &regs, f)
@@ -182,13 +182,41 @@ func (s *Shared) Complete(i int, mem Memory) (rec Record, err error) {
 	}
 	rec = Record{Tid: q.Tid, Width: uint32(hi - lo), PC: regs.Rip, Addr: lo, GRegs: before}
 	var o, nw [8]byte
+	stored := data[lo-em.Addr() : hi-em.Addr()]
 	copy(o[:], old)
-	copy(nw[:], data[lo-em.Addr():])
+	copy(nw[:], stored)
 	rec.Old, rec.New = binary.LittleEndian.Uint64(o[:]), binary.LittleEndian.Uint64(nw[:])
 	_ = f.ReadMemory(regs.Rsp, rec.Stack[:])
 	s.append(&rec)
+	if len(old) > 8 {
+		// Wider than a record holds (a vector store, a rep stos):
+		// the bytes wait for Bytes.
+		if s.wide == nil {
+			s.wide = map[uint64][2][]byte{}
+		}
+		s.wide[rec.Seq] = [2][]byte{old, append([]byte(nil), stored...)}
+	}
 	return rec, nil
 }
+
+// Bytes are the bytes a record's write found and left, Width of each: a
+// write Complete did that is wider than 8 bytes has them kept aside (once:
+// they are dropped as they are given).
+func (s *Shared) Bytes(rec *Record) (old, new []byte) {
+	if w, ok := s.wide[rec.Seq]; ok && int(rec.Width) == len(w[0]) {
+		delete(s.wide, rec.Seq)
+		return w[0], w[1]
+	}
+	n := min(int(rec.Width), 8)
+	old, new = make([]byte, 8), make([]byte, 8)
+	binary.LittleEndian.PutUint64(old, rec.Old)
+	binary.LittleEndian.PutUint64(new, rec.New)
+	return old[:n], new[:n]
+}
+
+// Regs are a record's registers as the fault left them (FS and GS bases
+// unknown: 0).
+func (rec *Record) Regs() unix.PtraceRegs { return ptraceRegs(&rec.GRegs, Request{}) }
 
 // lock takes the Area's lock, which the agent takes around each write.
 func (s *Shared) lock() {

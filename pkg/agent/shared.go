@@ -15,6 +15,10 @@ import (
 type Shared struct {
 	mem []byte
 	a   *Area
+	// wide holds, by record seq, the old and new bytes of the writes
+	// Complete did that a Record cannot hold (Bytes). Serve and Next
+	// run on one goroutine.
+	wide map[uint64][2][]byte
 }
 
 // AreaSize is the bytes an Area's mapping takes (whole pages).

@@ -169,6 +169,16 @@ func (p *Process) detachAll() {
 // delivered as it is let go: the first as it is detached, the others sent
 // again, which then reach the target with the tracer as their sender.
 func (p *Process) Detach() error {
+	err := p.Untrace()
+	p.Close()
+	return err
+}
+
+// Untrace lets every thread go as Detach does, but keeps the process's
+// memory open (ReadMemory, WriteMemory) for a watcher that goes on serving
+// the target without ptrace (the in-target agent). Nothing traces the
+// process after it; Wait may not be called again.
+func (p *Process) Untrace() error {
 	if err := p.check(); err != nil {
 		return err
 	}
@@ -197,7 +207,6 @@ func (p *Process) Detach() error {
 		}
 	}
 	p.threads = map[int]*Thread{}
-	p.Close()
 	return firstErr
 }
 

@@ -25,12 +25,14 @@
 #define SYS_arch_prctl 158
 #define ARCH_GET_FS 0x1003
 #define ARCH_GET_GS 0x1004
+#define SYS_mprotect 10
 #define SYS_futex 202
 #define FUTEX_WAIT 0
 #define FUTEX_WAKE 1
 #define SIGSEGV 11
 #define SEGV_ACCERR 2
 #define SA_SIGINFO 4
+#define PROT_WRITE 2
 
 /* ucontext_t: uc_mcontext.gregs follows uc_flags, uc_link, uc_stack. */
 #define UC_GREGS 40
@@ -80,13 +82,14 @@ static long sys6(long nr, long a, long b, long c, long d, long e, long f)
 	return r;
 }
 
-static int armed(struct agent_area *a, u64 addr)
+/* armed says whether addr lies on an armed page: 1 + its index, or 0. */
+static u32 armed(struct agent_area *a, u64 addr)
 {
 	u64 page = addr & ~0xfffUL;
 	u32 n = a->npages < AGENT_PAGES ? a->npages : AGENT_PAGES;
 	for (u32 i = 0; i < n; i++)
 		if (a->pages[i] == page)
-			return 1;
+			return i + 1;
 	return 0;
 }
 
@@ -149,6 +152,32 @@ static void chain(struct agent_area *a, int sig, void *si, void *uc)
 		((void (*)(int))h)(sig);
 }
 
+/* sameMemory says whether this process, not the one the area is for,
+ * shares its memory (a vfork or CLONE_VM child: its stores are the
+ * target's own): a value stored on this stack reads back the same through
+ * the target's /proc/self/mem, twice. */
+static int sameMemory(struct agent_area *a)
+{
+	volatile u64 probe;
+	u64 got;
+	for (u64 k = 1; k <= 2; k++) {
+		u64 v = ((u64)sys4(SYS_gettid, 0, 0, 0, 0) << 32) ^ (k * 0x9e3779b97f4a7c15UL) ^ __builtin_ia32_rdtsc();
+		probe = v;
+		if (sys6(SYS_pread64, a->memfd, (long)&got, 8, (long)&probe, 0, 0) != 8 || got != v)
+			return 0;
+	}
+	return 1;
+}
+
+/* release gives every armed page its own protection back, in a forked
+ * child (the area, shared with the parent, is not written). */
+static void release(struct agent_area *a)
+{
+	u32 n = a->npages < AGENT_PAGES ? a->npages : AGENT_PAGES;
+	for (u32 i = 0; i < n; i++)
+		sys4(SYS_mprotect, (long)a->pages[i], 0x1000, (long)a->prots[i], 0);
+}
+
 /* ask posts a request of kind for pc (uc: the thread's ucontext) and
  * waits for memtrap's answer. It returns 0 if no slot was free, memtrap
  * did not answer in time, or could not do what was asked (then the caller
@@ -200,11 +229,23 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 	u64 *g = (u64 *)((char *)uc + UC_GREGS);
 	int code = *(int *)((char *)si + 8);
 	u64 fault = *(u64 *)((char *)si + 16);
-	/* A forked child shares the area and the descriptor of its parent's
-	 * /proc/self/mem: its stores are not the agent's to complete. */
-	if (a->magic != AGENT_MAGIC || code != SEGV_ACCERR || !armed(a, fault) ||
-	    (u64)sys4(SYS_getpid, 0, 0, 0, 0) != a->pid) {
+	u32 page = a->magic == AGENT_MAGIC && code == SEGV_ACCERR ? armed(a, fault) : 0;
+	if (!page) {
 		chain(a, sig, si, uc);
+		return;
+	}
+	if ((u64)sys4(SYS_getpid, 0, 0, 0, 0) != a->pid && !sameMemory(a)) {
+		/* A forked child: it shares this area and the descriptor of
+		 * its parent's /proc/self/mem, so its stores are not the
+		 * agent's to complete. It gets its pages back, as the page
+		 * engine lets a child it does not follow go, and the store
+		 * runs again (unless the page was never writable: then the
+		 * fault is its own). */
+		if (!(a->prots[page - 1] & PROT_WRITE)) {
+			chain(a, sig, si, uc);
+			return;
+		}
+		release(a);
 		return;
 	}
 	u64 pc = g[REG_RIP];
@@ -212,7 +253,9 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 	struct agent_recipe *r = recipe(a, pc);
 	if (!r && served && ask(a, pc, AGENT_REQ_RECIPE, uc))
 		r = recipe(a, pc);
-	if (r && r->width == 0 && served && ask(a, pc, AGENT_REQ_COMPLETE, uc))
+	/* No recipe (a full table) or none that the agent can follow:
+	 * memtrap does the store. */
+	if ((!r || r->width == 0) && served && ask(a, pc, AGENT_REQ_COMPLETE, uc))
 		return; /* memtrap did it, in the frame */
 	if (!r || r->width == 0) {
 		__atomic_add_fetch(&a->misses, 1, __ATOMIC_RELAXED);

@@ -13,7 +13,7 @@ typedef unsigned long u64;
 typedef long s64;
 
 #define AGENT_MAGIC 0x746e656761746d6dUL /* "mmtagent" */
-#define AGENT_VERSION 3
+#define AGENT_VERSION 4
 #define AGENT_CODE_SPAN 0x2000 /* code, then the area */
 #define AGENT_PAGES 64         /* armed pages */
 #define AGENT_RECIPES 256      /* a power of two: open addressing by pc */
@@ -103,6 +103,8 @@ struct agent_area {
 	u32 waiting;    /* memtrap sleeps on head (futex): wake it */
 	u32 served;     /* memtrap answers requests (else none is posted) */
 	u64 pages[AGENT_PAGES]; /* armed pages (page addresses), any order */
+	u64 prots[AGENT_PAGES]; /* each page's own protection (PROT_*): a
+				 * forked child gets it back (agent.c) */
 	u64 head;       /* records written: the next record's seq */
 	u64 tail;       /* records memtrap has taken */
 	u64 misses;     /* faults on armed pages the agent did not complete */

@@ -136,6 +136,7 @@ int main(int argc, char **argv)
 	area->pages[0] = (u64)p;
 	area->pages[1] = (u64)gpage;
 	area->npages = 2;
+	area->prots[0] = area->prots[1] = PROT_READ | PROT_WRITE;
 	if (served) {
 		area->served = 1;
 		goto armed;
@@ -222,17 +223,19 @@ armed:
 	printf("not memtrap's: passed on (chained %lu, own handler %d), value %ld\n", area->chained, own, *(long *)other);
 	/* A forked child shares the area and the parent's /proc/self/mem:
 	 * the agent must not complete its stores (they would land in the
-	 * parent); its own handler steps over this one. */
+	 * parent); it gives the child its pages back, and the child's store
+	 * lands in its own memory, unrecorded. */
 	fflush(stdout);
+	u64 before = area->head;
 	pid_t child = fork();
 	if (child == 0) {
 		store8(p, 77);
-		_exit(p[0] == 77 ? 1 : 0);
+		_exit(p[0] == 77 && area->head == before ? 0 : 1);
 	}
 	int st;
 	if (child < 0 || waitpid(child, &st, 0) != child || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		fail("the forked child");
-	printf("forked child: not completed (the parent's value %ld, records %lu)\n", p[0], area->head);
+	printf("forked child: its pages given back, its store its own (the parent's value %ld, records %lu)\n", p[0], area->head);
 	printf("records %lu\n", area->head);
 	if (served) {
 		/* A read-modify-write the agent does not do: the server does
