@@ -44,6 +44,9 @@ func newAttachCmd(s *Streams, runF func(*AttachOptions) error) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if w.Engine == "fast" {
+				return usagef("attach: --engine fast is for memtrap run only (the agent and its syscall filter cannot be taken out of a process again)")
+			}
 			opts.Watch, opts.Output, opts.Pid = w, f.output, pid
 			if runF != nil {
 				return runF(opts)

@@ -284,6 +284,7 @@ func TestThreads(t *testing.T) {
 	modes := [][]string{
 		{"--engine", "page"},
 		{"--engine", "page", "--completer", "step"},
+		fastArgs,
 	}
 	if hwWorks(t) {
 		modes = append(modes, []string{"--engine", "hw"})
@@ -672,9 +673,18 @@ func TestAtomics(t *testing.T) {
 	if want.stdout != "refcount=1 generation=2000 last_worker>0 1\n" {
 		t.Fatalf("native: %q", want.stdout)
 	}
-	r := memtrap(t, "run", "--engine", "page", "--format", "json", "--backtrace", "0", "--symbol", "refcount", "--symbol", "generation", "--symbol", "last_worker", "--", prog, fmt.Sprint(n))
-	if r.stdout != want.stdout || r.code != 0 {
-		t.Fatalf("output %q code %d, want %q; stderr tail %s", r.stdout, r.code, want.stdout, tail(r.stderr))
+	for _, engine := range [][]string{{"--engine", "page"}, fastArgs} {
+		atomicWrites(t, prog, n, want.stdout, engine)
+	}
+}
+
+// atomicWrites checks TestAtomics's writes under one engine.
+func atomicWrites(t *testing.T, prog string, n uint64, want string, engine []string) {
+	t.Helper()
+	args := append(append([]string{"run"}, engine...), "--format", "json", "--backtrace", "0", "--symbol", "refcount", "--symbol", "generation", "--symbol", "last_worker", "--", prog, fmt.Sprint(n))
+	r := memtrap(t, args...)
+	if r.stdout != want || r.code != 0 {
+		t.Fatalf("%v: output %q code %d, want %q; stderr tail %s", engine, r.stdout, r.code, want, tail(r.stderr))
 	}
 	last := map[string]uint64{"refcount": 1}
 	count := map[string]int{}
@@ -684,7 +694,7 @@ func TestAtomics(t *testing.T) {
 		fmt.Sscanf(w.Old, "0x%x", &old)
 		fmt.Sscanf(w.New, "0x%x", &nw)
 		if old != last[w.Region] || w.Size != 8 || !w.Exact {
-			t.Fatalf("%s: write #%d %s -> %s after %#x: a write was missed, doubled or torn (%+v)", w.Region, w.Seq, w.Old, w.New, last[w.Region], w)
+			t.Fatalf("%v: %s: write #%d %s -> %s after %#x: a write was missed, doubled or torn (%+v)", engine, w.Region, w.Seq, w.Old, w.New, last[w.Region], w)
 		}
 		switch d := nw - old; {
 		case w.Region == "refcount" && d != 1 && d != ^uint64(0):
@@ -696,12 +706,12 @@ func TestAtomics(t *testing.T) {
 		count[w.Region]++
 		insns[strings.Fields(w.Insn)[0]+" "+strings.Fields(w.Insn)[1]] = true
 	}
-	if count["refcount"] != 2*4*n || last["refcount"] != 1 || last["generation"] != 4*n || count["generation"] < 4*n || count["last_worker"] != 4 {
-		t.Fatalf("writes %v, last values %v", count, last)
+	if uint64(count["refcount"]) != 2*4*n || last["refcount"] != 1 || last["generation"] != 4*n || uint64(count["generation"]) < 4*n || count["last_worker"] != 4 {
+		t.Fatalf("%v: writes %v, last values %v", engine, count, last)
 	}
 	for _, i := range []string{"lock xadd", "lock sub", "lock cmpxchg", "xchg qword"} {
 		if !insns[i] {
-			t.Errorf("no write by %s among %v", i, insns)
+			t.Errorf("%v: no write by %s among %v", engine, i, insns)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/memtrap/memtrap/internal/report"
+	"github.com/memtrap/memtrap/pkg/fastwatch"
 	"github.com/memtrap/memtrap/pkg/guard"
 	"github.com/memtrap/memtrap/pkg/pagewatch"
 	"github.com/memtrap/memtrap/pkg/tracer"
@@ -76,6 +77,9 @@ func (se *session) runWatch(wopts pagewatch.Options) (report.Summary, error) {
 	}
 	if err != nil {
 		return report.Summary{}, err
+	}
+	if se.opts.Engine == fastwatch.Engine {
+		return se.runFast(t, regions)
 	}
 	if len(se.pending) > 0 {
 		// A library loaded later can land anywhere: the listener's

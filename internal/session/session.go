@@ -653,6 +653,10 @@ type stackWindow struct {
 	// frozen: the thread is running again; only pages already read
 	// can be served.
 	frozen bool
+	// span is stack the fast engine's agent copied, from spanAddr: it
+	// is served before the pages.
+	spanAddr uint64
+	span     []byte
 }
 
 const stackPage = 4096
@@ -677,8 +681,10 @@ func (s *stackWindow) keep(base uint64, page []byte) {
 }
 
 // own replaces the pages of [base, base+n), lent by the watch, with
-// copies, so the window outlives the fault it was read at.
+// copies, so the window outlives the fault it was read at; and the stack
+// the fast engine's agent copied, likewise lent.
 func (s *stackWindow) own(base uint64, n int) {
+	s.span = append([]byte(nil), s.span...)
 	for a := base; a < base+uint64(n); a += stackPage {
 		if pg := s.pages[a]; pg != nil {
 			s.pages[a] = append([]byte(nil), pg...)
@@ -696,6 +702,10 @@ func (s *stackWindow) load(lo, hi uint64) {
 
 func (s *stackWindow) ReadMemory(addr uint64, b []byte) error {
 	const pageSize = stackPage
+	if addr >= s.spanAddr && addr-s.spanAddr <= uint64(len(s.span)) && uint64(len(b)) <= uint64(len(s.span))-(addr-s.spanAddr) {
+		copy(b, s.span[addr-s.spanAddr:])
+		return nil
+	}
 	for len(b) > 0 {
 		base := addr &^ (pageSize - 1)
 		pg, seen := s.pages[base]

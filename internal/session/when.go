@@ -157,9 +157,16 @@ func (se *session) writerFrames(wr *pagewatch.Write, depth int) ([]unwind.Frame,
 	if se.unwound.w == wr && se.unwound.depth >= depth {
 		return se.unwound.frames, se.unwound.mem
 	}
-	mem := &stackWindow{p: wr.Thread.Process()}
-	for off := 0; off+stackPage <= len(wr.Stack); off += stackPage {
-		mem.keep(wr.StackAddr+uint64(off), wr.Stack[off:off+stackPage])
+	var mem *stackWindow
+	if wr.Thread == nil {
+		// The fast engine's: the writer ran on long ago, its stack is
+		// what the agent copied at the write, and nothing else.
+		mem = &stackWindow{p: se.p, frozen: true, spanAddr: wr.StackAddr, span: wr.Stack}
+	} else {
+		mem = &stackWindow{p: wr.Thread.Process()}
+		for off := 0; off+stackPage <= len(wr.Stack); off += stackPage {
+			mem.keep(wr.StackAddr+uint64(off), wr.Stack[off:off+stackPage])
+		}
 	}
 	frames := se.image(wr.Pid).unw.Unwind(unwind.RegsFromPtrace(&wr.Regs), mem, depth)
 	if len(frames) > 0 {

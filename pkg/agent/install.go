@@ -26,6 +26,11 @@ const (
 	nameOff   = 0x1800 // "memtrap-agent", the memfd's name
 	pathOff   = 0x1820 // "/proc/self/mem"
 	actionOff = 0x1840 // the agent's struct sigaction
+	// ScratchOff is where, in the code pages, the rest of their room
+	// (ScratchSize bytes) is free for what later injected calls read
+	// (a seccomp program): written through /proc/PID/mem.
+	ScratchOff  = 0x1880
+	ScratchSize = CodeSpan - ScratchOff
 	// memFdMin: the agent's descriptor of /proc/self/mem is moved up
 	// here, out of the way of the target's own numbering.
 	memFdMin = 1000
@@ -36,6 +41,7 @@ const (
 	saSiginfo  = 0x4
 	saOnstack  = 0x08000000
 	saRestorer = 0x04000000
+	saNodefer  = 0x40000000
 )
 
 // Install maps the agent into t's process (t stopped, and its other
@@ -64,10 +70,12 @@ func Install(p *tracer.Process, t *tracer.Thread) (in *Installed, err error) {
 	action := make([]byte, 32)
 	binary.LittleEndian.PutUint64(action[0:], in.Base+uint64(ents.Handler))
 	// SA_SIGINFO | SA_ONSTACK | SA_RESTORER, every signal blocked while
-	// the handler runs (agent.c's lock).
-	binary.LittleEndian.PutUint64(action[8:], saSiginfo|saOnstack|saRestorer)
+	// the handler runs (agent.c's lock) but SIGSEGV itself (SA_NODEFER):
+	// a fault with SIGSEGV blocked kills the process, and the target's
+	// own handler, which the agent may call, can store to armed pages.
+	binary.LittleEndian.PutUint64(action[8:], saSiginfo|saOnstack|saRestorer|saNodefer)
 	binary.LittleEndian.PutUint64(action[16:], in.Base+uint64(ents.Restorer))
-	binary.LittleEndian.PutUint64(action[24:], ^uint64(0))
+	binary.LittleEndian.PutUint64(action[24:], ^uint64(0)&^(1<<(unix.SIGSEGV-1)))
 	for _, w := range []struct {
 		off uint64
 		b   []byte

@@ -75,6 +75,25 @@ func (s *Shared) Next(r *Record) bool {
 	return true
 }
 
+// Peek is the next record the agent wrote, in place in the ring, or nil:
+// it stays the agent's to keep (its slot is not reused) until Done.
+func (s *Shared) Peek() *Record {
+	tail := atomic.LoadUint64(&s.a.Tail)
+	if tail == atomic.LoadUint64(&s.a.Head) {
+		return nil
+	}
+	return &s.a.Records[tail%Ring]
+}
+
+// Done gives the slot of the record Peek returned back to the agent.
+func (s *Shared) Done() {
+	tail := atomic.LoadUint64(&s.a.Tail)
+	atomic.StoreUint64(&s.a.Tail, tail+1)
+	if atomic.LoadUint64(&s.a.Head)-tail == Ring {
+		futex(unsafe.Pointer(&s.a.Tail), futexWake, ^uint32(0)>>1, nil)
+	}
+}
+
 // Posted lists the slots of the requests waiting for an answer.
 func (s *Shared) Posted() []int {
 	var out []int

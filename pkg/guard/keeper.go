@@ -1,7 +1,6 @@
 package guard
 
 import (
-	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -10,8 +9,8 @@ import (
 	"runtime"
 	"strconv"
 	"syscall"
-	"unsafe"
 
+	"github.com/memtrap/memtrap/internal/seccompnotify"
 	"golang.org/x/sys/unix"
 )
 
@@ -104,35 +103,8 @@ func KeeperMain(args []string, errw io.Writer) int {
 	return 0
 }
 
-// Kernel ABI of seccomp's user notification (linux/seccomp.h).
-const (
-	notifSize     = 80 // struct seccomp_notif
-	notifRespSize = 24 // struct seccomp_notif_resp
-)
-
 // serveOrphans answers every call stopped by the listener's filter "run it
 // as it is" until no task carries the filter.
 func serveOrphans(fd int) {
-	var req [notifSize]byte
-	var resp [notifRespSize]byte
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
-			return
-		}
-		if fds[0].Revents&unix.POLLIN == 0 {
-			if fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
-				return
-			}
-			continue
-		}
-		clear(req[:])
-		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(&req[0]))); e != 0 {
-			continue // gave up waiting, or taken by memtrap
-		}
-		clear(resp[:])
-		copy(resp[0:8], req[0:8])
-		binary.LittleEndian.PutUint32(resp[20:], unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
-		unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SECCOMP_IOCTL_NOTIF_SEND, uintptr(unsafe.Pointer(&resp[0])))
-	}
+	seccompnotify.Serve(fd, func(r *seccompnotify.Request) { _ = seccompnotify.Continue(fd, r.ID()) })
 }

@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -9,8 +8,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"unsafe"
 
+	"github.com/memtrap/memtrap/internal/seccompnotify"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,8 +53,6 @@ import (
 // Kernel ABI of seccomp's user notification (linux/seccomp.h).
 const (
 	seccompIoctlNotifSetFlags = 0x40082104 // SECCOMP_IOCTL_NOTIF_SET_FLAGS
-	notifSize                 = 80         // struct seccomp_notif
-	notifRespSize             = 24         // struct seccomp_notif_resp
 )
 
 // notifier serves the listener of memtrap's SECCOMP_RET_USER_NOTIF filter,
@@ -156,7 +153,7 @@ func (q *procQuick) ReadMemory(addr uint64, b []byte) error {
 }
 
 // stops says whether the call in req needs the tracer.
-func (q *procQuick) stops(req *[notifSize]byte) bool {
+func (q *procQuick) stops(req *seccompnotify.Request) bool {
 	if q == nil {
 		return true
 	}
@@ -164,12 +161,11 @@ func (q *procQuick) stops(req *[notifSize]byte) bool {
 	if f == nil {
 		return true
 	}
-	nr := int(int32(binary.LittleEndian.Uint32(req[16:])))
 	var args [6]uint64
 	for i := range args {
-		args[i] = binary.LittleEndian.Uint64(req[32+8*i:])
+		args[i] = req.Arg(i)
 	}
-	return (*f)(nr, &args, q)
+	return (*f)(req.Nr(), &args, q)
 }
 
 // SetQuickCheck makes the listener ask f before it stops a call of the
@@ -224,88 +220,43 @@ func (n *notifier) serve() {
 	// Its own thread: woken by the waiting task on the task's CPU
 	// (SYNC_WAKE_UP), it answers without waiting for the scheduler.
 	runtime.LockOSThread()
-	var req [notifSize]byte
-	fds := []unix.PollFd{{Fd: int32(n.fd), Events: unix.POLLIN}}
-	for {
-		if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
-			return
-		}
-		if fds[0].Revents&unix.POLLIN == 0 {
-			if fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
-				return // no task carries the filter any more
-			}
-			continue
-		}
-		clear(req[:])
-		if err := ioctlPtr(n.fd, unix.SECCOMP_IOCTL_NOTIF_RECV, unsafe.Pointer(&req[0])); err != nil {
-			// ENOENT: the task gave up waiting (a signal, its end)
-			// before we took its call.
-			continue
-		}
-		n.answer(&req)
-	}
+	seccompnotify.Serve(n.fd, n.answer)
 }
 
 // answer decides one stopped call.
-func (n *notifier) answer(req *[notifSize]byte) {
-	id := binary.LittleEndian.Uint64(req[0:])
-	tid := int(binary.LittleEndian.Uint32(req[8:]))
-	nr := int(int32(binary.LittleEndian.Uint32(req[16:])))
+func (n *notifier) answer(req *seccompnotify.Request) {
+	id, tid, nr := req.ID(), req.Tid(), req.Nr()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	t := n.traced[tid]
-	if nr == unix.SYS_SECCOMP && ListenerRequest(binary.LittleEndian.Uint64(req[32:]), binary.LittleEndian.Uint64(req[40:])) {
+	if nr == unix.SYS_SECCOMP && ListenerRequest(req.Arg(0), req.Arg(1)) {
 		// Let run: it fails as it must; the tracer says why.
 		n.refused = append(n.refused, tid)
 		n.anyRef.Store(true)
 		if t != nil {
 			t.allow = 0
-			t.ran = sendContinue(n.fd, id) == nil
+			t.ran = seccompnotify.Continue(n.fd, id) == nil
 		} else {
-			_ = sendContinue(n.fd, id)
+			_ = seccompnotify.Continue(n.fd, id)
 		}
 		return
 	}
 	switch {
 	case t == nil:
-		_ = sendContinue(n.fd, id)
+		_ = seccompnotify.Continue(n.fd, id)
 	case t.allow == nr+1, !t.quick.stops(req):
 		// Sent with the lock held, so that the ptrace thread, which
 		// looks under it, never sees the call run and ran still false.
 		t.allow = 0
-		t.ran = sendContinue(n.fd, id) == nil
+		t.ran = seccompnotify.Continue(n.fd, id) == nil
 	default:
 		// Traced, not settled: the ptrace thread must stop it. Taken,
 		// the call waits killable only (WAIT_KILLABLE_RECV): it is
 		// answered "not run, restart" (the kernel restarts it after
 		// the pending SIGSTOP's stop).
 		_ = unix.Tgkill(t.tgid, tid, unix.SIGSTOP)
-		_ = sendRestart(n.fd, id)
+		_ = seccompnotify.Fail(n.fd, id, -errRestartNoIntr)
 	}
-}
-
-// sendRestart answers a call -ERESTARTNOINTR: not run, and restarted once
-// the thread has taken its signals.
-func sendRestart(fd int, id uint64) error {
-	var resp [notifRespSize]byte
-	binary.LittleEndian.PutUint64(resp[0:], id)
-	binary.LittleEndian.PutUint32(resp[16:], ^uint32(errRestartNoIntr-1))
-	return ioctlPtr(fd, unix.SECCOMP_IOCTL_NOTIF_SEND, unsafe.Pointer(&resp[0]))
-}
-
-func sendContinue(fd int, id uint64) error {
-	var resp [notifRespSize]byte
-	binary.LittleEndian.PutUint64(resp[0:], id)
-	binary.LittleEndian.PutUint32(resp[20:], unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
-	return ioctlPtr(fd, unix.SECCOMP_IOCTL_NOTIF_SEND, unsafe.Pointer(&resp[0]))
-}
-
-func ioctlPtr(fd int, req uint, arg unsafe.Pointer) error {
-	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(arg))
-	if e != 0 {
-		return e
-	}
-	return nil
 }
 
 // track makes the listener stop tid's calls for the ptrace thread (those
@@ -464,21 +415,10 @@ func (t *Thread) installListener(fprog uint64, rules []FilterRule) error {
 	if err != nil {
 		return err
 	}
-	theirs := int(r)
-	pidfd, err := unix.PidfdOpen(p.Pid, 0)
-	var ours int
-	if err == nil {
-		ours, err = unix.PidfdGetfd(pidfd, theirs, 0)
-		unix.Close(pidfd)
-	}
-	// The target must not see the descriptor, whatever happened.
-	if _, cerr := t.Syscall(unix.SYS_CLOSE, uintptr(theirs)); cerr != nil && err == nil {
-		err = cerr
-	}
+	ours, err := t.TakeFd(int(r))
 	if err != nil {
 		return fmt.Errorf("%w: taking its listener: %w", ErrNoFilter, err)
 	}
-	unix.CloseOnExec(ours)
 	// The waiting task hands its CPU to the listener at once, instead of
 	// waking it on another (Linux 6.6; older kernels just refuse).
 	_, _, _ = unix.Syscall(unix.SYS_IOCTL, uintptr(ours), seccompIoctlNotifSetFlags, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
@@ -716,4 +656,27 @@ func (p *Process) Unfollow(pid int) {
 		root = p.root
 	}
 	delete(root.followed, pid)
+}
+
+// TakeFd moves the target's descriptor theirs into memtrap (pidfd_getfd)
+// and closes it in the target, which never sees it, whatever happens; the
+// copy is close-on-exec. Precondition: as for Syscall.
+func (t *Thread) TakeFd(theirs int) (int, error) {
+	pidfd, err := unix.PidfdOpen(t.p.Pid, 0)
+	ours := -1
+	if err == nil {
+		ours, err = unix.PidfdGetfd(pidfd, theirs, 0)
+		unix.Close(pidfd)
+	}
+	if _, cerr := t.Syscall(unix.SYS_CLOSE, uintptr(theirs)); cerr != nil && err == nil {
+		err = cerr
+	}
+	if err != nil {
+		if ours >= 0 {
+			unix.Close(ours)
+		}
+		return -1, err
+	}
+	unix.CloseOnExec(ours)
+	return ours, nil
 }

@@ -32,10 +32,15 @@
 #define SIGSEGV 11
 #define SEGV_ACCERR 2
 #define SA_SIGINFO 4
+#define SA_RESETHAND 0x80000000UL
+#define SYS_rt_sigprocmask 14
+#define SIG_SETMASK 2
+#define SEGV_BIT (1UL << (SIGSEGV - 1))
 #define PROT_WRITE 2
 
 /* ucontext_t: uc_mcontext.gregs follows uc_flags, uc_link, uc_stack. */
 #define UC_GREGS 40
+#define UC_SIGMASK 296 /* after uc_mcontext's 256 bytes */
 #define REG_RSP 15
 #define REG_RIP 16
 
@@ -140,13 +145,23 @@ static void unlock(struct agent_area *a)
 static void chain(struct agent_area *a, int sig, void *si, void *uc)
 {
 	__atomic_add_fetch(&a->chained, 1, __ATOMIC_RELAXED);
-	u64 h = a->old.handler;
+	u64 h = a->old.handler, flags = a->old.flags;
 	if (h <= 1) {
 		struct agent_sigaction dfl = {0, 0, 0, 0};
 		sys4(SYS_rt_sigaction, SIGSEGV, (long)&dfl, 0, 8);
 		return;
 	}
-	if (a->old.flags & SA_SIGINFO)
+	if (flags & SA_RESETHAND)
+		a->old.handler = 0;
+	/* The mask the kernel would give the handler: the thread's at the
+	 * fault and the action's. But never SIGSEGV, which the kernel would
+	 * block too (without SA_NODEFER): a store of the handler's own to an
+	 * armed page must trap into the agent again, and a fault with
+	 * SIGSEGV blocked would kill the process. The sigreturn after the
+	 * handler puts the thread's own mask back. */
+	u64 mask = (*(u64 *)((char *)uc + UC_SIGMASK) | a->old.mask) & ~SEGV_BIT;
+	sys4(SYS_rt_sigprocmask, SIG_SETMASK, (long)&mask, 0, 8);
+	if (flags & SA_SIGINFO)
 		((void (*)(int, void *, void *))h)(sig, si, uc);
 	else
 		((void (*)(int))h)(sig);

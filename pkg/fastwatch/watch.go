@@ -1,0 +1,378 @@
+// Package fastwatch is the fast engine (--engine fast, issue #15): the
+// writes to a launched target's watched memory are completed inside the
+// target by memtrap's agent (package agent), with no ptrace stop, and
+// reported from the agent's records.
+//
+// New puts the agent into the stopped target at its entry point with
+// injected system calls (the only ptrace work): it maps the agent and its
+// area, hands it the armed pages and their own protections, makes it the
+// SIGSEGV handler and write-protects the pages. Run lets every thread go
+// untraced and serves the agent until the target ends: it answers the
+// agent's requests (the recipe of a store site, a store only memtrap can do
+// from the thread's signal frame), takes the records in the order the
+// writes took effect and turns each into a [pagewatch.Write] for the
+// regions it touched, with the registers and the top of the stack the
+// agent copied for the backtrace.
+//
+// The target's own SIGSEGV action is virtualized (listener.go): its
+// rt_sigaction calls for SIGSEGV set and read the action the agent chains
+// to, never the agent's own.
+package fastwatch
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/memtrap/memtrap/pkg/agent"
+	"github.com/memtrap/memtrap/pkg/pagewatch"
+	"github.com/memtrap/memtrap/pkg/procmaps"
+	"github.com/memtrap/memtrap/pkg/tracer"
+	"github.com/memtrap/memtrap/pkg/x86/store"
+	"golang.org/x/arch/x86/x86asm"
+	"golang.org/x/sys/unix"
+)
+
+// Engine is the fast engine's name (--engine fast).
+const Engine = "fast"
+
+// Options tunes a Watch; its callbacks run on Run's goroutine.
+type Options struct {
+	// Report gets each write, as pagewatch.Options.Report does; the
+	// writer is not stopped (it went on long ago): Write.Thread is nil,
+	// and Write.Stack holds agent.StackBytes of its stack from
+	// Write.StackAddr (its RSP) as they were at the write, valid until
+	// the finish Report returns has run (it lies in the agent's ring).
+	Report func(*pagewatch.Write) (func() error, error)
+	// When keeps only the writes it says yes to (pagewatch.Options.When),
+	// Width the word size of its values in regions over 8 bytes.
+	When  func(*pagewatch.Write, []pagewatch.Word) bool
+	Width int
+	// Notify gets what the user should know (a line each).
+	Notify func(string)
+	// Idle runs when the target has nothing to report for now.
+	Idle func()
+}
+
+// Watch is the fast engine over one launched process.
+type Watch struct {
+	p       *tracer.Process
+	opts    Options
+	regions []*pagewatch.Region
+	in      *agent.Installed
+	mem     *os.File
+	lis     *listener
+	// shadow holds each region's bytes as the records left them: the
+	// values --when looks at, exact with no read of the running target.
+	shadow map[*pagewatch.Region][]byte
+	insns  map[uint64]string
+	gone   bool // the target executed another program
+	stats  pagewatch.Stats
+}
+
+// pageSize is the x86-64 page.
+const pageSize = 4096
+
+// ErrTooMany: the regions span more pages than the agent arms.
+var ErrTooMany = errors.New("too many pages for the fast engine")
+
+// New installs the agent in p (t its only thread, stopped at the entry
+// point) and arms regions. Nothing traps until Run lets the target go.
+func New(p *tracer.Process, t *tracer.Thread, regions []*pagewatch.Region, opts Options) (w *Watch, err error) {
+	for _, r := range regions {
+		if err := r.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	if n := len(p.Threads()); n != 1 {
+		return nil, fmt.Errorf("engine fast: the target has %d threads at its entry point, the agent is installed with one", n)
+	}
+	maps, err := procmaps.Read(p.Pid)
+	if err != nil {
+		return nil, err
+	}
+	pages, prots, err := armedPages(regions, maps)
+	if err != nil {
+		return nil, err
+	}
+	w = &Watch{p: p, opts: opts, regions: regions, shadow: map[*pagewatch.Region][]byte{}, insns: map[uint64]string{}}
+	for _, r := range regions {
+		b := make([]byte, r.Len)
+		if err := p.ReadMemory(r.Addr, b); err != nil {
+			return nil, fmt.Errorf("region %s: %w", r, err)
+		}
+		w.shadow[r] = b
+	}
+	if w.mem, err = os.OpenFile(fmt.Sprintf("/proc/%d/mem", p.Pid), os.O_RDWR, 0); err != nil {
+		return nil, fmt.Errorf("engine fast: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			w.close()
+		}
+	}()
+	if w.in, err = agent.Install(p, t); err != nil {
+		return nil, fmt.Errorf("engine fast: %w", err)
+	}
+	a := w.in.Shared.Area()
+	for i, pg := range pages {
+		a.PageList[i], a.Prots[i] = pg, uint64(prots[i])
+	}
+	a.NPages = uint32(len(pages))
+	// The agent's handler first: the filter would stop memtrap's own
+	// injected rt_sigaction for a listener that does not listen yet.
+	if err := w.in.Arm(t); err != nil {
+		return nil, fmt.Errorf("engine fast: %w", err)
+	}
+	if w.lis, err = listen(w, t); err != nil {
+		return nil, fmt.Errorf("engine fast: %w", err)
+	}
+	for i, pg := range pages {
+		if err := t.Mprotect(pg, pageSize, prots[i]&^unix.PROT_WRITE); err != nil {
+			return nil, fmt.Errorf("engine fast: %w", err)
+		}
+	}
+	atomic.StoreUint32(&a.Served, 1)
+	return w, nil
+}
+
+// armedPages lists the pages that hold the regions' bytes and may be
+// written (a read-only page faults on its own), with their protections.
+func armedPages(regions []*pagewatch.Region, maps []procmaps.Mapping) (pages []uint64, prots []int, err error) {
+	seen := map[uint64]bool{}
+	for _, r := range regions {
+		for pg := r.Addr &^ (pageSize - 1); pg < r.End(); pg += pageSize {
+			if seen[pg] {
+				continue
+			}
+			seen[pg] = true
+			m, ok := mappingAt(maps, pg)
+			if !ok {
+				return nil, nil, fmt.Errorf("region %s: %#x is not mapped", r, pg)
+			}
+			if m.Prot&unix.PROT_WRITE == 0 {
+				continue
+			}
+			pages, prots = append(pages, pg), append(prots, m.Prot)
+		}
+	}
+	if len(pages) > agent.Pages {
+		return nil, nil, fmt.Errorf("%w: the regions lie on %d writable pages, the agent arms %d; use --engine page", ErrTooMany, len(pages), agent.Pages)
+	}
+	return pages, prots, nil
+}
+
+func mappingAt(maps []procmaps.Mapping, addr uint64) (procmaps.Mapping, bool) {
+	for _, m := range maps {
+		if m.Contains(addr) {
+			return m, true
+		}
+	}
+	return procmaps.Mapping{}, false
+}
+
+// Stats counts the writes reported and the faults the agent took (every
+// store to an armed page, watched bytes or not).
+func (w *Watch) Stats() pagewatch.Stats { return w.stats }
+
+// Regions are the watched regions.
+func (w *Watch) Regions() []*pagewatch.Region { return w.regions }
+
+// Run lets the target go untraced (every thread detached: a tracer would
+// see each of the agent's faults stop first) and serves the agent until
+// the target ends, returning how it ended. It runs on the ptrace thread.
+func (w *Watch) Run() (ws unix.WaitStatus, err error) {
+	defer w.close()
+	pid := w.p.Pid
+	if err := w.p.Untrace(); err != nil {
+		return 0, fmt.Errorf("engine fast: letting the target go: %w", err)
+	}
+	exited := make(chan unix.WaitStatus, 1)
+	go func() {
+		var ws unix.WaitStatus
+		for {
+			if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
+				break
+			}
+		}
+		exited <- ws
+	}()
+	if w.lis != nil {
+		go w.lis.serve()
+	}
+	s := w.in.Shared
+	for {
+		if err := w.serve(); err != nil {
+			return 0, err
+		}
+		select {
+		case ws := <-exited:
+			// The target is gone: what it wrote before is in the ring.
+			return ws, w.serve()
+		default:
+		}
+		if atomic.LoadUint64(&s.Area().Head) == atomic.LoadUint64(&s.Area().Tail) {
+			if w.opts.Idle != nil {
+				w.opts.Idle()
+			}
+			if !w.gone && w.execd() {
+				w.gone = true
+				w.note(fmt.Sprintf("process %d executed a new program: the agent went with the old one, nothing more is watched", pid))
+			}
+		}
+		s.Wait(10 * time.Millisecond)
+	}
+}
+
+// execd says whether the target executed another program: the memory
+// memtrap opened (and the agent in it) is gone, and the process still has
+// some (an exiting one has none).
+func (w *Watch) execd() bool {
+	var b [8]byte
+	if n, _ := w.mem.ReadAt(b[:], int64(w.in.Base+agent.CodeSpan)); n == len(b) {
+		return false
+	}
+	maps, err := procmaps.Read(w.p.Pid)
+	return err == nil && len(maps) > 0
+}
+
+// Listener is the descriptor of the filter's listener, for a keeper that
+// answers its calls once memtrap is gone (children of the target left
+// running): guard.StartKeeper.
+func (w *Watch) Listener() int { return w.lis.fd }
+
+// serve answers the agent's requests and reports its records.
+func (w *Watch) serve() error {
+	s := w.in.Shared
+	for {
+		answered, err := s.Serve(w.mem, nil)
+		if err != nil {
+			return fmt.Errorf("engine fast: serving the agent: %w", err)
+		}
+		for _, a := range answered {
+			if a.Err != nil {
+				w.note(fmt.Sprintf("engine fast: the store at %#x in thread %d could not be completed (%v): its fault went to the target's own SIGSEGV action", a.PC, a.Tid, a.Err))
+			}
+		}
+		n := 0
+		for rec := s.Peek(); rec != nil; rec = s.Peek() {
+			n++
+			err := w.record(rec)
+			s.Done()
+			if err != nil {
+				return err
+			}
+		}
+		if n == 0 && len(answered) == 0 {
+			return nil
+		}
+	}
+}
+
+// record reports a record's write to each region it touched.
+func (w *Watch) record(rec *agent.Record) error {
+	w.stats.Faults++
+	old, nw := w.in.Shared.Bytes(rec)
+	lo, hi := rec.Addr, rec.Addr+uint64(len(old))
+	for _, r := range w.regions {
+		a, b := max(lo, r.Addr), min(hi, r.End())
+		if a >= b {
+			continue
+		}
+		wr := &pagewatch.Write{
+			Pid: w.p.Pid, Tid: int(rec.Tid), Region: r, Offset: a - r.Addr, Addr: a, Size: b - a,
+			Old: old[a-lo : b-lo], New: nw[a-lo : b-lo], PC: rec.PC, Exact: true,
+			Regs: rec.Regs(), StackAddr: rec.GRegs[15], Stack: rec.Stack[:],
+		}
+		sh := w.shadow[r]
+		before := append([]byte(nil), sh...)
+		copy(sh[a-r.Addr:], wr.New)
+		if w.opts.When != nil && !w.opts.When(wr, words(wr, before, sh, w.opts.Width)) {
+			continue
+		}
+		w.stats.Writes++
+		wr.Seq = w.stats.Writes
+		wr.Insn = w.insn(rec)
+		if w.opts.Report == nil {
+			continue
+		}
+		fin, err := w.opts.Report(wr)
+		if err != nil {
+			return err
+		}
+		if fin != nil {
+			if err := fin(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// words are the watched values wr touched, before and after it
+// (pagewatch's words, from the shadow).
+func words(wr *pagewatch.Write, before, after []byte, width int) []pagewatch.Word {
+	r := wr.Region
+	word := func(lo, hi uint64) pagewatch.Word {
+		return pagewatch.Word{Addr: lo, Size: int(hi - lo), Old: le(before[lo-r.Addr : hi-r.Addr]), New: le(after[lo-r.Addr : hi-r.Addr])}
+	}
+	if r.Len <= 8 {
+		return []pagewatch.Word{word(r.Addr, r.End())}
+	}
+	wd := uint64(width)
+	if wd == 0 {
+		wd = 8
+	}
+	var out []pagewatch.Word
+	for a := wr.Addr &^ (wd - 1); a < wr.Addr+wr.Size; a += wd {
+		out = append(out, word(max(a, r.Addr), min(a+wd, r.End())))
+	}
+	return out
+}
+
+func le(b []byte) uint64 {
+	var v uint64
+	for i := len(b) - 1; i >= 0; i-- {
+		v = v<<8 | uint64(b[i])
+	}
+	return v
+}
+
+// insn is the writing instruction in Intel syntax, "" if undecodable.
+func (w *Watch) insn(rec *agent.Record) string {
+	if s, ok := w.insns[rec.PC]; ok {
+		return s
+	}
+	code := make([]byte, 15)
+	n, _ := w.mem.ReadAt(code, int64(rec.PC))
+	regs := rec.Regs()
+	text := ""
+	if st, err := store.Decode(code[:n], &regs); err == nil && st.Inst.Op != 0 {
+		text = x86asm.IntelSyntax(st.Inst, rec.PC, nil)
+	}
+	if len(w.insns) >= 4096 {
+		w.insns = map[uint64]string{}
+	}
+	w.insns[rec.PC] = text
+	return text
+}
+
+func (w *Watch) note(m string) {
+	if w.opts.Notify != nil {
+		w.opts.Notify(m)
+	}
+}
+
+func (w *Watch) close() {
+	if w.lis != nil {
+		w.lis.close()
+	}
+	if w.in != nil && w.in.Shared != nil {
+		w.in.Shared.Close()
+	}
+	if w.mem != nil {
+		w.mem.Close()
+	}
+}
