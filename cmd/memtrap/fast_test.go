@@ -9,8 +9,8 @@ import (
 	"github.com/memtrap/memtrap/internal/fixture"
 )
 
-// fastArgs are what --engine fast needs today (README, Limits).
-var fastArgs = []string{"--engine", "fast", "--kernel-writes=false"}
+// fastArgs select the fast engine.
+var fastArgs = []string{"--engine", "fast"}
 
 // TestFastEngine is the differential test of issue #15: the same target
 // under the page engine and the fast one reports the same writes (offset,

@@ -24,7 +24,7 @@ func TestOwnSignals(t *testing.T) {
 	if want.stdout != "guard faults caught 3, usr1 5, value 20000\n" {
 		t.Fatalf("native run: %q", want.stdout)
 	}
-	for _, engine := range engines(t, "page", "hw") {
+	for _, engine := range engines(t, "page", "hw", "fast") {
 		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--backtrace", "6", "--symbol", "value", "--", prog, "20000")
 		if r.stdout != want.stdout || r.code != want.code {
 			t.Fatalf("%s: %q (exit %d), want %q; stderr tail %s", engine, r.stdout, r.code, want.stdout, tail(r.stderr))
@@ -55,7 +55,7 @@ func TestOwnSignals(t *testing.T) {
 func TestForkChild(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/fork.c", "-O0")
 	want := native(t, prog)
-	for _, engine := range engines(t, "page", "hw") {
+	for _, engine := range engines(t, "page", "hw", "fast") {
 		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--symbol", "value", "--", prog)
 		if r.stdout != want.stdout || r.code != want.code {
 			t.Fatalf("%s: %q exit %d, want %q; stderr %s", engine, r.stdout, r.code, want.stdout, r.stderr)
@@ -64,6 +64,9 @@ func TestForkChild(t *testing.T) {
 		// The parent's two stores; the child goes its own way untraced.
 		if len(ws) != 2 || ws[0].New != "0x1" || ws[1].New != "0x4" {
 			t.Fatalf("%s: writes %+v", engine, ws)
+		}
+		if engine == "fast" {
+			continue // it does not follow forks
 		}
 
 		// --follow-forks: the child's two stores too, with its pid, and
@@ -168,7 +171,7 @@ func TestGoAtomics(t *testing.T) {
 	for _, engine := range engines(t, "page", "hw", "fast") {
 		// The fast engine: Go's runtime sets its SIGSEGV handler after
 		// the agent's, and must get its own back when it reads it.
-		r := memtrap(t, "run", "--engine", engine, "--kernel-writes="+fmt.Sprint(engine != "fast"), "--format", "json", "--backtrace", "2", "--symbol", "main.counter", "--", prog)
+		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--backtrace", "2", "--symbol", "main.counter", "--", prog)
 		if r.stdout != want.stdout || r.code != 0 {
 			t.Fatalf("%s: %q exit %d; stderr %s", engine, r.stdout, r.code, tail(r.stderr))
 		}
@@ -206,19 +209,23 @@ func TestKernelWrites(t *testing.T) {
 	if want.stdout != "read 5 bytes: Hello, fstat 0\n" {
 		t.Fatalf("native: %q", want.stdout)
 	}
-	r := memtrap(t, "run", "--kernel-writes", "--engine", "page", "--format", "json", "--symbol", "buf", "--", prog)
-	if r.stdout != want.stdout || r.code != 0 {
-		t.Fatalf("%q exit %d; stderr %s", r.stdout, r.code, r.stderr)
-	}
-	ws := writes(parseEvents(t, r.stderr))
-	if len(ws) != 2 || ws[0].Syscall != "read" || ws[0].By != "kernel" || ws[0].Size != 5 || ws[0].New != "0x6f6c6c6568" ||
-		writer(ws[0]) != "read" || len(ws[0].Backtrace) < 2 || ws[0].Backtrace[1].Func != "main" || ws[1].By != "user" || ws[1].New != "0x48" {
-		t.Fatalf("writes %+v", ws)
-	}
-	// Turned off, the kernel's write fails as the kernel sees the page.
-	r = memtrap(t, "run", "--kernel-writes=false", "--engine", "page", "--format", "json", "--symbol", "buf", "--", prog)
-	if !strings.HasPrefix(r.stdout, "read -1 bytes") {
-		t.Fatalf("with --kernel-writes=false: %q", r.stdout)
+	for _, engine := range []string{"page", "fast"} {
+		r := memtrap(t, "run", "--kernel-writes", "--engine", engine, "--format", "json", "--symbol", "buf", "--symbol", "st", "--", prog)
+		if r.stdout != want.stdout || r.code != 0 {
+			t.Fatalf("%s: %q exit %d; stderr %s", engine, r.stdout, r.code, r.stderr)
+		}
+		ws := writes(parseEvents(t, r.stderr))
+		if len(ws) != 3 || ws[0].Syscall != "read" || ws[0].By != "kernel" || ws[0].Size != 5 || ws[0].New != "0x6f6c6c6568" ||
+			writer(ws[0]) != "read" || len(ws[0].Backtrace) < 2 || ws[0].Backtrace[1].Func != "main" ||
+			ws[1].Region != "st" || ws[1].By != "kernel" || !strings.Contains(ws[1].Syscall, "stat") ||
+			ws[2].By != "user" || ws[2].New != "0x48" {
+			t.Fatalf("%s: writes %+v", engine, ws)
+		}
+		// Turned off, the kernel's write fails as the kernel sees the page.
+		r = memtrap(t, "run", "--kernel-writes=false", "--engine", engine, "--format", "json", "--symbol", "buf", "--", prog)
+		if !strings.HasPrefix(r.stdout, "read -1 bytes") {
+			t.Fatalf("%s, with --kernel-writes=false: %q", engine, r.stdout)
+		}
 	}
 }
 
@@ -228,9 +235,11 @@ func TestKernelWrites(t *testing.T) {
 func TestSigsetjmpOnWatchedPage(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/sigjmp.c", "-O0")
 	want := native(t, prog)
-	r := memtrap(t, "run", "--kernel-writes", "--engine", "page", "--format", "json", "--symbol", "value", "--", prog)
-	if r.stdout != want.stdout || r.code != want.code {
-		t.Fatalf("%q exit %d, want %q; stderr %s", r.stdout, r.code, want.stdout, tail(r.stderr))
+	for _, engine := range []string{"page", "fast"} {
+		r := memtrap(t, "run", "--kernel-writes", "--engine", engine, "--format", "json", "--symbol", "value", "--", prog)
+		if r.stdout != want.stdout || r.code != want.code {
+			t.Fatalf("%s: %q exit %d, want %q; stderr %s", engine, r.stdout, r.code, want.stdout, tail(r.stderr))
+		}
 	}
 }
 
@@ -300,7 +309,7 @@ func TestJava(t *testing.T) {
 	if want.code != 7 || want.stdout != "sum 23999980 npe 1000\n" {
 		t.Fatalf("native: %q exit %d", want.stdout, want.code)
 	}
-	for _, engine := range engines(t, "page", "hw") {
+	for _, engine := range engines(t, "page", "hw", "fast") {
 		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--symbol", "environ", "--", "java", "-cp", dir, "Hello")
 		if r.stdout != want.stdout || r.code != want.code {
 			t.Fatalf("%s: %q exit %d, want %q %d; stderr %s", engine, r.stdout, r.code, want.stdout, want.code, tail(r.stderr))

@@ -23,6 +23,8 @@ func (se *session) runFast(t *tracer.Thread, regions []*pagewatch.Region) (repor
 		Width:  se.opts.Width,
 		Notify: func(m string) { _ = se.rep.Note(m) },
 		Idle:   func() { _ = se.rep.Flush() },
+		// The calls that write into watched memory, bounced.
+		KernelWrites: se.opts.KernelWrites,
 	}
 	if se.needsWhen() {
 		o.When = se.when

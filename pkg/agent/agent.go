@@ -32,12 +32,12 @@ var blob []byte
 // Layout constants: agent.h's.
 const (
 	Magic       = 0x746e656761746d6d // Area.Magic, "mmtagent"
-	Version     = 4
+	Version     = 5
 	CodeSpan    = 0x2000 // the code, then the Area
 	Pages       = 64     // armed pages an Area holds
 	Recipes     = 256    // recipe slots (open addressing by pc)
 	Ring        = 1024   // records in the ring
-	StackBytes  = 2048   // stack bytes a Record copies from rsp
+	StackBytes  = 4096   // stack bytes a Record copies from rsp
 	NGReg       = 23     // ucontext's general registers
 	headerMagic = 0x6d74676e
 )
@@ -86,12 +86,38 @@ type Request struct {
 	PC     uint64
 	Tid    uint32
 	State  uint32
-	Kind   uint32 // ReqRecipe or ReqComplete
-	Result uint32 // ReqComplete: 0 done
-	UC     uint64 // ReqComplete: the thread's ucontext_t in its signal frame
-	FSBase uint64
+	Kind   uint32 // Req*
+	Result uint32 // 0 done
+	UC     uint64 // the thread's ucontext_t in its signal frame
+	FSBase uint64 // ReqComplete
 	GSBase uint64
+	// ReqKernelDone: the call's scratch and what it returned.
+	Scratch uint64
+	Ret     int64
+	// ReqKernel, answered: scratch bytes to map (0: run the call as it
+	// is) and the buffers moved there.
+	Size uint64
+	NOut uint32
+	_    uint32
+	Out  [Bounces]Bounce
 }
+
+// Bounce is one output buffer of a system call moved to the agent's
+// scratch: the pointer in argument Arg points Size bytes at scratch+Off.
+type Bounce struct {
+	Arg  uint32
+	_    uint32
+	Off  uint64
+	Size uint64
+}
+
+// Bounces is how many buffers of one call the agent moves; TrapData the
+// SECCOMP_RET_DATA of the filter's traps, which the agent's SIGSYS
+// handler takes for its own.
+const (
+	Bounces  = 4
+	TrapData = 0x6d61
+)
 
 // Request states, and how many requests an Area holds.
 const (
@@ -102,6 +128,10 @@ const (
 	NRequests   = 16
 	ReqRecipe   = 1 // Kind: the recipe of PC, please
 	ReqComplete = 2 // Kind: do the store at PC from the frame at UC
+	// Kind: which buffers of the system call trapped at UC to bounce;
+	// then, that call done, copy back what it wrote (agent.h).
+	ReqKernel     = 3
+	ReqKernelDone = 4
 )
 
 // Sigaction is the kernel's struct sigaction.
@@ -126,7 +156,8 @@ type Area struct {
 	Chained  uint64
 	Asked    uint64
 	Pid      uint64
-	Old      Sigaction
+	Old      Sigaction // the target's own SIGSEGV action
+	OldSys   Sigaction // and its SIGSYS action
 	Requests [NRequests]Request
 	Recipes  [Recipes]Recipe
 	Records  [Ring]Record

@@ -191,21 +191,17 @@ func (s *Shared) Complete(i int, mem Memory) (rec Record, err error) {
 	if len(old) > 8 {
 		// Wider than a record holds (a vector store, a rep stos):
 		// the bytes wait for Bytes.
-		if s.wide == nil {
-			s.wide = map[uint64][2][]byte{}
-		}
-		s.wide[rec.Seq] = [2][]byte{old, append([]byte(nil), stored...)}
+		s.keep(rec.Seq, side{old: old, new: append([]byte(nil), stored...)})
 	}
 	return rec, nil
 }
 
 // Bytes are the bytes a record's write found and left, Width of each: a
-// write Complete did that is wider than 8 bytes has them kept aside (once:
-// they are dropped as they are given).
+// write memtrap did that is wider than 8 bytes has them kept aside, until
+// the record is Done (or, taken by Next, for ever: Next is for tests).
 func (s *Shared) Bytes(rec *Record) (old, new []byte) {
-	if w, ok := s.wide[rec.Seq]; ok && int(rec.Width) == len(w[0]) {
-		delete(s.wide, rec.Seq)
-		return w[0], w[1]
+	if sd, ok := s.sides[rec.Seq]; ok && sd.old != nil && int(rec.Width) == len(sd.old) {
+		return sd.old, sd.new
 	}
 	n := min(int(rec.Width), 8)
 	old, new = make([]byte, 8), make([]byte, 8)
@@ -213,6 +209,22 @@ func (s *Shared) Bytes(rec *Record) (old, new []byte) {
 	binary.LittleEndian.PutUint64(new, rec.New)
 	return old[:n], new[:n]
 }
+
+// FrameGRegs reads the general registers of the signal frame whose
+// ucontext_t is at uc.
+func FrameGRegs(mem Memory, uc uint64) (g [NGReg]uint64, err error) {
+	var raw [NGReg * 8]byte
+	if err := (frame{mem: mem}).ReadMemory(uc+ucGRegs, raw[:]); err != nil {
+		return g, fmt.Errorf("reading the thread's signal frame: %w", err)
+	}
+	for k := range g {
+		g[k] = binary.LittleEndian.Uint64(raw[8*k:])
+	}
+	return g, nil
+}
+
+// GRegsPtrace is gregs as ptrace's registers (FS and GS bases 0).
+func GRegsPtrace(g *[NGReg]uint64) unix.PtraceRegs { return ptraceRegs(g, Request{}) }
 
 // Regs are a record's registers as the fault left them (FS and GS bases
 // unknown: 0).
@@ -252,7 +264,8 @@ type Served struct {
 
 // Serve answers the posted requests: the recipe of a pc from the code at
 // it (RecipeFor; width 0 where the agent cannot do the store), and the
-// stores the agent cannot do (Complete). refuse, if set, says which pcs
+// stores the agent cannot do (Complete). System calls (ReqKernel,
+// ReqKernelDone) are left posted for the caller. refuse, if set, says which pcs
 // get neither (their faults go to the target's own action). A COMPLETE
 // request that finds the ring full stays posted: the caller takes the
 // records (Next) and serves again. It returns what it answered.
@@ -271,7 +284,7 @@ func (s *Shared) Serve(mem Memory, refuse func(pc uint64) bool) ([]Served, error
 				continue
 			}
 			out = append(out, Served{Request: q, Done: err == nil, Err: err})
-		default:
+		case q.Kind == ReqRecipe:
 			r := Recipe{PC: q.PC}
 			if !no {
 				code := make([]byte, 15)

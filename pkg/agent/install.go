@@ -26,11 +26,6 @@ const (
 	nameOff   = 0x1800 // "memtrap-agent", the memfd's name
 	pathOff   = 0x1820 // "/proc/self/mem"
 	actionOff = 0x1840 // the agent's struct sigaction
-	// ScratchOff is where, in the code pages, the rest of their room
-	// (ScratchSize bytes) is free for what later injected calls read
-	// (a seccomp program): written through /proc/PID/mem.
-	ScratchOff  = 0x1880
-	ScratchSize = CodeSpan - ScratchOff
 	// memFdMin: the agent's descriptor of /proc/self/mem is moved up
 	// here, out of the way of the target's own numbering.
 	memFdMin = 1000
@@ -129,6 +124,17 @@ func (in *Installed) Arm(t *tracer.Thread) error {
 	old := in.Base + CodeSpan + uint64(unsafe.Offsetof(Area{}.Old))
 	if _, err := t.Syscall(unix.SYS_RT_SIGACTION, uintptr(unix.SIGSEGV), uintptr(in.action), uintptr(old), 8); err != nil {
 		return fmt.Errorf("installing the agent's handler: %w", err)
+	}
+	return nil
+}
+
+// ArmSyscalls makes the agent the target's SIGSYS handler too, for the
+// system calls a seccomp filter traps (SECCOMP_RET_TRAP with TrapData),
+// the target's own action kept in the Area for every other SIGSYS.
+func (in *Installed) ArmSyscalls(t *tracer.Thread) error {
+	old := in.Base + CodeSpan + uint64(unsafe.Offsetof(Area{}.OldSys))
+	if _, err := t.Syscall(unix.SYS_RT_SIGACTION, uintptr(unix.SIGSYS), uintptr(in.action), uintptr(old), 8); err != nil {
+		return fmt.Errorf("installing the agent's SIGSYS handler: %w", err)
 	}
 	return nil
 }

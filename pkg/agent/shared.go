@@ -15,10 +15,23 @@ import (
 type Shared struct {
 	mem []byte
 	a   *Area
-	// wide holds, by record seq, the old and new bytes of the writes
-	// Complete did that a Record cannot hold (Bytes). Serve and Next
-	// run on one goroutine.
-	wide map[uint64][2][]byte
+	// sides holds, by record seq, what a Record cannot: the old and new
+	// bytes of the writes memtrap did that are wider than 8 bytes, and
+	// the system call of a kernel write (Bytes, Syscall). Serve, Next,
+	// Peek and AppendKernel run on one goroutine.
+	sides map[uint64]side
+}
+
+type side struct {
+	old, new []byte
+	syscall  string
+}
+
+func (s *Shared) keep(seq uint64, sd side) {
+	if s.sides == nil {
+		s.sides = map[uint64]side{}
+	}
+	s.sides[seq] = sd
 }
 
 // AreaSize is the bytes an Area's mapping takes (whole pages).
@@ -88,6 +101,7 @@ func (s *Shared) Peek() *Record {
 // Done gives the slot of the record Peek returned back to the agent.
 func (s *Shared) Done() {
 	tail := atomic.LoadUint64(&s.a.Tail)
+	delete(s.sides, tail)
 	atomic.StoreUint64(&s.a.Tail, tail+1)
 	if atomic.LoadUint64(&s.a.Head)-tail == Ring {
 		futex(unsafe.Pointer(&s.a.Tail), futexWake, ^uint32(0)>>1, nil)
@@ -111,7 +125,8 @@ func (s *Shared) Request(i int) Request {
 	state := atomic.LoadUint32(&q.State) // the rest was written before it
 	return Request{PC: atomic.LoadUint64(&q.PC), Tid: atomic.LoadUint32(&q.Tid), State: state,
 		Kind: atomic.LoadUint32(&q.Kind), Result: atomic.LoadUint32(&q.Result), UC: atomic.LoadUint64(&q.UC),
-		FSBase: atomic.LoadUint64(&q.FSBase), GSBase: atomic.LoadUint64(&q.GSBase)}
+		FSBase: atomic.LoadUint64(&q.FSBase), GSBase: atomic.LoadUint64(&q.GSBase),
+		Scratch: atomic.LoadUint64(&q.Scratch), Ret: atomic.LoadInt64(&q.Ret)}
 }
 
 // ErrFull: the Area's recipe table has no slot left.
@@ -170,3 +185,51 @@ const (
 func futex(addr unsafe.Pointer, op int, val uint32, ts *unix.Timespec) {
 	_, _, _ = unix.Syscall6(unix.SYS_FUTEX, uintptr(addr), uintptr(op), uintptr(val), uintptr(unsafe.Pointer(ts)), 0, 0)
 }
+
+// AnswerKernel answers the ReqKernel request in slot i: the agent maps size
+// bytes of scratch (twice what the buffers take: their copies to compare
+// with are in its upper half) and moves the buffers of outs there; no outs:
+// the call runs as it is.
+func (s *Shared) AnswerKernel(i int, size uint64, outs []Bounce) {
+	q := &s.a.Requests[i]
+	n := copy(q.Out[:], outs)
+	q.Size, q.NOut = 0, uint32(n)
+	if n > 0 {
+		q.Size = size
+	}
+	atomic.StoreUint32(&q.Result, 0)
+	atomic.StoreUint32(&q.State, ReqAnswered)
+	futex(unsafe.Pointer(&q.State), futexWake, 1, nil)
+}
+
+// DoneKernel answers the ReqKernelDone request in slot i.
+func (s *Shared) DoneKernel(i int) {
+	q := &s.a.Requests[i]
+	atomic.StoreUint32(&q.Result, 0)
+	atomic.StoreUint32(&q.State, ReqAnswered)
+	futex(unsafe.Pointer(&q.State), futexWake, 1, nil)
+}
+
+// Lock takes the Area's lock, which the agent takes around each write: what
+// memtrap writes meanwhile is ordered with the agent's writes.
+func (s *Shared) Lock() { s.lock() }
+
+// Unlock releases it.
+func (s *Shared) Unlock() { s.unlock() }
+
+// Room is how many records the ring can take now.
+func (s *Shared) Room() int {
+	return Ring - int(atomic.LoadUint64(&s.a.Head)-atomic.LoadUint64(&s.a.Tail))
+}
+
+// AppendKernel appends rec, a write the kernel made for the system call
+// named call, whose bytes are old and new (Bytes gives them back, and
+// Syscall the name). The lock held, Room checked.
+func (s *Shared) AppendKernel(rec *Record, old, new []byte, call string) {
+	s.append(rec)
+	s.keep(rec.Seq, side{old: old, new: new, syscall: call})
+}
+
+// Syscall names the system call whose write rec is ("": the target's
+// store).
+func (s *Shared) Syscall(rec *Record) string { return s.sides[rec.Seq].syscall }

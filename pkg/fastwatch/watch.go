@@ -54,6 +54,9 @@ type Options struct {
 	Notify func(string)
 	// Idle runs when the target has nothing to report for now.
 	Idle func()
+	// KernelWrites follows the system calls that write into armed
+	// pages (kernel.go); without it they fail with EFAULT.
+	KernelWrites bool
 }
 
 // Watch is the fast engine over one launched process.
@@ -68,7 +71,9 @@ type Watch struct {
 	// values --when looks at, exact with no read of the running target.
 	shadow map[*pagewatch.Region][]byte
 	insns  map[uint64]string
-	gone   bool // the target executed another program
+	gone   bool     // the target executed another program
+	pages  []uint64 // the armed pages
+	kcalls map[uint32]*kcall
 	stats  pagewatch.Stats
 }
 
@@ -80,7 +85,7 @@ var ErrTooMany = errors.New("too many pages for the fast engine")
 
 // New installs the agent in p (t its only thread, stopped at the entry
 // point) and arms regions. Nothing traps until Run lets the target go.
-func New(p *tracer.Process, t *tracer.Thread, regions []*pagewatch.Region, opts Options) (w *Watch, err error) {
+func New(p *tracer.Process, t *tracer.Thread, regions []*pagewatch.Region, opts Options) (_ *Watch, err error) {
 	for _, r := range regions {
 		if err := r.Validate(); err != nil {
 			return nil, err
@@ -97,7 +102,8 @@ func New(p *tracer.Process, t *tracer.Thread, regions []*pagewatch.Region, opts 
 	if err != nil {
 		return nil, err
 	}
-	w = &Watch{p: p, opts: opts, regions: regions, shadow: map[*pagewatch.Region][]byte{}, insns: map[uint64]string{}}
+	w := &Watch{p: p, opts: opts, regions: regions, shadow: map[*pagewatch.Region][]byte{}, insns: map[uint64]string{},
+		pages: pages, kcalls: map[uint32]*kcall{}}
 	for _, r := range regions {
 		b := make([]byte, r.Len)
 		if err := p.ReadMemory(r.Addr, b); err != nil {
@@ -125,6 +131,11 @@ func New(p *tracer.Process, t *tracer.Thread, regions []*pagewatch.Region, opts 
 	// injected rt_sigaction for a listener that does not listen yet.
 	if err := w.in.Arm(t); err != nil {
 		return nil, fmt.Errorf("engine fast: %w", err)
+	}
+	if opts.KernelWrites {
+		if err := w.in.ArmSyscalls(t); err != nil {
+			return nil, fmt.Errorf("engine fast: %w", err)
+		}
 	}
 	if w.lis, err = listen(w, t); err != nil {
 		return nil, fmt.Errorf("engine fast: %w", err)
@@ -247,6 +258,10 @@ func (w *Watch) Listener() int { return w.lis.fd }
 func (w *Watch) serve() error {
 	s := w.in.Shared
 	for {
+		settled, err := w.serveKernel()
+		if err != nil {
+			return err
+		}
 		answered, err := s.Serve(w.mem, nil)
 		if err != nil {
 			return fmt.Errorf("engine fast: serving the agent: %w", err)
@@ -265,7 +280,7 @@ func (w *Watch) serve() error {
 				return err
 			}
 		}
-		if n == 0 && len(answered) == 0 {
+		if n == 0 && len(answered) == 0 && settled == 0 {
 			return nil
 		}
 	}
@@ -273,7 +288,10 @@ func (w *Watch) serve() error {
 
 // record reports a record's write to each region it touched.
 func (w *Watch) record(rec *agent.Record) error {
-	w.stats.Faults++
+	call := w.in.Shared.Syscall(rec)
+	if call == "" {
+		w.stats.Faults++
+	}
 	old, nw := w.in.Shared.Bytes(rec)
 	lo, hi := rec.Addr, rec.Addr+uint64(len(old))
 	for _, r := range w.regions {
@@ -284,7 +302,7 @@ func (w *Watch) record(rec *agent.Record) error {
 		wr := &pagewatch.Write{
 			Pid: w.p.Pid, Tid: int(rec.Tid), Region: r, Offset: a - r.Addr, Addr: a, Size: b - a,
 			Old: old[a-lo : b-lo], New: nw[a-lo : b-lo], PC: rec.PC, Exact: true,
-			Regs: rec.Regs(), StackAddr: rec.GRegs[15], Stack: rec.Stack[:],
+			Regs: rec.Regs(), StackAddr: rec.GRegs[15], Stack: rec.Stack[:], Syscall: call,
 		}
 		sh := w.shadow[r]
 		before := append([]byte(nil), sh...)
@@ -294,7 +312,9 @@ func (w *Watch) record(rec *agent.Record) error {
 		}
 		w.stats.Writes++
 		wr.Seq = w.stats.Writes
-		wr.Insn = w.insn(rec)
+		if wr.Syscall == "" {
+			wr.Insn = w.insn(rec)
+		}
 		if w.opts.Report == nil {
 			continue
 		}

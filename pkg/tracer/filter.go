@@ -28,6 +28,9 @@ type FilterRule struct {
 	Nr     int
 	Args   []int
 	Ranges []Range
+	// Action, if not 0, is what a matching call gets instead of the
+	// filter's stop (BuildProgram).
+	Action uint32
 }
 
 // Range is [Lo, Hi).
@@ -46,6 +49,7 @@ const (
 
 	seccompNr   = 0
 	seccompArch = 4
+	seccompIP   = 8
 	x32Bit      = 0x40000000
 )
 
@@ -112,8 +116,24 @@ func BuildFilter(rules []FilterRule, notify bool) (*Filter, error) {
 	if notify {
 		stop = unix.SECCOMP_RET_USER_NOTIF
 	}
+	prog, err := BuildProgram(rules, stop, Range{})
+	if err != nil {
+		return nil, err
+	}
+	return &Filter{prog: prog, rules: rules, notify: notify}, nil
+}
+
+// BuildProgram assembles the seccomp program for rules: an x86-64 call
+// that matches a rule returns the rule's Action, or stop; every other
+// call, and every call made from an address in exempt (the calls of code
+// memtrap put in the target), is allowed. exempt may not cross a 4 GiB
+// line.
+func BuildProgram(rules []FilterRule, stop uint32, exempt Range) ([]unix.SockFilter, error) {
+	if exempt.Hi > exempt.Lo && exempt.Lo>>32 != exempt.Hi>>32 {
+		return nil, fmt.Errorf("syscall filter: the exempt range [%#x, %#x) crosses a 4 GiB line", exempt.Lo, exempt.Hi)
+	}
 	a := &asm{}
-	native, x64 := a.label(), a.label()
+	native, x64, checked := a.label(), a.label(), a.label()
 	a.op(bpfLd, seccompArch, -1, -1)
 	a.op(bpfJeq, unix.AUDIT_ARCH_X86_64, native, -1)
 	a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
@@ -122,6 +142,17 @@ func BuildFilter(rules []FilterRule, notify bool) (*Filter, error) {
 	a.op(bpfJge, x32Bit, -1, x64)
 	a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
 	a.place(x64)
+	if exempt.Hi > exempt.Lo {
+		// seccomp_data.instruction_pointer, at 8: its high half, then
+		// its low half in [Lo, Hi).
+		a.op(bpfLd, seccompIP+4, -1, -1)
+		a.op(bpfJeq, uint32(exempt.Lo>>32), -1, checked)
+		a.op(bpfLd, seccompIP, -1, -1)
+		a.op(bpfJge, uint32(exempt.Lo), -1, checked)
+		a.op(bpfJge, uint32(exempt.Hi), checked, -1)
+		a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
+	}
+	a.place(checked)
 	// One block per syscall; its rules are tried in turn.
 	var order []int
 	byNr := map[int][]FilterRule{}
@@ -135,26 +166,40 @@ func BuildFilter(rules []FilterRule, notify bool) (*Filter, error) {
 		skip := a.label()
 		a.op(bpfLd, seccompNr, -1, -1)
 		a.op(bpfJeq, uint32(nr), -1, skip)
-		hit := a.label()
+		// One exit per action: the rules of a call that share it
+		// share its label.
+		hits := map[uint32]int{}
+		var actions []uint32
 		for _, r := range byNr[nr] {
+			act := stop
+			if r.Action != 0 {
+				act = r.Action
+			}
 			if len(r.Args) == 0 {
-				a.op(bpfRet, stop, -1, -1)
+				a.op(bpfRet, act, -1, -1)
 				break
+			}
+			hit, ok := hits[act]
+			if !ok {
+				hit = a.label()
+				hits[act] = hit
+				actions = append(actions, act)
 			}
 			argChecks(a, r, hit)
 		}
 		a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
-		a.place(hit)
-		a.op(bpfRet, stop, -1, -1)
+		for _, act := range actions {
+			a.place(hits[act])
+			a.op(bpfRet, act, -1, -1)
+		}
 		a.place(skip)
 	}
 	a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
-	prog, err := a.link()
-	if err != nil {
-		return nil, err
-	}
-	return &Filter{prog: prog, rules: rules, notify: notify}, nil
+	return a.link()
 }
+
+// Program is f's instructions.
+func (f *Filter) Program() []unix.SockFilter { return f.prog }
 
 // argChecks jumps to hit when one of r's arguments lies in one of its
 // ranges, and falls through otherwise.

@@ -27,6 +27,14 @@
 #define ARCH_GET_GS 0x1004
 #define SYS_mprotect 10
 #define SYS_futex 202
+#define SYS_mmap 9
+#define SYS_munmap 11
+#define SYS_tgkill 234
+#define SIGSYS 31
+#define SYS_SECCOMP 1
+#define PROT_READ 1
+#define MAP_PRIVATE 2
+#define MAP_ANONYMOUS 0x20
 #define FUTEX_WAIT 0
 #define FUTEX_WAKE 1
 #define SIGSEGV 11
@@ -41,6 +49,13 @@
 /* ucontext_t: uc_mcontext.gregs follows uc_flags, uc_link, uc_stack. */
 #define UC_GREGS 40
 #define UC_SIGMASK 296 /* after uc_mcontext's 256 bytes */
+#define REG_R8 0
+#define REG_R9 1
+#define REG_R10 2
+#define REG_RDI 8
+#define REG_RSI 9
+#define REG_RDX 12
+#define REG_RAX 13
 #define REG_RSP 15
 #define REG_RIP 16
 
@@ -137,29 +152,32 @@ static void unlock(struct agent_area *a)
 	__atomic_store_n(&a->lock, 0, __ATOMIC_RELEASE);
 }
 
-/* chain hands a fault that is not memtrap's to the target's own action:
- * its handler, called as the kernel would have; or, for the default
- * action (and for an ignored SIGSEGV, which the kernel does not ignore
- * when it forces one), the default back, so that the fault comes again on
- * return and the kernel acts on it as without memtrap. */
-static void chain(struct agent_area *a, int sig, void *si, void *uc)
+/* chain hands a signal that is not memtrap's to the target's own action
+ * for it (act: the Area's copy). Its handler is called as the kernel would
+ * have. For the default action (and for an ignored one, which the kernel
+ * does not honour for a forced signal) the default goes back: a SIGSEGV
+ * comes again on return, a SIGSYS is sent again; the kernel acts on it as
+ * without memtrap. */
+static void chain(struct agent_area *a, struct agent_sigaction *act, int sig, void *si, void *uc)
 {
 	__atomic_add_fetch(&a->chained, 1, __ATOMIC_RELAXED);
-	u64 h = a->old.handler, flags = a->old.flags;
+	u64 h = act->handler, flags = act->flags;
 	if (h <= 1) {
 		struct agent_sigaction dfl = {0, 0, 0, 0};
-		sys4(SYS_rt_sigaction, SIGSEGV, (long)&dfl, 0, 8);
+		sys4(SYS_rt_sigaction, sig, (long)&dfl, 0, 8);
+		if (sig != SIGSEGV)
+			sys4(SYS_tgkill, sys4(SYS_getpid, 0, 0, 0, 0), sys4(SYS_gettid, 0, 0, 0, 0), sig, 0);
 		return;
 	}
 	if (flags & SA_RESETHAND)
-		a->old.handler = 0;
+		act->handler = 0;
 	/* The mask the kernel would give the handler: the thread's at the
-	 * fault and the action's. But never SIGSEGV, which the kernel would
+	 * signal and the action's. But never SIGSEGV, which the kernel would
 	 * block too (without SA_NODEFER): a store of the handler's own to an
 	 * armed page must trap into the agent again, and a fault with
 	 * SIGSEGV blocked would kill the process. The sigreturn after the
 	 * handler puts the thread's own mask back. */
-	u64 mask = (*(u64 *)((char *)uc + UC_SIGMASK) | a->old.mask) & ~SEGV_BIT;
+	u64 mask = (*(u64 *)((char *)uc + UC_SIGMASK) | act->mask) & ~SEGV_BIT;
 	sys4(SYS_rt_sigprocmask, SIG_SETMASK, (long)&mask, 0, 8);
 	if (flags & SA_SIGINFO)
 		((void (*)(int, void *, void *))h)(sig, si, uc);
@@ -193,11 +211,11 @@ static void release(struct agent_area *a)
 		sys4(SYS_mprotect, (long)a->pages[i], 0x1000, (long)a->prots[i], 0);
 }
 
-/* ask posts a request of kind for pc (uc: the thread's ucontext) and
- * waits for memtrap's answer. It returns 0 if no slot was free, memtrap
- * did not answer in time, or could not do what was asked (then the caller
- * takes the fault as one it cannot complete). */
-static int ask(struct agent_area *a, u64 pc, u32 kind, void *uc)
+/* post posts a request of kind for pc (uc: the thread's ucontext) and
+ * waits for memtrap's answer: the answered slot, which the caller frees
+ * (done) once it has read it, or 0 if no slot was free or memtrap did not
+ * answer in time. scratch and ret go with a KERNEL_DONE. */
+static struct agent_request *post(struct agent_area *a, u64 pc, u32 kind, void *uc, u64 scratch, s64 ret)
 {
 	for (int tries = 0; tries < 1000; tries++) {
 		for (u32 i = 0; i < AGENT_REQUESTS; i++) {
@@ -210,6 +228,10 @@ static int ask(struct agent_area *a, u64 pc, u32 kind, void *uc)
 			q->kind = kind;
 			q->result = 0;
 			q->uc = (u64)uc;
+			q->scratch = scratch;
+			q->ret = ret;
+			q->size = 0;
+			q->nout = 0;
 			if (kind == AGENT_REQ_COMPLETE) {
 				sys4(SYS_arch_prctl, ARCH_GET_FS, (long)&q->fsbase, 0, 0);
 				sys4(SYS_arch_prctl, ARCH_GET_GS, (long)&q->gsbase, 0, 0);
@@ -222,15 +244,13 @@ static int ask(struct agent_area *a, u64 pc, u32 kind, void *uc)
 			 * memtrap that is gone. */
 			for (int w = 0; w < 1000; w++) {
 				if (__atomic_load_n(&q->state, __ATOMIC_ACQUIRE) == AGENT_REQ_ANSWERED)
-					break;
+					return q;
 				struct { long s, ns; } ts = {0, 10000000};
 				sys4(SYS_futex, (long)&q->state, FUTEX_WAIT, AGENT_REQ_POSTED, (long)&ts);
 			}
-			int answered = __atomic_load_n(&q->state, __ATOMIC_ACQUIRE) == AGENT_REQ_ANSWERED;
-			int ok = answered && q->result == 0;
-			if (answered)
-				__atomic_store_n(&q->state, AGENT_REQ_FREE, __ATOMIC_RELEASE);
-			return ok;
+			if (__atomic_load_n(&q->state, __ATOMIC_ACQUIRE) == AGENT_REQ_ANSWERED)
+				return q;
+			return 0;
 		}
 		struct { long s, ns; } ts = {0, 100000};
 		sys4(SYS_futex, (long)&a->requests[0].state, FUTEX_WAIT, AGENT_REQ_POSTED, (long)&ts);
@@ -238,15 +258,112 @@ static int ask(struct agent_area *a, u64 pc, u32 kind, void *uc)
 	return 0;
 }
 
+static void done(struct agent_request *q)
+{
+	__atomic_store_n(&q->state, AGENT_REQ_FREE, __ATOMIC_RELEASE);
+}
+
+/* ask posts a request and says whether memtrap did what it asked. */
+static int ask(struct agent_area *a, u64 pc, u32 kind, void *uc)
+{
+	struct agent_request *q = post(a, pc, kind, uc, 0, 0);
+	if (!q)
+		return 0;
+	int ok = q->result == 0;
+	done(q);
+	return ok;
+}
+
+static long sysargs(long nr, const long *x)
+{
+	return sys6(nr, x[0], x[1], x[2], x[3], x[4], x[5]);
+}
+
+/* onsys runs a system call the filter trapped for a pointer argument
+ * near an armed page: with the output buffers memtrap says to move
+ * bounced to a scratch mapping, memtrap told when it is done. */
+static void onsys(struct agent_area *a, int sig, void *si, void *uc)
+{
+	u64 *g = (u64 *)((char *)uc + UC_GREGS);
+	int err = *(int *)((char *)si + 4), code = *(int *)((char *)si + 8);
+	if (a->magic != AGENT_MAGIC || code != SYS_SECCOMP || err != AGENT_TRAP_DATA) {
+		chain(a, &a->oldsys, sig, si, uc);
+		return;
+	}
+	long nr = *(int *)((char *)si + 24);
+	long args[6] = {(long)g[REG_RDI], (long)g[REG_RSI], (long)g[REG_RDX], (long)g[REG_R10], (long)g[REG_R8], (long)g[REG_R9]};
+	long call[6];
+	for (int i = 0; i < 6; i++)
+		call[i] = args[i];
+	u64 pc = g[REG_RIP], size = 0;
+	u32 nout = 0;
+	struct agent_bounce out[AGENT_BOUNCES];
+	if ((u64)sys4(SYS_getpid, 0, 0, 0, 0) != a->pid && !sameMemory(a)) {
+		release(a); /* a forked child: its pages are its own */
+	} else if (__atomic_load_n(&a->served, __ATOMIC_ACQUIRE)) {
+		struct agent_request *q = post(a, pc, AGENT_REQ_KERNEL, uc, 0, 0);
+		if (q) {
+			if (q->result == 0 && q->nout <= AGENT_BOUNCES) {
+				size = q->size;
+				nout = q->nout;
+				for (u32 k = 0; k < nout; k++)
+					out[k] = q->out[k];
+			}
+			done(q);
+		}
+	}
+	long scratch = 0;
+	if (size) {
+		scratch = sys6(SYS_mmap, 0, (long)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (scratch < 0 && scratch > -4096)
+			size = 0;
+	}
+	for (u32 k = 0; size && k < nout; k++) {
+		/* Copied in, twice: the kernel may read the first copy, which
+		 * it writes; memtrap compares it with the second, which it
+		 * does not (scratch's upper half), for the bytes it changed.
+		 * An unreadable buffer runs the call as it is, to fail as it
+		 * would have. */
+		long n = (long)out[k].size, at = scratch + (long)out[k].off;
+		if (out[k].arg > 5 || out[k].off + out[k].size > size / 2 ||
+		    sys6(SYS_pread64, a->memfd, at, n, args[out[k].arg], 0, 0) != n ||
+		    sys6(SYS_pread64, a->memfd, at + (long)(size / 2), n, args[out[k].arg], 0, 0) != n) {
+			sys4(SYS_munmap, scratch, (long)size, 0, 0);
+			size = 0;
+			for (int i = 0; i < 6; i++)
+				call[i] = args[i];
+			break;
+		}
+		call[out[k].arg] = scratch + (long)out[k].off;
+	}
+	/* The call runs with the thread's own mask (a signal may interrupt
+	 * it, as without memtrap), the handler's back after it. */
+	u64 mask = *(u64 *)((char *)uc + UC_SIGMASK) & ~SEGV_BIT, all = ~SEGV_BIT;
+	sys4(SYS_rt_sigprocmask, SIG_SETMASK, (long)&mask, 0, 8);
+	long r = sysargs(nr, call);
+	sys4(SYS_rt_sigprocmask, SIG_SETMASK, (long)&all, 0, 8);
+	if (size) {
+		struct agent_request *q = post(a, pc, AGENT_REQ_KERNEL_DONE, uc, (u64)scratch, r);
+		if (q)
+			done(q);
+		sys4(SYS_munmap, scratch, (long)size, 0, 0);
+	}
+	g[REG_RAX] = (u64)r;
+}
+
 __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 {
 	struct agent_area *a = &agent_area;
+	if (sig == SIGSYS) {
+		onsys(a, sig, si, uc);
+		return;
+	}
 	u64 *g = (u64 *)((char *)uc + UC_GREGS);
 	int code = *(int *)((char *)si + 8);
 	u64 fault = *(u64 *)((char *)si + 16);
 	u32 page = a->magic == AGENT_MAGIC && code == SEGV_ACCERR ? armed(a, fault) : 0;
 	if (!page) {
-		chain(a, sig, si, uc);
+		chain(a, &a->old, sig, si, uc);
 		return;
 	}
 	if ((u64)sys4(SYS_getpid, 0, 0, 0, 0) != a->pid && !sameMemory(a)) {
@@ -257,7 +374,7 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 		 * runs again (unless the page was never writable: then the
 		 * fault is its own). */
 		if (!(a->prots[page - 1] & PROT_WRITE)) {
-			chain(a, sig, si, uc);
+			chain(a, &a->old, sig, si, uc);
 			return;
 		}
 		release(a);
@@ -274,7 +391,7 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 		return; /* memtrap did it, in the frame */
 	if (!r || r->width == 0) {
 		__atomic_add_fetch(&a->misses, 1, __ATOMIC_RELAXED);
-		chain(a, sig, si, uc);
+		chain(a, &a->old, sig, si, uc);
 		return;
 	}
 	u64 ea = (u64)r->disp;
@@ -288,7 +405,7 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 	if (fault < ea || fault >= ea + w) {
 		/* Not the store the recipe says: memtrap's to settle. */
 		__atomic_add_fetch(&a->misses, 1, __ATOMIC_RELAXED);
-		chain(a, sig, si, uc);
+		chain(a, &a->old, sig, si, uc);
 		return;
 	}
 	u64 val = (r->src == AGENT_SRC_IMM ? r->imm : g[r->reg]) & widthMask(w);
@@ -305,7 +422,7 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 	if (sys6(SYS_pwrite64, a->memfd, (long)&val, w, (long)ea, 0, 0) != (long)w) {
 		unlock(a);
 		__atomic_add_fetch(&a->misses, 1, __ATOMIC_RELAXED);
-		chain(a, sig, si, uc);
+		chain(a, &a->old, sig, si, uc);
 		return;
 	}
 	u64 seq = a->head;

@@ -13,12 +13,12 @@ typedef unsigned long u64;
 typedef long s64;
 
 #define AGENT_MAGIC 0x746e656761746d6dUL /* "mmtagent" */
-#define AGENT_VERSION 4
+#define AGENT_VERSION 5
 #define AGENT_CODE_SPAN 0x2000 /* code, then the area */
 #define AGENT_PAGES 64         /* armed pages */
 #define AGENT_RECIPES 256      /* a power of two: open addressing by pc */
 #define AGENT_RING 1024        /* records, a power of two */
-#define AGENT_STACK 2048       /* stack bytes copied per record, from rsp:
+#define AGENT_STACK 4096       /* stack bytes copied per record, from rsp:
                                 * enough to unwind the usual 8 frames */
 #define AGENT_NGREG 23         /* ucontext's gregs */
 
@@ -60,15 +60,32 @@ struct agent_record {
  * waking memtrap if it waits), and waits on state. memtrap adds the recipe
  * (width 0: a store the agent does not complete) and answers (ANSWERED,
  * waking the slot); the thread frees the slot and looks again. */
+/* One output buffer of a system call moved to the agent's scratch: the
+ * pointer in argument arg points size bytes at scratch + off instead. */
+struct agent_bounce {
+	u32 arg;
+	u32 pad;
+	u64 off;
+	u64 size;
+};
+
+#define AGENT_BOUNCES 4
+
 struct agent_request {
 	u64 pc;
 	u32 tid;
 	u32 state;
-	u32 kind;   /* AGENT_REQ_RECIPE or AGENT_REQ_COMPLETE */
-	u32 result; /* COMPLETE: 0 done, else memtrap could not */
-	u64 uc;     /* COMPLETE: the thread's ucontext_t, in its signal frame */
+	u32 kind;   /* AGENT_REQ_* */
+	u32 result; /* 0 done, else memtrap could not */
+	u64 uc;     /* the thread's ucontext_t, in its signal frame */
 	u64 fsbase; /* COMPLETE: the thread's FS and GS bases, which the */
 	u64 gsbase; /* signal frame does not hold */
+	u64 scratch; /* KERNEL_DONE: the call's scratch */
+	s64 ret;     /* KERNEL_DONE: what the call returned */
+	u64 size;    /* KERNEL, answered: scratch bytes (0: run it as it is) */
+	u32 nout;    /* KERNEL, answered: the buffers moved there */
+	u32 pad;
+	struct agent_bounce out[AGENT_BOUNCES];
 };
 
 /* RECIPE asks for pc's recipe. COMPLETE, for a store the agent cannot do
@@ -79,6 +96,18 @@ struct agent_request {
  * the thread goes on past the store. */
 #define AGENT_REQ_RECIPE 1
 #define AGENT_REQ_COMPLETE 2
+/* KERNEL: a system call the filter trapped (SIGSYS) because a pointer
+ * argument comes near an armed page: memtrap answers which output buffers
+ * the agent moves to a scratch mapping of its own (the kernel does not
+ * fault on a write-protected page, the call would fail with EFAULT); the
+ * agent makes the call so, with the thread's own signal mask, then posts
+ * KERNEL_DONE, and memtrap copies the bytes the kernel changed to their
+ * place and records them, under lock. */
+#define AGENT_REQ_KERNEL 3
+#define AGENT_REQ_KERNEL_DONE 4
+
+/* SECCOMP_RET_DATA of the filter's traps (si_errno of their SIGSYS). */
+#define AGENT_TRAP_DATA 0x6d61
 
 #define AGENT_REQUESTS 16
 #define AGENT_REQ_FREE 0
@@ -114,6 +143,7 @@ struct agent_area {
 			 * child, which shares this area and that descriptor,
 			 * must not complete stores with them (agent.c) */
 	struct agent_sigaction old; /* the target's own SIGSEGV action */
+	struct agent_sigaction oldsys; /* and its SIGSYS action */
 	struct agent_request requests[AGENT_REQUESTS];
 	struct agent_recipe recipes[AGENT_RECIPES];
 	struct agent_record ring[AGENT_RING];
@@ -122,7 +152,7 @@ struct agent_area {
 /* The blob's first bytes: where its entry points are. */
 struct agent_header {
 	u32 magic;       /* AGENT_HEADER_MAGIC */
-	u32 handler;     /* offset of the SIGSEGV handler (SA_SIGINFO) */
+	u32 handler;     /* offset of the SIGSEGV and SIGSYS handler (SA_SIGINFO) */
 	u32 restorer;    /* offset of the sa_restorer (rt_sigreturn) */
 	u32 size;        /* bytes of code */
 };

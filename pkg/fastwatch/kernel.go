@@ -1,0 +1,241 @@
+package fastwatch
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/memtrap/memtrap/pkg/agent"
+	"github.com/memtrap/memtrap/pkg/sysout"
+	"github.com/memtrap/memtrap/pkg/tracer"
+	"golang.org/x/sys/unix"
+)
+
+// Kernel writes. The kernel does not fault on a write-protected page: a
+// system call writing into an armed page would fail with EFAULT. The
+// filter traps (SECCOMP_RET_TRAP) the calls package sysout knows whose
+// output pointers come near an armed page; the agent's SIGSYS handler asks
+// memtrap which buffers to bounce (ReqKernel), makes the call itself with
+// them in a scratch mapping of its own, and asks memtrap to settle it
+// (ReqKernelDone): under the agent's lock memtrap copies the bytes the
+// kernel changed to their place and records them as the kernel's write
+// for that call, in order with the target's own stores.
+
+// maxBounce caps one bounced buffer (the page engine's cap): a larger one
+// is left to fail as it would have.
+const maxBounce = 1 << 20
+
+// kcall is a trapped call between its plan and its settling.
+type kcall struct {
+	name  string
+	outs  []sysout.Output // the bounced buffers, as the call had them
+	plan  []agent.Bounce
+	half  uint64 // where the copies to compare with start in the scratch
+	gregs [agent.NGReg]uint64
+}
+
+// syscallRules are the filter's rules for kernel writes: the calls sysout
+// knows, when an output pointer lies on an armed page or up to maxBounce
+// below one.
+func syscallRules(pages []uint64) []tracer.FilterRule {
+	var ranges []tracer.Range
+	for _, pg := range mergePages(pages) {
+		lo := uint64(pageSize)
+		if pg.Lo > maxBounce+pageSize {
+			lo = pg.Lo - maxBounce
+		}
+		ranges = append(ranges, tracer.Range{Lo: lo, Hi: pg.Hi})
+	}
+	var rules []tracer.FilterRule
+	for _, nr := range sysout.Numbers() {
+		c, _ := sysout.Lookup(nr)
+		rules = append(rules, tracer.FilterRule{Nr: nr, Args: c.PointerArgs(), Ranges: ranges})
+	}
+	return rules
+}
+
+// mergePages makes ranges of the armed pages, adjacent pages in one; more
+// than 4 (each range costs instructions per pointer argument of every
+// call) become the one range around them all, which traps more calls that
+// then run as they are.
+func mergePages(pages []uint64) []tracer.Range {
+	s := slices.Clone(pages)
+	slices.Sort(s)
+	var out []tracer.Range
+	for _, pg := range s {
+		if n := len(out); n > 0 && out[n-1].Hi >= pg {
+			out[n-1].Hi = max(out[n-1].Hi, pg+pageSize)
+			continue
+		}
+		out = append(out, tracer.Range{Lo: pg, Hi: pg + pageSize})
+	}
+	if len(out) > 4 {
+		out = []tracer.Range{{Lo: out[0].Lo, Hi: out[len(out)-1].Hi}}
+	}
+	return out
+}
+
+// serveKernel answers the agent's system call requests.
+func (w *Watch) serveKernel() (int, error) {
+	s := w.in.Shared
+	n := 0
+	for _, i := range s.Posted() {
+		q := s.Request(i)
+		switch q.Kind {
+		case agent.ReqKernel:
+			w.plan(i, q)
+			n++
+		case agent.ReqKernelDone:
+			err := w.settle(i, q)
+			if errors.Is(err, agent.ErrRingFull) {
+				continue // once the records are taken
+			}
+			if err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
+}
+
+// plan says which buffers of the trapped call to bounce: those that
+// reach an armed page.
+func (w *Watch) plan(i int, q agent.Request) {
+	s := w.in.Shared
+	delete(w.kcalls, q.Tid)
+	g, err := agent.FrameGRegs(w.mem, q.UC)
+	if err != nil {
+		s.AnswerKernel(i, 0, nil)
+		return
+	}
+	regs := agent.GRegsPtrace(&g)
+	// The trap leaves the call's number in RAX (the kernel rolls the
+	// call back), its arguments in their registers.
+	c, ok := sysout.Lookup(int(regs.Rax))
+	if !ok {
+		s.AnswerKernel(i, 0, nil)
+		return
+	}
+	args := [6]uint64{regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9}
+	kc := &kcall{name: c.Name, gregs: g}
+	var off uint64
+	for _, o := range c.Outputs(&args, memReader{w}) {
+		if o.Size == 0 || o.Arg < 0 || !w.reachesArmed(o) || len(kc.plan) == agent.Bounces {
+			continue
+		}
+		if o.Size > maxBounce {
+			w.note(fmt.Sprintf("engine fast: %s(2) in thread %d writes %d bytes over watched memory, more than the %d memtrap moves aside: it fails with EFAULT", c.Name, q.Tid, o.Size, maxBounce))
+			continue
+		}
+		kc.outs = append(kc.outs, o)
+		kc.plan = append(kc.plan, agent.Bounce{Arg: uint32(o.Arg), Off: off, Size: o.Size})
+		off += (o.Size + 15) &^ 15
+	}
+	if len(kc.plan) == 0 {
+		s.AnswerKernel(i, 0, nil)
+		return
+	}
+	kc.half = (off + pageSize - 1) &^ (pageSize - 1)
+	w.kcalls[q.Tid] = kc
+	s.AnswerKernel(i, 2*kc.half, kc.plan)
+}
+
+// reachesArmed says whether an output buffer covers part of an armed page.
+func (w *Watch) reachesArmed(o sysout.Output) bool {
+	for _, pg := range w.pages {
+		if o.Addr < pg+pageSize && o.End() > pg {
+			return true
+		}
+	}
+	return false
+}
+
+// settle copies what the kernel wrote into the call's scratch to its
+// place, and records what it changed in watched memory.
+func (w *Watch) settle(i int, q agent.Request) error {
+	s := w.in.Shared
+	kc := w.kcalls[q.Tid]
+	if kc == nil {
+		s.DoneKernel(i)
+		return nil
+	}
+	s.Lock()
+	defer s.Unlock()
+	if s.Room() < len(kc.outs)*len(w.regions) {
+		return agent.ErrRingFull
+	}
+	delete(w.kcalls, q.Tid)
+	defer s.DoneKernel(i)
+	if q.Ret < 0 {
+		return nil // the call failed: it wrote nothing
+	}
+	var stack [agent.StackBytes]byte
+	_, _ = w.mem.ReadAt(stack[:], int64(kc.gregs[15]))
+	for k, o := range kc.outs {
+		b := kc.plan[k]
+		after := make([]byte, b.Size)
+		before := make([]byte, b.Size)
+		cur := make([]byte, b.Size)
+		if !w.read(after, q.Scratch+b.Off) || !w.read(before, q.Scratch+kc.half+b.Off) || !w.read(cur, o.Addr) {
+			w.note(fmt.Sprintf("engine fast: %s(2) in thread %d: its output could not be copied to its place", kc.name, q.Tid))
+			continue
+		}
+		// The bytes the kernel changed go to their place, run by run:
+		// the others may have changed meanwhile (other threads).
+		for lo := 0; lo < len(after); {
+			if after[lo] == before[lo] {
+				lo++
+				continue
+			}
+			hi := lo
+			for hi < len(after) && after[hi] != before[hi] {
+				hi++
+			}
+			if _, err := w.mem.WriteAt(after[lo:hi], int64(o.Addr)+int64(lo)); err != nil {
+				return fmt.Errorf("engine fast: copying %s(2)'s output to %#x: %w", kc.name, o.Addr+uint64(lo), err)
+			}
+			lo = hi
+		}
+		for _, r := range w.regions {
+			a, e := max(o.Addr, r.Addr), min(o.End(), r.End())
+			if a >= e {
+				continue
+			}
+			lo, hi := e, a
+			for x := a; x < e; x++ {
+				if after[x-o.Addr] != before[x-o.Addr] {
+					lo, hi = min(lo, x), max(hi, x+1)
+				}
+			}
+			if lo >= hi {
+				continue
+			}
+			old := append([]byte(nil), cur[lo-o.Addr:hi-o.Addr]...)
+			nw := append([]byte(nil), old...)
+			for x := lo; x < hi; x++ {
+				if after[x-o.Addr] != before[x-o.Addr] {
+					nw[x-lo] = after[x-o.Addr]
+				}
+			}
+			rec := &agent.Record{Tid: q.Tid, Width: uint32(hi - lo), PC: kc.gregs[16], Addr: lo, GRegs: kc.gregs, Stack: stack}
+			s.AppendKernel(rec, old, nw, kc.name)
+		}
+	}
+	return nil
+}
+
+func (w *Watch) read(b []byte, addr uint64) bool {
+	n, _ := w.mem.ReadAt(b, int64(addr))
+	return n == len(b)
+}
+
+// memReader reads the target for sysout.
+type memReader struct{ w *Watch }
+
+func (m memReader) ReadMemory(addr uint64, b []byte) error {
+	if !m.w.read(b, addr) {
+		return unix.EFAULT
+	}
+	return nil
+}
