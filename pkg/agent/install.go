@@ -65,12 +65,13 @@ func Install(p *tracer.Process, t *tracer.Thread) (in *Installed, err error) {
 	action := make([]byte, 32)
 	binary.LittleEndian.PutUint64(action[0:], in.Base+uint64(ents.Handler))
 	// SA_SIGINFO | SA_ONSTACK | SA_RESTORER, every signal blocked while
-	// the handler runs (agent.c's lock) but SIGSEGV itself (SA_NODEFER):
-	// a fault with SIGSEGV blocked kills the process, and the target's
-	// own handler, which the agent may call, can store to armed pages.
+	// the handler runs (agent.c's lock) but SIGSEGV itself (SA_NODEFER)
+	// and SIGSYS: a fault with SIGSEGV blocked kills the process, and so
+	// does a trapped call with SIGSYS blocked, and the target's own
+	// handler, which the agent may call, can do either.
 	binary.LittleEndian.PutUint64(action[8:], saSiginfo|saOnstack|saRestorer|saNodefer)
 	binary.LittleEndian.PutUint64(action[16:], in.Base+uint64(ents.Restorer))
-	binary.LittleEndian.PutUint64(action[24:], ^uint64(0)&^(1<<(unix.SIGSEGV-1)))
+	binary.LittleEndian.PutUint64(action[24:], ^uint64(0)&^(1<<(unix.SIGSEGV-1)|1<<(unix.SIGSYS-1)))
 	for _, w := range []struct {
 		off uint64
 		b   []byte

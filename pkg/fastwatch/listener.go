@@ -47,6 +47,13 @@ func listen(w *Watch, t *tracer.Thread) (*listener, error) {
 		rules = append(rules, tracer.FilterRule{Nr: unix.SYS_RT_SIGACTION, Args: []int{0},
 			Ranges: []tracer.Range{{Lo: uint64(sig), Hi: uint64(sig) + 1}}, Action: unix.SECCOMP_RET_USER_NOTIF})
 	}
+	// The calls that would block SIGSEGV, which the agent does with it
+	// left out (agent.c's unmasked).
+	any := []tracer.Range{{Lo: 1, Hi: ^uint64(0)}}
+	rules = append(rules,
+		tracer.FilterRule{Nr: unix.SYS_RT_SIGACTION, Args: []int{1}, Ranges: any},
+		tracer.FilterRule{Nr: unix.SYS_RT_SIGPROCMASK, Args: []int{1}, Ranges: any},
+		tracer.FilterRule{Nr: unix.SYS_RT_SIGSUSPEND})
 	if w.opts.KernelWrites {
 		rules = append(rules, syscallRules(w.pages)...)
 	}
@@ -132,11 +139,6 @@ func (l *listener) answer(req *seccompnotify.Request) {
 	a := w.in.Shared.Area()
 	cur := &a.Old
 	if req.Arg(0) == uint64(unix.SIGSYS) {
-		if !w.opts.KernelWrites {
-			// The agent does not handle SIGSYS: the target's own.
-			_ = seccompnotify.Continue(l.fd, id)
-			return
-		}
 		cur = &a.OldSys
 	}
 	if oact != 0 {

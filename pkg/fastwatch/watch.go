@@ -132,10 +132,8 @@ func New(p *tracer.Process, t *tracer.Thread, regions []*pagewatch.Region, opts 
 	if err := w.in.Arm(t); err != nil {
 		return nil, fmt.Errorf("engine fast: %w", err)
 	}
-	if opts.KernelWrites {
-		if err := w.in.ArmSyscalls(t); err != nil {
-			return nil, fmt.Errorf("engine fast: %w", err)
-		}
+	if err := w.in.ArmSyscalls(t); err != nil {
+		return nil, fmt.Errorf("engine fast: %w", err)
 	}
 	if w.lis, err = listen(w, t); err != nil {
 		return nil, fmt.Errorf("engine fast: %w", err)

@@ -42,8 +42,11 @@
 #define SA_SIGINFO 4
 #define SA_RESETHAND 0x80000000UL
 #define SYS_rt_sigprocmask 14
+#define SYS_rt_sigsuspend 130
 #define SIG_SETMASK 2
 #define SEGV_BIT (1UL << (SIGSEGV - 1))
+/* Never blocked either: a trapped call with SIGSYS blocked kills too. */
+#define NEVER (SEGV_BIT | (1UL << (SIGSYS - 1)))
 #define PROT_WRITE 2
 
 /* ucontext_t: uc_mcontext.gregs follows uc_flags, uc_link, uc_stack. */
@@ -177,7 +180,7 @@ static void chain(struct agent_area *a, struct agent_sigaction *act, int sig, vo
 	 * armed page must trap into the agent again, and a fault with
 	 * SIGSEGV blocked would kill the process. The sigreturn after the
 	 * handler puts the thread's own mask back. */
-	u64 mask = (*(u64 *)((char *)uc + UC_SIGMASK) | act->mask) & ~SEGV_BIT;
+	u64 mask = (*(u64 *)((char *)uc + UC_SIGMASK) | act->mask) & ~NEVER;
 	sys4(SYS_rt_sigprocmask, SIG_SETMASK, (long)&mask, 0, 8);
 	if (flags & SA_SIGINFO)
 		((void (*)(int, void *, void *))h)(sig, si, uc);
@@ -279,6 +282,90 @@ static long sysargs(long nr, const long *x)
 	return sys6(nr, x[0], x[1], x[2], x[3], x[4], x[5]);
 }
 
+/* peek reads n bytes of the target at addr into b, through
+ * /proc/self/mem: a bad pointer is an error, not a fault in the agent. */
+static int peek(struct agent_area *a, void *b, long n, u64 addr)
+{
+	return addr && sys6(SYS_pread64, a->memfd, (long)b, n, (long)addr, 0, 0) == n;
+}
+
+static int poke(struct agent_area *a, const void *b, long n, u64 addr)
+{
+	return sys6(SYS_pwrite64, a->memfd, (long)b, n, (long)addr, 0, 0) == n;
+}
+
+#define SIGKILL_BIT (1UL << 8)
+#define SIGSTOP_BIT (1UL << 18)
+#define EFAULT 14
+#define EINVAL 22
+#define SIG_BLOCK 0
+#define SIG_UNBLOCK 1
+
+/* unmasked does the calls that would block SIGSEGV, which must never be
+ * blocked (a fault with SIGSEGV blocked kills the process): the filter
+ * traps them all. rt_sigprocmask is done on the mask the thread returns to
+ * (the frame's: the handler's own is not the thread's), SIGSEGV left out;
+ * rt_sigaction of another signal and rt_sigsuspend run with copies of
+ * their masks without it. It returns 0 for a call that is not one of
+ * them, else 1 with the result in *r. The thread sees SIGSEGV unblocked
+ * where it asked for it blocked (its oldset, its handlers' masks). */
+static int unmasked(struct agent_area *a, long nr, long *x, void *uc, long *r)
+{
+	u64 *ucmask = (u64 *)((char *)uc + UC_SIGMASK);
+	u64 set;
+	switch (nr) {
+	case SYS_rt_sigprocmask: {
+		if (x[3] != 8) {
+			*r = -EINVAL;
+			return 1;
+		}
+		u64 old = *ucmask, nw = old;
+		if (x[1]) {
+			if (!peek(a, &set, 8, (u64)x[1])) {
+				*r = -EFAULT;
+				return 1;
+			}
+			if (x[0] == SIG_BLOCK)
+				nw = old | set;
+			else if (x[0] == SIG_UNBLOCK)
+				nw = old & ~set;
+			else if (x[0] == SIG_SETMASK)
+				nw = set;
+			else {
+				*r = -EINVAL;
+				return 1;
+			}
+		}
+		if (x[2] && !poke(a, &old, 8, (u64)x[2])) {
+			*r = -EFAULT;
+			return 1;
+		}
+		*ucmask = nw & ~(NEVER | SIGKILL_BIT | SIGSTOP_BIT);
+		*r = 0;
+		return 1;
+	}
+	case SYS_rt_sigaction: {
+		struct agent_sigaction act;
+		if (x[1] && x[0] != SIGSEGV && x[0] != SIGSYS && peek(a, &act, sizeof act, (u64)x[1])) {
+			act.mask &= ~NEVER;
+			*r = sys4(SYS_rt_sigaction, x[0], (long)&act, x[2], x[3]);
+			return 1;
+		}
+		*r = sys4(SYS_rt_sigaction, x[0], x[1], x[2], x[3]);
+		return 1;
+	}
+	case SYS_rt_sigsuspend:
+		if (x[1] == 8 && peek(a, &set, 8, (u64)x[0])) {
+			set &= ~NEVER;
+			*r = sys4(SYS_rt_sigsuspend, (long)&set, 8, 0, 0);
+		} else {
+			*r = sys4(SYS_rt_sigsuspend, x[0], x[1], 0, 0);
+		}
+		return 1;
+	}
+	return 0;
+}
+
 /* onsys runs a system call the filter trapped for a pointer argument
  * near an armed page: with the output buffers memtrap says to move
  * bounced to a scratch mapping, memtrap told when it is done. */
@@ -292,6 +379,11 @@ static void onsys(struct agent_area *a, int sig, void *si, void *uc)
 	}
 	long nr = *(int *)((char *)si + 24);
 	long args[6] = {(long)g[REG_RDI], (long)g[REG_RSI], (long)g[REG_RDX], (long)g[REG_R10], (long)g[REG_R8], (long)g[REG_R9]};
+	long res;
+	if (unmasked(a, nr, args, uc, &res)) {
+		g[REG_RAX] = (u64)res;
+		return;
+	}
 	long call[6];
 	for (int i = 0; i < 6; i++)
 		call[i] = args[i];
@@ -338,7 +430,7 @@ static void onsys(struct agent_area *a, int sig, void *si, void *uc)
 	}
 	/* The call runs with the thread's own mask (a signal may interrupt
 	 * it, as without memtrap), the handler's back after it. */
-	u64 mask = *(u64 *)((char *)uc + UC_SIGMASK) & ~SEGV_BIT, all = ~SEGV_BIT;
+	u64 mask = *(u64 *)((char *)uc + UC_SIGMASK) & ~NEVER, all = ~NEVER;
 	sys4(SYS_rt_sigprocmask, SIG_SETMASK, (long)&mask, 0, 8);
 	long r = sysargs(nr, call);
 	sys4(SYS_rt_sigprocmask, SIG_SETMASK, (long)&all, 0, 8);
