@@ -116,3 +116,32 @@ func TestFastBlockedSignals(t *testing.T) {
 		}
 	}
 }
+
+// TestFastALU: read-modify-writes of watched memory (ADD, SUB, AND, OR,
+// XOR from a register and an immediate, INC, DEC, locked and not, every
+// width, edge values), which the agent completes itself with the flags
+// they set: every result and flag as the CPU's (the program hashes them),
+// and the same writes as the page engine's emulator.
+func TestFastALU(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/aluflags.c", "-O1")
+	want := native(t, prog)
+	if want.code != 0 || !strings.HasPrefix(want.stdout, "hash ") {
+		t.Fatalf("native: exit %d, %q", want.code, want.stdout)
+	}
+	var counts []int
+	for _, engine := range []string{"page", "fast"} {
+		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--backtrace", "0", "--symbol", "watched", "--", prog)
+		if r.stdout != want.stdout || r.code != 0 {
+			t.Fatalf("%s: %q exit %d, want %q (a result or a flag differs from the CPU's)", engine, r.stdout, r.code, want.stdout)
+		}
+		end := last(t, parseEvents(t, r.stderr))
+		counts = append(counts, end.Writes)
+	}
+	// 20 values: 8 ops x 8 forms (4 widths from a register over 20x20
+	// pairs, 4 from an immediate over 20), 6 INC/DEC forms over 20; each
+	// op's setup store counts too.
+	const ops = 8*4*(20*20*2) + 8*4*(20*2) + 6*20*2
+	if counts[0] != ops || counts[1] != ops {
+		t.Fatalf("writes: page %d, fast %d, want %d", counts[0], counts[1], ops)
+	}
+}

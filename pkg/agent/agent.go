@@ -35,11 +35,23 @@ const (
 	Version     = 5
 	CodeSpan    = 0x2000 // the code, then the Area
 	Pages       = 64     // armed pages an Area holds
-	Recipes     = 256    // recipe slots (open addressing by pc)
+	Recipes     = 4096   // recipe slots (open addressing by pc)
 	Ring        = 1024   // records in the ring
 	StackBytes  = 4096   // stack bytes a Record copies from rsp
 	NGReg       = 23     // ucontext's general registers
 	headerMagic = 0x6d74676e
+)
+
+// Recipe ops (agent.h): the store, or a read-modify-write with its flags.
+const (
+	OpMov = iota
+	OpAdd
+	OpSub
+	OpAnd
+	OpOr
+	OpXor
+	OpInc
+	OpDec
 )
 
 // Recipe sources and registers (agent.h).
@@ -62,7 +74,7 @@ type Recipe struct {
 	Base  uint8
 	Index uint8
 	Scale uint8
-	_     uint8
+	Op    uint8 // Op*
 	Disp  int64
 	Imm   uint64
 }
@@ -165,7 +177,7 @@ type Area struct {
 
 // Slot is where the recipe for pc goes in an Area's table, or is: the
 // agent's hash (agent.c's recipe), probing on.
-func Slot(pc uint64) uint32 { return uint32((pc*0x9e3779b97f4a7c15)>>56) & (Recipes - 1) }
+func Slot(pc uint64) uint32 { return uint32((pc*0x9e3779b97f4a7c15)>>52) & (Recipes - 1) }
 
 // Blob is the agent's code.
 func Blob() []byte { return blob }

@@ -295,7 +295,9 @@ func (s *Shared) Serve(mem Memory, refuse func(pc uint64) bool) ([]Served, error
 					}
 				}
 			}
-			if err := s.Answer(i, r); err != nil {
+			if err := s.Answer(i, r); errors.Is(err, ErrFull) {
+				r.Width = 0 // memtrap does this one's stores
+			} else if err != nil {
 				return out, err
 			}
 			out = append(out, Served{Request: q, Done: r.Width != 0})

@@ -29,14 +29,22 @@ func full(reg x86asm.Reg) (x86asm.Reg, bool) {
 	return 0, false
 }
 
+// recipeOps are the instructions the agent completes, by their op.
+var recipeOps = map[x86asm.Op]uint8{
+	x86asm.MOV: OpMov, x86asm.ADD: OpAdd, x86asm.SUB: OpSub, x86asm.AND: OpAnd,
+	x86asm.OR: OpOr, x86asm.XOR: OpXor, x86asm.INC: OpInc, x86asm.DEC: OpDec,
+}
+
 // RecipeFor makes the agent's recipe for inst, the instruction at pc, if
-// the agent can complete it: a plain MOV of a general register or an
-// immediate to memory addressed by 64-bit general registers or RIP, with
-// no segment override. Anything else (a read-modify-write, a string or
-// vector store, AH..DH, FS/GS-relative) is not the agent's: false, and the
-// write takes the exact path of the page engine.
+// the agent can complete it: a MOV, ADD, SUB, AND, OR or XOR of a general
+// register or an immediate to memory, or an INC or DEC of memory (locked
+// or not), the memory addressed by 64-bit general registers or RIP, with
+// no segment override. Anything else (XADD, XCHG, CMPXCHG, a string or
+// vector store, AH..DH, FS/GS-relative) is not the agent's: false, and
+// memtrap completes the write from the thread's signal frame (Complete).
 func RecipeFor(pc uint64, inst x86asm.Inst) (Recipe, bool) {
-	if inst.Op != x86asm.MOV || inst.AddrSize != 64 || inst.Len == 0 || inst.Len > 15 {
+	op, ok := recipeOps[inst.Op]
+	if !ok || inst.AddrSize != 64 || inst.Len == 0 || inst.Len > 15 {
 		return Recipe{}, false
 	}
 	for _, p := range inst.Prefix {
@@ -51,15 +59,17 @@ func RecipeFor(pc uint64, inst x86asm.Inst) (Recipe, bool) {
 			// REX, operand size: the recipe's width and registers say it.
 		case b == 0x26, b == 0x2e, b == 0x36, b == 0x3e:
 			// ES, CS, SS, DS: no effect in 64-bit mode.
+		case b == 0xf0 && op != OpMov:
+			// LOCK: every write to an armed page takes the agent's lock.
 		default:
-			return Recipe{}, false // LOCK, REP, FS, GS, address size
+			return Recipe{}, false // REP, FS, GS, address size, LOCK MOV
 		}
 	}
 	m, ok := inst.Args[0].(x86asm.Mem)
 	if !ok || m.Segment != 0 {
 		return Recipe{}, false
 	}
-	r := Recipe{PC: pc, Len: uint8(inst.Len), Width: uint8(inst.MemBytes), Base: NoReg, Index: NoReg, Scale: 1, Disp: m.Disp}
+	r := Recipe{PC: pc, Len: uint8(inst.Len), Width: uint8(inst.MemBytes), Base: NoReg, Index: NoReg, Scale: 1, Disp: m.Disp, Op: op}
 	switch r.Width {
 	case 1, 2, 4, 8:
 	default:
@@ -81,6 +91,12 @@ func RecipeFor(pc uint64, inst x86asm.Inst) (Recipe, bool) {
 			return Recipe{}, false
 		}
 		r.Index, r.Scale = g, m.Scale
+	}
+	if op == OpInc || op == OpDec {
+		if inst.Args[1] != nil {
+			return Recipe{}, false
+		}
+		return r, true
 	}
 	switch src := inst.Args[1].(type) {
 	case x86asm.Reg:

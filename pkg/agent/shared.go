@@ -153,14 +153,14 @@ func (s *Shared) Add(r Recipe) error {
 	return ErrFull
 }
 
-// Answer adds r and answers the request in slot i with it.
+// Answer adds r and answers the request in slot i with it. A full table
+// answers with no recipe (the agent then asks for the store to be done,
+// ReqComplete) and says so.
 func (s *Shared) Answer(i int, r Recipe) error {
-	if err := s.Add(r); err != nil {
-		return err
-	}
+	err := s.Add(r)
 	atomic.StoreUint32(&s.a.Requests[i].State, ReqAnswered)
 	futex(unsafe.Pointer(&s.a.Requests[i].State), futexWake, 1, nil)
-	return nil
+	return err
 }
 
 // Wait sleeps until the agent writes a record or posts a request, or for

@@ -61,6 +61,7 @@
 #define REG_RAX 13
 #define REG_RSP 15
 #define REG_RIP 16
+#define REG_EFL 17
 
 extern struct agent_area agent_area __attribute__((visibility("hidden")));
 
@@ -118,7 +119,7 @@ static u32 armed(struct agent_area *a, u64 addr)
 
 static struct agent_recipe *recipe(struct agent_area *a, u64 pc)
 {
-	u32 h = (u32)((pc * 0x9e3779b97f4a7c15UL) >> 56) & (AGENT_RECIPES - 1);
+	u32 h = (u32)((pc * 0x9e3779b97f4a7c15UL) >> 52) & (AGENT_RECIPES - 1);
 	for (u32 i = 0; i < AGENT_RECIPES; i++) {
 		struct agent_recipe *r = &a->recipes[(h + i) & (AGENT_RECIPES - 1)];
 		if (r->pc == pc)
@@ -142,6 +143,76 @@ static u64 load(u64 addr, u32 w)
 	case 4: return *(volatile u32 *)addr;
 	}
 	return *(volatile u64 *)addr;
+}
+
+#define F_CF 0x1UL
+#define F_PF 0x4UL
+#define F_AF 0x10UL
+#define F_ZF 0x40UL
+#define F_SF 0x80UL
+#define F_OF 0x800UL
+
+/* alu computes a read-modify-write of w bytes: a (memory) op b, and the
+ * flags in *efl, as the CPU would. */
+static u64 alu(u32 op, u64 a, u64 b, u32 w, u64 *efl)
+{
+	u32 bits = 8 * w;
+	u64 mask = widthMask(w), sign = 1UL << (bits - 1), res = 0;
+	int cf = 0, of = 0, af = 0, keep = 0;
+	a &= mask;
+	b &= mask;
+	switch (op) {
+	case AGENT_OP_INC:
+		b = 1;
+		keep = 1;
+		/* fall through */
+	case AGENT_OP_ADD:
+		res = (a + b) & mask;
+		cf = w == 8 ? res < a : (int)(((a + b) >> bits) & 1);
+		of = ((a ^ res) & (b ^ res) & sign) != 0;
+		af = ((a ^ b ^ res) & 0x10) != 0;
+		break;
+	case AGENT_OP_DEC:
+		b = 1;
+		keep = 1;
+		/* fall through */
+	case AGENT_OP_SUB:
+		res = (a - b) & mask;
+		cf = a < b;
+		of = ((a ^ b) & (a ^ res) & sign) != 0;
+		af = ((a ^ b ^ res) & 0x10) != 0;
+		break;
+	case AGENT_OP_AND:
+		res = a & b;
+		break;
+	case AGENT_OP_OR:
+		res = a | b;
+		break;
+	case AGENT_OP_XOR:
+		res = a ^ b;
+		break;
+	}
+	u64 f = *efl & ~(F_CF | F_PF | F_AF | F_ZF | F_SF | F_OF);
+	if (keep)
+		f |= *efl & F_CF;
+	else if (cf)
+		f |= F_CF;
+	if (of)
+		f |= F_OF;
+	if (af)
+		f |= F_AF;
+	if (res == 0)
+		f |= F_ZF;
+	if (res & sign)
+		f |= F_SF;
+	u64 p = res & 0xff;
+	p ^= p >> 4;
+	p ^= p >> 2;
+	p ^= p >> 1;
+	if (!(p & 1))
+		f |= F_PF;
+	*efl = f;
+	return res;
 }
 
 static void lock(struct agent_area *a)
@@ -501,6 +572,7 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 		return;
 	}
 	u64 val = (r->src == AGENT_SRC_IMM ? r->imm : g[r->reg]) & widthMask(w);
+	u64 efl = g[REG_EFL];
 	lock(a);
 	/* A full ring waits for memtrap: nothing is dropped. */
 	for (;;) {
@@ -511,6 +583,8 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 		sys4(SYS_futex, (long)&a->tail, FUTEX_WAIT, (long)(u32)tail, (long)&ts);
 	}
 	u64 old = load(ea, w);
+	if (r->op != AGENT_OP_MOV)
+		val = alu(r->op, old, val, w, &efl);
 	if (sys6(SYS_pwrite64, a->memfd, (long)&val, w, (long)ea, 0, 0) != (long)w) {
 		unlock(a);
 		__atomic_add_fetch(&a->misses, 1, __ATOMIC_RELAXED);
@@ -545,5 +619,6 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 	unlock(a);
 	if (__atomic_load_n(&a->waiting, __ATOMIC_ACQUIRE))
 		sys4(SYS_futex, (long)&a->head, FUTEX_WAKE, 1, 0);
+	g[REG_EFL] = efl;
 	g[REG_RIP] = pc + r->len;
 }

@@ -16,7 +16,7 @@ typedef long s64;
 #define AGENT_VERSION 5
 #define AGENT_CODE_SPAN 0x2000 /* code, then the area */
 #define AGENT_PAGES 64         /* armed pages */
-#define AGENT_RECIPES 256      /* a power of two: open addressing by pc */
+#define AGENT_RECIPES 4096     /* a power of two: open addressing by pc */
 #define AGENT_RING 1024        /* records, a power of two */
 #define AGENT_STACK 4096       /* stack bytes copied per record, from rsp:
                                 * enough to unwind the usual 8 frames */
@@ -32,10 +32,23 @@ struct agent_recipe {
 	u8 base;   /* gregs index, AGENT_NOREG, or AGENT_RIP (RIP-relative) */
 	u8 index;  /* gregs index or AGENT_NOREG */
 	u8 scale;  /* 1, 2, 4 or 8 */
-	u8 pad;
+	u8 op;     /* AGENT_OP_*: the store, or the read-modify-write */
 	s64 disp;
 	u64 imm;   /* AGENT_SRC_IMM: the value, as wide as width */
 };
+
+/* What the store writes: the source (MOV), or the memory's value and the
+ * source through an ALU op, its flags set as the CPU would (INC and DEC
+ * leave CF; AND, OR and XOR clear CF, OF and AF). LOCK changes nothing:
+ * every write to an armed page goes through the agent's lock. */
+#define AGENT_OP_MOV 0
+#define AGENT_OP_ADD 1
+#define AGENT_OP_SUB 2
+#define AGENT_OP_AND 3
+#define AGENT_OP_OR 4
+#define AGENT_OP_XOR 5
+#define AGENT_OP_INC 6
+#define AGENT_OP_DEC 7
 
 #define AGENT_SRC_REG 1
 #define AGENT_SRC_IMM 2

@@ -63,7 +63,7 @@ static void on_own(int sig, siginfo_t *si, void *ctx)
 
 static void add(struct agent_recipe r)
 {
-	unsigned h = (unsigned)((r.pc * 0x9e3779b97f4a7c15UL) >> 56) & (AGENT_RECIPES - 1);
+	unsigned h = (unsigned)((r.pc * 0x9e3779b97f4a7c15UL) >> 52) & (AGENT_RECIPES - 1);
 	while (area->recipes[h].pc)
 		h = (h + 1) & (AGENT_RECIPES - 1);
 	area->recipes[h] = r;
