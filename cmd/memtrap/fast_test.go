@@ -1,8 +1,12 @@
 package main
 
 import (
+	"debug/elf"
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -143,5 +147,49 @@ func TestFastALU(t *testing.T) {
 	const ops = 8*4*(20*20*2) + 8*4*(20*2) + 6*20*2
 	if counts[0] != ops || counts[1] != ops {
 		t.Fatalf("writes: page %d, fast %d, want %d", counts[0], counts[1], ops)
+	}
+}
+
+// TestFastCPython: CPython's None refcount, written by four threads (every
+// INCREF and DECREF an ADD or SUB the agent does itself), reported exactly
+// as many times as the CPU writes it natively: perf's count of a hardware
+// breakpoint on it (mem:ADDR/8:w), which is the same from run to run. And
+// the program's own output unchanged.
+func TestFastCPython(t *testing.T) {
+	const python = "/usr/bin/python3.11" // scripts/deps installs it
+	f, err := elf.Open(python)
+	if err != nil {
+		t.Fatalf("%v: scripts/deps installs python3.11-minimal (make test runs it)", err)
+	}
+	none := uint64(0)
+	syms, _ := f.DynamicSymbols()
+	for _, s := range syms {
+		if s.Name == "_Py_NoneStruct" {
+			none = s.Value
+		}
+	}
+	pie := f.Type != elf.ET_EXEC
+	f.Close()
+	if pie || none == 0 {
+		t.Skipf("%s is position-independent or has no _Py_NoneStruct: None's address is not known before it runs, for perf's breakpoint", python)
+	}
+	script := filepath.Join(fixture.Root(), "cmd/memtrap/testdata/refcount.py")
+	perf := exec.Command("perf", "stat", "-x,", "-e", fmt.Sprintf("mem:%#x/8:w:u", none), python, "-S", script)
+	out, err := perf.CombinedOutput()
+	var cpu int
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Split(l, ","); len(f) > 2 && strings.HasPrefix(f[2], "mem:") {
+			cpu, _ = strconv.Atoi(f[0])
+		}
+	}
+	if err != nil || cpu == 0 {
+		t.Skipf("perf cannot count a hardware breakpoint here (%v): %s", err, out)
+	}
+	r := memtrap(t, "run", "--engine", "fast", "--format", "json", "--backtrace", "0", "--symbol", "_Py_NoneStruct", "--len", "8", "--", python, "-S", script)
+	if r.stdout != "done\n" || r.code != 0 {
+		t.Fatalf("%q exit %d; stderr %s", r.stdout, r.code, tail(r.stderr))
+	}
+	if end := last(t, parseEvents(t, r.stderr)); end.Writes != cpu {
+		t.Fatalf("%d writes reported, the CPU made %d", end.Writes, cpu)
 	}
 }
