@@ -1,16 +1,21 @@
 package main
 
 import (
+	"bufio"
 	"debug/elf"
+	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/memtrap/memtrap/internal/fixture"
+	"golang.org/x/sys/unix"
 )
 
 // fastArgs select the fast engine.
@@ -191,5 +196,86 @@ func TestFastCPython(t *testing.T) {
 	}
 	if end := last(t, parseEvents(t, r.stderr)); end.Writes != cpu {
 		t.Fatalf("%d writes reported, the CPU made %d", end.Writes, cpu)
+	}
+}
+
+// TestFastMemtrapKilled: memtrap killed while the fast engine watches. The
+// target, which memtrap launched and let go, runs on: the agent keeps
+// completing its stores until its ring is full, then sees memtrap gone (its
+// pidfd) and gives the pages their protections back, and the stores run as
+// without memtrap. Every tick is counted once, in order, and the program
+// ends as it would have.
+func TestFastMemtrapKilled(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/guarded.c", "-O1")
+	inR, inW, _ := os.Pipe()
+	outR, outW, _ := os.Pipe()
+	errR, errW, _ := os.Pipe()
+	mt := exec.Command(memtrapBin, "run", "--engine", "fast", "--format", "json", "--backtrace", "0", "--symbol", "ticks", "--", prog, "1")
+	mt.Stdin, mt.Stdout, mt.Stderr = inR, outW, errW
+	if err := mt.Start(); err != nil {
+		t.Fatal(err)
+	}
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	lines := make(chan string, 100000)
+	go func() {
+		sc := bufio.NewScanner(outR)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	events := bufio.NewReader(errR)
+	pid := 0
+	for writes := 0; writes < 10; {
+		l, err := events.ReadString('\n')
+		if err != nil {
+			mt.Process.Kill()
+			t.Fatalf("memtrap ended after %d writes: %v", writes, err)
+		}
+		var ev event
+		if json.Unmarshal([]byte(l), &ev) == nil {
+			switch ev.Event {
+			case "watch":
+				pid = ev.Pid
+			case "write":
+				writes++
+			}
+		}
+	}
+	mt.Process.Kill()
+	mt.Wait()
+	defer unix.Kill(pid, unix.SIGKILL)
+	// 1024 more ticks fill the ring nobody reads; then the pages are the
+	// target's again.
+	var got []string
+	deadline := time.After(time.Minute)
+	for len(got) < 3000 {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("the target ended after %d lines: %v", len(got), got[max(0, len(got)-3):])
+			}
+			got = append(got, l)
+		case <-deadline:
+			t.Fatalf("the target stalled after %d lines (last %v): memtrap's death stopped it", len(got), got[max(0, len(got)-1):])
+		}
+	}
+	inW.Close()
+	for l := range lines {
+		got = append(got, l)
+	}
+	if got[0] != "ready" {
+		t.Fatalf("first line %q", got[0])
+	}
+	n := len(got) - 2
+	for i := 1; i <= n; i++ {
+		if got[i] != fmt.Sprintf("tick %d", i) {
+			t.Fatalf("line %d: %q, want tick %d: a store was lost or doubled", i, got[i], i)
+		}
+	}
+	if want := fmt.Sprintf("done %d, code intact", n); got[n+1] != want {
+		t.Fatalf("last line %q, want %q", got[n+1], want)
 	}
 }

@@ -1,22 +1,24 @@
-// Package agent holds memtrap's in-target agent (issue #15, in the making):
-// a SIGSEGV handler, position-independent code with no libc (agent.c),
-// that completes a trapped store inside the target with no ptrace stop,
-// and records it in a ring memtrap reads. Its blob (agent.bin) is built
-// from agent.c by build.sh (`make agent`) and committed, so that building
-// memtrap needs no C compiler; TestBlob checks that it is what the source
-// builds to.
+// Package agent holds memtrap's in-target agent, the fast engine's
+// (package fastwatch): a SIGSEGV and SIGSYS handler, position-independent
+// code with no libc (agent.c), that completes a trapped store inside the
+// target with no ptrace stop, and records it in a ring memtrap reads. Its
+// blob (agent.bin) is built from agent.c by build.sh (`make agent`) and
+// committed, so that building memtrap needs no C compiler; TestBlob checks
+// that it is what the source builds to.
 //
 // The blob is mapped at some address A; the shared Area (agent.h) follows
 // at A + CodeSpan. RecipeFor makes the Recipe of a store memtrap's decoder
-// decoded, for the stores the agent completes (plain MOVs). Shared is
-// memtrap's side of the Area, mapped from the same memfd as the target's:
-// it takes the records in order and answers a thread's request for the
-// recipe of a pc the agent has none for, and completes the stores the
-// agent cannot do from the thread's frozen signal frame (Complete: decoded
-// and emulated by package store with the frame's registers). Install and
-// Arm put the agent into a stopped target by injected system calls. Nothing installs the agent yet: the engine that maps it
-// into a target, hands it the recipes memtrap's decoder makes, and lets
-// the target's threads go is the next step (see the README's Limits).
+// decoded, for the stores the agent completes (MOVs and the ALU
+// read-modify-writes, with their flags). Shared is memtrap's side of the
+// Area, mapped from the same memfd as the target's: it takes the records in
+// order (Peek, Done) and answers a thread's request for the recipe of a pc
+// the agent has none for, and completes the stores the agent cannot do
+// from the thread's frozen signal frame (Complete: decoded and emulated by
+// package store with the frame's registers). For the system calls a seccomp
+// filter traps (SIGSYS) it says which buffers the agent bounces and takes
+// back what the kernel wrote (AnswerKernel, AppendKernel). Install, Arm and
+// ArmSyscalls put the agent into a stopped target by injected system
+// calls.
 package agent
 
 import (
@@ -32,7 +34,7 @@ var blob []byte
 // Layout constants: agent.h's.
 const (
 	Magic       = 0x746e656761746d6d // Area.Magic, "mmtagent"
-	Version     = 5
+	Version     = 6
 	CodeSpan    = 0x2000 // the code, then the Area
 	Pages       = 64     // armed pages an Area holds
 	Recipes     = 4096   // recipe slots (open addressing by pc)
@@ -168,6 +170,9 @@ type Area struct {
 	Chained  uint64
 	Asked    uint64
 	Pid      uint64
+	MPid     uint64    // memtrap's pid, as the target sees it
+	MPidFd   int32     // the target's pidfd of memtrap, -1: none
+	Gone     uint32    // memtrap is gone: the agent gave the pages back
 	Old      Sigaction // the target's own SIGSEGV action
 	OldSys   Sigaction // and its SIGSYS action
 	Requests [NRequests]Request

@@ -92,6 +92,8 @@ func TestLayout(t *testing.T) {
 		{"offsetof(struct agent_request, out)", unsafe.Offsetof(Request{}.Out)},
 		{"sizeof(struct agent_bounce)", unsafe.Sizeof(Bounce{})},
 		{"offsetof(struct agent_area, oldsys)", unsafe.Offsetof(a.OldSys)},
+		{"offsetof(struct agent_area, mpidfd)", unsafe.Offsetof(a.MPidFd)},
+		{"offsetof(struct agent_area, gone)", unsafe.Offsetof(a.Gone)},
 		{"offsetof(struct agent_area, recipes)", unsafe.Offsetof(a.Recipes)},
 		{"offsetof(struct agent_area, ring)", unsafe.Offsetof(a.Records)},
 		{"sizeof(struct agent_recipe)", unsafe.Sizeof(r)},

@@ -151,14 +151,16 @@ func (s *Shared) Complete(i int, mem Memory) (rec Record, err error) {
 	if err != nil || !st.Known || st.Size == 0 {
 		return Record{}, fmt.Errorf("%w: at %#x", ErrCannot, regs.Rip)
 	}
-	em, why := store.Emulate(&st, &regs, f)
-	if em == nil {
-		return Record{}, fmt.Errorf("%w: %s", ErrCannot, why)
-	}
+	// The lock before the emulation reads the memory: a read-modify-write
+	// must not interleave with the agent's writes (or another's).
 	s.lock()
 	defer s.unlock()
 	if atomic.LoadUint64(&s.a.Head)-atomic.LoadUint64(&s.a.Tail) >= Ring {
 		return Record{}, ErrRingFull
+	}
+	em, why := store.Emulate(&st, &regs, f)
+	if em == nil {
+		return Record{}, fmt.Errorf("%w: %s", ErrCannot, why)
 	}
 	lo, hi := em.Written()
 	old := make([]byte, hi-lo)

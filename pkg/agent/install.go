@@ -16,6 +16,7 @@ type Installed struct {
 	Base   uint64
 	Span   uint64 // bytes mapped from Base
 	MemFd  int    // the target's descriptor of /proc/self/mem, the agent's
+	PidFd  int    // the target's pidfd of memtrap, the agent's (-1: none)
 	Shared *Shared
 	action uint64 // the agent's struct sigaction, in its code pages
 }
@@ -55,7 +56,7 @@ func Install(p *tracer.Process, t *tracer.Thread) (in *Installed, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("mapping the agent: %w", err)
 	}
-	in = &Installed{Base: uint64(base), Span: span, MemFd: -1, action: uint64(base) + actionOff}
+	in = &Installed{Base: uint64(base), Span: span, MemFd: -1, PidFd: -1, action: uint64(base) + actionOff}
 	defer func() {
 		if err != nil {
 			in.undo(t)
@@ -113,7 +114,17 @@ func Install(p *tracer.Process, t *tracer.Thread) (in *Installed, err error) {
 	if _, err := t.Syscall(unix.SYS_MPROTECT, uintptr(in.Base), CodeSpan, unix.PROT_READ|unix.PROT_EXEC); err != nil {
 		return in, fmt.Errorf("the agent's code: %w", err)
 	}
+	// memtrap's pidfd, for the agent to see memtrap go (its poll turns
+	// readable): the target's next stores run without it then.
 	a := in.Shared.Area()
+	a.MPid, a.MPidFd = uint64(os.Getpid()), -1
+	if pfd, err := t.Syscall(unix.SYS_PIDFD_OPEN, uintptr(os.Getpid()), 0); err == nil {
+		high, err := t.Syscall(unix.SYS_FCNTL, pfd, unix.F_DUPFD_CLOEXEC, memFdMin)
+		_, _ = t.Syscall(unix.SYS_CLOSE, pfd)
+		if err == nil {
+			a.MPidFd, in.PidFd = int32(high), int(high)
+		}
+	}
 	a.Version, a.MemFd, a.Pid = Version, int32(in.MemFd), uint64(p.Pid)
 	a.Magic = Magic
 	return in, nil

@@ -1,15 +1,20 @@
-/* memtrap's in-target agent (#15, in the making): a SIGSEGV handler that
- * completes a trapped store inside the target, with no ptrace stop. memtrap
- * maps this code and the area of agent.h after it, fills the area (the
- * armed pages, a recipe per store site, the target's own SIGSEGV action)
- * and installs agent_handler for SIGSEGV, every signal blocked while it
- * runs. For a write fault on an armed page at a pc with a recipe, the
- * handler computes the store's address and value from the saved registers,
- * writes it through /proc/self/mem (which writes past the protection),
- * appends a record (old and new value, registers, top of stack) to the
- * ring memtrap reads, and returns past the store. Any other fault goes to
- * the target's own action. No libc: raw system calls, no writable data of
- * its own (everything it keeps is in the area), position-independent.
+/* memtrap's in-target agent, the fast engine's (#15): a SIGSEGV handler
+ * that completes a trapped store inside the target, with no ptrace stop.
+ * memtrap maps this code and the area of agent.h after it, fills the area
+ * (the armed pages, a recipe per store site, the target's own SIGSEGV and
+ * SIGSYS actions) and installs agent_handler for SIGSEGV and SIGSYS, every
+ * other signal blocked while it runs. For a write fault on an armed page at
+ * a pc with a recipe, the handler computes the store's address and value
+ * (a read-modify-write's with its flags) from the saved registers, writes
+ * it through /proc/self/mem (which writes past the protection), appends a
+ * record (old and new value, registers, top of stack) to the ring memtrap
+ * reads, and returns past the store; a store with no recipe it asks memtrap
+ * to do from the frame. A SIGSYS from memtrap's seccomp filter is a call
+ * that would block SIGSEGV or SIGSYS (done without them) or one that may
+ * write an armed page (its buffers bounced, memtrap told). Any other
+ * signal goes to the target's own action. No libc: raw system calls, no
+ * writable data of its own (everything it keeps is in the area),
+ * position-independent.
  *
  * Built by `make agent` (build.sh) into agent.bin, which is committed:
  * building memtrap needs no C compiler; agent_test.go checks that the blob
@@ -27,6 +32,11 @@
 #define ARCH_GET_GS 0x1004
 #define SYS_mprotect 10
 #define SYS_futex 202
+#define SYS_poll 7
+#define SYS_kill 62
+#define POLLIN 1
+#define POLLNVAL 0x20
+#define ESRCH 3
 #define SYS_mmap 9
 #define SYS_munmap 11
 #define SYS_tgkill 234
@@ -215,10 +225,17 @@ static u64 alu(u32 op, u64 a, u64 b, u32 w, u64 *efl)
 	return res;
 }
 
+static int orphaned(struct agent_area *a);
+
+/* lock takes the area's lock; memtrap, gone while it held it, leaves it
+ * taken for ever: then the lock is taken anyway. */
 static void lock(struct agent_area *a)
 {
-	while (__atomic_exchange_n(&a->lock, 1, __ATOMIC_ACQUIRE))
+	for (u32 n = 1; __atomic_exchange_n(&a->lock, 1, __ATOMIC_ACQUIRE); n++) {
 		__builtin_ia32_pause();
+		if (n % (1 << 20) == 0 && orphaned(a))
+			return;
+	}
 }
 
 static void unlock(struct agent_area *a)
@@ -285,6 +302,29 @@ static void release(struct agent_area *a)
 		sys4(SYS_mprotect, (long)a->pages[i], 0x1000, (long)a->prots[i], 0);
 }
 
+/* orphaned says whether memtrap is gone (killed: the target outlives it).
+ * Then the agent gives the armed pages their protections back, once: the
+ * stores run as without memtrap, and nothing waits for it any more. Its
+ * pidfd says so; if the target closed that, kill(pid, 0) does. */
+static int orphaned(struct agent_area *a)
+{
+	if (__atomic_load_n(&a->gone, __ATOMIC_ACQUIRE))
+		return 1;
+	int dead;
+	struct { int fd; short events, revents; } pfd = {a->mpidfd, POLLIN, 0};
+	long n = a->mpidfd >= 0 ? sys4(SYS_poll, (long)&pfd, 1, 0, 0) : -1;
+	if (n >= 0 && !(pfd.revents & POLLNVAL))
+		dead = n > 0;
+	else
+		dead = sys4(SYS_kill, (long)a->mpid, 0, 0, 0) == -ESRCH;
+	if (!dead)
+		return 0;
+	__atomic_store_n(&a->served, 0, __ATOMIC_RELEASE);
+	release(a);
+	__atomic_store_n(&a->gone, 1, __ATOMIC_RELEASE);
+	return 1;
+}
+
 /* post posts a request of kind for pc (uc: the thread's ucontext) and
  * waits for memtrap's answer: the answered slot, which the caller frees
  * (done) once it has read it, or 0 if no slot was free or memtrap did not
@@ -321,6 +361,8 @@ static struct agent_request *post(struct agent_area *a, u64 pc, u32 kind, void *
 					return q;
 				struct { long s, ns; } ts = {0, 10000000};
 				sys4(SYS_futex, (long)&q->state, FUTEX_WAIT, AGENT_REQ_POSTED, (long)&ts);
+				if (w % 8 == 7 && orphaned(a))
+					return 0;
 			}
 			if (__atomic_load_n(&q->state, __ATOMIC_ACQUIRE) == AGENT_REQ_ANSWERED)
 				return q;
@@ -328,6 +370,8 @@ static struct agent_request *post(struct agent_area *a, u64 pc, u32 kind, void *
 		}
 		struct { long s, ns; } ts = {0, 100000};
 		sys4(SYS_futex, (long)&a->requests[0].state, FUTEX_WAIT, AGENT_REQ_POSTED, (long)&ts);
+		if (tries % 64 == 63 && orphaned(a))
+			return 0;
 	}
 	return 0;
 }
@@ -543,6 +587,10 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 		release(a);
 		return;
 	}
+	if (__atomic_load_n(&a->gone, __ATOMIC_ACQUIRE)) {
+		release(a); /* memtrap is gone: the store runs again */
+		return;
+	}
 	u64 pc = g[REG_RIP];
 	int served = __atomic_load_n(&a->served, __ATOMIC_ACQUIRE);
 	struct agent_recipe *r = recipe(a, pc);
@@ -552,6 +600,8 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 	 * memtrap does the store. */
 	if ((!r || r->width == 0) && served && ask(a, pc, AGENT_REQ_COMPLETE, uc))
 		return; /* memtrap did it, in the frame */
+	if (__atomic_load_n(&a->gone, __ATOMIC_ACQUIRE))
+		return; /* the pages are the target's again: the store runs again */
 	if (!r || r->width == 0) {
 		__atomic_add_fetch(&a->misses, 1, __ATOMIC_RELAXED);
 		chain(a, &a->old, sig, si, uc);
@@ -581,6 +631,10 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 			break;
 		struct { long s, ns; } ts = {0, 1000000};
 		sys4(SYS_futex, (long)&a->tail, FUTEX_WAIT, (long)(u32)tail, (long)&ts);
+		if (orphaned(a)) {
+			unlock(a);
+			return; /* the store runs again, on the target's page */
+		}
 	}
 	u64 old = load(ea, w);
 	if (r->op != AGENT_OP_MOV)

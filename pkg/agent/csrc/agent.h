@@ -13,7 +13,7 @@ typedef unsigned long u64;
 typedef long s64;
 
 #define AGENT_MAGIC 0x746e656761746d6dUL /* "mmtagent" */
-#define AGENT_VERSION 5
+#define AGENT_VERSION 6
 #define AGENT_CODE_SPAN 0x2000 /* code, then the area */
 #define AGENT_PAGES 64         /* armed pages */
 #define AGENT_RECIPES 4096     /* a power of two: open addressing by pc */
@@ -155,6 +155,10 @@ struct agent_area {
 	u64 pid;        /* the process whose memory memfd writes: a forked
 			 * child, which shares this area and that descriptor,
 			 * must not complete stores with them (agent.c) */
+	u64 mpid;       /* memtrap's pid, as the target sees it */
+	s32 mpidfd;     /* the target's pidfd of memtrap (-1: none) */
+	u32 gone;       /* memtrap is gone: the pages got their protections
+			 * back, nothing is served any more (agent.c) */
 	struct agent_sigaction old; /* the target's own SIGSEGV action */
 	struct agent_sigaction oldsys; /* and its SIGSYS action */
 	struct agent_request requests[AGENT_REQUESTS];
