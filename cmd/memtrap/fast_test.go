@@ -155,11 +155,12 @@ func TestFastALU(t *testing.T) {
 	}
 }
 
-// TestFastCPython: CPython's None refcount, written by four threads (every
-// INCREF and DECREF an ADD or SUB the agent does itself), reported exactly
-// as many times as the CPU writes it natively: perf's count of a hardware
-// breakpoint on it (mem:ADDR/8:w), which is the same from run to run. And
-// the program's own output unchanged.
+// TestFastCPython: CPython's None refcount, written by four threads and
+// the main one (every INCREF and DECREF an ADD or SUB the agent does
+// itself), reported exactly as many times as the CPU writes it natively:
+// perf's count of a hardware breakpoint on it (mem:ADDR/8:w), the same
+// from run to run (the script forces no GIL switch by time, which a slower
+// run would make more of). And the program's own output unchanged.
 func TestFastCPython(t *testing.T) {
 	const python = "/usr/bin/python3.11" // scripts/deps installs it
 	f, err := elf.Open(python)
