@@ -105,22 +105,23 @@ func head(s []string) []string { return s[:min(len(s), 6)] }
 
 // TestFastBlockedSignals: writes to armed pages from threads that block
 // SIGSEGV (all signals blocked in a worker, a handler with a full mask,
-// SIGSEGV blocked alone) are caught and the target lives, under both
+// SIGSEGV blocked alone, a handler run during ppoll with a mask that
+// blocks it) are caught and the target lives, under both
 // engines alike; the kernel would kill a thread that faults with SIGSEGV
 // blocked, so memtrap keeps it unblocked (the worker sees so).
 func TestFastBlockedSignals(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/blocked.c", "-O0", "-pthread")
 	want := native(t, prog)
-	if want.code != 0 || want.stdout != "worker: SIGSEGV blocked 1, SIGUSR1 blocked 1\ncounter 1101\n" {
+	if want.code != 0 || want.stdout != "worker: SIGSEGV blocked 1, SIGUSR1 blocked 1\nppoll -1 (EINTR)\ncounter 2101\n" {
 		t.Fatalf("native: exit %d, %q", want.code, want.stdout)
 	}
 	for _, engine := range []string{"page", "fast"} {
 		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--backtrace", "0", "--symbol", "counter", "--", prog)
-		if r.code != 0 || r.stdout != "worker: SIGSEGV blocked 0, SIGUSR1 blocked 1\ncounter 1101\n" {
+		if r.code != 0 || r.stdout != "worker: SIGSEGV blocked 0, SIGUSR1 blocked 1\nppoll -1 (EINTR)\ncounter 2101\n" {
 			t.Fatalf("%s: exit %d, %q; stderr %s", engine, r.code, r.stdout, tail(r.stderr))
 		}
 		ws := writes(parseEvents(t, r.stderr))
-		if len(ws) != 1002 || ws[1000].New != "0x44c" || ws[1001].New != "0x44d" {
+		if len(ws) != 1003 || ws[1000].New != "0x44c" || ws[1001].New != "0x44d" || ws[1002].New != "0x835" {
 			t.Fatalf("%s: %d writes, the last %+v", engine, len(ws), ws[len(ws)-1])
 		}
 	}

@@ -53,7 +53,11 @@ func listen(w *Watch, t *tracer.Thread) (*listener, error) {
 	rules = append(rules,
 		tracer.FilterRule{Nr: unix.SYS_RT_SIGACTION, Args: []int{1}, Ranges: any},
 		tracer.FilterRule{Nr: unix.SYS_RT_SIGPROCMASK, Args: []int{1}, Ranges: any},
-		tracer.FilterRule{Nr: unix.SYS_RT_SIGSUSPEND})
+		tracer.FilterRule{Nr: unix.SYS_RT_SIGSUSPEND},
+		tracer.FilterRule{Nr: unix.SYS_PPOLL, Args: []int{3}, Ranges: any},
+		tracer.FilterRule{Nr: unix.SYS_PSELECT6, Args: []int{5}, Ranges: any},
+		tracer.FilterRule{Nr: unix.SYS_EPOLL_PWAIT, Args: []int{4}, Ranges: any},
+		tracer.FilterRule{Nr: unix.SYS_EPOLL_PWAIT2, Args: []int{4}, Ranges: any})
 	if w.opts.KernelWrites {
 		rules = append(rules, syscallRules(w.pages)...)
 	}

@@ -53,6 +53,10 @@
 #define SA_RESETHAND 0x80000000UL
 #define SYS_rt_sigprocmask 14
 #define SYS_rt_sigsuspend 130
+#define SYS_pselect6 270
+#define SYS_ppoll 271
+#define SYS_epoll_pwait 281
+#define SYS_epoll_pwait2 441
 #define SIG_SETMASK 2
 #define SEGV_BIT (1UL << (SIGSEGV - 1))
 /* Never blocked either: a trapped call with SIGSYS blocked kills too. */
@@ -502,6 +506,22 @@ static void onsys(struct agent_area *a, int sig, void *si, void *uc)
 	long call[6];
 	for (int i = 0; i < 6; i++)
 		call[i] = args[i];
+	/* A call's temporary mask (ppoll, pselect6, epoll_pwait) without
+	 * SIGSEGV and SIGSYS: a handler that runs while it waits runs with
+	 * it. The copies live until the call returns. */
+	u64 tmpmask;
+	struct { u64 ss, len; } tmpsel;
+	int mi = nr == SYS_ppoll ? 3 : nr == SYS_epoll_pwait || nr == SYS_epoll_pwait2 ? 4 : nr == SYS_pselect6 ? 5 : -1;
+	if (mi == 5 && args[5]) {
+		if (peek(a, &tmpsel, 16, (u64)args[5]) && tmpsel.len == 8 && peek(a, &tmpmask, 8, tmpsel.ss)) {
+			tmpmask &= ~NEVER;
+			tmpsel.ss = (u64)&tmpmask;
+			call[5] = (long)&tmpsel;
+		}
+	} else if (mi > 0 && args[mi] && args[mi + 1] == 8 && peek(a, &tmpmask, 8, (u64)args[mi])) {
+		tmpmask &= ~NEVER;
+		call[mi] = (long)&tmpmask;
+	}
 	u64 pc = g[REG_RIP], size = 0;
 	u32 nout = 0;
 	struct agent_bounce out[AGENT_BOUNCES];
@@ -537,8 +557,8 @@ static void onsys(struct agent_area *a, int sig, void *si, void *uc)
 		    sys6(SYS_pread64, a->memfd, at + (long)(size / 2), n, args[out[k].arg], 0, 0) != n) {
 			sys4(SYS_munmap, scratch, (long)size, 0, 0);
 			size = 0;
-			for (int i = 0; i < 6; i++)
-				call[i] = args[i];
+			for (u32 j = 0; j < k; j++)
+				call[out[j].arg] = args[out[j].arg];
 			break;
 		}
 		call[out[k].arg] = scratch + (long)out[k].off;
