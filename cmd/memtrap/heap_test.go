@@ -346,10 +346,13 @@ func TestHeapAttach(t *testing.T) {
 	if prev < 0 {
 		t.Fatal("no write reported")
 	}
+	// Its output to the end first: Wait closes the pipe once the target
+	// has exited, maybe before the reader has read it all.
+	s := <-out
 	if err := target.Wait(); err != nil {
 		t.Fatalf("target after detach: %v", err)
 	}
-	if s := <-out; s != "loop done\n" {
+	if s != "loop done\n" {
 		t.Errorf("target's output after detach %q", s)
 	}
 }
