@@ -281,3 +281,24 @@ func TestFastMemtrapKilled(t *testing.T) {
 		t.Fatalf("last line %q, want %q", got[n+1], want)
 	}
 }
+
+// TestFastClosesAll: a target that closes every descriptor above its
+// standard ones (close_range) and two it never opened, where the agent's
+// own lie: the agent keeps them (the target sees what it would without
+// memtrap: close_range done, EBADF for the two) and the writes after are
+// reported as before it.
+func TestFastClosesAll(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/closer.c", "-O0")
+	want := native(t, prog)
+	if want.code != 0 || want.stdout != "close_range 0 close -1 -1, next fd 3, counter 3\n" {
+		t.Fatalf("native: exit %d, %q", want.code, want.stdout)
+	}
+	r := memtrap(t, "run", "--engine", "fast", "--format", "json", "--backtrace", "0", "--symbol", "counter", "--", prog)
+	if r.stdout != want.stdout || r.code != 0 {
+		t.Fatalf("%q exit %d, want %q; stderr %s", r.stdout, r.code, want.stdout, tail(r.stderr))
+	}
+	ws := writes(parseEvents(t, r.stderr))
+	if len(ws) != 3 || ws[0].New != "0x1" || ws[1].New != "0x2" || ws[2].New != "0x3" {
+		t.Fatalf("writes %+v", ws)
+	}
+}

@@ -58,6 +58,14 @@ func listen(w *Watch, t *tracer.Thread) (*listener, error) {
 		tracer.FilterRule{Nr: unix.SYS_PSELECT6, Args: []int{5}, Ranges: any},
 		tracer.FilterRule{Nr: unix.SYS_EPOLL_PWAIT, Args: []int{4}, Ranges: any},
 		tracer.FilterRule{Nr: unix.SYS_EPOLL_PWAIT2, Args: []int{4}, Ranges: any})
+	// Closing the agent's own descriptors (/proc/self/mem, memtrap's
+	// pidfd), which the agent pretends to do.
+	for _, fd := range []int{w.in.MemFd, w.in.PidFd} {
+		if fd >= 0 {
+			rules = append(rules, tracer.FilterRule{Nr: unix.SYS_CLOSE, Args: []int{0}, Ranges: []tracer.Range{{Lo: uint64(fd), Hi: uint64(fd) + 1}}})
+		}
+	}
+	rules = append(rules, tracer.FilterRule{Nr: unix.SYS_CLOSE_RANGE})
 	if w.opts.KernelWrites {
 		rules = append(rules, syscallRules(w.pages)...)
 	}

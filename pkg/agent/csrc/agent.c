@@ -54,6 +54,8 @@
 #define SYS_rt_sigprocmask 14
 #define SYS_rt_sigsuspend 130
 #define SYS_pselect6 270
+#define SYS_close 3
+#define SYS_close_range 436
 #define SYS_ppoll 271
 #define SYS_epoll_pwait 281
 #define SYS_epoll_pwait2 441
@@ -416,6 +418,7 @@ static int poke(struct agent_area *a, const void *b, long n, u64 addr)
 #define SIGKILL_BIT (1UL << 8)
 #define SIGSTOP_BIT (1UL << 18)
 #define EFAULT 14
+#define EBADF 9
 #define EINVAL 22
 #define SIG_BLOCK 0
 #define SIG_UNBLOCK 1
@@ -471,6 +474,46 @@ static int unmasked(struct agent_area *a, long nr, long *x, void *uc, long *r)
 			return 1;
 		}
 		*r = sys4(SYS_rt_sigaction, x[0], x[1], x[2], x[3]);
+		return 1;
+	}
+	case SYS_close:
+		/* The agent's own descriptors stay open: the target is told
+		 * what it would be without memtrap, that they are none of
+		 * its own (a daemon closing every descriptor). */
+		if (x[0] == a->memfd || (a->mpidfd >= 0 && x[0] == a->mpidfd)) {
+			*r = -EBADF;
+			return 1;
+		}
+		*r = sys4(SYS_close, x[0], 0, 0, 0);
+		return 1;
+	case SYS_close_range: {
+		/* Around them: the ranges between the agent's descriptors. */
+		u64 first = (u64)x[0] & 0xffffffffUL, last = (u64)x[1] & 0xffffffffUL;
+		long own[2] = {a->memfd, a->mpidfd};
+		if (own[0] > own[1]) {
+			long t = own[0];
+			own[0] = own[1];
+			own[1] = t;
+		}
+		*r = 0;
+		if (first > last) {
+			*r = -EINVAL;
+			return 1;
+		}
+		for (int k = 0; k < 2 && first <= last; k++) {
+			if (own[k] < 0 || (u64)own[k] < first || (u64)own[k] > last)
+				continue;
+			if ((u64)own[k] > first) {
+				long e = sys4(SYS_close_range, (long)first, own[k] - 1, x[2], 0);
+				if (e < 0) {
+					*r = e;
+					return 1;
+				}
+			}
+			first = (u64)own[k] + 1;
+		}
+		if (first <= last && first != 0x100000000UL)
+			*r = sys4(SYS_close_range, (long)first, (long)last, x[2], 0);
 		return 1;
 	}
 	case SYS_rt_sigsuspend:
