@@ -302,3 +302,24 @@ func TestFastClosesAll(t *testing.T) {
 		t.Fatalf("writes %+v", ws)
 	}
 }
+
+// TestFastManyPages: a region of 256 pages, a byte stored on each and an
+// 8-byte store straddling each boundary (two armed pages at once): the
+// same writes under page and fast, each once.
+func TestFastManyPages(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/bigbuf.c", "-O1")
+	want := native(t, prog)
+	var evs [2][]string
+	for i, engine := range []string{"page", "fast"} {
+		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--backtrace", "1", "--symbol", "big", "--", prog)
+		if r.stdout != want.stdout || r.code != 0 {
+			t.Fatalf("%s: %q exit %d, want %q; stderr %s", engine, r.stdout, r.code, want.stdout, tail(r.stderr))
+		}
+		for _, e := range writes(parseEvents(t, r.stderr)) {
+			evs[i] = append(evs[i], fmt.Sprintf("+%d/%d %s->%s by %s", e.Offset, e.Size, e.Old, e.New, writer(e)))
+		}
+	}
+	if len(evs[1]) != 256+255 || !slices.Equal(evs[0], evs[1]) {
+		t.Fatalf("page %d writes, fast %d: %v\n%v", len(evs[0]), len(evs[1]), head(evs[0]), head(evs[1]))
+	}
+}

@@ -34,9 +34,9 @@ var blob []byte
 // Layout constants: agent.h's.
 const (
 	Magic       = 0x746e656761746d6d // Area.Magic, "mmtagent"
-	Version     = 6
+	Version     = 7
 	CodeSpan    = 0x2000 // the code, then the Area
-	Pages       = 64     // armed pages an Area holds
+	Pages       = 1024   // armed pages an Area holds, in order
 	Recipes     = 4096   // recipe slots (open addressing by pc)
 	Ring        = 1024   // records in the ring
 	StackBytes  = 4096   // stack bytes a Record copies from rsp

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"sync/atomic"
 	"time"
 
@@ -165,12 +166,22 @@ func armedPages(regions []*pagewatch.Region, maps []procmaps.Mapping) (pages []u
 				continue
 			}
 			pages, prots = append(pages, pg), append(prots, m.Prot)
+			if len(pages) > agent.Pages {
+				return nil, nil, fmt.Errorf("%w: the regions lie on more than %d writable pages, which the agent arms at most; use --engine page", ErrTooMany, agent.Pages)
+			}
 		}
 	}
-	if len(pages) > agent.Pages {
-		return nil, nil, fmt.Errorf("%w: the regions lie on %d writable pages, the agent arms %d; use --engine page", ErrTooMany, len(pages), agent.Pages)
+	// In order: the agent looks them up by binary search.
+	idx := make([]int, len(pages))
+	for i := range idx {
+		idx[i] = i
 	}
-	return pages, prots, nil
+	sort.Slice(idx, func(a, b int) bool { return pages[idx[a]] < pages[idx[b]] })
+	sp, sprot := make([]uint64, len(pages)), make([]int, len(pages))
+	for i, j := range idx {
+		sp[i], sprot[i] = pages[j], prots[j]
+	}
+	return sp, sprot, nil
 }
 
 func mappingAt(maps []procmaps.Mapping, addr uint64) (procmaps.Mapping, bool) {

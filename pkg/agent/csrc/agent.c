@@ -122,14 +122,21 @@ static long sys6(long nr, long a, long b, long c, long d, long e, long f)
 	return r;
 }
 
-/* armed says whether addr lies on an armed page: 1 + its index, or 0. */
+/* armed says whether addr lies on an armed page: 1 + its index, or 0
+ * (the pages are in order: a binary search). */
 static u32 armed(struct agent_area *a, u64 addr)
 {
 	u64 page = addr & ~0xfffUL;
-	u32 n = a->npages < AGENT_PAGES ? a->npages : AGENT_PAGES;
-	for (u32 i = 0; i < n; i++)
-		if (a->pages[i] == page)
-			return i + 1;
+	u32 lo = 0, hi = a->npages < AGENT_PAGES ? a->npages : AGENT_PAGES;
+	while (lo < hi) {
+		u32 mid = lo + (hi - lo) / 2;
+		if (a->pages[mid] == page)
+			return mid + 1;
+		if (a->pages[mid] < page)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	return 0;
 }
 

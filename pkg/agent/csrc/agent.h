@@ -13,9 +13,9 @@ typedef unsigned long u64;
 typedef long s64;
 
 #define AGENT_MAGIC 0x746e656761746d6dUL /* "mmtagent" */
-#define AGENT_VERSION 6
+#define AGENT_VERSION 7
 #define AGENT_CODE_SPAN 0x2000 /* code, then the area */
-#define AGENT_PAGES 64         /* armed pages */
+#define AGENT_PAGES 1024       /* armed pages */
 #define AGENT_RECIPES 4096     /* a power of two: open addressing by pc */
 #define AGENT_RING 1024        /* records, a power of two */
 #define AGENT_STACK 4096       /* stack bytes copied per record, from rsp:
@@ -144,7 +144,7 @@ struct agent_area {
 	u32 lock;       /* 0 free, 1 taken */
 	u32 waiting;    /* memtrap sleeps on head (futex): wake it */
 	u32 served;     /* memtrap answers requests (else none is posted) */
-	u64 pages[AGENT_PAGES]; /* armed pages (page addresses), any order */
+	u64 pages[AGENT_PAGES]; /* armed pages (page addresses), in order */
 	u64 prots[AGENT_PAGES]; /* each page's own protection (PROT_*): a
 				 * forked child gets it back (agent.c) */
 	u64 head;       /* records written: the next record's seq */

@@ -133,8 +133,9 @@ int main(int argc, char **argv)
 	long *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	other = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	memset(p, 0, 4096);
-	area->pages[0] = (u64)p;
-	area->pages[1] = (u64)gpage;
+	/* In order, as the agent looks them up. */
+	area->pages[0] = (u64)p < (u64)gpage ? (u64)p : (u64)gpage;
+	area->pages[1] = (u64)p < (u64)gpage ? (u64)gpage : (u64)p;
 	area->npages = 2;
 	area->prots[0] = area->prots[1] = PROT_READ | PROT_WRITE;
 	if (served) {
