@@ -323,3 +323,24 @@ func TestFastManyPages(t *testing.T) {
 		t.Fatalf("page %d writes, fast %d: %v\n%v", len(evs[0]), len(evs[1]), head(evs[0]), head(evs[1]))
 	}
 }
+
+// TestFastTargetMprotect: the target makes a watched page read-only (its
+// store faults into its own handler, as natively) and writable again (its
+// store is reported): under page and fast alike.
+func TestFastTargetMprotect(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/mprot.c", "-O0")
+	want := native(t, prog)
+	if want.code != 0 || want.stdout != "faulted 1 counter 3\n" {
+		t.Fatalf("native: exit %d, %q", want.code, want.stdout)
+	}
+	for _, engine := range []string{"page", "fast"} {
+		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--backtrace", "0", "--symbol", "counter", "--", prog)
+		if r.stdout != want.stdout || r.code != 0 {
+			t.Fatalf("%s: %q exit %d; stderr %s", engine, r.stdout, r.code, tail(r.stderr))
+		}
+		ws := writes(parseEvents(t, r.stderr))
+		if len(ws) != 2 || ws[0].New != "0x1" || ws[1].Old != "0x1" || ws[1].New != "0x3" {
+			t.Fatalf("%s: writes %+v", engine, ws)
+		}
+	}
+}

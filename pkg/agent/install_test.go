@@ -105,7 +105,7 @@ func runInstalled(t testing.TB, bin string, rounds int, keep bool) installedRun 
 			return err
 		}
 		a := in.Shared.Area()
-		a.PageList[0], a.NPages, a.Served = watched, 1, 1
+		a.PageList[0], a.Prots[0], a.NPages, a.Served = watched, unix.PROT_READ|unix.PROT_WRITE, 1, 1
 		if err := th.Mprotect(watched, 4096, unix.PROT_READ); err != nil {
 			p.Kill()
 			return err

@@ -54,6 +54,29 @@ func syscallRules(pages []uint64) []tracer.FilterRule {
 	return rules
 }
 
+// mmSlack: a memory-management call starting this far below an armed
+// page is still trapped (a munmap of a large range over it); one starting
+// further below is missed (the page engine's).
+const mmSlack = 1 << 30
+
+// mmRules trap the target's own memory management near the armed pages
+// (agent.c's mm keeps the books).
+func mmRules(pages []uint64) []tracer.FilterRule {
+	var ranges []tracer.Range
+	for _, pg := range mergePages(pages) {
+		lo := uint64(pageSize)
+		if pg.Lo > mmSlack+pageSize {
+			lo = pg.Lo - mmSlack
+		}
+		ranges = append(ranges, tracer.Range{Lo: lo, Hi: pg.Hi})
+	}
+	var rules []tracer.FilterRule
+	for _, nr := range []int{unix.SYS_MPROTECT, unix.SYS_PKEY_MPROTECT, unix.SYS_MUNMAP, unix.SYS_MREMAP, unix.SYS_MMAP} {
+		rules = append(rules, tracer.FilterRule{Nr: nr, Args: []int{0}, Ranges: ranges})
+	}
+	return rules
+}
+
 // mergePages makes ranges of the armed pages, adjacent pages in one; more
 // than 4 (each range costs instructions per pointer argument of every
 // call) become the one range around them all, which traps more calls that

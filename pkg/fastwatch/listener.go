@@ -66,6 +66,7 @@ func listen(w *Watch, t *tracer.Thread) (*listener, error) {
 		}
 	}
 	rules = append(rules, tracer.FilterRule{Nr: unix.SYS_CLOSE_RANGE})
+	rules = append(rules, mmRules(w.pages)...)
 	if w.opts.KernelWrites {
 		rules = append(rules, syscallRules(w.pages)...)
 	}

@@ -128,21 +128,21 @@ func New(p *tracer.Process, t *tracer.Thread, regions []*pagewatch.Region, opts 
 		a.PageList[i], a.Prots[i] = pg, uint64(prots[i])
 	}
 	a.NPages = uint32(len(pages))
-	// The agent's handler first: the filter would stop memtrap's own
-	// injected rt_sigaction for a listener that does not listen yet.
 	if err := w.in.Arm(t); err != nil {
 		return nil, fmt.Errorf("engine fast: %w", err)
 	}
 	if err := w.in.ArmSyscalls(t); err != nil {
 		return nil, fmt.Errorf("engine fast: %w", err)
 	}
-	if w.lis, err = listen(w, t); err != nil {
-		return nil, fmt.Errorf("engine fast: %w", err)
-	}
 	for i, pg := range pages {
 		if err := t.Mprotect(pg, pageSize, prots[i]&^unix.PROT_WRITE); err != nil {
 			return nil, fmt.Errorf("engine fast: %w", err)
 		}
+	}
+	// The filter last: it traps memtrap's own injected calls too (the
+	// mprotects above, an rt_sigaction).
+	if w.lis, err = listen(w, t); err != nil {
+		return nil, fmt.Errorf("engine fast: %w", err)
 	}
 	atomic.StoreUint32(&a.Served, 1)
 	return w, nil

@@ -55,6 +55,10 @@
 #define SYS_rt_sigsuspend 130
 #define SYS_pselect6 270
 #define SYS_close 3
+#define SYS_mremap 25
+#define SYS_pkey_mprotect 329
+#define MAP_FIXED 0x10
+#define MAP_FIXED_NOREPLACE 0x100000
 #define SYS_close_range 436
 #define SYS_ppoll 271
 #define SYS_epoll_pwait 281
@@ -312,7 +316,62 @@ static void release(struct agent_area *a)
 {
 	u32 n = a->npages < AGENT_PAGES ? a->npages : AGENT_PAGES;
 	for (u32 i = 0; i < n; i++)
-		sys4(SYS_mprotect, (long)a->pages[i], 0x1000, (long)a->prots[i], 0);
+		if (!(a->prots[i] & AGENT_DISARMED))
+			sys4(SYS_mprotect, (long)a->pages[i], 0x1000, (long)a->prots[i], 0);
+}
+
+static long sysargs(long nr, const long *x)
+{
+	return sys6(nr, x[0], x[1], x[2], x[3], x[4], x[5]);
+}
+
+/* mm does the target's own memory management over armed pages (mprotect,
+ * munmap, mremap, mmap MAP_FIXED: the filter traps them) as it asked, then
+ * keeps the books, as the page engine does: a watched page it makes (or
+ * maps) writable is armed with its new protection; one it makes read-only
+ * or unmaps is its own until then (DISARMED: its faults are its own,
+ * nothing is reported). It returns 0 for any other call. */
+static int mm(struct agent_area *a, long nr, long *x, long *r)
+{
+	u64 lo = (u64)x[0], hi = (u64)x[0] + (u64)x[1];
+	long prot = -1;
+	switch (nr) {
+	case SYS_mprotect:
+	case SYS_pkey_mprotect:
+		prot = x[2];
+		break;
+	case SYS_munmap:
+	case SYS_mremap:
+		break;
+	case SYS_mmap:
+		if (!(x[3] & (MAP_FIXED | MAP_FIXED_NOREPLACE)))
+			return 0;
+		prot = x[2];
+		break;
+	default:
+		return 0;
+	}
+	*r = sysargs(nr, x);
+	if (*r < 0 && *r > -4096)
+		return 1; /* it failed: nothing changed */
+	if (nr == SYS_mremap && (u64)*r == lo)
+		lo += (u64)x[2]; /* in place: only what it shrank away */
+	hi = (hi + 0xfff) & ~0xfffUL;
+	lock(a);
+	u32 n = a->npages < AGENT_PAGES ? a->npages : AGENT_PAGES;
+	for (u32 i = 0; i < n; i++) {
+		u64 pg = a->pages[i];
+		if (pg + 0x1000 <= lo || pg >= hi)
+			continue;
+		if (prot >= 0 && (prot & PROT_WRITE)) {
+			a->prots[i] = (u64)prot;
+			sys4(SYS_mprotect, (long)pg, 0x1000, prot & ~PROT_WRITE, 0);
+		} else {
+			a->prots[i] = (prot >= 0 ? (u64)prot : 0) | AGENT_DISARMED;
+		}
+	}
+	unlock(a);
+	return 1;
 }
 
 /* orphaned says whether memtrap is gone (killed: the target outlives it).
@@ -403,11 +462,6 @@ static int ask(struct agent_area *a, u64 pc, u32 kind, void *uc)
 	int ok = q->result == 0;
 	done(q);
 	return ok;
-}
-
-static long sysargs(long nr, const long *x)
-{
-	return sys6(nr, x[0], x[1], x[2], x[3], x[4], x[5]);
 }
 
 /* peek reads n bytes of the target at addr into b, through
@@ -549,7 +603,7 @@ static void onsys(struct agent_area *a, int sig, void *si, void *uc)
 	long nr = *(int *)((char *)si + 24);
 	long args[6] = {(long)g[REG_RDI], (long)g[REG_RSI], (long)g[REG_RDX], (long)g[REG_R10], (long)g[REG_R8], (long)g[REG_R9]};
 	long res;
-	if (unmasked(a, nr, args, uc, &res)) {
+	if (unmasked(a, nr, args, uc, &res) || mm(a, nr, args, &res)) {
 		g[REG_RAX] = (u64)res;
 		return;
 	}
@@ -643,17 +697,18 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 		chain(a, &a->old, sig, si, uc);
 		return;
 	}
+	if (!(a->prots[page - 1] & PROT_WRITE) || (a->prots[page - 1] & AGENT_DISARMED)) {
+		/* The target's own protection now (it made the page
+		 * read-only, or unmapped it): the fault is its own. */
+		chain(a, &a->old, sig, si, uc);
+		return;
+	}
 	if ((u64)sys4(SYS_getpid, 0, 0, 0, 0) != a->pid && !sameMemory(a)) {
 		/* A forked child: it shares this area and the descriptor of
 		 * its parent's /proc/self/mem, so its stores are not the
 		 * agent's to complete. It gets its pages back, as the page
 		 * engine lets a child it does not follow go, and the store
-		 * runs again (unless the page was never writable: then the
-		 * fault is its own). */
-		if (!(a->prots[page - 1] & PROT_WRITE)) {
-			chain(a, &a->old, sig, si, uc);
-			return;
-		}
+		 * runs again. */
 		release(a);
 		return;
 	}

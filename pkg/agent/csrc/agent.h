@@ -41,6 +41,8 @@ struct agent_recipe {
  * source through an ALU op, its flags set as the CPU would (INC and DEC
  * leave CF; AND, OR and XOR clear CF, OF and AF). LOCK changes nothing:
  * every write to an armed page goes through the agent's lock. */
+#define AGENT_DISARMED (1UL << 32)
+
 #define AGENT_OP_MOV 0
 #define AGENT_OP_ADD 1
 #define AGENT_OP_SUB 2
@@ -146,7 +148,9 @@ struct agent_area {
 	u32 served;     /* memtrap answers requests (else none is posted) */
 	u64 pages[AGENT_PAGES]; /* armed pages (page addresses), in order */
 	u64 prots[AGENT_PAGES]; /* each page's own protection (PROT_*): a
-				 * forked child gets it back (agent.c) */
+				 * forked child gets it back (agent.c); with
+				 * AGENT_DISARMED, the target took the page
+				 * over (mprotect, munmap...) */
 	u64 head;       /* records written: the next record's seq */
 	u64 tail;       /* records memtrap has taken */
 	u64 misses;     /* faults on armed pages the agent did not complete */
