@@ -38,14 +38,7 @@ type kcall struct {
 // knows, when an output pointer lies on an armed page or up to maxBounce
 // below one.
 func syscallRules(pages []uint64) []tracer.FilterRule {
-	var ranges []tracer.Range
-	for _, pg := range mergePages(pages) {
-		lo := uint64(pageSize)
-		if pg.Lo > maxBounce+pageSize {
-			lo = pg.Lo - maxBounce
-		}
-		ranges = append(ranges, tracer.Range{Lo: lo, Hi: pg.Hi})
-	}
+	ranges := slackRanges(pages, maxBounce)
 	var rules []tracer.FilterRule
 	for _, nr := range sysout.Numbers() {
 		c, _ := sysout.Lookup(nr)
@@ -62,19 +55,26 @@ const mmSlack = 1 << 30
 // mmRules trap the target's own memory management near the armed pages
 // (agent.c's mm keeps the books).
 func mmRules(pages []uint64) []tracer.FilterRule {
-	var ranges []tracer.Range
-	for _, pg := range mergePages(pages) {
-		lo := uint64(pageSize)
-		if pg.Lo > mmSlack+pageSize {
-			lo = pg.Lo - mmSlack
-		}
-		ranges = append(ranges, tracer.Range{Lo: lo, Hi: pg.Hi})
-	}
+	ranges := slackRanges(pages, mmSlack)
 	var rules []tracer.FilterRule
 	for _, nr := range []int{unix.SYS_MPROTECT, unix.SYS_PKEY_MPROTECT, unix.SYS_MUNMAP, unix.SYS_MREMAP, unix.SYS_MMAP} {
 		rules = append(rules, tracer.FilterRule{Nr: nr, Args: []int{0}, Ranges: ranges})
 	}
 	return rules
+}
+
+// slackRanges are the ranges of the armed pages (mergePages), each from
+// slack below it (not below the first page).
+func slackRanges(pages []uint64, slack uint64) []tracer.Range {
+	var out []tracer.Range
+	for _, pg := range mergePages(pages) {
+		lo := uint64(pageSize)
+		if pg.Lo > slack+pageSize {
+			lo = pg.Lo - slack
+		}
+		out = append(out, tracer.Range{Lo: lo, Hi: pg.Hi})
+	}
+	return out
 }
 
 // mergePages makes ranges of the armed pages, adjacent pages in one; more
