@@ -23,7 +23,7 @@ const huntOut = "val=5010 flags=128\n"
 // fixture is known to write.
 func TestWhen(t *testing.T) {
 	prog := huntProg(t)
-	engines := []string{"page"}
+	engines := []string{"page", "fast"}
 	if hwWorks(t) {
 		engines = append(engines, "hw")
 	}
@@ -45,18 +45,18 @@ func TestWhen(t *testing.T) {
 		{"flags", "(old ^ new) & 0x10", "0", 2, "0x10"},
 		{"flags", "new == 0x80 && size == 1 && off == 0 && !kernel", "0", 1, "0x80"},
 	} {
-		engine := engines[len(c.when)%len(engines)] // both, over the cases
+		engine := engines[len(c.when)%len(engines)] // each, over the cases
 		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--backtrace", c.bt, "--symbol", c.sym, "--when", c.when, "--", prog)
 		if r.code != 3 || r.stdout != huntOut {
-			t.Fatalf("--when %q: code %d stdout %q, want 3 %q; stderr %s", c.when, r.code, r.stdout, huntOut, tail(r.stderr))
+			t.Fatalf("%s, --when %q: code %d stdout %q, want 3 %q; stderr %s", engine, c.when, r.code, r.stdout, huntOut, tail(r.stderr))
 		}
 		ws := writes(parseEvents(t, r.stderr))
 		if len(ws) != c.want {
-			t.Errorf("--when %q: %d writes, want %d", c.when, len(ws), c.want)
+			t.Errorf("%s, --when %q: %d writes, want %d", engine, c.when, len(ws), c.want)
 			continue
 		}
 		if c.want > 0 && ws[0].New != c.first {
-			t.Errorf("--when %q: first kept write %s, want %s", c.when, ws[0].New, c.first)
+			t.Errorf("%s, --when %q: first kept write %s, want %s", engine, c.when, ws[0].New, c.first)
 		}
 		for i, w := range ws {
 			if w.Seq != i+1 {

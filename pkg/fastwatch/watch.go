@@ -314,9 +314,8 @@ func (w *Watch) record(rec *agent.Record) error {
 			Regs: rec.Regs(), StackAddr: rec.GRegs[15], Stack: rec.Stack[:], Syscall: call,
 		}
 		sh := w.shadow[r]
-		before := append([]byte(nil), sh...)
 		copy(sh[a-r.Addr:], wr.New)
-		if w.opts.When != nil && !w.opts.When(wr, words(wr, before, sh, w.opts.Width)) {
+		if w.opts.When != nil && !w.opts.When(wr, words(wr, sh, w.opts.Width)) {
 			continue
 		}
 		w.stats.Writes++
@@ -341,11 +340,17 @@ func (w *Watch) record(rec *agent.Record) error {
 }
 
 // words are the watched values wr touched, before and after it
-// (pagewatch's words, from the shadow).
-func words(wr *pagewatch.Write, before, after []byte, width int) []pagewatch.Word {
+// (pagewatch's words), from the region's shadow after it: a word before
+// the write is the word after it with wr.Old in place.
+func words(wr *pagewatch.Write, after []byte, width int) []pagewatch.Word {
 	r := wr.Region
 	word := func(lo, hi uint64) pagewatch.Word {
-		return pagewatch.Word{Addr: lo, Size: int(hi - lo), Old: le(before[lo-r.Addr : hi-r.Addr]), New: le(after[lo-r.Addr : hi-r.Addr])}
+		nw := after[lo-r.Addr : hi-r.Addr]
+		old := append([]byte(nil), nw...)
+		for x := max(lo, wr.Addr); x < min(hi, wr.Addr+wr.Size); x++ {
+			old[x-lo] = wr.Old[x-wr.Addr]
+		}
+		return pagewatch.Word{Addr: lo, Size: int(hi - lo), Old: le(old), New: le(nw)}
 	}
 	if r.Len <= 8 {
 		return []pagewatch.Word{word(r.Addr, r.End())}
