@@ -378,8 +378,8 @@ func (f *watchFlags) fastOnly(o session.Options) error {
 		return usagef("--engine fast watches --addr and --symbol regions; --heap, --arg and --local need the page engine")
 	case f.follow:
 		return usagef("--engine fast does not follow forks yet (a child gets its pages back); --follow-forks needs the page engine")
-	case f.onHit != "" || f.maxWrites > 0:
-		return usagef("--engine fast cannot hand the target off yet; --on-hit and --max-writes need the page engine")
+	case f.onHit != "":
+		return usagef("--engine fast cannot stop the target at a write (it has run on by the time memtrap reads it); --on-hit needs the page engine")
 	case f.pending:
 		return usagef("--engine fast watches the program's own symbols; --pending needs the page engine")
 	case f.completer != "emulate":

@@ -161,7 +161,7 @@ func TestUsageErrors(t *testing.T) {
 		{"fast, forks", []string{"run", "--symbol", "x", "--engine", "fast", "--follow-forks", "--", "p"},
 			"--engine fast does not follow forks yet (a child gets its pages back); --follow-forks needs the page engine"},
 		{"fast, on-hit", []string{"run", "--symbol", "x", "--engine", "fast", "--on-hit", "stop", "--", "p"},
-			"--engine fast cannot hand the target off yet; --on-hit and --max-writes need the page engine"},
+			"--engine fast cannot stop the target at a write (it has run on by the time memtrap reads it); --on-hit needs the page engine"},
 		{"fast, attach", []string{"attach", "1", "--symbol", "x", "--engine", "fast", "--kernel-writes=false"},
 			"attach: --engine fast is for memtrap run only (the agent and its syscall filter cannot be taken out of a process again)"},
 		{"format xml", []string{"run", "--symbol", "x", "--format", "xml", "--", "p"}, `--format "xml": must be text or json`},

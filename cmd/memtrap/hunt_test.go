@@ -191,17 +191,19 @@ func TestLastBeforeCrash(t *testing.T) {
 
 func TestMaxWrites(t *testing.T) {
 	prog := huntProg(t)
-	r := memtrap(t, "run", "--format", "json", "--max-writes", "5", "--symbol", "val", "--", prog)
-	if r.code != 3 || r.stdout != huntOut {
-		t.Fatalf("code %d stdout %q; stderr %s", r.code, r.stdout, tail(r.stderr))
-	}
-	evs := parseEvents(t, r.stderr)
-	ws := writes(evs)
-	if len(ws) != 5 || ws[4].New != "0x5" {
-		t.Fatalf("writes %+v, want 5, the last setting 5", ws)
-	}
-	if e := last(t, evs); e.Event != "exit" || e.Code == nil || *e.Code != 3 {
-		t.Errorf("last event %+v, want the target's exit with 3", e)
+	for _, engine := range []string{"auto", "fast"} {
+		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--max-writes", "5", "--symbol", "val", "--", prog)
+		if r.code != 3 || r.stdout != huntOut {
+			t.Fatalf("%s: code %d stdout %q; stderr %s", engine, r.code, r.stdout, tail(r.stderr))
+		}
+		evs := parseEvents(t, r.stderr)
+		ws := writes(evs)
+		if len(ws) != 5 || ws[4].New != "0x5" {
+			t.Fatalf("%s: writes %+v, want 5, the last setting 5", engine, ws)
+		}
+		if e := last(t, evs); e.Event != "exit" || e.Code == nil || *e.Code != 3 {
+			t.Errorf("%s: last event %+v, want the target's exit with 3", engine, e)
+		}
 	}
 }
 

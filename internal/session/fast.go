@@ -36,6 +36,7 @@ func (se *session) runFast(t *tracer.Thread, regions []*pagewatch.Region) (repor
 	if err != nil {
 		return report.Summary{}, err
 	}
+	se.fw = fw
 	if err := se.rep.Start(se.p.Pid, fastwatch.Engine, reportRegions(regions)); err != nil {
 		return report.Summary{}, err
 	}
@@ -47,6 +48,9 @@ func (se *session) runFast(t *tracer.Thread, regions []*pagewatch.Region) (repor
 	ws, err := fw.Run()
 	if err != nil {
 		return report.Summary{}, err
+	}
+	if se.hit != nil {
+		_ = se.rep.Note(fmt.Sprintf("%d write%s reported (--max-writes): not watching any more; process %d ran on with memtrap's agent idle", se.kept, plural(se.kept), se.p.Pid))
 	}
 	s := report.Summary{Writes: fw.Stats().Writes, Faults: fw.Stats().Faults}
 	if ws.Signaled() {

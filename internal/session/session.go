@@ -11,6 +11,7 @@ import (
 
 	"github.com/memtrap/memtrap/internal/cond"
 	"github.com/memtrap/memtrap/internal/report"
+	"github.com/memtrap/memtrap/pkg/fastwatch"
 	"github.com/memtrap/memtrap/pkg/pagewatch"
 	"github.com/memtrap/memtrap/pkg/procmaps"
 	"github.com/memtrap/memtrap/pkg/symbols"
@@ -84,6 +85,7 @@ type session struct {
 	rep      report.Reporter
 	p        *tracer.Process
 	w        *pagewatch.Watch
+	fw       *fastwatch.Watch // the fast engine's, instead of w
 	syms     *symbols.Table   // the first process's image
 	unw      *unwind.Unwinder // over syms
 	// execd holds the images of followed children that executed another

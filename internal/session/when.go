@@ -64,6 +64,9 @@ func (se *session) when(wr *pagewatch.Write, words []pagewatch.Word) bool {
 	case se.opts.OnHit == "stop" && se.kept == 1:
 		se.hit = wr
 		se.w.HandOff(wr, true)
+	case se.opts.MaxWrites > 0 && se.kept == se.opts.MaxWrites && se.fw != nil:
+		se.hit = wr
+		se.fw.LetGo()
 	case se.opts.MaxWrites > 0 && se.kept == se.opts.MaxWrites:
 		se.hit = wr
 		se.w.HandOff(wr, false)

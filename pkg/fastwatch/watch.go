@@ -73,6 +73,7 @@ type Watch struct {
 	shadow map[*pagewatch.Region][]byte
 	insns  map[uint64]string
 	gone   bool     // the target executed another program
+	done   bool     // LetGo: nothing more is reported
 	pages  []uint64 // the armed pages
 	kcalls map[uint32]*kcall
 	stats  pagewatch.Stats
@@ -295,8 +296,22 @@ func (w *Watch) serve() error {
 	}
 }
 
+// LetGo stops watching (--max-writes): the agent gives the pages their
+// protections back at their next fault and serves nothing more, and the
+// writes still in the ring, made after the one LetGo was called for, are
+// not reported. Run goes on until the target ends.
+func (w *Watch) LetGo() {
+	a := w.in.Shared.Area()
+	atomic.StoreUint32(&a.Served, 0)
+	atomic.StoreUint32(&a.Gone, 1)
+	w.done = true
+}
+
 // record reports a record's write to each region it touched.
 func (w *Watch) record(rec *agent.Record) error {
+	if w.done {
+		return nil
+	}
 	call := w.in.Shared.Syscall(rec)
 	if call == "" {
 		w.stats.Faults++
@@ -334,6 +349,9 @@ func (w *Watch) record(rec *agent.Record) error {
 			if err := fin(); err != nil {
 				return err
 			}
+		}
+		if w.done {
+			break
 		}
 	}
 	return nil

@@ -629,8 +629,11 @@ static void onsys(struct agent_area *a, int sig, void *si, void *uc)
 	u64 pc = g[REG_RIP], size = 0;
 	u32 nout = 0;
 	struct agent_bounce out[AGENT_BOUNCES];
-	if ((u64)sys4(SYS_getpid, 0, 0, 0, 0) != a->pid && !sameMemory(a)) {
-		release(a); /* a forked child: its pages are its own */
+	if (__atomic_load_n(&a->gone, __ATOMIC_ACQUIRE) ||
+	    ((u64)sys4(SYS_getpid, 0, 0, 0, 0) != a->pid && !sameMemory(a))) {
+		/* memtrap let go, or a forked child: the pages are the
+		 * target's own, the call runs as it is. */
+		release(a);
 	} else if (__atomic_load_n(&a->served, __ATOMIC_ACQUIRE)) {
 		struct agent_request *q = post(a, pc, AGENT_REQ_KERNEL, uc, 0, 0);
 		if (q) {

@@ -161,8 +161,8 @@ struct agent_area {
 			 * must not complete stores with them (agent.c) */
 	u64 mpid;       /* memtrap's pid, as the target sees it */
 	s32 mpidfd;     /* the target's pidfd of memtrap (-1: none) */
-	u32 gone;       /* memtrap is gone: the pages got their protections
-			 * back, nothing is served any more (agent.c) */
+	u32 gone;       /* memtrap is gone or let go: the pages get their
+			 * protections back, nothing is served (agent.c) */
 	struct agent_sigaction old; /* the target's own SIGSEGV action */
 	struct agent_sigaction oldsys; /* and its SIGSYS action */
 	struct agent_request requests[AGENT_REQUESTS];
