@@ -124,6 +124,7 @@ type event struct {
 	Exact     bool    `json:"exact"`
 	By        string  `json:"by"`
 	Syscall   string  `json:"syscall"`
+	How       string  `json:"how"`
 	Backtrace []frame `json:"backtrace"`
 	Code      *int    `json:"code"`
 	Signal    *int    `json:"signal"`

@@ -344,3 +344,32 @@ func TestFastTargetMprotect(t *testing.T) {
 		}
 	}
 }
+
+// TestFastTargetUnmaps: the target maps a new page over a watched one
+// (mmap MAP_FIXED): the store before it is reported, then the region's
+// loss, and the store to the new page is not, under page and fast alike.
+func TestFastTargetUnmaps(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/remap.c", "-O0")
+	want := native(t, prog)
+	if want.code != 0 || want.stdout != "mmap ok counter 2\n" {
+		t.Fatalf("native: exit %d, %q", want.code, want.stdout)
+	}
+	for _, engine := range []string{"page", "fast"} {
+		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--backtrace", "0", "--symbol", "counter", "--", prog)
+		if r.stdout != want.stdout || r.code != 0 {
+			t.Fatalf("%s: %q exit %d; stderr %s", engine, r.stdout, r.code, tail(r.stderr))
+		}
+		var got []string
+		for _, e := range parseEvents(t, r.stderr) {
+			switch e.Event {
+			case "write":
+				got = append(got, "write "+e.New)
+			case "unmapped":
+				got = append(got, "unmapped "+e.Region+" by "+e.How)
+			}
+		}
+		if want := []string{"write 0x1", "unmapped counter by mmap(2)"}; !slices.Equal(got, want) {
+			t.Fatalf("%s: events %v, want %v", engine, got, want)
+		}
+	}
+}

@@ -25,6 +25,7 @@ func (se *session) runFast(t *tracer.Thread, regions []*pagewatch.Region) (repor
 		Idle:   func() { _ = se.rep.Flush() },
 		// The calls that write into watched memory, bounced.
 		KernelWrites: se.opts.KernelWrites,
+		OnUnmap:      func(r *pagewatch.Region, how string) { _ = se.rep.Unmapped(reportRegion(r), how) },
 	}
 	if se.needsWhen() {
 		o.When = se.when

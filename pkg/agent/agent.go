@@ -34,7 +34,7 @@ var blob []byte
 // Layout constants: agent.h's.
 const (
 	Magic       = 0x746e656761746d6d // Area.Magic, "mmtagent"
-	Version     = 7
+	Version     = 8
 	CodeSpan    = 0x2000 // the code, then the Area
 	Pages       = 1024   // armed pages an Area holds, in order
 	Recipes     = 4096   // recipe slots (open addressing by pc)
@@ -146,6 +146,8 @@ const (
 	// then, that call done, copy back what it wrote (agent.h).
 	ReqKernel     = 3
 	ReqKernelDone = 4
+	// Kind: the call trapped at UC unmapped or replaced armed pages.
+	ReqMM = 5
 )
 
 // Sigaction is the kernel's struct sigaction.

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/memtrap/memtrap/pkg/agent"
+	"github.com/memtrap/memtrap/pkg/pagewatch"
 	"github.com/memtrap/memtrap/pkg/sysout"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/sys/unix"
@@ -107,6 +108,10 @@ func (w *Watch) serveKernel() (int, error) {
 		switch q.Kind {
 		case agent.ReqKernel:
 			w.plan(i, q)
+			n++
+		case agent.ReqMM:
+			w.unmapped(q)
+			s.DoneKernel(i)
 			n++
 		case agent.ReqKernelDone:
 			err := w.settle(i, q)
@@ -261,4 +266,39 @@ func (m memReader) ReadMemory(addr uint64, b []byte) error {
 		return unix.EFAULT
 	}
 	return nil
+}
+
+// unmapped says which regions lost armed pages to the target's own munmap,
+// mremap or mmap MAP_FIXED (the call trapped at q.UC, done), as the page
+// engine does (Options.OnUnmap); those pages are not watched any more.
+func (w *Watch) unmapped(q agent.Request) {
+	g, err := agent.FrameGRegs(w.mem, q.UC)
+	if err != nil {
+		return
+	}
+	regs := agent.GRegsPtrace(&g)
+	nr := int(regs.Rax)
+	lo, hi := regs.Rdi, regs.Rdi+regs.Rsi
+	if nr == unix.SYS_MREMAP && uint64(q.Ret) == lo {
+		lo += regs.Rdx // in place: what it shrank away
+	}
+	hi = (hi + pageSize - 1) &^ (pageSize - 1)
+	lost := map[*pagewatch.Region]bool{}
+	for _, pg := range w.pages {
+		if pg+pageSize <= lo || pg >= hi || w.dropped[pg] {
+			continue
+		}
+		w.dropped[pg] = true
+		for _, r := range w.regions {
+			if r.Addr < pg+pageSize && r.End() > pg {
+				lost[r] = true
+			}
+		}
+	}
+	name := map[int]string{unix.SYS_MUNMAP: "munmap", unix.SYS_MREMAP: "mremap", unix.SYS_MMAP: "mmap"}[nr]
+	for _, r := range w.regions {
+		if lost[r] && w.opts.OnUnmap != nil {
+			w.opts.OnUnmap(r, name+"(2)")
+		}
+	}
 }

@@ -58,6 +58,9 @@ type Options struct {
 	// KernelWrites follows the system calls that write into armed
 	// pages (kernel.go); without it they fail with EFAULT.
 	KernelWrites bool
+	// OnUnmap hears of a region that lost memory to the target's own
+	// munmap, mremap or mmap (how: "munmap(2)"...).
+	OnUnmap func(r *pagewatch.Region, how string)
 }
 
 // Watch is the fast engine over one launched process.
@@ -76,7 +79,9 @@ type Watch struct {
 	done   bool     // LetGo: nothing more is reported
 	pages  []uint64 // the armed pages
 	kcalls map[uint32]*kcall
-	stats  pagewatch.Stats
+	// dropped are the armed pages the target unmapped or replaced.
+	dropped map[uint64]bool
+	stats   pagewatch.Stats
 }
 
 // pageSize is the x86-64 page.
@@ -105,7 +110,7 @@ func New(p *tracer.Process, t *tracer.Thread, regions []*pagewatch.Region, opts 
 		return nil, err
 	}
 	w := &Watch{p: p, opts: opts, regions: regions, shadow: map[*pagewatch.Region][]byte{}, insns: map[uint64]string{},
-		pages: pages, kcalls: map[uint32]*kcall{}}
+		pages: pages, kcalls: map[uint32]*kcall{}, dropped: map[uint64]bool{}}
 	for _, r := range regions {
 		b := make([]byte, r.Len)
 		if err := p.ReadMemory(r.Addr, b); err != nil {
@@ -268,6 +273,17 @@ func (w *Watch) Listener() int { return w.lis.fd }
 func (w *Watch) serve() error {
 	s := w.in.Shared
 	for {
+		// The records first: a request (an unmapping, a kernel
+		// write) comes after the writes already in the ring.
+		n := 0
+		for rec := s.Peek(); rec != nil; rec = s.Peek() {
+			n++
+			err := w.record(rec)
+			s.Done()
+			if err != nil {
+				return err
+			}
+		}
 		settled, err := w.serveKernel()
 		if err != nil {
 			return err
@@ -279,15 +295,6 @@ func (w *Watch) serve() error {
 		for _, a := range answered {
 			if a.Err != nil {
 				w.note(fmt.Sprintf("engine fast: the store at %#x in thread %d could not be completed (%v): its fault went to the target's own SIGSEGV action", a.PC, a.Tid, a.Err))
-			}
-		}
-		n := 0
-		for rec := s.Peek(); rec != nil; rec = s.Peek() {
-			n++
-			err := w.record(rec)
-			s.Done()
-			if err != nil {
-				return err
 			}
 		}
 		if n == 0 && len(answered) == 0 && settled == 0 {

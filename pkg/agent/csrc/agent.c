@@ -327,11 +327,15 @@ static long sysargs(long nr, const long *x)
 
 /* mm does the target's own memory management over armed pages (mprotect,
  * munmap, mremap, mmap MAP_FIXED: the filter traps them) as it asked, then
- * keeps the books, as the page engine does: a watched page it makes (or
- * maps) writable is armed with its new protection; one it makes read-only
- * or unmaps is its own until then (DISARMED: its faults are its own,
- * nothing is reported). It returns 0 for any other call. */
-static int mm(struct agent_area *a, long nr, long *x, long *r)
+ * keeps the books, as the page engine does: a watched page it makes
+ * writable is armed with its new protection; one it makes read-only is its
+ * own until then (DISARMED: its faults are its own); one it unmaps or
+ * replaces is dropped for good, and memtrap told (MM). It returns 0 for any
+ * other call. */
+static struct agent_request *post(struct agent_area *a, u64 pc, u32 kind, void *uc, u64 scratch, s64 ret);
+static void done(struct agent_request *q);
+
+static int mm(struct agent_area *a, long nr, long *x, long *r, u64 pc, void *uc)
 {
 	u64 lo = (u64)x[0], hi = (u64)x[0] + (u64)x[1];
 	long prot = -1;
@@ -346,7 +350,6 @@ static int mm(struct agent_area *a, long nr, long *x, long *r)
 	case SYS_mmap:
 		if (!(x[3] & (MAP_FIXED | MAP_FIXED_NOREPLACE)))
 			return 0;
-		prot = x[2];
 		break;
 	default:
 		return 0;
@@ -357,20 +360,29 @@ static int mm(struct agent_area *a, long nr, long *x, long *r)
 	if (nr == SYS_mremap && (u64)*r == lo)
 		lo += (u64)x[2]; /* in place: only what it shrank away */
 	hi = (hi + 0xfff) & ~0xfffUL;
+	int dropped = 0;
 	lock(a);
 	u32 n = a->npages < AGENT_PAGES ? a->npages : AGENT_PAGES;
 	for (u32 i = 0; i < n; i++) {
 		u64 pg = a->pages[i];
-		if (pg + 0x1000 <= lo || pg >= hi)
+		if (pg + 0x1000 <= lo || pg >= hi || (a->prots[i] & AGENT_DROPPED))
 			continue;
-		if (prot >= 0 && (prot & PROT_WRITE)) {
+		if (nr != SYS_mprotect && nr != SYS_pkey_mprotect) {
+			a->prots[i] = AGENT_DROPPED | AGENT_DISARMED;
+			dropped = 1;
+		} else if (prot & PROT_WRITE) {
 			a->prots[i] = (u64)prot;
 			sys4(SYS_mprotect, (long)pg, 0x1000, prot & ~PROT_WRITE, 0);
 		} else {
-			a->prots[i] = (prot >= 0 ? (u64)prot : 0) | AGENT_DISARMED;
+			a->prots[i] = (u64)prot | AGENT_DISARMED;
 		}
 	}
 	unlock(a);
+	if (dropped && __atomic_load_n(&a->served, __ATOMIC_ACQUIRE)) {
+		struct agent_request *q = post(a, pc, AGENT_REQ_MM, uc, 0, *r);
+		if (q)
+			done(q);
+	}
 	return 1;
 }
 
@@ -603,7 +615,7 @@ static void onsys(struct agent_area *a, int sig, void *si, void *uc)
 	long nr = *(int *)((char *)si + 24);
 	long args[6] = {(long)g[REG_RDI], (long)g[REG_RSI], (long)g[REG_RDX], (long)g[REG_R10], (long)g[REG_R8], (long)g[REG_R9]};
 	long res;
-	if (unmasked(a, nr, args, uc, &res) || mm(a, nr, args, &res)) {
+	if (unmasked(a, nr, args, uc, &res) || mm(a, nr, args, &res, g[REG_RIP], uc)) {
 		g[REG_RAX] = (u64)res;
 		return;
 	}

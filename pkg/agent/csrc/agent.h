@@ -13,7 +13,7 @@ typedef unsigned long u64;
 typedef long s64;
 
 #define AGENT_MAGIC 0x746e656761746d6dUL /* "mmtagent" */
-#define AGENT_VERSION 7
+#define AGENT_VERSION 8
 #define AGENT_CODE_SPAN 0x2000 /* code, then the area */
 #define AGENT_PAGES 1024       /* armed pages */
 #define AGENT_RECIPES 4096     /* a power of two: open addressing by pc */
@@ -41,7 +41,8 @@ struct agent_recipe {
  * source through an ALU op, its flags set as the CPU would (INC and DEC
  * leave CF; AND, OR and XOR clear CF, OF and AF). LOCK changes nothing:
  * every write to an armed page goes through the agent's lock. */
-#define AGENT_DISARMED (1UL << 32)
+#define AGENT_DISARMED (1UL << 32) /* the target's protection now */
+#define AGENT_DROPPED (1UL << 33)  /* unmapped or replaced: for good */
 
 #define AGENT_OP_MOV 0
 #define AGENT_OP_ADD 1
@@ -120,6 +121,9 @@ struct agent_request {
  * place and records them, under lock. */
 #define AGENT_REQ_KERNEL 3
 #define AGENT_REQ_KERNEL_DONE 4
+/* MM: the target unmapped or replaced armed pages (munmap, mremap, mmap
+ * MAP_FIXED: the call trapped at uc), for memtrap to say so. */
+#define AGENT_REQ_MM 5
 
 /* SECCOMP_RET_DATA of the filter's traps (si_errno of their SIGSYS). */
 #define AGENT_TRAP_DATA 0x6d61
