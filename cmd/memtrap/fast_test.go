@@ -324,21 +324,34 @@ func TestFastManyPages(t *testing.T) {
 	}
 }
 
+// bothEngines runs prog under the page engine and the fast one with args
+// (JSON, no backtrace), checks that it prints and exits as natively, and
+// returns each engine's events.
+func bothEngines(t *testing.T, prog string, args ...string) map[string][]event {
+	t.Helper()
+	want := native(t, prog)
+	out := map[string][]event{}
+	for _, engine := range []string{"page", "fast"} {
+		a := append(append([]string{"run", "--engine", engine, "--format", "json", "--backtrace", "0"}, args...), "--", prog)
+		r := memtrap(t, a...)
+		if r.stdout != want.stdout || r.code != want.code {
+			t.Fatalf("%s: %q exit %d, want %q %d; stderr %s", engine, r.stdout, r.code, want.stdout, want.code, tail(r.stderr))
+		}
+		out[engine] = parseEvents(t, r.stderr)
+	}
+	return out
+}
+
 // TestFastTargetMprotect: the target makes a watched page read-only (its
 // store faults into its own handler, as natively) and writable again (its
 // store is reported): under page and fast alike.
 func TestFastTargetMprotect(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/mprot.c", "-O0")
-	want := native(t, prog)
-	if want.code != 0 || want.stdout != "faulted 1 counter 3\n" {
+	if want := native(t, prog); want.code != 0 || want.stdout != "faulted 1 counter 3\n" {
 		t.Fatalf("native: exit %d, %q", want.code, want.stdout)
 	}
-	for _, engine := range []string{"page", "fast"} {
-		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--backtrace", "0", "--symbol", "counter", "--", prog)
-		if r.stdout != want.stdout || r.code != 0 {
-			t.Fatalf("%s: %q exit %d; stderr %s", engine, r.stdout, r.code, tail(r.stderr))
-		}
-		ws := writes(parseEvents(t, r.stderr))
+	for engine, evs := range bothEngines(t, prog, "--symbol", "counter") {
+		ws := writes(evs)
 		if len(ws) != 2 || ws[0].New != "0x1" || ws[1].Old != "0x1" || ws[1].New != "0x3" {
 			t.Fatalf("%s: writes %+v", engine, ws)
 		}
@@ -350,17 +363,12 @@ func TestFastTargetMprotect(t *testing.T) {
 // loss, and the store to the new page is not, under page and fast alike.
 func TestFastTargetUnmaps(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/remap.c", "-O0")
-	want := native(t, prog)
-	if want.code != 0 || want.stdout != "mmap ok counter 2\n" {
+	if want := native(t, prog); want.code != 0 || want.stdout != "mmap ok counter 2\n" {
 		t.Fatalf("native: exit %d, %q", want.code, want.stdout)
 	}
-	for _, engine := range []string{"page", "fast"} {
-		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--backtrace", "0", "--symbol", "counter", "--", prog)
-		if r.stdout != want.stdout || r.code != 0 {
-			t.Fatalf("%s: %q exit %d; stderr %s", engine, r.stdout, r.code, tail(r.stderr))
-		}
+	for engine, evs := range bothEngines(t, prog, "--symbol", "counter") {
 		var got []string
-		for _, e := range parseEvents(t, r.stderr) {
+		for _, e := range evs {
 			switch e.Event {
 			case "write":
 				got = append(got, "write "+e.New)
