@@ -381,3 +381,17 @@ func TestFastTargetUnmaps(t *testing.T) {
 		}
 	}
 }
+
+// TestFastVforkChild: a vfork child's write to the memory it shares with
+// its parent is reported, with the child's tid, between the parent's two:
+// under page and fast alike.
+func TestFastVforkChild(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/vfork.c", "-O0")
+	for engine, evs := range bothEngines(t, prog, "--symbol", "counter") {
+		ws := writes(evs)
+		if len(ws) != 3 || ws[0].New != "0x1" || ws[1].New != "0x2" || ws[2].New != "0x3" ||
+			ws[1].Tid == ws[0].Tid || ws[2].Tid != ws[0].Tid {
+			t.Fatalf("%s: writes %+v", engine, ws)
+		}
+	}
+}

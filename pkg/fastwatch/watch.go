@@ -203,9 +203,6 @@ func mappingAt(maps []procmaps.Mapping, addr uint64) (procmaps.Mapping, bool) {
 // store to an armed page, watched bytes or not).
 func (w *Watch) Stats() pagewatch.Stats { return w.stats }
 
-// Regions are the watched regions.
-func (w *Watch) Regions() []*pagewatch.Region { return w.regions }
-
 // Run lets the target go untraced (every thread detached: a tracer would
 // see each of the agent's faults stop first) and serves the agent until
 // the target ends, returning how it ended. It runs on the ptrace thread.
