@@ -31,11 +31,17 @@ func TestParseMaps(t *testing.T) {
 func TestReadLarge(t *testing.T) {
 	const n = 1000 // about 50 bytes a line: past the 32 KiB first read
 	page := uint64(os.Getpagesize())
-	base, err := unix.Mmap(-1, 0, int(2*n*page), unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	// 2n pages between two PROT_NONE ones: a mapping of the runtime's
+	// next to the first or last could merge with it otherwise.
+	whole, err := unix.Mmap(-1, 0, int((2*n+2)*page), unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Munmap(base)
+	defer unix.Munmap(whole)
+	base := whole[page : (2*n+1)*page]
+	if err := unix.Mprotect(base, unix.PROT_READ); err != nil {
+		t.Fatal(err)
+	}
 	// Every other page writable: 2n mappings the kernel cannot merge.
 	for i := 0; i < 2*n; i += 2 {
 		if err := unix.Mprotect(base[uint64(i)*page:uint64(i+1)*page], unix.PROT_READ|unix.PROT_WRITE); err != nil {
