@@ -395,3 +395,29 @@ func TestFastVforkChild(t *testing.T) {
 		}
 	}
 }
+
+// TestFastStackEdge: a store from a function at the top of a stack that
+// nothing readable follows. The agent copies the stack at each write as
+// far as it is mapped (a fault in its copy comes back to its handler); the
+// writes and their writers are those of the page engine.
+func TestFastStackEdge(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/edgestack.c", "-O1", "-g")
+	if want := native(t, prog); want.code != 0 || want.stdout != "counter 100\n" {
+		t.Fatalf("native: exit %d, %q", want.code, want.stdout)
+	}
+	for engine, evs := range bothEngines(t, prog, "--symbol", "counter", "--backtrace", "1") {
+		ws := writes(evs)
+		if len(ws) != 100 {
+			t.Fatalf("%s: %d writes, want 100", engine, len(ws))
+		}
+		for i, w := range ws {
+			fn := "main"
+			if i < 50 {
+				fn = "onedge"
+			}
+			if w.New != fmt.Sprintf("%#x", i+1) || writer(w) != fn {
+				t.Fatalf("%s: write %d: %s by %s, want %#x by %s", engine, i, w.New, writer(w), i+1, fn)
+			}
+		}
+	}
+}

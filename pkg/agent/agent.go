@@ -33,14 +33,17 @@ var blob []byte
 
 // Layout constants: agent.h's.
 const (
-	Magic       = 0x746e656761746d6d // Area.Magic, "mmtagent"
-	Version     = 8
-	CodeSpan    = 0x2000 // the code, then the Area
-	Pages       = 1024   // armed pages an Area holds, in order
-	Recipes     = 4096   // recipe slots (open addressing by pc)
-	Ring        = 1024   // records in the ring
-	StackBytes  = 4096   // stack bytes a Record copies from rsp
-	NGReg       = 23     // ucontext's general registers
+	Magic      = 0x746e656761746d6d // Area.Magic, "mmtagent"
+	Version    = 9
+	CodeSpan   = 0x2000 // the code, then the Area
+	Pages      = 1024   // armed pages an Area holds, in order
+	Recipes    = 4096   // recipe slots (open addressing by pc)
+	Ring       = 1024   // records in the ring
+	StackBytes = 4096   // stack bytes a Record copies from rsp-RedZone
+	// RedZone is the x86-64 ABI's, the 128 bytes below rsp a leaf
+	// function keeps its locals in: a Record's stack starts there.
+	RedZone     = 128
+	NGReg       = 23 // ucontext's general registers
 	headerMagic = 0x6d74676e
 )
 
@@ -91,8 +94,14 @@ type Record struct {
 	Old   uint64
 	New   uint64
 	GRegs [NGReg]uint64
-	Stack [StackBytes]byte
+	Stack [StackBytes]byte // from StackAddr
 }
+
+// StackAddr is where the record's Stack starts: its rsp less the red zone.
+func (r *Record) StackAddr() uint64 { return StackAddr(r.GRegs[gRSP]) }
+
+// StackAddr is where a Record's stack starts for a thread at rsp.
+func StackAddr(rsp uint64) uint64 { return rsp - RedZone }
 
 // Request is a thread's question for the recipe of PC (agent.h's
 // protocol: State goes ReqFree, ReqTaken, ReqPosted, ReqAnswered).
@@ -175,6 +184,7 @@ type Area struct {
 	MPid     uint64    // memtrap's pid, as the target sees it
 	MPidFd   int32     // the target's pidfd of memtrap, -1: none
 	Gone     uint32    // memtrap is gone: the agent gave the pages back
+	Token    uint64    // a word a forked child's copy of reads 0 (MADV_WIPEONFORK), 0: none
 	Old      Sigaction // the target's own SIGSEGV action
 	OldSys   Sigaction // and its SIGSYS action
 	Requests [NRequests]Request

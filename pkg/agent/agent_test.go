@@ -82,6 +82,7 @@ func TestLayout(t *testing.T) {
 		{"offsetof(struct agent_area, served)", unsafe.Offsetof(a.Served)},
 		{"offsetof(struct agent_area, asked)", unsafe.Offsetof(a.Asked)},
 		{"offsetof(struct agent_area, pid)", unsafe.Offsetof(a.Pid)},
+		{"offsetof(struct agent_area, token)", unsafe.Offsetof(a.Token)},
 		{"offsetof(struct agent_area, old)", unsafe.Offsetof(a.Old)},
 		{"offsetof(struct agent_area, requests)", unsafe.Offsetof(a.Requests)},
 		{"sizeof(struct agent_request)", unsafe.Sizeof(Request{})},

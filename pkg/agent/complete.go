@@ -145,7 +145,7 @@ func (s *Shared) Complete(i int, mem Memory) (rec Record, err error) {
 	before := g // the record's registers: as the fault left them, as the agent's are
 	f.fp = binary.LittleEndian.Uint64(raw[NGReg*8:])
 	regs := ptraceRegs(&g, q)
-	code := make([]byte, 15)
+	code := make([]byte, maxInsn)
 	n, _ := mem.ReadAt(code, int64(regs.Rip))
 	st, err := store.Decode(code[:n], &regs)
 	if err != nil || !st.Known || st.Size == 0 {
@@ -188,7 +188,7 @@ func (s *Shared) Complete(i int, mem Memory) (rec Record, err error) {
 	copy(o[:], old)
 	copy(nw[:], stored)
 	rec.Old, rec.New = binary.LittleEndian.Uint64(o[:]), binary.LittleEndian.Uint64(nw[:])
-	_ = f.ReadMemory(regs.Rsp, rec.Stack[:])
+	_ = f.ReadMemory(StackAddr(regs.Rsp), rec.Stack[:])
 	s.append(&rec)
 	if len(old) > 8 {
 		// Wider than a record holds (a vector store, a rep stos):
@@ -257,11 +257,18 @@ func (s *Shared) Decline(i int) {
 	futex(unsafe.Pointer(&s.a.Requests[i].State), futexWake, 1, nil)
 }
 
+// maxInsn is the longest x86 instruction.
+const maxInsn = 15
+
 // Served is one request Serve answered.
 type Served struct {
 	Request
 	Done bool  // a recipe given (RECIPE), the store done (COMPLETE)
 	Err  error // COMPLETE: why it was not done
+	// Code is the instruction at PC as it was read while its thread
+	// waited (RECIPE, COMPLETE): the process may be gone by the time
+	// its records are reported.
+	Code []byte
 }
 
 // Serve answers the posted requests: the recipe of a pc from the code at
@@ -281,17 +288,20 @@ func (s *Shared) Serve(mem Memory, refuse func(pc uint64) bool) ([]Served, error
 			s.Decline(i)
 			out = append(out, Served{Request: q})
 		case q.Kind == ReqComplete:
+			code := make([]byte, maxInsn)
+			n, _ := mem.ReadAt(code, int64(q.PC))
 			_, err := s.Complete(i, mem)
 			if errors.Is(err, ErrRingFull) {
 				continue
 			}
-			out = append(out, Served{Request: q, Done: err == nil, Err: err})
+			out = append(out, Served{Request: q, Done: err == nil, Err: err, Code: code[:n]})
 		case q.Kind == ReqRecipe:
 			r := Recipe{PC: q.PC}
+			code := make([]byte, maxInsn)
+			n, _ := mem.ReadAt(code, int64(q.PC))
+			code = code[:n]
 			if !no {
-				code := make([]byte, 15)
-				n, _ := mem.ReadAt(code, int64(q.PC))
-				if inst, err := x86asm.Decode(code[:n], 64); err == nil {
+				if inst, err := x86asm.Decode(code, 64); err == nil {
 					if rr, ok := RecipeFor(q.PC, inst); ok {
 						r = rr
 					}
@@ -302,7 +312,7 @@ func (s *Shared) Serve(mem Memory, refuse func(pc uint64) bool) ([]Served, error
 			} else if err != nil {
 				return out, err
 			}
-			out = append(out, Served{Request: q, Done: r.Width != 0})
+			out = append(out, Served{Request: q, Done: r.Width != 0, Code: code})
 		}
 	}
 	return out, nil

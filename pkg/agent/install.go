@@ -30,6 +30,8 @@ const (
 	// memFdMin: the agent's descriptor of /proc/self/mem is moved up
 	// here, out of the way of the target's own numbering.
 	memFdMin = 1000
+	// tokenSize: the token's page, after the Area.
+	tokenSize = 0x1000
 )
 
 // sigaction flags (asm-generic/signal.h, x86).
@@ -51,7 +53,9 @@ func Install(p *tracer.Process, t *tracer.Thread) (in *Installed, err error) {
 	if len(Blob()) > nameOff {
 		return nil, fmt.Errorf("%w: %d bytes, past the %d Install leaves it", ErrBlob, len(Blob()), nameOff)
 	}
-	span := uint64(CodeSpan + AreaSize)
+	// The code, the Area, and a page of the target's own for the token
+	// (Area.Token) that tells a forked child.
+	span := uint64(CodeSpan + AreaSize + tokenSize)
 	base, err := t.Syscall(unix.SYS_MMAP, 0, uintptr(span), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
 	if err != nil {
 		return nil, fmt.Errorf("mapping the agent: %w", err)
@@ -124,6 +128,17 @@ func Install(p *tracer.Process, t *tracer.Thread) (in *Installed, err error) {
 		if err == nil {
 			a.MPidFd, in.PidFd = int32(high), int(high)
 		}
+	}
+	// MADV_WIPEONFORK (Linux 4.14) zeroes the token in a forked child's
+	// copy of the page: a load tells the agent, where getpid and a probe
+	// of its memory would cost two calls per write. Without it Token
+	// stays 0 and the agent makes them.
+	token := in.Base + CodeSpan + uint64(AreaSize)
+	if _, err := t.Syscall(unix.SYS_MADVISE, uintptr(token), tokenSize, unix.MADV_WIPEONFORK); err == nil {
+		if err := p.WriteMemory(token, []byte{1, 0, 0, 0, 0, 0, 0, 0}); err != nil {
+			return in, fmt.Errorf("writing the agent's token: %w", err)
+		}
+		a.Token = token
 	}
 	a.Version, a.MemFd, a.Pid = Version, int32(in.MemFd), uint64(p.Pid)
 	a.Magic = Magic

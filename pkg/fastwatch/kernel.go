@@ -199,7 +199,7 @@ func (w *Watch) settle(i int, q agent.Request) error {
 		return nil // the call failed: it wrote nothing
 	}
 	var stack [agent.StackBytes]byte
-	_, _ = w.mem.ReadAt(stack[:], int64(kc.gregs[15]))
+	_, _ = w.mem.ReadAt(stack[:], int64(agent.StackAddr(kc.gregs[15])))
 	for k, o := range kc.outs {
 		b := kc.plan[k]
 		after := make([]byte, b.Size)

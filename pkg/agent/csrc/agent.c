@@ -102,6 +102,24 @@ __asm__(".text\n"
 	"syscall\n"
 	"hlt\n");
 
+/* copy copies n bytes from src to dst as far as src can be read, and
+ * returns how many it copied: a fault in its rep movsb (memory not mapped)
+ * comes back to the handler, which resumes at copy_stop (fixup, as the
+ * kernel's exception tables do), the count left in rcx. */
+u64 copy(void *dst, const void *src, u64 n) __attribute__((visibility("hidden")));
+extern char copy_insn[] __attribute__((visibility("hidden")));
+extern char copy_stop[] __attribute__((visibility("hidden")));
+__asm__(".text\n"
+	".hidden copy, copy_insn, copy_stop\n"
+	"copy:\n"
+	"mov %rdx, %rcx\n"
+	"copy_insn:\n"
+	"rep movsb\n"
+	"copy_stop:\n"
+	"mov %rdx, %rax\n"
+	"sub %rcx, %rax\n"
+	"ret\n");
+
 static long sys4(long nr, long a, long b, long c, long d)
 {
 	long r;
@@ -308,6 +326,19 @@ static int sameMemory(struct agent_area *a)
 			return 0;
 	}
 	return 1;
+}
+
+/* forked says whether this process is a forked child of the target's:
+ * it shares this area and the descriptor of its parent's /proc/self/mem,
+ * so its stores are not the agent's to complete. The token's page reads 0
+ * in it (MADV_WIPEONFORK); a vfork or CLONE_VM child shares the page, and
+ * its stores are the target's own. Without a token, getpid and a probe
+ * tell, two system calls more. */
+static int forked(struct agent_area *a)
+{
+	if (a->token)
+		return *(volatile u64 *)a->token == 0;
+	return (u64)sys4(SYS_getpid, 0, 0, 0, 0) != a->pid && !sameMemory(a);
 }
 
 /* release gives every armed page its own protection back, in a forked
@@ -642,7 +673,7 @@ static void onsys(struct agent_area *a, int sig, void *si, void *uc)
 	u32 nout = 0;
 	struct agent_bounce out[AGENT_BOUNCES];
 	if (__atomic_load_n(&a->gone, __ATOMIC_ACQUIRE) ||
-	    ((u64)sys4(SYS_getpid, 0, 0, 0, 0) != a->pid && !sameMemory(a))) {
+	    forked(a)) {
 		/* memtrap let go, or a forked child: the pages are the
 		 * target's own, the call runs as it is. */
 		release(a);
@@ -705,6 +736,11 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 		return;
 	}
 	u64 *g = (u64 *)((char *)uc + UC_GREGS);
+	if (g[REG_RIP] == (u64)copy_insn) {
+		/* copy read past what is mapped: it stops there. */
+		g[REG_RIP] = (u64)copy_stop;
+		return;
+	}
 	int code = *(int *)((char *)si + 8);
 	u64 fault = *(u64 *)((char *)si + 16);
 	u32 page = a->magic == AGENT_MAGIC && code == SEGV_ACCERR ? armed(a, fault) : 0;
@@ -718,12 +754,10 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 		chain(a, &a->old, sig, si, uc);
 		return;
 	}
-	if ((u64)sys4(SYS_getpid, 0, 0, 0, 0) != a->pid && !sameMemory(a)) {
-		/* A forked child: it shares this area and the descriptor of
-		 * its parent's /proc/self/mem, so its stores are not the
-		 * agent's to complete. It gets its pages back, as the page
-		 * engine lets a child it does not follow go, and the store
-		 * runs again. */
+	if (forked(a)) {
+		/* A forked child gets its pages back, as the page engine
+		 * lets a child it does not follow go, and the store runs
+		 * again. */
 		release(a);
 		return;
 	}
@@ -796,19 +830,8 @@ __attribute__((used)) void agent_handler(int sig, void *si, void *uc)
 	rec->new = val;
 	for (int i = 0; i < AGENT_NGREG; i++)
 		rec->gregs[i] = g[i];
-	/* The stack as far as its page goes; past it through /proc/self/mem,
-	 * which answers a short read where nothing is mapped. */
-	u64 sp = g[REG_RSP];
-	u64 here = 0x1000 - (sp & 0xfff);
-	if (here > AGENT_STACK)
-		here = AGENT_STACK;
-	u64 i = 0;
-	for (; i + 8 <= here; i += 8)
-		*(u64 *)(rec->stack + i) = *(volatile u64 *)(sp + i);
-	for (; i < here; i++)
-		rec->stack[i] = *(volatile u8 *)(sp + i);
-	if (here < AGENT_STACK)
-		sys6(SYS_pread64, a->memfd, (long)(rec->stack + here), AGENT_STACK - here, (long)(sp + here), 0, 0);
+	/* The stack, from the red zone up, as far as it is mapped. */
+	copy(rec->stack, (const void *)(g[REG_RSP] - AGENT_REDZONE), AGENT_STACK);
 	__atomic_store_n(&a->head, seq + 1, __ATOMIC_RELEASE);
 	unlock(a);
 	if (__atomic_load_n(&a->waiting, __ATOMIC_ACQUIRE))

@@ -13,12 +13,14 @@ typedef unsigned long u64;
 typedef long s64;
 
 #define AGENT_MAGIC 0x746e656761746d6dUL /* "mmtagent" */
-#define AGENT_VERSION 8
+#define AGENT_VERSION 9
 #define AGENT_CODE_SPAN 0x2000 /* code, then the area */
 #define AGENT_PAGES 1024       /* armed pages */
 #define AGENT_RECIPES 4096     /* a power of two: open addressing by pc */
 #define AGENT_RING 1024        /* records, a power of two */
-#define AGENT_STACK 4096       /* stack bytes copied per record, from rsp:
+#define AGENT_REDZONE 128      /* the ABI's, below rsp: a leaf's locals */
+#define AGENT_STACK 4096       /* stack bytes copied per record, from rsp
+                                * less AGENT_REDZONE:
                                 * enough to unwind the usual 8 frames */
 #define AGENT_NGREG 23         /* ucontext's gregs */
 
@@ -68,7 +70,7 @@ struct agent_record {
 	u64 old;
 	u64 new;
 	u64 gregs[AGENT_NGREG]; /* as the fault left them (rip: the store's) */
-	u8 stack[AGENT_STACK];  /* from gregs[REG_RSP] */
+	u8 stack[AGENT_STACK];  /* from gregs[REG_RSP] - AGENT_REDZONE */
 };
 
 /* A thread asking memtrap for the recipe of a pc it has none for: it
@@ -167,6 +169,9 @@ struct agent_area {
 	s32 mpidfd;     /* the target's pidfd of memtrap (-1: none) */
 	u32 gone;       /* memtrap is gone or let go: the pages get their
 			 * protections back, nothing is served (agent.c) */
+	u64 token;      /* a word in a private page of the target's that
+			 * MADV_WIPEONFORK zeroes in a forked child, nonzero
+			 * here; 0: no such page (getpid tells, agent.c) */
 	struct agent_sigaction old; /* the target's own SIGSEGV action */
 	struct agent_sigaction oldsys; /* and its SIGSYS action */
 	struct agent_request requests[AGENT_REQUESTS];

@@ -90,7 +90,7 @@ static void expect(u64 pc, u64 addr, u32 width, u64 old, u64 new)
 	/* The stack copy is the stack at the fault: its top word is the
 	 * return address of the store's function. */
 	u64 ret;
-	memcpy(&ret, r->stack, 8);
+	memcpy(&ret, r->stack + AGENT_REDZONE, 8);
 	if (ret == 0)
 		fail("the record's stack");
 	next++;
@@ -169,8 +169,11 @@ armed:
 	sa.sa_sigaction = on_own;
 	sa.sa_flags = SA_SIGINFO;
 	sigaction(SIGSEGV, &sa, NULL);
-	struct agent_sigaction mine = {(u64)(base + hd->handler), SA_SIGINFO | SA_ONSTACK | 0x04000000 /* SA_RESTORER */,
-		(u64)(base + hd->restorer), ~0UL};
+	/* As Install sets it: SIGSEGV and SIGSYS never blocked (the agent's
+	 * copy of the stack may fault, and comes back to the handler). */
+	struct agent_sigaction mine = {(u64)(base + hd->handler),
+		SA_SIGINFO | SA_ONSTACK | SA_NODEFER | 0x04000000 /* SA_RESTORER */,
+		(u64)(base + hd->restorer), ~0UL & ~(1UL << (SIGSEGV - 1) | 1UL << (SIGSYS - 1))};
 	if (syscall(SYS_rt_sigaction, SIGSEGV, &mine, &area->old, 8) != 0)
 		fail("installing the handler");
 	if (area->old.handler != (u64)on_own)
