@@ -421,3 +421,69 @@ func TestFastStackEdge(t *testing.T) {
 		}
 	}
 }
+
+// TestFastUnemulatedStore: stores neither the agent nor memtrap's emulator
+// can do to watched pages: getcontext's fnstenv of the x87 environment,
+// while a second thread writes another watched variable on the page; an
+// fxsave; an xsave (whose size nobody knows before: only the bytes it
+// changes are reported, not exact); and one across two watched pages. The
+// fast engine traces the process again for each and single-steps it, as
+// the page engine does: the same writes, in the same order, under both;
+// the saved context works (setcontext resumes from it), the saved states
+// are the CPU's, the thread's writes are all there, and the SIGTRAP the
+// target ignores stays ignored.
+func TestFastUnemulatedStore(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/x87ctx.c", "-O1", "-g", "-pthread")
+	const rounds = 20
+	if want := native(t, prog); want.code != 0 || want.stdout != "SIGTRAP ignored 1\nresumed 2, fcw 0x37f, counter 800, fxsave fcw 0x37f, xsave fcw 0x37f bv 0x2, across 0x37f 0x2\n" {
+		t.Fatalf("native: exit %d, %q", want.code, want.stdout)
+	}
+	// Many values are addresses, which differ from run to run.
+	key := func(e event) string {
+		return fmt.Sprintf("%s+%d/%d %q exact %v", e.Region, e.Offset, e.Size, e.Insn, e.Exact)
+	}
+	keys := map[string][]string{}
+	for engine, evs := range bothEngines(t, prog, "--symbol", "ctx", "--symbol", "counter", "--symbol", "fx", "--symbol", "xs", "--symbol", "two") {
+		var ks, saves []string
+		counter, ctx, fnstenv := 0, 0, 0
+		for _, w := range writes(evs) {
+			if w.Region == "counter" {
+				counter++
+				if w.New != fmt.Sprintf("%#x", counter) {
+					t.Fatalf("%s: counter write %d: %s", engine, counter, key(w))
+				}
+				continue
+			}
+			ks = append(ks, key(w))
+			switch {
+			case w.Region == "ctx":
+				ctx++
+				if strings.HasPrefix(w.Insn, "fnstenv") {
+					fnstenv++
+					// The x87 control word first: 0x37f, as natively.
+					if w.Size != 28 || !w.Exact || !strings.HasPrefix(w.New, "7f03") {
+						t.Fatalf("%s: %s: %s", engine, key(w), w.New)
+					}
+				}
+			default:
+				// An image's control word, and XSTATE_BV's SSE bit.
+				if !strings.HasPrefix(w.New, "7f03") || w.Size == 513 && !strings.HasSuffix(w.New, "02") {
+					t.Fatalf("%s: %s: %s", engine, key(w), w.New)
+				}
+				saves = append(saves, key(w))
+			}
+		}
+		if counter != 40*rounds || fnstenv != rounds || ctx != 17*rounds {
+			t.Fatalf("%s: %d counter writes, %d of ctx, %d fnstenv; want %d, %d, %d", engine, counter, ctx, fnstenv, 40*rounds, 17*rounds, rounds)
+		}
+		want := []string{`fx+0/512 "fxsave64 ptr [rip+0x`, `xs+0/513 "xsave64 ptr [rip+0x`, `two+3840/513 "xsave64 ptr [rcx]" exact false`}
+		if len(saves) != 3 || !strings.HasPrefix(saves[0], want[0]) || !strings.HasSuffix(saves[0], "exact true") ||
+			!strings.HasPrefix(saves[1], want[1]) || !strings.HasSuffix(saves[1], "exact false") || saves[2] != want[2] {
+			t.Fatalf("%s: the saves' writes %q, want %q", engine, saves, want)
+		}
+		keys[engine] = ks
+	}
+	if !slices.Equal(keys["page"], keys["fast"]) {
+		t.Fatalf("the engines differ:\npage %v\nfast %v", head(keys["page"]), head(keys["fast"]))
+	}
+}

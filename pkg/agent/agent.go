@@ -22,6 +22,7 @@
 package agent
 
 import (
+	"bytes"
 	_ "embed"
 	"encoding/binary"
 	"errors"
@@ -42,7 +43,11 @@ const (
 	StackBytes = 4096   // stack bytes a Record copies from rsp-RedZone
 	// RedZone is the x86-64 ABI's, the 128 bytes below rsp a leaf
 	// function keeps its locals in: a Record's stack starts there.
-	RedZone     = 128
+	RedZone = 128
+	// Disarmed and Dropped mark an Area.Prots entry: the target's
+	// protection now, and unmapped or replaced for good.
+	Disarmed    = 1 << 32
+	Dropped     = 1 << 33
 	NGReg       = 23 // ucontext's general registers
 	headerMagic = 0x6d74676e
 )
@@ -202,6 +207,20 @@ func Blob() []byte { return blob }
 // Entries are the offsets, in the blob, of its SIGSEGV handler (for
 // SA_SIGINFO) and of its sa_restorer.
 type Entries struct{ Handler, Restorer uint32 }
+
+// SyscallInsn is the offset in the blob of a `syscall` instruction (the
+// restorer's): memtrap's injected calls run from there, where the agent's
+// seccomp filter lets every call through.
+func SyscallInsn() (uint32, error) {
+	e, err := EntryPoints()
+	if err != nil {
+		return 0, err
+	}
+	if i := bytes.Index(blob[e.Restorer:min(int(e.Restorer)+16, len(blob))], []byte{0x0f, 0x05}); i >= 0 {
+		return e.Restorer + uint32(i), nil
+	}
+	return 0, fmt.Errorf("%w: no syscall in its restorer", ErrBlob)
+}
 
 // ErrBlob: the embedded blob is not one (a build gone wrong).
 var ErrBlob = errors.New("the agent's blob is damaged")

@@ -103,6 +103,10 @@ func TestLayout(t *testing.T) {
 		{"sizeof(struct agent_record)", unsafe.Sizeof(rec)},
 		{"offsetof(struct agent_record, gregs)", unsafe.Offsetof(rec.GRegs)},
 		{"offsetof(struct agent_record, stack)", unsafe.Offsetof(rec.Stack)},
+		{"AGENT_DISARMED", Disarmed},
+		{"AGENT_DROPPED", Dropped},
+		{"AGENT_REDZONE", RedZone},
+		{"AGENT_STACK", StackBytes},
 	}
 	var src strings.Builder
 	src.WriteString("#include <stdio.h>\n#include <stddef.h>\n#include \"" + mustAbs(t, "csrc/agent.h") + "\"\nint main(void) {\n")

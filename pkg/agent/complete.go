@@ -47,7 +47,16 @@ const (
 	gRSP
 	gRIP
 	gEFL
+	gCSGSFS
+	gERR
+	gTRAPNO
+	gOLDMASK
+	gCR2
 )
+
+// FaultAddr is the address whose access faulted, of a frame's registers
+// g (REG_CR2: the kernel puts the fault's address there).
+func FaultAddr(g *[NGReg]uint64) uint64 { return g[gCR2] }
 
 // ptraceRegs is a frame's registers as the emulator takes them.
 func ptraceRegs(g *[NGReg]uint64, q Request) unix.PtraceRegs {
@@ -117,19 +126,30 @@ var ErrCannot = errors.New("the store cannot be emulated")
 // On an error the request is answered "not done", and the agent passes the
 // fault on.
 func (s *Shared) Complete(i int, mem Memory) (rec Record, err error) {
+	rec, err = s.complete(i, mem)
+	s.answerComplete(i, err)
+	return rec, err
+}
+
+// answerComplete answers the ReqComplete request in slot i: done if err is
+// nil; an ErrRingFull leaves it posted, to be asked again once the records
+// are taken.
+func (s *Shared) answerComplete(i int, err error) {
+	if errors.Is(err, ErrRingFull) {
+		return
+	}
+	res := uint32(0)
+	if err != nil {
+		res = 1
+	}
+	atomic.StoreUint32(&s.a.Requests[i].Result, res)
+	atomic.StoreUint32(&s.a.Requests[i].State, ReqAnswered)
+	futex(unsafe.Pointer(&s.a.Requests[i].State), futexWake, 1, nil)
+}
+
+// complete is Complete but the answer.
+func (s *Shared) complete(i int, mem Memory) (rec Record, err error) {
 	q := s.Request(i)
-	defer func() {
-		if errors.Is(err, ErrRingFull) {
-			return // asked again once the records are taken
-		}
-		res := uint32(0)
-		if err != nil {
-			res = 1
-		}
-		atomic.StoreUint32(&s.a.Requests[i].Result, res)
-		atomic.StoreUint32(&s.a.Requests[i].State, ReqAnswered)
-		futex(unsafe.Pointer(&s.a.Requests[i].State), futexWake, 1, nil)
-	}()
 	if q.Kind != ReqComplete || q.UC == 0 {
 		return Record{}, fmt.Errorf("request %d is not one to complete", i)
 	}
@@ -225,6 +245,46 @@ func FrameGRegs(mem Memory, uc uint64) (g [NGReg]uint64, err error) {
 	return g, nil
 }
 
+// FrameFPState is where the FPU state of the signal frame whose
+// ucontext_t is at uc lies (uc_mcontext.fpregs: an XSAVE image), 0 if it
+// has none.
+func FrameFPState(mem Memory, uc uint64) (uint64, error) {
+	var b [8]byte
+	if err := (frame{mem: mem}).ReadMemory(uc+ucFPRegs, b[:]); err != nil {
+		return 0, fmt.Errorf("reading the thread's signal frame: %w", err)
+	}
+	return binary.LittleEndian.Uint64(b[:]), nil
+}
+
+// SetFrameGRegs writes r into the general registers of the signal frame
+// whose ucontext_t is at uc: what the thread resumes with at its
+// sigreturn.
+func SetFrameGRegs(mem Memory, uc uint64, r *unix.PtraceRegs) error {
+	g, err := FrameGRegs(mem, uc)
+	if err != nil {
+		return err
+	}
+	setGRegs(&g, r)
+	var raw [NGReg * 8]byte
+	for k := range g {
+		binary.LittleEndian.PutUint64(raw[8*k:], g[k])
+	}
+	if _, err := mem.WriteAt(raw[:], int64(uc+ucGRegs)); err != nil {
+		return fmt.Errorf("writing the thread's signal frame: %w", err)
+	}
+	return nil
+}
+
+// RequestRegs are the registers of the thread of request q at its fault,
+// as its signal frame holds them, with its FS and GS bases.
+func RequestRegs(mem Memory, q Request) (unix.PtraceRegs, error) {
+	g, err := FrameGRegs(mem, q.UC)
+	if err != nil {
+		return unix.PtraceRegs{}, err
+	}
+	return ptraceRegs(&g, q), nil
+}
+
 // GRegsPtrace is gregs as ptrace's registers (FS and GS bases 0).
 func GRegsPtrace(g *[NGReg]uint64) unix.PtraceRegs { return ptraceRegs(g, Request{}) }
 
@@ -271,6 +331,13 @@ type Served struct {
 	Code []byte
 }
 
+// Stepper does a store the emulator cannot (Complete's ErrCannot) by other
+// means, while its thread waits in its signal frame for the answer: it
+// writes the registers after the store into the frame (SetFrameGRegs),
+// appends the write's record (AppendWrite) and returns nil, or says why
+// not (ErrRingFull: ask again once the records are taken).
+type Stepper func(q Request) error
+
 // Serve answers the posted requests: the recipe of a pc from the code at
 // it (RecipeFor; width 0 where the agent cannot do the store), and the
 // stores the agent cannot do (Complete). System calls (ReqKernel,
@@ -278,7 +345,7 @@ type Served struct {
 // get neither (their faults go to the target's own action). A COMPLETE
 // request that finds the ring full stays posted: the caller takes the
 // records (Next) and serves again. It returns what it answered.
-func (s *Shared) Serve(mem Memory, refuse func(pc uint64) bool) ([]Served, error) {
+func (s *Shared) Serve(mem Memory, refuse func(pc uint64) bool, step Stepper) ([]Served, error) {
 	var out []Served
 	for _, i := range s.Posted() {
 		q := s.Request(i)
@@ -290,7 +357,15 @@ func (s *Shared) Serve(mem Memory, refuse func(pc uint64) bool) ([]Served, error
 		case q.Kind == ReqComplete:
 			code := make([]byte, maxInsn)
 			n, _ := mem.ReadAt(code, int64(q.PC))
-			_, err := s.Complete(i, mem)
+			_, err := s.complete(i, mem)
+			if errors.Is(err, ErrCannot) && step != nil {
+				if serr := step(q); serr == nil || errors.Is(serr, ErrRingFull) {
+					err = serr
+				} else {
+					err = fmt.Errorf("%w; stepping it: %w", err, serr)
+				}
+			}
+			s.answerComplete(i, err)
 			if errors.Is(err, ErrRingFull) {
 				continue
 			}

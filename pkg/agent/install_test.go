@@ -143,7 +143,7 @@ func runInstalled(t testing.TB, bin string, rounds int, keep bool) installedRun 
 	s := in.Shared
 	deadline := time.After(time.Minute)
 	for done := false; !done; {
-		answered, err := s.Serve(mem, nil)
+		answered, err := s.Serve(mem, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

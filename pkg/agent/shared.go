@@ -25,6 +25,10 @@ type Shared struct {
 type side struct {
 	old, new []byte
 	syscall  string
+	// inexact: a store whose bytes nobody could bound (an XSAVE): old
+	// and new span the pages it may have written, and only the bytes
+	// that differ are its write.
+	inexact bool
 }
 
 func (s *Shared) keep(seq uint64, sd side) {
@@ -229,6 +233,18 @@ func (s *Shared) AppendKernel(rec *Record, old, new []byte, call string) {
 	s.append(rec)
 	s.keep(rec.Seq, side{old: old, new: new, syscall: call})
 }
+
+// AppendWrite appends rec, a store memtrap did (a Stepper's), whose bytes
+// are old and new; inexact if nobody knew which bytes it would write (see
+// Exact). The lock held, Room checked.
+func (s *Shared) AppendWrite(rec *Record, old, new []byte, inexact bool) {
+	s.append(rec)
+	s.keep(rec.Seq, side{old: old, new: new, inexact: inexact})
+}
+
+// Exact says whether rec's bytes are all its store's; if not, only
+// those that changed are known to be.
+func (s *Shared) Exact(rec *Record) bool { return !s.sides[rec.Seq].inexact }
 
 // Syscall names the system call whose write rec is ("": the target's
 // store).

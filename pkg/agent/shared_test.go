@@ -73,7 +73,7 @@ func TestServed(t *testing.T) {
 		defer func() { result <- out }()
 		var r Record
 		for {
-			answered, err := s.Serve(mem, func(pc uint64) bool { return pc == decline })
+			answered, err := s.Serve(mem, func(pc uint64) bool { return pc == decline }, nil)
 			if err != nil {
 				out.err = err
 				return

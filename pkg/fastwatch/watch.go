@@ -129,6 +129,13 @@ func New(p *tracer.Process, t *tracer.Thread, regions []*pagewatch.Region, opts 
 	if w.in, err = agent.Install(p, t); err != nil {
 		return nil, fmt.Errorf("engine fast: %w", err)
 	}
+	// memtrap's calls in the target from now on run from the agent's
+	// code, which its filter lets through.
+	off, err := agent.SyscallInsn()
+	if err != nil {
+		return nil, fmt.Errorf("engine fast: %w", err)
+	}
+	p.SetSyscallInsn(w.in.Base + uint64(off))
 	a := w.in.Shared.Area()
 	for i, pg := range pages {
 		a.PageList[i], a.Prots[i] = pg, uint64(prots[i])
@@ -212,16 +219,6 @@ func (w *Watch) Run() (ws unix.WaitStatus, err error) {
 	if err := w.p.Untrace(); err != nil {
 		return 0, fmt.Errorf("engine fast: letting the target go: %w", err)
 	}
-	exited := make(chan unix.WaitStatus, 1)
-	go func() {
-		var ws unix.WaitStatus
-		for {
-			if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
-				break
-			}
-		}
-		exited <- ws
-	}()
 	if w.lis != nil {
 		go w.lis.serve()
 	}
@@ -232,11 +229,21 @@ func (w *Watch) Run() (ws unix.WaitStatus, err error) {
 			return 0, err
 		}
 		busy := atomic.LoadUint64(&s.Area().Tail) != before
-		select {
-		case ws := <-exited:
+		// Polled here, on the ptrace thread: a wait of another
+		// goroutine's would take the stops of a Retrace (step).
+		var ws unix.WaitStatus
+		wpid, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		if err == unix.ECHILD {
+			// Reaped while traced again (step).
+			if gone, st := w.p.Exited(); gone {
+				wpid, ws, err = pid, st, nil
+			}
+		}
+		if wpid == pid {
 			// The target is gone: what it wrote before is in the ring.
 			return ws, w.serve()
-		default:
+		} else if err != nil && err != unix.EINTR {
+			return 0, fmt.Errorf("engine fast: waiting for the target: %w", err)
 		}
 		if atomic.LoadUint64(&s.Area().Head) == atomic.LoadUint64(&s.Area().Tail) {
 			if w.opts.Idle != nil {
@@ -300,7 +307,7 @@ func (w *Watch) serve() error {
 		if err != nil {
 			return err
 		}
-		answered, err := s.Serve(w.mem, nil)
+		answered, err := s.Serve(w.mem, nil, w.step)
 		if err != nil {
 			return fmt.Errorf("engine fast: serving the agent: %w", err)
 		}
@@ -339,15 +346,25 @@ func (w *Watch) record(rec *agent.Record) error {
 		w.stats.Faults++
 	}
 	old, nw := w.in.Shared.Bytes(rec)
+	exact := w.in.Shared.Exact(rec)
 	lo, hi := rec.Addr, rec.Addr+uint64(len(old))
 	for _, r := range w.regions {
 		a, b := max(lo, r.Addr), min(hi, r.End())
+		if !exact {
+			// Only the bytes that changed are known to be the store's.
+			for a < b && old[a-lo] == nw[a-lo] {
+				a++
+			}
+			for a < b && old[b-1-lo] == nw[b-1-lo] {
+				b--
+			}
+		}
 		if a >= b {
 			continue
 		}
 		wr := &pagewatch.Write{
 			Pid: w.p.Pid, Tid: int(rec.Tid), Region: r, Offset: a - r.Addr, Addr: a, Size: b - a,
-			Old: old[a-lo : b-lo], New: nw[a-lo : b-lo], PC: rec.PC, Exact: true,
+			Old: old[a-lo : b-lo], New: nw[a-lo : b-lo], PC: rec.PC, Exact: exact,
 			Regs: rec.Regs(), StackAddr: rec.StackAddr(), Stack: rec.Stack[:], Syscall: call,
 		}
 		sh := w.shadow[r]

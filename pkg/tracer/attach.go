@@ -210,6 +210,25 @@ func (p *Process) Untrace() error {
 	return firstErr
 }
 
+// Retrace seizes every thread of a process Untrace let go again, and stops
+// them all, for a watcher that serves the target without ptrace and needs
+// it for a moment (the fast engine, for a store its agent cannot do);
+// Untrace lets them go again. Stops met on the way are queued
+// (DrainQueue). Threads the process creates meanwhile are traced too;
+// forked children are not, and memtrap's end meanwhile does not kill the
+// process (no PTRACE_O_EXITKILL): the agent lets it go.
+func (p *Process) Retrace() error {
+	if err := p.check(); err != nil {
+		return err
+	}
+	p.options = unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEEXEC | unix.PTRACE_O_TRACEEXIT | unix.PTRACE_O_TRACESYSGOOD
+	if err := p.seizeAll(); err != nil {
+		p.detachAll()
+		return err
+	}
+	return nil
+}
+
 // DrainQueue hands out the stops collected by StopOthers that have not been
 // returned by Wait yet, so that a caller about to detach can settle them.
 // Bookkeeping stops are handled as by Wait.

@@ -56,6 +56,11 @@ func (p *Process) syscallInsn() (uint64, error) {
 	return 0, errors.New("no syscall instruction found in the target's executable mappings")
 }
 
+// SetSyscallInsn has injected calls run from the `syscall` instruction at
+// addr instead of one found in the target's code: one a seccomp filter of
+// the caller's lets through.
+func (p *Process) SetSyscallInsn(addr uint64) { p.sysInsn = addr }
+
 // Syscall makes the stopped thread t execute system call nr with args, and
 // returns its result; the thread's registers are restored afterwards.
 // Signals that arrive meanwhile stay pending, blocked (see holdSignals),

@@ -45,3 +45,17 @@ func (t *Thread) XState(buf []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// SetXState writes the thread's XSAVE image (PTRACE_SETREGSET,
+// NT_X86_XSTATE) from buf, as XState read it.
+//
+// Precondition: as for XState.
+func (t *Thread) SetXState(buf []byte) error {
+	if err := ptraceSetRegset(t.Tid, unix.NT_X86_XSTATE, buf); err != nil {
+		if err == unix.ESRCH {
+			return ErrThreadGone
+		}
+		return fmt.Errorf("PTRACE_SETREGSET NT_X86_XSTATE %d: %w", t.Tid, err)
+	}
+	return nil
+}

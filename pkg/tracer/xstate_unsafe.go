@@ -28,3 +28,14 @@ func ptraceGetRegset(tid int, typ uintptr, buf []byte) (int, error) {
 	}
 	return int(iov.Len), nil
 }
+
+// ptraceSetRegset writes regset typ from buf.
+func ptraceSetRegset(tid int, typ uintptr, buf []byte) error {
+	iov := unix.Iovec{Base: unsafe.SliceData(buf)}
+	iov.SetLen(len(buf))
+	_, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SETREGSET, uintptr(tid), typ, uintptr(unsafe.Pointer(&iov)), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
