@@ -145,7 +145,7 @@ func hexValue(b []byte) string {
 		for i := len(b) - 1; i >= 0; i-- {
 			v = v<<8 | uint64(b[i])
 		}
-		return fmt.Sprintf("%#x", v)
+		return "0x" + strconv.FormatUint(v, 16)
 	}
 	return hex.EncodeToString(b)
 }

@@ -1,10 +1,12 @@
 package report
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -186,5 +188,154 @@ func TestTextStart(t *testing.T) {
 		"memtrap: watching cfg at 0x2000, 8 bytes, in process 7 (engine page)\n"
 	if out.String() != want {
 		t.Errorf("got\n%swant\n%s", out.String(), want)
+	}
+}
+
+// textWriteOracle is a write's text as fmt built it before the text
+// reporter built it by hand: the oracle for the hand-built one (r for its
+// colours and paths; its byte view of a wide write is the reporter's).
+func textWriteOracle(r *textReporter, ev *Write) string {
+	var out bytes.Buffer
+	w := bufio.NewWriter(&out)
+	kind := ""
+	if ev.Kind != "" {
+		kind = " " + r.paint(ansiBold+ansiRed, "["+ev.Kind+"]")
+	}
+	where := fmt.Sprintf("%s+%d (%#x)", ev.Region, ev.Offset, ev.Addr)
+	if ev.Field != "" {
+		where = fmt.Sprintf("%s (%s+%d, %#x)", r.paint(ansiBold, ev.Field), ev.Region, ev.Offset, ev.Addr)
+	}
+	if len(ev.Old) <= 8 && len(ev.New) <= 8 {
+		fmt.Fprintf(w, "#%d tid %d wrote %s%s, %d byte%s: %s -> %s\n", ev.Seq, ev.Tid, where, kind, ev.Size, plural(ev.Size),
+			r.paint(ansiRed, fmt.Sprintf("%#x", leValue(ev.Old))), r.paint(ansiGreen, fmt.Sprintf("%#x", leValue(ev.New))))
+	} else {
+		fmt.Fprintf(w, "#%d tid %d wrote %s%s, %d byte%s:\n", ev.Seq, ev.Tid, where, kind, ev.Size, plural(ev.Size))
+		saved := r.w
+		r.w = w
+		r.bytesView(ev.Old, ev.New)
+		r.w = saved
+	}
+	switch {
+	case ev.Syscall != "":
+		fmt.Fprintf(w, "    kernel write by %s, syscall returning to %#x\n", r.paint(ansiYellow, ev.Syscall+"(2)"), ev.PC)
+	case ev.Signal != 0:
+		fmt.Fprintf(w, "    kernel write: the %s frame for its handler, interrupting %#x\n", r.paint(ansiYellow, signalName(ev.Signal)), ev.PC)
+	case ev.AfterPC:
+		fmt.Fprintf(w, "    just before %#x (debug registers trap after the store)\n", ev.PC)
+	case ev.Insn == "":
+		fmt.Fprintf(w, "    at %#x: (undecodable instruction; write seen by comparison)\n", ev.PC)
+	default:
+		fmt.Fprintf(w, "    at %#x: %s\n", ev.PC, ev.Insn)
+	}
+	for i, f := range ev.Backtrace {
+		var b strings.Builder
+		if f.Func != "" {
+			fn := f.Func
+			if i == 0 {
+				fn = r.paint(ansiBold+ansiCyan, fn)
+			}
+			fmt.Fprintf(&b, "%s+%#x", fn, f.Offset)
+			if f.Args != nil {
+				b.WriteString(" (")
+				for j, a := range f.Args {
+					if j > 0 {
+						b.WriteString(", ")
+					}
+					v := a.Value
+					if v == "" {
+						v = "<optimized out>"
+					}
+					fmt.Fprintf(&b, "%s=%s", a.Name, v)
+				}
+				b.WriteString(")")
+			}
+		} else {
+			fmt.Fprintf(&b, "%#x", f.PC)
+		}
+		if f.Module != "" {
+			fmt.Fprintf(&b, " (%s)", r.path(f.Module))
+		}
+		if f.File != "" {
+			fmt.Fprintf(&b, " %s:%d", r.path(f.File), f.Line)
+		}
+		fmt.Fprintf(w, "    #%-2d %s\n", i, b.String())
+	}
+	w.Flush()
+	return out.String()
+}
+
+// leValue is up to 8 bytes as a little-endian number.
+func leValue(b []byte) uint64 {
+	var v uint64
+	for i := len(b) - 1; i >= 0; i-- {
+		v = v<<8 | uint64(b[i])
+	}
+	return v
+}
+
+// The hand-built text of a write is byte for byte the fmt-built one's,
+// with colours and without, paths shortened or not, the same frames again
+// (from the per-address cache) and a frame of the same address whose
+// function differs (a library mapped again elsewhere).
+func TestTextWriteLines(t *testing.T) {
+	frames := []Frame{
+		{PC: 0x401000, Func: "worker", Offset: 0x2a, Module: "/src/app/bin/prog", File: "/src/app/prog.c", Line: 10,
+			Args: []Arg{{Name: "n", Value: "5"}, {Name: "p", Value: ""}}},
+		{PC: 0x401100, Func: "main", Offset: 0, Module: "/bin/prog", File: "prog.c", Line: 20, Args: []Arg{}},
+		{PC: 0x7f0000001234},
+		{PC: 0x401200, Func: "std::vector<int>::push_back(int&&)", Offset: 3, Module: "/lib/libstdc++.so.6"},
+	}
+	evs := []*Write{
+		{Seq: 1, Pid: 7, Tid: 8, Region: "counter", Addr: 0x1000, Size: 8, Old: make([]byte, 8),
+			New: []byte{1, 2, 3, 4, 5, 6, 7, 8}, PC: 0x401000, Insn: "mov qword ptr [rip+0x2ee5], rax", Exact: true, Backtrace: frames},
+		{Seq: 12345678901, Tid: 1, Region: "buf", Offset: 3, Addr: 0xffffffffffffffff, Size: 1, Old: []byte{0}, New: []byte{0xff},
+			Backtrace: frames[1:]},
+		{Seq: 2, Tid: 9, Region: "buf", Size: 16, Old: bytes.Repeat([]byte{0xab}, 16), New: []byte("hello, world!\x00\x01\x02"),
+			PC: 0x401000, Syscall: "read", Backtrace: frames[:1]},
+		{Seq: 3, Tid: 9, Region: "buf", Size: 100, Old: make([]byte, 100), New: bytes.Repeat([]byte{'x'}, 100), PC: 0x10, Signal: 10},
+		{Seq: 4, Tid: 9, Region: "cfg", Field: "cfg.limits[3]", Offset: 12, Addr: 0x2000, Size: 1, Old: []byte{1}, New: []byte{2},
+			AfterPC: true, PC: 0x20},
+		{Seq: 5, Tid: 9, Region: "heap#3", Block: 3, Kind: "use-after-free", Offset: 24, Size: 2, Old: []byte{1, 0}, New: []byte{2, 0}},
+		{Seq: 6, Tid: 9, Region: "x", Old: []byte{}, New: []byte{}, Signal: 40},
+		{Seq: 7, Tid: 9, Region: "counter", Size: 8, Old: make([]byte, 8), New: make([]byte, 8), PC: 0x401000,
+			Insn: "mov", Backtrace: []Frame{{PC: 0x401000, Func: "other", Offset: 1, Module: "/bin/prog"}}},
+	}
+	for _, o := range []TextOptions{{}, {Color: true}, {Dir: "/src/app"}, {Color: true, Dir: "/src/app", Sync: true}} {
+		var out bytes.Buffer
+		r := NewText(&out, o).(*textReporter)
+		oracle := &textReporter{o: o}
+		var want strings.Builder
+		for range 2 {
+			for _, ev := range evs {
+				if err := r.Write(ev); err != nil {
+					t.Fatal(err)
+				}
+				want.WriteString(textWriteOracle(oracle, ev))
+			}
+		}
+		if err := r.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != want.String() {
+			t.Errorf("options %+v:\n got %q\nwant %q", o, out.String(), want.String())
+		}
+	}
+}
+
+// BenchmarkReportText: formatting one write, 8 frames with arguments, as
+// text.
+func BenchmarkReportText(b *testing.B) {
+	rep := New("text", io.Discard)
+	var frames []Frame
+	for i := range 8 {
+		frames = append(frames, Frame{PC: 0x401000 + uint64(i)*0x100, Func: fmt.Sprint("fn", i), Offset: 42, Module: "/bin/prog",
+			File: "prog.c", Line: 10 + i, Args: []Arg{{Name: "n", Value: "5"}, {Name: "p", Value: "0x7ffd1234"}}})
+	}
+	ev := &Write{Seq: 1, Pid: 1, Tid: 1, Region: "counter", Addr: 0x1000, Size: 8, Old: make([]byte, 8),
+		New: []byte{1, 0, 0, 0, 0, 0, 0, 0}, PC: 0x401000, Insn: "mov qword ptr [rip+0x2ee5], rax", Exact: true, Backtrace: frames}
+	for i := 0; i < b.N; i++ {
+		if err := rep.Write(ev); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -12,6 +13,8 @@ type textReporter struct {
 	w     *bufio.Writer
 	o     TextOptions
 	short map[string]string // path's answers: the same few paths at every write
+	line  []byte            // Write's lines, reused
+	heads map[uint64]textHead
 }
 
 // ANSI colours, used only with TextOptions.Color.
@@ -72,39 +75,107 @@ func (r *textReporter) Start(pid int, engine string, regions []Region) error {
 	return r.w.Flush()
 }
 
+// Write appends the event's lines to the output. They are built by hand
+// (and a frame's text its code address decides, once per address): with
+// fmt, the text report cost more than the rest of the fast engine's write
+// path. textWriteOracle, in the tests, is the fmt-built one it must match.
 func (r *textReporter) Write(ev *Write) error {
-	w := r.w
-	kind := ""
-	if ev.Kind != "" {
-		kind = " " + r.paint(ansiBold+ansiRed, "["+ev.Kind+"]")
-	}
-	where := fmt.Sprintf("%s+%d (%#x)", ev.Region, ev.Offset, ev.Addr)
+	b := r.line[:0]
+	b = append(b, '#')
+	b = strconv.AppendInt(b, int64(ev.Seq), 10)
+	b = append(b, " tid "...)
+	b = strconv.AppendInt(b, int64(ev.Tid), 10)
+	b = append(b, " wrote "...)
 	if ev.Field != "" {
-		where = fmt.Sprintf("%s (%s+%d, %#x)", r.paint(ansiBold, ev.Field), ev.Region, ev.Offset, ev.Addr)
-	}
-	if len(ev.Old) <= 8 && len(ev.New) <= 8 {
-		fmt.Fprintf(w, "#%d tid %d wrote %s%s, %d byte%s: %s -> %s\n", ev.Seq, ev.Tid, where, kind, ev.Size, plural(ev.Size),
-			r.paint(ansiRed, hexValue(ev.Old)), r.paint(ansiGreen, hexValue(ev.New)))
+		b = append(b, r.paint(ansiBold, ev.Field)...)
+		b = append(b, " ("...)
+		b = r.appendWhere(b, ev)
+		b = append(b, ')')
 	} else {
-		fmt.Fprintf(w, "#%d tid %d wrote %s%s, %d byte%s:\n", ev.Seq, ev.Tid, where, kind, ev.Size, plural(ev.Size))
+		b = append(b, ev.Region...)
+		b = append(b, '+')
+		b = strconv.AppendUint(b, ev.Offset, 10)
+		b = append(b, " (0x"...)
+		b = strconv.AppendUint(b, ev.Addr, 16)
+		b = append(b, ')')
+	}
+	if ev.Kind != "" {
+		b = append(b, ' ')
+		b = append(b, r.paint(ansiBold+ansiRed, "["+ev.Kind+"]")...)
+	}
+	b = append(b, ", "...)
+	b = strconv.AppendUint(b, ev.Size, 10)
+	b = append(b, " byte"...)
+	b = append(b, plural(ev.Size)...)
+	wide := len(ev.Old) > 8 || len(ev.New) > 8
+	if !wide {
+		b = append(b, ": "...)
+		b = append(b, r.paint(ansiRed, hexValue(ev.Old))...)
+		b = append(b, " -> "...)
+		b = append(b, r.paint(ansiGreen, hexValue(ev.New))...)
+		b = append(b, '\n')
+	} else {
+		b = append(b, ":\n"...)
+		r.w.Write(b)
 		r.bytesView(ev.Old, ev.New)
+		b = b[:0]
 	}
 	switch {
 	case ev.Syscall != "":
-		fmt.Fprintf(w, "    kernel write by %s, syscall returning to %#x\n", r.paint(ansiYellow, ev.Syscall+"(2)"), ev.PC)
+		b = append(b, "    kernel write by "...)
+		b = append(b, r.paint(ansiYellow, ev.Syscall+"(2)")...)
+		b = append(b, ", syscall returning to 0x"...)
+		b = strconv.AppendUint(b, ev.PC, 16)
 	case ev.Signal != 0:
-		fmt.Fprintf(w, "    kernel write: the %s frame for its handler, interrupting %#x\n", r.paint(ansiYellow, signalName(ev.Signal)), ev.PC)
+		b = append(b, "    kernel write: the "...)
+		b = append(b, r.paint(ansiYellow, signalName(ev.Signal))...)
+		b = append(b, " frame for its handler, interrupting 0x"...)
+		b = strconv.AppendUint(b, ev.PC, 16)
 	case ev.AfterPC:
-		fmt.Fprintf(w, "    just before %#x (debug registers trap after the store)\n", ev.PC)
-	case ev.Insn == "":
-		fmt.Fprintf(w, "    at %#x: (undecodable instruction; write seen by comparison)\n", ev.PC)
+		b = append(b, "    just before 0x"...)
+		b = strconv.AppendUint(b, ev.PC, 16)
+		b = append(b, " (debug registers trap after the store)"...)
 	default:
-		fmt.Fprintf(w, "    at %#x: %s\n", ev.PC, ev.Insn)
+		b = append(b, "    at 0x"...)
+		b = strconv.AppendUint(b, ev.PC, 16)
+		if ev.Insn == "" {
+			b = append(b, ": (undecodable instruction; write seen by comparison)"...)
+		} else {
+			b = append(b, ": "...)
+			b = append(b, ev.Insn...)
+		}
 	}
-	for i, f := range ev.Backtrace {
-		fmt.Fprintf(w, "    #%-2d %s\n", i, r.frameString(f, i == 0))
-	}
+	b = append(b, '\n')
+	b = r.appendFrames(b, ev.Backtrace, true)
+	r.line = b
+	r.w.Write(b)
 	return r.flushed()
+}
+
+// appendWhere appends "region+offset, 0xaddr".
+func (r *textReporter) appendWhere(b []byte, ev *Write) []byte {
+	b = append(b, ev.Region...)
+	b = append(b, '+')
+	b = strconv.AppendUint(b, ev.Offset, 10)
+	b = append(b, ", 0x"...)
+	return strconv.AppendUint(b, ev.Addr, 16)
+}
+
+// appendFrames appends a backtrace's lines; the first frame is the
+// writer's own if writer says so.
+func (r *textReporter) appendFrames(b []byte, frames []Frame, writer bool) []byte {
+	for i, f := range frames {
+		b = append(b, "    #"...)
+		n := len(b)
+		b = strconv.AppendInt(b, int64(i), 10)
+		for len(b)-n < 2 {
+			b = append(b, ' ')
+		}
+		b = append(b, ' ')
+		b = r.appendFrame(b, f, writer && i == 0)
+		b = append(b, '\n')
+	}
+	return b
 }
 
 // viewRow and viewRows bound the byte view of a wide write.
@@ -185,46 +256,82 @@ func (r *textReporter) Heap(h *Heap) error {
 	default:
 		fmt.Fprintf(w, "heap#%d: %s(%#x), tid %d\n", h.Block, h.Fn, h.Addr, h.Tid)
 	}
-	for i, f := range h.Backtrace {
-		fmt.Fprintf(w, "    #%-2d %s\n", i, r.frameString(f, false))
-	}
+	r.line = r.appendFrames(r.line[:0], h.Backtrace, false)
+	w.Write(r.line)
 	return r.flushed()
 }
 
-// frameString is one backtrace line; the writer's own function (first)
-// stands out in colour.
-func (r *textReporter) frameString(f Frame, first bool) string {
-	var b strings.Builder
+// appendFrame appends one backtrace line; the writer's own function
+// (first) stands out in colour.
+func (r *textReporter) appendFrame(b []byte, f Frame, first bool) []byte {
+	h := r.head(f, first && r.o.Color)
+	b = append(b, h.pre...)
+	if f.Func != "" && f.Args != nil {
+		b = append(b, " ("...)
+		for i, a := range f.Args {
+			if i > 0 {
+				b = append(b, ", "...)
+			}
+			b = append(b, a.Name...)
+			b = append(b, '=')
+			if a.Value == "" {
+				b = append(b, "<optimized out>"...)
+			} else {
+				b = append(b, a.Value...)
+			}
+		}
+		b = append(b, ')')
+	}
+	return append(b, h.post...)
+}
+
+// textHead is the text of a frame that its code address decides: before
+// its arguments and after them.
+type textHead struct {
+	f         Frame
+	pre, post []byte
+}
+
+// head is f's textHead: built once per address (and not kept for the
+// coloured writer's frame).
+func (r *textReporter) head(f Frame, painted bool) textHead {
+	if h, ok := r.heads[f.PC]; ok && !painted && h.f.Func == f.Func && h.f.Offset == f.Offset && h.f.Module == f.Module && h.f.File == f.File && h.f.Line == f.Line {
+		return h
+	}
+	var h textHead
 	if f.Func != "" {
 		fn := f.Func
-		if first {
+		if painted {
 			fn = r.paint(ansiBold+ansiCyan, fn)
 		}
-		fmt.Fprintf(&b, "%s+%#x", fn, f.Offset)
-		if f.Args != nil {
-			b.WriteString(" (")
-			for i, a := range f.Args {
-				if i > 0 {
-					b.WriteString(", ")
-				}
-				v := a.Value
-				if v == "" {
-					v = "<optimized out>"
-				}
-				fmt.Fprintf(&b, "%s=%s", a.Name, v)
-			}
-			b.WriteString(")")
-		}
+		h.pre = append(h.pre, fn...)
+		h.pre = append(h.pre, "+0x"...)
+		h.pre = strconv.AppendUint(h.pre, f.Offset, 16)
 	} else {
-		fmt.Fprintf(&b, "%#x", f.PC)
+		h.pre = append(h.pre, "0x"...)
+		h.pre = strconv.AppendUint(h.pre, f.PC, 16)
 	}
 	if f.Module != "" {
-		fmt.Fprintf(&b, " (%s)", r.path(f.Module))
+		h.post = append(h.post, " ("...)
+		h.post = append(h.post, r.path(f.Module)...)
+		h.post = append(h.post, ')')
 	}
 	if f.File != "" {
-		fmt.Fprintf(&b, " %s:%d", r.path(f.File), f.Line)
+		h.post = append(h.post, ' ')
+		h.post = append(h.post, r.path(f.File)...)
+		h.post = append(h.post, ':')
+		h.post = strconv.AppendInt(h.post, int64(f.Line), 10)
 	}
-	return b.String()
+	if painted {
+		return h
+	}
+	if r.heads == nil || len(r.heads) >= 16384 {
+		r.heads = map[uint64]textHead{}
+	}
+	f.Args = nil
+	h.f = f
+	r.heads[f.PC] = h
+	return h
 }
 
 func (r *textReporter) Note(msg string) error {
