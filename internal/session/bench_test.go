@@ -3,6 +3,7 @@ package session
 import (
 	"io"
 	"os"
+	"strconv"
 	"testing"
 
 	"github.com/memtrap/memtrap/internal/fixture"
@@ -132,5 +133,22 @@ func benchReports(b *testing.B, argv []string, o Options, newSite bool) {
 	})
 	if err != nil {
 		b.Fatal(err)
+	}
+}
+
+// BenchmarkFastSession: a whole `memtrap run --engine fast` of the bench
+// workload, b.N writes with the defaults (text, 8-frame backtrace), the
+// report discarded: per write, what the target waits and what memtrap's
+// consumer (unwind, symbols, parameters, text) costs; with -cpuprofile,
+// where the consumer's time goes.
+func BenchmarkFastSession(b *testing.B) {
+	prog := fixture.Build(b, "scripts/bench/workload.c", "-O1", "-g", "-pthread")
+	b.Setenv("XDG_CACHE_HOME", b.TempDir())
+	o := Options{Backtrace: 8, Format: "text", Color: "never", Out: io.Discard, Width: 8, Engine: "fast",
+		KernelWrites: true, Specs: []Spec{{Symbol: "hot", Len: 8}}}
+	b.ReportAllocs()
+	code, err := Run(o, []string{prog, "write", strconv.Itoa(b.N)})
+	if err != nil || code != 0 {
+		b.Fatalf("exit %d, %v", code, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"github.com/memtrap/memtrap/internal/cond"
@@ -107,6 +108,9 @@ type session struct {
 	kept     int
 	hit      *pagewatch.Write
 	predMemo map[predKey]bool
+	// params is args' scratch; argsMemo its memory, by frame.
+	params   []symbols.Param
+	argsMemo map[argsKey]argsMemo
 	unwound  struct {
 		w      *pagewatch.Write
 		depth  int
@@ -537,7 +541,7 @@ const maxFrameSpan = 64 << 10
 // parameters are read from mem, or not at all if it is nil.
 func (se *session) symbolizeFrames(img *image, pid int, frames []unwind.Frame, mem *stackWindow) []report.Frame {
 	refreshed := false
-	var out []report.Frame
+	out := make([]report.Frame, 0, len(frames))
 	for i, fr := range frames {
 		// A return address may sit just past its caller's end (a call
 		// to a noreturn function): symbolize pc-1.
@@ -744,10 +748,42 @@ func (s *stackWindow) ReadMemory(addr uint64, b []byte) error {
 // (-O0) or in rbx, rbp, r12-r15 (-O2), but not those in scratch registers.
 func (se *session) args(img *image, fr unwind.Frame, pc uint64, mem *stackWindow) []report.Arg {
 	regs := symbols.FrameRegs{PC: pc, CFA: fr.CFA, Regs: fr.Regs, RegsValid: uint32(fr.Valid)}
-	ps, err := img.syms.Params(regs, mem.ReadMemory)
+	ps, err := img.syms.AppendParams(se.params[:0], regs, mem.ReadMemory)
+	se.params = ps
 	if err != nil || len(ps) == 0 {
 		return nil
 	}
+	// A store site writes again and again with its callers' arguments
+	// unchanged: the same values give the same Args, formatted once
+	// (the reports only read them).
+	key := argsKey{img, pc}
+	if m, ok := se.argsMemo[key]; ok && slices.Equal(m.ps, ps) {
+		return m.out
+	}
+	out := se.formatArgs(ps)
+	if se.argsMemo == nil || len(se.argsMemo) >= maxArgsMemo {
+		se.argsMemo = map[argsKey]argsMemo{}
+	}
+	se.argsMemo[key] = argsMemo{slices.Clone(ps), out}
+	return out
+}
+
+// argsKey and argsMemo are args' memory of a frame's last arguments.
+type argsKey struct {
+	img *image
+	pc  uint64
+}
+
+type argsMemo struct {
+	ps  []symbols.Param
+	out []report.Arg
+}
+
+// maxArgsMemo bounds args' memory (frames with parameters).
+const maxArgsMemo = 4096
+
+// formatArgs is parameters as a report shows them.
+func (se *session) formatArgs(ps []symbols.Param) []report.Arg {
 	out := make([]report.Arg, len(ps))
 	for j, p := range ps {
 		out[j].Name = p.Name

@@ -63,6 +63,12 @@ var ErrNoFunction = errors.New("no DWARF function at pc")
 // location list sections); read is called with the table's lock held and
 // must not call back into the Table.
 func (t *Table) Params(fr FrameRegs, read func(addr uint64, p []byte) error) ([]Param, error) {
+	return t.AppendParams(nil, fr, read)
+}
+
+// AppendParams is Params appending to dst, for a caller that reuses one
+// slice from frame to frame.
+func (t *Table) AppendParams(dst []Param, fr FrameRegs, read func(addr uint64, p []byte) error) ([]Param, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e := t.pcEntry(fr.PC)
@@ -77,13 +83,14 @@ func (t *Table) Params(fr FrameRegs, read func(addr uint64, p []byte) error) ([]
 	if pp.hasBase {
 		env.FrameBase, env.HasFrameBase = frameBase(pp.frameBase, &env)
 	}
-	out := make([]Param, len(pp.params))
+	out := slices.Grow(dst, len(pp.params))
 	for k := range pp.params {
 		p := &pp.params[k]
-		out[k] = Param{Name: p.name, Size: p.size}
+		q := Param{Name: p.name, Size: p.size}
 		if p.hasExpr {
-			out[k].Value, out[k].Known = value(p.expr, &env, p.size)
+			q.Value, q.Known = value(p.expr, &env, p.size)
 		}
+		out = append(out, q)
 	}
 	return out, nil
 }
