@@ -104,8 +104,8 @@ func checkKall(t *testing.T, evs []event) {
 // TestKernelWritesEverySyscall: syscalls writing into a watched struct
 // (plain buffers, iovecs, a msghdr, stat, a timespec, a pipe's fds, a wait
 // status, directory entries, an ioctl's int) return what they return without memtrap and
-// are each reported as a kernel write: launched (seccomp filter), and
-// attached (syscall stops).
+// are each reported as a kernel write: launched (seccomp filter), under
+// the fast engine, and attached (syscall stops).
 func TestKernelWritesEverySyscall(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/kall.c", "-O0")
 	want := native(t, prog)
@@ -117,6 +117,16 @@ func TestKernelWritesEverySyscall(t *testing.T) {
 		t.Fatalf("run: %q exit %d; stderr %s", r.stdout, r.code, r.stderr)
 	}
 	checkKall(t, parseEvents(t, r.stderr))
+
+	t.Run("fast", func(t *testing.T) {
+		// The agent makes the calls: the vector ones (readv, recvmsg,
+		// recvmmsg) with copies of their lists that memtrap made.
+		r := memtrap(t, "run", "--engine", "fast", "--format", "json", "--backtrace", "1", "--symbol", "box", "--", prog)
+		if r.stdout != want.stdout || r.code != 0 {
+			t.Fatalf("run: %q exit %d; stderr %s", r.stdout, r.code, r.stderr)
+		}
+		checkKall(t, parseEvents(t, r.stderr))
+	})
 
 	t.Run("attach", func(t *testing.T) {
 		checkKall(t, attachKall(t, prog, want.stdout, len(kallWrites), "--backtrace", "0", "--symbol", "box"))

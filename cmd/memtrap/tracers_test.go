@@ -141,14 +141,17 @@ func TestSignalDuringListenerWait(t *testing.T) {
 // The kernel allows one listener per filter chain and memtrap's filter
 // holds it, so the call fails with EBUSY under memtrap (README, Limits):
 // what is tested is that nothing else changes, that the call is not
-// stopped or hurt otherwise, and that memtrap says why, once per process.
+// stopped or hurt otherwise, and that memtrap says why, once per process:
+// under the default engine and the fast one (whose filter has the
+// listener too).
 func TestOwnListener(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/listener.c", "-O0")
-	for _, mode := range []string{"self", "child"} {
-		if want := native(t, prog, mode); want.stdout != "listener ok\n" || want.code != 0 {
+	for _, c := range []struct{ mode, engine string }{{"self", "auto"}, {"child", "auto"}, {"self", "fast"}, {"child", "fast"}} {
+		mode := c.mode + " " + c.engine
+		if want := native(t, prog, c.mode); want.stdout != "listener ok\n" || want.code != 0 {
 			t.Fatalf("native %s: %q exit %d %q", mode, want.stdout, want.code, want.stderr)
 		}
-		r := memtrap(t, "run", "--format", "json", "--symbol", "environ", "--", prog, mode)
+		r := memtrap(t, "run", "--engine", c.engine, "--format", "json", "--symbol", "environ", "--", prog, c.mode)
 		if r.stdout != "listener Device or resource busy\n" || r.code != 0 {
 			t.Fatalf("%s: %q exit %d; stderr %s", mode, r.stdout, r.code, tail(r.stderr))
 		}

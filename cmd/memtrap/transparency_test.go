@@ -625,16 +625,19 @@ func TestFollowForkThenExec(t *testing.T) {
 // TestIOURingNote: io_uring requests are not followed (their buffers are
 // named in shared rings, and SQPOLL needs no system call); a target that
 // sets up a ring gets one note saying so (whether the kernel lets it or
-// not: the call is seen at its entry).
+// not: the call is seen at its entry), under the default engine and the
+// fast one.
 func TestIOURingNote(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/iouring.c", "-O0")
 	want := native(t, prog)
-	r := memtrap(t, "run", "--format", "json", "--symbol", "environ", "--", prog)
-	if r.stdout != want.stdout || r.code != 0 {
-		t.Fatalf("%q exit %d; stderr %s", r.stdout, r.code, r.stderr)
-	}
-	if n := strings.Count(r.stderr, "uses io_uring, which memtrap does not follow"); n != 1 {
-		t.Fatalf("%d io_uring notes, want 1: %s", n, r.stderr)
+	for _, engine := range []string{"auto", "fast"} {
+		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--symbol", "environ", "--", prog)
+		if r.stdout != want.stdout || r.code != 0 {
+			t.Fatalf("%s: %q exit %d; stderr %s", engine, r.stdout, r.code, r.stderr)
+		}
+		if n := strings.Count(r.stderr, "uses io_uring, which memtrap does not follow"); n != 1 {
+			t.Fatalf("%s: %d io_uring notes, want 1: %s", engine, n, r.stderr)
+		}
 	}
 }
 

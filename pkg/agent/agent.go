@@ -35,7 +35,7 @@ var blob []byte
 // Layout constants: agent.h's.
 const (
 	Magic      = 0x746e656761746d6d // Area.Magic, "mmtagent"
-	Version    = 9
+	Version    = 10
 	CodeSpan   = 0x2000 // the code, then the Area
 	Pages      = 1024   // armed pages an Area holds, in order
 	Recipes    = 4096   // recipe slots (open addressing by pc)
@@ -132,12 +132,18 @@ type Request struct {
 
 // Bounce is one output buffer of a system call moved to the agent's
 // scratch: the pointer in argument Arg points Size bytes at scratch+Off.
+// With Flags BounceSet, argument Arg is Off itself: memory memtrap made
+// (a vector call's lists, pointing at buffers of memtrap's), nothing
+// copied.
 type Bounce struct {
-	Arg  uint32
-	_    uint32
-	Off  uint64
-	Size uint64
+	Arg   uint32
+	Flags uint32
+	Off   uint64
+	Size  uint64
 }
+
+// BounceSet marks a Bounce whose argument memtrap sets (agent.h).
+const BounceSet = 1
 
 // Bounces is how many buffers of one call the agent moves; TrapData the
 // SECCOMP_RET_DATA of the filter's traps, which the agent's SIGSYS

@@ -107,6 +107,8 @@ func TestLayout(t *testing.T) {
 		{"AGENT_DROPPED", Dropped},
 		{"AGENT_REDZONE", RedZone},
 		{"AGENT_STACK", StackBytes},
+		{"AGENT_BOUNCE_SET", BounceSet},
+		{"offsetof(struct agent_bounce, flags)", unsafe.Offsetof(Bounce{}.Flags)},
 	}
 	var src strings.Builder
 	src.WriteString("#include <stdio.h>\n#include <stddef.h>\n#include \"" + mustAbs(t, "csrc/agent.h") + "\"\nint main(void) {\n")

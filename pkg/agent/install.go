@@ -24,9 +24,9 @@ type Installed struct {
 // Where Install puts what the injected calls read, in the code pages
 // before they turn read-only and executable: past the blob.
 const (
-	nameOff   = 0x1800 // "memtrap-agent", the memfd's name
-	pathOff   = 0x1820 // "/proc/self/mem"
-	actionOff = 0x1840 // the agent's struct sigaction
+	nameOff   = 0x1c00 // "memtrap-agent", the memfd's name
+	pathOff   = 0x1c20 // "/proc/self/mem"
+	actionOff = 0x1c40 // the agent's struct sigaction
 	// memFdMin: the agent's descriptor of /proc/self/mem is moved up
 	// here, out of the way of the target's own numbering.
 	memFdMin = 1000

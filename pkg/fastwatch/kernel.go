@@ -33,6 +33,9 @@ type kcall struct {
 	plan  []agent.Bounce
 	half  uint64 // where the copies to compare with start in the scratch
 	gregs [agent.NGReg]uint64
+	// vec holds a vector call's copies in memtrap's scratch (vector.go),
+	// instead of outs and the agent's scratch.
+	vec []vbounce
 }
 
 // syscallRules are the filter's rules for kernel writes: the calls sysout
@@ -131,7 +134,7 @@ func (w *Watch) serveKernel() (int, error) {
 // reach an armed page.
 func (w *Watch) plan(i int, q agent.Request) {
 	s := w.in.Shared
-	delete(w.kcalls, q.Tid)
+	w.forget(q.Tid)
 	g, err := agent.FrameGRegs(w.mem, q.UC)
 	if err != nil {
 		s.AnswerKernel(i, 0, nil)
@@ -140,12 +143,16 @@ func (w *Watch) plan(i int, q agent.Request) {
 	regs := agent.GRegsPtrace(&g)
 	// The trap leaves the call's number in RAX (the kernel rolls the
 	// call back), its arguments in their registers.
+	args := [6]uint64{regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9}
+	if spec, ok := sysout.LookupVec(int(regs.Rax)); ok {
+		w.planVec(i, q, spec, &args, g)
+		return
+	}
 	c, ok := sysout.Lookup(int(regs.Rax))
 	if !ok {
 		s.AnswerKernel(i, 0, nil)
 		return
 	}
-	args := [6]uint64{regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9}
 	kc := &kcall{name: c.Name, gregs: g}
 	var off uint64
 	for _, o := range c.Outputs(&args, memReader{w}) {
@@ -190,65 +197,92 @@ func (w *Watch) settle(i int, q agent.Request) error {
 	}
 	s.Lock()
 	defer s.Unlock()
-	if s.Room() < len(kc.outs)*len(w.regions) {
+	if s.Room() < (len(kc.outs)+len(kc.vec))*len(w.regions) {
 		return agent.ErrRingFull
 	}
 	delete(w.kcalls, q.Tid)
 	defer s.DoneKernel(i)
+	defer w.releaseVec(kc)
 	if q.Ret < 0 {
 		return nil // the call failed: it wrote nothing
 	}
 	var stack [agent.StackBytes]byte
 	_, _ = w.mem.ReadAt(stack[:], int64(agent.StackAddr(kc.gregs[15])))
+	for _, v := range kc.vec {
+		after := make([]byte, len(v.before))
+		if !w.read(after, v.scratch) {
+			w.note(fmt.Sprintf("engine fast: %s(2) in thread %d: its output could not be copied to its place", kc.name, q.Tid))
+			continue
+		}
+		if err := w.putBack(kc, q, &stack, v.real, v.before, after); err != nil {
+			return err
+		}
+	}
 	for k, o := range kc.outs {
 		b := kc.plan[k]
 		after := make([]byte, b.Size)
 		before := make([]byte, b.Size)
-		cur := make([]byte, b.Size)
-		if !w.read(after, q.Scratch+b.Off) || !w.read(before, q.Scratch+kc.half+b.Off) || !w.read(cur, o.Addr) {
+		if !w.read(after, q.Scratch+b.Off) || !w.read(before, q.Scratch+kc.half+b.Off) {
 			w.note(fmt.Sprintf("engine fast: %s(2) in thread %d: its output could not be copied to its place", kc.name, q.Tid))
 			continue
 		}
-		// The bytes the kernel changed go to their place, run by run:
-		// the others may have changed meanwhile (other threads).
-		for lo := 0; lo < len(after); {
-			if after[lo] == before[lo] {
-				lo++
-				continue
-			}
-			hi := lo
-			for hi < len(after) && after[hi] != before[hi] {
-				hi++
-			}
-			if _, err := w.mem.WriteAt(after[lo:hi], int64(o.Addr)+int64(lo)); err != nil {
-				return fmt.Errorf("engine fast: copying %s(2)'s output to %#x: %w", kc.name, o.Addr+uint64(lo), err)
-			}
-			lo = hi
+		if err := w.putBack(kc, q, &stack, o.Addr, before, after); err != nil {
+			return err
 		}
-		for _, r := range w.regions {
-			a, e := max(o.Addr, r.Addr), min(o.End(), r.End())
-			if a >= e {
-				continue
-			}
-			lo, hi := e, a
-			for x := a; x < e; x++ {
-				if after[x-o.Addr] != before[x-o.Addr] {
-					lo, hi = min(lo, x), max(hi, x+1)
-				}
-			}
-			if lo >= hi {
-				continue
-			}
-			old := append([]byte(nil), cur[lo-o.Addr:hi-o.Addr]...)
-			nw := append([]byte(nil), old...)
-			for x := lo; x < hi; x++ {
-				if after[x-o.Addr] != before[x-o.Addr] {
-					nw[x-lo] = after[x-o.Addr]
-				}
-			}
-			rec := &agent.Record{Tid: q.Tid, Width: uint32(hi - lo), PC: kc.gregs[16], Addr: lo, GRegs: kc.gregs, Stack: stack}
-			s.AppendKernel(rec, old, nw, kc.name)
+	}
+	return nil
+}
+
+// putBack copies the bytes the kernel changed in a bounced buffer (before
+// and after the call) to their place at real, and records what it changed
+// in watched memory, as the kernel's write for the call.
+func (w *Watch) putBack(kc *kcall, q agent.Request, stack *[agent.StackBytes]byte, real uint64, before, after []byte) error {
+	s := w.in.Shared
+	end := real + uint64(len(after))
+	cur := make([]byte, len(after))
+	if !w.read(cur, real) {
+		w.note(fmt.Sprintf("engine fast: %s(2) in thread %d: its output could not be copied to its place", kc.name, q.Tid))
+		return nil
+	}
+	// The bytes the kernel changed go to their place, run by run: the
+	// others may have changed meanwhile (other threads).
+	for lo := 0; lo < len(after); {
+		if after[lo] == before[lo] {
+			lo++
+			continue
 		}
+		hi := lo
+		for hi < len(after) && after[hi] != before[hi] {
+			hi++
+		}
+		if _, err := w.mem.WriteAt(after[lo:hi], int64(real)+int64(lo)); err != nil {
+			return fmt.Errorf("engine fast: copying %s(2)'s output to %#x: %w", kc.name, real+uint64(lo), err)
+		}
+		lo = hi
+	}
+	for _, r := range w.regions {
+		a, e := max(real, r.Addr), min(end, r.End())
+		if a >= e {
+			continue
+		}
+		lo, hi := e, a
+		for x := a; x < e; x++ {
+			if after[x-real] != before[x-real] {
+				lo, hi = min(lo, x), max(hi, x+1)
+			}
+		}
+		if lo >= hi {
+			continue
+		}
+		old := append([]byte(nil), cur[lo-real:hi-real]...)
+		nw := append([]byte(nil), old...)
+		for x := lo; x < hi; x++ {
+			if after[x-real] != before[x-real] {
+				nw[x-lo] = after[x-real]
+			}
+		}
+		rec := &agent.Record{Tid: q.Tid, Width: uint32(hi - lo), PC: kc.gregs[16], Addr: lo, GRegs: kc.gregs, Stack: *stack}
+		s.AppendKernel(rec, old, nw, kc.name)
 	}
 	return nil
 }

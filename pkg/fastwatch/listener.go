@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/memtrap/memtrap/internal/seccompnotify"
@@ -34,6 +36,12 @@ type listener struct {
 	w    *Watch
 	fd   int
 	once sync.Once
+
+	// notes wait for Run's goroutine (takeNotes); said keeps each said
+	// once: per process for a refused listener, once for io_uring.
+	mu    sync.Mutex
+	notes []string
+	said  map[string]bool
 }
 
 // sigactionSize is the kernel's struct sigaction's.
@@ -66,9 +74,20 @@ func listen(w *Watch, t *tracer.Thread) (*listener, error) {
 		}
 	}
 	rules = append(rules, tracer.FilterRule{Nr: unix.SYS_CLOSE_RANGE})
+	// Only to say so (noteCall): a seccomp filter asking for a listener
+	// of its own, which the kernel refuses under the agent's (one per
+	// filter chain); io_uring, which memtrap does not follow.
+	var listenerFlags []tracer.Range
+	for lo := uint64(8); lo < 64; lo += 16 {
+		listenerFlags = append(listenerFlags, tracer.Range{Lo: lo, Hi: lo + 8})
+	}
+	rules = append(rules,
+		tracer.FilterRule{Nr: unix.SYS_SECCOMP, Args: []int{1}, Ranges: listenerFlags, Action: unix.SECCOMP_RET_USER_NOTIF},
+		tracer.FilterRule{Nr: unix.SYS_IO_URING_SETUP, Action: unix.SECCOMP_RET_USER_NOTIF})
 	rules = append(rules, mmRules(w.pages)...)
 	if w.opts.KernelWrites {
 		rules = append(rules, syscallRules(w.pages)...)
+		rules = append(rules, vecRules()...)
 	}
 	exempt := tracer.Range{Lo: w.in.Base, Hi: w.in.Base + agent.CodeSpan}
 	prog, err := tracer.BuildProgram(rules, unix.SECCOMP_RET_TRAP|agent.TrapData, exempt)
@@ -131,6 +150,11 @@ func (l *listener) serve() {
 // child's runs as it is.
 func (l *listener) answer(req *seccompnotify.Request) {
 	id := req.ID()
+	if req.Nr() != unix.SYS_RT_SIGACTION {
+		l.noteCall(req)
+		_ = seccompnotify.Continue(l.fd, id)
+		return
+	}
 	if !l.ours(req.Tid()) || l.w.execd() {
 		// A child's, or a new program's: theirs, with no agent.
 		_ = seccompnotify.Continue(l.fd, id)
@@ -174,6 +198,58 @@ func (l *listener) answer(req *seccompnotify.Request) {
 		cur.Handler = binary.LittleEndian.Uint64(nw[0:])
 	}
 	_ = seccompnotify.Answer(l.fd, id, 0, 0)
+}
+
+// noteCall keeps the note a call the filter stops only to say so calls
+// for, once: the call then runs as it is.
+func (l *listener) noteCall(req *seccompnotify.Request) {
+	pid := tgid(req.Tid())
+	var key, m string
+	switch {
+	case req.Nr() == unix.SYS_SECCOMP && tracer.ListenerRequest(req.Arg(0), req.Arg(1)):
+		key = fmt.Sprint("listener ", pid)
+		m = fmt.Sprintf("process %d asked for a seccomp listener of its own (SECCOMP_FILTER_FLAG_NEW_LISTENER): the kernel refuses it (EBUSY) because memtrap's syscall filter holds the one listener a process may have (see README, Limits)", pid)
+	case req.Nr() == unix.SYS_IO_URING_SETUP:
+		key = "io_uring"
+		m = fmt.Sprintf("process %d uses io_uring, which memtrap does not follow: an io_uring request writing into a watched page is not reported, and may fail with EFAULT", pid)
+	default:
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.said[key] {
+		return
+	}
+	if l.said == nil {
+		l.said = map[string]bool{}
+	}
+	l.said[key] = true
+	l.notes = append(l.notes, m)
+}
+
+// takeNotes hands out the notes kept since the last call.
+func (l *listener) takeNotes() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := l.notes
+	l.notes = nil
+	return n
+}
+
+// tgid is the process of task tid (tid itself if /proc does not say).
+func tgid(tid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return tid
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+				return n
+			}
+		}
+	}
+	return tid
 }
 
 // ours says whether task tid is one of the target's threads.

@@ -30,6 +30,7 @@ import (
 	"github.com/memtrap/memtrap/pkg/agent"
 	"github.com/memtrap/memtrap/pkg/pagewatch"
 	"github.com/memtrap/memtrap/pkg/procmaps"
+	"github.com/memtrap/memtrap/pkg/sysout"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"github.com/memtrap/memtrap/pkg/x86/store"
 	"golang.org/x/arch/x86/x86asm"
@@ -79,6 +80,9 @@ type Watch struct {
 	done   bool     // LetGo: nothing more is reported
 	pages  []uint64 // the armed pages
 	kcalls map[uint32]*kcall
+	// scratch is memtrap's area in the target for vector calls' copies
+	// (vector.go), with kernel writes.
+	scratch *sysout.Scratch
 	// dropped are the armed pages the target unmapped or replaced.
 	dropped map[uint64]bool
 	stats   pagewatch.Stats
@@ -146,6 +150,11 @@ func New(p *tracer.Process, t *tracer.Thread, regions []*pagewatch.Region, opts 
 	}
 	if err := w.in.ArmSyscalls(t); err != nil {
 		return nil, fmt.Errorf("engine fast: %w", err)
+	}
+	if opts.KernelWrites {
+		if err := w.mapScratch(t); err != nil {
+			return nil, fmt.Errorf("engine fast: %w", err)
+		}
 	}
 	for i, pg := range pages {
 		if err := t.Mprotect(pg, pageSize, prots[i]&^unix.PROT_WRITE); err != nil {
@@ -291,6 +300,11 @@ func (w *Watch) Listener() int { return w.lis.fd }
 // serve answers the agent's requests and reports its records.
 func (w *Watch) serve() error {
 	s := w.in.Shared
+	if w.lis != nil {
+		for _, m := range w.lis.takeNotes() {
+			w.note(m)
+		}
+	}
 	for {
 		// The records first: a request (an unmapping, a kernel
 		// write) comes after the writes already in the ring.

@@ -1,7 +1,6 @@
 package pagewatch
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/memtrap/memtrap/pkg/sysout"
@@ -50,66 +49,22 @@ func (e *pageEngine) vecEntry(t *tracer.Thread, si tracer.SyscallInfo, spec syso
 		}
 		return e.bounceOut(call, -1, p, n, nil)
 	}
-	for _, e := range l.Extra {
-		if _, err := redirect(e.Addr, e.Size); err != nil {
-			return fail(err.Error())
-		}
+	place := func(real, n uint64, init []byte) (uint64, error) { return e.bounceOut(call, -1, real, n, init) }
+	args, err := l.Redirect(spec, redirect, place)
+	if err != nil {
+		return fail(err.Error())
 	}
-	// Where a plain extra output was bounced, its argument must follow.
+	// The arguments pointed elsewhere get theirs back at the exit.
 	for i := range call.bounces {
-		for _, e := range l.Extra {
-			if call.bounces[i].real == e.Addr {
-				call.bounces[i].arg = e.Arg
+		for arg, v := range args {
+			if call.bounces[i].scratch == v {
+				call.bounces[i].arg = arg
 			}
-		}
-	}
-	for _, m := range l.Msgs {
-		arr := make([]byte, 16*len(m.Iov))
-		for i, v := range m.Iov {
-			p, err := redirect(v[0], v[1])
-			if err != nil {
-				return fail(err.Error())
-			}
-			binary.LittleEndian.PutUint64(arr[16*i:], p)
-			binary.LittleEndian.PutUint64(arr[16*i+8:], v[1])
-		}
-		arrArg := -1
-		if m.Hdr == nil {
-			arrArg = spec.Iov
-		}
-		newArr := m.Arr
-		if len(arr) > 0 {
-			var err error
-			if newArr, err = e.bounceOut(call, arrArg, m.Arr, uint64(len(arr)), arr); err != nil {
-				return fail(err.Error())
-			}
-		}
-		if m.Hdr == nil {
-			continue
-		}
-		// Rewrite the header in l.Raw: its copy goes to scratch below.
-		binary.LittleEndian.PutUint64(m.Hdr[16:], newArr)
-		for _, f := range []struct {
-			off int
-			b   [2]uint64
-		}{{0, m.Name}, {32, m.Ctl}} {
-			p, err := redirect(f.b[0], f.b[1])
-			if err != nil {
-				return fail(err.Error())
-			}
-			binary.LittleEndian.PutUint64(m.Hdr[f.off:], p)
-		}
-	}
-	if l.Hdrs != 0 {
-		if _, err := e.bounceOut(call, spec.Hdr, l.Hdrs, l.HdrSize, l.Raw); err != nil {
-			return fail(err.Error())
 		}
 	}
 	regs := call.regs
-	for _, b := range call.bounces {
-		if b.arg >= 0 {
-			*argReg(&regs, b.arg) = b.scratch
-		}
+	for arg, v := range args {
+		*argReg(&regs, arg) = v
 	}
 	if err := t.SetRegs(&regs); err != nil {
 		return err

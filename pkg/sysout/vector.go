@@ -157,3 +157,67 @@ func (l *Layout) Outputs() []Output {
 	}
 	return out
 }
+
+// Redirect rewrites the call's lists so that the kernel writes the
+// buffers move moves where move puts them: move(p, n) returns where the
+// kernel is to write [p, p+n) (p if it stays), place(real, n, init) where
+// a rewritten list of n bytes, a copy of the one at real that holds init,
+// goes. It returns the arguments that must change, by number, to their
+// new values: the list or header array's copy, and moved plain outputs.
+func (l *Layout) Redirect(spec VecCall, move func(p, n uint64) (uint64, error), place func(real, n uint64, init []byte) (uint64, error)) (map[int]uint64, error) {
+	args := map[int]uint64{}
+	for _, e := range l.Extra {
+		p, err := move(e.Addr, e.Size)
+		if err != nil {
+			return nil, err
+		}
+		if p != e.Addr && e.Arg >= 0 {
+			args[e.Arg] = p
+		}
+	}
+	le := binary.LittleEndian
+	for _, m := range l.Msgs {
+		arr := make([]byte, 16*len(m.Iov))
+		for i, v := range m.Iov {
+			p, err := move(v[0], v[1])
+			if err != nil {
+				return nil, err
+			}
+			le.PutUint64(arr[16*i:], p)
+			le.PutUint64(arr[16*i+8:], v[1])
+		}
+		at := m.Arr
+		if len(arr) > 0 {
+			var err error
+			if at, err = place(m.Arr, uint64(len(arr)), arr); err != nil {
+				return nil, err
+			}
+		}
+		if m.Hdr == nil {
+			args[spec.Iov] = at
+			continue
+		}
+		// The header (in l.Raw, whose copy is placed below) points at
+		// the array's copy, and where move put its name and control
+		// buffers.
+		le.PutUint64(m.Hdr[16:], at)
+		for _, f := range []struct {
+			off int
+			b   [2]uint64
+		}{{0, m.Name}, {32, m.Ctl}} {
+			p, err := move(f.b[0], f.b[1])
+			if err != nil {
+				return nil, err
+			}
+			le.PutUint64(m.Hdr[f.off:], p)
+		}
+	}
+	if l.Hdrs != 0 {
+		at, err := place(l.Hdrs, l.HdrSize, l.Raw)
+		if err != nil {
+			return nil, err
+		}
+		args[spec.Hdr] = at
+	}
+	return args, nil
+}

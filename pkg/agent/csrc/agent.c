@@ -61,6 +61,12 @@
 #define MAP_FIXED_NOREPLACE 0x100000
 #define SYS_close_range 436
 #define SYS_ppoll 271
+#define SYS_readv 19
+#define SYS_recvmsg 47
+#define SYS_preadv 295
+#define SYS_recvmmsg 299
+#define SYS_process_vm_readv 310
+#define SYS_preadv2 327
 #define SYS_epoll_pwait 281
 #define SYS_epoll_pwait2 441
 #define SIG_SETMASK 2
@@ -632,6 +638,82 @@ static int unmasked(struct agent_area *a, long nr, long *x, void *uc, long *r)
 	return 0;
 }
 
+/* reaches says whether [p, p+n) covers part of an armed page. */
+static int reaches(struct agent_area *a, u64 p, u64 n)
+{
+	if (!p || !n)
+		return 0;
+	u64 lo = p & ~0xfffUL, hi = p + n < p ? ~0UL : p + n;
+	u32 l = 0, h = a->npages < AGENT_PAGES ? a->npages : AGENT_PAGES;
+	while (l < h) {
+		u32 mid = l + (h - l) / 2;
+		if (a->pages[mid] < lo)
+			l = mid + 1;
+		else
+			h = mid;
+	}
+	return l < (a->npages < AGENT_PAGES ? a->npages : AGENT_PAGES) && a->pages[l] < hi;
+}
+
+#define MAX_IOV 1024 /* UIO_MAXIOV, recvmmsg's cap on messages too */
+
+/* iovsReach says whether an iovec array lists a buffer on an armed page
+ * (1 too where it cannot be read: memtrap then looks, and the call fails
+ * as it would have). */
+static int iovsReach(struct agent_area *a, u64 arr, u64 cnt)
+{
+	struct {
+		u64 base, len;
+	} v[32];
+	if (cnt > MAX_IOV)
+		return 0; /* EINVAL, from the kernel */
+	for (u64 i = 0; i < cnt; i += 32) {
+		u64 k = cnt - i < 32 ? cnt - i : 32;
+		if (!peek(a, v, (long)(16 * k), arr + 16 * i))
+			return 1;
+		for (u64 j = 0; j < k; j++)
+			if (reaches(a, v[j].base, v[j].len))
+				return 1;
+	}
+	return 0;
+}
+
+/* hdrReaches: the same for a msghdr at h (the kernel writes its lengths
+ * and flags back), its name, control buffer and iovecs. */
+static int hdrReaches(struct agent_area *a, u64 h)
+{
+	u64 m[7];
+	if (!peek(a, m, sizeof m, h))
+		return 1;
+	return reaches(a, h, sizeof m) || reaches(a, m[0], (u32)m[1]) || reaches(a, m[4], m[5]) || iovsReach(a, m[2], m[3]);
+}
+
+/* vecReaches says, for a call that lists its output buffers in memory,
+ * whether one reaches an armed page: only then does memtrap bounce it
+ * (the filter traps them all); 1 for any other call. */
+static int vecReaches(struct agent_area *a, long nr, const long *x)
+{
+	switch (nr) {
+	case SYS_readv:
+	case SYS_preadv:
+	case SYS_preadv2:
+	case SYS_process_vm_readv:
+		return iovsReach(a, (u64)x[1], (u64)x[2]);
+	case SYS_recvmsg:
+		return hdrReaches(a, (u64)x[1]);
+	case SYS_recvmmsg: {
+		u64 n = (u64)x[2] < MAX_IOV ? (u64)x[2] : MAX_IOV;
+		if (reaches(a, (u64)x[4], 16))
+			return 1;
+		for (u64 i = 0; i < n; i++)
+			if (hdrReaches(a, (u64)x[1] + 64 * i) || reaches(a, (u64)x[1] + 64 * i + 56, 4))
+				return 1;
+		return 0;
+	}
+	}
+	return 1;
+}
+
 /* onsys runs a system call the filter trapped for a pointer argument
  * near an armed page: with the output buffers memtrap says to move
  * bounced to a scratch mapping, memtrap told when it is done. */
@@ -677,7 +759,7 @@ static void onsys(struct agent_area *a, int sig, void *si, void *uc)
 		/* memtrap let go, or a forked child: the pages are the
 		 * target's own, the call runs as it is. */
 		release(a);
-	} else if (__atomic_load_n(&a->served, __ATOMIC_ACQUIRE)) {
+	} else if (__atomic_load_n(&a->served, __ATOMIC_ACQUIRE) && vecReaches(a, nr, args)) {
 		struct agent_request *q = post(a, pc, AGENT_REQ_KERNEL, uc, 0, 0);
 		if (q) {
 			if (q->result == 0 && q->nout <= AGENT_BOUNCES) {
@@ -690,28 +772,33 @@ static void onsys(struct agent_area *a, int sig, void *si, void *uc)
 		}
 	}
 	long scratch = 0;
+	int settle = nout > 0;
 	if (size) {
 		scratch = sys6(SYS_mmap, 0, (long)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (scratch < 0 && scratch > -4096)
-			size = 0;
+			size = 0, settle = 0;
 	}
-	for (u32 k = 0; size && k < nout; k++) {
+	for (u32 k = 0; settle && k < nout; k++) {
 		/* Copied in, twice: the kernel may read the first copy, which
 		 * it writes; memtrap compares it with the second, which it
 		 * does not (scratch's upper half), for the bytes it changed.
 		 * An unreadable buffer runs the call as it is, to fail as it
-		 * would have. */
+		 * would have. A SET bounce copies nothing: memtrap made the
+		 * memory its argument points at. */
 		long n = (long)out[k].size, at = scratch + (long)out[k].off;
-		if (out[k].arg > 5 || out[k].off + out[k].size > size / 2 ||
-		    sys6(SYS_pread64, a->memfd, at, n, args[out[k].arg], 0, 0) != n ||
-		    sys6(SYS_pread64, a->memfd, at + (long)(size / 2), n, args[out[k].arg], 0, 0) != n) {
-			sys4(SYS_munmap, scratch, (long)size, 0, 0);
-			size = 0;
+		int set = out[k].flags & AGENT_BOUNCE_SET;
+		if (out[k].arg > 5 ||
+		    (!set && (!size || out[k].off + out[k].size > size / 2 ||
+			      sys6(SYS_pread64, a->memfd, at, n, args[out[k].arg], 0, 0) != n ||
+			      sys6(SYS_pread64, a->memfd, at + (long)(size / 2), n, args[out[k].arg], 0, 0) != n))) {
+			if (size)
+				sys4(SYS_munmap, scratch, (long)size, 0, 0);
+			size = 0, settle = 0;
 			for (u32 j = 0; j < k; j++)
 				call[out[j].arg] = args[out[j].arg];
 			break;
 		}
-		call[out[k].arg] = scratch + (long)out[k].off;
+		call[out[k].arg] = set ? (long)out[k].off : at;
 	}
 	/* The call runs with the thread's own mask (a signal may interrupt
 	 * it, as without memtrap), the handler's back after it. */
@@ -719,12 +806,13 @@ static void onsys(struct agent_area *a, int sig, void *si, void *uc)
 	sys4(SYS_rt_sigprocmask, SIG_SETMASK, (long)&mask, 0, 8);
 	long r = sysargs(nr, call);
 	sys4(SYS_rt_sigprocmask, SIG_SETMASK, (long)&all, 0, 8);
-	if (size) {
+	if (settle) {
 		struct agent_request *q = post(a, pc, AGENT_REQ_KERNEL_DONE, uc, (u64)scratch, r);
 		if (q)
 			done(q);
-		sys4(SYS_munmap, scratch, (long)size, 0, 0);
 	}
+	if (size)
+		sys4(SYS_munmap, scratch, (long)size, 0, 0);
 	g[REG_RAX] = (u64)r;
 }
 

@@ -13,7 +13,7 @@ typedef unsigned long u64;
 typedef long s64;
 
 #define AGENT_MAGIC 0x746e656761746d6dUL /* "mmtagent" */
-#define AGENT_VERSION 9
+#define AGENT_VERSION 10
 #define AGENT_CODE_SPAN 0x2000 /* code, then the area */
 #define AGENT_PAGES 1024       /* armed pages */
 #define AGENT_RECIPES 4096     /* a power of two: open addressing by pc */
@@ -79,13 +79,17 @@ struct agent_record {
  * (width 0: a store the agent does not complete) and answers (ANSWERED,
  * waking the slot); the thread frees the slot and looks again. */
 /* One output buffer of a system call moved to the agent's scratch: the
- * pointer in argument arg points size bytes at scratch + off instead. */
+ * pointer in argument arg points size bytes at scratch + off instead.
+ * With AGENT_BOUNCE_SET, argument arg is off itself, memory memtrap has
+ * filled (a vector call's lists, which point at buffers of memtrap's). */
 struct agent_bounce {
 	u32 arg;
-	u32 pad;
+	u32 flags;
 	u64 off;
 	u64 size;
 };
+
+#define AGENT_BOUNCE_SET 1
 
 #define AGENT_BOUNCES 4
 
