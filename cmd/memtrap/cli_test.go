@@ -549,9 +549,11 @@ func TestBadInput(t *testing.T) {
 }
 
 // TestAlreadyTraced: a process another debugger holds is refused clearly.
+// The first debugger is memtrap's page engine, which traces its target to
+// the end (the fast engine lets it go).
 func TestAlreadyTraced(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/ticker.c", "-O0")
-	first := exec.Command(memtrapBin, "run", "--symbol", "ticks", "--", prog, "300")
+	first := exec.Command(memtrapBin, "run", "--engine", "page", "--symbol", "ticks", "--", prog, "300")
 	out, err := first.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -37,11 +37,32 @@ func engines(t *testing.T, list ...string) []string {
 }
 
 // TestEngineChoice: auto takes the debug registers for a small region
-// where they fire and the page engine where they do not, without a word;
+// where they fire, and the fast engine where they do not or for a region
+// they cannot take, without a word; the page engine for what the fast
+// engine does not do (more pages than its agent arms, --completer step);
 // --engine hw on a machine whose debug registers never fire is refused in
 // one line (it would report nothing), and the target is not started.
 func TestEngineChoice(t *testing.T) {
 	prog := fixture.Build(t, "examples/stomp.c", "-O0", "-g", "-fno-omit-frame-pointer")
+	for _, c := range []struct {
+		args   []string
+		engine string
+	}{
+		{[]string{"--symbol", "session", "--len", "64"}, "fast"},
+		{[]string{"--symbol", "session", "--len", "64", "--completer", "step"}, "page"},
+		{[]string{"--symbol", "session", "--len", "64", "--engine", "page"}, "page"},
+	} {
+		r := memtrap(t, append(append([]string{"run", "--backtrace", "0"}, c.args...), "--", prog)...)
+		if r.code != 3 || !strings.Contains(r.stderr, "(engine "+c.engine+")") {
+			t.Fatalf("%v: exit %d, want the %s engine: %s", c.args, r.code, c.engine, r.stderr)
+		}
+	}
+	big := fixture.Build(t, "cmd/memtrap/testdata/bigbuf.c", "-O1", "-DPAGES=1100")
+	want := native(t, big)
+	r := memtrap(t, "run", "--backtrace", "0", "--symbol", "big", "--", big)
+	if r.stdout != want.stdout || r.code != 0 || !strings.Contains(r.stderr, "(engine page)") || !strings.Contains(r.stderr, "2199 writes reported") {
+		t.Fatalf("auto, 1100 pages: %q exit %d; stderr %s", r.stdout, r.code, tail(r.stderr))
+	}
 	auto := memtrap(t, "run", "--backtrace", "0", "--symbol", "session.token", "--", prog)
 	hw := memtrap(t, "run", "--backtrace", "0", "--engine", "hw", "--symbol", "session.token", "--", prog)
 	if hwWorks(t) {
@@ -53,7 +74,7 @@ func TestEngineChoice(t *testing.T) {
 		}
 		return
 	}
-	if auto.code != 3 || !strings.HasPrefix(auto.stderr, "memtrap: watching session.token") || !strings.Contains(auto.stderr, "(engine page)") || !strings.Contains(auto.stderr, "7 writes reported") {
+	if auto.code != 3 || !strings.HasPrefix(auto.stderr, "memtrap: watching session.token") || !strings.Contains(auto.stderr, "(engine fast)") || !strings.Contains(auto.stderr, "7 writes reported") {
 		t.Fatalf("auto, 8 bytes, dead debug registers: exit %d, %s", auto.code, auto.stderr)
 	}
 	if hw.code != 1 || hw.stdout != "" || strings.Count(hw.stderr, "\n") != 1 || !strings.Contains(hw.stderr, "hardware watchpoints do not fire on this machine") {

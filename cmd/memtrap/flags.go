@@ -143,7 +143,7 @@ func (f *watchFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.format, "format", "text", "report format: text or json (JSON Lines)")
 	fs.StringVar(&f.color, "color", "auto", "colours in the text report: auto (on a terminal, unless NO_COLOR is set), always or never")
 	fs.StringVarP(&f.output, "output", "o", "", "write reports to FILE instead of stderr")
-	fs.StringVar(&f.engine, "engine", "auto", "auto (hw when every region fits 4 debug registers, else page), page (write-protected pages), hw (debug registers) or fast (pages, the writes completed inside the target by memtrap's agent, no ptrace stop: run only, opt-in, see README)")
+	fs.StringVar(&f.engine, "engine", "auto", "auto (hw when every region fits 4 debug registers that fire here; else, for memtrap run, fast unless an option needs page; else page), page (write-protected pages), hw (debug registers) or fast (pages, the writes completed inside the target by memtrap's agent, no ptrace stop: run only, see README)")
 	fs.BoolVar(&f.pending, "pending", false, "a --symbol not found at start waits for a library that defines it (always so for module:name when the module is not loaded yet)")
 	fs.BoolVar(&f.follow, "follow-forks", false, "watch forked children too (their events carry their pid); by default a child gets its pages back and goes its own way")
 	fs.BoolVar(&f.kernel, "kernel-writes", true, "follow syscalls that write into watched memory (read(2) into a watched buffer...) and report them; =false saves the cost (attach: two stops per syscall) but such a call then fails with EFAULT")

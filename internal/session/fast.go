@@ -31,7 +31,7 @@ func (se *session) runFast(t *tracer.Thread, regions []*pagewatch.Region) (repor
 		o.When = se.when
 	}
 	fw, err := fastwatch.New(se.p, t, regions, o)
-	if errors.Is(err, fastwatch.ErrTooMany) {
+	if errors.Is(err, fastwatch.ErrTooMany) && se.opts.Engine == fastwatch.Engine {
 		return report.Summary{}, usageError(err.Error())
 	}
 	if err != nil {

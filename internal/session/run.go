@@ -78,8 +78,13 @@ func (se *session) runWatch(wopts pagewatch.Options) (report.Summary, error) {
 	if err != nil {
 		return report.Summary{}, err
 	}
-	if se.opts.Engine == fastwatch.Engine {
-		return se.runFast(t, regions)
+	if se.opts.Engine == fastwatch.Engine || se.autoFast(regions) {
+		sum, err := se.runFast(t, regions)
+		if se.opts.Engine == fastwatch.Engine || !errors.Is(err, fastwatch.ErrTooMany) {
+			return sum, err
+		}
+		// More pages than the agent arms (found before it is
+		// installed): auto takes the page engine.
 	}
 	if len(se.pending) > 0 {
 		// A library loaded later can land anywhere: the listener's
@@ -202,6 +207,18 @@ func (se *session) notePending() {
 	for _, s := range se.pending {
 		_ = se.rep.Note(fmt.Sprintf("symbol %s never resolved: no library loaded defined it, nothing was watched for it", s.Symbol))
 	}
+}
+
+// autoFast says whether auto takes the fast engine for regions: in a
+// launched target, where the debug registers cannot take them (they cost
+// the target nothing for a neighbour's stores, which the fast engine's
+// agent completes at about 5 us each), and nothing asked for that the fast
+// engine does not do (README, "The fast engine").
+func (se *session) autoFast(regions []*pagewatch.Region) bool {
+	o := se.opts
+	return o.Engine == pagewatch.EngineAuto && !se.attached && !o.Pending && len(se.pending) == 0 &&
+		len(o.Heap)+len(o.Args)+len(o.Locals) == 0 && !o.FollowForks && o.OnHit == "" && o.Completer != "step" &&
+		!pagewatch.HWPicked(regions)
 }
 
 // handsOff reports whether the session may let the target go before it

@@ -113,6 +113,9 @@ func New(p *tracer.Process, t *tracer.Thread, regions []*pagewatch.Region, opts 
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRseq(t, pages); err != nil {
+		return nil, err
+	}
 	w := &Watch{p: p, opts: opts, regions: regions, shadow: map[*pagewatch.Region][]byte{}, insns: map[uint64]string{},
 		pages: pages, kcalls: map[uint32]*kcall{}, dropped: map[uint64]bool{}}
 	for _, r := range regions {
@@ -168,6 +171,23 @@ func New(p *tracer.Process, t *tracer.Thread, regions []*pagewatch.Region, opts 
 	}
 	atomic.StoreUint32(&a.Served, 1)
 	return w, nil
+}
+
+// checkRseq refuses a page holding the thread's rseq area, as the page
+// engine does: the kernel writes it at every preemption, and on a
+// write-protected page that write fails and kills the thread.
+func checkRseq(t *tracer.Thread, pages []uint64) error {
+	addr, size, err := t.Rseq()
+	if err != nil || addr == 0 {
+		return nil
+	}
+	for _, pg := range pages {
+		if pg < addr+uint64(max(size, 32)) && addr < pg+pageSize {
+			return fmt.Errorf("page %#x holds the rseq area of thread %d (%#x), which the kernel writes at every preemption, so it cannot be write-protected; watch at most 32 bytes there with --engine hw: %w",
+				pg, t.Tid, addr, pagewatch.ErrRseqPage)
+		}
+	}
+	return nil
 }
 
 // armedPages lists the pages that hold the regions' bytes and may be

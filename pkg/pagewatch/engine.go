@@ -72,6 +72,15 @@ type engine interface {
 	leaveNote() string
 }
 
+// HWPicked says whether EngineAuto watches regions with the debug
+// registers: they fit them, and they fire on this machine.
+func HWPicked(regions []*Region) bool {
+	if _, ok := hwSlots(regions); !ok {
+		return false
+	}
+	return tracer.CheckDebugRegisters() == nil
+}
+
 // newEngine picks the engine for regions: the debug registers when
 // Options.Engine asks for them (hw) or allows them (auto) and they can
 // watch regions, the pages otherwise. Debug registers that the machine
