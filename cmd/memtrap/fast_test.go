@@ -487,3 +487,35 @@ func TestFastUnemulatedStore(t *testing.T) {
 		t.Fatalf("the engines differ:\npage %v\nfast %v", head(keys["page"]), head(keys["fast"]))
 	}
 }
+
+// TestFastExecutedChild: a program the target runs by system(3) inherits
+// the fast engine's syscall filter but not its agent; the filter's traps
+// are for calls from the target's own code only, so the shell (which
+// blocks signals and sets handlers: calls the agent traps in the target)
+// runs as without memtrap, under auto (which takes the fast engine for
+// these 64 bytes). Where the address space is not randomized (setarch
+// -R) the shell's code could lie where the target's did: auto takes the
+// page engine, and --engine fast refuses in one line.
+func TestFastExecutedChild(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/sysexec.c", "-O0")
+	want := native(t, prog)
+	if want.code != 0 || want.stdout != "usr1\nchild ok\nsystem 0\n" {
+		t.Fatalf("native: exit %d, %q", want.code, want.stdout)
+	}
+	check := func(name, engine string, r result) {
+		t.Helper()
+		if r.stdout != want.stdout || r.code != 0 || !strings.Contains(r.stderr, `"engine":"`+engine+`"`) || !strings.Contains(r.stderr, `"writes":2`) {
+			t.Fatalf("%s: %q exit %d, want %q under the %s engine; stderr %s", name, r.stdout, r.code, want.stdout, engine, tail(r.stderr))
+		}
+	}
+	check("auto", "fast", memtrap(t, "run", "--format", "json", "--backtrace", "0", "--symbol", "value", "--", prog))
+	setarch, err := exec.LookPath("setarch")
+	if err != nil {
+		t.Skip("no setarch here (util-linux) to run memtrap with address space randomization off")
+	}
+	check("auto, setarch -R", "page", runCmd(t, exec.Command(setarch, "-R", memtrapBin, "run", "--format", "json", "--backtrace", "0", "--symbol", "value", "--", prog)))
+	r := runCmd(t, exec.Command(setarch, "-R", memtrapBin, "run", "--engine", "fast", "--symbol", "value", "--", prog))
+	if r.code != 1 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "randomization is off") {
+		t.Fatalf("--engine fast, setarch -R: exit %d, stderr %q", r.code, r.stderr)
+	}
+}

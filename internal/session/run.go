@@ -80,11 +80,12 @@ func (se *session) runWatch(wopts pagewatch.Options) (report.Summary, error) {
 	}
 	if se.opts.Engine == fastwatch.Engine || se.autoFast(regions) {
 		sum, err := se.runFast(t, regions)
-		if se.opts.Engine == fastwatch.Engine || !errors.Is(err, fastwatch.ErrTooMany) {
+		if se.opts.Engine == fastwatch.Engine || !errors.Is(err, fastwatch.ErrTooMany) && !errors.Is(err, fastwatch.ErrNoASLR) {
 			return sum, err
 		}
-		// More pages than the agent arms (found before it is
-		// installed): auto takes the page engine.
+		// More pages than the agent arms, or an address space laid
+		// out the same every time (found before it is installed):
+		// auto takes the page engine.
 	}
 	if len(se.pending) > 0 {
 		// A library loaded later can land anywhere: the listener's

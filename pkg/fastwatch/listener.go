@@ -12,6 +12,7 @@ import (
 
 	"github.com/memtrap/memtrap/internal/seccompnotify"
 	"github.com/memtrap/memtrap/pkg/agent"
+	"github.com/memtrap/memtrap/pkg/procmaps"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/sys/unix"
 )
@@ -90,7 +91,14 @@ func listen(w *Watch, t *tracer.Thread) (*listener, error) {
 		rules = append(rules, vecRules()...)
 	}
 	exempt := tracer.Range{Lo: w.in.Base, Hi: w.in.Base + agent.CodeSpan}
-	prog, err := tracer.BuildProgram(rules, unix.SECCOMP_RET_TRAP|agent.TrapData, exempt)
+	// The agent's traps only for calls from the code mapped now: a
+	// program the target or a child executes later has no agent, and
+	// SIGSYS would kill it (tracer.BuildProgramFrom).
+	from, err := codeRanges(w.p.Pid)
+	if err != nil {
+		return nil, err
+	}
+	prog, err := tracer.BuildProgramFrom(rules, unix.SECCOMP_RET_TRAP|agent.TrapData, exempt, from)
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +144,41 @@ func listen(w *Watch, t *tracer.Thread) (*listener, error) {
 		return nil, fmt.Errorf("taking the syscall filter's listener: %w", err)
 	}
 	return &listener{w: w, fd: ours}, nil
+}
+
+// maxCodeRanges bounds codeRanges (each costs the filter's every call a
+// few instructions; the nearest are merged).
+const maxCodeRanges = 8
+
+// codeRanges are the executable mappings of process pid, adjacent ones
+// merged, at most maxCodeRanges (the closest merged).
+func codeRanges(pid int) ([]tracer.Range, error) {
+	maps, err := procmaps.Read(pid)
+	if err != nil {
+		return nil, err
+	}
+	var out []tracer.Range
+	for _, m := range maps {
+		if m.Prot&unix.PROT_EXEC == 0 {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1].Hi == m.Start {
+			out[n-1].Hi = m.End
+			continue
+		}
+		out = append(out, tracer.Range{Lo: m.Start, Hi: m.End})
+	}
+	for len(out) > maxCodeRanges {
+		k := 0
+		for i := 1; i+1 < len(out); i++ {
+			if out[i+1].Lo-out[i].Hi < out[k+1].Lo-out[k].Hi {
+				k = i
+			}
+		}
+		out[k].Hi = out[k+1].Hi
+		out = append(out[:k+1], out[k+2:]...)
+	}
+	return out, nil
 }
 
 // serve answers the filter's calls until the listener closes or no task

@@ -24,6 +24,8 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -116,6 +118,9 @@ func New(p *tracer.Process, t *tracer.Thread, regions []*pagewatch.Region, opts 
 	if err := checkRseq(t, pages); err != nil {
 		return nil, err
 	}
+	if err := checkASLR(p.Pid); err != nil {
+		return nil, err
+	}
 	w := &Watch{p: p, opts: opts, regions: regions, shadow: map[*pagewatch.Region][]byte{}, insns: map[uint64]string{},
 		pages: pages, kcalls: map[uint32]*kcall{}, dropped: map[uint64]bool{}}
 	for _, r := range regions {
@@ -171,6 +176,29 @@ func New(p *tracer.Process, t *tracer.Thread, regions []*pagewatch.Region, opts 
 	}
 	atomic.StoreUint32(&a.Served, 1)
 	return w, nil
+}
+
+// ErrNoASLR: the target's address space is not randomized, so a program
+// it executes would put its code where the filter traps calls for the
+// agent (listener.go), and die of SIGSYS.
+var ErrNoASLR = errors.New("address space randomization is off")
+
+// checkASLR refuses a target whose address space is laid out the same
+// every time (kernel.randomize_va_space 0, or its personality's
+// ADDR_NO_RANDOMIZE: setarch -R, gdb's default).
+func checkASLR(pid int) error {
+	const addrNoRandomize = 0x0040000
+	if b, err := os.ReadFile("/proc/sys/kernel/randomize_va_space"); err == nil && strings.TrimSpace(string(b)) == "0" {
+		return fmt.Errorf("engine fast: %w (kernel.randomize_va_space is 0): a program the target executes could be killed by the agent's syscall filter; use --engine page", ErrNoASLR)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/personality", pid))
+	if err != nil {
+		return nil
+	}
+	if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 16, 32); err == nil && v&addrNoRandomize != 0 {
+		return fmt.Errorf("engine fast: %w for the target (its personality has ADDR_NO_RANDOMIZE: setarch -R, or a debugger's launch): a program it executes could be killed by the agent's syscall filter; use --engine page", ErrNoASLR)
+	}
+	return nil
 }
 
 // checkRseq refuses a page holding the thread's rseq area, as the page

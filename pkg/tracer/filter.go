@@ -129,6 +129,17 @@ func BuildFilter(rules []FilterRule, notify bool) (*Filter, error) {
 // memtrap put in the target), is allowed. exempt may not cross a 4 GiB
 // line.
 func BuildProgram(rules []FilterRule, stop uint32, exempt Range) ([]unix.SockFilter, error) {
+	return BuildProgramFrom(rules, stop, exempt, nil)
+}
+
+// BuildProgramFrom is BuildProgram for calls made from an address in from
+// (when from is not empty); a call made elsewhere matches only the rules
+// with an Action of their own. A program executed since (the kernel keeps
+// the filter across execve) runs its code elsewhere, but for a chance
+// placement where the old one's was: a stop meant for code memtrap put in
+// the old program (the fast engine's agent, which gets SIGSYS) would kill
+// it.
+func BuildProgramFrom(rules []FilterRule, stop uint32, exempt Range, from []Range) ([]unix.SockFilter, error) {
 	if exempt.Hi > exempt.Lo && exempt.Lo>>32 != exempt.Hi>>32 {
 		return nil, fmt.Errorf("syscall filter: the exempt range [%#x, %#x) crosses a 4 GiB line", exempt.Lo, exempt.Hi)
 	}
@@ -153,6 +164,26 @@ func BuildProgram(rules []FilterRule, stop uint32, exempt Range) ([]unix.SockFil
 		a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
 	}
 	a.place(checked)
+	if len(from) > 0 {
+		full := a.label()
+		for _, rg := range from {
+			rangeCheck(a, seccompIP, rg, full)
+		}
+		var own []FilterRule
+		for _, r := range rules {
+			if r.Action != 0 {
+				own = append(own, r)
+			}
+		}
+		ruleBlocks(a, own, stop)
+		a.place(full)
+	}
+	ruleBlocks(a, rules, stop)
+	return a.link()
+}
+
+// ruleBlocks assembles rules, one block per syscall, and a final allow.
+func ruleBlocks(a *asm, rules []FilterRule, stop uint32) {
 	// One block per syscall; its rules are tried in turn.
 	var order []int
 	byNr := map[int][]FilterRule{}
@@ -195,7 +226,6 @@ func BuildProgram(rules []FilterRule, stop uint32, exempt Range) ([]unix.SockFil
 		a.place(skip)
 	}
 	a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
-	return a.link()
 }
 
 // Program is f's instructions.
@@ -204,28 +234,32 @@ func (f *Filter) Program() []unix.SockFilter { return f.prog }
 // argChecks jumps to hit when one of r's arguments lies in one of its
 // ranges, and falls through otherwise.
 func argChecks(a *asm, r FilterRule, hit int) {
-	{
-		for _, arg := range r.Args {
-			for _, rg := range r.Ranges {
-				// Lo <= v < Hi, compared as two 32-bit halves.
-				next, upper := a.label(), a.label()
-				lh, ll := uint32(rg.Lo>>32), uint32(rg.Lo)
-				hh, hl := uint32(rg.Hi>>32), uint32(rg.Hi)
-				a.op(bpfLd, seccompArg(arg, true), -1, -1)
-				a.op(bpfJgt, lh, upper, -1)
-				a.op(bpfJeq, lh, -1, next)
-				a.op(bpfLd, seccompArg(arg, false), -1, -1)
-				a.op(bpfJge, ll, -1, next)
-				a.place(upper)
-				a.op(bpfLd, seccompArg(arg, true), -1, -1)
-				a.op(bpfJgt, hh, next, -1)
-				a.op(bpfJeq, hh, -1, hit)
-				a.op(bpfLd, seccompArg(arg, false), -1, -1)
-				a.op(bpfJge, hl, next, hit)
-				a.place(next)
-			}
+	for _, arg := range r.Args {
+		for _, rg := range r.Ranges {
+			rangeCheck(a, seccompArg(arg, false), rg, hit)
 		}
 	}
+}
+
+// rangeCheck jumps to hit when the 64-bit value of seccomp_data at off
+// lies in rg, and falls through otherwise.
+func rangeCheck(a *asm, off uint32, rg Range, hit int) {
+	// Lo <= v < Hi, compared as two 32-bit halves.
+	next, upper := a.label(), a.label()
+	lh, ll := uint32(rg.Lo>>32), uint32(rg.Lo)
+	hh, hl := uint32(rg.Hi>>32), uint32(rg.Hi)
+	a.op(bpfLd, off+4, -1, -1)
+	a.op(bpfJgt, lh, upper, -1)
+	a.op(bpfJeq, lh, -1, next)
+	a.op(bpfLd, off, -1, -1)
+	a.op(bpfJge, ll, -1, next)
+	a.place(upper)
+	a.op(bpfLd, off+4, -1, -1)
+	a.op(bpfJgt, hh, next, -1)
+	a.op(bpfJeq, hh, -1, hit)
+	a.op(bpfLd, off, -1, -1)
+	a.op(bpfJge, hl, next, hit)
+	a.place(next)
 }
 
 // ErrNoFilter means the kernel refused the syscall filter.
