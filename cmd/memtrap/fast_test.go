@@ -519,3 +519,24 @@ func TestFastExecutedChild(t *testing.T) {
 		t.Fatalf("--engine fast, setarch -R: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// TestFastMadvise: madvise(MADV_DONTNEED) zeroing watched pages is the
+// kernel's write, reported by madvise(2) with what it zeroed, under the
+// page engine and the fast one alike; one over an unwatched page is not.
+func TestFastMadvise(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/madvise.c", "-O0")
+	if want := native(t, prog); want.code != 0 || want.stdout != "madvise 0 0: 0 0 4 3 0\n" {
+		t.Fatalf("native: exit %d, %q", want.code, want.stdout)
+	}
+	for engine, evs := range bothEngines(t, prog, "--symbol", "buf") {
+		var got []string
+		for _, w := range writes(evs) {
+			got = append(got, fmt.Sprintf("+%d %s->%s %s %s", w.Offset, w.Old, w.New, w.By, w.Syscall))
+		}
+		want := []string{"+8 0x0->0x1 user ", "+4112 0x0->0x2 user ", "+8224 0x0->0x4 user ",
+			"+8 0x1->0x0 kernel madvise", "+4112 0x2->0x0 kernel madvise", "+24 0x0->0x3 user "}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s: writes %q, want %q", engine, got, want)
+		}
+	}
+}

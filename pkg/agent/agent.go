@@ -168,6 +168,10 @@ const (
 	ReqKernelDone = 4
 	// Kind: the call trapped at UC unmapped or replaced armed pages.
 	ReqMM = 5
+	// Kind: the madvise trapped at UC may have changed armed pages'
+	// bytes; Scratch holds those before it (agent.h). The agent holds
+	// the lock for memtrap.
+	ReqMadvise = 6
 )
 
 // Sigaction is the kernel's struct sigaction.

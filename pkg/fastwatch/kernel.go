@@ -61,7 +61,7 @@ const mmSlack = 1 << 30
 func mmRules(pages []uint64) []tracer.FilterRule {
 	ranges := slackRanges(pages, mmSlack)
 	var rules []tracer.FilterRule
-	for _, nr := range []int{unix.SYS_MPROTECT, unix.SYS_PKEY_MPROTECT, unix.SYS_MUNMAP, unix.SYS_MREMAP, unix.SYS_MMAP} {
+	for _, nr := range []int{unix.SYS_MPROTECT, unix.SYS_PKEY_MPROTECT, unix.SYS_MUNMAP, unix.SYS_MREMAP, unix.SYS_MMAP, unix.SYS_MADVISE} {
 		rules = append(rules, tracer.FilterRule{Nr: nr, Args: []int{0}, Ranges: ranges})
 	}
 	return rules
@@ -115,6 +115,16 @@ func (w *Watch) serveKernel() (int, error) {
 		case agent.ReqMM:
 			w.unmapped(q)
 			s.DoneKernel(i)
+			n++
+		case agent.ReqMadvise:
+			err := w.madvised(q)
+			if errors.Is(err, agent.ErrRingFull) {
+				continue // once the records are taken
+			}
+			s.DoneKernel(i)
+			if err != nil {
+				return n, err
+			}
 			n++
 		case agent.ReqKernelDone:
 			err := w.settle(i, q)
@@ -237,8 +247,6 @@ func (w *Watch) settle(i int, q agent.Request) error {
 // and after the call) to their place at real, and records what it changed
 // in watched memory, as the kernel's write for the call.
 func (w *Watch) putBack(kc *kcall, q agent.Request, stack *[agent.StackBytes]byte, real uint64, before, after []byte) error {
-	s := w.in.Shared
-	end := real + uint64(len(after))
 	cur := make([]byte, len(after))
 	if !w.read(cur, real) {
 		w.note(fmt.Sprintf("engine fast: %s(2) in thread %d: its output could not be copied to its place", kc.name, q.Tid))
@@ -260,6 +268,17 @@ func (w *Watch) putBack(kc *kcall, q agent.Request, stack *[agent.StackBytes]byt
 		}
 		lo = hi
 	}
+	w.recordChanges(kc, q, stack, real, before, after, cur)
+	return nil
+}
+
+// recordChanges records, for each region, the bytes of [real, real+len)
+// that the call changed (before and after it in a buffer the kernel
+// wrote), as a write of the call: old, what was in their place (cur), new,
+// what the kernel wrote. The lock held, Room checked.
+func (w *Watch) recordChanges(kc *kcall, q agent.Request, stack *[agent.StackBytes]byte, real uint64, before, after, cur []byte) {
+	s := w.in.Shared
+	end := real + uint64(len(after))
 	for _, r := range w.regions {
 		a, e := max(real, r.Addr), min(end, r.End())
 		if a >= e {
@@ -283,6 +302,40 @@ func (w *Watch) putBack(kc *kcall, q agent.Request, stack *[agent.StackBytes]byt
 		}
 		rec := &agent.Record{Tid: q.Tid, Width: uint32(hi - lo), PC: kc.gregs[16], Addr: lo, GRegs: kc.gregs, Stack: *stack}
 		s.AppendKernel(rec, old, nw, kc.name)
+	}
+}
+
+// madvised records what a madvise (trapped at q.UC, done) changed in
+// watched memory: the armed pages of its range, whose bytes before it
+// the agent kept in q.Scratch, in the area's order. The agent holds the
+// lock meanwhile.
+func (w *Watch) madvised(q agent.Request) error {
+	s := w.in.Shared
+	g, err := agent.FrameGRegs(w.mem, q.UC)
+	if err != nil {
+		return nil
+	}
+	regs := agent.GRegsPtrace(&g)
+	lo, hi := regs.Rdi&^(pageSize-1), (regs.Rdi+regs.Rsi+pageSize-1)&^(pageSize-1)
+	a := s.Area()
+	var pages []uint64
+	for i := range min(int(a.NPages), agent.Pages) {
+		if pg := a.PageList[i]; pg >= lo && pg < hi && a.Prots[i]&agent.Dropped == 0 {
+			pages = append(pages, pg)
+		}
+	}
+	if s.Room() < len(pages)*len(w.regions) {
+		return agent.ErrRingFull
+	}
+	var stack [agent.StackBytes]byte
+	_, _ = w.mem.ReadAt(stack[:], int64(agent.StackAddr(g[15])))
+	kc := &kcall{name: "madvise", gregs: g}
+	for j, pg := range pages {
+		before, after := make([]byte, pageSize), make([]byte, pageSize)
+		if !w.read(before, q.Scratch+uint64(j)*pageSize) || !w.read(after, pg) {
+			continue
+		}
+		w.recordChanges(kc, q, &stack, pg, before, after, before)
 	}
 	return nil
 }

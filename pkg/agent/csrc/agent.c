@@ -62,6 +62,7 @@
 #define SYS_close_range 436
 #define SYS_ppoll 271
 #define SYS_readv 19
+#define SYS_madvise 28
 #define SYS_recvmsg 47
 #define SYS_preadv 295
 #define SYS_recvmmsg 299
@@ -372,10 +373,54 @@ static long sysargs(long nr, const long *x)
 static struct agent_request *post(struct agent_area *a, u64 pc, u32 kind, void *uc, u64 scratch, s64 ret);
 static void done(struct agent_request *q);
 
+/* madvise runs a madvise the filter trapped near armed pages: with the
+ * bytes of those in its range kept, under the lock, for memtrap to record
+ * what the call changed (MADVISE). */
+static int madvise(struct agent_area *a, long *x, long *r, u64 pc, void *uc)
+{
+	u64 lo = (u64)x[0] & ~0xfffUL, hi = ((u64)x[0] + (u64)x[1] + 0xfff) & ~0xfffUL;
+	u32 n = a->npages < AGENT_PAGES ? a->npages : AGENT_PAGES, k = 0;
+	if (forked(a) || !__atomic_load_n(&a->served, __ATOMIC_ACQUIRE))
+		return 0;
+	lock(a);
+	for (u32 i = 0; i < n; i++)
+		if (a->pages[i] >= lo && a->pages[i] < hi && !(a->prots[i] & AGENT_DROPPED))
+			k++;
+	long scratch = 0;
+	if (k) {
+		scratch = sys6(SYS_mmap, 0, (long)k << 12, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (scratch < 0 && scratch > -4096)
+			scratch = 0;
+	}
+	u32 j = 0;
+	for (u32 i = 0; scratch && i < n; i++) {
+		u64 pg = a->pages[i];
+		if (pg >= lo && pg < hi && !(a->prots[i] & AGENT_DROPPED)) {
+			if (sys6(SYS_pread64, a->memfd, scratch + ((long)j << 12), 0x1000, (long)pg, 0, 0) != 0x1000) {
+				sys4(SYS_munmap, scratch, (long)k << 12, 0, 0);
+				scratch = 0;
+			}
+			j++;
+		}
+	}
+	*r = sysargs(SYS_madvise, x);
+	if (scratch && *r == 0) {
+		struct agent_request *q = post(a, pc, AGENT_REQ_MADVISE, uc, (u64)scratch, *r);
+		if (q)
+			done(q);
+	}
+	unlock(a);
+	if (scratch)
+		sys4(SYS_munmap, scratch, (long)k << 12, 0, 0);
+	return 1;
+}
+
 static int mm(struct agent_area *a, long nr, long *x, long *r, u64 pc, void *uc)
 {
 	u64 lo = (u64)x[0], hi = (u64)x[0] + (u64)x[1];
 	long prot = -1;
+	if (nr == SYS_madvise)
+		return madvise(a, x, r, pc, uc);
 	switch (nr) {
 	case SYS_mprotect:
 	case SYS_pkey_mprotect:

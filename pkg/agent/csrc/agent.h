@@ -130,6 +130,12 @@ struct agent_request {
 /* MM: the target unmapped or replaced armed pages (munmap, mremap, mmap
  * MAP_FIXED: the call trapped at uc), for memtrap to say so. */
 #define AGENT_REQ_MM 5
+/* MADVISE: the call trapped at uc may have changed armed pages' bytes
+ * (MADV_DONTNEED zeroes an anonymous page): scratch holds, page after
+ * page, the bytes before it of each armed page in its range (in the
+ * area's order, dropped ones left out). The agent holds the lock for
+ * memtrap, which records what changed and answers. */
+#define AGENT_REQ_MADVISE 6
 
 /* SECCOMP_RET_DATA of the filter's traps (si_errno of their SIGSYS). */
 #define AGENT_TRAP_DATA 0x6d61
