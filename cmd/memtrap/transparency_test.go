@@ -321,7 +321,8 @@ func TestJava(t *testing.T) {
 }
 
 // TestExec: after execve the --symbol is resolved and armed again in the
-// new image.
+// new image (page and hw engines; the fast engine stops watching, and
+// says so).
 func TestExec(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/reexec.c", "-O0")
 	want := native(t, prog)
@@ -337,6 +338,16 @@ func TestExec(t *testing.T) {
 		if !strings.Contains(r.stderr, "called execve") || !strings.Contains(r.stderr, "new image") {
 			t.Fatalf("%s: no exec notes: %s", engine, r.stderr)
 		}
+	}
+	// The fast engine's agent goes with the old image: the new one runs
+	// as without memtrap (its filter's traps are for the old code), and
+	// memtrap says that nothing more is watched.
+	r := memtrap(t, "run", "--engine", "fast", "--format", "json", "--symbol", "value", "--", prog)
+	if r.stdout != want.stdout || r.code != 0 {
+		t.Fatalf("fast: %q exit %d; stderr %s", r.stdout, r.code, r.stderr)
+	}
+	if ws := writes(parseEvents(t, r.stderr)); len(ws) != 1 || ws[0].New != "0x1" || strings.Count(r.stderr, "calls execve") != 1 {
+		t.Fatalf("fast: writes %+v; stderr %s", ws, r.stderr)
 	}
 }
 

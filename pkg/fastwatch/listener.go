@@ -84,7 +84,11 @@ func listen(w *Watch, t *tracer.Thread) (*listener, error) {
 	}
 	rules = append(rules,
 		tracer.FilterRule{Nr: unix.SYS_SECCOMP, Args: []int{1}, Ranges: listenerFlags, Action: unix.SECCOMP_RET_USER_NOTIF},
-		tracer.FilterRule{Nr: unix.SYS_IO_URING_SETUP, Action: unix.SECCOMP_RET_USER_NOTIF})
+		tracer.FilterRule{Nr: unix.SYS_IO_URING_SETUP, Action: unix.SECCOMP_RET_USER_NOTIF},
+		// The target's own execve: to say, when it calls it, that a
+		// new program is not watched.
+		tracer.FilterRule{Nr: unix.SYS_EXECVE, Action: unix.SECCOMP_RET_USER_NOTIF},
+		tracer.FilterRule{Nr: unix.SYS_EXECVEAT, Action: unix.SECCOMP_RET_USER_NOTIF})
 	rules = append(rules, mmRules(w.pages)...)
 	if w.opts.KernelWrites {
 		rules = append(rules, syscallRules(w.pages)...)
@@ -255,6 +259,9 @@ func (l *listener) noteCall(req *seccompnotify.Request) {
 	case req.Nr() == unix.SYS_IO_URING_SETUP:
 		key = "io_uring"
 		m = fmt.Sprintf("process %d uses io_uring, which memtrap does not follow: an io_uring request writing into a watched page is not reported, and may fail with EFAULT", pid)
+	case (req.Nr() == unix.SYS_EXECVE || req.Nr() == unix.SYS_EXECVEAT) && pid == l.w.p.Pid:
+		key = "execve"
+		m = fmt.Sprintf("process %d calls execve: the fast engine's agent stays with this program, and a new one it runs is not watched (the page engine watches the symbols again in a new image)", pid)
 	default:
 		return
 	}

@@ -307,8 +307,8 @@ func (w *Watch) Run() (ws unix.WaitStatus, err error) {
 				w.opts.Idle()
 			}
 			if !w.gone && w.execd() {
+				// Said at the call (listener.go's noteCall).
 				w.gone = true
-				w.note(fmt.Sprintf("process %d executed a new program: the agent went with the old one, nothing more is watched", pid))
 			}
 		}
 		if busy {
