@@ -126,7 +126,7 @@ var ErrCannot = errors.New("the store cannot be emulated")
 // On an error the request is answered "not done", and the agent passes the
 // fault on.
 func (s *Shared) Complete(i int, mem Memory) (rec Record, err error) {
-	rec, err = s.complete(i, mem)
+	rec, _, err = s.complete(i, mem)
 	s.answerComplete(i, err)
 	return rec, err
 }
@@ -147,16 +147,17 @@ func (s *Shared) answerComplete(i int, err error) {
 	futex(unsafe.Pointer(&s.a.Requests[i].State), futexWake, 1, nil)
 }
 
-// complete is Complete but the answer.
-func (s *Shared) complete(i int, mem Memory) (rec Record, err error) {
+// complete is Complete but the answer; it also returns the bytes of the
+// store's instruction it read (nil if it read none).
+func (s *Shared) complete(i int, mem Memory) (rec Record, code []byte, err error) {
 	q := s.Request(i)
 	if q.Kind != ReqComplete || q.UC == 0 {
-		return Record{}, fmt.Errorf("request %d is not one to complete", i)
+		return Record{}, nil, fmt.Errorf("request %d is not one to complete", i)
 	}
 	var raw [NGReg*8 + 8]byte
 	f := frame{mem: mem}
 	if err := f.ReadMemory(q.UC+ucGRegs, raw[:]); err != nil {
-		return Record{}, fmt.Errorf("reading the thread's signal frame: %w", err)
+		return Record{}, nil, fmt.Errorf("reading the thread's signal frame: %w", err)
 	}
 	var g [NGReg]uint64
 	for k := range g {
@@ -165,34 +166,35 @@ func (s *Shared) complete(i int, mem Memory) (rec Record, err error) {
 	before := g // the record's registers: as the fault left them, as the agent's are
 	f.fp = binary.LittleEndian.Uint64(raw[NGReg*8:])
 	regs := ptraceRegs(&g, q)
-	code := make([]byte, maxInsn)
+	code = make([]byte, maxInsn)
 	n, _ := mem.ReadAt(code, int64(regs.Rip))
-	st, err := store.Decode(code[:n], &regs)
+	code = code[:n]
+	st, err := store.Decode(code, &regs)
 	if err != nil || !st.Known || st.Size == 0 {
-		return Record{}, fmt.Errorf("%w: at %#x", ErrCannot, regs.Rip)
+		return Record{}, code, fmt.Errorf("%w: at %#x", ErrCannot, regs.Rip)
 	}
 	// The lock before the emulation reads the memory: a read-modify-write
 	// must not interleave with the agent's writes (or another's).
 	s.lock()
 	defer s.unlock()
 	if atomic.LoadUint64(&s.a.Head)-atomic.LoadUint64(&s.a.Tail) >= Ring {
-		return Record{}, ErrRingFull
+		return Record{}, code, ErrRingFull
 	}
 	em, why := store.Emulate(&st, &regs, f)
 	if em == nil {
-		return Record{}, fmt.Errorf("%w: %s", ErrCannot, why)
+		return Record{}, code, fmt.Errorf("%w: %s", ErrCannot, why)
 	}
 	lo, hi := em.Written()
 	old := make([]byte, hi-lo)
 	if err := f.ReadMemory(lo, old); err != nil {
-		return Record{}, err
+		return Record{}, code, err
 	}
 	data := em.Data()
 	if err := em.Runs(func(a, b uint64) error {
 		_, err := mem.WriteAt(data[a:b], int64(em.Addr()+a))
 		return err
 	}); err != nil {
-		return Record{}, fmt.Errorf("writing the store: %w", err)
+		return Record{}, code, fmt.Errorf("writing the store: %w", err)
 	}
 	after := em.Regs()
 	setGRegs(&g, &after)
@@ -200,7 +202,7 @@ func (s *Shared) complete(i int, mem Memory) (rec Record, err error) {
 		binary.LittleEndian.PutUint64(raw[8*k:], g[k])
 	}
 	if _, err := mem.WriteAt(raw[:NGReg*8], int64(q.UC+ucGRegs)); err != nil {
-		return Record{}, fmt.Errorf("writing the thread's signal frame: %w", err)
+		return Record{}, code, fmt.Errorf("writing the thread's signal frame: %w", err)
 	}
 	rec = Record{Tid: q.Tid, Width: uint32(hi - lo), PC: regs.Rip, Addr: lo, GRegs: before}
 	var o, nw [8]byte
@@ -215,7 +217,7 @@ func (s *Shared) complete(i int, mem Memory) (rec Record, err error) {
 		// the bytes wait for Bytes.
 		s.keep(rec.Seq, side{old: old, new: append([]byte(nil), stored...)})
 	}
-	return rec, nil
+	return rec, code, nil
 }
 
 // Bytes are the bytes a record's write found and left, Width of each: a
@@ -355,9 +357,12 @@ func (s *Shared) Serve(mem Memory, refuse func(pc uint64) bool, step Stepper) ([
 			s.Decline(i)
 			out = append(out, Served{Request: q})
 		case q.Kind == ReqComplete:
-			code := make([]byte, maxInsn)
-			n, _ := mem.ReadAt(code, int64(q.PC))
-			_, err := s.complete(i, mem)
+			_, code, err := s.complete(i, mem)
+			if code == nil {
+				code = make([]byte, maxInsn)
+				n, _ := mem.ReadAt(code, int64(q.PC))
+				code = code[:n]
+			}
 			if errors.Is(err, ErrCannot) && step != nil {
 				if serr := step(q); serr == nil || errors.Is(serr, ErrRingFull) {
 					err = serr
@@ -369,7 +374,7 @@ func (s *Shared) Serve(mem Memory, refuse func(pc uint64) bool, step Stepper) ([
 			if errors.Is(err, ErrRingFull) {
 				continue
 			}
-			out = append(out, Served{Request: q, Done: err == nil, Err: err, Code: code[:n]})
+			out = append(out, Served{Request: q, Done: err == nil, Err: err, Code: code})
 		case q.Kind == ReqRecipe:
 			r := Recipe{PC: q.PC}
 			code := make([]byte, maxInsn)
