@@ -294,12 +294,21 @@ func GRegsPtrace(g *[NGReg]uint64) unix.PtraceRegs { return ptraceRegs(g, Reques
 // unknown: 0).
 func (rec *Record) Regs() unix.PtraceRegs { return ptraceRegs(&rec.GRegs, Request{}) }
 
-// lock takes the Area's lock, which the agent takes around each write.
+// lock takes the Area's lock, which the agent takes around each write;
+// while it waits, what WhileLocked gave runs.
 func (s *Shared) lock() {
 	for !atomic.CompareAndSwapUint32(&s.a.Lock, 0, 1) {
+		if s.spin != nil {
+			s.spin()
+		}
 		runtime.Gosched()
 	}
 }
+
+// WhileLocked gives what Lock runs while it waits: it answers the
+// requests whose threads hold the lock for memtrap while they wait
+// (ReqMadvise), and must not take the lock itself.
+func (s *Shared) WhileLocked(f func()) { s.spin = f }
 
 func (s *Shared) unlock() { atomic.StoreUint32(&s.a.Lock, 0) }
 

@@ -20,6 +20,7 @@ type Shared struct {
 	// the system call of a kernel write (Bytes, Syscall). Serve, Next,
 	// Peek and AppendKernel run on one goroutine.
 	sides map[uint64]side
+	spin  func() // WhileLocked's
 }
 
 type side struct {

@@ -118,9 +118,6 @@ func (w *Watch) serveKernel() (int, error) {
 			n++
 		case agent.ReqMadvise:
 			err := w.madvised(q)
-			if errors.Is(err, agent.ErrRingFull) {
-				continue // once the records are taken
-			}
 			s.DoneKernel(i)
 			if err != nil {
 				return n, err
@@ -305,10 +302,26 @@ func (w *Watch) recordChanges(kc *kcall, q agent.Request, stack *[agent.StackByt
 	}
 }
 
+// serveMadvise answers the MADVISE requests posted: their threads hold
+// the agent's lock for memtrap, which must not wait for it meanwhile
+// (Shared.WhileLocked).
+func (w *Watch) serveMadvise() {
+	s := w.in.Shared
+	for _, i := range s.Posted() {
+		if q := s.Request(i); q.Kind == agent.ReqMadvise {
+			if err := w.madvised(q); err != nil && w.err == nil {
+				w.err = err
+			}
+			s.DoneKernel(i)
+		}
+	}
+}
+
 // madvised records what a madvise (trapped at q.UC, done) changed in
 // watched memory: the armed pages of its range, whose bytes before it
 // the agent kept in q.Scratch, in the area's order. The agent holds the
-// lock meanwhile.
+// lock meanwhile: no record comes, and those in the ring are reported
+// first where room is short.
 func (w *Watch) madvised(q agent.Request) error {
 	s := w.in.Shared
 	g, err := agent.FrameGRegs(w.mem, q.UC)
@@ -324,9 +337,6 @@ func (w *Watch) madvised(q agent.Request) error {
 			pages = append(pages, pg)
 		}
 	}
-	if s.Room() < len(pages)*len(w.regions) {
-		return agent.ErrRingFull
-	}
 	var stack [agent.StackBytes]byte
 	_, _ = w.mem.ReadAt(stack[:], int64(agent.StackAddr(g[15])))
 	kc := &kcall{name: "madvise", gregs: g}
@@ -334,6 +344,17 @@ func (w *Watch) madvised(q agent.Request) error {
 		before, after := make([]byte, pageSize), make([]byte, pageSize)
 		if !w.read(before, q.Scratch+uint64(j)*pageSize) || !w.read(after, pg) {
 			continue
+		}
+		for s.Room() < len(w.regions) {
+			rec := s.Peek()
+			if rec == nil {
+				return errors.New("engine fast: no room in the ring for a madvise's writes")
+			}
+			err := w.record(rec)
+			s.Done()
+			if err != nil {
+				return err
+			}
 		}
 		w.recordChanges(kc, q, &stack, pg, before, after, before)
 	}

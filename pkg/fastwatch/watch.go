@@ -88,6 +88,9 @@ type Watch struct {
 	// dropped are the armed pages the target unmapped or replaced.
 	dropped map[uint64]bool
 	stats   pagewatch.Stats
+	// err is what went wrong where nothing could return it (while Lock
+	// waited: serveMadvise); Run returns it.
+	err error
 }
 
 // pageSize is the x86-64 page.
@@ -174,6 +177,7 @@ func New(p *tracer.Process, t *tracer.Thread, regions []*pagewatch.Region, opts 
 	if w.lis, err = listen(w, t); err != nil {
 		return nil, fmt.Errorf("engine fast: %w", err)
 	}
+	w.in.Shared.WhileLocked(w.serveMadvise)
 	atomic.StoreUint32(&a.Served, 1)
 	return w, nil
 }
@@ -372,6 +376,9 @@ func (w *Watch) serve() error {
 		answered, err := s.Serve(w.mem, nil, w.step)
 		if err != nil {
 			return fmt.Errorf("engine fast: serving the agent: %w", err)
+		}
+		if err := w.err; err != nil {
+			return err
 		}
 		for _, a := range answered {
 			if _, ok := w.insns[a.PC]; !ok && a.Code != nil {
