@@ -1,7 +1,6 @@
 package fastwatch
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 
@@ -124,11 +123,7 @@ func (w *Watch) serveKernel() (int, error) {
 			}
 			n++
 		case agent.ReqKernelDone:
-			err := w.settle(i, q)
-			if errors.Is(err, agent.ErrRingFull) {
-				continue // once the records are taken
-			}
-			if err != nil {
+			if err := w.settle(i, q); err != nil {
 				return n, err
 			}
 			n++
@@ -204,9 +199,6 @@ func (w *Watch) settle(i int, q agent.Request) error {
 	}
 	s.Lock()
 	defer s.Unlock()
-	if s.Room() < (len(kc.outs)+len(kc.vec))*len(w.regions) {
-		return agent.ErrRingFull
-	}
 	delete(w.kcalls, q.Tid)
 	defer s.DoneKernel(i)
 	defer w.releaseVec(kc)
@@ -265,17 +257,29 @@ func (w *Watch) putBack(kc *kcall, q agent.Request, stack *[agent.StackBytes]byt
 		}
 		lo = hi
 	}
-	w.recordChanges(kc, q, stack, real, before, after, cur)
-	return nil
+	return w.recordChanges(kc, q, stack, real, before, after, cur)
 }
 
 // recordChanges records, for each region, the bytes of [real, real+len)
 // that the call changed (before and after it in a buffer the kernel
 // wrote), as a write of the call: old, what was in their place (cur), new,
-// what the kernel wrote. The lock held, Room checked.
-func (w *Watch) recordChanges(kc *kcall, q agent.Request, stack *[agent.StackBytes]byte, real uint64, before, after, cur []byte) {
+// what the kernel wrote. The lock held (memtrap's, or an agent thread's
+// for it): where the ring has no room, the records in it are reported
+// first (none comes meanwhile).
+func (w *Watch) recordChanges(kc *kcall, q agent.Request, stack *[agent.StackBytes]byte, real uint64, before, after, cur []byte) error {
 	s := w.in.Shared
 	end := real + uint64(len(after))
+	for s.Room() < len(w.regions) {
+		rec := s.Peek()
+		if rec == nil {
+			return fmt.Errorf("engine fast: no room in the ring for %s(2)'s writes", kc.name)
+		}
+		err := w.record(rec)
+		s.Done()
+		if err != nil {
+			return err
+		}
+	}
 	for _, r := range w.regions {
 		a, e := max(real, r.Addr), min(end, r.End())
 		if a >= e {
@@ -300,6 +304,7 @@ func (w *Watch) recordChanges(kc *kcall, q agent.Request, stack *[agent.StackByt
 		rec := &agent.Record{Tid: q.Tid, Width: uint32(hi - lo), PC: kc.gregs[16], Addr: lo, GRegs: kc.gregs, Stack: *stack}
 		s.AppendKernel(rec, old, nw, kc.name)
 	}
+	return nil
 }
 
 // serveMadvise answers the MADVISE requests posted: their threads hold
@@ -345,18 +350,9 @@ func (w *Watch) madvised(q agent.Request) error {
 		if !w.read(before, q.Scratch+uint64(j)*pageSize) || !w.read(after, pg) {
 			continue
 		}
-		for s.Room() < len(w.regions) {
-			rec := s.Peek()
-			if rec == nil {
-				return errors.New("engine fast: no room in the ring for a madvise's writes")
-			}
-			err := w.record(rec)
-			s.Done()
-			if err != nil {
-				return err
-			}
+		if err := w.recordChanges(kc, q, &stack, pg, before, after, before); err != nil {
+			return err
 		}
-		w.recordChanges(kc, q, &stack, pg, before, after, before)
 	}
 	return nil
 }

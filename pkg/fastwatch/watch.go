@@ -78,7 +78,6 @@ type Watch struct {
 	// values --when looks at, exact with no read of the running target.
 	shadow map[*pagewatch.Region][]byte
 	insns  map[uint64]string
-	gone   bool     // the target executed another program
 	done   bool     // LetGo: nothing more is reported
 	pages  []uint64 // the armed pages
 	kcalls map[uint32]*kcall
@@ -309,10 +308,6 @@ func (w *Watch) Run() (ws unix.WaitStatus, err error) {
 		if atomic.LoadUint64(&s.Area().Head) == atomic.LoadUint64(&s.Area().Tail) {
 			if w.opts.Idle != nil {
 				w.opts.Idle()
-			}
-			if !w.gone && w.execd() {
-				// Said at the call (listener.go's noteCall).
-				w.gone = true
 			}
 		}
 		if busy {
