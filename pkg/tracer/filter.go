@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -65,6 +67,7 @@ func seccompArg(i int, high bool) uint32 {
 type asm struct {
 	ins    []unix.SockFilter
 	jt, jf []int // label numbers, -1 for "next instruction"
+	ja     []int // an unconditional jump's label (its offset is 32 bits), -1
 	labels []int // label -> instruction index
 }
 
@@ -72,11 +75,24 @@ func (a *asm) label() int  { a.labels = append(a.labels, -1); return len(a.label
 func (a *asm) place(l int) { a.labels[l] = len(a.ins) }
 func (a *asm) op(code uint16, k uint32, jt, jf int) {
 	a.ins = append(a.ins, unix.SockFilter{Code: code, K: k})
-	a.jt, a.jf = append(a.jt, jt), append(a.jf, jf)
+	a.jt, a.jf, a.ja = append(a.jt, jt), append(a.jf, jf), append(a.ja, -1)
+}
+
+// jump jumps to l, however far ahead.
+func (a *asm) jump(l int) {
+	a.op(unix.BPF_JMP|unix.BPF_JA, 0, -1, -1)
+	a.ja[len(a.ja)-1] = l
 }
 
 func (a *asm) link() ([]unix.SockFilter, error) {
 	for i := range a.ins {
+		if l := a.ja[i]; l >= 0 {
+			off := a.labels[l] - i - 1
+			if off < 0 {
+				return nil, fmt.Errorf("syscall filter: jump of %d at %d", off, i)
+			}
+			a.ins[i].K = uint32(off)
+		}
 		for _, x := range []struct {
 			l   int
 			dst *uint8
@@ -164,39 +180,52 @@ func BuildProgramFrom(rules []FilterRule, stop uint32, exempt Range, from []Rang
 		a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
 	}
 	a.place(checked)
+	// A call that matched a rule whose action is stop goes on to
+	// stopAt, which checks where it was made from (when from is set).
+	stopAt := -1
 	if len(from) > 0 {
-		full := a.label()
-		for _, rg := range from {
-			rangeCheck(a, seccompIP, rg, full)
-		}
-		var own []FilterRule
-		for _, r := range rules {
-			if r.Action != 0 {
-				own = append(own, r)
-			}
-		}
-		ruleBlocks(a, own, stop)
-		a.place(full)
+		stopAt = a.label()
 	}
-	ruleBlocks(a, rules, stop)
+	ruleBlocks(a, rules, stop, stopAt)
+	if stopAt >= 0 {
+		a.place(stopAt)
+		hit := a.label()
+		for _, rg := range from {
+			rangeCheck(a, seccompIP, rg, hit)
+		}
+		a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
+		a.place(hit)
+		a.op(bpfRet, stop, -1, -1)
+	}
 	return a.link()
 }
 
-// ruleBlocks assembles rules, one block per syscall, and a final allow.
-func ruleBlocks(a *asm, rules []FilterRule, stop uint32) {
+// ruleBlocks assembles rules, one block per syscall, reached by a binary
+// search on the call's number (every call runs it: a chain of one test
+// per number cost an unrelated call about twice as much); any other call
+// is allowed.
+func ruleBlocks(a *asm, rules []FilterRule, stop uint32, stopAt int) {
+	exit := func(act uint32) {
+		if act == stop && stopAt >= 0 {
+			a.jump(stopAt)
+			return
+		}
+		a.op(bpfRet, act, -1, -1)
+	}
 	// One block per syscall; its rules are tried in turn.
-	var order []int
 	byNr := map[int][]FilterRule{}
 	for _, r := range rules {
-		if _, ok := byNr[r.Nr]; !ok {
-			order = append(order, r.Nr)
-		}
 		byNr[r.Nr] = append(byNr[r.Nr], r)
 	}
-	for _, nr := range order {
-		skip := a.label()
-		a.op(bpfLd, seccompNr, -1, -1)
-		a.op(bpfJeq, uint32(nr), -1, skip)
+	nrs := slices.Sorted(maps.Keys(byNr))
+	blocks := map[int]int{}
+	for _, nr := range nrs {
+		blocks[nr] = a.label()
+	}
+	a.op(bpfLd, seccompNr, -1, -1)
+	dispatch(a, nrs, blocks)
+	for _, nr := range nrs {
+		a.place(blocks[nr])
 		// One exit per action: the rules of a call that share it
 		// share its label.
 		hits := map[uint32]int{}
@@ -207,7 +236,7 @@ func ruleBlocks(a *asm, rules []FilterRule, stop uint32) {
 				act = r.Action
 			}
 			if len(r.Args) == 0 {
-				a.op(bpfRet, act, -1, -1)
+				exit(act)
 				break
 			}
 			hit, ok := hits[act]
@@ -221,11 +250,32 @@ func ruleBlocks(a *asm, rules []FilterRule, stop uint32) {
 		a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
 		for _, act := range actions {
 			a.place(hits[act])
-			a.op(bpfRet, act, -1, -1)
+			exit(act)
 		}
-		a.place(skip)
 	}
-	a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
+}
+
+// dispatch jumps, on the call number in the accumulator, to blocks[nr]
+// for each of nrs (sorted), and allows any other call.
+func dispatch(a *asm, nrs []int, blocks map[int]int) {
+	if len(nrs) <= 3 {
+		for _, nr := range nrs {
+			next := a.label()
+			a.op(bpfJeq, uint32(nr), -1, next)
+			a.jump(blocks[nr])
+			a.place(next)
+		}
+		a.op(bpfRet, unix.SECCOMP_RET_ALLOW, -1, -1)
+		return
+	}
+	mid := len(nrs) / 2
+	right, left := a.label(), a.label()
+	a.op(bpfJge, uint32(nrs[mid]), -1, left)
+	a.jump(right)
+	a.place(left)
+	dispatch(a, nrs[:mid], blocks)
+	a.place(right)
+	dispatch(a, nrs[mid:], blocks)
 }
 
 // Program is f's instructions.
