@@ -78,12 +78,8 @@ func listen(w *Watch, t *tracer.Thread) (*listener, error) {
 	// Only to say so (noteCall): a seccomp filter asking for a listener
 	// of its own, which the kernel refuses under the agent's (one per
 	// filter chain); io_uring, which memtrap does not follow.
-	var listenerFlags []tracer.Range
-	for lo := uint64(8); lo < 64; lo += 16 {
-		listenerFlags = append(listenerFlags, tracer.Range{Lo: lo, Hi: lo + 8})
-	}
 	rules = append(rules,
-		tracer.FilterRule{Nr: unix.SYS_SECCOMP, Args: []int{1}, Ranges: listenerFlags, Action: unix.SECCOMP_RET_USER_NOTIF},
+		tracer.ListenerRule(unix.SECCOMP_RET_USER_NOTIF),
 		tracer.FilterRule{Nr: unix.SYS_IO_URING_SETUP, Action: unix.SECCOMP_RET_USER_NOTIF},
 		// The target's own execve: to say, when it calls it, that a
 		// new program is not watched.

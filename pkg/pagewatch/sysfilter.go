@@ -117,7 +117,7 @@ func (w *Watch) installFilter(t *tracer.Thread, fresh []span, notify bool) error
 			// seccomp asking for a listener of its own, which the
 			// kernel refuses under memtrap's: to say why
 			// (noteRefusedListeners).
-			rules = append(rules, listenerRule())
+			rules = append(rules, tracer.ListenerRule(0))
 		}
 		if f, err = tracer.BuildFilter(rules, notify); err == nil {
 			break
@@ -248,18 +248,6 @@ func filterRules(spans []span) []tracer.FilterRule {
 		rules = append(rules, tracer.FilterRule{Nr: nr, Args: memoryCalls[nr], Ranges: mm})
 	}
 	return rules
-}
-
-// listenerRule makes the syscall filter stop seccomp calls that ask for a
-// listener (tracer.ListenerRequest): SECCOMP_FILTER_FLAG_NEW_LISTENER (8)
-// set in the flags, among the six flags the kernel knows (below 64; it
-// refuses others with EINVAL).
-func listenerRule() tracer.FilterRule {
-	var ranges []tracer.Range
-	for lo := uint64(8); lo < 64; lo += 16 {
-		ranges = append(ranges, tracer.Range{Lo: lo, Hi: lo + 8})
-	}
-	return tracer.FilterRule{Nr: unix.SYS_SECCOMP, Args: []int{1}, Ranges: ranges}
 }
 
 // noteRefusedListeners says, once per process, that a seccomp filter with

@@ -77,6 +77,18 @@ const (
 	seccompNewListener   = 8
 )
 
+// ListenerRule stops, with action (0: the filter's stop), the seccomp
+// calls that ask for a listener (ListenerRequest):
+// SECCOMP_FILTER_FLAG_NEW_LISTENER (8) set in the flags, among the six
+// flags the kernel knows (below 64; it refuses others with EINVAL).
+func ListenerRule(action uint32) FilterRule {
+	var ranges []Range
+	for lo := uint64(seccompNewListener); lo < 64; lo += 2 * seccompNewListener {
+		ranges = append(ranges, Range{Lo: lo, Hi: lo + seccompNewListener})
+	}
+	return FilterRule{Nr: unix.SYS_SECCOMP, Args: []int{1}, Ranges: ranges, Action: action}
+}
+
 // ListenerRequest says whether seccomp(op, flags, ...) asks for a listener.
 func ListenerRequest(op, flags uint64) bool {
 	return op == seccompSetModeFilter && flags&seccompNewListener != 0
