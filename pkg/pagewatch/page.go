@@ -30,6 +30,10 @@ type pageEngine struct {
 	spare   [][]byte                    // page buffers for the next fault (hullBuf)
 	stack   []byte                      // Options.StackBytes of buffer, reused
 	alt     map[*tracer.Thread]altStack // known alternate signal stacks (altStack)
+	// query: the kernel's answers on the image's mappings (mappings);
+	// noQuery: it has none.
+	query   *procmaps.Query
+	noQuery bool
 }
 
 // page is one page holding watched bytes.
@@ -56,11 +60,11 @@ func (e *pageEngine) arm(t *tracer.Thread) error {
 }
 
 func (e *pageEngine) add(t *tracer.Thread, regions []*Region) error {
-	maps, err := procmaps.Read(e.w.p.Pid)
+	at, err := e.mappings()
 	if err != nil {
-		return fmt.Errorf("reading maps: %w", err)
+		return err
 	}
-	if err := e.addPages(maps, regions); err != nil {
+	if err := e.addPages(at, regions); err != nil {
 		e.forgetUnarmed()
 		return err
 	}
@@ -252,11 +256,52 @@ func (e *pageEngine) anyArmed() bool {
 	return false
 }
 
-// addPages records the pages of regions, with their protections from maps.
-func (e *pageEngine) addPages(maps []procmaps.Mapping, regions []*Region) error {
+// mappings returns what tells the mapping holding an address, as it is
+// now: the kernel's answer for that address where it has PROCMAP_QUERY
+// (one call, however many mappings the process has: heap watching asks
+// at every block), else the maps read once for this call.
+func (e *pageEngine) mappings() (func(a uint64) (procmaps.Mapping, bool, error), error) {
+	if e.query == nil && !e.noQuery {
+		q, err := procmaps.OpenQuery(e.w.p.Pid)
+		if err != nil {
+			e.noQuery = true
+		} else {
+			e.query = q
+		}
+	}
+	if e.query != nil {
+		return e.query.At, nil
+	}
+	maps, err := procmaps.Read(e.w.p.Pid)
+	if err != nil {
+		return nil, fmt.Errorf("reading maps: %w", err)
+	}
+	return func(a uint64) (procmaps.Mapping, bool, error) {
+		m, ok := findMapping(maps, a)
+		return m, ok, nil
+	}, nil
+}
+
+// close lets go of what the engine holds of its own: the image is gone.
+func (e *pageEngine) close() {
+	if e.query != nil {
+		e.query.Close()
+		e.query = nil
+	}
+}
+
+// addPages records the pages of regions, with their protections from at.
+func (e *pageEngine) addPages(at func(a uint64) (procmaps.Mapping, bool, error), regions []*Region) error {
+	var m procmaps.Mapping
 	for _, r := range regions {
 		for a := pageDown(r.Addr); a < r.End(); a += pageSize {
-			m, ok := findMapping(maps, a)
+			ok := m.Contains(a)
+			if !ok {
+				var err error
+				if m, ok, err = at(a); err != nil {
+					return fmt.Errorf("region %s: %w", r.Name, err)
+				}
+			}
 			if !ok {
 				first := max(a, r.Addr)
 				return fmt.Errorf("region %s: address %#x is not mapped: %w", r.Name, first, ErrNotMapped)

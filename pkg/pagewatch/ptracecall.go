@@ -88,6 +88,7 @@ func (w *Watch) giveUp(t *tracer.Thread, tid int, why string) (bool, error) {
 // dropChild lets the followed child pid go, its watch cw disarmed.
 func (w *Watch) dropChild(pid int, cw *Watch) error {
 	delete(w.children, pid)
+	defer cw.closeEngine()
 	w.p.Unfollow(pid)
 	if err := cw.p.StopOthers(nil); err != nil {
 		return err

@@ -469,6 +469,7 @@ func (w *Watch) Run() (tracer.Stop, error) {
 					}
 					cw.noteMissed()
 					cw.endGuard()
+					cw.closeEngine()
 				}
 				delete(w.children, st.Pid)
 				w.note(fmt.Sprintf("process %d exited (%s)", st.Pid, exitString(st.Status)))
@@ -726,11 +727,20 @@ func (w *Watch) Disarm(t *tracer.Thread) error {
 	return errors.Join(errs...)
 }
 
+// closeEngine lets go of what the engine holds of the image's own (the
+// page engine's descriptor on its maps): the image is gone.
+func (w *Watch) closeEngine() {
+	if e, ok := w.eng.(*pageEngine); ok {
+		e.close()
+	}
+}
+
 // exec starts over in the image execve brought: the old pages, scratch
 // area and breakpoints went with the old address space.
 func (w *Watch) exec(t *tracer.Thread) error {
 	w.note(fmt.Sprintf("process %d called execve: %d watched region(s) went with the old image", w.p.Pid, len(w.regions)))
 	w.regions = nil
+	w.closeEngine()
 	w.eng = newPageEngine(w) // nothing armed: the new image gets its own
 	if w.hooks != nil {
 		w.hooks.Forget()

@@ -1,9 +1,13 @@
 package procmaps
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -68,6 +72,65 @@ func TestReadLarge(t *testing.T) {
 		}
 		if !found {
 			t.Fatalf("page %d at %#x: no mapping of it alone with protection %s among %d", i, a, ProtString(want), len(maps))
+		}
+	}
+}
+
+// TestQuery: the kernel's answer for an address is the line of the maps
+// that holds it, for every mapping of a sleeping process (its first and
+// last byte), and nothing for the gaps.
+func TestQuery(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	pid := cmd.Process.Pid
+	// Until the new program's maps are in place.
+	for i := 0; ; i++ {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && strings.HasPrefix(string(b), "sleep\x00") {
+			break
+		}
+		if i == 1000 {
+			t.Fatalf("process %d did not execute sleep", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	q, err := OpenQuery(pid)
+	if errors.Is(err, ErrNoQuery) {
+		t.Skipf("this kernel has no PROCMAP_QUERY (Linux 6.11): %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	maps, err := Read(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(maps) < 5 {
+		t.Fatalf("only %d mappings: %+v", len(maps), maps)
+	}
+	for i, m := range maps {
+		if m.Path == "[vsyscall]" {
+			continue // not a VMA of the process's own
+		}
+		for _, a := range []uint64{m.Start, m.End - 1} {
+			got, ok, err := q.At(a)
+			if err != nil || !ok {
+				t.Fatalf("At(%#x) = %v, %v; want %+v", a, ok, err, m)
+			}
+			want := m
+			want.Path, want.Dev = "", ""
+			if got != want {
+				t.Errorf("At(%#x) = %+v; want %+v", a, got, want)
+			}
+		}
+		if i+1 < len(maps) && maps[i+1].Start > m.End {
+			if got, ok, err := q.At(m.End); ok || err != nil {
+				t.Errorf("At(%#x), in a gap = %+v, %v, %v", m.End, got, ok, err)
+			}
 		}
 	}
 }
