@@ -57,6 +57,11 @@ func (t *Thread) holdSignals() (release func() error, err error) {
 		return nil, maskErr(err)
 	}
 	return func() error {
+		if m&forced == 0 {
+			// None of them was blocked: forcing one only unblocks it,
+			// and no call memtrap injects blocks one.
+			return maskErr(t.SetSigMask(m))
+		}
 		// A forced signal the thread blocked was unblocked by the
 		// kernel, which reset its handler (the signal guard of package
 		// pagewatch puts both back): that stays as the kernel left it.
