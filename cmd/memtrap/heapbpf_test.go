@@ -17,10 +17,13 @@ import (
 // breakpoints, MEMTRAP_HOOKS=int3) report the same allocations, frees,
 // reallocations and writes, with the same backtraces: overflows,
 // use-after-free, realloc and posix_memalign, counting with every=,
-// redzones, four threads, a thread that blocks every signal (the kernel's
+// redzones, four threads, the stack slot of a return address left as
+// natively (mode slot: the target checks), a thread that blocks every signal (the kernel's
 // filter stops a call with SIGSTOP, which nothing blocks), a followed fork
-// and a fork that executes, a static binary's own malloc. The watch header
-// says which path ran.
+// and a fork that executes, a static binary's own malloc. The kernel's
+// filter stops an allocation at its return (a uprobe session), and also
+// at its entry as where the kernel has no sessions (MEMTRAP_HOOKS=entry).
+// The watch header says which path ran.
 func TestHeapBothPaths(t *testing.T) {
 	prog := heapProg(t)
 	static := fixture.Build(t, "cmd/memtrap/testdata/heap.c", "-O0", "-g", "-pthread", "-static")
@@ -35,6 +38,7 @@ func TestHeapBothPaths(t *testing.T) {
 		{prog, "select", []string{"--backtrace", "0", "--heap", "size=40,every=4", "--heap", "size=33-36"}, false},
 		{prog, "overflow", []string{"--backtrace", "1", "--heap", "size=24,nth=1", "--redzone", "16"}, false},
 		{prog, "threads", []string{"--backtrace", "0", "--heap", "size=40"}, true},
+		{prog, "slot", []string{"--backtrace", "2", "--heap", "size=40"}, false},
 		{prog, "sigblock", []string{"--backtrace", "1", "--heap", "size=40"}, false},
 		{prog, "fork", []string{"--backtrace", "1", "--heap", "size=40", "--follow-forks"}, false},
 		{prog, "forkexec", []string{"--backtrace", "0", "--heap", "size=40", "--follow-forks"}, false},
@@ -51,13 +55,20 @@ func TestHeapBothPaths(t *testing.T) {
 			}
 			t.Fatalf("%s: the default path is not the kernel's filter: %s", name, fastHow)
 		}
+		if !strings.Contains(fastHow, "an allocation at its return") && kernelAtLeast(t, 6, 13) {
+			t.Fatalf("%s: Linux has uprobe sessions since 6.13, but the gate stops allocations at their entry: %s", name, fastHow)
+		}
+		entry, entryHow := heapPath(t, c.prog, c.mode, "entry", c.args)
+		if !strings.Contains(entryHow, "by BPF uprobes") || !strings.Contains(entryHow, "at their entry") {
+			t.Fatalf("%s: MEMTRAP_HOOKS=entry did not take the gate's entry path: %s", name, entryHow)
+		}
 		exact, exactHow := heapPath(t, c.prog, c.mode, "int3", c.args)
 		if !strings.Contains(exactHow, "by int3 breakpoints") {
 			t.Fatalf("%s: MEMTRAP_HOOKS=int3 did not take the int3 path: %s", name, exactHow)
 		}
 		if c.unordered {
 			// Blocks are numbered in the order the threads allocate.
-			for _, l := range [][]string{fast, exact} {
+			for _, l := range [][]string{fast, entry, exact} {
 				for i := range l {
 					l[i] = blockNumber.ReplaceAllString(l[i], "#")
 				}
@@ -69,6 +80,9 @@ func TestHeapBothPaths(t *testing.T) {
 		}
 		if strings.Join(fast, "\n") != strings.Join(exact, "\n") {
 			t.Errorf("%s: BPF path\n %s\nint3 path\n %s", name, strings.Join(fast, "\n "), strings.Join(exact, "\n "))
+		}
+		if strings.Join(entry, "\n") != strings.Join(exact, "\n") {
+			t.Errorf("%s: BPF path stopping at entries\n %s\nint3 path\n %s", name, strings.Join(entry, "\n "), strings.Join(exact, "\n "))
 		}
 	}
 }
@@ -156,4 +170,19 @@ func TestHeapPIDNamespace(t *testing.T) {
 	if len(outside) == 0 || strings.Join(inside, "\n") != strings.Join(outside, "\n") {
 		t.Errorf("in a PID namespace\n %s\noutside\n %s", strings.Join(inside, "\n "), strings.Join(outside, "\n "))
 	}
+}
+
+// kernelAtLeast says whether the running kernel's release is at least
+// major.minor.
+func kernelAtLeast(t *testing.T, major, minor int) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(string(b), "%d.%d", &ma, &mi); err != nil {
+		t.Fatalf("kernel release %q: %v", b, err)
+	}
+	return ma > major || ma == major && mi >= minor
 }

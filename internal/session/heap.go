@@ -289,16 +289,25 @@ func (se *session) hookHeap(w *pagewatch.Watch, hooks *hook.Set) (string, error)
 	how := "by int3 breakpoints, every call stopped"
 	switch {
 	case gate != nil && len(trapped) == 0:
-		how = "by BPF uprobes, only the calls that matter stopped"
+		how = "by BPF uprobes, only the calls that matter stopped" + gateWhen(gate)
 	case gate != nil:
-		how = fmt.Sprintf("by BPF uprobes, only the calls that matter stopped (%s by int3 breakpoints)", strings.Join(trapped, ", "))
+		how = fmt.Sprintf("by BPF uprobes, only the calls that matter stopped%s (%s by int3 breakpoints)", gateWhen(gate), strings.Join(trapped, ", "))
 	}
 	return fmt.Sprintf("watching heap blocks (%s) from their allocation on: %s of %s hooked %s", strings.Join(specs, "; "), strings.Join(hooked, ", "), module, how), nil
 }
 
+// gateWhen says where the gate stops an allocation that matters.
+func gateWhen(g *bpfhook.Gate) string {
+	if g.AtReturn() {
+		return ", an allocation at its return"
+	}
+	return ", at their entry"
+}
+
 // heapGate is the gate that filters the allocator calls of process pid
 // in the kernel, or nil where the int3 path is the one to take: no BPF
-// uprobes here, MEMTRAP_HOOKS=int3 (tests run both paths), or a spec
+// uprobes here, MEMTRAP_HOOKS=int3 (tests run both paths; =entry has
+// the gate stop allocations at their entry, not their return), or a spec
 // with no size (a site alone: every call needs its backtrace); or a
 // target memtrap lets go before it ends (attach, --on-hit stop,
 // --max-writes): a process that hit a uprobe keeps the kernel's
@@ -323,6 +332,9 @@ func (se *session) heapGate(pid int) *bpfhook.Gate {
 	if err != nil {
 		_ = se.rep.Note(fmt.Sprintf("--heap: %v; every allocator call stops memtrap (int3 breakpoints)", err))
 		return nil
+	}
+	if os.Getenv("MEMTRAP_HOOKS") == "entry" {
+		g.EntryOnly() // as where the kernel has no uprobe sessions
 	}
 	return g
 }

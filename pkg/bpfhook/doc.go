@@ -27,6 +27,24 @@
 // SIGSTOP because nothing can block it: another signal could stay pending
 // in a thread that blocks it, and the call would go by unseen.
 //
+// # A stop at the return
+//
+// An allocation that matters for its size alone needs memtrap at its
+// return only (the block's address), not at its entry too. Where the
+// kernel has uprobe sessions (BPF_TRACE_UPROBE_SESSION, Linux 6.13) the
+// program runs at the entry and, for the calls its entry run returned 0
+// for, once more at their return: the entry records the call in the calls
+// map by thread (unless the thread is inside a call recorded already: an
+// allocator calling itself), and the return, if it is that call's (its rsp
+// one word above the recorded slot), moves it to pending with the result
+// and stops the thread as above. One stop instead of two, and no
+// trampoline of memtrap's. The kernel's uretprobe trampoline may still
+// hold the thread when it stops (x86's uretprobe syscall returns to it,
+// before its last pop r11, pop rcx, ret): the tracer completes those
+// itself (hook.Set). Calls that need their entry (a watched block given,
+// or every call while StopAll) stop there as before. [Gate.EntryOnly]
+// takes the entry stop for every call, as where there are no sessions.
+//
 // # System calls
 //
 // A [SysGate] does the same for a process's system calls, with one program

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -33,6 +35,10 @@ type Entry struct {
 	Addr          uint64 // the function's entry point
 	Rsp           uint64 // the return address's slot
 	Rdi, Rsi, Rdx uint64
+	// Ret says the stop is at the call's return (the thread back in its
+	// caller, Rax the result), not at its entry.
+	Ret bool
+	Rax uint64
 }
 
 // ErrUnavailable means the kernel cannot run gates here (no BPF, no
@@ -60,14 +66,17 @@ type Gate struct {
 	ns     pidNS // memtrap's, in which tgid and the tids are
 	ranges [][2]uint64
 	// blocks: the watched block addresses; pending: each stopped call's
-	// Entry, by tid; state: [0] stop every call, [1] stops the kernel
-	// failed to send.
-	blocks, pending, state *ebpf.Map
-	progs                  []*ebpf.Program
-	links                  []link.Link
-	fns                    []uint64
-	calls                  []Call
-	all                    bool
+	// Entry, by tid; calls: each call awaited at its return, by tid;
+	// state: [0] stop every call, [1] stops the kernel failed to send.
+	blocks, pending, calls, state *ebpf.Map
+	progs                         []*ebpf.Program
+	links                         []link.Link
+	fns                           []uint64
+	fcalls                        []Call
+	all                           bool
+	// entryOnly: no session (every call that matters stops at its
+	// entry); session: the gate's program runs at the returns too.
+	entryOnly, session bool
 }
 
 const (
@@ -96,6 +105,11 @@ func New(tgid int, ranges [][2]uint64) (*Gate, error) {
 		g.Close()
 		return nil, fmt.Errorf("%w: creating the map of stopped calls: %v", ErrUnavailable, err)
 	}
+	if g.calls, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: entrySize,
+		MaxEntries: maxPending}); err != nil {
+		g.Close()
+		return nil, fmt.Errorf("%w: creating the map of calls awaited: %v", ErrUnavailable, err)
+	}
 	if g.state, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 2}); err != nil {
 		g.Close()
 		return nil, fmt.Errorf("%w: creating the gate's state: %v", ErrUnavailable, err)
@@ -118,6 +132,13 @@ func ownPIDNS() (pidNS, error) {
 	return pidNS{dev: uint64(unix.Major(st.Dev))<<20 | uint64(unix.Minor(st.Dev)), ino: st.Ino}, nil
 }
 
+// gateFile is a file the gate has uprobes in: offsets in it, and each
+// one's cookie (the function's index).
+type gateFile struct {
+	path          string
+	offs, cookies []uint64
+}
+
 // Attach puts the gate at functions of the process: fns[i] is the
 // address of one in the process (mapped from a file), calls[i] where its
 // calls carry what the gate looks at. A gate is attached once.
@@ -131,12 +152,8 @@ func (g *Gate) Attach(fns []uint64, calls []Call) error {
 	}
 	// One link per file: closing one waits for the kernel's grace period
 	// (about 0.1 s here) once for all its uprobes.
-	type file struct {
-		path          string
-		offs, cookies []uint64
-	}
-	var files []*file
-	byPath := map[string]*file{}
+	var files []*gateFile
+	byPath := map[string]*gateFile{}
 	for i, entry := range fns {
 		var m *procmaps.Mapping
 		for j := range maps {
@@ -156,37 +173,124 @@ func (g *Gate) Attach(fns []uint64, calls []Call) error {
 			if _, err := os.Stat(path); err != nil {
 				path = m.Path
 			}
-			f = &file{path: path}
+			f = &gateFile{path: path}
 			byPath[m.Path] = f
 			files = append(files, f)
 		}
 		f.offs = append(f.offs, entry-m.Start+m.Offset)
 		f.cookies = append(f.cookies, uint64(i))
 	}
-	insns, err := program(g, fns, calls)
+	// A session first: the calls that matter for their result stop at
+	// their return only. Where the kernel has no sessions, at their entry.
+	var errs []error
+	for _, session := range []bool{true, false} {
+		if session && g.entryOnly {
+			continue
+		}
+		err := g.attach(files, fns, calls, session)
+		if err == nil {
+			g.session = session
+			g.fns, g.fcalls = fns, calls
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// attach loads the program (a session's or the entry's) and links it to
+// the functions at offs in each file.
+func (g *Gate) attach(files []*gateFile, fns []uint64, calls []Call, session bool) error {
+	insns, err := program(g, fns, calls, session)
 	if err != nil {
 		return err
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Kprobe, AttachType: ebpf.AttachTraceUprobeMulti,
+	at := ebpf.AttachTraceUprobeMulti
+	if session {
+		at = attachUprobeSession
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Kprobe, AttachType: at,
 		Instructions: insns, License: "GPL"})
 	if err != nil {
 		return fmt.Errorf("%w: loading the program: %v", ErrUnavailable, err)
 	}
-	g.progs = append(g.progs, prog)
 	for _, f := range files {
-		ex, err := link.OpenExecutable(f.path)
-		if err != nil {
-			g.Detach()
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		var l link.Link
+		if session {
+			l, err = sessionLink(f.path, prog, f.offs, f.cookies, g.tgid)
+		} else {
+			var ex *link.Executable
+			if ex, err = link.OpenExecutable(f.path); err == nil {
+				l, err = ex.UprobeMulti(nil, prog, &link.UprobeMultiOptions{Addresses: f.offs, Cookies: f.cookies, PID: uint32(g.tgid)})
+			}
 		}
-		l, err := ex.UprobeMulti(nil, prog, &link.UprobeMultiOptions{Addresses: f.offs, Cookies: f.cookies, PID: uint32(g.tgid)})
 		if err != nil {
 			g.Detach()
+			prog.Close()
 			return fmt.Errorf("%w: uprobes in %s: %v", ErrUnavailable, f.path, err)
 		}
 		g.links = append(g.links, l)
 	}
-	g.fns, g.calls = fns, calls
+	g.progs = append(g.progs, prog)
+	return nil
+}
+
+// attachUprobeSession is BPF_TRACE_UPROBE_SESSION (Linux 6.13), which
+// cilium/ebpf's link package does not create yet: sessionLink does.
+const attachUprobeSession = ebpf.AttachType(57)
+
+// sessionLink links prog as a uprobe session to the functions at offs in
+// the file at path, in process pid: the link of uprobe_multi, with the
+// session's attach type (bpf(2) BPF_LINK_CREATE, union bpf_attr's
+// link_create.uprobe_multi).
+func sessionLink(path string, prog *ebpf.Program, offs, cookies []uint64, pid int) (link.Link, error) {
+	p, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return nil, err
+	}
+	attr := struct {
+		progFD, targetFD, attachType, flags uint32
+		path, offsets, refCtr, cookies      uint64
+		cnt, umFlags, pid, _                uint32
+	}{
+		progFD: uint32(prog.FD()), attachType: uint32(attachUprobeSession),
+		path:    uint64(uintptr(unsafe.Pointer(p))),
+		offsets: uint64(uintptr(unsafe.Pointer(&offs[0]))),
+		cookies: uint64(uintptr(unsafe.Pointer(&cookies[0]))),
+		cnt:     uint32(len(offs)), pid: uint32(pid),
+	}
+	const bpfLinkCreate = 28
+	fd, _, errno := unix.Syscall(unix.SYS_BPF, bpfLinkCreate, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	runtime.KeepAlive(p)
+	runtime.KeepAlive(offs)
+	runtime.KeepAlive(cookies)
+	if errno != 0 {
+		return nil, fmt.Errorf("creating a uprobe session: %w", errno)
+	}
+	l, err := link.NewFromFD(int(fd))
+	if err != nil {
+		unix.Close(int(fd))
+		return nil, err
+	}
+	return l, nil
+}
+
+// AtReturn says whether the calls that matter for their result stop at
+// their return (a session), not at their entry.
+func (g *Gate) AtReturn() bool { return g.session }
+
+// EntryOnly has the gate stop every call that matters at its entry, as
+// where the kernel has no uprobe sessions (tests take both ways). Before
+// Attach.
+func (g *Gate) EntryOnly() { g.entryOnly = true }
+
+// Forget drops what the gate holds for thread tid, which is gone: a call
+// it awaited the return of (a new thread with its id must not inherit
+// it).
+func (g *Gate) Forget(tid int) error {
+	if err := g.calls.Delete(uint32(tid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("the gate's calls awaited: %w", err)
+	}
 	return nil
 }
 
@@ -298,7 +402,7 @@ func (g *Gate) Close() error {
 		p.Close()
 	}
 	g.progs = nil
-	for _, m := range []*ebpf.Map{g.blocks, g.pending, g.state} {
+	for _, m := range []*ebpf.Map{g.blocks, g.pending, g.calls, g.state} {
 		if m != nil {
 			m.Close()
 		}
@@ -330,7 +434,8 @@ func (g *Gate) Fork(pid int) (*Gate, error) {
 		c.Close()
 		return nil, err
 	}
-	if err := c.Attach(g.fns, g.calls); err != nil {
+	c.entryOnly = g.entryOnly
+	if err := c.Attach(g.fns, g.fcalls); err != nil {
 		c.Close()
 		return nil, err
 	}

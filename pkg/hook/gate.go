@@ -1,6 +1,7 @@
 package hook
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/memtrap/memtrap/pkg/bpfhook"
@@ -12,7 +13,17 @@ import (
 // UseGate has the set put the entry breakpoints of AddGated in g, the
 // kernel's uprobes of the process, which stop only the calls that matter.
 // The set closes g at Remove and Forget.
-func (s *Set) UseGate(g *bpfhook.Gate) { s.gate = g }
+func (s *Set) UseGate(g *bpfhook.Gate) {
+	s.gate = g
+	if !s.goneHooked {
+		s.goneHooked = true
+		s.p.OnThreadGone(func(tid int) {
+			if s.gate != nil {
+				_ = s.gate.Forget(tid) // a map's delete: fails only if the map is gone
+			}
+		})
+	}
+}
 
 // Gate is the set's gate, or nil.
 func (s *Set) Gate() *bpfhook.Gate { return s.gate }
@@ -138,8 +149,51 @@ func (s *Set) gateHit(t *tracer.Thread, gs gateStop) error {
 	if err := t.Regs(&regs); err != nil {
 		return err
 	}
-	regs.Rip, regs.Rsp, regs.Rdi, regs.Rsi, regs.Rdx = e.Addr, e.Rsp, e.Rdi, e.Rsi, e.Rdx
-	return hit(t, &regs)
+	if !e.Ret {
+		regs.Rip, regs.Rsp, regs.Rdi, regs.Rsi, regs.Rdx = e.Addr, e.Rsp, e.Rdi, e.Rsi, e.Rdx
+		return hit(t, &regs)
+	}
+	if err := s.finishReturn(t, e, &regs); err != nil {
+		return err
+	}
+	entry := regs
+	entry.Rip, entry.Rsp, entry.Rdi, entry.Rsi, entry.Rdx = e.Addr, e.Rsp, e.Rdi, e.Rsi, e.Rdx
+	s.atReturn = &returnStop{tid: t.Tid, slot: e.Rsp, regs: regs}
+	defer func() { s.atReturn = nil }()
+	return hit(t, &entry)
+}
+
+// finishReturn takes a thread the gate stopped at the return of call e
+// to the state the return leaves natively: back in its caller, at the
+// return address, rsp one word above the slot (regs, set in the thread
+// too). The kernel's uretprobe stops it either there (it returned through
+// iret, or an int3 trampoline) or in its trampoline page, before that
+// page's last instructions: pop r11, pop rcx, ret, with the slot holding
+// the return address (x86's uretprobe syscall, Linux 6.11).
+func (s *Set) finishReturn(t *tracer.Thread, e bpfhook.Entry, regs *unix.PtraceRegs) error {
+	switch regs.Rsp {
+	case e.Rsp + 8:
+		return nil
+	case e.Rsp - 16:
+		var b [24]byte
+		if err := s.p.ReadMemory(regs.Rsp, b[:]); err != nil {
+			return err
+		}
+		regs.R11 = binary.LittleEndian.Uint64(b[0:])
+		regs.Rcx = binary.LittleEndian.Uint64(b[8:])
+		regs.Rip = binary.LittleEndian.Uint64(b[16:])
+		regs.Rsp = e.Rsp + 8
+		return t.SetRegs(regs)
+	}
+	return fmt.Errorf("thread %d stopped at the return of %#x with rsp %#x, not by its slot %#x", t.Tid, e.Addr, regs.Rsp, e.Rsp)
+}
+
+// returnStop is a gate's stop at a call's return, while its HitFunc runs:
+// a Return it asks for is the call's return, now.
+type returnStop struct {
+	tid  int
+	slot uint64 // the return address's slot at the entry
+	regs unix.PtraceRegs
 }
 
 // gateRewind forgets a gate's stop that will not be handled.

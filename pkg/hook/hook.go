@@ -42,6 +42,9 @@ type Set struct {
 	missed    uint64 // Missed of the gates closed so far
 	gated     map[uint64]HitFunc
 	gateStops map[int]gateStop
+	atReturn  *returnStop // the gate's stop at a return being handled
+	// goneHooked: the process tells the set of threads gone (UseGate).
+	goneHooked bool
 	// gateFns, gateCalls: what the gate is (to be) attached to.
 	gateFns   []uint64
 	gateCalls []bpfhook.Call
@@ -165,6 +168,11 @@ func relocatable(inst *x86asm.Inst) bool {
 // address is pointed at the trampoline, the way the kernel's uretprobes do,
 // so that no byte of the caller's code changes.
 func (s *Set) Return(t *tracer.Thread, regs *unix.PtraceRegs, f ReturnFunc) error {
+	if r := s.atReturn; r != nil && r.tid == t.Tid && r.slot == regs.Rsp {
+		// The gate stopped the call at its return: it is now.
+		ret := r.regs
+		return f(t, &ret)
+	}
 	var b [8]byte
 	if err := s.p.ReadMemory(regs.Rsp, b[:]); err != nil {
 		return err
@@ -279,7 +287,21 @@ func (s *Set) returned(t *tracer.Thread, regs *unix.PtraceRegs) error {
 	if err := t.SetRegs(regs); err != nil {
 		return err
 	}
+	// Once the thread is back at its real return address: it must be
+	// there whatever fails next.
+	if err := s.restoreSlot(c); err != nil {
+		return err
+	}
 	return c.f(t, regs)
+}
+
+// restoreSlot puts the real return address back in the slot the return
+// popped it from (below rsp now): natively, that is what the slot holds
+// after the return, not the trampoline's address.
+func (s *Set) restoreSlot(c pending) error {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], c.ra)
+	return s.p.WriteMemory(c.slot, b[:])
 }
 
 // Rewind undoes a stop that Owns which will not be handled (a detach came
@@ -300,7 +322,10 @@ func (s *Set) Rewind(t *tracer.Thread) error {
 			if stack[i].slot+8 == regs.Rsp {
 				regs.Rip = stack[i].ra
 				s.rets[t.Tid] = stack[:i]
-				return t.SetRegs(&regs)
+				if err := t.SetRegs(&regs); err != nil {
+					return err
+				}
+				return s.restoreSlot(stack[i])
 			}
 		}
 		return fmt.Errorf("thread %d at memtrap's trampoline with no call awaited", t.Tid)

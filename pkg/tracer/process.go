@@ -33,9 +33,10 @@ type Process struct {
 	tracerTid  int
 	ownChild   bool // launched by us: reap on exit, EXITKILL set
 	options    int
-	sysInsn    uint64 // address of a `syscall` instruction in the target
-	idle       func() // OnIdle
-	quiet      bool   // QuietInjection
+	sysInsn    uint64          // address of a `syscall` instruction in the target
+	idle       func()          // OnIdle
+	quiet      bool            // QuietInjection
+	gone       []func(tid int) // OnThreadGone
 
 	queue   []queued         // stops seen while stopping the world, handed out by Wait
 	early   map[int]waitInfo // first stops of tasks whose creator has not reported them yet
@@ -185,7 +186,15 @@ func (p *Process) addThread(tid int) *Thread {
 func (p *Process) dropThread(tid int) {
 	delete(p.threads, tid)
 	p.notif.untrack(tid)
+	for _, f := range p.gone {
+		f(tid)
+	}
 }
+
+// OnThreadGone has f told of each thread the process forgets (it exited,
+// or memtrap let it go), on the ptrace thread: so that what is kept by
+// thread id is not inherited by a new thread with the same id.
+func (p *Process) OnThreadGone(f func(tid int)) { p.gone = append(p.gone, f) }
 
 // Threads returns the live threads, ordered by tid.
 func (p *Process) Threads() []*Thread {

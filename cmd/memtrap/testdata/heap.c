@@ -31,6 +31,30 @@ static void *worker(void *arg) {
 	return NULL;
 }
 
+// slot_kept calls malloc(40) and says whether the stack slot its return
+// address was pushed to still holds it after the return, as it does
+// natively: nothing memtrap puts there (a trampoline's address) is left.
+__attribute__((noinline)) int slot_kept(void) {
+	void *p, *ra, *slot;
+	__asm__ volatile(
+		"mov %%rsp, %%rbx\n\t"
+		"sub $256, %%rsp\n\t"
+		"and $-16, %%rsp\n\t"
+		"mov $40, %%edi\n\t"
+		"call malloc@PLT\n"
+		"1:\n\t"
+		"mov -8(%%rsp), %2\n\t"
+		"lea 1b(%%rip), %1\n\t"
+		"mov %%rbx, %%rsp\n\t"
+		"mov %%rax, %0\n\t"
+		: "=r"(p), "=r"(ra), "=r"(slot)
+		:
+		: "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "memory", "cc");
+	stamp(p, 9);
+	free(p);
+	return ra == slot;
+}
+
 int main(int argc, char **argv) {
 	const char *mode = argc > 1 ? argv[1] : "";
 	if (!strcmp(mode, "overflow")) {
@@ -104,6 +128,8 @@ int main(int argc, char **argv) {
 		stamp(a, 4);
 		printf("child %d\n", WEXITSTATUS(st));
 		free(a);
+	} else if (!strcmp(mode, "slot")) {
+		printf("slot=%d\n", slot_kept());
 	} else if (!strcmp(mode, "threads")) {
 		pthread_t t[4];
 		for (long i = 0; i < 4; i++)
