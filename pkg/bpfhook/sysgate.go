@@ -122,14 +122,20 @@ func (g *SysGate) Load(rules []tracer.FilterRule) error {
 //	stop: pending[tid] = number; send SIGSTOP to the thread
 //	      (if that fails: forget it, state[0]++)
 func sysProgram(g *SysGate, rules []tracer.FilterRule) (asm.Instructions, error) {
-	in := append(inProcess(g.ns, g.tgid, sgTid),
+	// The number first: the program runs at every call of every process,
+	// and most calls are of a number no rule has.
+	in := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
 		// The tracepoint's first argument is the thread's pt_regs.
 		asm.LoadMem(asm.R9, asm.R6, 0, asm.DWord),
 		asm.LoadMem(asm.R7, asm.R9, 120, asm.DWord), // orig_ax
-	)
+	}
 	in = append(in, numberTest(rules)...)
+	ours := inProcessFrom(g.ns, g.tgid, sgTid)
+	ours[0] = ours[0].WithSymbol("rules")
+	in = append(in, ours...)
 	in = append(in,
-		asm.LoadMapPtr(asm.R1, g.quiet.FD()).WithSymbol("rules"),
+		asm.LoadMapPtr(asm.R1, g.quiet.FD()),
 		asm.Mov.Reg(asm.R2, asm.R10),
 		asm.Add.Imm(asm.R2, sgTid),
 		asm.FnMapLookupElem.Call(),
@@ -164,7 +170,7 @@ func sysProgram(g *SysGate, rules []tracer.FilterRule) (asm.Instructions, error)
 		asm.Return(),
 		asm.StoreMem(asm.R10, sgNr, asm.R7, asm.DWord).WithSymbol("stop"),
 	)
-	in = append(in, stopThread(g.pending, sgTid, sgNr, g.state, sgNr, 0)...)
+	in = append(in, stopThread(g.pending, sgTid, sgNr, g.state, sgNr, 0, 0, "")...)
 	return in, nil
 }
 
