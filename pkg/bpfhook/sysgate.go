@@ -73,7 +73,7 @@ func NewSysGate(tgid int) (*SysGate, error) {
 	if g.pending, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: maxPending}); err != nil {
 		return nil, fmt.Errorf("%w: creating the map of stopped calls: %v", ErrNoSysGate, err)
 	}
-	if g.state, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1}); err != nil {
+	if g.state, err = newState(1); err != nil {
 		g.Close()
 		return nil, fmt.Errorf("%w: creating the gate's state: %v", ErrNoSysGate, err)
 	}
@@ -263,13 +263,7 @@ func (g *SysGate) Pending() []int {
 }
 
 // Missed counts the calls whose SIGSTOP could not be sent.
-func (g *SysGate) Missed() uint64 {
-	var v uint64
-	if g.state.Lookup(uint32(0), &v) != nil {
-		return 0
-	}
-	return v
-}
+func (g *SysGate) Missed() uint64 { return word(g.state, 0) }
 
 // Detach takes the program off sys_exit: no new stops come. Pending keeps
 // the stops on their way.
