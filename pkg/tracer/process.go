@@ -93,6 +93,7 @@ type Thread struct {
 	exiting   bool // reported PTRACE_EVENT_EXIT: never stops again
 	foreign   bool // a vfork/CLONE_VM child: shares our memory, not our tgid
 	deferred  []Siginfo
+	rseq      rseqConf // the thread's rseq registration, once seen (Rseq)
 	// held: Resume leaves the thread in its stop (see Hold); heldSig is
 	// the signal a Resume meanwhile asked to deliver.
 	held    bool

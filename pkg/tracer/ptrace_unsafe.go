@@ -144,6 +144,9 @@ const ptraceGetRseqConfiguration = 0x420f
 // Rseq returns the thread's registered rseq area (address 0: none), which
 // the kernel writes whenever the thread is preempted, migrated or signalled.
 func (t *Thread) Rseq() (addr uint64, size uint32, err error) {
+	if t.rseq.ptr != 0 {
+		return t.rseq.ptr, t.rseq.size, nil
+	}
 	var conf struct {
 		ptr       uint64
 		size      uint32
@@ -154,5 +157,17 @@ func (t *Thread) Rseq() (addr uint64, size uint32, err error) {
 	if err := ptracePtr(ptraceGetRseqConfiguration, t.Tid, unsafe.Sizeof(conf), unsafe.Pointer(&conf)); err != nil {
 		return 0, 0, err
 	}
+	if conf.ptr != 0 {
+		t.rseq = rseqConf{conf.ptr, conf.size}
+	}
 	return conf.ptr, conf.size, nil
+}
+
+// rseqConf is the start of struct ptrace_rseq_configuration: where a
+// thread's rseq area is. A thread registers once (glibc, as it starts) and
+// keeps it until it exits or executes a new program; one that unregisters
+// to register again elsewhere is not seen (memtrap would read the old).
+type rseqConf struct {
+	ptr  uint64
+	size uint32
 }

@@ -280,6 +280,9 @@ func (p *Process) handle(w waitInfo) (Stop, bool, error) {
 	case unix.PTRACE_EVENT_CLONE, unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
 		return p.handleNewTask(t, event(ws))
 	case unix.PTRACE_EVENT_EXEC:
+		for _, th := range p.threads {
+			th.rseq = rseqConf{} // execve ends the registration
+		}
 		return p.handleExec(t)
 	case unix.PTRACE_EVENT_SECCOMP:
 		if msg, err := ptraceEventMsg(t.Tid); err != nil || msg != filterMarker {
