@@ -6,8 +6,9 @@
  *   untouched N  N stores to `elsewhere`, on another page (never trapped)
  *   threads N    4 threads, N/4 stores each to their own slot of `slots`
  *   int3 N       N breakpoint traps (the ptrace floor, measured by the tracer)
- *   heap N [S]   N malloc(S)/free pairs (S default 40), each block's first
- *                word written once in between
+ *   heap N [S [nowrite]]  N malloc(S)/free pairs (S default 40), each
+ *                block's first word written once in between (not with
+ *                nowrite)
  *   syscalls N [traced]  N getppid calls (no memory written); with traced,
  *                first waits for a tracer and 0.3 s more for it to arm.
  *                Prints the seconds the N calls took instead of a count.
@@ -92,12 +93,14 @@ int main(int argc, char **argv)
 		watched = n / 4 * 4;
 	} else if (!strcmp(mode, "heap")) {
 		size_t size = argc > 3 ? (size_t)atol(argv[3]) : 40;
+		int write = !(argc > 4 && !strcmp(argv[4], "nowrite"));
 		for (long i = 0; i < n; i++) {
 			volatile long *p = malloc(size);
-			p[0] = i;
+			if (write)
+				p[0] = i;
 			free((void *)p);
 		}
-		watched = n;
+		watched = write ? n : 0;
 	} else if (!strcmp(mode, "syscalls")) {
 		if (argc > 3 && !strcmp(argv[3], "traced")) {
 			const struct timespec ms = {0, 1000000}, arm = {0, 300000000};
