@@ -156,6 +156,9 @@ func (s *Set) gateHit(t *tracer.Thread, gs gateStop) error {
 	if err := s.finishReturn(t, e, &regs); err != nil {
 		return err
 	}
+	// The result as the call returned it: the thread may be in a signal
+	// handler by now (finishReturn).
+	regs.Rax = e.Rax
 	entry := regs
 	entry.Rip, entry.Rsp, entry.Rdi, entry.Rsi, entry.Rdx = e.Addr, e.Rsp, e.Rdi, e.Rsi, e.Rdx
 	s.atReturn = &returnStop{tid: t.Tid, slot: e.Rsp, regs: regs}
@@ -170,6 +173,11 @@ func (s *Set) gateHit(t *tracer.Thread, gs gateStop) error {
 // iret, or an int3 trampoline) or in its trampoline page, before that
 // page's last instructions: pop r11, pop rcx, ret, with the slot holding
 // the return address (x86's uretprobe syscall, Linux 6.11).
+//
+// Or a signal of the target's own, pending too, came first: the thread
+// stopped at its handler's first instruction, the return's state saved in
+// the signal frame, which sigreturn takes it back to. A thread anywhere
+// else is left as it is.
 func (s *Set) finishReturn(t *tracer.Thread, e bpfhook.Entry, regs *unix.PtraceRegs) error {
 	switch regs.Rsp {
 	case e.Rsp + 8:
@@ -185,7 +193,7 @@ func (s *Set) finishReturn(t *tracer.Thread, e bpfhook.Entry, regs *unix.PtraceR
 		regs.Rsp = e.Rsp + 8
 		return t.SetRegs(regs)
 	}
-	return fmt.Errorf("thread %d stopped at the return of %#x with rsp %#x, not by its slot %#x", t.Tid, e.Addr, regs.Rsp, e.Rsp)
+	return nil
 }
 
 // returnStop is a gate's stop at a call's return, while its HitFunc runs:

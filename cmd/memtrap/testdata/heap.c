@@ -19,6 +19,24 @@ __attribute__((noinline)) long *alloc_b(size_t n) { return malloc(n); }
 
 static void on_usr1(int sig) { (void)sig; write(1, "usr1\n", 5); }
 
+static volatile int usr2;
+static void on_usr2(int sig) { (void)sig; usr2++; }
+
+struct pester {
+	pthread_t to;
+	int stop;
+};
+
+static void *pester(void *arg) {
+	struct pester *pe = arg;
+	while (!__atomic_load_n(&pe->stop, __ATOMIC_SEQ_CST)) {
+		pthread_kill(pe->to, SIGUSR2);
+		for (volatile int i = 0; i < 2000; i++)
+			;
+	}
+	return NULL;
+}
+
 static void *worker(void *arg) {
 	long id = (long)arg;
 	long *blocks[50];
@@ -152,6 +170,28 @@ int main(int argc, char **argv) {
 		raise(SIGUSR1);
 		sigprocmask(SIG_UNBLOCK, &all, NULL);
 		printf("sigblock done\n");
+	} else if (!strcmp(mode, "signalled")) {
+		// Another thread signals this one without pause while it
+		// allocates: now and then a signal is delivered at the very
+		// return (or entry) of a malloc the gate stops, its handler
+		// run before the gate's stop.
+		struct sigaction sa = {0};
+		sa.sa_handler = on_usr2;
+		sa.sa_flags = SA_RESTART;
+		sigaction(SIGUSR2, &sa, NULL);
+		struct pester pe = {pthread_self(), 0};
+		pthread_t th;
+		pthread_create(&th, NULL, pester, &pe);
+		while (!usr2)
+			; // the signals are coming
+		for (long i = 1; i <= 300; i++) {
+			long *p = malloc(40);
+			stamp(p, i);
+			free(p);
+		}
+		__atomic_store_n(&pe.stop, 1, __ATOMIC_SEQ_CST);
+		pthread_join(th, NULL);
+		printf("signalled done, handler ran: %d\n", usr2 > 0);
 	}
 	return 0;
 }
