@@ -9,26 +9,26 @@ import (
 // offsetof(struct user, u_debugreg) on x86-64.
 const debugRegOffset = 848
 
-// DebugReg reads debug register i (0-7) of a stopped thread.
+// DebugReg reads debug register i (0-7) of a stopped thread: one
+// PTRACE_PEEKUSR (the kernel stores the word at data).
 func (t *Thread) DebugReg(i int) (uint64, error) {
-	var buf [8]byte
-	if _, err := unix.PtracePeekUser(t.Tid, uintptr(debugRegOffset+8*i), buf[:]); err != nil {
+	v, err := ptracePeekWord(unix.PTRACE_PEEKUSR, t.Tid, uintptr(debugRegOffset+8*i))
+	if err != nil {
 		return 0, fmt.Errorf("reading DR%d of %d: %w", i, t.Tid, err)
 	}
-	return leUint64(buf[:]), nil
+	return v, nil
 }
 
 // SetDebugReg writes debug register i (0-3 addresses, 6 status, 7 control)
-// of a stopped thread. The kernel validates addresses and DR7 bits.
+// of a stopped thread. The kernel validates addresses and DR7 bits. One
+// PTRACE_POKEUSR: unix.PtracePokeUser reads the word first, for the bytes
+// of a write shorter than a word (two system calls for every debug
+// register set).
 func (t *Thread) SetDebugReg(i int, v uint64) error {
 	if err := failPoint(fmt.Sprintf("writing DR%d of %d", i, t.Tid)); err != nil {
 		return err
 	}
-	var buf [8]byte
-	for j := range buf {
-		buf[j] = byte(v >> (8 * j))
-	}
-	if _, err := unix.PtracePokeUser(t.Tid, uintptr(debugRegOffset+8*i), buf[:]); err != nil {
+	if err := ptraceRaw(unix.PTRACE_POKEUSR, t.Tid, uintptr(debugRegOffset+8*i), uintptr(v)); err != nil {
 		return fmt.Errorf("writing DR%d of %d: %w", i, t.Tid, err)
 	}
 	return nil

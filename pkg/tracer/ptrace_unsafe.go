@@ -76,6 +76,14 @@ func ptraceSetSiginfo(tid int, si *Siginfo) error {
 	return ptracePtr(unix.PTRACE_SETSIGINFO, tid, 0, unsafe.Pointer(si))
 }
 
+// ptracePeekWord makes a PEEK request (PEEKUSR, PEEKDATA) the kernel
+// answers by storing the word at data, and returns the word.
+func ptracePeekWord(req int, pid int, addr uintptr) (uint64, error) {
+	var v uint64
+	err := ptracePtr(req, pid, addr, unsafe.Pointer(&v))
+	return v, err
+}
+
 func ptraceGetRegs(tid int, r *unix.PtraceRegs) error {
 	return ptracePtr(unix.PTRACE_GETREGS, tid, 0, unsafe.Pointer(r))
 }
