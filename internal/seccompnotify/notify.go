@@ -31,6 +31,9 @@ func (r *Request) Tid() int { return int(binary.LittleEndian.Uint32(r[8:])) }
 // Nr is the system call's number.
 func (r *Request) Nr() int { return int(int32(binary.LittleEndian.Uint32(r[16:]))) }
 
+// IP is the address after the call's `syscall` instruction.
+func (r *Request) IP() uint64 { return binary.LittleEndian.Uint64(r[24:]) }
+
 // Arg is argument i (0-5).
 func (r *Request) Arg(i int) uint64 { return binary.LittleEndian.Uint64(r[32+8*i:]) }
 

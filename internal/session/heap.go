@@ -132,13 +132,10 @@ func (se *session) hook(w *pagewatch.Watch, t *tracer.Thread) ([]string, error) 
 	if !se.hooking() {
 		return nil, nil
 	}
-	hooks, err := hook.New(w.Process(), t)
-	if err != nil {
+	if err := se.codePage(w, t); err != nil {
 		return nil, err
 	}
-	// The watch takes them out again at a detach, also if this fails
-	// half-way.
-	w.SetHooks(hooks)
+	hooks := w.Hooks().(*hook.Set)
 	se.watches[w.Process().Pid] = w
 	var lines []string
 	if len(se.opts.Heap) > 0 {
@@ -150,6 +147,26 @@ func (se *session) hook(w *pagewatch.Watch, t *tracer.Thread) ([]string, error) 
 	}
 	more, err := se.hookFuncs(w, hooks)
 	return append(lines, more...), err
+}
+
+// codePage maps the code page of the breakpoints in w's process, if it is
+// not there yet. Before the watch arms, so that the syscall filters it
+// installs let the calls of its code through (tracer.CallStub).
+func (se *session) codePage(w *pagewatch.Watch, t *tracer.Thread) error {
+	if !se.hooking() {
+		return nil
+	}
+	if _, ok := w.Hooks().(*hook.Set); ok {
+		return nil
+	}
+	hooks, err := hook.New(w.Process(), t)
+	if err != nil {
+		return err
+	}
+	// The watch takes them out again at a detach, also if what follows
+	// fails half-way.
+	w.SetHooks(hooks)
+	return nil
 }
 
 // hooking says whether the session puts breakpoints.

@@ -98,6 +98,9 @@ func (se *session) runWatch(wopts pagewatch.Options) (report.Summary, error) {
 		return report.Summary{}, err
 	}
 	se.w = w
+	if err := se.codePage(w, t); err != nil {
+		return report.Summary{}, err
+	}
 	if err := w.Arm(t); err != nil {
 		return report.Summary{}, err
 	}

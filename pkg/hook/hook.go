@@ -86,15 +86,28 @@ func New(p *tracer.Process, t *tracer.Thread) (*Set, error) {
 	s := &Set{p: p, page: uint64(addr), next: uint64(addr) + slotSize,
 		bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{},
 		gated: map[uint64]HitFunc{}, gateStops: map[int]gateStop{}}
-	// The trampoline: a return lands on an int3.
-	if err := p.WriteMemory(s.page, []byte{int3}); err != nil {
+	// The trampoline: a return lands on an int3. At the page's end, the
+	// code of the tracer's calls on resume.
+	err = p.WriteMemory(s.page, []byte{int3})
+	if err == nil {
+		err = p.WriteMemory(s.stub(), tracer.StubCode)
+	}
+	if err != nil {
 		if _, uerr := t.Syscall(unix.SYS_MUNMAP, addr, pageSize); uerr != nil {
 			err = errors.Join(err, fmt.Errorf("unmapping the code page again: %w", uerr))
 		}
 		return nil, err
 	}
+	p.SetCallStub(s.stub())
 	return s, nil
 }
+
+// stub is where the tracer's StubCode stands in the code page: at its
+// end, after the slots.
+func (s *Set) stub() uint64 { return s.page + pageSize - stubSize }
+
+// stubSize is the room StubCode takes at the end of the code page.
+const stubSize = 64
 
 // Add puts a breakpoint at addr, the first byte of an instruction (a
 // function's entry point).
@@ -112,7 +125,7 @@ func (s *Set) Add(addr uint64, hit HitFunc) error {
 	}
 	bp := &breakpoint{addr: addr, orig: code[0], len: inst.Len, hit: hit}
 	if relocatable(&inst) {
-		if s.next+slotSize > s.page+pageSize {
+		if s.next+slotSize > s.stub() {
 			return ErrNoRoom
 		}
 		bp.slot = s.next
@@ -199,7 +212,7 @@ func (s *Set) Owns(st tracer.Stop) bool {
 	if st.Thread.Regs(&regs) != nil {
 		return false
 	}
-	return regs.Rip-1 == s.page || s.bps[regs.Rip-1] != nil
+	return regs.Rip-1 == s.page || s.bps[regs.Rip-1] != nil || s.p.StubFailed(st, regs.Rip)
 }
 
 // Handle runs what a stop that Owns is for, and leaves the thread stopped,
@@ -215,6 +228,10 @@ func (s *Set) Handle(t *tracer.Thread) error {
 	at := regs.Rip - 1
 	if at == s.page {
 		return s.returned(t, &regs)
+	}
+	if s.p.InStub(regs.Rip) {
+		// A call on resume failed: made again, or the error.
+		return t.LeaveStub()
 	}
 	bp := s.bps[at]
 	regs.Rip = at
@@ -330,6 +347,9 @@ func (s *Set) Rewind(t *tracer.Thread) error {
 		}
 		return fmt.Errorf("thread %d at memtrap's trampoline with no call awaited", t.Tid)
 	}
+	if s.p.InStub(regs.Rip) {
+		return t.LeaveStub()
+	}
 	regs.Rip = at
 	return t.SetRegs(&regs)
 }
@@ -366,6 +386,7 @@ func (s *Set) Remove(t *tracer.Thread) error {
 		return errors.Join(errs...)
 	}
 	s.rets, s.bps = map[int][]pending{}, map[uint64]*breakpoint{}
+	s.p.SetCallStub(0)
 	if t == nil {
 		return nil
 	}
@@ -384,6 +405,12 @@ func (s *Set) leavePage() error {
 	for _, th := range s.p.Threads() {
 		var regs unix.PtraceRegs
 		if th.Regs(&regs) != nil || regs.Rip < s.page || regs.Rip >= s.page+pageSize {
+			continue
+		}
+		if s.p.InStub(regs.Rip) {
+			if err := th.LeaveStub(); err != nil {
+				errs = append(errs, err)
+			}
 			continue
 		}
 		to := uint64(0)
@@ -448,6 +475,7 @@ func (s *Set) restore(p *tracer.Process) error {
 // the old code and the code page are gone.
 func (s *Set) Forget() {
 	s.bps, s.rets, s.replay = map[uint64]*breakpoint{}, map[int][]pending{}, map[int]uint64{}
+	s.p.SetCallStub(0)
 	if g := s.gate; g != nil {
 		s.missed += g.Missed()
 		// Closing waits for the kernel's grace period. After an execve

@@ -93,6 +93,11 @@ func argReg(r *unix.PtraceRegs, i int) *uint64 {
 // both engines here, the rest in the engine's. It returns with the thread
 // resumed.
 func (w *Watch) syscallEntry(t *tracer.Thread, si tracer.SyscallInfo) error {
+	if w.p.InStub(si.IP - 2) {
+		// memtrap's own call on resume, stopped by a filter from before
+		// its code was there: it runs as it is.
+		return t.Resume(0)
+	}
 	if si.Nr == unix.SYS_PTRACE {
 		done, err := w.ptraceCall(t, si)
 		if done || err != nil {

@@ -60,6 +60,12 @@ func (e *pageEngine) arm(t *tracer.Thread) error {
 }
 
 func (e *pageEngine) add(t *tracer.Thread, regions []*Region) error {
+	// A page given back at this stop must have its protection back
+	// before it is read (a block freed, or moved, and its memory handed
+	// out again at once).
+	if err := e.w.p.FlushPending(); err != nil {
+		return err
+	}
 	at, err := e.mappings()
 	if err != nil {
 		return err
@@ -124,7 +130,9 @@ func (e *pageEngine) remove(t *tracer.Thread, drop, keep []*Region) error {
 		if pg == nil {
 			continue
 		}
-		if pg.armed {
+		if pg.armed && len(free) == 1 && t.MprotectOnResume(a, pageSize, pg.prot) {
+			// Given back as t goes on, before anything else runs.
+		} else if pg.armed {
 			if err := t.Mprotect(a, pageSize, pg.prot); err != nil {
 				return fmt.Errorf("disarming page %#x: %w", a, err)
 			}
@@ -135,6 +143,10 @@ func (e *pageEngine) remove(t *tracer.Thread, drop, keep []*Region) error {
 }
 
 func (e *pageEngine) disarm(t *tracer.Thread) error {
+	// The calls on resume first: the books count them as made.
+	if err := e.w.p.FlushPending(); err != nil {
+		return err
+	}
 	return e.setProtection(t, false)
 }
 
@@ -351,7 +363,12 @@ func (e *pageEngine) setProtection(t *tracer.Thread, arm bool) error {
 		if arm {
 			want &^= unix.PROT_WRITE
 		}
-		err := t.Mprotect(addrs[i], uint64(j-i)*pageSize, want)
+		var err error
+		if !arm || i > 0 || j < len(addrs) || !t.MprotectOnResume(addrs[i], uint64(j-i)*pageSize, want) {
+			// Armed now, or as t goes on (a block armed at its
+			// allocator's return: before t runs on).
+			err = t.Mprotect(addrs[i], uint64(j-i)*pageSize, want)
+		}
 		if err != nil && !arm {
 			// Once more: a page left protected would kill the target
 			// at its next write there.

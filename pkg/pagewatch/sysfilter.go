@@ -119,7 +119,9 @@ func (w *Watch) installFilter(t *tracer.Thread, fresh []span, notify bool) error
 			// (noteRefusedListeners).
 			rules = append(rules, tracer.ListenerRule(0))
 		}
-		if f, err = tracer.BuildFilter(rules, notify); err == nil {
+		// memtrap's calls on resume run past it (a filter from before
+		// their code was there stops them: syscallEntry lets them run).
+		if f, err = tracer.BuildFilter(rules, notify, w.p.CallStub()); err == nil {
 			break
 		}
 	}

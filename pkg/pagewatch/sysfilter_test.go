@@ -30,7 +30,7 @@ func TestFilterFits(t *testing.T) {
 				t.Fatalf("span %#x-%#x lost merging to %d", s.lo, s.hi, n)
 			}
 		}
-		if f, err := tracer.BuildFilter(append(filterRules(merged), tracer.ListenerRule(0)), true); err == nil && fit == 0 {
+		if f, err := tracer.BuildFilter(append(filterRules(merged), tracer.ListenerRule(0)), true, tracer.Range{}); err == nil && fit == 0 {
 			fit = n
 			t.Logf("%d ranges: %d bytes", n, f.Size())
 		}

@@ -183,6 +183,11 @@ func (p *Process) Untrace() error {
 		return err
 	}
 	p.swallowWake()
+	for _, t := range p.threads {
+		// The watch disarmed, its calls made first (FlushPending): a
+		// call left would arm a page again, or is one that failed.
+		t.pending = nil
+	}
 	for tid, t := range p.threads {
 		p.notif.untrack(tid)
 		_ = t.endRestart()

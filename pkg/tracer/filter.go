@@ -124,15 +124,16 @@ type Filter struct {
 func (f *Filter) Size() uint64 { return uint64(8*len(f.prog) + 16) }
 
 // BuildFilter assembles the seccomp program for rules: x86-64 calls that
-// match a rule stop, everything else is allowed. With notify, they stop
-// for memtrap's listener (SECCOMP_RET_USER_NOTIF), else for its tracer
-// (SECCOMP_RET_TRACE).
-func BuildFilter(rules []FilterRule, notify bool) (*Filter, error) {
+// match a rule stop, everything else is allowed, and so is every call made
+// from exempt (memtrap's code in the target: CallStub). With notify, they
+// stop for memtrap's listener (SECCOMP_RET_USER_NOTIF), else for its
+// tracer (SECCOMP_RET_TRACE).
+func BuildFilter(rules []FilterRule, notify bool, exempt Range) (*Filter, error) {
 	stop := uint32(unix.SECCOMP_RET_TRACE | filterMarker)
 	if notify {
 		stop = unix.SECCOMP_RET_USER_NOTIF
 	}
-	prog, err := BuildProgram(rules, stop, Range{})
+	prog, err := BuildProgram(rules, stop, exempt)
 	if err != nil {
 		return nil, err
 	}
@@ -355,6 +356,7 @@ func (t *Thread) InstallFilter(f *Filter, buf uint64) error {
 			}
 			return fmt.Errorf("%w: %w", ErrNoListener, err)
 		}
+		p.filters++
 		return nil
 	}
 	opts := p.options | unix.PTRACE_O_TRACESECCOMP
@@ -381,6 +383,7 @@ func (t *Thread) InstallFilter(f *Filter, buf uint64) error {
 		return fmt.Errorf("%w: thread %d could not take it", ErrNoFilter, r)
 	}
 	p.filtered = true
+	p.filters++
 	return nil
 }
 

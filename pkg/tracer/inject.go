@@ -94,6 +94,11 @@ func (t *Thread) inject(run func(insn uint64) (uintptr, error), nr uintptr, args
 	if err := t.p.check(); err != nil {
 		return 0, err
 	}
+	// A call on resume asked for before this one runs before it: the
+	// protections end up as the calls were asked for.
+	if err := t.flushPending(); err != nil {
+		return 0, err
+	}
 	if err := failPoint(fmt.Sprintf("system call %d in thread %d", nr, t.Tid)); err != nil {
 		return 0, err
 	}

@@ -147,6 +147,7 @@ type MemReader interface {
 type procQuick struct {
 	check atomic.Pointer[QuickCheck]
 	mem   atomic.Pointer[os.File]
+	stub  atomic.Uint64 // where StubCode is (SetCallStub), 0: nowhere
 }
 
 func (q *procQuick) ReadMemory(addr uint64, b []byte) error {
@@ -168,6 +169,9 @@ func (q *procQuick) ReadMemory(addr uint64, b []byte) error {
 func (q *procQuick) stops(req *seccompnotify.Request) bool {
 	if q == nil {
 		return true
+	}
+	if s := q.stub.Load(); s != 0 && req.IP()-2 == s {
+		return false // memtrap's own call on resume
 	}
 	f := q.check.Load()
 	if f == nil {
@@ -639,6 +643,9 @@ func (t *Thread) VforkParent() *Thread {
 func (t *Thread) DetachThread() error {
 	p := t.p
 	if err := p.check(); err != nil {
+		return err
+	}
+	if err := t.flushPending(); err != nil {
 		return err
 	}
 	p.notif.untrack(t.Tid)

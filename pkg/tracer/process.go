@@ -37,6 +37,12 @@ type Process struct {
 	idle       func()          // OnIdle
 	quiet      bool            // QuietInjection
 	gone       []func(tid int) // OnThreadGone
+	// stub: where StubCode is (SetCallStub); filters: the seccomp
+	// filters memtrap installed; filtersChecked, foreignFilters: whether
+	// the target has filters of its own (ownFilters).
+	stub                           uint64
+	filters                        int
+	filtersChecked, foreignFilters bool
 
 	queue   []queued         // stops seen while stopping the world, handed out by Wait
 	early   map[int]waitInfo // first stops of tasks whose creator has not reported them yet
@@ -93,7 +99,8 @@ type Thread struct {
 	exiting   bool // reported PTRACE_EVENT_EXIT: never stops again
 	foreign   bool // a vfork/CLONE_VM child: shares our memory, not our tgid
 	deferred  []Siginfo
-	rseq      rseqConf // the thread's rseq registration, once seen (Rseq)
+	rseq      rseqConf  // the thread's rseq registration, once seen (Rseq)
+	pending   *onResume // a call on resume (MprotectOnResume)
 	// held: Resume leaves the thread in its stop (see Hold); heldSig is
 	// the signal a Resume meanwhile asked to deliver.
 	held    bool

@@ -282,7 +282,9 @@ func (p *Process) handle(w waitInfo) (Stop, bool, error) {
 	case unix.PTRACE_EVENT_EXEC:
 		for _, th := range p.threads {
 			th.rseq = rseqConf{} // execve ends the registration
+			th.pending = nil
 		}
+		p.stub = 0 // memtrap's code page went with the old image
 		return p.handleExec(t)
 	case unix.PTRACE_EVENT_SECCOMP:
 		if msg, err := ptraceEventMsg(t.Tid); err != nil || msg != filterMarker {
@@ -496,6 +498,9 @@ func (p *Process) cont(t *Thread, sig int) error {
 		}
 		return nil
 	}
+	if err := t.startPending(); err != nil {
+		return err
+	}
 	if len(t.deferred) > 0 {
 		t.giveBack()
 	}
@@ -545,6 +550,9 @@ func (t *Thread) Held() bool { return t.held }
 // stopped already: its parent hears of no new stop), and its next stop is
 // that group-stop.
 func (t *Thread) Listen() error {
+	if err := t.flushPending(); err != nil { // only Resume runs it on the way
+		return err
+	}
 	err := ptraceListen(t.Tid)
 	if err == unix.EIO {
 		return t.Resume(int(unix.SIGSTOP))

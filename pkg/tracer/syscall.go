@@ -17,6 +17,8 @@ type SyscallInfo struct {
 	Nr      int
 	Args    [6]uint64
 	Ret     int64
+	// IP: the address after the call's `syscall` instruction.
+	IP uint64
 }
 
 func ptraceSyscallInfo(tid int) (SyscallInfo, error) {
@@ -25,7 +27,7 @@ func ptraceSyscallInfo(tid int) (SyscallInfo, error) {
 	if err != nil {
 		return SyscallInfo{}, err
 	}
-	var si SyscallInfo
+	si := SyscallInfo{IP: binary.LittleEndian.Uint64(buf[8:])}
 	switch buf[0] {
 	case unix.PTRACE_SYSCALL_INFO_ENTRY, unix.PTRACE_SYSCALL_INFO_SECCOMP:
 		si.Entry = true
@@ -55,6 +57,9 @@ func (t *Thread) SyscallInfo() (SyscallInfo, error) { return ptraceSyscallInfo(t
 // or exit, whatever TraceSyscalls says: the exit of the call it is in.
 func (t *Thread) ResumeSyscall() error {
 	if err := t.p.check(); err != nil {
+		return err
+	}
+	if err := t.flushPending(); err != nil { // only Resume runs it on the way
 		return err
 	}
 	t.letRun(true)

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"errors"
 	"fmt"
 	"github.com/memtrap/memtrap/pkg/procmaps"
 	"os"
@@ -235,4 +236,132 @@ func TestInjectAtSyscallEntry(t *testing.T) {
 			return finishThreadsExit(p, out)
 		})
 	}
+}
+
+// TestMprotectOnResume: a call on resume runs as the thread goes on,
+// before its next instruction, and gives every register back; one that
+// fails stops the thread at the stub's int3, and LeaveStub takes it back
+// out, making the call once more.
+func TestMprotectOnResume(t *testing.T) {
+	atThreadsExitEntry(t, func(p *Process, out *os.File, th *Thread) error {
+		page, err := th.Syscall(unix.SYS_MMAP, 0, 4096, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
+		if err != nil {
+			return err
+		}
+		if err := p.WriteMemory(uint64(page), StubCode); err != nil {
+			return err
+		}
+		p.SetCallStub(uint64(page))
+		maps, err := procmaps.Read(p.Pid)
+		if err != nil {
+			return err
+		}
+		var rw procmaps.Mapping
+		for _, m := range maps {
+			if m.Prot == unix.PROT_READ|unix.PROT_WRITE && strings.Contains(m.Path, "threads_exit") {
+				rw = m
+			}
+		}
+		if rw.Start == 0 {
+			return fmt.Errorf("no rw- mapping of the program in %v", maps)
+		}
+		var before unix.PtraceRegs
+		if err := th.Regs(&before); err != nil {
+			return err
+		}
+		// An int3 at the entry point: the thread stops there again once
+		// the call has run.
+		var orig [1]byte
+		if err := p.ReadMemory(before.Rip, orig[:]); err != nil {
+			return err
+		}
+		if err := p.WriteMemory(before.Rip, []byte{0xcc}); err != nil {
+			return err
+		}
+		back := func() (Stop, unix.PtraceRegs, error) {
+			var regs unix.PtraceRegs
+			st, err := p.Wait()
+			if err != nil {
+				return st, regs, err
+			}
+			if st.Kind != StopSignal || st.Sig != int(unix.SIGTRAP) {
+				return st, regs, fmt.Errorf("stop %v signal %d, want a SIGTRAP", st.Kind, st.Sig)
+			}
+			return st, regs, st.Thread.Regs(&regs)
+		}
+		if !th.MprotectOnResume(rw.Start, 4096, unix.PROT_READ) {
+			return fmt.Errorf("MprotectOnResume refused a thread stopped at the entry point")
+		}
+		if th.MprotectOnResume(rw.Start, 4096, unix.PROT_READ) {
+			return fmt.Errorf("MprotectOnResume took a second call for the same resume")
+		}
+		if err := th.Resume(0); err != nil {
+			return err
+		}
+		_, after, err := back()
+		if err != nil {
+			return err
+		}
+		want := before
+		want.Rip++ // past the int3
+		if after != want {
+			return fmt.Errorf("registers after the call on resume:\n%+v\nwant\n%+v", after, want)
+		}
+		m, ok, err := func() (procmaps.Mapping, bool, error) {
+			q, err := procmaps.OpenQuery(p.Pid)
+			if err != nil {
+				maps, err := procmaps.Read(p.Pid)
+				for _, m := range maps {
+					if m.Contains(rw.Start) {
+						return m, true, err
+					}
+				}
+				return procmaps.Mapping{}, false, err
+			}
+			defer q.Close()
+			return q.At(rw.Start)
+		}()
+		if err != nil || !ok || m.Prot != unix.PROT_READ {
+			return fmt.Errorf("after the call on resume the page is %+v (%v, %v), want r--", m, ok, err)
+		}
+		// A call that fails: mprotect of nothing mapped (ENOMEM).
+		after.Rip = before.Rip
+		if err := th.SetRegs(&after); err != nil {
+			return err
+		}
+		if !th.MprotectOnResume(0x10000, 4096, unix.PROT_READ) {
+			return fmt.Errorf("MprotectOnResume refused the second call")
+		}
+		if err := th.Resume(0); err != nil {
+			return err
+		}
+		st, regs, err := back()
+		if err != nil {
+			return err
+		}
+		if !p.StubFailed(st, regs.Rip) {
+			return fmt.Errorf("the failed call stopped at %#x, not at the stub's int3 (%#x)", regs.Rip, uint64(page)+stubTrap)
+		}
+		if err := th.LeaveStub(); !errors.Is(err, unix.ENOMEM) {
+			return fmt.Errorf("LeaveStub after a failed call: %v, want ENOMEM", err)
+		}
+		if err := th.Regs(&regs); err != nil {
+			return err
+		}
+		if regs != before {
+			return fmt.Errorf("registers after LeaveStub:\n%+v\nwant\n%+v", regs, before)
+		}
+		// The program runs on as it would: its page, its byte, its
+		// output and status.
+		if err := p.WriteMemory(before.Rip, orig[:]); err != nil {
+			return err
+		}
+		if err := th.Mprotect(rw.Start, 4096, rw.Prot); err != nil {
+			return err
+		}
+		if err := p.ResumeAll(); err != nil {
+			return err
+		}
+		return finishThreadsExit(p, out)
+	})
 }
