@@ -21,9 +21,9 @@
 // bpf_send_signal_thread. The signal arrives as the thread goes back to
 // user space, after the function's first instruction ran: the tracer sees
 // a signal-delivery-stop of SIGSTOP, si_code SI_KERNEL, with a pending
-// record for the thread ([Gate.Owns] returns it), handles the call,
-// forgets the record ([Gate.Done]) and resumes the thread without the
-// signal. The target never sees it.
+// record for the thread ([Gate.Owns] takes it out and returns it),
+// handles the call and resumes the thread without the signal. The target
+// never sees it.
 // SIGSTOP because nothing can block it: another signal could stay pending
 // in a thread that blocks it, and the call would go by unseen.
 //

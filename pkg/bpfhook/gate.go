@@ -328,15 +328,18 @@ func (g *Gate) StopAll(on bool) error {
 }
 
 // Owns says whether a stop is the gate's: a SIGSTOP for a thread with a
-// pending call, which it returns. It is also when the signal is not the
-// kernel's (a SIGSTOP the target was sent at the same time absorbed the
-// gate's): see Foreign.
+// pending call, which it takes out and returns: ask once per stop, and
+// handle or rewind the stop it owns. It is also when the signal is not
+// the kernel's (a SIGSTOP the target was sent at the same time absorbed
+// the gate's): see Foreign.
 func (g *Gate) Owns(st tracer.Stop) (Entry, bool) {
 	if st.Kind != tracer.StopSignal || st.Sig != int(unix.SIGSTOP) || st.Thread == nil {
 		return Entry{}, false
 	}
+	// Taken out as it is looked up: the stop is the one it was for, and
+	// the caller handles it or rewinds it (one bpf(2) call, not two).
 	var b [entrySize]byte
-	if g.pending.Lookup(uint32(st.Thread.Tid), b[:]) != nil {
+	if g.pending.LookupAndDelete(uint32(st.Thread.Tid), b[:]) != nil {
 		return Entry{}, false
 	}
 	return decodeEntry(b[:]), true
@@ -345,14 +348,6 @@ func (g *Gate) Owns(st tracer.Stop) (Entry, bool) {
 // Foreign says whether a stop the gate Owns also carries a signal of the
 // target's own, which must be delivered.
 func Foreign(st tracer.Stop) bool { return st.Info.Code() != siKernel }
-
-// Done forgets the pending call of thread tid: its stop was handled.
-func (g *Gate) Done(tid int) error {
-	if err := g.pending.Delete(uint32(tid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("the gate's stopped calls: %w", err)
-	}
-	return nil
-}
 
 // Pending lists the threads that have a call recorded whose stop has not
 // been taken: their SIGSTOP is on its way.

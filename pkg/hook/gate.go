@@ -137,9 +137,6 @@ func (s *Set) gateHit(t *tracer.Thread, gs gateStop) error {
 	if bpfhook.Foreign(gs.st) {
 		t.Defer(gs.st.Info)
 	}
-	if err := s.gate.Done(t.Tid); err != nil {
-		return err
-	}
 	e := gs.e
 	hit := s.gated[e.Addr]
 	if hit == nil {
@@ -210,7 +207,7 @@ func (s *Set) gateRewind(t *tracer.Thread, gs gateStop) error {
 	if bpfhook.Foreign(gs.st) {
 		t.Defer(gs.st.Info)
 	}
-	return s.gate.Done(t.Tid)
+	return nil
 }
 
 // closeGate detaches the gate and takes the SIGSTOPs it sent that are
