@@ -11,9 +11,10 @@ import (
 // A call on resume: an mprotect that a stopped thread makes on its way out
 // of its stop, before it runs another instruction of its own, and with no
 // stop of its own, where an injected call (Syscall) costs a single-step
-// stop and a dozen ptrace requests. Heap watching arms and disarms a
-// block's page at a stop the thread is in anyway (the allocator's return,
-// free's entry).
+// stop and a dozen ptrace requests. Heap watching arms a block's page
+// at a stop the thread is in anyway (the allocator's return). Giving a page
+// back is not made this way: a signal handler runs before the call, and
+// its writes to the page would fault after the caller's books let it go.
 //
 // At the resume the thread's registers go to a frame on its stack, below
 // its red zone (where a signal frame would go), and the thread is pointed
