@@ -12,9 +12,11 @@ import (
 // of its stop, before it runs another instruction of its own, and with no
 // stop of its own, where an injected call (Syscall) costs a single-step
 // stop and a dozen ptrace requests. Heap watching arms a block's page
-// at a stop the thread is in anyway (the allocator's return). Giving a page
-// back is not made this way: a signal handler runs before the call, and
-// its writes to the page would fault after the caller's books let it go.
+// at a stop the thread is in anyway (the allocator's return), and gives it
+// back at the stop of its free. No signal handler of the thread runs
+// before the call: a resume that delivers a signal makes the call at once
+// instead, and a signal arriving meanwhile stops the thread (it is traced)
+// with the call not made yet, which beforeHandler makes then.
 //
 // At the resume the thread's registers go to a frame on its stack, below
 // its red zone (where a signal frame would go), and the thread is pointed
@@ -144,7 +146,47 @@ func (t *Thread) startPending() error {
 	if err := t.SetRegs(&call); err != nil {
 		return err
 	}
+	t.inStub = true
 	return nil
+}
+
+// beforeHandler, at a signal-delivery-stop of t, makes a call on resume
+// that t has not run yet (it is at StubCode's first byte) now, by
+// injection, and puts t back where the call would have returned it: the
+// signal's handler would run before the call otherwise, its frame pointing
+// into memtrap's code, and its writes to a page the call gives back would
+// fault on a page the caller's books no longer hold. Every signal a traced
+// thread takes comes through such a stop first (SIGKILL aside, which runs
+// no handler).
+func (t *Thread) beforeHandler(info Siginfo) error {
+	if !t.inStub {
+		return nil
+	}
+	switch {
+	case info.Signo() == int(unix.SIGSTOP):
+		// No handler; one a BPF program sent (a gate's) comes from the
+		// thread's own code, past the stub.
+		if info.Code() == siKernel {
+			t.inStub = false
+		}
+		return nil
+	case syncFault(&info):
+		t.inStub = false // raised by an instruction the thread ran
+		return nil
+	}
+	t.inStub = false
+	var regs unix.PtraceRegs
+	if err := t.Regs(&regs); err != nil {
+		return err
+	}
+	if regs.Rip != t.p.stub || t.p.stub == 0 {
+		return nil
+	}
+	if err := t.LeaveStub(); err != nil {
+		return err
+	}
+	// The injected call's own trap left its siginfo at this stop.
+	return t.SetSiginfo(info)
 }
 
 // FlushPending makes every call on resume of the process now, for a

@@ -101,6 +101,7 @@ type Thread struct {
 	deferred  []Siginfo
 	rseq      rseqConf  // the thread's rseq registration, once seen (Rseq)
 	pending   *onResume // a call on resume (MprotectOnResume)
+	inStub    bool      // resumed into StubCode, not stopped since (startPending)
 	// held: Resume leaves the thread in its stop (see Hold); heldSig is
 	// the signal a Resume meanwhile asked to deliver.
 	held    bool

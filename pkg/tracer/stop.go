@@ -354,6 +354,9 @@ func (p *Process) handle(w waitInfo) (Stop, bool, error) {
 		if err := t.reclaim(&st.Info); err != nil {
 			return Stop{}, false, goneErr(err)
 		}
+		if err := t.beforeHandler(st.Info); err != nil {
+			return Stop{}, false, goneErr(err)
+		}
 		if p.notif != nil {
 			if isNotifWake(&st.Info) {
 				return Stop{}, false, p.notifWake(t, ran)
@@ -498,7 +501,12 @@ func (p *Process) cont(t *Thread, sig int) error {
 		}
 		return nil
 	}
-	if err := t.startPending(); err != nil {
+	if sig != 0 {
+		// The signal's handler would run before a call on resume.
+		if err := t.flushPending(); err != nil {
+			return err
+		}
+	} else if err := t.startPending(); err != nil {
 		return err
 	}
 	if len(t.deferred) > 0 {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/memtrap/memtrap/pkg/procmaps"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -323,6 +324,56 @@ func TestMprotectOnResume(t *testing.T) {
 		}()
 		if err != nil || !ok || m.Prot != unix.PROT_READ {
 			return fmt.Errorf("after the call on resume the page is %+v (%v, %v), want r--", m, ok, err)
+		}
+		// A signal that comes before the call has run: its stop finds
+		// the call made and the thread where it was, so that no handler
+		// runs with the page as it was, nor in memtrap's code.
+		after.Rip = before.Rip
+		if err := th.SetRegs(&after); err != nil {
+			return err
+		}
+		if !th.MprotectOnResume(rw.Start, 4096, rw.Prot) {
+			return fmt.Errorf("MprotectOnResume refused the call that gives the page back")
+		}
+		if err := unix.Tgkill(p.Pid, th.Tid, unix.SIGUSR1); err != nil {
+			return err
+		}
+		if err := th.Resume(0); err != nil {
+			return err
+		}
+		st, err := p.Wait()
+		if err != nil {
+			return err
+		}
+		if st.Kind != StopSignal || st.Sig != int(unix.SIGUSR1) || st.Info.Code() != -6 /* SI_TKILL */ {
+			return fmt.Errorf("stop %v signal %d code %d, want the SIGUSR1 sent by tgkill", st.Kind, st.Sig, st.Info.Code())
+		}
+		var sigRegs unix.PtraceRegs
+		if err := th.Regs(&sigRegs); err != nil {
+			return err
+		}
+		if sigRegs != before {
+			return fmt.Errorf("registers at the signal's stop:\n%+v\nwant\n%+v", sigRegs, before)
+		}
+		info, err := th.Siginfo()
+		if err != nil || info.Signo() != int(unix.SIGUSR1) || info.Code() != -6 {
+			return fmt.Errorf("the signal's siginfo after the call: signal %d code %d (%v), want SIGUSR1 from tgkill", info.Signo(), info.Code(), err)
+		}
+		if maps, err = procmaps.Read(p.Pid); err != nil {
+			return err
+		}
+		i := slices.IndexFunc(maps, func(m procmaps.Mapping) bool { return m.Contains(rw.Start) })
+		if i < 0 || maps[i].Prot != rw.Prot {
+			return fmt.Errorf("at the signal's stop the page is not %v, as the call gives it back: %v", rw.Prot, maps)
+		}
+		if err := th.Resume(0); err != nil { // the program has no handler
+			return err
+		}
+		if _, after, err = back(); err != nil {
+			return err
+		}
+		if after != want {
+			return fmt.Errorf("registers after the signal's stop:\n%+v\nwant\n%+v", after, want)
 		}
 		// A call that fails: mprotect of nothing mapped (ENOMEM).
 		after.Rip = before.Rip
