@@ -325,10 +325,19 @@ func restore(p *tracer.Process, s *State) (notes []string, err error) {
 	if len(threads) == 0 {
 		return nil, tracer.ErrProcessExited
 	}
-	// Threads in memtrap's code page go back to the target's code.
+	// Threads in memtrap's code page go back to the target's code; one
+	// in its call on resume first makes the call (the books memtrap sent
+	// count it made), and the pages below get their protections back.
+	p.SetCallStub(s.Stub)
 	for _, t := range threads {
 		var regs unix.PtraceRegs
 		if err := t.Regs(&regs); err != nil {
+			continue
+		}
+		if p.InStub(regs.Rip) {
+			if err := t.LeaveStub(); err != nil {
+				notes = append(notes, fmt.Sprintf("thread %d: memtrap's call on resume: %v", t.Tid, err))
+			}
 			continue
 		}
 		rip, moved := regs.Rip, false

@@ -14,6 +14,9 @@ type State struct {
 	// memtrap's code page).
 	Trampoline uint64   `json:"tramp,omitempty"`
 	Returns    []Return `json:"rets,omitempty"`
+	// Stub is where tracer.StubCode stands in memtrap's code page: a
+	// thread there has a call on resume to make, or to finish.
+	Stub uint64 `json:"stub,omitempty"`
 	// Unmap are memtrap's own mappings in the target (the code page, the
 	// scratch area).
 	Unmap []Span `json:"unmap,omitempty"`
