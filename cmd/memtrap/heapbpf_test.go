@@ -21,8 +21,9 @@ import (
 // natively (mode slot: the target checks), a thread that blocks every signal (the kernel's
 // filter stops a call with SIGSTOP, which nothing blocks), a thread
 // signalled without pause by another while it allocates (a signal of its
-// own then comes with the gate's stop now and then, its handler first), a
-// followed fork
+// own then comes with the gate's stop now and then, its handler first),
+// signals from another process whose handler writes the heap page of a
+// block being freed (mode neighbour), a followed fork
 // and a fork that executes, a static binary's own malloc. The kernel's
 // filter stops an allocation at its return (a uprobe session), and also
 // at its entry as where the kernel has no sessions (MEMTRAP_HOOKS=entry).
@@ -44,6 +45,7 @@ func TestHeapBothPaths(t *testing.T) {
 		{prog, "slot", []string{"--backtrace", "2", "--heap", "size=40"}, false},
 		{prog, "sigblock", []string{"--backtrace", "1", "--heap", "size=40"}, false},
 		{prog, "signalled", []string{"--backtrace", "2", "--heap", "size=40"}, false},
+		{prog, "neighbour", []string{"--backtrace", "1", "--heap", "size=40"}, false},
 		{prog, "fork", []string{"--backtrace", "1", "--heap", "size=40", "--follow-forks"}, false},
 		{prog, "forkexec", []string{"--backtrace", "0", "--heap", "size=40", "--follow-forks"}, false},
 		{static, "overflow", []string{"--backtrace", "1", "--heap", "size=24"}, false},

@@ -130,10 +130,10 @@ func (e *pageEngine) remove(t *tracer.Thread, drop, keep []*Region) error {
 		if pg == nil {
 			continue
 		}
-		// Now, not as t goes on (MprotectOnResume): a signal handler
-		// can run before that call, and its writes to the page would
-		// fault on a page these books no longer hold.
-		if pg.armed {
+		// Given back as t goes on, before anything else of the
+		// process runs, signal handlers included (MprotectOnResume).
+		queued := pg.armed && len(free) == 1 && t.MprotectOnResume(a, pageSize, pg.prot)
+		if pg.armed && !queued {
 			if err := t.Mprotect(a, pageSize, pg.prot); err != nil {
 				return fmt.Errorf("disarming page %#x: %w", a, err)
 			}

@@ -19,6 +19,14 @@ __attribute__((noinline)) long *alloc_b(size_t n) { return malloc(n); }
 
 static void on_usr1(int sig) { (void)sig; write(1, "usr1\n", 5); }
 
+static volatile char *neighbour;
+static volatile int pestered;
+static void on_pester(int sig) {
+	(void)sig;
+	neighbour[0]++;
+	pestered = 1;
+}
+
 static volatile int usr2;
 static void on_usr2(int sig) { (void)sig; usr2++; }
 
@@ -192,6 +200,33 @@ int main(int argc, char **argv) {
 		__atomic_store_n(&pe.stop, 1, __ATOMIC_SEQ_CST);
 		pthread_join(th, NULL);
 		printf("signalled done, handler ran: %d\n", usr2 > 0);
+	} else if (!strcmp(mode, "neighbour")) {
+		// Another process signals this one every 300 us while 40-byte
+		// blocks come and go; the handler writes a block of another
+		// size on the same heap page. A signal arriving while memtrap
+		// stops a free has its handler run with the page still as
+		// memtrap armed it, or not, never faulting for the target.
+		struct sigaction sa = {0};
+		sa.sa_handler = on_pester;
+		sa.sa_flags = SA_RESTART;
+		sigaction(SIGUSR1, &sa, NULL);
+		neighbour = malloc(24);
+		pid_t parent = getpid(), kid = fork();
+		if (kid == 0) {
+			while (kill(parent, SIGUSR1) == 0)
+				usleep(300);
+			_exit(0);
+		}
+		while (!pestered)
+			usleep(100);
+		for (long i = 1; i <= 300; i++) {
+			long *p = malloc(40);
+			stamp(p, i);
+			free(p);
+		}
+		kill(kid, SIGKILL);
+		waitpid(kid, NULL, 0);
+		printf("neighbour done\n");
 	}
 	return 0;
 }
