@@ -2,11 +2,13 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -773,6 +775,27 @@ func TestTargetLeavesChildren(t *testing.T) {
 			t.Errorf("%s: the daemon's readv after memtrap ended: %q, want \"readv 16 ok\"", engine, got)
 		}
 
+		// memtrap killed (MEMTRAP_DIE_AT_NOTIFY, a testing aid) just
+		// after its listener received the daemon's readv, before it
+		// answered: the keeper answers that call too (the ledger of
+		// received calls), and the daemon's readv runs.
+		held := filepath.Join(t.TempDir(), "held")
+		t.Cleanup(func() { killByArg(held) })
+		cmd := exec.Command(memtrapBin, "run", "--engine", engine, "--format", "json", "--symbol", "value", "--", prog, "held", held)
+		cmd.Env = append(os.Environ(), "MEMTRAP_DIE_AT_NOTIFY=1")
+		if r := runCmd(t, cmd); r.code != -1 { // killed by a signal
+			t.Fatalf("%s held: memtrap did not die at the daemon's readv: exit %d; stderr %s", engine, r.code, tail(r.stderr))
+		}
+		got = nil
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if got, _ = os.ReadFile(held); strings.HasSuffix(string(got), "\n") {
+				break
+			}
+		}
+		if string(got) != "readv 16 ok\n" {
+			t.Errorf("%s: the daemon's readv that memtrap received as it died: %q, want \"readv 16 ok\" (it waits for an answer)", engine, got)
+		}
+
 		r = memtrap(t, "run", "--engine", engine, "--format", "json", "--follow-forks", "--symbol", "value", "--", prog, "brief")
 		if n, _ := fmt.Sscanf(r.stdout, "child %d daemon %d\n", &child, &daemon); n != 2 || r.code != 0 {
 			t.Fatalf("%s --follow-forks: %q exit %d; stderr %s", engine, r.stdout, r.code, tail(r.stderr))
@@ -788,6 +811,21 @@ func TestTargetLeavesChildren(t *testing.T) {
 			if !strings.Contains(r.stderr, fmt.Sprintf("process %d exited (status 0)", pid)) {
 				t.Errorf("%s --follow-forks: no exit of %d reported: %s", engine, pid, tail(r.stderr))
 			}
+		}
+	}
+}
+
+// killByArg kills every process with arg in its command line (a test's
+// own leftovers: the path of a temporary file).
+func killByArg(arg string) {
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline")); err == nil && bytes.Contains(b, []byte(arg)) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
 }

@@ -40,8 +40,8 @@ func (r *Request) Arg(i int) uint64 { return binary.LittleEndian.Uint64(r[32+8*i
 // Serve receives the calls stopped for listener fd and gives each to
 // answer, until no task carries the filter or fd is closed. A call whose
 // task gave up waiting (a signal, its end) before it was received is
-// skipped.
-func Serve(fd int, answer func(*Request)) {
+// skipped. Each call's id goes to l (nil: nowhere) as it is received.
+func Serve(fd int, l *Ledger, answer func(*Request)) {
 	var req Request
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	for {
@@ -61,6 +61,7 @@ func Serve(fd int, answer func(*Request)) {
 			}
 			continue
 		}
+		l.record(req.ID())
 		answer(&req)
 	}
 }

@@ -43,7 +43,7 @@ func (se *session) runFast(t *tracer.Thread, regions []*pagewatch.Region) (repor
 	}
 	// The filter that hides the agent's handler stays with children
 	// the target leaves running: someone must answer its calls.
-	if err := guard.StartKeeper(fw.Listener()); err != nil {
+	if err := guard.StartKeeper(fw.Listener(), fw.ListenerLedger()); err != nil {
 		_ = se.rep.Note(fmt.Sprintf("%v: children of the target left running when memtrap ends will see ENOSYS from rt_sigaction(SIGSEGV)", err))
 	}
 	ws, err := fw.Run()

@@ -120,7 +120,7 @@ func (se *session) runWatch(wopts pagewatch.Options) (report.Summary, error) {
 	if fd, ok := p.Listener(); ok {
 		// The syscall filter's calls in processes memtrap does not
 		// trace must still be answered once memtrap is gone.
-		if err := guard.StartKeeper(fd); err != nil {
+		if err := guard.StartKeeper(fd, p.ListenerLedger()); err != nil {
 			_ = se.rep.Note(fmt.Sprintf("%v: children of the target left running when memtrap ends will see ENOSYS from some system calls", err))
 		}
 	}

@@ -34,9 +34,10 @@ import (
 
 // listener answers the filter's calls on a goroutine of its own.
 type listener struct {
-	w    *Watch
-	fd   int
-	once sync.Once
+	w      *Watch
+	fd     int
+	ledger *seccompnotify.Ledger // the calls received, for a keeper (nil: none)
+	once   sync.Once
 
 	// notes wait for Run's goroutine (takeNotes); said keeps each said
 	// once: per process for a refused listener, once for io_uring.
@@ -143,7 +144,9 @@ func listen(w *Watch, t *tracer.Thread) (*listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("taking the syscall filter's listener: %w", err)
 	}
-	return &listener{w: w, fd: ours}, nil
+	l := &listener{w: w, fd: ours}
+	l.ledger, _ = seccompnotify.NewLedger() // without one, a keeper cannot answer the calls memtrap's death left
+	return l, nil
 }
 
 // maxCodeRanges bounds codeRanges (each costs the filter's every call a
@@ -185,7 +188,7 @@ func codeRanges(pid int) ([]tracer.Range, error) {
 // carries the filter.
 func (l *listener) serve() {
 	runtime.LockOSThread()
-	seccompnotify.Serve(l.fd, l.answer)
+	seccompnotify.Serve(l.fd, l.ledger, l.answer)
 }
 
 // answer does one rt_sigaction(SIGSEGV or SIGSYS, act, oact, size) as the

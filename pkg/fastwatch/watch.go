@@ -344,6 +344,15 @@ func (w *Watch) execd() bool {
 // running): guard.StartKeeper.
 func (w *Watch) Listener() int { return w.lis.fd }
 
+// ListenerLedger is the memfd of the ledger of the listener's calls
+// (seccompnotify.Ledger), -1 if there is none.
+func (w *Watch) ListenerLedger() int {
+	if w.lis.ledger == nil {
+		return -1
+	}
+	return w.lis.ledger.Fd()
+}
+
 // serve answers the agent's requests and reports its records.
 func (w *Watch) serve() error {
 	s := w.in.Shared

@@ -29,18 +29,26 @@ import (
 // a kill of memtrap's process group do not reach it), with no terminal
 // streams. It sleeps until memtrap (PID) has exited, then answers every
 // call "run it as it is" until no process carries the filter any more (the
-// listener reports POLLHUP), and exits. It touches no process.
+// listener reports POLLHUP), and exits. It touches no process. A call
+// memtrap had received and not yet answered when it died is answered
+// first: memtrap records each call's id as it receives it in a page it
+// shares with the keeper (seccompnotify.Ledger).
 
 // KeeperCommand is the hidden subcommand that runs a keeper: the memtrap
 // binary calls KeeperMain when its first argument is KeeperCommand.
 const KeeperCommand = "__keeper"
 
-// keeperFd is the listener's descriptor in the keeper.
-const keeperFd = 3
+// keeperFd is the listener's descriptor in the keeper, ledgerFd its
+// ledger's.
+const (
+	keeperFd = 3
+	ledgerFd = 4
+)
 
 // StartKeeper starts a keeper of the listener fd (a seccomp user-
 // notification descriptor) for this process, and returns once it runs.
-func StartKeeper(fd int) error {
+// ledger is the memfd of the listener's seccompnotify.Ledger (-1: none).
+func StartKeeper(fd, ledger int) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("starting a keeper of the syscall filter: %w", err)
@@ -50,16 +58,28 @@ func StartKeeper(fd int) error {
 		return fmt.Errorf("starting a keeper of the syscall filter: %w", err)
 	}
 	f := os.NewFile(uintptr(dup), "listener")
+	files := []*os.File{f}
+	if ledger >= 0 {
+		if ldup, err := unix.Dup(ledger); err == nil {
+			files = append(files, os.NewFile(uintptr(ldup), "ledger"))
+		}
+	}
 	started := make(chan error, 1)
 	go func() {
 		// A child of this thread only: the ptrace thread waits for its
 		// own tracees and children (__WNOTHREAD), and must not see it.
 		runtime.LockOSThread()
-		cmd := exec.Command(exe, KeeperCommand, strconv.Itoa(os.Getpid()))
-		cmd.ExtraFiles = []*os.File{f}
+		args := []string{KeeperCommand, strconv.Itoa(os.Getpid())}
+		if len(files) > 1 {
+			args = append(args, strconv.Itoa(ledgerFd))
+		}
+		cmd := exec.Command(exe, args...)
+		cmd.ExtraFiles = files
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		err := cmd.Start()
-		f.Close()
+		for _, f := range files {
+			f.Close()
+		}
 		started <- err
 		if err == nil {
 			_ = cmd.Wait()
@@ -72,12 +92,16 @@ func StartKeeper(fd int) error {
 }
 
 // KeeperMain is the keeper: args are KeeperCommand's arguments (memtrap's
-// pid), errw its stderr. It returns its exit code.
+// pid, and ledgerFd when that descriptor is the listener's ledger), errw
+// its stderr. It returns its exit code.
 func KeeperMain(args []string, errw io.Writer) int {
 	signal.Ignore(unix.SIGINT, unix.SIGHUP, unix.SIGPIPE, unix.SIGQUIT, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU)
-	pid := 0
-	if len(args) == 1 {
+	pid, ledger := 0, -1
+	if len(args) >= 1 && len(args) <= 2 {
 		pid, _ = strconv.Atoi(args[0])
+	}
+	if len(args) == 2 && args[1] == strconv.Itoa(ledgerFd) {
+		ledger = ledgerFd
 	}
 	if pid <= 0 {
 		fmt.Fprintf(errw, "memtrap: %s is memtrap's own: it takes memtrap's pid and a listener as descriptor %d\n", KeeperCommand, keeperFd)
@@ -99,6 +123,10 @@ func KeeperMain(args []string, errw io.Writer) int {
 		}
 		unix.Close(pidfd)
 	}
+	if ledger >= 0 {
+		seccompnotify.AnswerLeft(keeperFd, ledger)
+		unix.Close(ledger)
+	}
 	serveOrphans(keeperFd)
 	return 0
 }
@@ -106,5 +134,5 @@ func KeeperMain(args []string, errw io.Writer) int {
 // serveOrphans answers every call stopped by the listener's filter "run it
 // as it is" until no task carries the filter.
 func serveOrphans(fd int) {
-	seccompnotify.Serve(fd, func(r *seccompnotify.Request) { _ = seccompnotify.Continue(fd, r.ID()) })
+	seccompnotify.Serve(fd, nil, func(r *seccompnotify.Request) { _ = seccompnotify.Continue(fd, r.ID()) })
 }

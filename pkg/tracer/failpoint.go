@@ -6,6 +6,8 @@ import (
 	"os"
 	"strconv"
 	"sync/atomic"
+	"syscall"
+	"time"
 )
 
 // ErrInjected is the failure MEMTRAP_FAIL_AT asked for.
@@ -28,6 +30,25 @@ func parseFailAt(s string) int64 {
 		return 0
 	}
 	return n
+}
+
+// dieAtNotify is MEMTRAP_DIE_AT_NOTIFY, a testing aid like failAt: memtrap
+// kills itself (SIGKILL) when its listener has received the N-th call of a
+// process it does not trace, before it answers the call, so that a test
+// can check that the keeper answers a call memtrap's death left waiting.
+var (
+	dieAtNotify = parseFailAt(os.Getenv("MEMTRAP_DIE_AT_NOTIFY"))
+	notifyCount atomic.Int64
+)
+
+// diePoint counts one call of an untraced process, and dies at the one
+// MEMTRAP_DIE_AT_NOTIFY names.
+func diePoint() {
+	if dieAtNotify == 0 || notifyCount.Add(1) != dieAtNotify {
+		return
+	}
+	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	time.Sleep(time.Hour) // the kill ends every thread
 }
 
 // failPoint counts one change to a target, and fails it if it is the one

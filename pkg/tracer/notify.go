@@ -60,8 +60,9 @@ const (
 // tasks it traces (track) and which of them may run their next call
 // (allow).
 type notifier struct {
-	fd    int
-	rules []FilterRule // what the filter stops
+	fd     int
+	rules  []FilterRule          // what the filter stops
+	ledger *seccompnotify.Ledger // the calls received, for a keeper (nil: none)
 
 	mu      sync.Mutex
 	traced  map[int]*notifTask
@@ -226,6 +227,7 @@ func (p *Process) reopenQuickMem() {
 
 func newNotifier(fd int, rules []FilterRule) *notifier {
 	n := &notifier{fd: fd, rules: rules, traced: map[int]*notifTask{}}
+	n.ledger, _ = seccompnotify.NewLedger() // without one, a keeper cannot answer the calls memtrap's death left
 	go n.serve()
 	return n
 }
@@ -236,7 +238,7 @@ func (n *notifier) serve() {
 	// Its own thread: woken by the waiting task on the task's CPU
 	// (SYNC_WAKE_UP), it answers without waiting for the scheduler.
 	runtime.LockOSThread()
-	seccompnotify.Serve(n.fd, n.answer)
+	seccompnotify.Serve(n.fd, n.ledger, n.answer)
 }
 
 // answer decides one stopped call.
@@ -259,6 +261,7 @@ func (n *notifier) answer(req *seccompnotify.Request) {
 	}
 	switch {
 	case t == nil:
+		diePoint()
 		_ = seccompnotify.Continue(n.fd, id)
 	case t.allow == nr+1, !t.quick.stops(req):
 		// Sent with the lock held, so that the ptrace thread, which
@@ -614,6 +617,15 @@ func (p *Process) Listener() (int, bool) {
 		return 0, false
 	}
 	return p.notif.fd, true
+}
+
+// ListenerLedger is the memfd of the ledger of the listener's calls
+// (seccompnotify.Ledger), -1 if there is none.
+func (p *Process) ListenerLedger() int {
+	if p.notif == nil || p.notif.ledger == nil {
+		return -1
+	}
+	return p.notif.ledger.Fd()
 }
 
 // Foreign reports whether the thread is a vfork (or CLONE_VM) child: a

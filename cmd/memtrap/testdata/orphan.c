@@ -5,7 +5,9 @@
  * killed (the daemon sleeping, the child spinning without a system
  * call), with "brief" they exit 0.2 s later. With "late FILE" the
  * daemon waits 0.5 s (memtrap has ended by then), reads with readv, a
- * call memtrap's syscall filter stops, and writes to FILE how that went.
+ * call memtrap's syscall filter stops, and writes to FILE how that went;
+ * with "held FILE" it does so at once, and the target waits 2 s before it
+ * exits.
  * Prints their pids. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -43,10 +45,11 @@ static void run(int spin, int sleeps)
 	}
 }
 
-static void late(const char *path)
+static void late(const char *path, int wait)
 {
 	struct timespec ts = {0, 500000000};
-	nanosleep(&ts, NULL);
+	if (wait)
+		nanosleep(&ts, NULL);
 	char buf[16];
 	struct iovec iov = {buf, sizeof buf};
 	int fd = open("/dev/zero", O_RDONLY);
@@ -61,6 +64,7 @@ int main(int argc, char **argv)
 {
 	int spin = argc > 1 && strcmp(argv[1], "spin") == 0;
 	const char *latePath = argc > 2 && strcmp(argv[1], "late") == 0 ? argv[2] : NULL;
+	const char *heldPath = argc > 2 && strcmp(argv[1], "held") == 0 ? argv[2] : NULL;
 	int p[2];
 	pipe(p);
 	value = 1;
@@ -79,8 +83,8 @@ int main(int argc, char **argv)
 			pid_t me = getpid();
 			write(p[1], &me, sizeof me);
 			close(p[1]);
-			if (latePath)
-				late(latePath);
+			if (latePath || heldPath)
+				late(latePath ? latePath : heldPath, latePath != NULL);
 			run(spin, 1);
 		}
 		_exit(0);
@@ -89,6 +93,10 @@ int main(int argc, char **argv)
 	pid_t daemon = 0;
 	read(p[0], &daemon, sizeof daemon);
 	waitpid(mid, NULL, 0);
+	if (heldPath) {
+		struct timespec ts = {2, 0};
+		nanosleep(&ts, NULL);
+	}
 	value = 2;
 	printf("child %d daemon %d\n", (int)child, (int)daemon);
 	return 0;
