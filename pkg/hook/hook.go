@@ -549,8 +549,6 @@ func (s *Set) GuardState(g *guard.State) {
 		}
 	}
 	g.Trampoline = s.page
-	if s.p.CallStub().Lo != 0 {
-		g.Stub = s.p.CallStub().Lo
-	}
+	g.Stub = s.p.CallStub().Lo // 0: none
 	g.Unmap = append(g.Unmap, guard.Span{Addr: s.page, Len: pageSize})
 }

@@ -175,11 +175,14 @@ func (t *Thread) beforeHandler(info Siginfo) error {
 		return nil
 	}
 	t.inStub = false
+	if t.p.stub == 0 {
+		return nil // the code went with an execve
+	}
 	var regs unix.PtraceRegs
 	if err := t.Regs(&regs); err != nil {
 		return err
 	}
-	if regs.Rip != t.p.stub || t.p.stub == 0 {
+	if regs.Rip != t.p.stub {
 		return nil
 	}
 	if err := t.LeaveStub(); err != nil {
