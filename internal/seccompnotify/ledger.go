@@ -21,8 +21,9 @@ type Ledger struct {
 	next  atomic.Uint64
 }
 
-// ledgerSlots is how many of the last ids a Ledger keeps: more than the
-// calls a listener can hold unanswered at once (one per traced thread).
+// ledgerSlots is how many of the last ids a Ledger keeps. memtrap's
+// listeners answer each call before they receive the next (Serve), so one
+// is unanswered at most; the rest is margin.
 const ledgerSlots = 4096 / 8
 
 // NewLedger makes an empty Ledger.
