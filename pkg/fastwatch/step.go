@@ -8,6 +8,7 @@ import (
 	"github.com/memtrap/memtrap/pkg/agent"
 	"github.com/memtrap/memtrap/pkg/tracer"
 	"github.com/memtrap/memtrap/pkg/x86/store"
+	"github.com/memtrap/memtrap/pkg/x86/xsave"
 	"golang.org/x/sys/unix"
 )
 
@@ -85,9 +86,9 @@ func (w *Watch) step(q agent.Request) (err error) {
 		return err
 	}
 	xs = xs[:nx]
-	frameX := make([]byte, nx)
-	if got, _ := w.mem.ReadAt(frameX, int64(fp)); got != nx || frameXSize(frameX) != nx {
-		return errors.New("its signal frame's FPU state is not the size ptrace's is")
+	frameX, fsz, err := w.frameXState(fp, xs)
+	if err != nil {
+		return err
 	}
 	// A single-step's SIGTRAP resets an ignored SIGTRAP's action (the
 	// tracer unblocks it for the step): put the action back after.
@@ -146,7 +147,7 @@ func (w *Watch) step(q agent.Request) (err error) {
 	if _, err := w.mem.WriteAt(afterX[:swReserved], int64(fp)); err != nil {
 		return fmt.Errorf("writing the thread's signal frame: %w", err)
 	}
-	if _, err := w.mem.WriteAt(afterX[fxsaveSize:], int64(fp+fxsaveSize)); err != nil {
+	if _, err := w.mem.WriteAt(frameBytes(afterX, fsz), int64(fp+fxsaveSize)); err != nil {
 		return fmt.Errorf("writing the thread's signal frame: %w", err)
 	}
 	if len(old) == 0 {
@@ -345,6 +346,53 @@ const (
 	// fpMagic1 marks a signal frame's XSAVE image (FP_XSTATE_MAGIC1).
 	fpMagic1 = 0x46505853
 )
+
+// frameXState reads the XSAVE image of the signal frame at fp, and returns
+// it in ptrace's layout (xs is ptrace's image of the thread now), with its
+// own size. The two share a layout (the standard, not the compacted
+// form), but a frame may be shorter: the kernel leaves out of signal
+// frames the state a process has not asked for (AMX's tiles, 8 KiB,
+// without arch_prctl(ARCH_REQ_XCOMP_PERM)), which ptrace shows all the
+// same. What the frame has not is in its initial state (XSTATE_BV says
+// so); ptrace's own software bytes stay.
+func (w *Watch) frameXState(fp uint64, xs []byte) ([]byte, int, error) {
+	var head [fxsaveSize]byte
+	if _, err := w.mem.ReadAt(head[:], int64(fp)); err != nil {
+		return nil, 0, fmt.Errorf("reading its signal frame's FPU state: %w", err)
+	}
+	fsz := frameXSize(head[:])
+	if fsz < fxsaveSize+64 || fsz > len(xs) { // the legacy area, then the XSAVE header
+		return nil, 0, fmt.Errorf("its signal frame's FPU state has %d bytes, ptrace's %d", fsz, len(xs))
+	}
+	x := append([]byte(nil), xs...)
+	if _, err := w.mem.ReadAt(x[:fsz], int64(fp)); err != nil {
+		return nil, 0, fmt.Errorf("reading its signal frame's FPU state: %w", err)
+	}
+	copy(x[swReserved:fxsaveSize], xs[swReserved:fxsaveSize])
+	return x, fsz, nil
+}
+
+// frameBytes is what goes back into a signal frame of fsz bytes of XSAVE
+// image from x (ptrace's layout), past its legacy area: the header and the
+// components the frame has room for, XSTATE_BV cut to those.
+func frameBytes(x []byte, fsz int) []byte {
+	b := append([]byte(nil), x[fxsaveSize:fsz]...)
+	if fsz < len(x) {
+		bv := binary.LittleEndian.Uint64(b)
+		for i := 2; i < 64; i++ {
+			off, size, ok := xsave.Component(i)
+			if ok && off+size > fsz || !ok && i >= xsaveKnown {
+				bv &^= 1 << i
+			}
+		}
+		binary.LittleEndian.PutUint64(b, bv)
+	}
+	return b
+}
+
+// xsaveKnown: package xsave knows the components below it; one above is
+// not in a frame shorter than ptrace's image.
+const xsaveKnown = 19
 
 // frameXSize is the size of a signal frame's XSAVE image, from its
 // software bytes; an FXSAVE image only: 512.

@@ -59,7 +59,7 @@ type component struct{ offset, size int }
 
 type layout struct {
 	size int
-	comp [10]component
+	comp [19]component // up to AMX's TILEDATA
 }
 
 // cpuLayout is a property of the CPU, read once.
