@@ -259,3 +259,124 @@ func guardedTry(t *testing.T, prog string, period int, random, fork bool, flags 
 	}
 	return seized, done, nil
 }
+
+// TestGuardianMidCall: memtrap dies (MEMTRAP_DIE_AT_INJECT, a testing aid)
+// in the middle of a system call it injects, the thread's registers set
+// for the call, while it watches heap blocks of an attached target (every
+// call of the target traced, so every block's page is armed and given back
+// by injected calls). The dying tracer lets the thread go there: from a
+// `syscall` of the target's own, it ran on into the code after it and
+// returned from main with the call's result (exit 0, its work not done).
+// From memtrap's landing it waits in a loop for the guardian, which gives
+// it its registers and signal mask back. The target runs on, its sum
+// right, its exit status its own, its maps as before the attach.
+func TestGuardianMidCall(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/heapguarded.c", "-O0", "-g")
+	// The 1st call: a block's page armed at its allocation; the 2nd:
+	// given back at its free; the 5th, a later block's.
+	for _, k := range []int{1, 2, 5} {
+		t.Run(fmt.Sprintf("call%d", k), func(t *testing.T) {
+			t.Parallel()
+			midCallTry(t, prog, k)
+		})
+	}
+}
+
+func midCallTry(t *testing.T, prog string, k int) {
+	target := exec.Command(prog)
+	stdin, _ := target.StdinPipe()
+	stdout, _ := target.StdoutPipe()
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer target.Process.Kill()
+	sc := bufio.NewScanner(stdout)
+	lines := make(chan string, 1<<16)
+	go func() {
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func() (string, bool) {
+		select {
+		case l, ok := <-lines:
+			return l, ok
+		case <-time.After(10 * time.Second):
+			return "", false
+		}
+	}
+	if l, _ := next(); l != "ready" {
+		t.Fatalf("target: %q", l)
+	}
+	pid := target.Process.Pid
+	// Its heap made, the maps stay as they are.
+	if l, _ := next(); !strings.HasPrefix(l, "pairs ") {
+		t.Fatalf("target: %q", l)
+	}
+	before := mapsOf(t, pid)
+	mt := exec.Command(memtrapBin, "attach", strconv.Itoa(pid), "--format", "json", "--backtrace", "0", "-o", os.DevNull, "--heap", "size=40")
+	mt.Env = append(os.Environ(), fmt.Sprintf("MEMTRAP_DIE_AT_INJECT=%d", k))
+	var errb strings.Builder
+	mt.Stderr = &errb
+	if err := mt.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() { ended <- mt.Wait() }()
+	select {
+	case <-ended:
+	case <-time.After(20 * time.Second):
+		mt.Process.Kill()
+		<-ended
+		t.Fatalf("memtrap did not die at its injected call %d (no call from its landing?); stderr: %s", k, errb.String())
+	}
+	if ws, _ := mt.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("memtrap ended with %v, not its own SIGKILL; stderr: %s", mt.ProcessState, errb.String())
+	}
+	rest := errb.String()
+	if !strings.Contains(rest, fmt.Sprintf("died while attached to process %d; its guardian gave back", pid)) {
+		t.Fatalf("no word of the guardian; memtrap's stderr: %s", rest)
+	}
+	t.Logf("%s", strings.TrimSpace(rest))
+	// It goes on, untraced: 5000 pairs more than it had printed when
+	// the guardian was done.
+	var last string
+	var seen int64
+	for drained := false; !drained; {
+		select {
+		case l := <-lines:
+			fmt.Sscanf(l, "pairs %d", &seen)
+		default:
+			drained = true
+		}
+	}
+	for now := seen; now < seen+5000; {
+		l, ok := next()
+		if !ok {
+			target.Wait()
+			t.Fatalf("the target after memtrap's death: %v, its last line %q; memtrap's stderr: %s", target.ProcessState, last, rest)
+		}
+		last = l
+		fmt.Sscanf(l, "pairs %d", &now)
+	}
+	if after := mapsOf(t, pid); after != before {
+		t.Errorf("maps changed:\n%s\nwere:\n%s", after, before)
+	}
+	if tp, err := tracerPid(pid); err != nil || tp != 0 {
+		t.Errorf("still traced by %d (%v)", tp, err)
+	}
+	stdin.Close()
+	for l, ok := next(); ok; l, ok = next() {
+		last = l
+	}
+	target.Wait()
+	ws, _ := target.ProcessState.Sys().(syscall.WaitStatus)
+	var n, sum int64
+	if _, err := fmt.Sscanf(last, "done %d %d", &n, &sum); err != nil || !ws.Exited() || ws.ExitStatus() != 7 {
+		t.Fatalf("target ended with %v, its last line %q", target.ProcessState, last)
+	}
+	if sum != n*(n-1)/2 {
+		t.Errorf("target: %d pairs, sum %d, want %d", n, sum, n*(n-1)/2)
+	}
+}

@@ -93,6 +93,7 @@ func (se *session) attachWatch(wopts pagewatch.Options, g *guard.Link, gerr erro
 	se.w = w
 	if g != nil {
 		w.SetGuard(g.Update)
+		p.SetThreadLog(g.ThreadLog())
 	}
 	if err := w.Arm(t); err != nil {
 		letGo(w)

@@ -166,6 +166,15 @@ func (se *session) codePage(w *pagewatch.Watch, t *tracer.Thread) error {
 	// The watch takes them out again at a detach, also if what follows
 	// fails half-way.
 	w.SetHooks(hooks)
+	// Injected calls run from the page's landing once the guardian
+	// knows of the page: a thread that memtrap's death lets go in the
+	// middle of one then waits there for the guardian. Without a
+	// guardian it would wait for ever: an attached target then keeps
+	// the vDSO's `syscall` (a launched one dies with memtrap).
+	w.SyncGuard()
+	if w.Guarded() || !se.attached {
+		hooks.UseLanding()
+	}
 	return nil
 }
 

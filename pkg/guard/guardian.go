@@ -22,6 +22,7 @@ import (
 const (
 	stateFd = 3
 	readyFd = 4
+	logFd   = 5 // the ThreadLog's page
 )
 
 // reclaimTimeout bounds the wait for the dying memtrap to let the target go.
@@ -104,7 +105,11 @@ func Main(args []string, errw io.Writer) int {
 		return 0
 	}
 	in.pidfds[pid] = pidfd
-	return rescueAll(pid, in.states, in.pidfds, seen, errw)
+	var changed *Changed
+	if c, ok := readThreadLog(logFd); ok {
+		changed = &c
+	}
+	return rescueAll(pid, in.states, in.pidfds, changed, seen, errw)
 }
 
 // rescueAll rescues every process that has something of memtrap's in it
@@ -114,15 +119,20 @@ func Main(args []string, errw io.Writer) int {
 // already: with a thread woken for it, the seize came 0.47-1.07 ms after
 // the guardian heard of memtrap's end, and 0.14-0.17 ms on this thread
 // (perf trace, this 2-CPU VM); a trap the target runs into before the
-// seize kills it. seen is when the guardian heard memtrap had
+// seize kills it. changed is the thread memtrap was changing when it
+// died, if there was one; seen is when the guardian heard memtrap had
 // ended: the times it reports count from there.
-func rescueAll(root int, states map[int]*State, pidfds map[int]int, seen time.Time, errw io.Writer) int {
+func rescueAll(root int, states map[int]*State, pidfds map[int]int, changed *Changed, seen time.Time, errw io.Writer) int {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	code := 0
 	run := func(s *State, fd int) {
 		var out strings.Builder
-		c := rescue(s, fd, seen, &out)
+		ch := changed
+		if ch != nil && ch.Pid != s.Pid {
+			ch = nil
+		}
+		c := rescue(s, fd, ch, seen, &out)
 		mu.Lock()
 		defer mu.Unlock()
 		_, _ = io.WriteString(errw, out.String())
@@ -221,7 +231,7 @@ func (f *frames) take(s *State) {
 
 // rescue takes the target over from the dead memtrap, gives back what s
 // says is changed, and lets it go.
-func rescue(s *State, pidfd int, start time.Time, errw io.Writer) int {
+func rescue(s *State, pidfd int, changed *Changed, start time.Time, errw io.Writer) int {
 	// The pidfd tells the target from a process that took its pid later.
 	gone := func() bool {
 		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
@@ -244,7 +254,7 @@ func rescue(s *State, pidfd int, start time.Time, errw io.Writer) int {
 		return 1
 	}
 	seized := time.Since(start)
-	notes, err := restore(p, s)
+	notes, err := restore(p, s, changed)
 	if errors.Is(err, errExec) {
 		notes, err = append(notes, "it executed a new program meanwhile: nothing of memtrap's is left in it"), nil
 	}
@@ -273,10 +283,11 @@ const (
 	siKernel   = 0x80 // SIGTRAP: an int3; SIGSTOP: a BPF program's
 )
 
-// restore gives back what s says is changed; every thread of p is stopped.
-// The traps a thread ran into since memtrap died (queued by the stop) are
-// taken back: they run again, untrapped, once the arming is gone.
-func restore(p *tracer.Process, s *State) (notes []string, err error) {
+// restore gives back what s says is changed, and what changed says of a
+// thread; every thread of p is stopped. The traps a thread ran into since
+// memtrap died (queued by the stop) are taken back: they run again,
+// untrapped, once the arming is gone.
+func restore(p *tracer.Process, s *State, changed *Changed) (notes []string, err error) {
 	stops, err := p.DrainQueue()
 	if err != nil {
 		return nil, err
@@ -350,6 +361,11 @@ func restore(p *tracer.Process, s *State) (notes []string, err error) {
 		if err := t.Regs(&regs); err != nil {
 			continue
 		}
+		if changed != nil && changed.Tid == t.Tid {
+			if err := putBack(t, &regs, s, changed); err != nil {
+				return notes, err
+			}
+		}
 		if p.InStub(regs.Rip) {
 			if err := t.LeaveStub(); err != nil {
 				notes = append(notes, fmt.Sprintf("thread %d: memtrap's call on resume: %v", t.Tid, err))
@@ -419,6 +435,28 @@ func restore(p *tracer.Process, s *State) (notes []string, err error) {
 		}
 	}
 	return notes, nil
+}
+
+// putBack gives thread t, whose registers are regs, what memtrap had
+// changed of it for an injected call or a single-step: its signal mask,
+// and its registers if it is at memtrap's landing (before the call, or in
+// the loop after it). Elsewhere its registers are its own: memtrap had
+// not set them yet, or had put them back. A call memtrap had not made
+// yet is not made: the pages it would change are the guardian's to give
+// back (memtrap tells of a page before it arms it).
+func putBack(t *tracer.Thread, regs *unix.PtraceRegs, s *State, changed *Changed) error {
+	if err := t.SetSigMask(changed.Mask); err != nil {
+		return err
+	}
+	atLanding := s.Landing != 0 && (regs.Rip == s.Landing || regs.Rip == s.Landing+2)
+	if !changed.HasRegs || !atLanding {
+		return nil
+	}
+	if err := t.SetRegs(&changed.Regs); err != nil {
+		return err
+	}
+	*regs = changed.Regs
+	return nil
 }
 
 // errExec: the target executed a new program before it was seized.

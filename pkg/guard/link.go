@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/memtrap/memtrap/pkg/tracer"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,12 +24,14 @@ const Command = "__guardian"
 // endFrame, as a frame's length, is the end frame: memtrap ends normally.
 const endFrame = ^uint32(0)
 
-// Link is memtrap's side of a guardian: the pipe that keeps it told.
+// Link is memtrap's side of a guardian: the pipe that keeps it told, and
+// the page of the thread memtrap has changed (ThreadLog).
 type Link struct {
 	w    *os.File
 	last map[int][]byte // what the guardian was told last, by process
 	buf  []byte
 	done chan struct{}
+	log  *threadLog // nil: the page could not be made
 }
 
 // startTimeout bounds the guardian's start (a Go program's exec and
@@ -58,6 +61,13 @@ func Start(pid int) (*Link, error) {
 	}
 	defer readyR.Close()
 	l := &Link{w: stateW, last: map[int][]byte{}, done: make(chan struct{})}
+	// Without the page the guardian still gives back what State says;
+	// a thread memtrap dies in the middle of changing runs on changed.
+	logFile, log := newLogPage()
+	l.log = log
+	if logFile != nil {
+		defer logFile.Close() // the guardian has its own
+	}
 	started := make(chan error, 1)
 	go func() {
 		// The guardian is a child of this thread, which does nothing
@@ -67,6 +77,13 @@ func Start(pid int) (*Link, error) {
 		defer close(l.done)
 		cmd := exec.Command(exe, Command, strconv.Itoa(pid), strconv.Itoa(tracerTid))
 		cmd.ExtraFiles = []*os.File{stateR, readyW}
+		if logFile != nil {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, logFile)
+		} else if null, err := os.Open(os.DevNull); err == nil {
+			// Read, it holds no record.
+			defer null.Close()
+			cmd.ExtraFiles = append(cmd.ExtraFiles, null)
+		}
 		cmd.Stderr = os.Stderr
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		err := cmd.Start()
@@ -91,6 +108,38 @@ func Start(pid int) (*Link, error) {
 		return nil, fmt.Errorf("starting a guardian: %w", err)
 	}
 	return l, nil
+}
+
+// newLogPage makes the page of the ThreadLog, mapped here; nil if it
+// cannot be.
+func newLogPage() (*os.File, *threadLog) {
+	fd, err := unix.MemfdCreate("memtrap-thread-log", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, nil
+	}
+	f := os.NewFile(uintptr(fd), "memtrap-thread-log")
+	if err := unix.Ftruncate(fd, logPageSize); err != nil {
+		f.Close()
+		return nil, nil
+	}
+	mem, err := unix.Mmap(fd, 0, logPageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		f.Close()
+		return nil, nil
+	}
+	l := newThreadLog(mem)
+	return f, &l
+}
+
+const logPageSize = 4096
+
+// ThreadLog is what the tracer tells of the thread it changes
+// (tracer.Process.SetThreadLog), nil if the guardian cannot know it.
+func (l *Link) ThreadLog() tracer.ThreadLog {
+	if l == nil || l.log == nil {
+		return nil
+	}
+	return l.log
 }
 
 // Update tells the guardian what is changed in process s.Pid now: the

@@ -17,6 +17,10 @@ type State struct {
 	// Stub is where tracer.StubCode stands in memtrap's code page: a
 	// thread there has a call on resume to make, or to finish.
 	Stub uint64 `json:"stub,omitempty"`
+	// Landing is where the calls memtrap injects run from, in its code
+	// page: `syscall; jmp .`. A thread let go there (at the call, or in
+	// the loop after it) gets the registers of the ThreadLog back.
+	Landing uint64 `json:"land,omitempty"`
 	// Unmap are memtrap's own mappings in the target (the code page, the
 	// scratch area).
 	Unmap []Span `json:"unmap,omitempty"`

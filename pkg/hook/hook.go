@@ -86,9 +86,13 @@ func New(p *tracer.Process, t *tracer.Thread) (*Set, error) {
 	s := &Set{p: p, page: uint64(addr), next: uint64(addr) + slotSize,
 		bps: map[uint64]*breakpoint{}, rets: map[int][]pending{}, replay: map[int]uint64{},
 		gated: map[uint64]HitFunc{}, gateStops: map[int]gateStop{}}
-	// The trampoline: a return lands on an int3. At the page's end, the
-	// code of the tracer's calls on resume.
+	// The trampoline: a return lands on an int3. Then the landing of
+	// injected calls; at the page's end, the code of the tracer's calls
+	// on resume.
 	err = p.WriteMemory(s.page, []byte{int3})
+	if err == nil {
+		err = p.WriteMemory(s.landing(), landingCode)
+	}
 	if err == nil {
 		err = p.WriteMemory(s.stub(), tracer.StubCode)
 	}
@@ -101,6 +105,27 @@ func New(p *tracer.Process, t *tracer.Thread) (*Set, error) {
 	p.SetCallStub(s.stub())
 	return s, nil
 }
+
+// landing is where the calls the tracer injects run from, once the
+// guardian knows of it (UseLanding): landingCode, past the trampoline.
+func (s *Set) landing() uint64 { return s.page + landingOff }
+
+// landingCode is `syscall; jmp .`. The tracer single-steps the syscall and
+// puts the thread's registers back. A thread that a dying memtrap lets go
+// before the step makes the call and stays in the loop, its other
+// registers as memtrap set them, until the guardian puts them back (it
+// has them from tracer.ThreadLog). From a `syscall` of the target's, the
+// thread would run on into the code after it: the vDSO's `leave; ret`
+// returns from the function that the thread's frame pointer says, with the
+// call's result.
+var landingCode = []byte{0x0f, 0x05, 0xeb, 0xfe}
+
+const landingOff = 16 // the trampoline's int3 is at 0, the slots from slotSize
+
+// UseLanding has the calls the tracer injects run from the landing. Only
+// once the guardian, if there is one, knows of the code page (GuardState):
+// one that does not would leave a thread in the loop.
+func (s *Set) UseLanding() { s.p.SetSyscallInsn(s.landing()) }
 
 // stub is where the tracer's StubCode stands in the code page: at its
 // end, after the slots.
@@ -387,6 +412,7 @@ func (s *Set) Remove(t *tracer.Thread) error {
 	}
 	s.rets, s.bps = map[int][]pending{}, map[uint64]*breakpoint{}
 	s.p.SetCallStub(0)
+	s.p.SetSyscallInsn(0) // not from the page being unmapped
 	if t == nil {
 		return nil
 	}
@@ -549,6 +575,7 @@ func (s *Set) GuardState(g *guard.State) {
 		}
 	}
 	g.Trampoline = s.page
+	g.Landing = s.landing()
 	g.Stub = s.p.CallStub().Lo // 0: none
 	g.Unmap = append(g.Unmap, guard.Span{Addr: s.page, Len: pageSize})
 }

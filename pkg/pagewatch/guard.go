@@ -12,6 +12,9 @@ import (
 // runs with the change. nil: no guardian.
 func (w *Watch) SetGuard(update func(*guard.State) error) { w.guard = update }
 
+// Guarded says whether a guardian is told of the watch's changes.
+func (w *Watch) Guarded() bool { return w.guard != nil }
+
 // SyncGuard tells the guardian what is changed in the target now; the
 // watch does so itself after its own changes. A failure is noted once: the
 // watch goes on, unguarded.
@@ -68,11 +71,12 @@ func (w *Watch) guardState() *guard.State {
 	return s
 }
 
-// guardState: the armed pages, with their own protections.
+// guardState: the armed pages (and those being armed), with their own
+// protections.
 func (e *pageEngine) guardState(s *guard.State) {
 	addrs := make([]uint64, 0, len(e.pages))
 	for a, pg := range e.pages {
-		if pg.armed && pg.prot&unix.PROT_WRITE != 0 {
+		if (pg.armed || e.arming) && pg.prot&unix.PROT_WRITE != 0 {
 			addrs = append(addrs, a)
 		}
 	}

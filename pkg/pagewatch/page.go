@@ -34,6 +34,9 @@ type pageEngine struct {
 	// noQuery: it has none.
 	query   *procmaps.Query
 	noQuery bool
+	// arming: the pages not armed yet are being armed (add), and the
+	// guardian is told of them first.
+	arming bool
 }
 
 // page is one page holding watched bytes.
@@ -78,7 +81,26 @@ func (e *pageEngine) add(t *tracer.Thread, regions []*Region) error {
 		e.forgetUnarmed()
 		return err
 	}
+	if e.toArm() {
+		// The guardian hears of the pages before they are armed: if
+		// memtrap dies meanwhile, it gives a page not armed yet its
+		// own protection again (no harm), and never leaves one armed
+		// that it does not know of.
+		e.arming = true
+		e.w.SyncGuard()
+		defer func() { e.arming = false }()
+	}
 	return e.setProtection(t, true)
+}
+
+// toArm says whether a page is waiting to be armed.
+func (e *pageEngine) toArm() bool {
+	for _, pg := range e.pages {
+		if !pg.armed && pg.prot&unix.PROT_WRITE != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // forgetUnarmed drops the pages an add that failed recorded: never armed,

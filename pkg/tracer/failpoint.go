@@ -41,10 +41,19 @@ var (
 	notifyCount atomic.Int64
 )
 
-// diePoint counts one call of an untraced process, and dies at the one
-// MEMTRAP_DIE_AT_NOTIFY names.
-func diePoint() {
-	if dieAtNotify == 0 || notifyCount.Add(1) != dieAtNotify {
+// dieAtInject is MEMTRAP_DIE_AT_INJECT: memtrap kills itself at the N-th
+// call it injects from a `syscall` of its own (SetSyscallInsn), once the
+// thread's registers are set for the call and before it runs, so that a
+// test can check that the guardian puts a thread let go mid-call back.
+var (
+	dieAtInject = parseFailAt(os.Getenv("MEMTRAP_DIE_AT_INJECT"))
+	injectCount atomic.Int64
+)
+
+// diePoint counts one event, and dies at the one that at (the value of
+// MEMTRAP_DIE_AT_NOTIFY or MEMTRAP_DIE_AT_INJECT) names.
+func diePoint(at int64, count *atomic.Int64) {
+	if at == 0 || count.Add(1) != at {
 		return
 	}
 	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)

@@ -57,9 +57,30 @@ func (p *Process) syscallInsn() (uint64, error) {
 }
 
 // SetSyscallInsn has injected calls run from the `syscall` instruction at
-// addr instead of one found in the target's code: one a seccomp filter of
-// the caller's lets through.
-func (p *Process) SetSyscallInsn(addr uint64) { p.sysInsn = addr }
+// addr instead of one found in the target's code (0: found again): one a
+// seccomp filter of the caller's lets through, or one followed by code
+// that holds a thread let go mid-call (memtrap's landing, package hook).
+func (p *Process) SetSyscallInsn(addr uint64) { p.sysInsn, p.ownInsn = addr, addr != 0 }
+
+// A ThreadLog keeps, outside memtrap, what a thread's registers and signal
+// mask were while memtrap has them changed for an injected call or a
+// single-step (package guard's Link: a page that the guardian reads if
+// memtrap dies meanwhile). A thread let go by a dying tracer runs on with
+// what the tracer left: a call found in the target's code runs on into
+// the code after it, and returns who knows where (the vDSO's: `leave;
+// ret`); from memtrap's landing it stops in a loop, where the guardian
+// finds it and puts the registers back.
+type ThreadLog interface {
+	// Changing is told, before the mask or the registers change, the
+	// mask and the registers (nil: unchanged) that are to come back.
+	Changing(pid, tid int, regs *unix.PtraceRegs, mask uint64)
+	// Restored is told once they are back.
+	Restored()
+}
+
+// SetThreadLog has the process, and the children it follows from now on,
+// tell l of their threads' changes.
+func (p *Process) SetThreadLog(l ThreadLog) { p.threadLog = l }
 
 // Syscall makes the stopped thread t execute system call nr with args, and
 // returns its result; the thread's registers are restored afterwards.
@@ -127,7 +148,7 @@ func (t *Thread) inject(run func(insn uint64) (uintptr, error), nr uintptr, args
 	for i, v := range args {
 		a[i] = uint64(v)
 	}
-	release, err := t.holdSignals()
+	release, err := t.holdSignals(&saved)
 	if err != nil {
 		return 0, err
 	}
@@ -150,6 +171,9 @@ func (t *Thread) runInjected(run func(insn uint64) (uintptr, error), insn uint64
 		r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
 		if err := t.SetRegs(&r); err != nil {
 			return 0, err
+		}
+		if t.p.ownInsn {
+			diePoint(dieAtInject, &injectCount)
 		}
 		// Ours: past the filters where memtrap may, else the listener
 		// lets it run.

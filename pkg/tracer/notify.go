@@ -261,7 +261,7 @@ func (n *notifier) answer(req *seccompnotify.Request) {
 	}
 	switch {
 	case t == nil:
-		diePoint()
+		diePoint(dieAtNotify, &notifyCount)
 		_ = seccompnotify.Continue(n.fd, id)
 	case t.allow == nr+1, !t.quick.stops(req):
 		// Sent with the lock held, so that the ptrace thread, which

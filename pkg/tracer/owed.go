@@ -48,15 +48,29 @@ const forced = 1<<(unix.SIGTRAP-1) | 1<<(unix.SIGSEGV-1) | 1<<(unix.SIGBUS-1) |
 // PTRACE_SETSIGMASK drops a mask that a waiting call (sigsuspend, ppoll)
 // put in place for the wait: the caller that works at such a call's
 // signal-delivery-stop sets it again (see WaitMask).
-func (t *Thread) holdSignals() (release func() error, err error) {
+//
+// A ThreadLog (SetThreadLog) is told the mask, and saved, the registers
+// the thread is to get back (an injected call's caller changes them),
+// before anything changes, and told when the mask is back.
+func (t *Thread) holdSignals(saved *unix.PtraceRegs) (release func() error, err error) {
 	m, err := t.SigMask()
 	if err != nil {
 		return nil, maskErr(err)
 	}
+	log := t.p.threadLog
+	if log != nil {
+		log.Changing(t.p.Pid, t.Tid, saved, m)
+	}
 	if err := t.SetSigMask(m | ^uint64(forced)); err != nil {
+		if log != nil {
+			log.Restored()
+		}
 		return nil, maskErr(err)
 	}
 	return func() error {
+		if log != nil {
+			defer log.Restored()
+		}
 		if m&forced == 0 {
 			// None of them was blocked: forcing one only unblocks it,
 			// and no call memtrap injects blocks one.

@@ -34,6 +34,8 @@ type Process struct {
 	ownChild   bool // launched by us: reap on exit, EXITKILL set
 	options    int
 	sysInsn    uint64          // address of a `syscall` instruction in the target
+	ownInsn    bool            // sysInsn is memtrap's (SetSyscallInsn)
+	threadLog  ThreadLog       // SetThreadLog
 	idle       func()          // OnIdle
 	quiet      bool            // QuietInjection
 	gone       []func(tid int) // OnThreadGone

@@ -25,7 +25,7 @@ func (t *Thread) Step() (StepResult, error) {
 	if err := t.p.check(); err != nil {
 		return StepResult{}, err
 	}
-	release, err := t.holdSignals()
+	release, err := t.holdSignals(nil)
 	if err != nil {
 		return StepResult{}, err
 	}

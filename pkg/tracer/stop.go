@@ -227,6 +227,7 @@ func (p *Process) Follow(pid int) (*Process, error) {
 	c.root, c.early, c.kept = root, root.early, root.kept
 	c.sysInsn, c.options, c.filtered, c.traceSyscalls = p.sysInsn, p.options, p.filtered, p.traceSyscalls
 	c.ownChild, c.notif = p.ownChild, p.notif
+	c.ownInsn, c.threadLog = p.ownInsn, p.threadLog
 	t := c.addThread(pid)
 	t.stopped = true
 	root.followed[pid] = c
@@ -240,7 +241,7 @@ func (p *Process) FollowExec(pid int) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.sysInsn = 0
+	c.sysInsn, c.ownInsn = 0, false
 	return c, nil
 }
 
@@ -459,7 +460,7 @@ func (p *Process) handleExec(t *Thread) (Stop, bool, error) {
 		p.threads[p.Pid] = t
 		p.notif.track(p.Pid, p.Pid, p.quickView())
 	}
-	p.sysInsn = 0
+	p.sysInsn, p.ownInsn = 0, false
 	if p.statusFile != nil {
 		p.statusFile.Close()
 		p.statusFile = nil
