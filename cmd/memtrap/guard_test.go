@@ -272,9 +272,14 @@ func guardedTry(t *testing.T, prog string, period int, random, fork bool, flags 
 // right, its exit status its own, its maps as before the attach.
 func TestGuardianMidCall(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/heapguarded.c", "-O0", "-g")
-	// The 1st call: a block's page armed at its allocation; the 2nd:
-	// given back at its free; the 5th, a later block's.
-	for _, k := range []int{1, 2, 5} {
+	// The 2nd call arms a block's page at its allocation, the 3rd gives
+	// it back at its free; the 6th is a later block's. Each is the first
+	// call at its stop. Not the 1st, the scratch area's mmap at the
+	// attach: it follows the code page's at the same stop, and a
+	// single-step (the injected call's) leaves the thread's trap flag
+	// set until it is resumed: let go with it, the thread dies of
+	// SIGTRAP at its next instruction (README, Limits).
+	for _, k := range []int{2, 3, 6} {
 		t.Run(fmt.Sprintf("call%d", k), func(t *testing.T) {
 			t.Parallel()
 			midCallTry(t, prog, k)

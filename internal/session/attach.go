@@ -103,6 +103,12 @@ func (se *session) attachWatch(wopts pagewatch.Options, g *guard.Link, gerr erro
 		letGo(w)
 		return report.Summary{}, err
 	}
+	// After the arming, which knows how to make calls in a target that
+	// ignores SIGTRAP (a step's trap would reset its action).
+	if err := se.codePage(w, t); err != nil {
+		letGo(w)
+		return report.Summary{}, err
+	}
 	hookLines, err := se.hook(w, t)
 	if err != nil {
 		letGo(w)

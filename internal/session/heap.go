@@ -151,9 +151,10 @@ func (se *session) hook(w *pagewatch.Watch, t *tracer.Thread) ([]string, error) 
 
 // codePage maps the code page of the breakpoints in w's process, if it is
 // not there yet. Before the watch arms, so that the syscall filters it
-// installs let the calls of its code through (tracer.CallStub).
+// installs let the calls of its code through (tracer.CallStub). A guarded
+// attach maps it without breakpoints too, for the landing.
 func (se *session) codePage(w *pagewatch.Watch, t *tracer.Thread) error {
-	if !se.hooking() {
+	if !se.hooking() && !(se.attached && w.Guarded()) {
 		return nil
 	}
 	if _, ok := w.Hooks().(*hook.Set); ok {

@@ -468,10 +468,13 @@ func (s *Set) leavePage() error {
 }
 
 // Release takes the breakpoints out of a forked child of the process that
-// memtrap lets go: its code is a copy of the parent's, int3s included, and
-// its stack the forking thread's, return addresses pointed at the
-// trampoline included.
-func (s *Set) Release(child *tracer.Process, forker int) error {
+// memtrap lets go, or follows without hooks: its code is a copy of the
+// parent's, int3s included, and its stack the forking thread's, return
+// addresses pointed at the trampoline included. Then t, the child's
+// thread (stopped, in its fork), unmaps the child's copy of the code
+// page; the calls injected in it run from the vDSO again (no guardian
+// knows of the child's landing).
+func (s *Set) Release(child *tracer.Process, t *tracer.Thread, forker int) error {
 	if err := s.restore(child); err != nil {
 		return err
 	}
@@ -481,6 +484,14 @@ func (s *Set) Release(child *tracer.Process, forker int) error {
 		if err := child.WriteMemory(c.slot, b[:]); err != nil {
 			return fmt.Errorf("child %d: giving a return address back: %w", child.Pid, err)
 		}
+	}
+	child.SetSyscallInsn(0)
+	child.SetCallStub(0)
+	if t == nil {
+		return nil
+	}
+	if _, err := t.Syscall(unix.SYS_MUNMAP, uintptr(s.page), pageSize); err != nil {
+		return fmt.Errorf("child %d: unmapping memtrap's code page: %w", child.Pid, err)
 	}
 	return nil
 }

@@ -55,7 +55,7 @@ func (w *Watch) follow(forker *tracer.Thread, pid int) error {
 	}
 	if w.hooks != nil && cw.hooks == nil {
 		// Nobody hooks the child: its copy of the breakpoints goes.
-		if err := w.hooks.Release(c, forker.Tid); err != nil {
+		if err := w.hooks.Release(c, c.Thread(pid), forker.Tid); err != nil {
 			return err
 		}
 	}

@@ -221,8 +221,9 @@ type Hooks interface {
 	Remove(t *tracer.Thread) error
 	// Release takes the breakpoints out of a forked child, and the
 	// awaited returns out of the stack it copied from forker, the thread
-	// that forked.
-	Release(child *tracer.Process, forker int) error
+	// that forked; t, the child's thread (stopped), unmaps its copy of
+	// the hooks' code.
+	Release(child *tracer.Process, t *tracer.Thread, forker int) error
 	// Forget drops everything: the image is gone.
 	Forget()
 }
@@ -591,7 +592,7 @@ func (w *Watch) releaseChild(forker *tracer.Thread, pid int) error {
 		w.note(fmt.Sprintf("child %d: %v", pid, err))
 	}
 	if w.hooks != nil {
-		if err := w.hooks.Release(c, forker.Tid); err != nil {
+		if err := w.hooks.Release(c, t, forker.Tid); err != nil {
 			w.note(fmt.Sprintf("child %d: %v", pid, err))
 		}
 	}
