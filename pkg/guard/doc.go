@@ -39,8 +39,19 @@
 // trap the target runs into in between kills it: before the release it
 // stops the target for a tracer that is gone, and the kernel delivers its
 // signal when it lets the target go; after, nothing traces it. So does a
-// trap memtrap was handling when it died; a thread it was single-stepping
-// or injecting a system call into runs on with memtrap's registers. ptrace
-// has no way to take a stopped thread's signal back without resuming it,
-// and one tracer only: this cannot be helped from another process.
+// trap memtrap was handling when it died, and a thread it single-stepped
+// since it last resumed it (the kernel leaves the step's trap flag set
+// until the next resume). ptrace has no way to take a stopped thread's
+// signal back without resuming it, and one tracer only: this cannot be
+// helped from another process.
+//
+// # A thread in the middle of a call
+//
+// Before memtrap changes a thread's signal mask or registers for an
+// injected call (or a step), it writes them to a page it shares with the
+// guardian (a memfd, the guardian's fd 5; tracer.ThreadLog), and clears
+// the record once they are back. Injected calls run from memtrap's code
+// page (package hook's landing, `syscall; jmp .`): a thread let go there
+// makes the call and stays in the loop. The guardian gives the recorded
+// thread its mask back, and its registers if it is at the landing.
 package guard
