@@ -1,6 +1,7 @@
 package session
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/memtrap/memtrap/internal/cond"
 	"github.com/memtrap/memtrap/internal/report"
@@ -525,10 +527,18 @@ func (se *session) onReport(w *pagewatch.Write) (func() error, error) {
 		ev := se.reportWrite(w)
 		return se.deliver(w, func() *report.Write {
 			ev.Backtrace = se.symbolizeFrames(img, pid, frames, mem)
+			// The report has what it shows of them: they go back for
+			// another write's (this write is done with).
+			frames = frames[:0]
+			framePool.Put(&frames)
 			return ev
 		})
 	}, nil
 }
+
+// framePool holds the frame slices of writes reported already
+// (writerFrames unwinds into them).
+var framePool sync.Pool
 
 // redZone is the x86-64 ABI's: the 128 bytes below the stack pointer a
 // function may use without moving it.
@@ -706,6 +716,20 @@ func (s *stackWindow) load(lo, hi uint64) {
 	}
 }
 
+// ReadUint implements op.Memory, for the parameters' locations: a buffer
+// of its own, where a slice handed through a function value would be
+// allocated for each read.
+func (s *stackWindow) ReadUint(addr uint64, size int) (uint64, error) {
+	if size < 1 || size > 8 {
+		return 0, fmt.Errorf("read of %d bytes: not 1 to 8", size)
+	}
+	var b [8]byte
+	if err := s.ReadMemory(addr, b[:size]); err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint64(b[:]), nil
+}
+
 func (s *stackWindow) ReadMemory(addr uint64, b []byte) error {
 	const pageSize = stackPage
 	if addr >= s.spanAddr && addr-s.spanAddr <= uint64(len(s.span)) && uint64(len(b)) <= uint64(len(s.span))-(addr-s.spanAddr) {
@@ -748,8 +772,8 @@ func (s *stackWindow) ReadMemory(addr uint64, b []byte) error {
 // (-O0) or in rbx, rbp, r12-r15 (-O2), but not those in scratch registers.
 func (se *session) args(img *image, fr unwind.Frame, pc uint64, mem *stackWindow) []report.Arg {
 	regs := symbols.FrameRegs{PC: pc, CFA: fr.CFA, Regs: fr.Regs, RegsValid: uint32(fr.Valid)}
-	ps, err := img.syms.AppendParams(se.params[:0], regs, mem.ReadMemory)
-	se.params = ps
+	ps, err := img.syms.AppendParams(se.params[:0], regs, mem)
+	se.params = ps[:0] // its room, for the next frame
 	if err != nil || len(ps) == 0 {
 		return nil
 	}

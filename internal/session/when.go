@@ -171,7 +171,11 @@ func (se *session) writerFrames(wr *pagewatch.Write, depth int) ([]unwind.Frame,
 			mem.keep(wr.StackAddr+uint64(off), wr.Stack[off:off+stackPage])
 		}
 	}
-	frames := se.image(wr.Pid).unw.Unwind(unwind.RegsFromPtrace(&wr.Regs), mem, depth)
+	var buf []unwind.Frame
+	if b, ok := framePool.Get().(*[]unwind.Frame); ok {
+		buf = *b
+	}
+	frames := se.image(wr.Pid).unw.UnwindInto(buf, unwind.RegsFromPtrace(&wr.Regs), mem, depth)
 	if len(frames) > 0 {
 		// The writing instruction, also when the registers are those
 		// after it (debug registers).

@@ -63,12 +63,24 @@ var ErrNoFunction = errors.New("no DWARF function at pc")
 // location list sections); read is called with the table's lock held and
 // must not call back into the Table.
 func (t *Table) Params(fr FrameRegs, read func(addr uint64, p []byte) error) ([]Param, error) {
-	return t.AppendParams(nil, fr, read)
+	return t.AppendParams(nil, fr, readMem(read))
+}
+
+// readMem is read as an op.Memory, nil if it is nil.
+func readMem(read func(addr uint64, p []byte) error) op.Memory {
+	if read == nil {
+		return nil
+	}
+	return op.ReadFunc(read)
 }
 
 // AppendParams is Params appending to dst, for a caller that reuses one
 // slice from frame to frame.
-func (t *Table) AppendParams(dst []Param, fr FrameRegs, read func(addr uint64, p []byte) error) ([]Param, error) {
+//
+// Its memory is an op.Memory: one whose ReadUint reads into a buffer of its
+// own costs no allocation per read (a slice handed to a function value
+// escapes).
+func (t *Table) AppendParams(dst []Param, fr FrameRegs, mem op.Memory) ([]Param, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e := t.pcEntry(fr.PC)
@@ -77,9 +89,9 @@ func (t *Table) AppendParams(dst []Param, fr FrameRegs, read func(addr uint64, p
 	}
 	pp := e.params
 	if pp.err != nil {
-		return nil, pp.err
+		return dst, pp.err
 	}
-	env := frameEnv(fr, pp.bias, read)
+	env := frameEnv(fr, pp.bias, mem)
 	if pp.hasBase {
 		env.FrameBase, env.HasFrameBase = frameBase(pp.frameBase, &env)
 	}
@@ -587,12 +599,8 @@ func findLoclists(sec []byte, off uint64, u unitInfo, addrSec []byte, v uint64) 
 
 // frameEnv is what the location expressions of frame fr in a module
 // loaded at bias see; memory is read through read, if not nil.
-func frameEnv(fr FrameRegs, bias uint64, read func(addr uint64, p []byte) error) op.Env {
-	env := op.Env{Regs: fr.Regs, Valid: fr.RegsValid, CFA: fr.CFA, HasCFA: fr.CFA != 0, Bias: bias}
-	if read != nil {
-		env.Mem = op.ReadFunc(read)
-	}
-	return env
+func frameEnv(fr FrameRegs, bias uint64, mem op.Memory) op.Env {
+	return op.Env{Regs: fr.Regs, Valid: fr.RegsValid, CFA: fr.CFA, HasCFA: fr.CFA != 0, Bias: bias, Mem: mem}
 }
 
 // frameBase evaluates a function's DW_AT_frame_base: the value its
@@ -735,7 +743,7 @@ func (t *Table) LocalAddress(fr FrameRegs, name string, read func(addr uint64, p
 	if size == 0 {
 		return 0, 0, fmt.Errorf("%s: its size is not known", name)
 	}
-	env := frameEnv(fr, mod.bias, read)
+	env := frameEnv(fr, mod.bias, readMem(read))
 	if fn.frameBase.kind != locNone {
 		if expr, ok := fx.locExpr(fn.frameBase, fn.cu, v); ok {
 			env.FrameBase, env.HasFrameBase = frameBase(expr, &env)

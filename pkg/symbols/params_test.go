@@ -330,7 +330,7 @@ func TestEvalExpr(t *testing.T) {
 		return nil
 	}
 	fr := FrameRegs{Regs: [17]uint64{0: 0x1100, 5: 0xdeadbeefcafe, 6: 0x1800, 3: 7}, RegsValid: 1<<0 | 1<<5 | 1<<6, CFA: 0x1900}
-	env := frameEnv(fr, 0x100, mem)
+	env := frameEnv(fr, 0x100, readMem(mem))
 	env.FrameBase, env.HasFrameBase = frameBase([]byte{op.CallFrameCFA}, &env)
 	for _, c := range []struct {
 		name  string
@@ -508,7 +508,7 @@ func FuzzLocation(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, pc uint64) {
 		findLoc(b, 0, 0, pc)
 		findLoclists(b, 0, unitInfo{version: 5}, b, pc)
-		env := frameEnv(FrameRegs{RegsValid: ^uint32(0), CFA: 1}, 0, func(uint64, []byte) error { return nil })
+		env := frameEnv(FrameRegs{RegsValid: ^uint32(0), CFA: 1}, 0, readMem(func(uint64, []byte) error { return nil }))
 		value(b, &env, 8)
 		unitVersions(b)
 	})

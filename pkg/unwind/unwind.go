@@ -109,8 +109,14 @@ const maxInitialFrames = 64
 // the stack (except across a signal frame), and at max frames. Malformed
 // CFI or unreadable memory ends the walk; it never panics.
 func (u *Unwinder) Unwind(regs Regs, mem Memory, max int) []Frame {
+	return u.UnwindInto(nil, regs, mem, max)
+}
+
+// UnwindInto is Unwind into dst's room (dst's frames are overwritten), for
+// a caller that reuses its slices: a frame is some 180 bytes.
+func (u *Unwinder) UnwindInto(dst []Frame, regs Regs, mem Memory, max int) []Frame {
 	if max <= 0 || regs[regRIP] == 0 {
-		return nil
+		return dst[:0]
 	}
 	w, _ := u.walkers.Get().(*walker)
 	if w == nil {
@@ -122,7 +128,10 @@ func (u *Unwinder) Unwind(regs Regs, mem Memory, max int) []Frame {
 		u.walkers.Put(w)
 	}()
 
-	frames := make([]Frame, 0, min(max, maxInitialFrames))
+	frames := dst[:0]
+	if cap(frames) == 0 {
+		frames = make([]Frame, 0, min(max, maxInitialFrames))
+	}
 	cur, valid := regs, AllRegs
 	exact := true // cur's PC is the next instruction, not a return address
 	checkCFA := false
