@@ -81,7 +81,7 @@ func (e *pageEngine) add(t *tracer.Thread, regions []*Region) error {
 		e.forgetUnarmed()
 		return err
 	}
-	if e.toArm() {
+	if e.toArm(regions) {
 		// The guardian hears of the pages before they are armed: if
 		// memtrap dies meanwhile, it gives a page not armed yet its
 		// own protection again (no harm), and never leaves one armed
@@ -93,11 +93,15 @@ func (e *pageEngine) add(t *tracer.Thread, regions []*Region) error {
 	return e.setProtection(t, true)
 }
 
-// toArm says whether a page is waiting to be armed.
-func (e *pageEngine) toArm() bool {
-	for _, pg := range e.pages {
-		if !pg.armed && pg.prot&unix.PROT_WRITE != 0 {
-			return true
+// toArm says whether a page of regions is waiting to be armed: only
+// theirs are looked at (a heap block's, at each allocation), not every
+// page of the watch.
+func (e *pageEngine) toArm(regions []*Region) bool {
+	for _, r := range regions {
+		for a := pageDown(r.Addr); a < r.End(); a += pageSize {
+			if pg := e.pages[a]; pg != nil && !pg.armed && pg.prot&unix.PROT_WRITE != 0 {
+				return true
+			}
 		}
 	}
 	return false
