@@ -280,13 +280,14 @@ func (se *session) hookHeap(w *pagewatch.Watch, hooks *hook.Set) (string, error)
 	var hooked, trapped []string
 	seen := map[uint64]bool{}
 	for _, fn := range allocators {
-		addr, ok := definedIn(syms.Definitions(fn.name), module)
+		def, ok := definedIn(syms.Definitions(fn.name), module)
+		addr := def.Addr
 		if !ok || seen[addr] {
 			continue // not there, or an alias (glibc's memalign is aligned_alloc)
 		}
 		seen[addr] = true
 		fn := fn
-		if err := hooks.AddGated(addr, func(t *tracer.Thread, regs *unix.PtraceRegs) error {
+		if err := hooks.AddGated(addr, def.Size, func(t *tracer.Thread, regs *unix.PtraceRegs) error {
 			// The process's own: a followed child has a copy.
 			if hw := se.heapOf(t); hw != nil {
 				return hw.call(fn, t, regs)
@@ -410,13 +411,13 @@ func pickAllocator(defs []symbols.Symbol, exe string) string {
 	return defs[0].Module
 }
 
-func definedIn(defs []symbols.Symbol, module string) (uint64, bool) {
+func definedIn(defs []symbols.Symbol, module string) (symbols.Symbol, bool) {
 	for _, d := range defs {
 		if d.Module == module {
-			return d.Addr, true
+			return d, true
 		}
 	}
-	return 0, false
+	return symbols.Symbol{}, false
 }
 
 // call runs at an allocator's entry, with the thread stopped there.

@@ -28,6 +28,10 @@ type Call struct {
 	PageRound bool
 	// Ptr is the argument that is the block given (realloc, free), or 0.
 	Ptr int
+	// Probe is where the uprobe goes, if not at the entry (0): an
+	// instruction past it that every call reaches, with the arguments and
+	// rsp as at the entry, and that the kernel need not single-step.
+	Probe uint64
 }
 
 // Entry is a call as it was at the function's entry, before its first
@@ -156,6 +160,9 @@ func (g *Gate) Attach(fns []uint64, calls []Call) error {
 	var files []*gateFile
 	byPath := map[string]*gateFile{}
 	for i, entry := range fns {
+		if calls[i].Probe != 0 {
+			entry = calls[i].Probe
+		}
 		var m *procmaps.Mapping
 		for j := range maps {
 			if maps[j].Contains(entry) {

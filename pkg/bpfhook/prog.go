@@ -47,7 +47,7 @@ func decodeEntry(b []byte) Entry {
 // the function it is at.
 //
 //	if the process (in memtrap's PID namespace) is not g's: out
-//	if at a return (session, the context's ip is not the entry): ret
+//	if at a return (session, the context's ip is not the uprobe's): ret
 //	if state[0]: stop
 //	fn i: if ptr in blocks: stop; if size in a range: sized
 //	out: return 1 (session: no return probe), else 0
@@ -72,21 +72,28 @@ func program(g *Gate, fns []uint64, calls []Call, session bool) (asm.Instruction
 		asm.Mov.Reg(asm.R1, asm.R6),
 		asm.FnGetAttachCookie.Call(),
 		asm.Mov.Reg(asm.R8, asm.R0),
-		// r9 = the entry address: fns[cookie].
+		// r9 = the entry address: fns[cookie]; r2 = where its uprobe
+		// is (a session's entry run has its ip there).
 		asm.Mov.Imm(asm.R9, 0),
+		asm.Mov.Imm(asm.R2, 0),
 	)
 	for i, f := range fns {
 		skip := fmt.Sprintf("addr%d", i)
+		probe := f
+		if calls[i].Probe != 0 {
+			probe = calls[i].Probe
+		}
 		in = append(in,
 			asm.JNE.Imm(asm.R8, int32(i), skip),
 			asm.LoadImm(asm.R9, int64(f), asm.DWord),
+			asm.LoadImm(asm.R2, int64(probe), asm.DWord),
 			asm.Mov.Imm(asm.R0, 0).WithSymbol(skip),
 		)
 	}
 	if session {
 		in = append(in,
 			asm.LoadMem(asm.R1, asm.R6, offIP, asm.DWord),
-			asm.JNE.Reg(asm.R1, asm.R9, "ret"),
+			asm.JNE.Reg(asm.R1, asm.R2, "ret"),
 		)
 	}
 	in = append(in, asm.StoreImm(asm.R10, stState, 0, asm.Word))
