@@ -18,11 +18,15 @@ import (
 // TestTargetTracesChild: a C program whose child asks to be traced
 // (PTRACE_TRACEME) and one that seizes its child (PTRACE_SEIZE), the child
 // then calling readv, which memtrap's syscall filter stops: the program's
-// output and status are as without memtrap, and its writes reported.
+// output and status are as without memtrap, and its writes reported. Also
+// after the program executed itself ("exec"): the watch re-armed in the
+// new image takes a SECCOMP_RET_TRACE filter, whose children memtrap keeps
+// traced; the one that is to be traced is let go first, with a note
+// (before: its PTRACE_TRACEME failed with EPERM, and the seize hung).
 func TestTargetTracesChild(t *testing.T) {
 	prog := fixture.Build(t, "cmd/memtrap/testdata/ptracer.c", "-O0")
-	for _, mode := range []string{"traceme", "seize"} {
-		want := native(t, prog, mode)
+	for _, mode := range []string{"traceme", "seize", "exec traceme", "exec seize"} {
+		want := native(t, prog, strings.Fields(mode)...)
 		if want.code != 0 || !strings.HasSuffix(want.stdout, "child exited 7\n") {
 			t.Fatalf("native %s: %q exit %d", mode, want.stdout, want.code)
 		}
@@ -34,18 +38,29 @@ func TestTargetTracesChild(t *testing.T) {
 					args = append(args, "--follow-forks")
 					name += " --follow-forks"
 				}
-				r := memtrap(t, append(args, "--", prog, mode)...)
+				r := memtrap(t, append(append(args, "--", prog), strings.Fields(mode)...)...)
 				if r.code != 0 || r.stdout != want.stdout {
 					t.Errorf("%s: %q exit %d, want %q exit 0; stderr %s", name, r.stdout, r.code, want.stdout, tail(r.stderr))
 					continue
 				}
-				ws := writes(parseEvents(t, r.stderr))
-				if len(ws) != 3 || ws[0].New != "0x1" || ws[1].New != "0x2" || ws[2].New != "0x3" {
-					t.Errorf("%s: writes %+v, want 0x1, 0x2, 0x3", name, ws)
+				var got []string
+				for _, w := range writes(parseEvents(t, r.stderr)) {
+					got = append(got, w.New)
+				}
+				wantWrites := "[0x1 0x2 0x3]"
+				if strings.HasPrefix(mode, "exec") {
+					wantWrites = "[0x9 0x1 0x2 0x3]"
+				}
+				if fmt.Sprint(got) != wantWrites {
+					t.Errorf("%s: writes %v, want %s", name, got, wantWrites)
 				}
 				gaveUp := strings.Contains(r.stderr, "memtrap lets it go, its watch disarmed")
 				if gaveUp != follow {
 					t.Errorf("%s: note of the child let go: %v, want %v; stderr %s", name, gaveUp, follow, tail(r.stderr))
+				}
+				keptGone := strings.Contains(r.stderr, "memtrap, which kept it traced for the syscall filter it added after an execve, lets it go")
+				if want := strings.HasPrefix(mode, "exec") && !follow; keptGone != want {
+					t.Errorf("%s: note of the kept child let go: %v, want %v; stderr %s", name, keptGone, want, tail(r.stderr))
 				}
 			}
 		}
@@ -85,6 +100,15 @@ func TestDebuggersUnder(t *testing.T) {
 			if !strings.Contains(r.stderr, "(a vfork child of") {
 				t.Errorf("gdb, %s: no note of its vfork child let go: %s", name, tail(r.stderr))
 			}
+		}
+		// Started by a shell that executes bash: environ is watched
+		// again in bash's image, with a SECCOMP_RET_TRACE filter whose
+		// children memtrap keeps traced; strace's and gdb's children ask
+		// to be traced and are let go (before: EPERM).
+		script := fmt.Sprintf("%s -f -o /dev/null /bin/true && %s -nx -batch -ex run --args /bin/true", strace, gdb)
+		r := memtrap(t, "run", "--engine", engine, "--format", "json", "--backtrace", "0", "--symbol", "environ", "--", "/bin/sh", "-c", "exec bash -c '"+script+"'")
+		if r.code != 0 || strings.Contains(r.stderr, "strace:") || !strings.Contains(r.stdout, "exited normally") {
+			t.Errorf("strace and gdb after an execve, %s: %q exit %d; stderr %s", engine, r.stdout, r.code, tail(r.stderr))
 		}
 	}
 }

@@ -124,7 +124,8 @@
 // filter it inherited, nothing: the filter's calls wait for memtrap's
 // listener, not a tracer (tracer/notify.go), except after a later
 // SECCOMP_RET_TRACE filter, kept in pass-through until
-// tracer.Process.ReleaseKept);
+// tracer.Process.ReleaseKept, or until it is to be traced by another:
+// ptracecall.go);
 // with it, its watch is a copy of
 // the parent's over the child's tracer.Process, its writes carry its pid,
 // and [Watch.Parent] tells who forked it. Debug registers are not

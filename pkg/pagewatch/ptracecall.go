@@ -13,8 +13,11 @@ import (
 // (tracer/notify.go); a followed child process, or a vfork child (which
 // shares the watched memory, so memtrap traces it as a thread), that hands
 // itself to another tracer, or that its parent seizes, is given up first,
-// with a note, and the call runs as it would without memtrap. The launched
-// target itself stays memtrap's: its own PTRACE_TRACEME fails.
+// with a note, and the call runs as it would without memtrap. So is a task
+// kept traced only for a SECCOMP_RET_TRACE filter (tracer.Process.KeepChild)
+// that the target attaches (LetKeptGo), or that asks its parent to trace it
+// (the listener and tracer.Process.KeptTracemes). The launched target
+// itself stays memtrap's: its own PTRACE_TRACEME fails.
 
 // ptrace requests (linux/ptrace.h) that make a new tracer.
 const (
@@ -60,7 +63,13 @@ func (w *Watch) giveUp(t *tracer.Thread, tid int, why string) (bool, error) {
 		}
 	}
 	if owner == nil {
-		return false, nil // not ours
+		// A task kept traced for a SECCOMP_RET_TRACE filter (not
+		// followed): let go now, so that the call can trace it.
+		if kept, err := root.p.LetKeptGo(tid); err != nil || !kept {
+			return false, err
+		}
+		w.noteKeptGone(tid, why)
+		return false, nil
 	}
 	th := owner.p.Thread(tid)
 	if th.Foreign() {

@@ -252,6 +252,25 @@ func filterRules(spans []span) []tracer.FilterRule {
 	return rules
 }
 
+// noteKeptTracemes says which kept tasks memtrap let go because they asked
+// their parent to trace them (tracer.Process.KeptTracemes).
+func (w *Watch) noteKeptTracemes() {
+	for _, tid := range w.p.KeptTracemes() {
+		w.noteKeptGone(tid, "asks its parent to trace it (PTRACE_TRACEME)")
+	}
+}
+
+// noteKeptGone says, the first time only, that memtrap let a kept task go
+// for a tracer of its own.
+func (w *Watch) noteKeptGone(tid int, why string) {
+	root := w.rootWatch()
+	if root.saidKeptGone {
+		return
+	}
+	root.saidKeptGone = true
+	w.note(fmt.Sprintf("process %d %s: memtrap, which kept it traced for the syscall filter it added after an execve, lets it go (and any other that asks); the calls that filter stops fail with ENOSYS in it from now on (see README, Limits)", tid, why))
+}
+
 // noteRefusedListeners says, once per process, that a seccomp filter with
 // a listener of its own failed: the kernel allows one listener per filter
 // chain, and every process the target starts carries memtrap's. The

@@ -171,9 +171,11 @@ type Watch struct {
 	missedHooks, missedCalls, sysMissed uint64
 	// saidIOURing: the note that io_uring is not followed was given.
 	saidIOURing bool
-	// saidTraceme: the note that the target cannot be traced by another.
-	saidTraceme bool
-	decode      func([]byte, *unix.PtraceRegs) (store.Store, error) // store.Decode; tests replace it
+	// saidTraceme: the note that the target cannot be traced by another;
+	// saidKeptGone: that a kept task was let go for a tracer of its own.
+	saidTraceme  bool
+	saidKeptGone bool
+	decode       func([]byte, *unix.PtraceRegs) (store.Store, error) // store.Decode; tests replace it
 
 	scratch *sysout.Scratch // bounce buffers for kernel writes, in the target
 	calls   map[int]*kcall  // bounced syscalls in progress, by tid
@@ -437,6 +439,7 @@ func (w *Watch) Run() (tracer.Stop, error) {
 	for {
 		st, err := w.p.Wait()
 		w.noteRefusedListeners()
+		w.noteKeptTracemes()
 		if err != nil {
 			if errors.Is(err, tracer.ErrProcessExited) {
 				return st, nil

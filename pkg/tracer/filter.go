@@ -421,13 +421,25 @@ func (p *Process) KeepChild(pid int) error {
 	if err := p.check(); err != nil {
 		return err
 	}
-	p.kept[pid] = true
+	p.keep(pid)
 	p.notif.untrack(pid)
 	if err := ptraceRaw(unix.PTRACE_SETOPTIONS, pid, 0, uintptr(p.options&^unix.PTRACE_O_EXITKILL)); err != nil {
-		delete(p.kept, pid)
+		p.unkeep(pid)
 		return ignoreGone(err)
 	}
 	return ignoreGone(ptraceCont(pid, 0))
+}
+
+// keep and unkeep add and drop a kept task, for the listener too (its
+// PTRACE_TRACEME is the ptrace thread's to settle: releaseTraceme).
+func (p *Process) keep(tid int) {
+	p.kept[tid] = true
+	p.notif.keep(tid, true)
+}
+
+func (p *Process) unkeep(tid int) {
+	delete(p.kept, tid)
+	p.notif.keep(tid, false)
 }
 
 // Kept returns how many tasks of kept children are still traced.
@@ -438,7 +450,7 @@ func (p *Process) Kept() int { return len(p.kept) }
 func (p *Process) handleKept(w waitInfo) error {
 	ws, tid := w.ws, w.tid
 	if ws.Exited() || ws.Signaled() {
-		delete(p.kept, tid)
+		p.unkeep(tid)
 		return nil
 	}
 	if !ws.Stopped() {
@@ -449,7 +461,7 @@ func (p *Process) handleKept(w waitInfo) error {
 	case unix.PTRACE_EVENT_CLONE, unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
 		if msg, err := ptraceEventMsg(tid); err == nil {
 			child := int(msg)
-			p.kept[child] = true
+			p.keep(child)
 			if early, ok := p.early[child]; ok {
 				// Its first stop came before this event.
 				delete(p.early, child)
@@ -474,6 +486,9 @@ func (p *Process) handleKept(w waitInfo) error {
 	case 0:
 		if sig == unix.SIGTRAP|0x80 {
 			return ignoreGone(ptraceCont(tid, 0))
+		}
+		if sig == unix.SIGSTOP && p.notif.releasing(tid) {
+			return p.releaseTraceme(tid)
 		}
 		return ignoreGone(ptraceCont(tid, int(sig)))
 	}
@@ -537,7 +552,7 @@ func (p *Process) ReleaseKept() (int, error) {
 func (p *Process) releaseKept(w waitInfo) (bool, error) {
 	ws, tid := w.ws, w.tid
 	if ws.Exited() || ws.Signaled() {
-		delete(p.kept, tid)
+		p.unkeep(tid)
 		return false, nil
 	}
 	if !ws.Stopped() {
@@ -549,7 +564,7 @@ func (p *Process) releaseKept(w waitInfo) (bool, error) {
 		running = false
 	case unix.PTRACE_EVENT_CLONE, unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
 		if msg, err := ptraceEventMsg(tid); err == nil {
-			p.kept[int(msg)] = true // attached: let go at its first stop
+			p.keep(int(msg)) // attached: let go at its first stop
 		}
 	case unix.PTRACE_EVENT_SECCOMP:
 		if msg, err := ptraceEventMsg(tid); err == nil && msg != filterMarker {
@@ -559,13 +574,67 @@ func (p *Process) releaseKept(w waitInfo) (bool, error) {
 		}
 		// Our own filter's: detached here, the call runs on.
 	case 0:
-		if s := ws.StopSignal(); s != unix.SIGTRAP|0x80 {
+		if s := ws.StopSignal(); s == unix.SIGSTOP && p.notif.releasing(tid) {
+			p.notif.released(tid) // the listener's, for a PTRACE_TRACEME
+		} else if s != unix.SIGTRAP|0x80 {
 			sig = int(s)
 		}
 	}
-	delete(p.kept, tid)
+	p.unkeep(tid)
 	if err := ptraceDetach(tid, sig); err != nil && err != unix.ESRCH {
 		return false, fmt.Errorf("PTRACE_DETACH %d: %w", tid, err)
 	}
 	return running, nil
+}
+
+// releaseTraceme lets a kept task go that asks its parent to trace it
+// (PTRACE_TRACEME: a debugger's or strace's child, started after memtrap
+// added a SECCOMP_RET_TRACE filter). The listener turned the call back,
+// not run, with the SIGSTOP the task stopped for here; detached, without
+// that signal, the task makes the call again, which the listener lets run:
+// its parent traces it. From then on, the calls of that filter fail with
+// ENOSYS in it, as in every task the filter's tracer let go (ReleaseKept);
+// they are the calls writing into memory memtrap watched in the image
+// that added the filter, rare in a task that goes on to run a program of
+// its own, as a debugger's child does.
+func (p *Process) releaseTraceme(tid int) error {
+	p.unkeep(tid)
+	p.notif.released(tid)
+	if err := ptraceDetach(tid, 0); err != nil && err != unix.ESRCH {
+		return fmt.Errorf("PTRACE_DETACH %d: %w", tid, err)
+	}
+	p.tracemes = append(p.tracemes, tid)
+	return nil
+}
+
+// LetKeptGo lets kept task tid go untraced now, for a tracer of its own
+// (the target attaching it): interrupted, and detached at its stop with
+// the signal it stopped for, as ReleaseKept does. ok says tid was kept.
+func (p *Process) LetKeptGo(tid int) (ok bool, err error) {
+	if !p.kept[tid] {
+		return false, nil
+	}
+	_ = ptraceInterrupt(tid) // ESRCH: gone, its end waiting for wait4
+	for p.kept[tid] {
+		_, ws, err := wait4(tid)
+		if err != nil {
+			if err == unix.ECHILD {
+				p.unkeep(tid)
+				break
+			}
+			return true, fmt.Errorf("wait4 %d: %w", tid, err)
+		}
+		if _, err := p.releaseKept(waitInfo{tid, ws}); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
+// KeptTracemes returns, once each, the kept tasks let go since the last
+// call because they asked their parent to trace them (releaseTraceme).
+func (p *Process) KeptTracemes() []int {
+	out := p.tracemes
+	p.tracemes = nil
+	return out
 }

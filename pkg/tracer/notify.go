@@ -42,7 +42,8 @@ import (
 // The filter has one listener, and the kernel allows one per task's chain
 // of filters: the first filter memtrap installs carries it; a later one
 // (for memory that came to be watched at run time) is a SECCOMP_RET_TRACE
-// filter, whose children need a tracer (KeepChild) as before.
+// filter, whose children need a tracer (KeepChild) as before; one of them
+// that asks its parent to trace it is let go first (releaseTraceme).
 //
 // When memtrap ends, the listener closes and the calls it would stop fail
 // with ENOSYS in the processes that still carry the filter (children the
@@ -66,8 +67,10 @@ type notifier struct {
 
 	mu      sync.Mutex
 	traced  map[int]*notifTask
-	refused []int       // tasks that asked for a listener of their own (RefusedListeners)
-	anyRef  atomic.Bool // refused is not empty
+	kept    map[int]bool // tasks kept traced in pass-through (Process.keep)
+	release map[int]bool // kept tasks whose PTRACE_TRACEME the ptrace thread is to settle
+	refused []int        // tasks that asked for a listener of their own (RefusedListeners)
+	anyRef  atomic.Bool  // refused is not empty
 }
 
 // A filter with a listener of its own (SECCOMP_SET_MODE_FILTER with
@@ -226,7 +229,7 @@ func (p *Process) reopenQuickMem() {
 }
 
 func newNotifier(fd int, rules []FilterRule) *notifier {
-	n := &notifier{fd: fd, rules: rules, traced: map[int]*notifTask{}}
+	n := &notifier{fd: fd, rules: rules, traced: map[int]*notifTask{}, kept: map[int]bool{}, release: map[int]bool{}}
 	n.ledger, _ = seccompnotify.NewLedger() // without one, a keeper cannot answer the calls memtrap's death left
 	go n.serve()
 	return n
@@ -260,6 +263,15 @@ func (n *notifier) answer(req *seccompnotify.Request) {
 		return
 	}
 	switch {
+	case t == nil && nr == unix.SYS_PTRACE && req.Arg(0) == unix.PTRACE_TRACEME && n.kept[tid] && !n.release[tid]:
+		// A task memtrap keeps traced asks its parent to trace it: a
+		// task has one tracer, so the call would fail (EPERM). Turned
+		// back, not run, with a SIGSTOP, as a traced task's call is
+		// below: the ptrace thread lets the task go at that stop
+		// (releaseTraceme), and the call, made again, runs.
+		n.release[tid] = true
+		_, _, _ = unix.RawSyscall(unix.SYS_TKILL, uintptr(tid), uintptr(unix.SIGSTOP), 0)
+		_ = seccompnotify.Fail(n.fd, id, -errRestartNoIntr)
 	case t == nil:
 		diePoint(dieAtNotify, &notifyCount)
 		_ = seccompnotify.Continue(n.fd, id)
@@ -286,6 +298,42 @@ func (n *notifier) track(tid, tgid int, q *procQuick) {
 	}
 	n.mu.Lock()
 	n.traced[tid] = &notifTask{tgid: tgid, quick: q}
+	n.mu.Unlock()
+}
+
+// keep tells the listener that tid is kept traced in pass-through (on),
+// or no longer (off).
+func (n *notifier) keep(tid int, on bool) {
+	if n == nil {
+		return
+	}
+	n.mu.Lock()
+	if on {
+		n.kept[tid] = true
+	} else {
+		delete(n.kept, tid)
+	}
+	n.mu.Unlock()
+}
+
+// releasing says whether kept task tid stopped for the SIGSTOP of its
+// PTRACE_TRACEME turned back (answer).
+func (n *notifier) releasing(tid int) bool {
+	if n == nil {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.release[tid]
+}
+
+// released ends tid's release: its next PTRACE_TRACEME runs.
+func (n *notifier) released(tid int) {
+	if n == nil {
+		return
+	}
+	n.mu.Lock()
+	delete(n.release, tid)
 	n.mu.Unlock()
 }
 

@@ -62,7 +62,8 @@ type Process struct {
 
 	// kept are the tasks of child processes that stay traced only so
 	// that the syscall filter they inherited has its tracer (KeepChild).
-	kept map[int]bool
+	kept     map[int]bool
+	tracemes []int // kept tasks let go for a tracer of their own (KeptTracemes)
 
 	// followed are the child processes traced as processes of their own
 	// (Follow), kept on the first Process, whose Wait reports their stops.

@@ -5,7 +5,9 @@
  * stop, resumes the child and detaches, and the child reads with readv
  * (a call memtrap's syscall filter always stops) and exits with a status
  * that says how that went. The parent stores to `value` three times and
- * prints what it saw. */
+ * prints what it saw. With "exec" first (exec traceme, exec seize) it
+ * stores 9 to `value` and executes itself with the rest: the watch moves
+ * to the new image. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -33,6 +35,12 @@ static int child_reads(void)
 
 int main(int argc, char **argv)
 {
+	if (argc > 2 && strcmp(argv[1], "exec") == 0) {
+		value = 9;
+		fflush(stdout);
+		execl("/proc/self/exe", argv[0], argv[2], (char *)NULL);
+		return 1;
+	}
 	int seize = argc > 1 && strcmp(argv[1], "seize") == 0;
 	int go[2];
 	if (pipe(go) != 0)
