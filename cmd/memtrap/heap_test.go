@@ -426,6 +426,11 @@ func TestHeapForks(t *testing.T) {
 		{"fork", true, "P:heap#1+0=0x1/ C:heap#1+0=0x2/ C:heap#2+0=0x3/ P:heap#1+0=0x4/"},
 		{"forkexec", true, "P:heap#1+0=0x1/ C:heap#2+0=0x1/ C:heap#3+0=0x5/ P:heap#1+0=0x4/"},
 		{"fork", false, "P:heap#1+0=0x1/ P:heap#1+0=0x4/"},
+		// The target runs itself anew: its loader's calls, which the
+		// filter stops (--heap watches for kernel writes everywhere),
+		// ran into a loop that did not resume them, and memtrap hung
+		// until killed.
+		{"exec", false, "P:heap#1+0=0x1/ P:heap#2+0=0x1/ P:heap#3+0=0x5/"},
 	} {
 		args := []string{"--backtrace", "0", "--heap", "size=40"}
 		if c.follow {

@@ -235,6 +235,7 @@ func (p *Process) RunToEntry() (*Thread, error) {
 		// image's only thread.
 		wait = func() (Stop, error) { return p.waitTask(p.Pid) }
 	}
+	woken := false
 	for {
 		st, err := wait()
 		if err != nil {
@@ -258,6 +259,9 @@ func (p *Process) RunToEntry() (*Thread, error) {
 					}
 					if err := p.StopOthers(st.Thread); err != nil {
 						return nil, err
+					}
+					if woken {
+						p.Wake()
 					}
 					return st.Thread, nil
 				}
@@ -285,9 +289,21 @@ func (p *Process) RunToEntry() (*Thread, error) {
 		case StopExec:
 			return nil, errors.New("the target ran execve before reaching its entry point")
 		case StopWake:
+			// Asked for by the caller's side (a detach, say): asked
+			// for again at the entry, where the caller looks.
+			woken = true
 			if err := st.Thread.Resume(0); err != nil {
 				return nil, err
 			}
+		case StopSyscall:
+			// A call of the loader's that memtrap's syscall filter
+			// stops (after an execve the filter stays, and nothing of
+			// the new image is watched yet): it runs as it is.
+			if err := st.Thread.Resume(0); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("%v stop of thread %d before the entry point", st.Kind, st.Thread.Tid)
 		}
 	}
 }

@@ -154,6 +154,14 @@ int main(int argc, char **argv) {
 		stamp(a, 4);
 		printf("child %d\n", WEXITSTATUS(st));
 		free(a);
+	} else if (!strcmp(mode, "exec")) {
+		// A block, then the process runs itself anew (mode uaf).
+		long *a = malloc(40);
+		stamp(a, 1);
+		free(a);
+		fflush(stdout);
+		execl("/proc/self/exe", argv[0], "uaf", (char *)NULL);
+		return 127;
 	} else if (!strcmp(mode, "slot")) {
 		printf("slot=%d\n", slot_kept());
 	} else if (!strcmp(mode, "threads")) {
