@@ -19,7 +19,9 @@
 // address: rsp, rdi, rsi, rdx, as they were at the entry) in the pending
 // map under the thread's id, then sends the thread SIGSTOP with
 // bpf_send_signal_thread. The signal arrives as the thread goes back to
-// user space, after the function's first instruction ran: the tracer sees
+// user space, after the probed instruction ran (the entry's, or the one
+// [Call.Probe] names, before which every call runs the same few
+// instructions): the tracer sees
 // a signal-delivery-stop of SIGSTOP, si_code SI_KERNEL, with a pending
 // record for the thread ([Gate.Owns] takes it out and returns it),
 // handles the call and resumes the thread without the signal. The target

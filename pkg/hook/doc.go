@@ -36,12 +36,13 @@
 // With [Set.UseGate], [Set.AddGated] puts a function behind the kernel's
 // uprobes instead (package bpfhook), opened at [Set.OpenGate]: a call the
 // gate's BPF program does not let through runs on with no stop; one it
-// does stops with a SIGSTOP just past the function's first instruction,
-// and the HitFunc sees the call as it was at the entry (the registers the
-// program recorded there), as at a breakpoint. That is why a function
-// whose first instruction writes an argument register or one the
-// unwinder follows gets an int3 instead. [Set.Return] works the same from
-// either stop.
+// does stops with a SIGSTOP just past the instruction the uprobe is on
+// (the entry's, or a few bytes further: the first the kernel need not
+// single-step, probeSite), and the HitFunc sees the call as it was at the
+// entry (the registers the program recorded there), as at a breakpoint.
+// That is why a function whose first instruction writes an argument
+// register or one the unwinder follows gets an int3 instead.
+// [Set.Return] works the same from either stop.
 //
 // # Lifetime and threads
 //
