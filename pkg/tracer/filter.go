@@ -575,7 +575,8 @@ func (p *Process) releaseKept(w waitInfo) (bool, error) {
 		// Our own filter's: detached here, the call runs on.
 	case 0:
 		if s := ws.StopSignal(); s == unix.SIGSTOP && p.notif.releasing(tid) {
-			p.notif.released(tid) // the listener's, for a PTRACE_TRACEME
+			// The listener's, for a PTRACE_TRACEME: dropped (unkeep
+			// ends the release).
 		} else if s != unix.SIGTRAP|0x80 {
 			sig = int(s)
 		}
@@ -598,8 +599,7 @@ func (p *Process) releaseKept(w waitInfo) (bool, error) {
 // that added the filter, rare in a task that goes on to run a program of
 // its own, as a debugger's child does.
 func (p *Process) releaseTraceme(tid int) error {
-	p.unkeep(tid)
-	p.notif.released(tid)
+	p.unkeep(tid) // and the listener's release of it
 	if err := ptraceDetach(tid, 0); err != nil && err != unix.ESRCH {
 		return fmt.Errorf("PTRACE_DETACH %d: %w", tid, err)
 	}

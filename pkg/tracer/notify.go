@@ -302,7 +302,8 @@ func (n *notifier) track(tid, tgid int, q *procQuick) {
 }
 
 // keep tells the listener that tid is kept traced in pass-through (on),
-// or no longer (off).
+// or no longer (off: a release it was waiting for ends too, so that a
+// task that reuses the id starts with none).
 func (n *notifier) keep(tid int, on bool) {
 	if n == nil {
 		return
@@ -312,6 +313,7 @@ func (n *notifier) keep(tid int, on bool) {
 		n.kept[tid] = true
 	} else {
 		delete(n.kept, tid)
+		delete(n.release, tid)
 	}
 	n.mu.Unlock()
 }
@@ -325,16 +327,6 @@ func (n *notifier) releasing(tid int) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.release[tid]
-}
-
-// released ends tid's release: its next PTRACE_TRACEME runs.
-func (n *notifier) released(tid int) {
-	if n == nil {
-		return
-	}
-	n.mu.Lock()
-	delete(n.release, tid)
-	n.mu.Unlock()
 }
 
 // untrack makes the listener let tid's calls run: memtrap lets it go.
