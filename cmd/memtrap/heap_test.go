@@ -452,6 +452,47 @@ func TestHeapForks(t *testing.T) {
 	}
 }
 
+// TestHeapForkRealloc: a parent and its followed child each grow a block
+// with reallocarray, which glibc's tail-calls realloc. Each process has
+// its gate, and the kernel runs every gate's uprobe session at a call of
+// either process: the other process's asked for the call's return too,
+// so the return address was the kernel's trampoline when memtrap stopped
+// the call. memtrap took that for the caller (the backtraces ended
+// there) and put its own trampoline over it; realloc's uprobe, at the
+// tail call, then found memtrap's address there and dropped the kernel's
+// record of reallocarray's call: both processes died of SIGILL ("failed
+// to handle uretprobe") when realloc returned.
+func TestHeapForkRealloc(t *testing.T) {
+	prog := heapProg(t)
+	evs := heapRun(t, prog, "forkrealloc", "--backtrace", "2", "--heap", "size=40", "--follow-forks")
+	parent := evs[0].Pid
+	got := map[string][]string{}
+	for _, w := range writes(evs) {
+		who := "C"
+		if w.Pid == parent {
+			who = "P"
+		}
+		got[who] = append(got[who], brief(w))
+	}
+	if p, c := strings.Join(got["P"], " "), strings.Join(got["C"], " "); p != "heap#1+0=0x1/stamp heap#1+0=0x3/stamp" || c != "heap#1+0=0x2/stamp" {
+		t.Errorf("writes: parent %s, child %s", p, c)
+	}
+	callers := map[string]string{"alloc": "main", "realloc": "grow", "free": "release"}
+	count := map[string]int{}
+	for _, e := range heapEvents(evs, "alloc", "realloc", "free") {
+		count[e.Event]++
+		if len(e.Backtrace) < 2 || e.Backtrace[1].Func != callers[e.Event] {
+			t.Errorf("%s of heap#%d in %d: backtrace %+v, want %s called by %s", e.Event, e.Block, e.Pid, e.Backtrace, e.Fn, callers[e.Event])
+		}
+		if e.Event == "realloc" && e.Fn != "reallocarray" {
+			t.Errorf("realloc event of heap#%d: fn %q, want reallocarray", e.Block, e.Fn)
+		}
+	}
+	if count["alloc"] != 1 || count["realloc"] != 2 || count["free"] != 2 {
+		t.Errorf("heap events %v, want 1 alloc, 2 reallocs, 2 frees", count)
+	}
+}
+
 // TestHeapAllocators: the allocator hooked is the one the program's calls
 // bind to: a static binary's own malloc, jemalloc preloaded in front of
 // glibc's; the watch header says which. The overflow is the same stomp.

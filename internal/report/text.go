@@ -249,9 +249,9 @@ func (r *textReporter) Heap(h *Heap) error {
 		fmt.Fprintf(w, "heap#%d: %s of %d byte%s at %#x, tid %d\n", h.Block, h.Fn, h.Size, plural(h.Size), h.Addr, h.Tid)
 	case "realloc":
 		if h.From == h.Addr {
-			fmt.Fprintf(w, "heap#%d: realloc resized it in place to %d byte%s, tid %d\n", h.Block, h.Size, plural(h.Size), h.Tid)
+			fmt.Fprintf(w, "heap#%d: %s resized it in place to %d byte%s, tid %d\n", h.Block, h.Fn, h.Size, plural(h.Size), h.Tid)
 		} else {
-			fmt.Fprintf(w, "heap#%d: realloc moved it from %#x to %#x, %d byte%s, tid %d\n", h.Block, h.From, h.Addr, h.Size, plural(h.Size), h.Tid)
+			fmt.Fprintf(w, "heap#%d: %s moved it from %#x to %#x, %d byte%s, tid %d\n", h.Block, h.Fn, h.From, h.Addr, h.Size, plural(h.Size), h.Tid)
 		}
 	default:
 		fmt.Fprintf(w, "heap#%d: %s(%#x), tid %d\n", h.Block, h.Fn, h.Addr, h.Tid)

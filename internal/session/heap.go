@@ -445,6 +445,11 @@ func (h *heapWatch) call(fn allocFn, t *tracer.Thread, regs *unix.PtraceRegs) er
 		// them are the allocator's.)
 		return nil
 	}
+	if old != nil && frames == nil && h.se.opts.Backtrace > 0 {
+		// A watched block moves: its realloc is reported with its
+		// backtrace, whatever the new size.
+		frames = h.se.image(h.p.Pid).unw.Unwind(unwind.RegsFromPtrace(regs), &stackWindow{p: h.p}, h.se.opts.Backtrace)
+	}
 	memptr := regs.Rdi
 	h.depth[t.Tid]++
 	return h.hooks.Return(t, regs, func(t *tracer.Thread, regs *unix.PtraceRegs) error {
@@ -464,7 +469,7 @@ func (h *heapWatch) call(fn allocFn, t *tracer.Thread, regs *unix.PtraceRegs) er
 			return err
 		}
 		if old != nil {
-			return h.moved(t, old, addr, size)
+			return h.moved(t, fn.name, old, addr, size, frames)
 		}
 		if !sel {
 			return nil
@@ -611,7 +616,7 @@ func (h *heapWatch) untrack(b *block) error {
 }
 
 // moved follows a block realloc moved or resized.
-func (h *heapWatch) moved(t *tracer.Thread, b *block, addr, size uint64) error {
+func (h *heapWatch) moved(t *tracer.Thread, fn string, b *block, addr, size uint64, frames []unwind.Frame) error {
 	if err := h.w.RemoveRegions(t, b.regionsOf()); err != nil {
 		return err
 	}
@@ -628,8 +633,8 @@ func (h *heapWatch) moved(t *tracer.Thread, b *block, addr, size uint64) error {
 	if err := h.track(b); err != nil {
 		return err
 	}
-	return h.se.rep.Heap(&report.Heap{Event: "realloc", Block: b.id, From: from, Addr: addr, Size: size, Fn: "realloc",
-		Pid: t.Process().Pid, Tid: t.Tid})
+	return h.se.rep.Heap(&report.Heap{Event: "realloc", Block: b.id, From: from, Addr: addr, Size: size, Fn: fn,
+		Pid: t.Process().Pid, Tid: t.Tid, Backtrace: h.se.symbolizeFrames(h.se.image(t.Process().Pid), t.Process().Pid, frames, nil)})
 }
 
 // free runs at free's entry, before the allocator touches the block.

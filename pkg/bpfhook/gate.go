@@ -44,6 +44,13 @@ type Entry struct {
 	// caller, Rax the result), not at its entry.
 	Ret bool
 	Rax uint64
+	// RetAddr is the return address as it was when the program ran at
+	// the uprobe (0: unreadable). The slot at Rsp may hold another
+	// address by the stop: the kernel's uretprobe trampoline, where a
+	// uprobe session asked for the call's return (Linux runs every
+	// gate's session at a call of any process that maps the function,
+	// and one scoped to another process asks for every return).
+	RetAddr uint64
 }
 
 // ErrUnavailable means the kernel cannot run gates here (no BPF, no
@@ -54,7 +61,7 @@ var ErrUnavailable = errors.New("BPF uprobes are unavailable")
 // the programs call exist for uprobe programs (the uprobe itself is tried
 // at Attach, whose failure the caller falls back from).
 func Available() error {
-	for _, fn := range []asm.BuiltinFunc{asm.FnSendSignalThread, asm.FnGetNsCurrentPidTgid, asm.FnGetAttachCookie, asm.FnMapLookupElem} {
+	for _, fn := range []asm.BuiltinFunc{asm.FnSendSignalThread, asm.FnGetNsCurrentPidTgid, asm.FnGetAttachCookie, asm.FnMapLookupElem, asm.FnProbeReadUser} {
 		if err := features.HaveProgramHelper(ebpf.Kprobe, fn); err != nil {
 			if errors.Is(err, ebpf.ErrNotSupported) {
 				return fmt.Errorf("%w: %v", ErrUnavailable, err)

@@ -19,27 +19,27 @@ const (
 	offSp = 152
 	// entrySize is an Entry as the program stores it, 8 bytes each: addr,
 	// rsp, rdi, rsi, rdx (as at the entry), ret (1: the stop is at the
-	// return), rax (at the return).
-	entrySize = 56
+	// return), rax (at the return), the return address (at the entry).
+	entrySize = 64
 )
 
 // The program's stack (r10 less):
 //
 //	-8   the block pointer, the key into blocks
-//	-64  the Entry recorded for a stop (56 bytes)
-//	-72  a key into state (u32)
-//	-80  the thread's ids in memtrap's PID namespace: the thread's (the
+//	-72  the Entry recorded for a stop (64 bytes)
+//	-80  a key into state (u32)
+//	-88  the thread's ids in memtrap's PID namespace: the thread's (the
 //	     key into pending and calls), then its process's (u32 each)
 const (
 	stPtr   = -8
-	stEntry = -64
-	stState = -72
-	stTid   = -80
+	stEntry = -72
+	stState = -80
+	stTid   = -88
 )
 
 func decodeEntry(b []byte) Entry {
 	u := func(i int) uint64 { return binary.LittleEndian.Uint64(b[8*i:]) }
-	return Entry{Addr: u(0), Rsp: u(1), Rdi: u(2), Rsi: u(3), Rdx: u(4), Ret: u(5) != 0, Rax: u(6)}
+	return Entry{Addr: u(0), Rsp: u(1), Rdi: u(2), Rsi: u(3), Rdx: u(4), Ret: u(5) != 0, Rax: u(6), RetAddr: u(7)}
 }
 
 // program is the BPF program of g's process, for the functions fns
@@ -192,7 +192,7 @@ func program(g *Gate, fns []uint64, calls []Call, session bool) (asm.Instruction
 		asm.LoadMem(asm.R2, asm.R6, offSp, asm.DWord),
 		asm.JNE.Reg(asm.R1, asm.R2, "ret.out"),
 	)
-	for i := int16(0); i < 5; i++ {
+	for _, i := range []int16{0, 1, 2, 3, 4, 7} {
 		in = append(in,
 			asm.LoadMem(asm.R1, asm.R0, 8*i, asm.DWord),
 			asm.StoreMem(asm.R10, stEntry+8*i, asm.R1, asm.DWord))
@@ -243,10 +243,18 @@ func entryFromContext(label string) asm.Instructions {
 			asm.LoadMem(asm.R1, asm.R6, argOffset[i], asm.DWord),
 			asm.StoreMem(asm.R10, stEntry+8+8*int16(i), asm.R1, asm.DWord))
 	}
+	// The return address as the call has it, before any uprobe
+	// session's return probe (another gate's, this probe's) puts the
+	// kernel's trampoline there: zeroed if unreadable.
 	return append(in,
 		asm.Mov.Imm(asm.R1, 0),
 		asm.StoreMem(asm.R10, stEntry+40, asm.R1, asm.DWord),
-		asm.StoreMem(asm.R10, stEntry+48, asm.R1, asm.DWord))
+		asm.StoreMem(asm.R10, stEntry+48, asm.R1, asm.DWord),
+		asm.Mov.Reg(asm.R1, asm.R10),
+		asm.Add.Imm(asm.R1, stEntry+56),
+		asm.Mov.Imm(asm.R2, 8),
+		asm.LoadMem(asm.R3, asm.R6, offSp, asm.DWord),
+		asm.FnProbeReadUser.Call())
 }
 
 // stopThread ends a program that stops the thread: pending[key] = value

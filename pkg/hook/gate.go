@@ -241,11 +241,21 @@ func (s *Set) gateHit(t *tracer.Thread, gs gateStop) error {
 		return err
 	}
 	if !e.Ret {
+		if err := s.restoreReturn(e, e.Rsp); err != nil {
+			return err
+		}
 		regs.Rip, regs.Rsp, regs.Rdi, regs.Rsi, regs.Rdx = e.Addr, e.Rsp, e.Rdi, e.Rsi, e.Rdx
 		return hit(t, &regs)
 	}
 	if err := s.finishReturn(t, e, &regs); err != nil {
 		return err
+	}
+	if regs.Rsp == e.Rsp+8 && regs.Rip == e.RetAddr {
+		// Back in the caller: the slot is below the stack now, kept
+		// for the backtrace from the entry.
+		if err := s.restoreReturn(e, e.Rsp); err != nil {
+			return err
+		}
 	}
 	// The result as the call returned it: the thread may be in a signal
 	// handler by now (finishReturn).
@@ -285,6 +295,35 @@ func (s *Set) finishReturn(t *tracer.Thread, e bpfhook.Entry, regs *unix.PtraceR
 		return t.SetRegs(regs)
 	}
 	return nil
+}
+
+// restoreReturn puts the call's return address, as the gate's program
+// read it at the uprobe, back in its slot where something else stands
+// there now: the kernel's uretprobe trampoline, which a uprobe session
+// of another process's gate puts there for every call it sees (the
+// kernel runs a session scoped to one process at every process's call,
+// and one whose program does not run asks for the return). The call
+// then returns straight to its caller; the kernel's record of it goes
+// as a frame left by longjmp does, at the thread's next uretprobe. Left
+// there, the trampoline ended every backtrace from the call, and under
+// memtrap's own return trampoline (Return) a tail call from the
+// function into another hooked one (reallocarray's into realloc) made
+// the kernel drop that record too early: the thread returned into the
+// kernel's trampoline with nothing left to return to, and died of
+// SIGILL.
+func (s *Set) restoreReturn(e bpfhook.Entry, slot uint64) error {
+	if e.RetAddr == 0 {
+		return nil
+	}
+	var b [8]byte
+	if err := s.p.ReadMemory(slot, b[:]); err != nil {
+		return err
+	}
+	if binary.LittleEndian.Uint64(b[:]) == e.RetAddr {
+		return nil
+	}
+	binary.LittleEndian.PutUint64(b[:], e.RetAddr)
+	return s.p.WriteMemory(slot, b[:])
 }
 
 // returnStop is a gate's stop at a call's return, while its HitFunc runs:

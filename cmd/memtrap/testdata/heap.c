@@ -16,6 +16,8 @@ __attribute__((noinline)) void overflow(volatile char *p, int n) {
 
 __attribute__((noinline)) long *alloc_a(size_t n) { return malloc(n); }
 __attribute__((noinline)) long *alloc_b(size_t n) { return malloc(n); }
+__attribute__((noinline)) long *grow(long *p) { return reallocarray(p, 6, 8); }
+__attribute__((noinline)) void release(long *p) { free(p); }
 
 static void on_usr1(int sig) { (void)sig; write(1, "usr1\n", 5); }
 
@@ -154,6 +156,23 @@ int main(int argc, char **argv) {
 		stamp(a, 4);
 		printf("child %d\n", WEXITSTATUS(st));
 		free(a);
+	} else if (!strcmp(mode, "forkrealloc")) {
+		// Parent and child both grow a block with reallocarray, which
+		// glibc tail-calls realloc with: with a gate in each process,
+		// the other's uprobe session took each call's return address
+		// for the kernel's trampoline, and the tail call's uprobe then
+		// dropped the kernel's record of it: SIGILL at the return.
+		long *a = malloc(40);
+		stamp(a, 1);
+		pid_t pid = fork();
+		long *g = grow(a);
+		stamp(g, pid == 0 ? 2 : 3);
+		release(g);
+		if (pid == 0)
+			_exit(0);
+		int st;
+		waitpid(pid, &st, 0);
+		printf("child %d %d\n", WIFSIGNALED(st) ? WTERMSIG(st) : 0, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 	} else if (!strcmp(mode, "exec")) {
 		// A block, then the process runs itself anew (mode uaf).
 		long *a = malloc(40);
