@@ -184,6 +184,21 @@ func (e *pageEngine) fault(t *tracer.Thread, siAddr uint64) error {
 	return e.w.resume(t)
 }
 
+// touched lists the regions with bytes on the pages a fault saw before
+// its store, in the watch's order: those of its page where it had one
+// (the regions of a heap hunt run into thousands, and every fault went
+// through them all), else every region.
+func (e *pageEngine) touched(before map[uint64][]byte) []*Region {
+	if len(before) == 1 {
+		for a := range before {
+			if pg := e.pages[a]; pg != nil {
+				return pg.regions
+			}
+		}
+	}
+	return e.w.regions
+}
+
 // report turns a completed fault into Writes, one per region it touched.
 // The writer is still stopped; other threads may run if the completer let
 // them (the emulator), which cannot change bytes on a still-armed page.
@@ -219,7 +234,7 @@ func (e *pageEngine) report(f *Fault, done bool) (resumed bool, err error) {
 	}
 	var out []*Write
 	var finish []func() error
-	for _, r := range e.w.regions {
+	for _, r := range e.touched(f.before) {
 		var lo, hi uint64 = 1<<64 - 1, 0
 		if done && f.Store.Known {
 			if s, ok := (span{f.Store.Addr, f.Store.Addr + f.Store.Size}).intersect(span{r.Addr, r.End()}); ok {
