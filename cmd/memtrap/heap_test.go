@@ -493,6 +493,17 @@ func TestHeapForkRealloc(t *testing.T) {
 	}
 }
 
+// TestHeapNoAllocator: a Go program has no malloc to hook; memtrap says
+// why in one line and exits 1 before the program runs a line of its own.
+func TestHeapNoAllocator(t *testing.T) {
+	prog := fixture.Build(t, "cmd/memtrap/testdata/atomics.go")
+	r := memtrap(t, "run", "--heap", "size=40", "--", prog)
+	want := "defines malloc: a Go program's objects come from the Go runtime's own heap, which --heap does not hook\n"
+	if r.code != 1 || r.stdout != "" || strings.Count(r.stderr, "\n") != 1 || !strings.HasPrefix(r.stderr, "memtrap: --heap: no module of process ") || !strings.HasSuffix(r.stderr, want) {
+		t.Errorf("code %d, stdout %q, stderr %q; want 1, nothing, one line ending %q", r.code, r.stdout, r.stderr, want)
+	}
+}
+
 // TestHeapAllocators: the allocator hooked is the one the program's calls
 // bind to: a static binary's own malloc, jemalloc preloaded in front of
 // glibc's; the watch header says which. The overflow is the same stomp.

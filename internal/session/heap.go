@@ -264,7 +264,11 @@ func (se *session) hookHeap(w *pagewatch.Watch, hooks *hook.Set) (string, error)
 	syms := se.image(p.Pid).syms
 	defs := syms.Definitions("malloc")
 	if len(defs) == 0 {
-		return "", fmt.Errorf("--heap: no module of process %d defines malloc", p.Pid)
+		why := ""
+		if len(syms.Definitions("runtime.mallocgc")) > 0 {
+			why = ": a Go program's objects come from the Go runtime's own heap, which --heap does not hook"
+		}
+		return "", fmt.Errorf("--heap: no module of process %d defines malloc%s", p.Pid, why)
 	}
 	module := pickAllocator(defs, exeOf(p.Pid))
 	h := &heapWatch{se: se, w: w, p: p, hooks: hooks, module: module, matched: make([]int, len(se.opts.Heap)),
