@@ -6,10 +6,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/memtrap/memtrap/internal/session"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Streams are the CLI's standard streams, injected so tests can capture them.
@@ -97,11 +99,30 @@ and reports the writer (thread, instruction, old -> new value, backtrace).`,
 	root.SetVersionTemplate("memtrap {{.Version}}\n")
 	root.SetOut(s.Out)
 	root.SetErr(s.Err)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &UsageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &UsageError{numberFlagError(err)} })
 	root.AddCommand(verbs...)
 	// memtrap completion bash|zsh|fish|powershell: cobra's own.
 	root.CompletionOptions.HiddenDefaultCmd = false
 	return root
+}
+
+// numberFlagError says in memtrap's words what a number flag's value lacks,
+// where pflag would pass on strconv's ("strconv.ParseInt: parsing "x":
+// invalid syntax").
+func numberFlagError(err error) error {
+	var bad *pflag.InvalidValueError
+	var num *strconv.NumError
+	if !errors.As(err, &bad) || !errors.As(err, &num) {
+		return err
+	}
+	why := "not a whole number"
+	switch {
+	case errors.Is(num.Err, strconv.ErrRange):
+		why = "number too large"
+	case strings.HasPrefix(bad.GetFlag().Value.Type(), "uint"):
+		why = "not a whole number (0 or more)"
+	}
+	return fmt.Errorf("--%s %s: %s", bad.GetFlag().Name, bad.GetValue(), why)
 }
 
 // watchOn runs a session with its report on -o FILE (path), by default

@@ -2,6 +2,7 @@ package session
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -269,6 +270,18 @@ func (se *session) hookHeap(w *pagewatch.Watch, hooks *hook.Set) (string, error)
 			why = ": a Go program's objects come from the Go runtime's own heap, which --heap does not hook"
 		}
 		return "", fmt.Errorf("--heap: no module of process %d defines malloc%s", p.Pid, why)
+	}
+	if !se.sitesChecked {
+		se.sitesChecked = true
+		for _, s := range se.opts.Heap {
+			if s.Site == "" {
+				continue
+			}
+			var amb *symbols.AmbiguousError
+			if _, err := syms.Resolve(s.Site); err != nil && !errors.As(err, &amb) {
+				return "", fmt.Errorf("--heap %s: %w", s, err)
+			}
+		}
 	}
 	module := pickAllocator(defs, exeOf(p.Pid))
 	h := &heapWatch{se: se, w: w, p: p, hooks: hooks, module: module, matched: make([]int, len(se.opts.Heap)),

@@ -82,15 +82,18 @@ type Options struct {
 // summary.
 type session struct {
 	opts     Options
-	tty      bool   // the report goes to a terminal
-	attached bool   // attach mode: the target outlives the session
-	pending  []Spec // --symbol not found yet: waiting for a library
-	rep      report.Reporter
-	p        *tracer.Process
-	w        *pagewatch.Watch
-	fw       *fastwatch.Watch // the fast engine's, instead of w
-	syms     *symbols.Table   // the first process's image
-	unw      *unwind.Unwinder // over syms
+	tty      bool // the report goes to a terminal
+	attached bool // attach mode: the target outlives the session
+	// sitesChecked: the --heap sites were looked up in the first
+	// process's image (a child's or a new image's may lack them)
+	sitesChecked bool
+	pending      []Spec // --symbol not found yet: waiting for a library
+	rep          report.Reporter
+	p            *tracer.Process
+	w            *pagewatch.Watch
+	fw           *fastwatch.Watch // the fast engine's, instead of w
+	syms         *symbols.Table   // the first process's image
+	unw          *unwind.Unwinder // over syms
 	// execd holds the images of followed children that executed another
 	// program, and imageOf remembers which image each writer uses.
 	execd   map[int]*image
