@@ -169,7 +169,7 @@ func TestUsageErrors(t *testing.T) {
 		{"when-value", []string{"run", "--symbol", "x", "--when-value", "-1", "--", "p"},
 			`--when-value: malformed number "-1" (want decimal or 0x hex)`},
 		{"bad bool", []string{"run", "--symbol", "x", "--kernel-writes=maybe", "--", "p"},
-			`invalid argument "maybe" for "--kernel-writes" flag: strconv.ParseBool: parsing "maybe": invalid syntax`},
+			`--kernel-writes maybe: want true or false`},
 		{"nothing to watch", []string{"run", "--", "p"}, "nothing to watch: give --addr ADDR --len N, --symbol NAME or --heap SPEC"},
 		{"no program", []string{"run", "--symbol", "x"}, "run: no program given (memtrap run [flags] -- PROGRAM [ARGS...])"},
 		{"no program after --", []string{"run", "--symbol", "x", "--"}, "run: no program given (memtrap run [flags] -- PROGRAM [ARGS...])"},

@@ -106,7 +106,7 @@ and reports the writer (thread, instruction, old -> new value, backtrace).`,
 	return root
 }
 
-// numberFlagError says in memtrap's words what a number flag's value lacks,
+// numberFlagError says in memtrap's words what a number (or boolean) flag's value lacks,
 // where pflag would pass on strconv's ("strconv.ParseInt: parsing "x":
 // invalid syntax").
 func numberFlagError(err error) error {
@@ -116,10 +116,12 @@ func numberFlagError(err error) error {
 		return err
 	}
 	why := "not a whole number"
-	switch {
+	switch typ := bad.GetFlag().Value.Type(); {
+	case typ == "bool":
+		why = "want true or false"
 	case errors.Is(num.Err, strconv.ErrRange):
 		why = "number too large"
-	case strings.HasPrefix(bad.GetFlag().Value.Type(), "uint"):
+	case strings.HasPrefix(typ, "uint"):
 		why = "not a whole number (0 or more)"
 	}
 	return fmt.Errorf("--%s %s: %s", bad.GetFlag().Name, bad.GetValue(), why)
