@@ -343,7 +343,7 @@ func (e *pageEngine) addPages(at func(a uint64) (procmaps.Mapping, bool, error),
 			}
 			if !ok {
 				first := max(a, r.Addr)
-				return fmt.Errorf("region %s: address %#x is not mapped: %w", r.Name, first, ErrNotMapped)
+				return notMapped(fmt.Sprintf("region %s: address %#x is not mapped", r.Name, first))
 			}
 			pg := e.pages[a]
 			if pg == nil {
@@ -360,6 +360,13 @@ func (e *pageEngine) addPages(at func(a uint64) (procmaps.Mapping, bool, error),
 	}
 	return nil
 }
+
+// notMapped is ErrNotMapped in words of its own (errors.Is), without
+// ErrNotMapped's "address not mapped" after them.
+type notMapped string
+
+func (e notMapped) Error() string        { return string(e) }
+func (e notMapped) Is(target error) bool { return target == ErrNotMapped }
 
 func findMapping(maps []procmaps.Mapping, a uint64) (procmaps.Mapping, bool) {
 	i := sort.Search(len(maps), func(i int) bool { return maps[i].End > a })
