@@ -390,6 +390,23 @@ func TestArgAndLocal(t *testing.T) {
 			t.Errorf("--local: %d addresses written, want 6 (three of each frame's scratch)", len(addrs))
 		}
 	}
+	// scale's argument is a number: the first three calls say their
+	// region cannot be watched, then one note says no more will.
+	var notes []string
+	for _, e := range heapRun(t, prog, "", "--arg", "scale:1:8") {
+		if e.Event == "note" && strings.HasPrefix(e.Message, "scale:1") {
+			notes = append(notes, e.Message)
+		}
+	}
+	wantNotes := []string{
+		"scale:1 at 0x1000: region scale:1: address 0x1000 is not mapped",
+		"scale:1 at 0x2000: region scale:1: address 0x2000 is not mapped",
+		"scale:1 at 0x3000: region scale:1: address 0x3000 is not mapped",
+		"scale:1: more calls whose region memtrap cannot watch; it says no more of them",
+	}
+	if strings.Join(notes, "\n") != strings.Join(wantNotes, "\n") {
+		t.Errorf("--arg scale:1:8: notes\n %s\nwant\n %s", strings.Join(notes, "\n "), strings.Join(wantNotes, "\n "))
+	}
 	for _, c := range []struct {
 		args []string
 		code int

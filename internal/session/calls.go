@@ -131,6 +131,10 @@ func (se *session) hookFuncs(w *pagewatch.Watch, hooks *hook.Set) ([]string, err
 	return lines, nil
 }
 
+// maxUnwatchableNotes is how many calls of one --arg or --local whose
+// region cannot be watched are each said in a note.
+const maxUnwatchableNotes = 3
+
 // watchCall watches r for the call t is at the entry of, until it returns.
 func (se *session) watchCall(t *tracer.Thread, regs *unix.PtraceRegs, r *pagewatch.Region) error {
 	w := se.watchOf(t)
@@ -139,7 +143,17 @@ func (se *session) watchCall(t *tracer.Thread, regs *unix.PtraceRegs, r *pagewat
 		return nil
 	}
 	if err := w.AddRegions(t, []*pagewatch.Region{r}); err != nil {
-		_ = se.rep.Note(fmt.Sprintf("%s at %#x: %v", r.Name, r.Addr, err))
+		// Said for the first calls of each --arg or --local; a hot
+		// function whose argument is no pointer would say it at every
+		// call.
+		n := se.unwatchable[r.Name] + 1
+		se.unwatchable[r.Name] = n
+		switch {
+		case n <= maxUnwatchableNotes:
+			_ = se.rep.Note(fmt.Sprintf("%s at %#x: %v", r.Name, r.Addr, err))
+		case n == maxUnwatchableNotes+1:
+			_ = se.rep.Note(fmt.Sprintf("%s: more calls whose region memtrap cannot watch; it says no more of them", r.Name))
+		}
 		return nil
 	}
 	return hooks.Return(t, regs, func(t *tracer.Thread, _ *unix.PtraceRegs) error {

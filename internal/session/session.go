@@ -87,13 +87,16 @@ type session struct {
 	// sitesChecked: the --heap sites were looked up in the first
 	// process's image (a child's or a new image's may lack them)
 	sitesChecked bool
-	pending      []Spec // --symbol not found yet: waiting for a library
-	rep          report.Reporter
-	p            *tracer.Process
-	w            *pagewatch.Watch
-	fw           *fastwatch.Watch // the fast engine's, instead of w
-	syms         *symbols.Table   // the first process's image
-	unw          *unwind.Unwinder // over syms
+	// unwatchable counts, by --arg or --local region name, the calls
+	// whose region could not be watched (noted for the first few)
+	unwatchable map[string]int
+	pending     []Spec // --symbol not found yet: waiting for a library
+	rep         report.Reporter
+	p           *tracer.Process
+	w           *pagewatch.Watch
+	fw          *fastwatch.Watch // the fast engine's, instead of w
+	syms        *symbols.Table   // the first process's image
+	unw         *unwind.Unwinder // over syms
 	// execd holds the images of followed children that executed another
 	// program, and imageOf remembers which image each writer uses.
 	execd   map[int]*image
@@ -219,7 +222,7 @@ func (se *session) image(pid int) *image {
 }
 
 func newSession(opts Options) *session {
-	se := &session{opts: opts, heaps: map[int]*heapWatch{}, watches: map[int]*pagewatch.Watch{}}
+	se := &session{opts: opts, heaps: map[int]*heapWatch{}, watches: map[int]*pagewatch.Watch{}, unwatchable: map[string]int{}}
 	se.tty = isTerminal(opts.Out)
 	if opts.Format == "json" {
 		se.rep = report.New("json", opts.Out)

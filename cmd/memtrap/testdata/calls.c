@@ -12,11 +12,16 @@ __attribute__((noinline)) long process_batch(int depth) {
 	scratch[2] = r;
 	return scratch[0] + scratch[1] + scratch[2];
 }
+/* Its argument is no pointer: --arg scale:1:8 cannot watch what it "points" to. */
+__attribute__((noinline)) long scale(long x) { return x * 3; }
 int main(void) {
 	struct rec a, b;
+	long s = 0;
+	for (long i = 1; i <= 6; i++)
+		s += scale(i << 12);
 	fill_record(&a, 1);
 	fill_record(&b, 2);
 	a.id = 5; /* after the call: not watched */
-	printf("%ld %ld %ld\n", a.id, b.id, process_batch(1));
+	printf("%ld %ld %ld %ld\n", a.id, b.id, process_batch(1), s);
 	return 0;
 }
