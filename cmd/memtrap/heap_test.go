@@ -470,9 +470,9 @@ func TestHeapForks(t *testing.T) {
 }
 
 // TestHeapForkRealloc: a parent and its followed child each grow a block
-// with reallocarray, which glibc's tail-calls realloc. Each process has
-// its gate, and the kernel runs every gate's uprobe session at a call of
-// either process: the other process's asked for the call's return too,
+// with reallocarray, which glibc implements as a tail call of realloc.
+// Each process has its gate, and the kernel runs every gate's uprobe
+// session at a call of either process: the other process's asked for the call's return too,
 // so the return address was the kernel's trampoline when memtrap stopped
 // the call. memtrap took that for the caller (the backtraces ended
 // there) and put its own trampoline over it; realloc's uprobe, at the
