@@ -303,8 +303,9 @@ func (s *Set) finishReturn(t *tracer.Thread, e bpfhook.Entry, regs *unix.PtraceR
 // of another process's gate puts there for every call it sees (the
 // kernel runs a session scoped to one process at every process's call,
 // and one whose program does not run asks for the return). The call
-// then returns straight to its caller; the kernel's record of it goes
-// as a frame left by longjmp does, at the thread's next uretprobe. Left
+// then returns straight to its caller; the kernel's record of it is left
+// over, like one a longjmp leaves, which Linux's uretprobe code (as read,
+// not watched) drops by its stack address at the thread's next uretprobe. Left
 // there, the trampoline ended every backtrace from the call, and under
 // memtrap's own return trampoline (Return) a tail call from the
 // function into another hooked one (reallocarray's into realloc) made
