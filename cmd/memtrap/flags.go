@@ -132,7 +132,7 @@ func (f *watchFlags) register(fs *pflag.FlagSet) {
 	fs.Var(&specValue{f, "addr"}, "addr", "watch the region starting at ADDR (decimal or 0x hex); repeatable, each with its --len")
 	fs.Var(&specValue{f, "len"}, "len", "length in bytes of the preceding --addr (or --symbol, overriding its size)")
 	fs.Var(&specValue{f, "symbol"}, "symbol", "watch the ELF symbol NAME[+OFF] (executable or any loaded library); repeatable")
-	fs.StringVar(&f.when, "when", "", "report only the writes EXPR holds for: a C expression of old, new, addr, off, size, tid, pid, seq, kernel, changed, in(FUNC), at(FUNC), file(PATTERN) (see README)")
+	fs.StringVar(&f.when, "when", "", "report only the writes EXPR holds for: a C expression of old, new, addr, off, size, tid, pid, seq, kernel, changed, block, freed, overflow, in(FUNC), at(FUNC), file(PATTERN) (see README)")
 	fs.StringVar(&f.whenValue, "when-value", "", "report only writes after which the watched value equals V (--when 'new == V')")
 	fs.IntVar(&f.width, "width", 8, "bytes of the watched value (old, new, --when-value) on regions larger than 8 bytes (1, 2, 4, 8)")
 	fs.StringVar(&f.onHit, "on-hit", "", "stop: at the first reported write, leave the target stopped right after it, detached, for gdb -p")
@@ -321,6 +321,21 @@ func (f *watchFlags) options() (session.Options, error) {
 			return session.Options{}, usagef("--when %q: %v", f.when, err)
 		}
 		o.When = e
+		// A name that is 0 at every write the flags watch is a mistake,
+		// not a filter.
+		for _, n := range []struct {
+			v     cond.Var
+			ok    bool
+			needs string
+		}{
+			{cond.Block, len(o.Heap) > 0, "--heap"},
+			{cond.Freed, f.freed, "--freed"},
+			{cond.Overflow, f.redzone > 0, "--redzone N"},
+		} {
+			if e.Uses(n.v) && !n.ok {
+				return session.Options{}, usagef("--when %q: %s is 0 at every write without %s", f.when, n.v, n.needs)
+			}
+		}
 	}
 	switch f.onHit {
 	case "", "stop":

@@ -117,6 +117,33 @@ func TestHeapUseAfterFree(t *testing.T) {
 	}
 }
 
+// TestHeapWhenKinds: --when sees a write's block, whether it is a
+// use-after-free or an overflow, and its offset from the block's start,
+// as the report shows them; so a hunt can stop at the first stale write.
+func TestHeapWhenKinds(t *testing.T) {
+	prog := heapProg(t)
+	briefs := func(evs []event) string {
+		var got []string
+		for _, w := range writes(evs) {
+			got = append(got, brief(w))
+		}
+		return strings.Join(got, " ")
+	}
+	evs := heapRun(t, prog, "uaf", "--backtrace", "1", "--heap", "size=40", "--freed", "--when", "freed")
+	if got, want := briefs(evs), "heap#1+16=0x2a/stamp/use-after-free"; got != want {
+		t.Errorf("--when freed: %s, want %s", got, want)
+	}
+	evs = heapRun(t, prog, "uaf", "--backtrace", "1", "--heap", "size=40", "--freed", "--when", "!freed && block == 2")
+	if got, want := briefs(evs), "heap#2+0=0x5/stamp"; got != want {
+		t.Errorf("--when '!freed && block == 2': %s, want %s", got, want)
+	}
+	// The redzone of a 24-byte block starts at its offset 24.
+	evs = heapRun(t, prog, "overflow", "--backtrace", "1", "--heap", "size=24,nth=1", "--redzone", "16", "--when", "overflow && off >= 30")
+	if got, want := briefs(evs), "heap#1+30=0x41/overflow/overflow heap#1+31=0x41/overflow/overflow"; got != want {
+		t.Errorf("--when 'overflow && off >= 30': %s, want %s", got, want)
+	}
+}
+
 // TestHeapReallocAndFriends: calloc's block, followed when realloc moves
 // it (the same block number, its new size), and posix_memalign's.
 func TestHeapReallocAndFriends(t *testing.T) {

@@ -25,22 +25,36 @@ type Var int
 
 // The values a condition can name.
 const (
-	Old     Var = iota // the watched value before the write
-	New                // the watched value after it
-	Addr               // the first byte written
-	Off                // Addr's offset in its region
-	Size               // bytes written
-	Tid                // the writer
-	Pid                // the writer's process
-	Seq                // the write's number among all writes the condition saw, from 1
-	Kernel             // 1 for a write the kernel made (a system call, a signal frame)
-	Changed            // 1 if old != new
+	Old      Var = iota // the watched value before the write
+	New                 // the watched value after it
+	Addr                // the first byte written
+	Off                 // Addr's offset in its region
+	Size                // bytes written
+	Tid                 // the writer
+	Pid                 // the writer's process
+	Seq                 // the write's number among all writes the condition saw, from 1
+	Kernel              // 1 for a write the kernel made (a system call, a signal frame)
+	Changed             // 1 if old != new
+	Block               // the heap block written (heap#Block), 0 for other memory
+	Freed               // 1 for a write into a freed block (a use-after-free)
+	Overflow            // 1 for a write past a block's end (its redzone)
 	numVars
 )
 
 var varNames = map[string]Var{
 	"old": Old, "new": New, "addr": Addr, "off": Off, "size": Size,
 	"tid": Tid, "pid": Pid, "seq": Seq, "kernel": Kernel, "changed": Changed,
+	"block": Block, "freed": Freed, "overflow": Overflow,
+}
+
+// String is the name a condition writes v by.
+func (v Var) String() string {
+	for n, x := range varNames {
+		if x == v {
+			return n
+		}
+	}
+	return fmt.Sprintf("Var(%d)", int(v))
 }
 
 // Pred is a predicate over the writer's backtrace.
@@ -93,6 +107,17 @@ func (e *Expr) NeedsBacktrace() bool { return len(e.preds) > 0 }
 
 // Eval says whether the condition holds for env.
 func (e *Expr) Eval(env *Env) bool { return e.root.eval(env) != 0 }
+
+// Uses reports whether the expression names v.
+func (e *Expr) Uses(v Var) bool {
+	used := false
+	walk(e.root, func(x node) {
+		if x, ok := x.(*variable); ok && x.v == v {
+			used = true
+		}
+	})
+	return used
+}
 
 // CheckWidth refuses a literal compared with old or new that the watched
 // value, n bytes wide, can never equal: such a condition is a typo, not a
@@ -455,7 +480,7 @@ func (p *parser) primary() (node, error) {
 			p.next()
 			return &variable{v: v}, nil
 		}
-		return nil, p.errorf("unknown name %q (values: old new addr off size tid pid seq kernel changed; predicates: in() at() file())", t.text)
+		return nil, p.errorf("unknown name %q (values: old new addr off size tid pid seq kernel changed block freed overflow; predicates: in() at() file())", t.text)
 	case tBad:
 		if p.err != nil {
 			return nil, p.err

@@ -71,7 +71,7 @@ func TestSyntaxErrors(t *testing.T) {
 		{"new >", 6, "expected a value, found end of expression"},
 		{"new > 0xzz", 7, `malformed number "0xzz"`},
 		{"(new > 5", 9, "expected ')', found end of expression"},
-		{"neww > 5", 1, `unknown name "neww" (values: old new addr off size tid pid seq kernel changed; predicates: in() at() file())`},
+		{"neww > 5", 1, `unknown name "neww" (values: old new addr off size tid pid seq kernel changed block freed overflow; predicates: in() at() file())`},
 		{"new > 5 )", 9, `unexpected ")"`},
 		{"new $ 5", 5, `unexpected character '$'`},
 		{"in main", 1, "in needs an argument: in(PATTERN)"},

@@ -82,6 +82,19 @@ func (se *session) eval(e *cond.Expr, wr *pagewatch.Write, words []pagewatch.Wor
 	if wr.Syscall != "" || wr.Signal != 0 {
 		env.Vars[cond.Kernel] = 1
 	}
+	if h := se.heaps[wr.Pid]; h != nil {
+		if b := h.regions[wr.Region]; b != nil {
+			// As the report names it: off from the block's start.
+			env.Vars[cond.Block] = uint64(b.id)
+			switch {
+			case b.freed:
+				env.Vars[cond.Freed] = 1
+			case wr.Region == b.red:
+				env.Vars[cond.Overflow] = 1
+				env.Vars[cond.Off] += b.size
+			}
+		}
+	}
 	for _, wd := range words {
 		env.Vars[cond.Old], env.Vars[cond.New] = wd.Old, wd.New
 		env.Vars[cond.Changed] = 0
